@@ -1,0 +1,191 @@
+import Foundation
+import SQLite
+import SyncModel
+
+/// Where a logged conflict stands.
+public enum ConflictStatus: String, Sendable, CaseIterable {
+    /// Waiting for someone to decide.
+    case open
+    /// Someone chose a side or a new value.
+    case resolved
+    /// A later write to the same field (or the record's existence) replaced both sides.
+    case superseded
+}
+
+/// How to settle a conflict. Every choice that changes data becomes an ordinary local write,
+/// causally after both sides, so it wins everywhere it syncs to.
+public enum ConflictResolution: Sendable, Hashable {
+    /// Keep what the merged state holds. For a concurrent update the winning value is written
+    /// again as a new write; for a deletion the record simply stays deleted.
+    case keepWinner
+    /// Take the losing side: its value, or, for a delete-versus-update, restore the record with it.
+    case takeLoser
+    /// Write this value instead (restoring the record when it was deleted).
+    case value(FieldValue)
+
+    var label: String {
+        switch self {
+        case .keepWinner: "keep_winner"
+        case .takeLoser: "take_loser"
+        case .value: "new_value"
+        }
+    }
+}
+
+/// One entry of the conflict log.
+public struct ConflictEntry: Sendable, Hashable {
+    public var id: Int64
+    public var conflict: Conflict
+    /// Wall-clock milliseconds when this replica found the conflict.
+    public var detectedAt: UInt64
+    public var status: ConflictStatus
+    /// How it was resolved, for resolved entries.
+    public var resolution: String?
+}
+
+extension ReplicaStore {
+    /// Adds a conflict to the log. The same lost write found twice (arriving through two peers,
+    /// or a batch applied again) is logged once.
+    func log(_ conflict: Conflict) throws {
+        let statement = try db.cached("""
+            INSERT OR IGNORE INTO conflicts (record, type, field, kind,
+                winner_value, winner_replica, winner_counter, winner_clock, winner_deleted,
+                loser_value, loser_replica, loser_counter, loser_clock, loser_deleted, detected_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        statement.reset()
+        try statement.bind(uuid: conflict.recordID, at: 1)
+        try statement.bind(text: conflict.recordType, at: 2)
+        try statement.bind(text: conflict.field ?? "", at: 3)
+        try statement.bind(text: conflict.kind.rawValue, at: 4)
+        var column: Int32 = 5
+        for side in [conflict.winner, conflict.loser] {
+            if let value = side.value {
+                try statement.bind(bytes: RecordCodec.encode(value), at: column)
+            } else {
+                try statement.bind(.null, at: column)
+            }
+            try statement.bind(text: side.dot.replica.rawValue, at: column + 1)
+            try statement.bind(integer: Int64(side.dot.counter), at: column + 2)
+            try statement.bind(integer: side.timestamp.signedValue, at: column + 3)
+            try statement.bind(integer: side.isDeletion ? 1 : 0, at: column + 4)
+            column += 5
+        }
+        try statement.bind(integer: Int64(clamping: options.wallClock()), at: 15)
+        try statement.step()
+    }
+
+    /// Marks open conflicts of `state` superseded once their subject (the field, or the record's
+    /// existence) holds a write that is neither side: someone has moved on from both.
+    func supersedeConflicts(of state: RecordState) throws {
+        let open = try entries(where: "record = ? AND status = 'open'", [uuidBytes(state.id)])
+        for entry in open {
+            let subject: Dot?
+            switch entry.conflict.kind {
+            case .concurrentUpdate:
+                if case .register(let r)? = state.fields[entry.conflict.field ?? ""] { subject = r.dot } else { subject = nil }
+            case .updateOfDeleted, .deleteVersusRestore:
+                subject = state.liveness.dot
+            }
+            guard let subject, subject != entry.conflict.winner.dot, subject != entry.conflict.loser.dot else { continue }
+            try close(entry.id, status: .superseded, resolution: nil)
+        }
+    }
+
+    private func close(_ id: Int64, status: ConflictStatus, resolution: String?) throws {
+        try db.run("UPDATE conflicts SET status = ?, resolution = ?, closed_at = ? WHERE id = ?",
+                   [status.rawValue, resolution, Int64(clamping: options.wallClock()), id])
+    }
+
+    private func uuidBytes(_ id: UUID) -> Data { withUnsafeBytes(of: id.uuid) { Data($0) } }
+
+    /// Conflicts in the log, oldest first; by default only the open ones.
+    public func conflicts(status: ConflictStatus? = .open, record: UUID? = nil) throws -> [ConflictEntry] {
+        var clauses: [String] = []
+        var values: [any SQLiteBindable] = []
+        if let status { clauses.append("status = ?"); values.append(status.rawValue) }
+        if let record { clauses.append("record = ?"); values.append(uuidBytes(record)) }
+        return try entries(where: clauses.isEmpty ? "1" : clauses.joined(separator: " AND "), values)
+    }
+
+    /// One conflict by its id.
+    public func conflict(_ id: Int64) throws -> ConflictEntry? {
+        try entries(where: "id = ?", [id]).first
+    }
+
+    private func entries(where clause: String, _ values: [any SQLiteBindable]) throws -> [ConflictEntry] {
+        try db.query("""
+            SELECT id, record, type, field, kind,
+                winner_value, winner_replica, winner_counter, winner_clock, winner_deleted,
+                loser_value, loser_replica, loser_counter, loser_clock, loser_deleted,
+                detected_at, status, resolution
+            FROM conflicts WHERE \(clause) ORDER BY id
+            """, values) { row in
+            do {
+                guard let record = row.withBytes(1, { UUID(bytes: $0) }),
+                      let kind = ConflictKind(rawValue: row.string(4)),
+                      let status = ConflictStatus(rawValue: row.string(16)) else {
+                    throw ModelError.malformedEncoding("conflict row \(row.int64(0))")
+                }
+                func side(_ c: Int32) throws -> ConflictSide {
+                    let value = row.isNull(c) ? nil : try row.withBytes(c) { try RecordCodec.decodeValue($0) }
+                    let dot = try Dot(replica: try ReplicaID(row.string(c + 1)), counter: UInt64(max(0, row.int64(c + 2))))
+                    return ConflictSide(value: value, dot: dot, timestamp: try HLCTimestamp(signed: row.int64(c + 3)), isDeletion: row.int64(c + 4) != 0)
+                }
+                let field = row.string(3)
+                let conflict = Conflict(kind: kind, recordID: record, recordType: row.string(2),
+                                        field: field.isEmpty ? nil : field, winner: try side(5), loser: try side(10))
+                return ConflictEntry(id: row.int64(0), conflict: conflict, detectedAt: UInt64(max(0, row.int64(15))),
+                                     status: status, resolution: row.isNull(17) ? nil : row.string(17))
+            } catch {
+                throw ReplicaStoreError.corrupt(path: path, reason: "conflict log: \(error)")
+            }
+        }
+    }
+
+    /// Settles an open conflict. Any data change is written as a new local write in the same
+    /// transaction that closes the entry, so the two never disagree.
+    @discardableResult
+    public func resolve(_ id: Int64, _ resolution: ConflictResolution) throws -> RecordState {
+        try write {
+            guard let entry = try conflict(id) else { throw ReplicaStoreError.conflictNotFound(id) }
+            guard entry.status == .open else { throw ReplicaStoreError.conflictClosed(id: id, status: entry.status.rawValue) }
+            let conflict = entry.conflict
+            guard var state = try record(conflict.recordID) else { throw ReplicaStoreError.recordNotFound(conflict.recordID) }
+            let field = conflict.field ?? ""
+            let fieldIsCounter = schema.types[state.type]?.fields[field] == .counter
+
+            switch (conflict.kind, resolution) {
+            case (.concurrentUpdate, _):
+                guard !state.isDeleted else { throw ReplicaStoreError.recordDeleted(conflict.recordID) }
+                let value: FieldValue?
+                switch resolution {
+                case .keepWinner: value = conflict.winner.value
+                case .takeLoser: value = conflict.loser.value
+                case .value(let v): value = v
+                }
+                state = try update(conflict.recordID, [field: value ?? .null])
+            case (.updateOfDeleted, .keepWinner), (.deleteVersusRestore, .keepWinner):
+                break
+            case (.updateOfDeleted, .takeLoser), (.updateOfDeleted, .value):
+                if state.isDeleted { state = try restore(conflict.recordID) }
+                if case .value(let v) = resolution {
+                    state = try update(conflict.recordID, [field: v])
+                } else if !fieldIsCounter, let loser = conflict.loser.value,
+                          case .register(let current)? = state.fields[field], current.dot != conflict.loser.dot {
+                    state = try update(conflict.recordID, [field: loser])
+                }
+            case (.deleteVersusRestore, .takeLoser):
+                if conflict.loser.isDeletion {
+                    if !state.isDeleted { state = try delete(conflict.recordID) }
+                } else if state.isDeleted {
+                    state = try restore(conflict.recordID)
+                }
+            case (.deleteVersusRestore, .value):
+                throw ReplicaStoreError.invalidResolution(id: id, reason: "a record's existence takes no value; keep the winner or take the loser")
+            }
+            try close(id, status: .resolved, resolution: resolution.label)
+            return state
+        }
+    }
+}

@@ -1,0 +1,288 @@
+import Foundation
+import SyncModel
+
+/// The store's binary encoding of version vectors and record states.
+///
+/// Compact because it is read and written once per record on every sync: varints, and dots that
+/// name their replica by its position in the record's own vector (every dot of a consistent
+/// record is covered by that vector), so a field costs a few bytes beyond its value.
+/// Decoding treats its input as untrusted: any inconsistency is a `ModelError`, never a trap.
+enum RecordCodec {
+    static let formatVersion: UInt8 = 1
+
+    // MARK: Vector
+
+    static func encode(_ vector: VersionVector) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.write(vector: vector.sortedEntries)
+        return writer.bytes
+    }
+
+    static func decodeVector(_ bytes: UnsafeRawBufferPointer) throws(ModelError) -> VersionVector {
+        var reader = ByteReader(bytes)
+        let entries = try reader.readVector()
+        return try VersionVector(Dictionary(entries.map { ($0.0, $0.1) }, uniquingKeysWith: max))
+    }
+
+    // MARK: Record state (liveness and fields; id, type and vector live in their own columns)
+
+    static func encodeState(_ state: RecordState) -> [UInt8] {
+        let replicas = state.vector.sortedEntries.map(\.replica)
+        var index: [ReplicaID: Int] = [:]
+        for (offset, replica) in replicas.enumerated() { index[replica] = offset }
+        var writer = ByteWriter()
+        writer.bytes.reserveCapacity(64 + state.fields.count * 32)
+        writer.byte(formatVersion)
+        let liveness = state.liveness
+        writer.byte(liveness.isDeleted ? 1 : 0)
+        writer.dot(liveness.dot, index)
+        writer.varint(liveness.timestamp.rawValue)
+        let context = liveness.deletionContext.sortedEntries
+        writer.varint(UInt64(context.count))
+        for (replica, counter) in context {
+            writer.varint(UInt64(index[replica] ?? 0))
+            writer.varint(counter)
+        }
+        writer.varint(UInt64(state.fields.count))
+        for (name, field) in state.fields.sorted(by: { $0.key < $1.key }) {
+            writer.string(name)
+            switch field {
+            case .register(let r):
+                writer.byte(0)
+                writer.value(r.value)
+                writer.dot(r.dot, index)
+                writer.varint(r.timestamp.rawValue)
+            case .counter(let c):
+                writer.byte(1)
+                writer.varint(UInt64(c.contributions.count))
+                for (replica, contribution) in c.contributions.sorted(by: { $0.key < $1.key }) {
+                    writer.varint(UInt64(index[replica] ?? 0))
+                    writer.varint(contribution.added)
+                    writer.varint(contribution.subtracted)
+                    writer.varint(contribution.lastCounter)
+                    writer.varint(contribution.lastTimestamp.rawValue)
+                }
+            }
+        }
+        return writer.bytes
+    }
+
+    static func decodeState(
+        id: UUID, type: String, vector: VersionVector, _ bytes: UnsafeRawBufferPointer
+    ) throws(ModelError) -> RecordState {
+        let replicas = vector.sortedEntries.map(\.replica)
+        var reader = ByteReader(bytes)
+        let version = try reader.byte()
+        guard version == formatVersion else { throw .malformedEncoding("record format \(version) is not supported") }
+        let deleted = try reader.byte()
+        guard deleted <= 1 else { throw .malformedEncoding("deletion flag \(deleted)") }
+        let livenessDot = try reader.dot(replicas)
+        let livenessTime = try reader.timestamp()
+        var context: [ReplicaID: UInt64] = [:]
+        for _ in 0..<(try reader.count(limit: replicas.count)) {
+            let replica = try reader.replica(replicas)
+            context[replica] = try reader.varint()
+        }
+        let liveness = Liveness(
+            isDeleted: deleted == 1, dot: livenessDot, timestamp: livenessTime,
+            deletionContext: try VersionVector(context))
+        let fieldCount = try reader.count(limit: bytes.count)
+        var fields: [String: FieldState] = Dictionary(minimumCapacity: fieldCount)
+        for _ in 0..<fieldCount {
+            let name = try reader.string()
+            switch try reader.byte() {
+            case 0:
+                let value = try reader.value()
+                let dot = try reader.dot(replicas)
+                fields[name] = .register(RegisterState(value: value, dot: dot, timestamp: try reader.timestamp()))
+            case 1:
+                var contributions: [ReplicaID: CounterContribution] = [:]
+                for _ in 0..<(try reader.count(limit: replicas.count)) {
+                    let replica = try reader.replica(replicas)
+                    contributions[replica] = CounterContribution(
+                        added: try reader.varint(), subtracted: try reader.varint(),
+                        lastCounter: try reader.varint(), lastTimestamp: try reader.timestamp())
+                }
+                fields[name] = .counter(CounterState(contributions: contributions))
+            case let tag:
+                throw .malformedEncoding("field '\(name)' has unknown kind \(tag)")
+            }
+        }
+        guard reader.isAtEnd else { throw .malformedEncoding("\(reader.remaining) trailing bytes") }
+        return RecordState(id: id, type: type, vector: vector, liveness: liveness, fields: fields)
+    }
+
+    // MARK: Single values (the conflict log stores them on their own)
+
+    static func encode(_ value: FieldValue) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.value(value)
+        return writer.bytes
+    }
+
+    static func decodeValue(_ bytes: UnsafeRawBufferPointer) throws(ModelError) -> FieldValue {
+        var reader = ByteReader(bytes)
+        let value = try reader.value()
+        guard reader.isAtEnd else { throw .malformedEncoding("\(reader.remaining) trailing bytes after a value") }
+        return value
+    }
+}
+
+/// Appends varints and length-prefixed data.
+struct ByteWriter {
+    var bytes: [UInt8] = []
+
+    mutating func byte(_ b: UInt8) { bytes.append(b) }
+
+    mutating func varint(_ value: UInt64) {
+        var v = value
+        while v >= 0x80 {
+            bytes.append(UInt8(truncatingIfNeeded: v) | 0x80)
+            v >>= 7
+        }
+        bytes.append(UInt8(v))
+    }
+
+    mutating func string(_ s: String) {
+        var s = s
+        s.withUTF8 { utf8 in
+            varint(UInt64(utf8.count))
+            bytes.append(contentsOf: utf8)
+        }
+    }
+
+    mutating func dot(_ dot: Dot, _ index: [ReplicaID: Int]) {
+        varint(UInt64(index[dot.replica] ?? 0))
+        varint(dot.counter)
+    }
+
+    mutating func write(vector entries: [(replica: ReplicaID, counter: UInt64)]) {
+        varint(UInt64(entries.count))
+        for (replica, counter) in entries {
+            string(replica.rawValue)
+            varint(counter)
+        }
+    }
+
+    mutating func value(_ value: FieldValue) {
+        switch value {
+        case .null: byte(0)
+        case .bool(let v): byte(v ? 2 : 1)
+        case .integer(let v):
+            byte(3)
+            varint(UInt64(bitPattern: (v << 1) ^ (v >> 63)))  // zigzag: small negatives stay short
+        case .real(let v):
+            byte(4)
+            withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes.append(contentsOf: $0) }
+        case .text(let v):
+            byte(5)
+            string(v)
+        case .blob(let v):
+            byte(6)
+            varint(UInt64(v.count))
+            bytes.append(contentsOf: v)
+        }
+    }
+}
+
+/// Reads what `ByteWriter` wrote, checking every length against what is left.
+struct ByteReader {
+    private let bytes: UnsafeRawBufferPointer
+    private var offset = 0
+
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    var isAtEnd: Bool { offset == bytes.count }
+    var remaining: Int { bytes.count - offset }
+
+    mutating func byte() throws(ModelError) -> UInt8 {
+        guard offset < bytes.count else { throw .malformedEncoding("unexpected end of data") }
+        defer { offset += 1 }
+        return bytes[offset]
+    }
+
+    mutating func varint() throws(ModelError) -> UInt64 {
+        var result: UInt64 = 0
+        var shift: UInt64 = 0
+        while true {
+            let b = try byte()
+            guard shift < 64, !(shift == 63 && b > 1) else { throw .malformedEncoding("varint overflows 64 bits") }
+            result |= UInt64(b & 0x7f) << shift
+            if b < 0x80 { return result }
+            shift += 7
+        }
+    }
+
+    /// A count that cannot exceed `limit`, so a corrupt length never makes us allocate wildly.
+    mutating func count(limit: Int) throws(ModelError) -> Int {
+        let n = try varint()
+        guard n <= UInt64(limit) else { throw .malformedEncoding("count \(n) exceeds \(limit)") }
+        return Int(n)
+    }
+
+    mutating func raw(_ n: Int) throws(ModelError) -> UnsafeRawBufferPointer {
+        guard n <= remaining else { throw .malformedEncoding("length \(n) exceeds the \(remaining) bytes left") }
+        defer { offset += n }
+        return UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + n])
+    }
+
+    mutating func string() throws(ModelError) -> String {
+        let raw = try raw(try count(limit: remaining))
+        guard let s = String(validating: raw.bindMemory(to: UInt8.self), as: UTF8.self) else {
+            throw .malformedEncoding("text is not valid UTF-8")
+        }
+        return s
+    }
+
+    mutating func replica(_ replicas: [ReplicaID]) throws(ModelError) -> ReplicaID {
+        let i = try varint()
+        guard i < UInt64(replicas.count) else { throw .malformedEncoding("replica index \(i) outside the record's vector") }
+        return replicas[Int(i)]
+    }
+
+    mutating func dot(_ replicas: [ReplicaID]) throws(ModelError) -> Dot {
+        let replica = try replica(replicas)
+        return try Dot(replica: replica, counter: try varint())
+    }
+
+    mutating func timestamp() throws(ModelError) -> HLCTimestamp {
+        let raw = try varint()
+        guard raw <= UInt64(Int64.max) else { throw .malformedEncoding("timestamp out of range") }
+        return HLCTimestamp(rawValue: raw)
+    }
+
+    mutating func readVector() throws(ModelError) -> [(ReplicaID, UInt64)] {
+        let n = try count(limit: remaining)
+        var entries: [(ReplicaID, UInt64)] = []
+        entries.reserveCapacity(n)
+        for _ in 0..<n {
+            let replica = try ReplicaID(try string())
+            let counter = try varint()
+            guard counter >= 1, counter <= UInt64(Int64.max) else {
+                throw .invalidCounter(replica: replica.rawValue, value: String(counter))
+            }
+            entries.append((replica, counter))
+        }
+        guard isAtEnd else { throw .malformedEncoding("\(remaining) trailing bytes after a vector") }
+        return entries
+    }
+
+    mutating func value() throws(ModelError) -> FieldValue {
+        switch try byte() {
+        case 0: return .null
+        case 1: return .bool(false)
+        case 2: return .bool(true)
+        case 3:
+            let z = try varint()
+            return .integer(Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1))))
+        case 4:
+            let raw = try raw(8)
+            var bits: UInt64 = 0
+            withUnsafeMutableBytes(of: &bits) { $0.copyMemory(from: raw) }
+            return .real(Double(bitPattern: UInt64(littleEndian: bits)))
+        case 5: return .text(try string())
+        case 6: return .blob(Data(try raw(try count(limit: remaining))))
+        case let tag: throw .malformedEncoding("unknown value tag \(tag)")
+        }
+    }
+}

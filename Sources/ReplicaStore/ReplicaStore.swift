@@ -1,0 +1,462 @@
+import CSQLite
+import Foundation
+import SQLite
+import SyncModel
+
+/// Where a batch of remote record states comes from, which decides what stays dirty.
+public enum ApplyOrigin: Sendable {
+    /// From the replica this one syncs up to (a device's server, a branch's centre). A record
+    /// whose merged state equals what upstream sent has nothing left to push.
+    case upstream
+    /// From a replica that syncs up to this one (a device pushing to its server).
+    case downstream
+}
+
+/// What applying a batch did.
+public struct ApplyReport: Sendable {
+    /// One outcome per incoming state, in order.
+    public var outcomes: [MergeOutcome]
+    /// Conflicts found while merging; also written to the conflict log.
+    public var conflicts: [Conflict]
+    /// The store's change sequence after the batch.
+    public var sequence: Int64
+}
+
+/// One entry of the change sequence.
+public struct Change: Sendable, Hashable {
+    /// The sequence number of the record's latest change.
+    public var sequence: Int64
+    public var state: RecordState
+}
+
+/// The persistent replica of a set of records: the same code on a device, a branch and the server.
+///
+/// Every local write and every applied batch runs in one SQLite transaction, and the in-memory
+/// counters are rolled back with it, so a failure half-way leaves no trace. The store belongs to
+/// one thread at a time (it is not `Sendable`); a server puts each tenant's store behind a single
+/// serial executor, which also gives it the single writer it needs.
+public final class ReplicaStore {
+    /// How a store is opened.
+    public struct Options: Sendable {
+        /// The record types this store accepts.
+        public var schema: Schema
+        /// The id a new store takes; `nil` makes a random one. An existing store keeps its own.
+        public var replicaID: ReplicaID?
+        /// Milliseconds since 1970; injectable so tests can skew the clock.
+        public var wallClock: @Sendable () -> UInt64 = HybridLogicalClock.systemMilliseconds
+        /// `.full` also survives power loss, at a cost per commit.
+        public var synchronous: Database.Synchronous = .normal
+        /// Whether changes pushed from downstream replicas are themselves queued for upstream
+        /// (a branch office that forwards its devices' changes to the centre).
+        public var forwardsDownstreamChanges = false
+
+        public init(schema: Schema, replicaID: ReplicaID? = nil) {
+            self.schema = schema
+            self.replicaID = replicaID
+        }
+    }
+
+    /// The store's file.
+    public let path: String
+    /// The id stamped on this replica's writes.
+    public let replicaID: ReplicaID
+    public let schema: Schema
+    let db: Database
+    let options: Options
+    private var counter: UInt64
+    private var sequence: Int64
+    private var clock: HybridLogicalClock
+
+    /// Opens the store at `path`, creating it when the file does not exist.
+    ///
+    /// - Throws: `ReplicaStoreError.notAStore` for a foreign or non-SQLite file,
+    ///   `.corrupt` for a damaged one, `.newerSchema` for one written by a newer program;
+    ///   in each case the file is left as it was.
+    public init(path: String, options: Options) throws {
+        self.path = path
+        self.options = options
+        self.schema = options.schema
+        var dbOptions = Database.Options()
+        dbOptions.walMode = false  // not before we know the file is ours: switching modes writes to it
+        dbOptions.synchronous = options.synchronous
+        let db: Database
+        do {
+            db = try Database(path: path, options: dbOptions)
+            let applicationID = try db.scalarInt("PRAGMA application_id") ?? 0
+            let objects = try db.scalarInt("SELECT count(*) FROM sqlite_master") ?? 0
+            if applicationID != StoreSchema.applicationID && !(applicationID == 0 && objects == 0) {
+                throw ReplicaStoreError.notAStore(path: path, reason: "the SQLite file belongs to another application (id \(applicationID))")
+            }
+            let version = try db.userVersion
+            guard version <= StoreSchema.migrations.count else {
+                throw ReplicaStoreError.newerSchema(path: path, found: version, supported: StoreSchema.migrations.count)
+            }
+            try db.execute("PRAGMA journal_mode=WAL")
+            if objects == 0 { try db.execute("PRAGMA application_id = \(StoreSchema.applicationID)") }
+            try db.migrate(StoreSchema.migrations)
+        } catch let error as SQLiteError where error.code == SQLITE_NOTADB {
+            throw ReplicaStoreError.notAStore(path: path, reason: error.message)
+        } catch let error as SQLiteError where error.isCorruption {
+            throw ReplicaStoreError.corrupt(path: path, reason: error.description)
+        }
+        self.db = db
+
+        let identity = try db.query("SELECT replica_id, counter, sequence, clock FROM replica") {
+            ($0.string(0), $0.int64(1), $0.int64(2), $0.int64(3))
+        }.first
+        if let (id, counter, sequence, clock) = identity {
+            do {
+                replicaID = try ReplicaID(id)
+                guard counter >= 0, sequence >= 0 else { throw ModelError.malformedEncoding("negative counter or sequence") }
+                self.counter = UInt64(counter)
+                self.sequence = sequence
+                self.clock = HybridLogicalClock(last: try HLCTimestamp(signed: clock), wallClock: options.wallClock)
+            } catch {
+                throw ReplicaStoreError.corrupt(path: path, reason: "replica identity row: \(error)")
+            }
+        } else {
+            replicaID = options.replicaID ?? ReplicaID.random()
+            counter = 0
+            sequence = 0
+            clock = HybridLogicalClock(wallClock: options.wallClock)
+            try db.run("INSERT INTO replica VALUES (1, ?, 0, 0, 0)", [replicaID.rawValue])
+        }
+    }
+
+    /// Closes the file. The store must not be used afterwards.
+    public func close() { db.close() }
+
+    /// The sequence number of the latest change in this store.
+    public var lastSequence: Int64 { sequence }
+
+    /// The last timestamp this replica's clock issued or adopted.
+    public var lastTimestamp: HLCTimestamp { clock.last }
+
+    // MARK: Transactions
+
+    /// Runs `body` in one write transaction, rolling back the in-memory counters with SQLite's
+    /// rollback so that memory and file never disagree.
+    func write<T>(_ body: () throws -> T) throws -> T {
+        let saved = (counter, sequence, clock)
+        do {
+            return try db.transaction {
+                let result = try body()
+                if counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
+                    try db.run("UPDATE replica SET counter = ?, sequence = ?, clock = ? WHERE singleton = 1",
+                               [Int64(counter), sequence, clock.last.signedValue])
+                }
+                return result
+            }
+        } catch {
+            (counter, sequence, clock) = saved
+            if let error = error as? ModelError { throw ReplicaStoreError.invalidRecord(error) }
+            throw error
+        }
+    }
+
+    /// A fresh dot and timestamp for one local write.
+    func nextWrite() throws -> (Dot, HLCTimestamp) {
+        counter += 1
+        return (try Dot(replica: replicaID, counter: counter), clock.now())
+    }
+
+    // MARK: Rows
+
+    struct StoredRecord {
+        var sequence: Int64
+        var type: String
+        var vector: VersionVector
+    }
+
+    /// Reads the row of `id`: the header always, the full state only when `decodeState` is set.
+    func load(_ id: UUID, decodeState: Bool) throws -> (StoredRecord, RecordState?)? {
+        let statement = try db.cached("SELECT seq, type, vector, state FROM records WHERE id = ?")
+        statement.reset()
+        try statement.bind(uuid: id, at: 1)
+        defer { statement.reset() }
+        guard try statement.step() else { return nil }
+        let type = statement.string(1)
+        let vector = try statement.withBytes(2) { try RecordCodec.decodeVector($0) }
+        let stored = StoredRecord(sequence: statement.int64(0), type: type, vector: vector)
+        guard decodeState else { return (stored, nil) }
+        let state = try statement.withBytes(3) { try RecordCodec.decodeState(id: id, type: type, vector: vector, $0) }
+        return (stored, state)
+    }
+
+    /// Writes `state` as the record's latest change, giving it the next sequence number.
+    @discardableResult
+    func save(_ state: RecordState, replacing previous: Int64?) throws -> Int64 {
+        sequence += 1
+        let vector = RecordCodec.encode(state.vector)
+        let encoded = RecordCodec.encodeState(state)
+        if let previous {
+            let statement = try db.cached("UPDATE records SET seq = ?, deleted = ?, vector = ?, state = ? WHERE seq = ?")
+            statement.reset()
+            try statement.bind(integer: sequence, at: 1)
+            try statement.bind(integer: state.isDeleted ? 1 : 0, at: 2)
+            try statement.bind(bytes: vector, at: 3)
+            try statement.bind(bytes: encoded, at: 4)
+            try statement.bind(integer: previous, at: 5)
+            try statement.step()
+        } else {
+            let statement = try db.cached("INSERT INTO records (seq, id, type, deleted, vector, state) VALUES (?, ?, ?, ?, ?, ?)")
+            statement.reset()
+            try statement.bind(integer: sequence, at: 1)
+            try statement.bind(uuid: state.id, at: 2)
+            try statement.bind(text: state.type, at: 3)
+            try statement.bind(integer: state.isDeleted ? 1 : 0, at: 4)
+            try statement.bind(bytes: vector, at: 5)
+            try statement.bind(bytes: encoded, at: 6)
+            try statement.step()
+        }
+        return sequence
+    }
+
+    func decodeRow(_ statement: Statement, from column: Int32 = 0) throws -> RecordState {
+        let id = statement.withBytes(column) { UUID(bytes: $0) }
+        guard let id else { throw ReplicaStoreError.corrupt(path: path, reason: "a record id is not 16 bytes") }
+        let type = statement.string(column + 1)
+        let vector = try statement.withBytes(column + 2) { try RecordCodec.decodeVector($0) }
+        return try statement.withBytes(column + 3) { try RecordCodec.decodeState(id: id, type: type, vector: vector, $0) }
+    }
+
+    // MARK: Reading
+
+    /// The record with `id`, deleted or not.
+    public func record(_ id: UUID) throws -> RecordState? {
+        try load(id, decodeState: true)?.1
+    }
+
+    /// Every record of `type`, in change order.
+    public func records(ofType type: String, includeDeleted: Bool = false) throws -> [RecordState] {
+        let sql = includeDeleted
+            ? "SELECT id, type, vector, state FROM records WHERE type = ? ORDER BY seq"
+            : "SELECT id, type, vector, state FROM records WHERE type = ? AND deleted = 0 ORDER BY seq"
+        return try db.query(sql, [type]) { try decodeRow($0) }
+    }
+
+    /// The number of live records of `type`.
+    public func count(ofType type: String) throws -> Int {
+        Int(try db.scalarInt("SELECT count(*) FROM records WHERE type = ? AND deleted = 0", [type]) ?? 0)
+    }
+
+    /// Records changed after sequence number `after`, oldest change first: how a peer pulls.
+    /// A record changed several times appears once, at its latest change.
+    public func changes(after: Int64, limit: Int) throws -> [Change] {
+        try db.query("SELECT seq, id, type, vector, state FROM records WHERE seq > ? ORDER BY seq LIMIT ?", [after, limit]) {
+            Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1))
+        }
+    }
+
+    /// The number of records changed after `after`, to report the size of a pull.
+    public func changeCount(after: Int64) throws -> Int {
+        Int(try db.scalarInt("SELECT count(*) FROM records WHERE seq > ?", [after]) ?? 0)
+    }
+
+    // MARK: Local writes
+
+    /// Creates a record. Every field is checked against the schema first.
+    @discardableResult
+    public func create(_ type: String, id: UUID = UUID(), _ values: [String: FieldValue] = [:]) throws -> RecordState {
+        try write {
+            guard schema.types[type] != nil else { throw ModelError.unknownRecordType(type) }
+            for (field, value) in values {
+                try schema.checkWrite(type: type, record: id.uuidString, field: field, value: value)
+            }
+            guard try load(id, decodeState: false) == nil else { throw ReplicaStoreError.recordExists(id) }
+            let (dot, timestamp) = try nextWrite()
+            let state = RecordState.created(id: id, type: type, fields: values, dot: dot, timestamp: timestamp)
+            try save(state, replacing: nil)
+            try markDirty(id)
+            return state
+        }
+    }
+
+    /// Sets fields of a live record, as one write.
+    @discardableResult
+    public func update(_ id: UUID, _ values: [String: FieldValue]) throws -> RecordState {
+        try mutate(id) { state, dot, timestamp in
+            guard !state.isDeleted else { throw ReplicaStoreError.recordDeleted(id) }
+            for (field, value) in values {
+                try schema.checkWrite(type: state.type, record: id.uuidString, field: field, value: value)
+            }
+            state.write(values, dot: dot, timestamp: timestamp)
+        }
+    }
+
+    /// Adds `amount` (negative to subtract) to a counter field of a live record.
+    @discardableResult
+    public func increment(_ id: UUID, field: String, by amount: Int64) throws -> RecordState {
+        try mutate(id) { state, dot, timestamp in
+            guard !state.isDeleted else { throw ReplicaStoreError.recordDeleted(id) }
+            guard schema.types[state.type]?.fields[field] == .counter else {
+                throw ModelError.wrongFieldType(record: id.uuidString, field: field, expected: "a counter field", found: "\(schema.types[state.type]?.fields[field]?.rawValue ?? "no such field")")
+            }
+            guard amount != Int64.min else {
+                throw ModelError.invalidFieldValue(record: id.uuidString, field: field, reason: "increment out of range")
+            }
+            state.increment(field, by: amount, dot: dot, timestamp: timestamp)
+        }
+    }
+
+    /// Deletes a record. It stays as a tombstone so the deletion syncs and can be undone.
+    @discardableResult
+    public func delete(_ id: UUID) throws -> RecordState {
+        try mutate(id) { state, dot, timestamp in
+            guard !state.isDeleted else { throw ReplicaStoreError.recordDeleted(id) }
+            state.delete(dot: dot, timestamp: timestamp)
+        }
+    }
+
+    /// Brings a deleted record back with the values it holds, including concurrent updates.
+    @discardableResult
+    public func restore(_ id: UUID) throws -> RecordState {
+        try mutate(id) { state, dot, timestamp in
+            guard state.isDeleted else { throw ReplicaStoreError.recordNotDeleted(id) }
+            state.restore(dot: dot, timestamp: timestamp)
+        }
+    }
+
+    /// Loads a record, applies one local write to it and saves it, all in one transaction.
+    func mutate(_ id: UUID, _ change: (inout RecordState, Dot, HLCTimestamp) throws -> Void) throws -> RecordState {
+        try write {
+            guard let (stored, loaded) = try load(id, decodeState: true), var state = loaded else {
+                throw ReplicaStoreError.recordNotFound(id)
+            }
+            let (dot, timestamp) = try nextWrite()
+            try change(&state, dot, timestamp)
+            try save(state, replacing: stored.sequence)
+            try markDirty(id)
+            try supersedeConflicts(of: state)
+            return state
+        }
+    }
+
+    // MARK: Remote states
+
+    /// Merges a batch of record states from a peer, atomically: every state is validated, and if
+    /// any is invalid or anything fails, nothing of the batch is kept.
+    ///
+    /// Idempotent and order-independent: applying a batch twice, or batches in another order,
+    /// ends in the same state and the same conflict log.
+    ///
+    /// - Parameter progress: called after each record with its index. Throwing from it aborts
+    ///   the batch and rolls it back, which is how a caller cancels.
+    @discardableResult
+    public func apply(
+        _ states: [RecordState], from origin: ApplyOrigin = .upstream,
+        progress: ((Int) throws -> Void)? = nil
+    ) throws -> ApplyReport {
+        try write {
+            var outcomes: [MergeOutcome] = []
+            outcomes.reserveCapacity(states.count)
+            var conflicts: [Conflict] = []
+            for (index, remote) in states.enumerated() {
+                try schema.validate(remote)
+                observeClock(of: remote)
+                let existing = try load(remote.id, decodeState: false)?.0
+                if let existing, existing.type != remote.type {
+                    throw ModelError.recordTypeMismatch(record: remote.id.uuidString, local: existing.type, remote: remote.type)
+                }
+                if let existing, existing.vector.covers(remote.vector) {
+                    // Nothing new. If upstream holds exactly our state, nothing is left to push.
+                    if origin == .upstream && existing.vector == remote.vector { try clearDirty(remote.id) }
+                    outcomes.append(.unchanged)
+                } else {
+                    let local = existing == nil ? nil : try record(remote.id)
+                    let result = try Merge.merge(local: local, remote: remote)
+                    try save(result.state, replacing: existing?.sequence)
+                    if local != nil { try supersedeConflicts(of: result.state) }
+                    for conflict in result.conflicts { try log(conflict) }
+                    conflicts += result.conflicts
+                    switch origin {
+                    case .upstream:
+                        if local != nil {
+                            if result.state.vector == remote.vector { try clearDirty(remote.id) } else { try markDirty(remote.id) }
+                        }
+                    case .downstream:
+                        if options.forwardsDownstreamChanges { try markDirty(remote.id) }
+                    }
+                    outcomes.append(result.outcome)
+                }
+                try progress?(index)
+            }
+            return ApplyReport(outcomes: outcomes, conflicts: conflicts, sequence: sequence)
+        }
+    }
+
+    /// Checks a state as `apply` would, without writing anything: for answering a peer per record.
+    public func validate(_ state: RecordState) throws {
+        do {
+            try schema.validate(state)
+            if let existing = try load(state.id, decodeState: false)?.0, existing.type != state.type {
+                throw ModelError.recordTypeMismatch(record: state.id.uuidString, local: existing.type, remote: state.type)
+            }
+        } catch let error as ModelError {
+            throw ReplicaStoreError.invalidRecord(error)
+        }
+    }
+
+    private func observeClock(of state: RecordState) {
+        var newest = state.liveness.timestamp
+        for field in state.fields.values {
+            if case .register(let r) = field, r.timestamp > newest { newest = r.timestamp }
+        }
+        clock.observe(newest)
+    }
+
+    // MARK: Dirty set
+
+    func markDirty(_ id: UUID) throws {
+        let statement = try db.cached("INSERT OR IGNORE INTO dirty (id) VALUES (?)")
+        statement.reset()
+        try statement.bind(uuid: id, at: 1)
+        try statement.step()
+    }
+
+    func clearDirty(_ id: UUID) throws {
+        let statement = try db.cached("DELETE FROM dirty WHERE id = ?")
+        statement.reset()
+        try statement.bind(uuid: id, at: 1)
+        try statement.step()
+    }
+
+    /// Records with local changes that upstream has not acknowledged, oldest change first.
+    public func dirtyRecords(limit: Int = Int.max) throws -> [RecordState] {
+        try db.query("""
+            SELECT r.id, r.type, r.vector, r.state FROM dirty d JOIN records r ON r.id = d.id
+            ORDER BY r.seq LIMIT ?
+            """, [Int64(clamping: limit)]) { try decodeRow($0) }
+    }
+
+    /// The number of records waiting to be pushed.
+    public func dirtyCount() throws -> Int {
+        Int(try db.scalarInt("SELECT count(*) FROM dirty") ?? 0)
+    }
+
+    /// Upstream has integrated the record up to `vector`. The record leaves the dirty set unless
+    /// it changed again after that state was sent.
+    public func acknowledge(_ id: UUID, upTo vector: VersionVector) throws {
+        try write {
+            guard let (stored, _) = try load(id, decodeState: false), vector.covers(stored.vector) else { return }
+            try clearDirty(id)
+        }
+    }
+}
+
+extension Statement {
+    /// Binds a UUID as its 16 raw bytes: half the size of its text and compared with memcmp.
+    func bind(uuid: UUID, at index: Int32) throws {
+        try withUnsafeBytes(of: uuid.uuid) { try bind(bytes: $0, at: index) }
+    }
+}
+
+extension UUID {
+    /// A UUID from 16 raw bytes, or `nil` for any other length.
+    init?(bytes: UnsafeRawBufferPointer) {
+        guard bytes.count == 16 else { return nil }
+        var raw: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &raw) { $0.copyMemory(from: bytes) }
+        self.init(uuid: raw)
+    }
+}

@@ -1,0 +1,44 @@
+import Foundation
+import SQLite
+import SyncModel
+
+/// Why the replica store refused an operation. Errors from SQLite itself are thrown as
+/// `SQLiteError`, which carries the SQL and the file.
+public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
+    /// The file is not a SQLite database, or is a SQLite database of some other program.
+    case notAStore(path: String, reason: String)
+    /// SQLite found the file damaged.
+    case corrupt(path: String, reason: String)
+    /// Written by a newer Rapport whose schema this one does not know.
+    case newerSchema(path: String, found: Int, supported: Int)
+    /// A record state or a local write broke the model's rules; nothing was written.
+    case invalidRecord(ModelError)
+    case recordNotFound(UUID)
+    /// Creating a record whose id is already taken.
+    case recordExists(UUID)
+    /// The record is deleted; restore it before changing it.
+    case recordDeleted(UUID)
+    /// Restoring a record that is not deleted.
+    case recordNotDeleted(UUID)
+    case conflictNotFound(Int64)
+    case conflictClosed(id: Int64, status: String)
+    /// The resolution does not fit the conflict (restoring after a concurrent update, say).
+    case invalidResolution(id: Int64, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .notAStore(path, reason): return "\(path) is not a Rapport replica store: \(reason)"
+        case let .corrupt(path, reason): return "\(path) is damaged: \(reason)"
+        case let .newerSchema(path, found, supported):
+            return "\(path) has store schema version \(found), newer than the \(supported) this program supports"
+        case let .invalidRecord(error): return "invalid record: \(error)"
+        case let .recordNotFound(id): return "no record \(id)"
+        case let .recordExists(id): return "record \(id) already exists"
+        case let .recordDeleted(id): return "record \(id) is deleted; restore it first"
+        case let .recordNotDeleted(id): return "record \(id) is not deleted"
+        case let .conflictNotFound(id): return "no conflict \(id)"
+        case let .conflictClosed(id, status): return "conflict \(id) is already \(status)"
+        case let .invalidResolution(id, reason): return "conflict \(id): \(reason)"
+        }
+    }
+}

@@ -1,0 +1,51 @@
+import SQLite
+
+/// The store's own tables, as numbered migrations.
+enum StoreSchema {
+    /// Marks a file as a Rapport replica store ('RPRS'), so a foreign SQLite file is refused
+    /// before anything is written to it.
+    static let applicationID: Int64 = 0x5250_5253
+
+    static let migrations: [Migration] = [
+        Migration(version: 1, "records, change sequence, dirty set, conflict log", sql: """
+            -- One row: this replica's identity and the counters that must survive restarts.
+            CREATE TABLE replica (
+                singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                replica_id TEXT NOT NULL,
+                counter INTEGER NOT NULL,     -- the last dot counter this replica used
+                sequence INTEGER NOT NULL,    -- the last change sequence number given out
+                clock INTEGER NOT NULL        -- the last hybrid logical clock timestamp
+            );
+            -- A record's seq is the sequence number of its latest change, and the rowid, so
+            -- "everything after N" is a range scan of the table itself.
+            CREATE TABLE records (
+                seq INTEGER PRIMARY KEY,
+                id BLOB NOT NULL UNIQUE,
+                type TEXT NOT NULL,
+                deleted INTEGER NOT NULL,
+                vector BLOB NOT NULL,
+                state BLOB NOT NULL
+            );
+            -- Records with local changes that upstream has not acknowledged yet.
+            CREATE TABLE dirty (id BLOB PRIMARY KEY) WITHOUT ROWID;
+            CREATE TABLE conflicts (
+                id INTEGER PRIMARY KEY,
+                record BLOB NOT NULL,
+                type TEXT NOT NULL,
+                field TEXT NOT NULL,          -- '' for the record's existence
+                kind TEXT NOT NULL,
+                winner_value BLOB, winner_replica TEXT NOT NULL, winner_counter INTEGER NOT NULL,
+                winner_clock INTEGER NOT NULL, winner_deleted INTEGER NOT NULL,
+                loser_value BLOB, loser_replica TEXT NOT NULL, loser_counter INTEGER NOT NULL,
+                loser_clock INTEGER NOT NULL, loser_deleted INTEGER NOT NULL,
+                detected_at INTEGER NOT NULL,
+                status TEXT NOT NULL DEFAULT 'open',
+                resolution TEXT,
+                closed_at INTEGER,
+                UNIQUE (record, field, loser_replica, loser_counter)
+            );
+            CREATE INDEX conflicts_by_record ON conflicts (record, status);
+            CREATE INDEX conflicts_by_status ON conflicts (status, id);
+            """),
+    ]
+}

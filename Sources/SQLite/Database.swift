@@ -1,0 +1,196 @@
+import CSQLite
+import Foundation
+
+/// A connection to one SQLite file.
+///
+/// Opened in WAL mode with a busy timeout and foreign keys on, because that is what every store
+/// in Rapport needs: one writer and readers in parallel, and no silent dangling references.
+///
+/// A `Database` is not `Sendable`: it belongs to one thread (or one serial executor) at a time.
+/// The owner that shares it across threads is responsible for that confinement.
+public final class Database {
+    /// How a connection is opened.
+    public struct Options: Sendable {
+        /// Open without write access.
+        public var readOnly = false
+        /// Create the file when it does not exist.
+        public var create = true
+        /// How long a statement waits for another connection's lock before failing with `SQLITE_BUSY`.
+        public var busyTimeoutMilliseconds: Int32 = 5_000
+        /// WAL lets readers run beside the one writer. Ignored for read-only connections.
+        public var walMode = true
+        /// `NORMAL` is durable across application crashes in WAL mode; `FULL` also across power loss.
+        public var synchronous: Synchronous = .normal
+        /// Enforce `REFERENCES` clauses.
+        public var foreignKeys = true
+
+        public init() {}
+    }
+
+    /// SQLite's `synchronous` setting.
+    public enum Synchronous: String, Sendable {
+        case off = "OFF", normal = "NORMAL", full = "FULL"
+    }
+
+    let handle: ConnectionHandle
+    private var statementCache: [String: Statement] = [:]
+    private var savepointDepth = 0
+
+    /// The file this connection opened.
+    public var path: String { handle.path }
+
+    /// Opens (and by default creates) the database at `path`.
+    ///
+    /// Opening checks that the file really is a SQLite database, so a corrupt or foreign file fails
+    /// here with `SQLITE_NOTADB`, not later in the middle of some unrelated statement.
+    public init(path: String, options: Options = Options()) throws {
+        var flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
+        if options.readOnly {
+            flags |= SQLITE_OPEN_READONLY
+        } else {
+            flags |= SQLITE_OPEN_READWRITE
+            if options.create { flags |= SQLITE_OPEN_CREATE }
+        }
+        var db: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &db, flags, nil)
+        guard let db else {
+            throw SQLiteError(code: rc, message: "out of memory while opening", path: path)
+        }
+        let connection = ConnectionHandle(pointer: db, path: path)
+        guard rc == SQLITE_OK else {
+            let error = connection.error(code: rc, sql: nil)
+            connection.close()
+            throw error
+        }
+        self.handle = connection
+        sqlite3_busy_timeout(db, options.busyTimeoutMilliseconds)
+        sqlite3_extended_result_codes(db, 1)
+        // Reading the schema forces SQLite to read the header: a foreign file fails right here.
+        _ = try scalarInt("SELECT count(*) FROM sqlite_master")
+        if !options.readOnly {
+            if options.walMode { try execute("PRAGMA journal_mode=WAL") }
+            try execute("PRAGMA synchronous=\(options.synchronous.rawValue)")
+        }
+        try execute("PRAGMA foreign_keys=\(options.foreignKeys ? "ON" : "OFF")")
+    }
+
+    deinit {
+        statementCache.removeAll()
+    }
+
+    /// Closes the connection now. Safe to call more than once; later calls on this connection fail
+    /// with `SQLITE_MISUSE`.
+    public func close() {
+        statementCache.removeAll()
+        handle.close()
+    }
+
+    // MARK: Statements
+
+    /// Runs one or more statements that take no parameters and return nothing of interest.
+    public func execute(_ sql: String) throws {
+        guard let db = handle.pointer else { throw handle.error(code: SQLITE_MISUSE, sql: sql) }
+        var message: UnsafeMutablePointer<CChar>?
+        let rc = sqlite3_exec(db, sql, nil, nil, &message)
+        if rc != SQLITE_OK {
+            var error = handle.error(code: rc, sql: sql)
+            if let message {
+                error = SQLiteError(code: rc, extendedCode: error.extendedCode, message: String(cString: message), sql: sql, path: path)
+                sqlite3_free(message)
+            }
+            throw error
+        }
+    }
+
+    /// Prepares a statement that the caller owns.
+    public func prepare(_ sql: String) throws -> Statement {
+        try Statement(connection: handle, sql: sql)
+    }
+
+    /// Returns the prepared statement for `sql`, preparing it the first time. Hot paths use this
+    /// so that each SQL text is compiled once per connection.
+    public func cached(_ sql: String) throws -> Statement {
+        if let statement = statementCache[sql] { return statement }
+        let statement = try prepare(sql)
+        statementCache[sql] = statement
+        return statement
+    }
+
+    /// Runs a cached statement with `values` to completion.
+    public func run(_ sql: String, _ values: [any SQLiteBindable] = []) throws {
+        try cached(sql).run(values)
+    }
+
+    /// Runs a cached query and maps each row.
+    public func query<T>(_ sql: String, _ values: [any SQLiteBindable] = [], row: (Statement) throws -> T) throws -> [T] {
+        try cached(sql).query(values, row: row)
+    }
+
+    /// The first column of the first row as an integer, or `nil` when there is no row or it is NULL.
+    public func scalarInt(_ sql: String, _ values: [any SQLiteBindable] = []) throws -> Int64? {
+        try query(sql, values) { $0.isNull(0) ? nil : $0.int64(0) }.first ?? nil
+    }
+
+    /// Rows changed by the last INSERT, UPDATE or DELETE.
+    public var changes: Int { Int(sqlite3_changes64(handle.pointer)) }
+
+    /// The rowid of the last successful INSERT.
+    public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle.pointer) }
+
+    /// True while a transaction is open on this connection.
+    public var isInTransaction: Bool {
+        guard let db = handle.pointer else { return false }
+        return sqlite3_get_autocommit(db) == 0
+    }
+
+    // MARK: Transactions
+
+    /// How a top-level transaction takes its locks.
+    public enum TransactionKind: String, Sendable {
+        /// Takes the write lock only at the first write.
+        case deferred = "DEFERRED"
+        /// Takes the write lock at once, so a writer never fails half-way with `SQLITE_BUSY`.
+        case immediate = "IMMEDIATE"
+    }
+
+    /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
+    ///
+    /// Called inside another transaction, it becomes a savepoint, so a helper that needs atomicity
+    /// can use it without knowing whether its caller already opened a transaction.
+    public func transaction<T>(_ kind: TransactionKind = .immediate, _ body: () throws -> T) throws -> T {
+        if isInTransaction { return try savepoint(body) }
+        try execute("BEGIN \(kind.rawValue)")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            rollbackQuietly("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// Runs `body` in a savepoint: released when it returns, rolled back to when it throws.
+    public func savepoint<T>(_ body: () throws -> T) throws -> T {
+        savepointDepth += 1
+        defer { savepointDepth -= 1 }
+        let name = "sp\(savepointDepth)"
+        try execute("SAVEPOINT \(name)")
+        do {
+            let result = try body()
+            try execute("RELEASE \(name)")
+            return result
+        } catch {
+            rollbackQuietly("ROLLBACK TO \(name); RELEASE \(name)")
+            throw error
+        }
+    }
+
+    /// A rollback that fails means SQLite already rolled back (after `SQLITE_FULL` or an I/O
+    /// error, for instance); the error that caused it is the one worth reporting.
+    private func rollbackQuietly(_ sql: String) {
+        if let db = handle.pointer, sqlite3_get_autocommit(db) == 0 {
+            _ = try? execute(sql)
+        }
+    }
+}

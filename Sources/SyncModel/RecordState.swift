@@ -1,0 +1,67 @@
+import Foundation
+
+/// Whether a record exists or is deleted, as a last-writer-wins register of its own, so that a
+/// delete and a later restore are ordinary causal writes.
+public struct Liveness: Hashable, Sendable {
+    public var isDeleted: Bool
+    /// The write that created, deleted or restored the record.
+    public var dot: Dot
+    public var timestamp: HLCTimestamp
+    /// For a deletion, the record's version vector when it was deleted: writes it covers were
+    /// deliberately deleted, writes it does not cover were concurrent with the delete.
+    public var deletionContext: VersionVector
+
+    public init(isDeleted: Bool, dot: Dot, timestamp: HLCTimestamp, deletionContext: VersionVector = VersionVector()) {
+        self.isDeleted = isDeleted
+        self.dot = dot
+        self.timestamp = timestamp
+        self.deletionContext = deletionContext
+    }
+
+    var register: RegisterState { RegisterState(value: .bool(isDeleted), dot: dot, timestamp: timestamp) }
+}
+
+/// The whole replicated state of one record: what replicas exchange and merge.
+///
+/// Records always travel whole. That keeps `vector` an exact summary of the writes reflected in
+/// `fields`, which the merge relies on to tell causal overwrites from concurrent ones.
+public struct RecordState: Hashable, Sendable {
+    public let id: UUID
+    public let type: String
+    /// For each replica, the highest counter of its writes reflected in this state.
+    public var vector: VersionVector
+    public var liveness: Liveness
+    /// Field states by name. Fields this replica's schema does not know are kept and passed on.
+    public var fields: [String: FieldState]
+
+    public init(id: UUID, type: String, vector: VersionVector, liveness: Liveness, fields: [String: FieldState]) {
+        self.id = id
+        self.type = type
+        self.vector = vector
+        self.liveness = liveness
+        self.fields = fields
+    }
+
+    public var isDeleted: Bool { liveness.isDeleted }
+
+    /// Field values as an app reads them: registers' values and counters' totals.
+    public var values: [String: FieldValue] { fields.mapValues(\.value) }
+
+    /// Checks that every dot the state carries is covered by its vector. A state that breaks this
+    /// would make the merge misjudge causality, so it is refused whole.
+    public func checkConsistency() throws(ModelError) {
+        let record = id.uuidString
+        for (replica, counter) in vector.entries where counter > UInt64(Int64.max) {
+            throw .invalidCounter(replica: replica.rawValue, value: String(counter))
+        }
+        guard vector.contains(liveness.dot) else { throw .dotOutsideVector(record: record, dot: liveness.dot.description) }
+        guard vector.covers(liveness.deletionContext) else {
+            throw .malformedEncoding("record \(record): deletion context \(liveness.deletionContext) exceeds the record's vector \(vector)")
+        }
+        for (name, field) in fields {
+            for dot in field.dots where !vector.contains(dot) {
+                throw .dotOutsideVector(record: "\(record) field '\(name)'", dot: dot.description)
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+/// The storage type of a field. Richer CRM types (email, choice, date) are built on these.
+public enum FieldKind: String, Sendable, CaseIterable, Codable {
+    case text, integer, real, boolean, blob
+    /// A counter whose concurrent increments add up; changed only by increments.
+    case counter
+
+    func accepts(_ value: FieldValue) -> Bool {
+        switch (self, value) {
+        case (.counter, _): false
+        case (_, .null): true
+        case (.text, .text), (.integer, .integer), (.real, .real), (.boolean, .bool), (.blob, .blob): true
+        default: false
+        }
+    }
+}
+
+/// The fields of one record type.
+public struct RecordType: Sendable, Equatable {
+    public let name: String
+    public let fields: [String: FieldKind]
+
+    public init(name: String, fields: [String: FieldKind]) {
+        self.name = name
+        self.fields = fields
+    }
+}
+
+/// The record types a store accepts. Shared by every replica of a tenant so that the same checks
+/// run on a device before a change leaves it and on the server before it is accepted.
+public struct Schema: Sendable, Equatable {
+    public let types: [String: RecordType]
+
+    /// Longest text value accepted, in UTF-8 bytes.
+    public static let maxTextBytes = 1 << 20
+    /// Longest blob value accepted.
+    public static let maxBlobBytes = 8 << 20
+
+    public init(_ types: [RecordType]) {
+        self.types = Dictionary(types.map { ($0.name, $0) }, uniquingKeysWith: { $1 })
+    }
+
+    /// Field names are identifiers, so they are safe in CSV headers, JSON keys and SQL comments.
+    public static func isValidFieldName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, name.utf8.count <= 64 else { return false }
+        let isLetter = { (b: UInt8) in (b | 0x20) >= UInt8(ascii: "a") && (b | 0x20) <= UInt8(ascii: "z") }
+        return (isLetter(first) || first == UInt8(ascii: "_")) && name.utf8.allSatisfy {
+            isLetter($0) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "_")
+        }
+    }
+
+    /// Checks a local change before it is written: the field must exist and take this value.
+    public func checkWrite(type: String, record: String, field: String, value: FieldValue) throws(ModelError) {
+        guard let recordType = types[type] else { throw .unknownRecordType(type) }
+        guard let kind = recordType.fields[field] else { throw .invalidFieldName(record: record, field: field) }
+        try Self.check(value, kind: kind, record: record, field: field)
+    }
+
+    /// Checks a record state from anywhere: known type, valid names, values of the declared
+    /// types, consistent dots. Unknown fields are allowed (a newer replica may have added them).
+    public func validate(_ state: RecordState) throws(ModelError) {
+        guard let recordType = types[state.type] else { throw .unknownRecordType(state.type) }
+        let record = state.id.uuidString
+        for (name, field) in state.fields {
+            guard Self.isValidFieldName(name) else { throw .invalidFieldName(record: record, field: name) }
+            switch (recordType.fields[name], field) {
+            case (.counter?, .register(let r)):
+                throw .wrongFieldType(record: record, field: name, expected: "counter", found: r.value.typeName)
+            case (let kind?, .counter) where kind != .counter:
+                throw .wrongFieldType(record: record, field: name, expected: kind.rawValue, found: "counter")
+            case (let kind?, .register(let r)):
+                try Self.check(r.value, kind: kind, record: record, field: name)
+            case (nil, .register(let r)):
+                try Self.checkBounds(r.value, record: record, field: name)
+            default:
+                break
+            }
+        }
+        try state.checkConsistency()
+    }
+
+    private static func check(_ value: FieldValue, kind: FieldKind, record: String, field: String) throws(ModelError) {
+        guard kind.accepts(value) else {
+            throw .wrongFieldType(record: record, field: field, expected: kind.rawValue, found: value.typeName)
+        }
+        try checkBounds(value, record: record, field: field)
+    }
+
+    private static func checkBounds(_ value: FieldValue, record: String, field: String) throws(ModelError) {
+        switch value {
+        case .real(let v) where !v.isFinite:
+            throw .invalidFieldValue(record: record, field: field, reason: "\(v) is not a finite number")
+        case .text(let v) where v.utf8.count > maxTextBytes:
+            throw .invalidFieldValue(record: record, field: field, reason: "text longer than \(maxTextBytes) bytes")
+        case .blob(let v) where v.count > maxBlobBytes:
+            throw .invalidFieldValue(record: record, field: field, reason: "blob longer than \(maxBlobBytes) bytes")
+        default:
+            break
+        }
+    }
+}
