@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "Rapport",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "SQLite", targets: ["SQLite"]),
         .library(name: "SyncModel", targets: ["SyncModel"]),

@@ -26,6 +26,11 @@ public struct HLCTimestamp: Hashable, Comparable, Sendable, CustomStringConverti
         rawValue = (min(wallMilliseconds, Self.maxWallMilliseconds) << Self.logicalBits) | (logical & Self.maxLogical)
     }
 
+    /// This timestamp, or the one just after `other` if this is not already later.
+    public func later(than other: HLCTimestamp) -> HLCTimestamp {
+        self > other ? self : HLCTimestamp(rawValue: other.rawValue + 1)
+    }
+
     public var wallMilliseconds: UInt64 { rawValue >> Self.logicalBits }
     public var logical: UInt64 { rawValue & Self.maxLogical }
     public var signedValue: Int64 { Int64(bitPattern: rawValue) }

@@ -16,9 +16,15 @@ extension RecordState {
     }
 
     /// Sets fields. All of them share the one dot: it is one write.
+    ///
+    /// Each field is stamped later than the value it replaces even when the clock says
+    /// otherwise (a peer's clock ran ahead and ours refused to follow): last-writer-wins must
+    /// never let an overwritten value beat the write that overwrote it.
     public mutating func write(_ values: [String: FieldValue], dot: Dot, timestamp: HLCTimestamp) {
         for (name, value) in values {
-            fields[name] = .register(RegisterState(value: value, dot: dot, timestamp: timestamp))
+            var stamp = timestamp
+            if case .register(let previous)? = fields[name] { stamp = stamp.later(than: previous.timestamp) }
+            fields[name] = .register(RegisterState(value: value, dot: dot, timestamp: stamp))
         }
         vector.add(dot)
     }
@@ -39,12 +45,12 @@ extension RecordState {
         vector.add(dot)
         var deletionContext = context
         deletionContext.add(dot)
-        liveness = Liveness(isDeleted: true, dot: dot, timestamp: timestamp, deletionContext: deletionContext)
+        liveness = Liveness(isDeleted: true, dot: dot, timestamp: timestamp.later(than: liveness.timestamp), deletionContext: deletionContext)
     }
 
     /// Brings a deleted record back with the field values it holds.
     public mutating func restore(dot: Dot, timestamp: HLCTimestamp) {
         vector.add(dot)
-        liveness = Liveness(isDeleted: false, dot: dot, timestamp: timestamp)
+        liveness = Liveness(isDeleted: false, dot: dot, timestamp: timestamp.later(than: liveness.timestamp))
     }
 }

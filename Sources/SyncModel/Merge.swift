@@ -95,14 +95,10 @@ public enum Merge {
         let liveness = try mergeRegister(local.liveness.register, remote.liveness.register, lv, rv, record: local.id, field: "(existence)")
         let localWon = liveness.winner.dot == local.liveness.dot
         result.liveness = localWon ? local.liveness : remote.liveness
-        if local.liveness.isDeleted && remote.liveness.isDeleted {
-            // A write either deleter saw was deleted on purpose, not lost.
-            result.liveness.deletionContext = local.liveness.deletionContext.merged(remote.liveness.deletionContext)
-        } else if liveness.loser != nil {
-            let loser = localWon ? remote.liveness : local.liveness
+        if liveness.loser != nil, local.liveness.isDeleted != remote.liveness.isDeleted {
             conflicts.append(Conflict(
                 kind: .deleteVersusRestore, recordID: local.id, recordType: local.type, field: nil,
-                winner: side(of: result.liveness), loser: side(of: loser)))
+                winner: side(of: result.liveness), loser: side(of: localWon ? remote.liveness : local.liveness)))
         }
 
         for name in Set(local.fields.keys).union(remote.fields.keys) {
@@ -170,9 +166,13 @@ public enum Merge {
         ConflictSide(value: liveness.isDeleted ? nil : .bool(true), dot: liveness.dot, timestamp: liveness.timestamp, isDeletion: liveness.isDeleted)
     }
 
-    /// Last-writer-wins with causality: a write the other side has seen loses to the other
-    /// side's; two writes that did not see each other are concurrent, and the later timestamp
-    /// (then the higher dot) wins while the other is returned as the loser.
+    /// Last-writer-wins: the write with the later timestamp (then the higher dot) is kept.
+    ///
+    /// That alone makes the merge a join. Causality is still honoured because a local write is
+    /// always stamped later than the value it overwrites (see `RecordState.write`), so a write
+    /// that saw another also sorts after it. The version vectors only decide whether the loser
+    /// was concurrent, that is, lost without anyone having seen it: then it is returned as the
+    /// loser, for the conflict log.
     static func mergeRegister(
         _ l: RegisterState, _ r: RegisterState, _ lv: VersionVector, _ rv: VersionVector,
         record: UUID, field: String
@@ -181,13 +181,9 @@ public enum Merge {
             guard l == r else { throw .dotReused(record: record.uuidString, field: field, dot: l.dot.description) }
             return (l, nil)
         }
-        let localSawRemote = lv.contains(r.dot), remoteSawLocal = rv.contains(l.dot)
-        switch (localSawRemote, remoteSawLocal) {
-        case (true, false): return (l, nil)
-        case (false, true): return (r, nil)
-        case (true, true): return (l.beats(r) ? l : r, nil)
-        case (false, false): return l.beats(r) ? (l, r) : (r, l)
-        }
+        let (winner, loser) = l.beats(r) ? (l, r) : (r, l)
+        let concurrent = !lv.contains(r.dot) && !rv.contains(l.dot)
+        return (winner, concurrent ? loser : nil)
     }
 }
 

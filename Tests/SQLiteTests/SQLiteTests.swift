@@ -1,0 +1,168 @@
+import CSQLite
+import Foundation
+import SQLite
+import Testing
+
+@Suite struct SQLiteTests {
+    let dir: TemporaryDirectory
+    let db: Database
+
+    init() throws {
+        dir = try TemporaryDirectory()
+        db = try Database(path: dir.path("test.sqlite"))
+        try db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE, score REAL, data BLOB)")
+    }
+
+    @Test func opensInWALModeWithForeignKeys() throws {
+        #expect(try db.query("PRAGMA journal_mode") { $0.string(0) } == ["wal"])
+        #expect(try db.scalarInt("PRAGMA foreign_keys") == 1)
+    }
+
+    @Test func errorsCarryCodesMessageAndSQL() throws {
+        let sql = "SELECT * FROM missing_table"
+        let error = try #require(throws: SQLiteError.self) { try db.prepare(sql) }
+        #expect(error.code == SQLITE_ERROR)
+        #expect(error.message.contains("no such table"))
+        #expect(error.sql == sql)
+        #expect(error.path == db.path)
+        #expect(error.description.contains(sql))
+
+        try db.run("INSERT INTO t (name) VALUES (?)", ["alice"])
+        let unique = try #require(throws: SQLiteError.self) { try db.run("INSERT INTO t (name) VALUES (?)", ["alice"]) }
+        #expect(unique.code == SQLITE_CONSTRAINT)
+        #expect(unique.extendedCode == SQLITE_CONSTRAINT | (8 << 8))  // SQLITE_CONSTRAINT_UNIQUE
+        #expect(unique.sql == "INSERT INTO t (name) VALUES (?)")
+    }
+
+    @Test func wrongParameterCountIsAnError() throws {
+        let error = try #require(throws: SQLiteError.self) { try db.run("INSERT INTO t (name, score) VALUES (?, ?)", ["x"]) }
+        #expect(error.code == SQLITE_RANGE)
+        #expect(error.message.contains("2 parameters"))
+    }
+
+    @Test func bindsAndReadsEveryStorageClass() throws {
+        let blob = Data([0, 1, 2, 255])
+        try db.run("INSERT INTO t (id, name, score, data) VALUES (?, ?, ?, ?)", [Int64.max, "Zoë 🚀", 2.5, blob])
+        try db.run("INSERT INTO t (id, name, score, data) VALUES (?, ?, ?, ?)", [Int64.min, "", Double?.none, Data()])
+        let rows = try db.query("SELECT id, name, score, data FROM t ORDER BY id") {
+            [$0.value(0), $0.value(1), $0.value(2), $0.value(3)]
+        }
+        #expect(rows == [
+            [.integer(Int64.min), .text(""), .null, .blob(Data())],
+            [.integer(Int64.max), .text("Zoë 🚀"), .real(2.5), .blob(blob)],
+        ])
+    }
+
+    @Test func cachedStatementsAreReused() throws {
+        let a = try db.cached("SELECT count(*) FROM t")
+        let b = try db.cached("SELECT count(*) FROM t")
+        #expect(a === b)
+    }
+
+    @Test func transactionRollsBackWhenBodyThrows() throws {
+        struct Boom: Error {}
+        try db.run("INSERT INTO t (name) VALUES ('kept')")
+        #expect(throws: Boom.self) {
+            try db.transaction {
+                try db.run("INSERT INTO t (name) VALUES ('lost')")
+                throw Boom()
+            }
+        }
+        #expect(try db.query("SELECT name FROM t") { $0.string(0) } == ["kept"])
+        #expect(!db.isInTransaction)
+    }
+
+    @Test func nestedTransactionIsASavepoint() throws {
+        struct Boom: Error {}
+        try db.transaction {
+            try db.run("INSERT INTO t (name) VALUES ('outer')")
+            _ = try? db.transaction {
+                try db.run("INSERT INTO t (name) VALUES ('inner')")
+                throw Boom()
+            }
+            try db.savepoint { try db.run("INSERT INTO t (name) VALUES ('second')") }
+        }
+        #expect(try db.query("SELECT name FROM t ORDER BY id") { $0.string(0) } == ["outer", "second"])
+    }
+
+    @Test func migrationsRunOnceAndInOrder() throws {
+        let migrations = [
+            Migration(version: 1, "a", sql: "CREATE TABLE m1 (x)"),
+            Migration(version: 2, "b", sql: "CREATE TABLE m2 (x)"),
+        ]
+        #expect(try db.migrate(migrations) == [1, 2])
+        #expect(try db.migrate(migrations) == [])
+        #expect(try db.userVersion == 2)
+        let more = migrations + [Migration(version: 3, "c", sql: "CREATE TABLE m3 (x)")]
+        #expect(try db.migrate(more) == [3])
+    }
+
+    @Test func failedMigrationLeavesThePreviousVersion() throws {
+        let migrations = [
+            Migration(version: 1, "a", sql: "CREATE TABLE m1 (x)"),
+            Migration(version: 2, "broken", sql: "CREATE TABLE m2 (x); INSERT INTO nowhere VALUES (1)"),
+        ]
+        #expect(throws: SQLiteError.self) { try db.migrate(migrations) }
+        #expect(try db.userVersion == 1)
+        #expect(try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name = 'm2'") == 0)
+    }
+
+    @Test func newerDatabaseIsRefused() throws {
+        try db.execute("PRAGMA user_version = 7")
+        let error = try #require(throws: MigrationError.self) {
+            try db.migrate([Migration(version: 1, "a", sql: "CREATE TABLE m1 (x)")])
+        }
+        #expect(error == .databaseIsNewer(path: db.path, found: 7, supported: 1))
+    }
+
+    @Test func badlyNumberedMigrationsAreRefused() throws {
+        #expect(throws: MigrationError.self) {
+            try db.migrate([Migration(version: 2, "skips one", sql: "SELECT 1")])
+        }
+    }
+
+    @Test func aFileThatIsNotSQLiteIsRefusedAtOpen() throws {
+        let path = dir.path("notes.txt")
+        let original = Data(String(repeating: "this is not a database\n", count: 200).utf8)
+        try original.write(to: URL(fileURLWithPath: path))
+        let error = try #require(throws: SQLiteError.self) { try Database(path: path) }
+        #expect(error.code == SQLITE_NOTADB)
+        #expect(error.isCorruption)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == original)
+    }
+
+    @Test func fullDiskFailsTheTransactionAndKeepsEarlierData() throws {
+        try db.run("INSERT INTO t (name) VALUES ('before')")
+        // A page limit stands in for a full disk: SQLite reports SQLITE_FULL either way.
+        let pages = try #require(try db.scalarInt("PRAGMA page_count"))
+        try db.execute("PRAGMA max_page_count = \(pages + 2)")
+        let error = try #require(throws: SQLiteError.self) {
+            try db.transaction {
+                for i in 0..<1000 {
+                    try db.run("INSERT INTO t (name, data) VALUES (?, ?)", ["row \(i)", Data(count: 4096)])
+                }
+            }
+        }
+        #expect(error.isStorageFull)
+        #expect(try db.query("SELECT name FROM t") { $0.string(0) } == ["before"])
+    }
+
+    @Test func closeIsIdempotentAndLaterUseFails() throws {
+        let statement = try db.prepare("SELECT 1")
+        db.close()
+        db.close()
+        let error = try #require(throws: SQLiteError.self) { try statement.step() }
+        #expect(error.code == SQLITE_MISUSE)
+        #expect(throws: SQLiteError.self) { try db.execute("SELECT 1") }
+    }
+
+    @Test func readerSeesCommittedDataWhileWriterHoldsTransaction() throws {
+        try db.run("INSERT INTO t (name) VALUES ('committed')")
+        let reader = try Database(path: db.path)
+        try db.transaction {
+            try db.run("INSERT INTO t (name) VALUES ('pending')")
+            #expect(try reader.query("SELECT name FROM t") { $0.string(0) } == ["committed"])
+        }
+        #expect(try reader.scalarInt("SELECT count(*) FROM t") == 2)
+    }
+}
