@@ -30,13 +30,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "SQLiteTests", dependencies: ["SQLite"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "TestSupport"]),
         .testTarget(name: "SyncModelTests", dependencies: [
-            "SyncModel",
+            "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "ReplicaStoreTests", dependencies: [
-            "ReplicaStore", "SQLite", "SyncModel",
+            "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
     ],

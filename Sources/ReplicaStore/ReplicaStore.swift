@@ -175,12 +175,24 @@ public final class ReplicaStore {
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
         guard try statement.step() else { return nil }
-        let type = statement.string(1)
-        let vector = try statement.withBytes(2) { try RecordCodec.decodeVector($0) }
-        let stored = StoredRecord(sequence: statement.int64(0), type: type, vector: vector)
-        guard decodeState else { return (stored, nil) }
-        let state = try statement.withBytes(3) { try RecordCodec.decodeState(id: id, type: type, vector: vector, $0) }
-        return (stored, state)
+        return try decoding(record: id) {
+            let type = statement.string(1)
+            let vector = try statement.withBytes(2) { try RecordCodec.decodeVector($0) }
+            let stored = StoredRecord(sequence: statement.int64(0), type: type, vector: vector)
+            guard decodeState else { return (stored, nil) }
+            let state = try statement.withBytes(3) { try RecordCodec.decodeState(id: id, type: type, vector: vector, $0) }
+            return (stored, state)
+        }
+    }
+
+    /// Rows are written only by this code, so one that does not decode means the file was
+    /// damaged or edited behind the store's back: reported as corruption, never trusted.
+    private func decoding<T>(record: UUID?, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as ModelError {
+            throw ReplicaStoreError.corrupt(path: path, reason: "record \(record?.uuidString ?? "with an unreadable id"): \(error)")
+        }
     }
 
     /// Writes `state` as the record's latest change, giving it the next sequence number.
@@ -215,9 +227,11 @@ public final class ReplicaStore {
     func decodeRow(_ statement: Statement, from column: Int32 = 0) throws -> RecordState {
         let id = statement.withBytes(column) { UUID(bytes: $0) }
         guard let id else { throw ReplicaStoreError.corrupt(path: path, reason: "a record id is not 16 bytes") }
-        let type = statement.string(column + 1)
-        let vector = try statement.withBytes(column + 2) { try RecordCodec.decodeVector($0) }
-        return try statement.withBytes(column + 3) { try RecordCodec.decodeState(id: id, type: type, vector: vector, $0) }
+        return try decoding(record: id) {
+            let type = statement.string(column + 1)
+            let vector = try statement.withBytes(column + 2) { try RecordCodec.decodeVector($0) }
+            return try statement.withBytes(column + 3) { try RecordCodec.decodeState(id: id, type: type, vector: vector, $0) }
+        }
     }
 
     // MARK: Reading

@@ -1,21 +1,8 @@
 import Foundation
 import PropertyBased
 import SyncModel
+import TestSupport
 import Testing
-
-/// SplitMix64: a tiny generator whose whole state is the seed, so a failure reproduces from the
-/// one number printed with it.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Random histories of one record over three replicas, then checks that the merge is a join:
 /// commutative, associative and idempotent, which is what convergence rests on.

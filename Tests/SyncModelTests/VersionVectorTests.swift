@@ -1,5 +1,5 @@
-import Synchronization
 import SyncModel
+import TestSupport
 import Testing
 
 let a = try! ReplicaID("A"), b = try! ReplicaID("B"), c = try! ReplicaID("C")
@@ -56,14 +56,6 @@ func dot(_ replica: ReplicaID, _ counter: UInt64) -> Dot { try! Dot(replica: rep
         #expect(ReplicaID.random() != ReplicaID.random())
         #expect(throws: Never.self) { try ReplicaID(ReplicaID.random().rawValue) }
     }
-}
-
-/// A wall clock a test can move by hand, backwards too.
-final class ManualClock: Sendable {
-    private let now: Mutex<UInt64>
-    init(_ start: UInt64) { now = Mutex(start) }
-    func set(_ value: UInt64) { now.withLock { $0 = value } }
-    func read() -> UInt64 { now.withLock { $0 } }
 }
 
 @Suite struct HybridLogicalClockTests {

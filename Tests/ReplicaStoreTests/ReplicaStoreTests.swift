@@ -1,0 +1,191 @@
+import Foundation
+import ReplicaStore
+import SQLite
+import SyncModel
+import TestSupport
+import Testing
+
+@Suite struct ReplicaStoreTests {
+    let dir: TemporaryDirectory
+    init() throws { dir = try TemporaryDirectory() }
+
+    @Test func localWritesPersistWithDotsAndVectors() throws {
+        let store = try openStore(dir, "A")
+        let id = UUID()
+        let created = try store.create("contact", id: id, ["name": .text("Ada"), "age": .integer(36)])
+        #expect(created.vector == (try VersionVector([store.replicaID: 1])))
+        let updated = try store.update(id, ["city": .text("London")])
+        #expect(updated.values == ["name": .text("Ada"), "age": .integer(36), "city": .text("London")])
+        #expect(updated.vector[store.replicaID] == 2)
+        guard case .register(let city)? = updated.fields["city"] else { Issue.record("no city"); return }
+        #expect(city.dot == (try Dot(replica: store.replicaID, counter: 2)))
+        #expect(try store.record(id) == updated)
+        #expect(try store.records(ofType: "contact") == [updated])
+        #expect(try store.count(ofType: "contact") == 1)
+    }
+
+    @Test func counterAndSequenceSurviveARestart() throws {
+        let id = UUID()
+        do {
+            let store = try openStore(dir, "A")
+            try store.create("contact", id: id, ["name": .text("Ada")])
+            try store.update(id, ["name": .text("Ada L.")])
+            #expect(store.lastSequence == 2)
+            store.close()
+        }
+        // An existing store keeps its own identity whatever id the options suggest.
+        let reopened = try ReplicaStore(
+            path: dir.path("A.sqlite"), options: .init(schema: testSchema, replicaID: try ReplicaID("other")))
+        #expect(reopened.replicaID.rawValue == "A")
+        let state = try reopened.update(id, ["city": .text("London")])
+        #expect(state.vector[reopened.replicaID] == 3)
+        #expect(reopened.lastSequence == 3)
+        #expect(reopened.lastTimestamp > HLCTimestamp.zero)
+    }
+
+    @Test func invalidLocalWritesChangeNothing() throws {
+        let store = try openStore(dir, "A")
+        let id = try store.create("contact", ["name": .text("Ada")]).id
+        let before = try StoreSnapshot(store)
+        #expect(throws: ReplicaStoreError.invalidRecord(.wrongFieldType(record: id.uuidString, field: "age", expected: "integer", found: "text"))) {
+            try store.update(id, ["age": .text("old")])
+        }
+        #expect(throws: ReplicaStoreError.self) { try store.update(id, ["no_such_field": .text("x")]) }
+        #expect(throws: ReplicaStoreError.invalidRecord(.unknownRecordType("spaceship"))) { try store.create("spaceship", [:]) }
+        #expect(throws: ReplicaStoreError.recordExists(id)) { try store.create("contact", id: id, [:]) }
+        #expect(throws: ReplicaStoreError.recordNotFound(UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1)))) {
+            try store.update(UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1)), [:])
+        }
+        #expect(throws: ReplicaStoreError.self) { try store.increment(id, field: "name", by: 1) }
+        #expect(try StoreSnapshot(store) == before)
+        // The failed writes did not burn dots: the next write takes the next counter.
+        #expect(try store.update(id, ["age": .integer(1)]).vector[store.replicaID] == 2)
+    }
+
+    @Test func deleteAndRestore() throws {
+        let store = try openStore(dir, "A")
+        let id = try store.create("contact", ["name": .text("Ada")]).id
+        try store.delete(id)
+        #expect(try store.records(ofType: "contact").isEmpty)
+        #expect(try store.record(id)?.isDeleted == true)
+        #expect(throws: ReplicaStoreError.recordDeleted(id)) { try store.update(id, ["name": .text("x")]) }
+        #expect(throws: ReplicaStoreError.recordDeleted(id)) { try store.delete(id) }
+        let restored = try store.restore(id)
+        #expect(restored.values["name"] == .text("Ada"))
+        #expect(throws: ReplicaStoreError.recordNotDeleted(id)) { try store.restore(id) }
+    }
+
+    @Test func changesComeInSequenceOrderOncePerRecord() throws {
+        let store = try openStore(dir, "A")
+        let first = try store.create("contact", ["name": .text("1")]).id
+        let second = try store.create("contact", ["name": .text("2")]).id
+        try store.update(first, ["name": .text("1b")])
+        let all = try store.changes(after: 0, limit: 10)
+        #expect(all.map(\.state.id) == [second, first])
+        #expect(all.map(\.sequence) == [2, 3])
+        #expect(try store.changes(after: 2, limit: 10).map(\.state.id) == [first])
+        #expect(try store.changes(after: 0, limit: 1).map(\.state.id) == [second])
+        #expect(try store.changeCount(after: 0) == 2)
+    }
+
+    @Test func dirtySetFollowsPushesAndAcknowledgements() throws {
+        let device = try openStore(dir, "device")
+        let server = try openStore(dir, "server")
+        let id = try device.create("contact", ["name": .text("Ada")]).id
+        #expect(try device.dirtyCount() == 1)
+        let pushed = try device.dirtyRecords()
+        try server.apply(pushed, from: .downstream)
+        #expect(try server.dirtyCount() == 0)  // a server does not forward by default
+        // A change made while the push was in flight keeps the record dirty.
+        try device.update(id, ["city": .text("Paris")])
+        try device.acknowledge(id, upTo: pushed[0].vector)
+        #expect(try device.dirtyCount() == 1)
+        let again = try device.dirtyRecords()
+        try server.apply(again, from: .downstream)
+        try device.acknowledge(id, upTo: again[0].vector)
+        #expect(try device.dirtyCount() == 0)
+    }
+
+    @Test func pullingTheMergedStateClearsDirty() throws {
+        let device = try openStore(dir, "device")
+        let server = try openStore(dir, "server")
+        let id = try device.create("contact", ["name": .text("Ada")]).id
+        try server.apply(try device.dirtyRecords(), from: .downstream)
+        try server.update(id, ["city": .text("Paris")])
+        try device.apply(try server.changes(after: 0, limit: 100).map(\.state), from: .upstream)
+        #expect(try device.dirtyCount() == 0)
+        #expect(try device.record(id)?.values["city"] == .text("Paris"))
+    }
+
+    @Test func applyIsIdempotentAndReportsOutcomes() throws {
+        let a = try openStore(dir, "A"), b = try openStore(dir, "B")
+        let x = try a.create("contact", ["name": .text("x")]).id
+        let y = try a.create("contact", ["name": .text("y")]).id
+        let batch = try a.changes(after: 0, limit: 10).map(\.state)
+        #expect(try b.apply(batch).outcomes == [.applied, .applied])
+        let afterFirst = try StoreSnapshot(b)
+        #expect(try b.apply(batch).outcomes == [.unchanged, .unchanged])
+        #expect(try StoreSnapshot(b) == afterFirst)
+        try b.update(x, ["city": .text("Oslo")])
+        try a.update(x, ["phone": .text("123")])
+        try a.update(y, ["phone": .text("456")])
+        let report = try b.apply(try a.changes(after: 2, limit: 10).map(\.state))
+        #expect(report.outcomes == [.merged, .applied])
+        #expect(report.conflicts.isEmpty)
+    }
+
+    @Test func incrementsFromSeveralReplicasAddUp() throws {
+        let a = try openStore(dir, "A"), b = try openStore(dir, "B")
+        let id = try a.create("contact", ["name": .text("x")]).id
+        try b.apply(try a.changes(after: 0, limit: 10).map(\.state))
+        try a.increment(id, field: "points", by: 100)
+        try b.increment(id, field: "points", by: 25)
+        try b.increment(id, field: "points", by: -5)
+        try a.apply(try b.changes(after: 0, limit: 10).map(\.state))
+        try b.apply(try a.changes(after: 0, limit: 10).map(\.state))
+        #expect(try a.record(id)?.values["points"] == .integer(120))
+        #expect(try a.record(id) == (try b.record(id)))
+    }
+
+    @Test func aBatchInterruptedHalfWayLeavesTheStoreExactlyAsBefore() throws {
+        struct Interrupted: Error {}
+        let source = try openStore(dir, "source"), target = try openStore(dir, "target")
+        for i in 0..<20 { try source.create("contact", ["name": .text("c\(i)")]) }
+        let shared = try target.create("contact", ["name": .text("local")]).id
+        try source.apply([try #require(try target.record(shared))])
+        try source.update(shared, ["city": .text("changed at source")])
+        try target.update(shared, ["city": .text("changed at target")])
+        let batch = try source.changes(after: 0, limit: 100).map(\.state)
+        let before = try StoreSnapshot(target)
+        #expect(throws: Interrupted.self) {
+            try target.apply(batch) { index in if index == batch.count / 2 { throw Interrupted() } }
+        }
+        #expect(try StoreSnapshot(target) == before)
+        // The next attempt applies everything, once, and the counters continue where they were.
+        let report = try target.apply(batch)
+        #expect(report.outcomes.filter { $0 == .applied }.count == 20)
+        #expect(report.conflicts.count == 1)
+        #expect(target.lastSequence == before.sequence + 21)
+        #expect(try target.update(shared, ["note": .text("n")]).vector[target.replicaID] == 3)
+    }
+
+    @Test func anInvalidRecordAnywhereInABatchRejectsTheWholeBatch() throws {
+        let source = try openStore(dir, "source"), target = try openStore(dir, "target")
+        for i in 0..<5 { try source.create("contact", ["name": .text("c\(i)")]) }
+        var batch = try source.changes(after: 0, limit: 100).map(\.state)
+        var bad = batch[3]
+        bad.fields["age"] = .register(RegisterState(value: .text("not a number"), dot: bad.liveness.dot, timestamp: .zero))
+        batch[3] = bad
+        let before = try StoreSnapshot(target)
+        let error = try #require(throws: ReplicaStoreError.self) { try target.apply(batch) }
+        #expect(error == .invalidRecord(.wrongFieldType(record: bad.id.uuidString, field: "age", expected: "integer", found: "text")))
+        #expect(try StoreSnapshot(target) == before)
+
+        let unknown = RecordState(id: UUID(), type: "invoice", vector: bad.vector, liveness: bad.liveness, fields: [:])
+        #expect(throws: ReplicaStoreError.invalidRecord(.unknownRecordType("invoice"))) { try target.apply([unknown]) }
+        #expect(throws: ReplicaStoreError.self) { try target.validate(unknown) }
+        let retyped = RecordState(id: batch[0].id, type: "account", vector: batch[0].vector, liveness: batch[0].liveness, fields: [:])
+        try target.apply([batch[0]])
+        #expect(throws: ReplicaStoreError.self) { try target.apply([retyped]) }
+    }
+}
