@@ -27,9 +27,7 @@ enum RecordCodec {
     // MARK: Record state (liveness and fields; id, type and vector live in their own columns)
 
     static func encodeState(_ state: RecordState) -> [UInt8] {
-        let replicas = state.vector.sortedEntries.map(\.replica)
-        var index: [ReplicaID: Int] = [:]
-        for (offset, replica) in replicas.enumerated() { index[replica] = offset }
+        let index = ReplicaIndex(state.vector)
         var writer = ByteWriter()
         writer.bytes.reserveCapacity(64 + state.fields.count * 32)
         writer.byte(formatVersion)
@@ -40,11 +38,11 @@ enum RecordCodec {
         let context = liveness.deletionContext.sortedEntries
         writer.varint(UInt64(context.count))
         for (replica, counter) in context {
-            writer.varint(UInt64(index[replica] ?? 0))
+            writer.varint(UInt64(index[replica]))
             writer.varint(counter)
         }
         writer.varint(UInt64(state.fields.count))
-        for (name, field) in state.fields.sorted(by: { $0.key < $1.key }) {
+        for (name, field) in state.fields {
             writer.string(name)
             switch field {
             case .register(let r):
@@ -55,8 +53,8 @@ enum RecordCodec {
             case .counter(let c):
                 writer.byte(1)
                 writer.varint(UInt64(c.contributions.count))
-                for (replica, contribution) in c.contributions.sorted(by: { $0.key < $1.key }) {
-                    writer.varint(UInt64(index[replica] ?? 0))
+                for (replica, contribution) in c.contributions {
+                    writer.varint(UInt64(index[replica]))
                     writer.varint(contribution.added)
                     writer.varint(contribution.subtracted)
                     writer.varint(contribution.lastCounter)
@@ -128,6 +126,19 @@ enum RecordCodec {
     }
 }
 
+/// Positions of a record's replicas in its sorted vector. Records are written by a handful of
+/// replicas, so a linear scan beats hashing the id strings.
+struct ReplicaIndex {
+    let replicas: [ReplicaID]
+
+    init(_ vector: VersionVector) { replicas = vector.sortedEntries.map(\.replica) }
+
+    /// Callers encode only validated states, whose dots are all covered by the vector.
+    subscript(replica: ReplicaID) -> Int {
+        replicas.firstIndex(of: replica) ?? 0
+    }
+}
+
 /// Appends varints and length-prefixed data.
 struct ByteWriter {
     var bytes: [UInt8] = []
@@ -151,8 +162,8 @@ struct ByteWriter {
         }
     }
 
-    mutating func dot(_ dot: Dot, _ index: [ReplicaID: Int]) {
-        varint(UInt64(index[dot.replica] ?? 0))
+    mutating func dot(_ dot: Dot, _ index: ReplicaIndex) {
+        varint(UInt64(index[dot.replica]))
         varint(dot.counter)
     }
 

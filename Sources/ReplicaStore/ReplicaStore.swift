@@ -165,23 +165,50 @@ public final class ReplicaStore {
     struct StoredRecord {
         var sequence: Int64
         var type: String
+        var isDirty: Bool
         var vector: VersionVector
     }
 
     /// Reads the row of `id`: the header always, the full state only when `decodeState` is set.
     func load(_ id: UUID, decodeState: Bool) throws -> (StoredRecord, RecordState?)? {
-        let statement = try db.cached("SELECT seq, type, vector, state FROM records WHERE id = ?")
+        let statement = try db.cached("SELECT seq, type, dirty, vector, state FROM records WHERE id = ?")
         statement.reset()
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
         guard try statement.step() else { return nil }
         return try decoding(record: id) {
             let type = statement.string(1)
-            let vector = try statement.withBytes(2) { try RecordCodec.decodeVector($0) }
-            let stored = StoredRecord(sequence: statement.int64(0), type: type, vector: vector)
+            let vector = try statement.withBytes(3) { try RecordCodec.decodeVector($0) }
+            let stored = StoredRecord(sequence: statement.int64(0), type: type, isDirty: statement.int64(2) != 0, vector: vector)
             guard decodeState else { return (stored, nil) }
-            let state = try statement.withBytes(3) { try RecordCodec.decodeState(id: id, type: type, vector: vector, $0) }
+            let state = try statement.withBytes(4) { try RecordCodec.decodeState(id: id, type: type, vector: vector, $0) }
             return (stored, state)
+        }
+    }
+
+    /// What `apply` needs to know about the local copy of an incoming record.
+    struct Presence {
+        var sequence: Int64
+        var type: String
+        var isDirty: Bool
+        /// `nil` when the stored vector is byte for byte the incoming one, which is the common
+        /// case for duplicates and is decided without decoding anything.
+        var vector: VersionVector?
+    }
+
+    func presence(of id: UUID, encodedVector: [UInt8]) throws -> Presence? {
+        let statement = try db.cached("SELECT seq, type, dirty, vector FROM records WHERE id = ?")
+        statement.reset()
+        try statement.bind(uuid: id, at: 1)
+        defer { statement.reset() }
+        guard try statement.step() else { return nil }
+        return try decoding(record: id) {
+            let same = statement.withBytes(3) { stored in
+                encodedVector.withUnsafeBytes { stored.elementsEqual($0) }
+            }
+            return Presence(
+                sequence: statement.int64(0), type: statement.string(1), isDirty: statement.int64(2) != 0,
+                vector: same ? nil : try statement.withBytes(3) { try RecordCodec.decodeVector($0) })
         }
     }
 
@@ -196,31 +223,30 @@ public final class ReplicaStore {
     }
 
     /// Writes `state` as the record's latest change, giving it the next sequence number.
+    ///
+    /// - Parameter encodedVector: the state's vector already encoded, when the caller has it.
     @discardableResult
-    func save(_ state: RecordState, replacing previous: Int64?) throws -> Int64 {
+    func save(_ state: RecordState, replacing previous: Int64?, dirty: Bool, encodedVector: [UInt8]? = nil) throws -> Int64 {
         sequence += 1
-        let vector = RecordCodec.encode(state.vector)
+        let vector = encodedVector ?? RecordCodec.encode(state.vector)
         let encoded = RecordCodec.encodeState(state)
+        let statement: Statement
         if let previous {
-            let statement = try db.cached("UPDATE records SET seq = ?, deleted = ?, vector = ?, state = ? WHERE seq = ?")
+            statement = try db.cached("UPDATE records SET seq = ?, deleted = ?, dirty = ?, vector = ?, state = ? WHERE seq = ?")
             statement.reset()
-            try statement.bind(integer: sequence, at: 1)
-            try statement.bind(integer: state.isDeleted ? 1 : 0, at: 2)
-            try statement.bind(bytes: vector, at: 3)
-            try statement.bind(bytes: encoded, at: 4)
-            try statement.bind(integer: previous, at: 5)
-            try statement.step()
+            try statement.bind(integer: previous, at: 6)
         } else {
-            let statement = try db.cached("INSERT INTO records (seq, id, type, deleted, vector, state) VALUES (?, ?, ?, ?, ?, ?)")
+            statement = try db.cached("INSERT INTO records (seq, deleted, dirty, vector, state, id, type) VALUES (?, ?, ?, ?, ?, ?, ?)")
             statement.reset()
-            try statement.bind(integer: sequence, at: 1)
-            try statement.bind(uuid: state.id, at: 2)
-            try statement.bind(text: state.type, at: 3)
-            try statement.bind(integer: state.isDeleted ? 1 : 0, at: 4)
-            try statement.bind(bytes: vector, at: 5)
-            try statement.bind(bytes: encoded, at: 6)
-            try statement.step()
+            try statement.bind(uuid: state.id, at: 6)
+            try statement.bind(text: state.type, at: 7)
         }
+        try statement.bind(integer: sequence, at: 1)
+        try statement.bind(integer: state.isDeleted ? 1 : 0, at: 2)
+        try statement.bind(integer: dirty ? 1 : 0, at: 3)
+        try statement.bind(bytes: vector, at: 4)
+        try statement.bind(bytes: encoded, at: 5)
+        try statement.step()
         return sequence
     }
 
@@ -269,6 +295,14 @@ public final class ReplicaStore {
 
     // MARK: Local writes
 
+    /// Runs several local writes as one transaction: all of them are kept, or none.
+    ///
+    /// For changes that belong together (converting a lead into an account, a contact and an
+    /// opportunity) and for bulk loads, which are much faster in one transaction.
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try write(body)
+    }
+
     /// Creates a record. Every field is checked against the schema first.
     @discardableResult
     public func create(_ type: String, id: UUID = UUID(), _ values: [String: FieldValue] = [:]) throws -> RecordState {
@@ -280,8 +314,7 @@ public final class ReplicaStore {
             guard try load(id, decodeState: false) == nil else { throw ReplicaStoreError.recordExists(id) }
             let (dot, timestamp) = try nextWrite()
             let state = RecordState.created(id: id, type: type, fields: values, dot: dot, timestamp: timestamp)
-            try save(state, replacing: nil)
-            try markDirty(id)
+            try save(state, replacing: nil, dirty: true)
             return state
         }
     }
@@ -339,8 +372,7 @@ public final class ReplicaStore {
             }
             let (dot, timestamp) = try nextWrite()
             try change(&state, dot, timestamp)
-            try save(state, replacing: stored.sequence)
-            try markDirty(id)
+            try save(state, replacing: stored.sequence, dirty: true)
             try supersedeConflicts(of: state)
             return state
         }
@@ -366,31 +398,34 @@ public final class ReplicaStore {
             outcomes.reserveCapacity(states.count)
             var conflicts: [Conflict] = []
             for (index, remote) in states.enumerated() {
-                try schema.validate(remote)
-                observeClock(of: remote)
-                let existing = try load(remote.id, decodeState: false)?.0
+                guard schema.types[remote.type] != nil else { throw ModelError.unknownRecordType(remote.type) }
+                let encodedVector = RecordCodec.encode(remote.vector)
+                let existing = try presence(of: remote.id, encodedVector: encodedVector)
                 if let existing, existing.type != remote.type {
                     throw ModelError.recordTypeMismatch(record: remote.id.uuidString, local: existing.type, remote: remote.type)
                 }
-                if let existing, existing.vector.covers(remote.vector) {
-                    // Nothing new. If upstream holds exactly our state, nothing is left to push.
-                    if origin == .upstream && existing.vector == remote.vector { try clearDirty(remote.id) }
+                if let existing, existing.vector?.covers(remote.vector) ?? true {
+                    // Nothing new, and nothing of it is stored, so it needs no validation.
+                    // If upstream holds exactly our state, nothing is left to push.
+                    if origin == .upstream && existing.vector == nil && existing.isDirty {
+                        try db.run("UPDATE records SET dirty = 0 WHERE seq = ?", [existing.sequence])
+                    }
                     outcomes.append(.unchanged)
                 } else {
+                    try schema.validate(remote)
+                    observeClock(of: remote)
                     let local = existing == nil ? nil : try record(remote.id)
                     let result = try Merge.merge(local: local, remote: remote)
-                    try save(result.state, replacing: existing?.sequence)
+                    let dirty: Bool
+                    switch origin {
+                    case .upstream: dirty = result.state.vector != remote.vector
+                    case .downstream: dirty = existing?.isDirty == true || options.forwardsDownstreamChanges
+                    }
+                    try save(result.state, replacing: existing?.sequence, dirty: dirty,
+                             encodedVector: result.outcome == .applied ? encodedVector : nil)
                     if local != nil { try supersedeConflicts(of: result.state) }
                     for conflict in result.conflicts { try log(conflict) }
                     conflicts += result.conflicts
-                    switch origin {
-                    case .upstream:
-                        if local != nil {
-                            if result.state.vector == remote.vector { try clearDirty(remote.id) } else { try markDirty(remote.id) }
-                        }
-                    case .downstream:
-                        if options.forwardsDownstreamChanges { try markDirty(remote.id) }
-                    }
                     outcomes.append(result.outcome)
                 }
                 try progress?(index)
@@ -421,39 +456,24 @@ public final class ReplicaStore {
 
     // MARK: Dirty set
 
-    func markDirty(_ id: UUID) throws {
-        let statement = try db.cached("INSERT OR IGNORE INTO dirty (id) VALUES (?)")
-        statement.reset()
-        try statement.bind(uuid: id, at: 1)
-        try statement.step()
-    }
-
-    func clearDirty(_ id: UUID) throws {
-        let statement = try db.cached("DELETE FROM dirty WHERE id = ?")
-        statement.reset()
-        try statement.bind(uuid: id, at: 1)
-        try statement.step()
-    }
-
     /// Records with local changes that upstream has not acknowledged, oldest change first.
     public func dirtyRecords(limit: Int = Int.max) throws -> [RecordState] {
         try db.query("""
-            SELECT r.id, r.type, r.vector, r.state FROM dirty d JOIN records r ON r.id = d.id
-            ORDER BY r.seq LIMIT ?
+            SELECT id, type, vector, state FROM records WHERE dirty = 1 ORDER BY seq LIMIT ?
             """, [Int64(clamping: limit)]) { try decodeRow($0) }
     }
 
     /// The number of records waiting to be pushed.
     public func dirtyCount() throws -> Int {
-        Int(try db.scalarInt("SELECT count(*) FROM dirty") ?? 0)
+        Int(try db.scalarInt("SELECT count(*) FROM records WHERE dirty = 1") ?? 0)
     }
 
     /// Upstream has integrated the record up to `vector`. The record leaves the dirty set unless
     /// it changed again after that state was sent.
     public func acknowledge(_ id: UUID, upTo vector: VersionVector) throws {
         try write {
-            guard let (stored, _) = try load(id, decodeState: false), vector.covers(stored.vector) else { return }
-            try clearDirty(id)
+            guard let (stored, _) = try load(id, decodeState: false), stored.isDirty, vector.covers(stored.vector) else { return }
+            try db.run("UPDATE records SET dirty = 0 WHERE seq = ?", [stored.sequence])
         }
     }
 }

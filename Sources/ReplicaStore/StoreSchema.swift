@@ -18,16 +18,18 @@ enum StoreSchema {
             );
             -- A record's seq is the sequence number of its latest change, and the rowid, so
             -- "everything after N" is a range scan of the table itself.
+            -- dirty: the record has changes upstream has not acknowledged yet. A column rather
+            -- than a table, so that applying a batch never needs a second statement per record.
             CREATE TABLE records (
                 seq INTEGER PRIMARY KEY,
                 id BLOB NOT NULL UNIQUE,
                 type TEXT NOT NULL,
                 deleted INTEGER NOT NULL,
+                dirty INTEGER NOT NULL,
                 vector BLOB NOT NULL,
                 state BLOB NOT NULL
             );
-            -- Records with local changes that upstream has not acknowledged yet.
-            CREATE TABLE dirty (id BLOB PRIMARY KEY) WITHOUT ROWID;
+            CREATE INDEX records_dirty ON records (seq) WHERE dirty = 1;
             CREATE TABLE conflicts (
                 id INTEGER PRIMARY KEY,
                 record BLOB NOT NULL,

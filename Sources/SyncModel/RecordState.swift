@@ -50,17 +50,28 @@ public struct RecordState: Hashable, Sendable {
     /// Checks that every dot the state carries is covered by its vector. A state that breaks this
     /// would make the merge misjudge causality, so it is refused whole.
     public func checkConsistency() throws(ModelError) {
-        let record = id.uuidString
-        for (replica, counter) in vector.entries where counter > UInt64(Int64.max) {
+        var record: String { id.uuidString }
+        for (replica, counter) in vector.sortedEntries where counter > UInt64(Int64.max) {
             throw .invalidCounter(replica: replica.rawValue, value: String(counter))
         }
         guard vector.contains(liveness.dot) else { throw .dotOutsideVector(record: record, dot: liveness.dot.description) }
         guard vector.covers(liveness.deletionContext) else {
             throw .malformedEncoding("record \(record): deletion context \(liveness.deletionContext) exceeds the record's vector \(vector)")
         }
+        // The fields of one write share its dot: check each distinct dot once.
+        var checked = liveness.dot
         for (name, field) in fields {
-            for dot in field.dots where !vector.contains(dot) {
-                throw .dotOutsideVector(record: "\(record) field '\(name)'", dot: dot.description)
+            switch field {
+            case .register(let r):
+                if r.dot == checked { continue }
+                checked = r.dot
+                guard vector.contains(r.dot) else {
+                    throw .dotOutsideVector(record: "\(record) field '\(name)'", dot: r.dot.description)
+                }
+            case .counter(let c):
+                for (replica, contribution) in c.contributions where contribution.lastCounter > vector[replica] || contribution.lastCounter == 0 {
+                    throw .dotOutsideVector(record: "\(record) field '\(name)'", dot: "\(replica):\(contribution.lastCounter)")
+                }
             }
         }
     }

@@ -59,18 +59,23 @@ public struct Schema: Sendable, Equatable {
     /// types, consistent dots. Unknown fields are allowed (a newer replica may have added them).
     public func validate(_ state: RecordState) throws(ModelError) {
         guard let recordType = types[state.type] else { throw .unknownRecordType(state.type) }
-        let record = state.id.uuidString
+        // Formatting the id costs more than the checks themselves: only on the way to an error.
+        var record: String { state.id.uuidString }
         for (name, field) in state.fields {
-            guard Self.isValidFieldName(name) else { throw .invalidFieldName(record: record, field: name) }
             switch (recordType.fields[name], field) {
             case (.counter?, .register(let r)):
                 throw .wrongFieldType(record: record, field: name, expected: "counter", found: r.value.typeName)
             case (let kind?, .counter) where kind != .counter:
                 throw .wrongFieldType(record: record, field: name, expected: kind.rawValue, found: "counter")
             case (let kind?, .register(let r)):
-                try Self.check(r.value, kind: kind, record: record, field: name)
-            case (nil, .register(let r)):
+                guard kind.accepts(r.value) else {
+                    throw .wrongFieldType(record: record, field: name, expected: kind.rawValue, found: r.value.typeName)
+                }
                 try Self.checkBounds(r.value, record: record, field: name)
+            case (nil, _):
+                // Declared names are valid by construction; only a name from elsewhere needs a look.
+                guard Self.isValidFieldName(name) else { throw .invalidFieldName(record: record, field: name) }
+                if case .register(let r) = field { try Self.checkBounds(r.value, record: record, field: name) }
             default:
                 break
             }
@@ -85,14 +90,14 @@ public struct Schema: Sendable, Equatable {
         try checkBounds(value, record: record, field: field)
     }
 
-    private static func checkBounds(_ value: FieldValue, record: String, field: String) throws(ModelError) {
+    private static func checkBounds(_ value: FieldValue, record: @autoclosure () -> String, field: String) throws(ModelError) {
         switch value {
         case .real(let v) where !v.isFinite:
-            throw .invalidFieldValue(record: record, field: field, reason: "\(v) is not a finite number")
+            throw .invalidFieldValue(record: record(), field: field, reason: "\(v) is not a finite number")
         case .text(let v) where v.utf8.count > maxTextBytes:
-            throw .invalidFieldValue(record: record, field: field, reason: "text longer than \(maxTextBytes) bytes")
+            throw .invalidFieldValue(record: record(), field: field, reason: "text longer than \(maxTextBytes) bytes")
         case .blob(let v) where v.count > maxBlobBytes:
-            throw .invalidFieldValue(record: record, field: field, reason: "blob longer than \(maxBlobBytes) bytes")
+            throw .invalidFieldValue(record: record(), field: field, reason: "blob longer than \(maxBlobBytes) bytes")
         default:
             break
         }
