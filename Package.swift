@@ -1,6 +1,11 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+let nio: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+]
+
 let package = Package(
     name: "Rapport",
     platforms: [.macOS(.v15)],
@@ -8,21 +13,27 @@ let package = Package(
         .library(name: "SQLite", targets: ["SQLite"]),
         .library(name: "SyncModel", targets: ["SyncModel"]),
         .library(name: "ReplicaStore", targets: ["ReplicaStore"]),
+        .library(name: "TLS", targets: ["TLS"]),
         .executable(name: "rapport-bench", targets: ["rapport-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
-        .systemLibrary(
-            name: "CSQLite",
-            pkgConfig: "sqlite3",
-            providers: [.apt(["libsqlite3-dev"])]
-        ),
+        // System libraries and the C shim for OpenSSL macros Swift cannot call.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .target(name: "CRapportOpenSSLShim", dependencies: ["COpenSSL"]),
+
+        // Libraries, lowest layer first.
         .target(name: "SQLite", dependencies: ["CSQLite"]),
         .target(name: "SyncModel"),
         .target(name: "ReplicaStore", dependencies: ["SQLite", "SyncModel"]),
+        .target(name: "TLS", dependencies: ["COpenSSL", "CRapportOpenSSLShim", .product(name: "NIOCore", package: "swift-nio")]),
+
+        // Executables.
         .executableTarget(
             name: "rapport-bench",
             dependencies: [
@@ -30,6 +41,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+
+        // Tests.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "TestSupport"]),
         .testTarget(name: "SyncModelTests", dependencies: [
@@ -40,6 +53,7 @@ let package = Package(
             "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
+        .testTarget(name: "TLSTests", dependencies: ["TLS", .product(name: "NIOEmbedded", package: "swift-nio")] + nio),
     ],
     swiftLanguageModes: [.v6]
 )

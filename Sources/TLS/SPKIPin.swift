@@ -1,0 +1,87 @@
+import COpenSSL
+
+/// SHA-256 pins over a certificate's SubjectPublicKeyInfo (the DER that
+/// `i2d_PUBKEY` produces), the same quantity HPKP and most pinning schemes use.
+/// Pinning the key rather than the certificate lets a server renew its
+/// certificate without breaking pinned clients, as long as it keeps the key.
+public enum SPKIPin {
+    /// Lowercase hex pin of the first certificate in `certificatePEM`.
+    public static func sha256Hex(certificatePEM: String) throws -> String {
+        guard let leaf = try readPEMCertificates(certificatePEM).first else {
+            throw TLSError(operation: .certificateParsing, message: "PEM contains no certificate")
+        }
+        return hex(try sha256(of: leaf.pointer))
+    }
+
+    /// Lowercase hex pin of the first certificate in the PEM file at `path`.
+    public static func sha256Hex(certificateFile path: String) throws -> String {
+        guard let leaf = try readPEMCertificates(file: path).first else {
+            throw TLSError(operation: .certificateParsing, message: "\(path) contains no certificate")
+        }
+        return hex(try sha256(of: leaf.pointer))
+    }
+
+    /// SHA-256 of the certificate's SubjectPublicKeyInfo DER.
+    static func sha256(of certificate: OpaquePointer) throws -> [UInt8] {
+        ERR_clear_error()
+        guard let key = X509_get0_pubkey(certificate) else {
+            throw TLSError.fromQueue(.pinVerification, "certificate has no usable public key")
+        }
+        let length = i2d_PUBKEY(key, nil)
+        guard length > 0 else {
+            throw TLSError.fromQueue(.pinVerification, "cannot encode SubjectPublicKeyInfo")
+        }
+        var der = [UInt8](repeating: 0, count: Int(length))
+        let written = der.withUnsafeMutableBufferPointer { buffer -> Int32 in
+            var cursor = buffer.baseAddress
+            return i2d_PUBKEY(key, &cursor)
+        }
+        guard written == length else {
+            throw TLSError.fromQueue(.pinVerification, "cannot encode SubjectPublicKeyInfo")
+        }
+        var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var digestLength: UInt32 = 0
+        guard EVP_Digest(der, der.count, &digest, &digestLength, EVP_sha256(), nil) == 1 else {
+            throw TLSError.fromQueue(.pinVerification, "SHA-256 failed")
+        }
+        return Array(digest.prefix(Int(digestLength)))
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Accepts upper/lower case and `:` separators, as admins paste them from
+    /// various tools; must decode to exactly 32 bytes.
+    static func decodeHex(_ text: String) throws -> [UInt8] {
+        let digits = text.utf8.filter { $0 != UInt8(ascii: ":") }
+        func value(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+        }
+        guard digits.count == 64 else {
+            throw TLSError(operation: .configuration, message: "SPKI pin must be 64 hex digits (SHA-256)")
+        }
+        var bytes: [UInt8] = []
+        var index = digits.startIndex
+        while index < digits.endIndex {
+            guard let high = value(digits[index]), let low = value(digits[index + 1]) else {
+                throw TLSError(operation: .configuration, message: "SPKI pin contains a non-hex character")
+            }
+            bytes.append(high << 4 | low)
+            index += 2
+        }
+        return bytes
+    }
+}

@@ -1,0 +1,180 @@
+import NIOCore
+import NIOEmbedded
+import Testing
+@testable import TLS
+
+@Suite struct EmbeddedTLSTests {
+    @Test func handshakeDataBothWaysAndALPN() throws {
+        let pki = try TestPKI()
+        let pair = try EmbeddedPair(
+            client: try pki.clientContext(alpn: ["h2", "rapport/1"]),
+            server: try pki.serverContext(alpn: ["rapport/1", "h2"])
+        )
+        defer { pair.finish() }
+        // Written before the handshake: must be buffered, then delivered.
+        let early = pair.client.writeAndFlush(ByteBuffer(string: "hello before handshake"))
+        try pair.shuttle()
+
+        #expect(pair.clientRecorder.events.first == .handshakeCompleted(alpn: "rapport/1", version: "TLSv1.3"))
+        #expect(pair.serverRecorder.events.first == .handshakeCompleted(alpn: "rapport/1", version: "TLSv1.3"))
+        #expect(pair.serverHandler.negotiatedALPN == "rapport/1")
+        #expect(pair.clientHandler.negotiatedVersion == "TLSv1.3")
+        try early.wait()
+        #expect(pair.serverRecorder.received == Array("hello before handshake".utf8))
+
+        // Larger than one 16 KiB record, in both directions.
+        let big = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let reply = pair.server.writeAndFlush(ByteBuffer(bytes: big))
+        pair.client.writeAndFlush(ByteBuffer(bytes: big.reversed()), promise: nil)
+        try pair.shuttle()
+        try reply.wait()
+        #expect(pair.clientRecorder.received == big)
+        #expect(pair.serverRecorder.received.dropFirst(22) == big.reversed()[...])
+        #expect(pair.clientRecorder.errors.isEmpty && pair.serverRecorder.errors.isEmpty)
+    }
+
+    @Test func closeNotifyIsObservedByPeer() throws {
+        let pki = try TestPKI()
+        let pair = try EmbeddedPair(client: try pki.clientContext(), server: try pki.serverContext())
+        defer { pair.finish() }
+        try pair.shuttle()
+        #expect(pair.clientRecorder.handshakeCompleted)
+
+        try pair.client.close().wait()
+        try pair.shuttle()
+        #expect(pair.serverRecorder.events.contains(.closeNotifyReceived))
+        #expect(pair.serverRecorder.sawInactive)
+        #expect(!pair.server.isActive)
+        #expect(pair.serverRecorder.errors.isEmpty)
+        #expect(pair.clientRecorder.errors.isEmpty)
+    }
+
+    @Test func untrustedCAIsRejected() throws {
+        let pki = try TestPKI()
+        let otherPKI = try TestPKI()
+        let pair = try EmbeddedPair(client: try otherPKI.clientContext(), server: try pki.serverContext())
+        defer { pair.finish() }
+        try pair.shuttle()
+
+        let error = try #require(pair.clientRecorder.tlsErrors.first)
+        #expect(error.operation == .handshake)
+        #expect(error.verifyResult != nil)
+        #expect(error.description.contains("verif"))
+        #expect(!error.openSSLErrors.isEmpty)
+        #expect(!pair.clientRecorder.handshakeCompleted)
+        #expect(!pair.client.isActive)
+        // The client's alert tells the server why.
+        #expect(!pair.serverRecorder.tlsErrors.isEmpty)
+    }
+
+    @Test func wrongHostnameIsRejected() throws {
+        let pki = try TestPKI()
+        let pair = try EmbeddedPair(client: try pki.clientContext(host: "rapport.example.com"), server: try pki.serverContext())
+        defer { pair.finish() }
+        try pair.shuttle()
+
+        let error = try #require(pair.clientRecorder.tlsErrors.first)
+        #expect(error.verifyResult?.contains("hostname mismatch") == true)
+        #expect(!pair.clientRecorder.handshakeCompleted)
+    }
+
+    @Test func ipAddressIsVerifiedAgainstIPSubjectAltName() throws {
+        let pki = try TestPKI()
+        let pair = try EmbeddedPair(client: try pki.clientContext(host: "127.0.0.1"), server: try pki.serverContext())
+        defer { pair.finish() }
+        try pair.shuttle()
+        #expect(pair.clientRecorder.handshakeCompleted)
+
+        let wrongIP = try EmbeddedPair(client: try pki.clientContext(host: "10.0.0.1"), server: try pki.serverContext())
+        defer { wrongIP.finish() }
+        try wrongIP.shuttle()
+        #expect(wrongIP.clientRecorder.tlsErrors.first?.verifyResult != nil)
+    }
+
+    @Test func spkiPinning() throws {
+        let pki = try TestPKI()
+        let pin = try SPKIPin.sha256Hex(certificatePEM: pki.bundle.serverCertificateChainPEM)
+        #expect(pin.count == 64)
+
+        let good = try EmbeddedPair(client: try pki.clientContext(pin: pin.uppercased()), server: try pki.serverContext())
+        defer { good.finish() }
+        try good.shuttle()
+        #expect(good.clientRecorder.handshakeCompleted)
+        #expect(good.clientRecorder.errors.isEmpty)
+
+        let otherPin = try SPKIPin.sha256Hex(certificatePEM: try TestPKI().bundle.serverCertificateChainPEM)
+        let bad = try EmbeddedPair(client: try pki.clientContext(pin: otherPin), server: try pki.serverContext())
+        defer { bad.finish() }
+        try bad.shuttle()
+        let error = try #require(bad.clientRecorder.tlsErrors.first)
+        #expect(error.operation == .pinVerification)
+        #expect(error.description.contains(otherPin))
+        #expect(!bad.clientRecorder.handshakeCompleted)
+        #expect(!bad.client.isActive)
+        // The server never got our Finished, so it never completed either.
+        #expect(!bad.serverRecorder.handshakeCompleted)
+
+        #expect(throws: TLSError.self) { try pki.clientContext(pin: "abcd") }
+    }
+
+    @Test func emptyHostnameIsRejected() throws {
+        let pki = try TestPKI()
+        #expect(throws: TLSError.self) { try TLSHandler(context: try pki.clientContext(host: "")) }
+    }
+
+    @Test func alpnWithoutOverlapFailsHandshake() throws {
+        let pki = try TestPKI()
+        let pair = try EmbeddedPair(client: try pki.clientContext(alpn: ["h2"]), server: try pki.serverContext(alpn: ["rapport/1"]))
+        defer { pair.finish() }
+        try pair.shuttle()
+        #expect(!pair.serverRecorder.tlsErrors.isEmpty)
+        #expect(!pair.clientRecorder.tlsErrors.isEmpty)
+        #expect(!pair.clientRecorder.handshakeCompleted)
+    }
+
+    @Test func tls11ClientIsRefused() throws {
+        let pki = try TestPKI()
+        var configuration = pki.clientConfiguration()
+        // TLS1_VERSION ... TLS1_1_VERSION at security level 0, which OpenSSL 3
+        // requires before it will even offer these versions.
+        configuration._unsafeProtocolOverride = (min: 0x0301, max: 0x0302, securityLevel: 0)
+        let pair = try EmbeddedPair(client: try TLSContext(configuration: configuration), server: try pki.serverContext())
+        defer { pair.finish() }
+        try pair.shuttle()
+
+        #expect(!pair.clientRecorder.handshakeCompleted)
+        #expect(!pair.serverRecorder.handshakeCompleted)
+        let serverError = try #require(pair.serverRecorder.tlsErrors.first)
+        #expect(serverError.description.contains("unsupported protocol"))
+        #expect(!pair.clientRecorder.tlsErrors.isEmpty)
+    }
+
+    @Test func garbageFromClientFailsCleanly() throws {
+        let pki = try TestPKI()
+        let server = EmbeddedChannel()
+        let recorder = Recorder()
+        try server.pipeline.syncOperations.addHandlers(try TLSHandler(context: try pki.serverContext()), recorder)
+        defer { _ = try? server.finish(acceptAlreadyClosed: true) }
+        try server.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 443)).wait()
+
+        try server.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+        let error = try #require(recorder.tlsErrors.first)
+        #expect(error.operation == .handshake)
+        #expect(!error.openSSLErrors.isEmpty)
+        #expect(!server.isActive)
+        #expect(recorder.sawInactive)
+        #expect(recorder.received.isEmpty)
+        // More bytes after the failure are ignored rather than crashing.
+        _ = try? server.writeInbound(ByteBuffer(string: "more"))
+    }
+
+    @Test func writesAfterCloseFail() throws {
+        let pki = try TestPKI()
+        let pair = try EmbeddedPair(client: try pki.clientContext(), server: try pki.serverContext())
+        defer { pair.finish() }
+        let unflushed = pair.client.write(ByteBuffer(string: "never flushed"))
+        try pair.client.close().wait()
+        #expect(throws: (any Error).self) { try unflushed.wait() }
+        #expect(throws: (any Error).self) { try pair.client.writeAndFlush(ByteBuffer(string: "late")).wait() }
+    }
+}
