@@ -41,17 +41,48 @@ public struct ConflictEntry: Sendable, Hashable {
     public var status: ConflictStatus
     /// How it was resolved, for resolved entries.
     public var resolution: String?
+    /// Why upstream refused the change, for `rejected` entries.
+    public var reason: String?
 }
 
 extension ReplicaStore {
+    /// Adds conflicts that another replica found (a server reporting on a push) to this log.
+    public func logConflicts(_ conflicts: [Conflict]) throws {
+        try write { for conflict in conflicts { try log(conflict) } }
+    }
+
+    /// Upstream refused the record's pushed state: keep the change as a `rejected` conflict and
+    /// stop pushing that state. The local value stays; editing the record again (or resolving
+    /// with `takeLoser`) pushes it anew.
+    ///
+    /// - Parameter vector: the vector of the state that was refused.
+    public func reject(_ id: UUID, upTo vector: VersionVector, reason: String) throws {
+        try write {
+            guard let (stored, loaded) = try load(id, decodeState: true), let state = loaded else {
+                throw ReplicaStoreError.recordNotFound(id)
+            }
+            let newest = state.fields.values.compactMap { field -> RegisterState? in
+                if case .register(let r) = field { return r }
+                return nil
+            }.max { $0.timestamp < $1.timestamp }
+            let side = ConflictSide(value: nil, dot: newest?.dot ?? state.liveness.dot,
+                                    timestamp: newest?.timestamp ?? state.liveness.timestamp)
+            try log(Conflict(kind: .rejected, recordID: id, recordType: state.type, field: nil, winner: side, loser: side),
+                    reason: reason)
+            if stored.isDirty && vector.covers(stored.vector) {
+                try db.run("UPDATE records SET dirty = 0 WHERE seq = ?", [stored.sequence])
+            }
+        }
+    }
+
     /// Adds a conflict to the log. The same lost write found twice (arriving through two peers,
     /// or a batch applied again) is logged once.
-    func log(_ conflict: Conflict) throws {
+    func log(_ conflict: Conflict, reason: String? = nil) throws {
         let statement = try db.cached("""
             INSERT OR IGNORE INTO conflicts (record, type, field, kind,
                 winner_value, winner_replica, winner_counter, winner_clock, winner_deleted,
-                loser_value, loser_replica, loser_counter, loser_clock, loser_deleted, detected_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                loser_value, loser_replica, loser_counter, loser_clock, loser_deleted, detected_at, reason)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         statement.reset()
         try statement.bind(uuid: conflict.recordID, at: 1)
@@ -72,6 +103,7 @@ extension ReplicaStore {
             column += 5
         }
         try statement.bind(integer: Int64(clamping: options.wallClock()), at: 15)
+        try statement.bind(reason.map { SQLiteValue.text($0) } ?? .null, at: 16)
         try statement.step()
     }
 
@@ -86,6 +118,8 @@ extension ReplicaStore {
                 if case .register(let r)? = state.fields[entry.conflict.field ?? ""] { subject = r.dot } else { subject = nil }
             case .updateOfDeleted, .deleteVersusRestore:
                 subject = state.liveness.dot
+            case .rejected:
+                subject = nil
             }
             guard let subject, subject != entry.conflict.winner.dot, subject != entry.conflict.loser.dot else { continue }
             try close(entry.id, status: .superseded, resolution: nil)
@@ -118,7 +152,7 @@ extension ReplicaStore {
             SELECT id, record, type, field, kind,
                 winner_value, winner_replica, winner_counter, winner_clock, winner_deleted,
                 loser_value, loser_replica, loser_counter, loser_clock, loser_deleted,
-                detected_at, status, resolution
+                detected_at, status, resolution, reason
             FROM conflicts WHERE \(clause) ORDER BY id
             """, values) { row in
             do {
@@ -136,7 +170,8 @@ extension ReplicaStore {
                 let conflict = Conflict(kind: kind, recordID: record, recordType: row.string(2),
                                         field: field.isEmpty ? nil : field, winner: try side(5), loser: try side(10))
                 return ConflictEntry(id: row.int64(0), conflict: conflict, detectedAt: UInt64(max(0, row.int64(15))),
-                                     status: status, resolution: row.isNull(17) ? nil : row.string(17))
+                                     status: status, resolution: row.isNull(17) ? nil : row.string(17),
+                                     reason: row.isNull(18) ? nil : row.string(18))
             } catch {
                 throw ReplicaStoreError.corrupt(path: path, reason: "conflict log: \(error)")
             }
@@ -183,6 +218,13 @@ extension ReplicaStore {
                 }
             case (.deleteVersusRestore, .value):
                 throw ReplicaStoreError.invalidResolution(id: id, reason: "a record's existence takes no value; keep the winner or take the loser")
+            case (.rejected, .keepWinner):
+                break
+            case (.rejected, .takeLoser):
+                // Push the same state again, for when the cause of the refusal has been fixed.
+                try db.run("UPDATE records SET dirty = 1 WHERE id = ?", [Data(conflict.recordID.bytes)])
+            case (.rejected, .value):
+                throw ReplicaStoreError.invalidResolution(id: id, reason: "edit the record to correct a rejected change")
             }
             try close(id, status: .resolved, resolution: resolution.label)
             return state

@@ -388,12 +388,19 @@ public final class ReplicaStore {
     ///
     /// - Parameter progress: called after each record with its index. Throwing from it aborts
     ///   the batch and rolls it back, which is how a caller cancels.
+    /// - Parameter checkpoint: a peer's change sequence number to save in the same transaction,
+    ///   so that the checkpoint moves exactly when the batch it ends is stored.
     @discardableResult
     public func apply(
         _ states: [RecordState], from origin: ApplyOrigin = .upstream,
+        checkpoint: (peer: String, sequence: Int64)? = nil,
         progress: ((Int) throws -> Void)? = nil
     ) throws -> ApplyReport {
         try write {
+            if let checkpoint {
+                try db.run("INSERT OR REPLACE INTO peer_checkpoints (peer, sequence) VALUES (?, ?)",
+                           [checkpoint.peer, checkpoint.sequence])
+            }
             var outcomes: [MergeOutcome] = []
             outcomes.reserveCapacity(states.count)
             var conflicts: [Conflict] = []
@@ -432,6 +439,16 @@ public final class ReplicaStore {
             }
             return ApplyReport(outcomes: outcomes, conflicts: conflicts, sequence: sequence)
         }
+    }
+
+    /// The last change sequence number applied from `peer` (0 when nothing was).
+    public func checkpoint(for peer: String) throws -> Int64 {
+        try db.scalarInt("SELECT sequence FROM peer_checkpoints WHERE peer = ?", [peer]) ?? 0
+    }
+
+    /// Forgets the checkpoint of `peer`, so the next pull starts from the beginning.
+    public func resetCheckpoint(for peer: String) throws {
+        try write { try db.run("DELETE FROM peer_checkpoints WHERE peer = ?", [peer]) }
     }
 
     /// Checks a state as `apply` would, without writing anything: for answering a peer per record.
@@ -482,15 +499,5 @@ extension Statement {
     /// Binds a UUID as its 16 raw bytes: half the size of its text and compared with memcmp.
     func bind(uuid: UUID, at index: Int32) throws {
         try withUnsafeBytes(of: uuid.uuid) { try bind(bytes: $0, at: index) }
-    }
-}
-
-extension UUID {
-    /// A UUID from 16 raw bytes, or `nil` for any other length.
-    init?(bytes: UnsafeRawBufferPointer) {
-        guard bytes.count == 16 else { return nil }
-        var raw: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        withUnsafeMutableBytes(of: &raw) { $0.copyMemory(from: bytes) }
-        self.init(uuid: raw)
     }
 }

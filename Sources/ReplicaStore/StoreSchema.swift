@@ -49,5 +49,14 @@ enum StoreSchema {
             CREATE INDEX conflicts_by_record ON conflicts (record, status);
             CREATE INDEX conflicts_by_status ON conflicts (status, id);
             """),
+        Migration(version: 2, "sync checkpoints per peer, reasons for rejected changes", sql: """
+            -- The last change sequence number applied from each peer, saved in the same
+            -- transaction as the batch it ends, so an interrupted sync resumes exactly there.
+            CREATE TABLE peer_checkpoints (
+                peer TEXT PRIMARY KEY,
+                sequence INTEGER NOT NULL
+            );
+            ALTER TABLE conflicts ADD COLUMN reason TEXT;
+            """),
     ]
 }

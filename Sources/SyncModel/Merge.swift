@@ -9,6 +9,9 @@ public enum ConflictKind: String, Sendable, CaseIterable, Codable {
     case updateOfDeleted = "update_of_deleted"
     /// One replica deleted the record while another restored it.
     case deleteVersusRestore = "delete_versus_restore"
+    /// Upstream refused a pushed change (it failed the server's validation or the user's rights);
+    /// the change stays here, and in the local state, until someone decides.
+    case rejected = "rejected"
 }
 
 /// One side of a conflict: the value a write carried and the write itself.

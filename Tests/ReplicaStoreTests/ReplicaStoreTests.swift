@@ -188,4 +188,48 @@ import Testing
         try target.apply([batch[0]])
         #expect(throws: ReplicaStoreError.self) { try target.apply([retyped]) }
     }
+
+    @Test func checkpointMovesWithItsBatchAndOnlyThen() throws {
+        struct Interrupted: Error {}
+        let server = try openStore(dir, "server"), device = try openStore(dir, "device")
+        for i in 0..<4 { try server.create("contact", ["name": .text("c\(i)")]) }
+        let changes = try server.changes(after: 0, limit: 2)
+        #expect(try device.checkpoint(for: "server") == 0)
+        #expect(throws: Interrupted.self) {
+            try device.apply(changes.map(\.state), checkpoint: ("server", changes.last!.sequence)) { _ in throw Interrupted() }
+        }
+        #expect(try device.checkpoint(for: "server") == 0)
+        try device.apply(changes.map(\.state), checkpoint: ("server", changes.last!.sequence))
+        #expect(try device.checkpoint(for: "server") == 2)
+        let rest = try server.changes(after: try device.checkpoint(for: "server"), limit: 10)
+        #expect(rest.count == 2)
+        try device.resetCheckpoint(for: "server")
+        #expect(try device.checkpoint(for: "server") == 0)
+    }
+
+    @Test func aRejectedPushIsKeptAsAConflictAndStopsBeingPushed() throws {
+        let device = try openStore(dir, "device")
+        let id = try device.create("contact", ["name": .text("Ada")]).id
+        let pushed = try #require(try device.dirtyRecords().first)
+        try device.reject(id, upTo: pushed.vector, reason: "name must not be Ada")
+        #expect(try device.dirtyCount() == 0)
+        let entry = try #require(try device.conflicts().first)
+        #expect(entry.conflict.kind == .rejected)
+        #expect(entry.reason == "name must not be Ada")
+        #expect(try device.record(id)?.values["name"] == .text("Ada"))
+        try device.resolve(entry.id, .takeLoser)
+        #expect(try device.dirtyCount() == 1)
+    }
+
+    @Test func conflictsReportedByAPeerAreLoggedOnce() throws {
+        let r = try TwoReplicas()
+        let id = try r.sharedContact()
+        try r.alice.update(id, ["city": .text("Bergen")])
+        try r.bob.update(id, ["city": .text("Trondheim")])
+        let report = try r.bob.apply(try r.alice.changes(after: 0, limit: 10).map(\.state))
+        let device = try openStore(r.dir, "device")
+        try device.logConflicts(report.conflicts)
+        try device.logConflicts(report.conflicts)
+        #expect(try device.conflicts().map(\.conflict) == report.conflicts)
+    }
 }

@@ -1,24 +1,25 @@
 import Foundation
-import SyncModel
 
-/// The store's binary encoding of version vectors and record states.
+/// The binary encoding of version vectors, record states and values: the same bytes in a replica
+/// store's rows and in the wire protocol's `Record` messages (Protocol/SPEC.md, section 3).
 ///
 /// Compact because it is read and written once per record on every sync: varints, and dots that
 /// name their replica by its position in the record's own vector (every dot of a consistent
 /// record is covered by that vector), so a field costs a few bytes beyond its value.
 /// Decoding treats its input as untrusted: any inconsistency is a `ModelError`, never a trap.
-enum RecordCodec {
-    static let formatVersion: UInt8 = 1
+public enum RecordCodec {
+    /// The first byte of every encoded state.
+    public static let formatVersion: UInt8 = 1
 
     // MARK: Vector
 
-    static func encode(_ vector: VersionVector) -> [UInt8] {
+    public static func encode(_ vector: VersionVector) -> [UInt8] {
         var writer = ByteWriter()
         writer.write(vector: vector.sortedEntries)
         return writer.bytes
     }
 
-    static func decodeVector(_ bytes: UnsafeRawBufferPointer) throws(ModelError) -> VersionVector {
+    public static func decodeVector(_ bytes: UnsafeRawBufferPointer) throws(ModelError) -> VersionVector {
         var reader = ByteReader(bytes)
         let entries = try reader.readVector()
         return try VersionVector(Dictionary(entries.map { ($0.0, $0.1) }, uniquingKeysWith: max))
@@ -26,7 +27,7 @@ enum RecordCodec {
 
     // MARK: Record state (liveness and fields; id, type and vector live in their own columns)
 
-    static func encodeState(_ state: RecordState) -> [UInt8] {
+    public static func encodeState(_ state: RecordState) -> [UInt8] {
         let index = ReplicaIndex(state.vector)
         var writer = ByteWriter()
         writer.bytes.reserveCapacity(64 + state.fields.count * 32)
@@ -65,7 +66,7 @@ enum RecordCodec {
         return writer.bytes
     }
 
-    static func decodeState(
+    public static func decodeState(
         id: UUID, type: String, vector: VersionVector, _ bytes: UnsafeRawBufferPointer
     ) throws(ModelError) -> RecordState {
         let replicas = vector.sortedEntries.map(\.replica)
@@ -112,13 +113,13 @@ enum RecordCodec {
 
     // MARK: Single values (the conflict log stores them on their own)
 
-    static func encode(_ value: FieldValue) -> [UInt8] {
+    public static func encode(_ value: FieldValue) -> [UInt8] {
         var writer = ByteWriter()
         writer.value(value)
         return writer.bytes
     }
 
-    static func decodeValue(_ bytes: UnsafeRawBufferPointer) throws(ModelError) -> FieldValue {
+    public static func decodeValue(_ bytes: UnsafeRawBufferPointer) throws(ModelError) -> FieldValue {
         var reader = ByteReader(bytes)
         let value = try reader.value()
         guard reader.isAtEnd else { throw .malformedEncoding("\(reader.remaining) trailing bytes after a value") }
@@ -295,5 +296,18 @@ struct ByteReader {
         case 6: return .blob(Data(try raw(try count(limit: remaining))))
         case let tag: throw .malformedEncoding("unknown value tag \(tag)")
         }
+    }
+}
+
+extension UUID {
+    /// The 16 raw bytes, as records are identified on disk and on the wire.
+    public var bytes: [UInt8] { withUnsafeBytes(of: uuid) { Array($0) } }
+
+    /// A UUID from 16 raw bytes, or `nil` for any other length.
+    public init?(bytes: UnsafeRawBufferPointer) {
+        guard bytes.count == 16 else { return nil }
+        var raw: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &raw) { $0.copyMemory(from: bytes) }
+        self.init(uuid: raw)
     }
 }
