@@ -14,11 +14,16 @@ let package = Package(
         .library(name: "SyncModel", targets: ["SyncModel"]),
         .library(name: "ReplicaStore", targets: ["ReplicaStore"]),
         .library(name: "TLS", targets: ["TLS"]),
+        .library(name: "SyncProtocol", targets: ["SyncProtocol"]),
+        .library(name: "RapportServer", targets: ["RapportServer"]),
+        .executable(name: "rapportd", targets: ["rapportd"]),
         .executable(name: "rapport-bench", targets: ["rapport-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
@@ -32,8 +37,33 @@ let package = Package(
         .target(name: "SyncModel"),
         .target(name: "ReplicaStore", dependencies: ["SQLite", "SyncModel"]),
         .target(name: "TLS", dependencies: ["COpenSSL", "CRapportOpenSSLShim", .product(name: "NIOCore", package: "swift-nio")]),
+        .target(
+            name: "SyncProtocol",
+            dependencies: [
+                "SyncModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+
+        .target(name: "CRM", dependencies: ["SyncModel"]),
+        .target(
+            name: "RapportServer",
+            dependencies: [
+                "ReplicaStore", "SQLite", "SyncModel", "SyncProtocol", "TLS",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio
+        ),
 
         // Executables.
+        .executableTarget(
+            name: "rapportd",
+            dependencies: [
+                "RapportServer", "CRM",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio
+        ),
         .executableTarget(
             name: "rapport-bench",
             dependencies: [
@@ -53,6 +83,11 @@ let package = Package(
             "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
+        .testTarget(name: "RapportServerTests", dependencies: [
+            "RapportServer", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ] + nio),
+        .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "SyncModel", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TLSTests", dependencies: ["TLS", .product(name: "NIOEmbedded", package: "swift-nio")] + nio),
     ],
     swiftLanguageModes: [.v6]

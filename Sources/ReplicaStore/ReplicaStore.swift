@@ -288,9 +288,11 @@ public final class ReplicaStore {
         }
     }
 
-    /// The number of records changed after `after`, to report the size of a pull.
-    public func changeCount(after: Int64) throws -> Int {
-        Int(try db.scalarInt("SELECT count(*) FROM records WHERE seq > ?", [after]) ?? 0)
+    /// How many records changed after `after`, and their encoded size: the size of a pull.
+    public func pendingChanges(after: Int64) throws -> (records: Int, bytes: Int) {
+        try db.query("SELECT count(*), coalesce(sum(length(vector) + length(state)), 0) FROM records WHERE seq > ?", [after]) {
+            (Int($0.int64(0)), Int($0.int64(1)))
+        }.first ?? (0, 0)
     }
 
     // MARK: Local writes

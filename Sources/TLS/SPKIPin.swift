@@ -39,48 +39,19 @@ public enum SPKIPin {
         guard written == length else {
             throw TLSError.fromQueue(.pinVerification, "cannot encode SubjectPublicKeyInfo")
         }
-        var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-        var digestLength: UInt32 = 0
-        guard EVP_Digest(der, der.count, &digest, &digestLength, EVP_sha256(), nil) == 1 else {
-            throw TLSError.fromQueue(.pinVerification, "SHA-256 failed")
-        }
-        return Array(digest.prefix(Int(digestLength)))
+        return Crypto.sha256(der)
     }
 
-    static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0f)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    static func hex(_ bytes: [UInt8]) -> String { Crypto.hex(bytes) }
 
     /// Accepts upper/lower case and `:` separators, as admins paste them from
     /// various tools; must decode to exactly 32 bytes.
     static func decodeHex(_ text: String) throws -> [UInt8] {
-        let digits = text.utf8.filter { $0 != UInt8(ascii: ":") }
-        func value(_ c: UInt8) -> UInt8? {
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-            default: return nil
-            }
+        guard let bytes = Crypto.bytes(fromHex: text) else {
+            throw TLSError(operation: .configuration, message: "SPKI pin contains a non-hex character")
         }
-        guard digits.count == 64 else {
+        guard bytes.count == 32 else {
             throw TLSError(operation: .configuration, message: "SPKI pin must be 64 hex digits (SHA-256)")
-        }
-        var bytes: [UInt8] = []
-        var index = digits.startIndex
-        while index < digits.endIndex {
-            guard let high = value(digits[index]), let low = value(digits[index + 1]) else {
-                throw TLSError(operation: .configuration, message: "SPKI pin contains a non-hex character")
-            }
-            bytes.append(high << 4 | low)
-            index += 2
         }
         return bytes
     }

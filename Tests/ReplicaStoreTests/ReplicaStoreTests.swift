@@ -85,7 +85,9 @@ import Testing
         #expect(all.map(\.sequence) == [2, 3])
         #expect(try store.changes(after: 2, limit: 10).map(\.state.id) == [first])
         #expect(try store.changes(after: 0, limit: 1).map(\.state.id) == [second])
-        #expect(try store.changeCount(after: 0) == 2)
+        #expect(try store.pendingChanges(after: 0).records == 2)
+        #expect(try store.pendingChanges(after: 0).bytes > 0)
+        #expect(try store.pendingChanges(after: 3).records == 0)
     }
 
     @Test func dirtySetFollowsPushesAndAcknowledgements() throws {

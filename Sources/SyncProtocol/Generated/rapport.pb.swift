@@ -531,6 +531,7 @@ public nonisolated struct Rapport_V1_Error: Sendable {
     case `internal` // = 14
     case resyncRequired // = 15
     case invalidEnrollmentCode // = 16
+    case unknownMessageType // = 17
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -556,6 +557,7 @@ public nonisolated struct Rapport_V1_Error: Sendable {
       case 14: self = .internal
       case 15: self = .resyncRequired
       case 16: self = .invalidEnrollmentCode
+      case 17: self = .unknownMessageType
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -579,6 +581,7 @@ public nonisolated struct Rapport_V1_Error: Sendable {
       case .internal: return 14
       case .resyncRequired: return 15
       case .invalidEnrollmentCode: return 16
+      case .unknownMessageType: return 17
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -602,6 +605,7 @@ public nonisolated struct Rapport_V1_Error: Sendable {
       .internal,
       .resyncRequired,
       .invalidEnrollmentCode,
+      .unknownMessageType,
     ]
 
   }
@@ -1496,5 +1500,5 @@ nonisolated extension Rapport_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Rapport_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}MALFORMED_FRAME\0\u{1}FRAME_TOO_LARGE\0\u{1}UNEXPECTED_MESSAGE\0\u{1}UNSUPPORTED_PROTOCOL_VERSION\0\u{1}INCOMPATIBLE_SCHEMA\0\u{1}AUTHENTICATION_FAILED\0\u{1}UNKNOWN_TENANT\0\u{1}TENANT_SUSPENDED\0\u{1}DEVICE_REVOKED\0\u{1}BATCH_TOO_LARGE\0\u{1}TIMEOUT\0\u{1}SERVER_BUSY\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL\0\u{1}RESYNC_REQUIRED\0\u{1}INVALID_ENROLLMENT_CODE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}MALFORMED_FRAME\0\u{1}FRAME_TOO_LARGE\0\u{1}UNEXPECTED_MESSAGE\0\u{1}UNSUPPORTED_PROTOCOL_VERSION\0\u{1}INCOMPATIBLE_SCHEMA\0\u{1}AUTHENTICATION_FAILED\0\u{1}UNKNOWN_TENANT\0\u{1}TENANT_SUSPENDED\0\u{1}DEVICE_REVOKED\0\u{1}BATCH_TOO_LARGE\0\u{1}TIMEOUT\0\u{1}SERVER_BUSY\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL\0\u{1}RESYNC_REQUIRED\0\u{1}INVALID_ENROLLMENT_CODE\0\u{1}UNKNOWN_MESSAGE_TYPE\0")
 }

@@ -1,0 +1,176 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ReplicaStore
+import SQLite
+import SyncModel
+import SyncProtocol
+import TLS
+
+extension SyncServer {
+    /// Runs one session from Hello to close. Whatever the peer does, the only effects are on this
+    /// connection and, through validated batches, on its own tenant's store.
+    func serve(_ connection: NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>) async {
+        var logger = self.logger
+        logger[metadataKey: "peer"] = "\(connection.channel.remoteAddress?.description ?? "unknown")"
+        let entry = sessions.add(connection.channel)
+        defer { sessions.remove(entry) }
+        var tenant: TenantStore?
+        defer { tenant?.unsubscribe(connection.channel) }
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                var machine = ServerSessionState(schemaVersion: configuration.schemaVersion, limits: configuration.limits)
+                var device: ReplicaID?
+                for try await frame in inbound {
+                    entry.busy.store(true, ordering: .releasing)
+                    defer { entry.busy.store(false, ordering: .releasing) }
+                    switch machine.receive(frame) {
+                    case .authenticate(let hello):
+                        do {
+                            let (store, id) = try await authenticate(hello)
+                            tenant = store
+                            device = id
+                            logger[metadataKey: "tenant"] = "\(store.tenant)"
+                            logger[metadataKey: "device"] = "\(id)"
+                            machine.authenticated()
+                            let sequence = try await store.store.perform { $0.lastSequence }
+                            var welcome = Rapport_V1_Welcome()
+                            welcome.protocolVersion = SyncProtocolVersion.current
+                            welcome.schemaVersion = configuration.schemaVersion
+                            welcome.serverReplicaID = store.store.replicaID
+                            welcome.serverSequence = UInt64(sequence)
+                            welcome.limits = configuration.limits.wire
+                            var reply = Rapport_V1_Frame()
+                            reply.welcome = welcome
+                            try await outbound.write(reply)
+                            if hello.subscribe { store.subscribe(connection.channel) }
+                            logger.info("session started", metadata: ["subscribed": "\(hello.subscribe)", "client": "\(hello.client.prefix(64))"])
+                        } catch let error as SyncError {
+                            _ = machine.refused(error)
+                            logger.notice("session refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+                            try await outbound.write(error.frame)
+                            return
+                        }
+                    case .push(let request):
+                        guard let tenant, let device else { return }
+                        let (result, advanced) = try await push(request, into: tenant, from: device, logger: logger)
+                        var reply = Rapport_V1_Frame()
+                        reply.pushResult = result
+                        try await outbound.write(reply)
+                        if advanced { tenant.announce(Int64(result.serverSequence), except: connection.channel) }
+                    case .pull(let request):
+                        guard let tenant else { return }
+                        do {
+                            var reply = Rapport_V1_Frame()
+                            reply.pullBatch = try await pull(request, from: tenant)
+                            try await outbound.write(reply)
+                        } catch let error as SyncError {
+                            try await outbound.write(error.frame)
+                        }
+                    case .reply(let reply):
+                        try await outbound.write(reply)
+                    case .ignore:
+                        break
+                    case .fail(let error):
+                        logger.notice("closing session after a protocol violation", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+                        try await outbound.write(error.frame)
+                        return
+                    case .close:
+                        logger.debug("session closed by the client")
+                        return
+                    }
+                    if sessions.isShuttingDown {
+                        try await outbound.write(SyncError(.shuttingDown, "the server is shutting down").frame)
+                        return
+                    }
+                }
+            }
+        } catch let error as TLSError {
+            logger.notice("connection failed in TLS", metadata: ["error": "\(error)"])
+        } catch let error as SQLiteError {
+            logger.error("store failure; session closed", metadata: ["error": "\(error)"])
+        } catch let error as ReplicaStoreError {
+            logger.error("store failure; session closed", metadata: ["error": "\(error)"])
+        } catch {
+            logger.info("session ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Checks a Hello's identity and credential and opens the tenant's store.
+    func authenticate(_ hello: Rapport_V1_Hello) async throws -> (TenantStore, ReplicaID) {
+        guard TenantID.isValid(hello.tenant) else {
+            throw SyncError(.unknownTenant, "'\(hello.tenant.prefix(64))' is not a valid tenant id")
+        }
+        guard let device = try? ReplicaID(hello.deviceID) else {
+            throw SyncError(.authenticationFailed, "'\(hello.deviceID.prefix(64))' is not a valid device id")
+        }
+        try authenticator.authenticate(tenant: hello.tenant, device: device, secret: Array(hello.secret))
+        let tenants = self.tenants
+        let store = try await NIOThreadPool.singleton.runIfActive { try tenants.store(for: hello.tenant) }
+        return (store, device)
+    }
+
+    /// Validates each pushed record, merges the valid ones in one transaction, and answers for
+    /// every record in order. An invalid record is answered `REJECTED` with its reason and never
+    /// stored; it does not keep the valid ones out.
+    func push(_ request: Rapport_V1_PushRequest, into tenant: TenantStore, from device: ReplicaID,
+              logger: Logger) async throws -> (Rapport_V1_PushResult, Bool) {
+        let records = request.records
+        let (results, sequence, advanced) = try await tenant.store.perform { store in
+            var results = [Rapport_V1_RecordResult](repeating: Rapport_V1_RecordResult(), count: records.count)
+            var accepted: [(index: Int, state: RecordState)] = []
+            for (index, record) in records.enumerated() {
+                do {
+                    let state = try record.decoded()
+                    try store.validate(state)
+                    accepted.append((index, state))
+                } catch {
+                    results[index].outcome = .rejected
+                    results[index].reason = "\(error)"
+                }
+            }
+            let before = store.lastSequence
+            let report = try store.apply(accepted.map(\.state), from: .downstream)
+            var conflictsByRecord: [UUID: [Conflict]] = [:]
+            for conflict in report.conflicts { conflictsByRecord[conflict.recordID, default: []].append(conflict) }
+            for (position, item) in accepted.enumerated() {
+                switch report.outcomes[position] {
+                case .applied: results[item.index].outcome = .applied
+                case .merged: results[item.index].outcome = .merged
+                case .unchanged: results[item.index].outcome = .unchanged
+                }
+                results[item.index].conflicts = (conflictsByRecord[item.state.id] ?? []).map(Rapport_V1_ConflictReport.init)
+            }
+            return (results, store.lastSequence, store.lastSequence > before)
+        }
+        let rejected = results.filter { $0.outcome == .rejected }.count
+        if rejected > 0 { logger.notice("rejected pushed records", metadata: ["count": "\(rejected)", "first": "\(results.first { $0.outcome == .rejected }?.reason ?? "")"]) }
+        var result = Rapport_V1_PushResult()
+        result.batchID = request.batchID
+        result.results = results
+        result.serverSequence = UInt64(sequence)
+        return (result, advanced)
+    }
+
+    /// The next batch of changes after the client's checkpoint.
+    func pull(_ request: Rapport_V1_PullRequest, from tenant: TenantStore) async throws -> Rapport_V1_PullBatch {
+        let limit = Int(min(max(request.limit, 1), UInt32(clamping: configuration.limits.maxBatchRecords)))
+        guard request.after <= UInt64(Int64.max) else { throw SyncError(.resyncRequired, "checkpoint out of range") }
+        let after = Int64(request.after)
+        return try await tenant.store.perform { store in
+            guard after <= store.lastSequence else {
+                throw SyncError(.resyncRequired, "checkpoint \(after) is ahead of this server's sequence \(store.lastSequence): pull from 0")
+            }
+            let changes = try store.changes(after: after, limit: limit)
+            let last = changes.last?.sequence ?? after
+            let remaining = try store.pendingChanges(after: last)
+            var batch = Rapport_V1_PullBatch()
+            batch.records = changes.map { Rapport_V1_Record($0.state) }
+            batch.lastSequence = UInt64(last)
+            batch.remainingRecords = UInt64(remaining.records)
+            batch.remainingBytes = UInt64(remaining.bytes)
+            return batch
+        }
+    }
+}

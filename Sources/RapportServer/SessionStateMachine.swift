@@ -1,0 +1,102 @@
+import SyncProtocol
+
+/// The server side of one session as a value: given each inbound frame it says what to do, so
+/// the protocol's rules are tested without sockets and the connection code only carries out
+/// actions.
+///
+/// States: `awaitingHello` → (`Hello`, then the driver authenticates) → `established` → `closed`.
+struct ServerSessionState {
+    enum State: Equatable {
+        case awaitingHello
+        case authenticating
+        case established
+        case closed
+    }
+
+    enum Action: Equatable {
+        /// Check the hello's credentials, then call `authenticated` or `refused`.
+        case authenticate(Rapport_V1_Hello)
+        case push(Rapport_V1_PushRequest)
+        case pull(Rapport_V1_PullRequest)
+        case reply(Rapport_V1_Frame)
+        /// Send the error, then close.
+        case fail(SyncError)
+        /// Close without a word (the peer said goodbye, or already broke the stream).
+        case close
+        /// Nothing to do.
+        case ignore
+    }
+
+    private(set) var state: State = .awaitingHello
+    let schemaVersion: UInt32
+    let limits: SessionLimits
+
+    init(schemaVersion: UInt32, limits: SessionLimits) {
+        self.schemaVersion = schemaVersion
+        self.limits = limits
+    }
+
+    mutating func receive(_ inbound: InboundFrame) -> Action {
+        guard case .frame(let frame) = inbound else {
+            if case .invalid(let error) = inbound { return fail(error) }
+            return fail(SyncError(.malformedFrame, "unreadable frame"))
+        }
+        switch (state, frame.body) {
+        case (.closed, _):
+            return .close
+        case (.awaitingHello, .hello(let hello)?):
+            guard hello.protocolVersion == SyncProtocolVersion.current else {
+                return fail(SyncError(.unsupportedProtocolVersion,
+                                      "client speaks protocol version \(hello.protocolVersion), this server speaks \(SyncProtocolVersion.current)"))
+            }
+            guard hello.schemaVersion <= schemaVersion else {
+                return fail(SyncError(.incompatibleSchema,
+                                      "client schema version \(hello.schemaVersion) is newer than the server's \(schemaVersion); upgrade the server"))
+            }
+            state = .authenticating
+            return .authenticate(hello)
+        case (.awaitingHello, _):
+            return fail(SyncError(.unexpectedMessage, "the first message of a session must be Hello"))
+        case (.authenticating, _):
+            return fail(SyncError(.unexpectedMessage, "wait for Welcome before sending more"))
+        case (.established, .push(let push)?):
+            guard push.records.count <= limits.maxBatchRecords else {
+                return fail(SyncError(.batchTooLarge, "push of \(push.records.count) records exceeds the limit of \(limits.maxBatchRecords)"))
+            }
+            return .push(push)
+        case (.established, .pull(let pull)?):
+            return .pull(pull)
+        case (.established, .ping(let ping)?):
+            var pong = Rapport_V1_Pong()
+            pong.nonce = ping.nonce
+            var reply = Rapport_V1_Frame()
+            reply.pong = pong
+            return .reply(reply)
+        case (.established, .pong?):
+            return .ignore
+        case (.established, .goodbye?):
+            state = .closed
+            return .close
+        case (.established, .error?):
+            state = .closed
+            return .close
+        case (.established, let body):
+            return fail(SyncError(.unexpectedMessage, "a client does not send \(body.map { "\($0)".prefix(40) } ?? "an empty frame")"))
+        }
+    }
+
+    /// The driver accepted the hello's credentials.
+    mutating func authenticated() {
+        if state == .authenticating { state = .established }
+    }
+
+    /// The driver refused the hello's credentials.
+    mutating func refused(_ error: SyncError) -> Action {
+        fail(error)
+    }
+
+    private mutating func fail(_ error: SyncError) -> Action {
+        state = .closed
+        return .fail(error)
+    }
+}

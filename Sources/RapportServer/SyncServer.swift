@@ -1,0 +1,189 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ReplicaStore
+import Synchronization
+import SyncModel
+import SyncProtocol
+import TLS
+
+/// Serves sync sessions over TLS for every tenant in a data directory.
+///
+/// Each connection runs as its own task: TLS and framing on a SwiftNIO event loop, store work on
+/// the tenant's single-writer queue, so one slow tenant or peer never blocks the others.
+public final class SyncServer: Sendable {
+    /// How a server is set up.
+    public struct Configuration: Sendable {
+        public var host: String
+        /// 0 picks a free port (see `SyncServer.port`).
+        public var port: Int
+        /// Holds `tenants/`, and the dev certificate and credentials when none are given.
+        public var dataDirectory: String
+        /// PEM certificate chain and key; `nil` uses (and on first start makes) a dev certificate.
+        public var certificateChainPath: String?
+        public var privateKeyPath: String?
+        public var limits: SessionLimits
+        public var schema: Schema
+        public var schemaVersion: UInt32
+        /// How long shutdown waits for sessions to finish their current batch.
+        public var shutdownGracePeriod: Duration
+
+        public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = 7443,
+                    schema: Schema, schemaVersion: UInt32) {
+            self.dataDirectory = dataDirectory
+            self.host = host
+            self.port = port
+            self.limits = SessionLimits()
+            self.schema = schema
+            self.schemaVersion = schemaVersion
+            self.shutdownGracePeriod = .seconds(10)
+        }
+    }
+
+    public let configuration: Configuration
+    /// The CA file clients should trust when the server made its own dev certificate.
+    public let devCertificateAuthorityPath: String?
+    let logger: Logger
+    let tls: TLSContext
+    let tenants: TenantPool
+    let authenticator: any Authenticator
+    let group: any EventLoopGroup
+    let sessions = SessionRegistry()
+    private let running = Mutex<Running?>(nil)
+
+    private struct Running: @unchecked Sendable {
+        // Safe: the channel is only closed (a thread-safe NIO call), the task only awaited.
+        var channel: any Channel
+        var acceptLoop: Task<Void, Never>
+        var port: Int
+    }
+
+    /// Sets the server up: TLS material, tenant directory, authenticator. Nothing listens yet.
+    public init(configuration: Configuration, authenticator: (any Authenticator)? = nil,
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        self.group = group
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let chain: PEMSource, key: PEMSource
+        if let chainPath = configuration.certificateChainPath, let keyPath = configuration.privateKeyPath {
+            (chain, key) = (.file(chainPath), .file(keyPath))
+            devCertificateAuthorityPath = nil
+        } else {
+            let paths = try DevCertificates.ensure(in: configuration.dataDirectory + "/tls")
+            (chain, key) = (.file(paths.serverCertificateChain), .file(paths.serverPrivateKey))
+            devCertificateAuthorityPath = paths.caCertificate
+        }
+        tls = try TLSContext(configuration: .server(certificateChain: chain, privateKey: key,
+                                                    applicationProtocols: [SyncProtocolVersion.alpn]))
+        tenants = try TenantPool(directory: configuration.dataDirectory + "/tenants", schema: configuration.schema, logger: logger)
+        self.authenticator = try authenticator ?? DevAuthenticator(dataDirectory: configuration.dataDirectory)
+    }
+
+    /// The port the server listens on, once started.
+    public var port: Int? { running.withLock { $0?.port } }
+
+    /// Binds the listening socket and starts accepting sessions.
+    @discardableResult
+    public func start() async throws -> Int {
+        let limits = configuration.limits
+        let tls = self.tls
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(TLSHandler(context: tls))
+                    try sync.addHandler(MessageToByteHandler(FrameEncoder()))
+                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: limits.maxFrameBytes)))
+                    try sync.addHandler(SessionTimeoutHandler(
+                        handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.idleTimeout)))
+                    return try NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let port = server.channel.localAddress?.port ?? configuration.port
+        let acceptLoop = Task { [self] in
+            do {
+                try await server.executeThenClose { inbound in
+                    try await withThrowingDiscardingTaskGroup { group in
+                        for try await connection in inbound {
+                            group.addTask { await self.serve(connection) }
+                        }
+                    }
+                }
+            } catch {
+                logger.error("accept loop ended", metadata: ["error": "\(error)"])
+            }
+        }
+        running.withLock { $0 = Running(channel: server.channel, acceptLoop: acceptLoop, port: port) }
+        logger.info("rapportd listening", metadata: ["address": "\(configuration.host):\(port)", "data": "\(configuration.dataDirectory)"])
+        return port
+    }
+
+    /// Stops accepting, lets sessions finish the batch they are working on (then tells them the
+    /// server is going away), waits for them up to the grace period, and closes the stores.
+    public func shutdown() async {
+        guard let current = running.withLock({ state in defer { state = nil }; return state }) else { return }
+        logger.info("shutting down", metadata: ["sessions": "\(sessions.count)"])
+        try? await current.channel.close()
+        sessions.shutDown()
+        let grace = configuration.shutdownGracePeriod
+        let finished = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await current.acceptLoop.value; return true }
+            group.addTask { try? await Task.sleep(for: grace); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !finished {
+            logger.warning("sessions still open after the grace period; closing them")
+            sessions.closeAll()
+            await current.acceptLoop.value
+        }
+        await tenants.closeAll()
+        logger.info("stopped")
+    }
+}
+
+/// The live sessions, so shutdown can reach them.
+final class SessionRegistry: Sendable {
+    final class Entry: Sendable {
+        let channel: any Channel
+        /// Set while the session works on a request; shutdown then lets it finish first.
+        let busy = Atomic<Bool>(false)
+        init(channel: any Channel) { self.channel = channel }
+    }
+
+    private let entries = Mutex<[ObjectIdentifier: Entry]>([:])
+    private let stopping = Atomic<Bool>(false)
+
+    var count: Int { entries.withLock { $0.count } }
+    var isShuttingDown: Bool { stopping.load(ordering: .acquiring) }
+
+    func add(_ channel: any Channel) -> Entry {
+        let entry = Entry(channel: channel)
+        entries.withLock { $0[ObjectIdentifier(channel)] = entry }
+        return entry
+    }
+
+    func remove(_ entry: Entry) {
+        _ = entries.withLock { $0.removeValue(forKey: ObjectIdentifier(entry.channel)) }
+    }
+
+    /// Idle sessions are told and closed now; busy ones close themselves after their reply.
+    func shutDown() {
+        stopping.store(true, ordering: .releasing)
+        let idle = entries.withLock { $0.values.filter { !$0.busy.load(ordering: .acquiring) } }
+        for entry in idle {
+            entry.channel.writeAndFlush(SyncError(.shuttingDown, "the server is shutting down").frame, promise: nil)
+            entry.channel.close(promise: nil)
+        }
+    }
+
+    func closeAll() {
+        for entry in entries.withLock({ Array($0.values) }) { entry.channel.close(promise: nil) }
+    }
+}

@@ -1,0 +1,92 @@
+import NIOCore
+import SwiftProtobuf
+
+/// What the frame decoder hands up: a frame, or the reason the byte stream cannot be trusted
+/// any more. A violation is a value rather than a thrown error so that the session can answer
+/// it with an `Error` frame before it closes the connection.
+public enum InboundFrame: Sendable {
+    case frame(Rapport_V1_Frame)
+    case invalid(SyncError)
+}
+
+/// Splits the byte stream into frames: a 4-byte big-endian length, then a protobuf `Frame`.
+///
+/// A length over the limit, bytes that are not a `Frame`, a frame with a message type this
+/// version does not know, or a connection that ends in the middle of a frame each produce one
+/// `.invalid`; after that the decoder discards everything, because the stream has lost framing.
+public struct FrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = InboundFrame
+
+    private let maxFrameBytes: Int
+    private var broken = false
+
+    public init(maxFrameBytes: Int) {
+        self.maxFrameBytes = maxFrameBytes
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let result = next(&buffer) else { return .needMoreData }
+        context.fireChannelRead(wrapInboundOut(result))
+        return broken ? .needMoreData : .continue
+    }
+
+    public mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        while let result = next(&buffer) {
+            context.fireChannelRead(wrapInboundOut(result))
+        }
+        if !broken && buffer.readableBytes > 0 {
+            broken = true
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            context.fireChannelRead(wrapInboundOut(.invalid(SyncError(.malformedFrame, "the connection ended in the middle of a frame"))))
+        }
+        return .needMoreData
+    }
+
+    /// Takes one frame (or one violation) off the front of `buffer`, or `nil` when more bytes
+    /// are needed. Pure, so tests and golden vectors can drive it without a channel.
+    public mutating func next(_ buffer: inout ByteBuffer) -> InboundFrame? {
+        if broken {
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            return nil
+        }
+        guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) else { return nil }
+        guard Int(length) <= maxFrameBytes else {
+            broken = true
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            return .invalid(SyncError(.frameTooLarge, "frame of \(length) bytes exceeds the limit of \(maxFrameBytes)"))
+        }
+        guard buffer.readableBytes >= 4 + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 4)
+        let body = buffer.readSlice(length: Int(length))!
+        do {
+            let frame = try Rapport_V1_Frame(serializedBytes: Array(body.readableBytesView))
+            guard frame.body != nil else {
+                broken = true
+                return .invalid(SyncError(.unknownMessageType, "the frame holds no message this server knows (protocol version \(SyncProtocolVersion.current))"))
+            }
+            return .frame(frame)
+        } catch {
+            broken = true
+            return .invalid(SyncError(.malformedFrame, "the frame is not a valid protobuf Frame: \(error)"))
+        }
+    }
+}
+
+/// Writes frames with their length prefix.
+public struct FrameEncoder: MessageToByteEncoder {
+    public typealias OutboundIn = Rapport_V1_Frame
+
+    public init() {}
+
+    public func encode(data: Rapport_V1_Frame, out: inout ByteBuffer) throws {
+        try FrameEncoder.write(data, to: &out)
+    }
+
+    /// Appends one length-prefixed frame to `out`.
+    public static func write(_ frame: Rapport_V1_Frame, to out: inout ByteBuffer) throws {
+        let bytes: [UInt8] = try frame.serializedBytes()
+        out.reserveCapacity(minimumWritableBytes: 4 + bytes.count)
+        out.writeInteger(UInt32(bytes.count), endianness: .big)
+        out.writeBytes(bytes)
+    }
+}

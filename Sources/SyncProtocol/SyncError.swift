@@ -1,0 +1,41 @@
+/// A protocol-level failure: what an `Error` frame carries, and what a client surfaces to its app.
+public struct SyncError: Error, Sendable, Equatable, CustomStringConvertible {
+    public typealias Code = Rapport_V1_Error.Code
+
+    public var code: Code
+    public var message: String
+    /// Whether trying again later can succeed (a busy or restarting server), as opposed to a
+    /// request that will fail the same way every time (bad credentials, wrong version).
+    public var retryable: Bool
+
+    public init(_ code: Code, _ message: String, retryable: Bool? = nil) {
+        self.code = code
+        self.message = message
+        self.retryable = retryable ?? Self.isRetryable(code)
+    }
+
+    /// Whether the code, by itself, invites a retry (SPEC.md 2.6).
+    public static func isRetryable(_ code: Code) -> Bool {
+        switch code {
+        case .timeout, .serverBusy, .shuttingDown, .internal: true
+        default: false
+        }
+    }
+
+    public init(_ frame: Rapport_V1_Error) {
+        self.init(frame.code, frame.message, retryable: frame.retryable)
+    }
+
+    /// The error as a frame to send.
+    public var frame: Rapport_V1_Frame {
+        var error = Rapport_V1_Error()
+        error.code = code
+        error.message = message
+        error.retryable = retryable
+        var frame = Rapport_V1_Frame()
+        frame.error = error
+        return frame
+    }
+
+    public var description: String { "\(code) — \(message)\(retryable ? " (retryable)" : "")" }
+}
