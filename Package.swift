@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "TLS", targets: ["TLS"]),
         .library(name: "SyncProtocol", targets: ["SyncProtocol"]),
         .library(name: "RapportServer", targets: ["RapportServer"]),
+        .library(name: "RapportClient", targets: ["RapportClient"]),
         .executable(name: "rapportd", targets: ["rapportd"]),
         .executable(name: "rapport-bench", targets: ["rapport-bench"]),
     ],
@@ -55,6 +56,14 @@ let package = Package(
             ] + nio
         ),
 
+        .target(
+            name: "RapportClient",
+            dependencies: [
+                "ReplicaStore", "SyncModel", "SyncProtocol", "TLS",
+                .product(name: "Logging", package: "swift-log"),
+            ] + nio
+        ),
+
         // Executables.
         .executableTarget(
             name: "rapportd",
@@ -84,7 +93,7 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "RapportServerTests", dependencies: [
-            "RapportServer", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
+            "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ] + nio),
         .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "SyncModel", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),

@@ -1,0 +1,105 @@
+import SyncProtocol
+import TLS
+
+/// Where a device syncs to and how it proves who it is.
+public struct ClientConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    /// The name the server's certificate must carry; the host by default.
+    public var serverName: String
+    /// Which CAs to trust for the server's certificate.
+    public var trustRoots: TrustRoots
+    /// Optional SHA-256 of the server key (hex), checked on top of the certificate.
+    public var serverKeyPin: String?
+    public var tenant: String
+    public var secret: [UInt8]
+    /// The CRM schema version this client's app was built with.
+    public var schemaVersion: UInt32
+    /// Records per push batch.
+    public var pushBatchSize = 500
+    /// Records asked for per pull batch (the server may send fewer).
+    public var pullBatchSize = 2_000
+    public var retry = RetryPolicy()
+    /// How long connecting, TLS and Hello may take.
+    public var connectTimeout: Duration = .seconds(10)
+    /// How often a live session pings an otherwise quiet server, below its idle timeout.
+    public var keepAliveInterval: Duration = .seconds(20)
+
+    public init(host: String, port: Int, tenant: String, secret: [UInt8], trustRoots: TrustRoots,
+                schemaVersion: UInt32, serverName: String? = nil, serverKeyPin: String? = nil) {
+        self.host = host
+        self.port = port
+        self.tenant = tenant
+        self.secret = secret
+        self.trustRoots = trustRoots
+        self.schemaVersion = schemaVersion
+        self.serverName = serverName ?? host
+        self.serverKeyPin = serverKeyPin
+    }
+}
+
+/// Exponential backoff with jitter, so that devices coming back online together do not retry
+/// in lockstep.
+public struct RetryPolicy: Sendable {
+    /// Attempts in all, the first included.
+    public var maxAttempts = 5
+    public var initialDelay: Duration = .milliseconds(200)
+    public var maxDelay: Duration = .seconds(30)
+
+    public init(maxAttempts: Int = 5, initialDelay: Duration = .milliseconds(200), maxDelay: Duration = .seconds(30)) {
+        self.maxAttempts = maxAttempts
+        self.initialDelay = initialDelay
+        self.maxDelay = maxDelay
+    }
+
+    /// The wait before attempt `attempt` (1 for the first retry): the doubled delay, capped,
+    /// then a random point in its upper half.
+    public func delay(before attempt: Int) -> Duration {
+        let doubled = initialDelay * (1 << min(attempt - 1, 20))
+        let capped = min(doubled, maxDelay)
+        return capped * Double.random(in: 0.5...1.0)
+    }
+}
+
+/// Why a sync failed on the client's side.
+public enum ClientError: Error, Sendable, CustomStringConvertible {
+    /// The connection ended before the server answered.
+    case connectionLost(String)
+    /// The server sent something that breaks the protocol.
+    case protocolViolation(String)
+    /// The server's data could not be applied (it was invalid); nothing of that batch was kept.
+    case invalidServerData(String)
+
+    public var description: String {
+        switch self {
+        case .connectionLost(let detail): "connection lost: \(detail)"
+        case .protocolViolation(let detail): "protocol violation by the server: \(detail)"
+        case .invalidServerData(let detail): "the server sent data that cannot be applied: \(detail)"
+        }
+    }
+}
+
+/// How far a sync has come, for a progress bar.
+public struct SyncProgress: Sendable, Equatable {
+    public enum Phase: String, Sendable { case push, pull }
+    public var phase: Phase
+    public var recordsDone: Int
+    public var recordsTotal: Int
+    public var bytesDone: Int
+    public var bytesTotal: Int
+}
+
+/// What one sync did.
+public struct SyncReport: Sendable, Equatable {
+    public var pushed = 0
+    public var rejected = 0
+    public var pulled = 0
+    /// Conflicts logged on this device during the sync, found here or reported by the server.
+    public var conflicts = 0
+    /// The server sequence this device has applied up to.
+    public var checkpoint: Int64 = 0
+    /// Connection attempts it took.
+    public var attempts = 0
+
+    public init() {}
+}

@@ -1,0 +1,163 @@
+import Logging
+import NIOCore
+import NIOPosix
+import SyncProtocol
+import TLS
+
+/// Something the session loop reacts to: a frame from the server, a wish of the app, or the end.
+enum SessionInput: Sendable {
+    case inbound(InboundFrame)
+    /// The app changed local data and wants it pushed.
+    case localChange
+    case keepAlive
+    case ended(String)
+}
+
+/// One open session with the server: TLS connection, Hello answered by Welcome.
+///
+/// All inputs arrive through one stream, so the session code is a plain sequential loop that
+/// sends a request and reads on until its answer, remembering whatever else came meanwhile
+/// (change announcements, local changes to push).
+struct ClientSession {
+    let welcome: Rapport_V1_Welcome
+    private let outbound: NIOAsyncChannelOutboundWriter<Rapport_V1_Frame>
+    private var inputs: AsyncStream<SessionInput>.AsyncIterator
+    let inject: AsyncStream<SessionInput>.Continuation
+    /// The highest server sequence announced by `ChangesAvailable` since the last look.
+    var announcedSequence: UInt64 = 0
+    /// The app asked for a push while the session was busy.
+    var localChangePending = false
+
+    private init(welcome: Rapport_V1_Welcome, outbound: NIOAsyncChannelOutboundWriter<Rapport_V1_Frame>,
+                 inputs: AsyncStream<SessionInput>.AsyncIterator, inject: AsyncStream<SessionInput>.Continuation) {
+        self.welcome = welcome
+        self.outbound = outbound
+        self.inputs = inputs
+        self.inject = inject
+    }
+
+    /// Connects, says Hello, runs `body` with the established session, says Goodbye, closes.
+    static func run<T: Sendable>(
+        configuration: ClientConfiguration, tls: TLSContext, deviceID: String, subscribe: Bool,
+        onOpen: (@Sendable (AsyncStream<SessionInput>.Continuation) -> Void)? = nil,
+        _ body: (inout ClientSession) async throws -> T
+    ) async throws -> T {
+        let maxFrame = SessionLimits().maxFrameBytes
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.init(configuration.connectTimeout))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(TLSHandler(context: tls))
+                    try sync.addHandler(MessageToByteHandler(FrameEncoder()))
+                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrame)))
+                    return try NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return try await channel.executeThenClose { inbound, outbound in
+            let (stream, continuation) = AsyncStream<SessionInput>.makeStream()
+            let reader = Task {
+                do {
+                    for try await frame in inbound { continuation.yield(.inbound(frame)) }
+                    continuation.yield(.ended("the server closed the connection"))
+                } catch {
+                    continuation.yield(.ended("\(error)"))
+                }
+            }
+            defer {
+                reader.cancel()
+                continuation.finish()
+            }
+            var iterator = stream.makeAsyncIterator()
+            var hello = Rapport_V1_Hello()
+            hello.protocolVersion = SyncProtocolVersion.current
+            hello.schemaVersion = configuration.schemaVersion
+            hello.tenant = configuration.tenant
+            hello.deviceID = deviceID
+            hello.secret = .init(configuration.secret)
+            hello.subscribe = subscribe
+            hello.client = "RapportClient/1"
+            var frame = Rapport_V1_Frame()
+            frame.hello = hello
+            try await outbound.write(frame)
+            let welcome = try await Self.awaitWelcome(&iterator, timeout: configuration.connectTimeout)
+            var session = ClientSession(welcome: welcome, outbound: outbound, inputs: iterator, inject: continuation)
+            onOpen?(continuation)
+            let result = try await body(&session)
+            var goodbye = Rapport_V1_Frame()
+            goodbye.goodbye = Rapport_V1_Goodbye()
+            try? await outbound.write(goodbye)
+            return result
+        }
+    }
+
+    private static func awaitWelcome(_ iterator: inout AsyncStream<SessionInput>.AsyncIterator, timeout: Duration) async throws -> Rapport_V1_Welcome {
+        while let input = await iterator.next() {
+            switch input {
+            case .inbound(.frame(let frame)):
+                switch frame.body {
+                case .welcome(let welcome)?: return welcome
+                case .error(let error)?: throw SyncError(error)
+                default: throw ClientError.protocolViolation("expected Welcome, got \(frame.body.map { "\($0)".prefix(40) } ?? "nothing")")
+                }
+            case .inbound(.invalid(let error)):
+                throw ClientError.protocolViolation("\(error)")
+            case .ended(let reason):
+                throw ClientError.connectionLost(reason)
+            case .localChange, .keepAlive:
+                continue
+            }
+        }
+        throw ClientError.connectionLost("the session ended before Welcome")
+    }
+
+    /// Sends one frame.
+    func send(_ frame: Rapport_V1_Frame) async throws {
+        try await outbound.write(frame)
+    }
+
+    /// The next input the caller must act on. Announcements and pongs are folded into the
+    /// session's state; an `Error` frame or the end of the connection is thrown.
+    mutating func next() async throws -> SessionInput {
+        while let input = await inputs.next() {
+            switch input {
+            case .inbound(.frame(let frame)):
+                switch frame.body {
+                case .changesAvailable(let notice)?:
+                    announcedSequence = max(announcedSequence, notice.serverSequence)
+                    return input
+                case .pong?:
+                    continue
+                case .error(let error)?:
+                    throw SyncError(error)
+                default:
+                    return input
+                }
+            case .inbound(.invalid(let error)):
+                throw ClientError.protocolViolation("\(error)")
+            case .ended(let reason):
+                throw ClientError.connectionLost(reason)
+            case .localChange:
+                localChangePending = true
+                return input
+            case .keepAlive:
+                var ping = Rapport_V1_Frame()
+                ping.ping = Rapport_V1_Ping()
+                try await send(ping)
+            }
+        }
+        throw ClientError.connectionLost("the session's input stream ended")
+    }
+
+    /// Sends `request` and returns the server's answer, skipping what comes in between.
+    mutating func request(_ request: Rapport_V1_Frame) async throws -> Rapport_V1_Frame {
+        try await send(request)
+        while true {
+            if case .inbound(.frame(let frame)) = try await next() {
+                if case .changesAvailable? = frame.body { continue }
+                return frame
+            }
+        }
+    }
+}

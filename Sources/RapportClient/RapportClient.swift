@@ -1,0 +1,185 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ReplicaStore
+import SyncModel
+import SyncProtocol
+import TLS
+
+/// The sync library a field-sales app embeds: it keeps a local replica store in step with the
+/// server, pushing local changes and pulling everyone else's.
+///
+/// ```swift
+/// let client = try RapportClient(store: shared, configuration: config)
+/// let report = try await client.sync { progress in print(progress) }
+/// ```
+///
+/// Every batch is applied atomically with its checkpoint, so a sync interrupted anywhere (the
+/// network drops, the app is killed) loses nothing and the next one resumes where it stopped.
+public final class RapportClient: Sendable {
+    public let store: SharedReplicaStore
+    public let configuration: ClientConfiguration
+    let tls: TLSContext
+    let logger: Logger
+
+    /// - Throws: `TLSError` when the trust roots or the pin cannot be loaded.
+    public init(store: SharedReplicaStore, configuration: ClientConfiguration,
+                logger: Logger = Logger(label: "rapport.client")) throws {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+        tls = try TLSContext(configuration: .client(
+            trustRoots: configuration.trustRoots, expectedHostname: configuration.serverName,
+            spkiSHA256Pin: configuration.serverKeyPin, applicationProtocols: [SyncProtocolVersion.alpn]))
+    }
+
+    /// Pushes every local change, then pulls every change of others, retrying with backoff when
+    /// the network or the server fails in a way that may pass.
+    @discardableResult
+    public func sync(progress: (@Sendable (SyncProgress) -> Void)? = nil) async throws -> SyncReport {
+        try await withRetries { attempt in
+            var report = try await ClientSession.run(configuration: configuration, tls: tls, deviceID: store.replicaID, subscribe: false) { session in
+                var report = SyncReport()
+                try await push(&session, report: &report, progress: progress)
+                try await pull(&session, report: &report, progress: progress)
+                return report
+            }
+            report.attempts = attempt
+            return report
+        }
+    }
+
+    func withRetries<T: Sendable>(_ body: (Int) async throws -> T) async throws -> T {
+        var attempt = 1
+        while true {
+            do {
+                return try await body(attempt)
+            } catch {
+                guard attempt < configuration.retry.maxAttempts, Self.isRetryable(error), !Task.isCancelled else { throw error }
+                let delay = configuration.retry.delay(before: attempt)
+                logger.info("sync failed, retrying", metadata: ["attempt": "\(attempt)", "delay": "\(delay)", "error": "\(error)"])
+                try await Task.sleep(for: delay)
+                attempt += 1
+            }
+        }
+    }
+
+    /// Whether trying again may succeed: dropped connections and busy servers yes; bad
+    /// credentials, a certificate that does not verify, or an incompatible server no.
+    static func isRetryable(_ error: any Error) -> Bool {
+        switch error {
+        case let error as SyncError: return error.retryable
+        case let error as TLSError:
+            switch error.operation {
+            case .read, .write: return true
+            default: return false
+            }
+        case let error as ClientError:
+            if case .connectionLost = error { return true }
+            return false
+        case is ReplicaStoreError: return false
+        case is ChannelError, is IOError, is NIOConnectionError: return true
+        default: return false
+        }
+    }
+
+    // MARK: Push
+
+    func push(_ session: inout ClientSession, report: inout SyncReport,
+              progress: (@Sendable (SyncProgress) -> Void)?) async throws {
+        let batchSize = min(configuration.pushBatchSize, Int(session.welcome.limits.maxBatchRecords == 0 ? 500 : session.welcome.limits.maxBatchRecords))
+        let total = try await store.perform { try $0.dirtyCount() }
+        var done = 0, bytes = 0, batchID: UInt64 = 0
+        // Bounded, so a record that keeps changing while it is pushed cannot hold the sync forever.
+        for _ in 0..<(total / max(batchSize, 1) + 2) {
+            let states = try await store.perform { try $0.dirtyRecords(limit: batchSize) }
+            if states.isEmpty { break }
+            batchID += 1
+            var request = Rapport_V1_PushRequest()
+            request.batchID = batchID
+            request.records = states.map(Rapport_V1_Record.init)
+            var frame = Rapport_V1_Frame()
+            frame.push = request
+            let answer = try await session.request(frame)
+            guard case .pushResult(let result)? = answer.body, result.batchID == batchID, result.results.count == states.count else {
+                throw ClientError.protocolViolation("expected PushResult for batch \(batchID)")
+            }
+            let (rejected, conflicts) = try await store.perform { store in
+                var rejected = 0, conflicts: [Conflict] = []
+                try store.transaction {
+                    for (state, outcome) in zip(states, result.results) {
+                        for report in outcome.conflicts { conflicts.append(try report.decoded(record: state.id, type: state.type)) }
+                        if outcome.outcome == .rejected {
+                            rejected += 1
+                            try store.reject(state.id, upTo: state.vector, reason: outcome.reason)
+                        } else {
+                            try store.acknowledge(state.id, upTo: state.vector)
+                        }
+                    }
+                    try store.logConflicts(conflicts)
+                }
+                return (rejected, conflicts.count)
+            }
+            done += states.count
+            bytes += request.records.reduce(0) { $0 + $1.vector.count + $1.state.count }
+            report.pushed += states.count - rejected
+            report.rejected += rejected
+            report.conflicts += conflicts
+            progress?(SyncProgress(phase: .push, recordsDone: done, recordsTotal: max(total, done), bytesDone: bytes, bytesTotal: bytes))
+        }
+    }
+
+    // MARK: Pull
+
+    func pull(_ session: inout ClientSession, report: inout SyncReport,
+              progress: (@Sendable (SyncProgress) -> Void)?) async throws {
+        let peer = session.welcome.serverReplicaID
+        var checkpoint = try await store.perform { try $0.checkpoint(for: peer) }
+        var done = 0, bytesDone = 0
+        while true {
+            var request = Rapport_V1_PullRequest()
+            request.after = UInt64(checkpoint)
+            request.limit = UInt32(clamping: configuration.pullBatchSize)
+            var frame = Rapport_V1_Frame()
+            frame.pull = request
+            let answer: Rapport_V1_Frame
+            do {
+                answer = try await session.request(frame)
+            } catch let error as SyncError where error.code == .resyncRequired {
+                // The server does not know our checkpoint (restored from a backup, say): pull
+                // everything again; merging makes the repeats harmless.
+                logger.notice("server asks for a resync", metadata: ["reason": "\(error.message)"])
+                try await store.perform { try $0.resetCheckpoint(for: peer) }
+                checkpoint = 0
+                continue
+            }
+            guard case .pullBatch(let batch)? = answer.body else {
+                throw ClientError.protocolViolation("expected PullBatch")
+            }
+            guard batch.lastSequence >= UInt64(checkpoint), batch.lastSequence <= UInt64(Int64.max) else {
+                throw ClientError.protocolViolation("PullBatch moves the checkpoint from \(checkpoint) to \(batch.lastSequence)")
+            }
+            let last = Int64(batch.lastSequence)
+            let applied = try await store.perform { store in
+                let states: [RecordState]
+                do {
+                    states = try batch.records.map { try $0.decoded() }
+                } catch {
+                    throw ClientError.invalidServerData("\(error)")
+                }
+                let report = try store.apply(states, from: .upstream, checkpoint: (peer, last))
+                return report.conflicts.count
+            }
+            checkpoint = last
+            done += batch.records.count
+            bytesDone += batch.records.reduce(0) { $0 + $1.vector.count + $1.state.count }
+            report.pulled += batch.records.count
+            report.conflicts += applied
+            progress?(SyncProgress(phase: .pull, recordsDone: done, recordsTotal: done + Int(batch.remainingRecords),
+                                   bytesDone: bytesDone, bytesTotal: bytesDone + Int(batch.remainingBytes)))
+            if batch.remainingRecords == 0 || batch.records.isEmpty { break }
+        }
+        report.checkpoint = checkpoint
+    }
+}
