@@ -10,7 +10,8 @@ enum SessionInput: Sendable {
     /// The app changed local data and wants it pushed.
     case localChange
     case keepAlive
-    case ended(String)
+    /// The connection ended; `nil` when the server closed it cleanly.
+    case ended((any Error)?)
 }
 
 /// One open session with the server: TLS connection, Hello answered by Welcome.
@@ -60,9 +61,9 @@ struct ClientSession {
             let reader = Task {
                 do {
                     for try await frame in inbound { continuation.yield(.inbound(frame)) }
-                    continuation.yield(.ended("the server closed the connection"))
+                    continuation.yield(.ended(nil))
                 } catch {
-                    continuation.yield(.ended("\(error)"))
+                    continuation.yield(.ended(error))
                 }
             }
             defer {
@@ -103,13 +104,23 @@ struct ClientSession {
                 }
             case .inbound(.invalid(let error)):
                 throw ClientError.protocolViolation("\(error)")
-            case .ended(let reason):
-                throw ClientError.connectionLost(reason)
+            case .ended(let error):
+                throw Self.failure(error)
             case .localChange, .keepAlive:
                 continue
             }
         }
         throw ClientError.connectionLost("the session ended before Welcome")
+    }
+
+    /// What the end of the connection means: a TLS failure keeps its own type (a certificate
+    /// that does not verify is not worth a retry), anything else is a lost connection.
+    static func failure(_ error: (any Error)?) -> any Error {
+        switch error {
+        case let error as TLSError: error
+        case let error?: ClientError.connectionLost("\(error)")
+        case nil: ClientError.connectionLost("the server closed the connection")
+        }
     }
 
     /// Sends one frame.
@@ -136,8 +147,8 @@ struct ClientSession {
                 }
             case .inbound(.invalid(let error)):
                 throw ClientError.protocolViolation("\(error)")
-            case .ended(let reason):
-                throw ClientError.connectionLost(reason)
+            case .ended(let error):
+                throw Self.failure(error)
             case .localChange:
                 localChangePending = true
                 return input

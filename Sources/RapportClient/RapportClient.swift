@@ -93,12 +93,16 @@ public final class RapportClient: Sendable {
         var done = 0, bytes = 0, batchID: UInt64 = 0
         // Bounded, so a record that keeps changing while it is pushed cannot hold the sync forever.
         for _ in 0..<(total / max(batchSize, 1) + 2) {
-            let states = try await store.perform { try $0.dirtyRecords(limit: batchSize) }
+            let (states, known) = try await store.perform { store in
+                let states = try store.dirtyRecords(limit: batchSize)
+                return (states, try store.conflicts(on: states.map(\.id)))
+            }
             if states.isEmpty { break }
             batchID += 1
             var request = Rapport_V1_PushRequest()
             request.batchID = batchID
             request.records = states.map(Rapport_V1_Record.init)
+            request.conflicts = known.map(Rapport_V1_ConflictReport.init)
             var frame = Rapport_V1_Frame()
             frame.push = request
             let answer = try await session.request(frame)
@@ -168,8 +172,18 @@ public final class RapportClient: Sendable {
                 } catch {
                     throw ClientError.invalidServerData("\(error)")
                 }
-                let report = try store.apply(states, from: .upstream, checkpoint: (peer, last))
-                return report.conflicts.count
+                let lost: [Conflict]
+                do {
+                    lost = try batch.conflicts.map { try $0.decoded() }
+                } catch {
+                    throw ClientError.invalidServerData("\(error)")
+                }
+                return try store.transaction {
+                    let report = try store.apply(states, from: .upstream, checkpoint: (peer, last))
+                    let before = try store.conflicts(status: nil).count
+                    try store.logConflicts(lost)
+                    return report.conflicts.count + (try store.conflicts(status: nil).count - before)
+                }
             }
             checkpoint = last
             done += batch.records.count

@@ -60,10 +60,10 @@ extension SyncServer {
                         try await outbound.write(reply)
                         if advanced { tenant.announce(Int64(result.serverSequence), except: connection.channel) }
                     case .pull(let request):
-                        guard let tenant else { return }
+                        guard let tenant, let device else { return }
                         do {
                             var reply = Rapport_V1_Frame()
-                            reply.pullBatch = try await pull(request, from: tenant)
+                            reply.pullBatch = try await pull(request, from: tenant, for: device)
                             try await outbound.write(reply)
                         } catch let error as SyncError {
                             try await outbound.write(error.frame)
@@ -117,6 +117,7 @@ extension SyncServer {
     func push(_ request: Rapport_V1_PushRequest, into tenant: TenantStore, from device: ReplicaID,
               logger: Logger) async throws -> (Rapport_V1_PushResult, Bool) {
         let records = request.records
+        let reported = request.conflicts
         let (results, sequence, advanced) = try await tenant.store.perform { store in
             var results = [Rapport_V1_RecordResult](repeating: Rapport_V1_RecordResult(), count: records.count)
             var accepted: [(index: Int, state: RecordState)] = []
@@ -131,7 +132,14 @@ extension SyncServer {
                 }
             }
             let before = store.lastSequence
-            let report = try store.apply(accepted.map(\.state), from: .downstream)
+            // Conflicts the device found are kept here too, so the device whose write lost
+            // hears of them when it pulls. A malformed report is dropped, never fatal.
+            let deviceConflicts = reported.compactMap { try? $0.decoded() }
+            let report = try store.transaction {
+                let report = try store.apply(accepted.map(\.state), from: .downstream)
+                try store.logConflicts(deviceConflicts)
+                return report
+            }
             var conflictsByRecord: [UUID: [Conflict]] = [:]
             for conflict in report.conflicts { conflictsByRecord[conflict.recordID, default: []].append(conflict) }
             for (position, item) in accepted.enumerated() {
@@ -154,7 +162,7 @@ extension SyncServer {
     }
 
     /// The next batch of changes after the client's checkpoint.
-    func pull(_ request: Rapport_V1_PullRequest, from tenant: TenantStore) async throws -> Rapport_V1_PullBatch {
+    func pull(_ request: Rapport_V1_PullRequest, from tenant: TenantStore, for device: ReplicaID) async throws -> Rapport_V1_PullBatch {
         let limit = Int(min(max(request.limit, 1), UInt32(clamping: configuration.limits.maxBatchRecords)))
         guard request.after <= UInt64(Int64.max) else { throw SyncError(.resyncRequired, "checkpoint out of range") }
         let after = Int64(request.after)
@@ -170,6 +178,8 @@ extension SyncServer {
             batch.lastSequence = UInt64(last)
             batch.remainingRecords = UInt64(remaining.records)
             batch.remainingBytes = UInt64(remaining.bytes)
+            batch.conflicts = try store.conflicts(lostBy: device.rawValue, on: changes.map(\.state.id))
+                .map(Rapport_V1_ConflictReport.init)
             return batch
         }
     }

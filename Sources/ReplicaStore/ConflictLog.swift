@@ -142,6 +142,25 @@ extension ReplicaStore {
         return try entries(where: clauses.isEmpty ? "1" : clauses.joined(separator: " AND "), values)
     }
 
+    /// Conflicts on `records` in which a write of `loser` lost: what to tell that replica when it
+    /// pulls those records. Cheap when the log holds nothing about `loser`.
+    public func conflicts(lostBy loser: String, on records: [UUID]) throws -> [Conflict] {
+        guard try db.scalarInt("SELECT EXISTS (SELECT 1 FROM conflicts WHERE loser_replica = ?)", [loser]) == 1 else { return [] }
+        var found: [Conflict] = []
+        for record in records {
+            found += try entries(where: "record = ? AND loser_replica = ?", [uuidBytes(record), loser]).map(\.conflict)
+        }
+        return found
+    }
+
+    /// Every conflict logged on `records`, whatever its status: what to pass upstream with them.
+    public func conflicts(on records: [UUID]) throws -> [Conflict] {
+        guard try db.scalarInt("SELECT EXISTS (SELECT 1 FROM conflicts)") == 1 else { return [] }
+        var found: [Conflict] = []
+        for record in records { found += try entries(where: "record = ?", [uuidBytes(record)]).map(\.conflict) }
+        return found
+    }
+
     /// One conflict by its id.
     public func conflict(_ id: Int64) throws -> ConflictEntry? {
         try entries(where: "id = ?", [id]).first

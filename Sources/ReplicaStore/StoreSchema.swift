@@ -57,6 +57,8 @@ enum StoreSchema {
                 sequence INTEGER NOT NULL
             );
             ALTER TABLE conflicts ADD COLUMN reason TEXT;
+            -- A server tells each device about the conflicts its own writes lost.
+            CREATE INDEX conflicts_by_loser ON conflicts (loser_replica, record);
             """),
     ]
 }

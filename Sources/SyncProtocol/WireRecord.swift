@@ -32,8 +32,18 @@ extension Rapport_V1_ConflictReport {
         self.init()
         kind = conflict.kind.rawValue
         field = conflict.field ?? ""
+        recordID = Data(conflict.recordID.bytes)
+        recordType = conflict.recordType
         winner = Rapport_V1_ConflictSide(conflict.winner)
         loser = Rapport_V1_ConflictSide(conflict.loser)
+    }
+
+    /// The conflict, naming the record it carries itself.
+    public func decoded() throws -> Conflict {
+        guard let record = recordID.withUnsafeBytes({ UUID(bytes: $0) }), !recordType.isEmpty else {
+            throw ModelError.malformedEncoding("conflict report without a record id and type")
+        }
+        return try decoded(record: record, type: recordType)
     }
 
     /// The conflict, for the device's own log.

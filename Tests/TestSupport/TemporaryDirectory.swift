@@ -1,7 +1,7 @@
 import Foundation
 
 /// A directory under the system temp folder, removed when the value goes away.
-public final class TemporaryDirectory {
+public final class TemporaryDirectory: Sendable {
     public let url: URL
 
     public init() throws {

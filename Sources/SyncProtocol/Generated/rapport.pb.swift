@@ -254,6 +254,9 @@ public nonisolated struct Rapport_V1_PushRequest: Sendable {
 
   public var records: [Rapport_V1_Record] = []
 
+  /// Conflicts the device logged on these records, so the server can tell the losing device.
+  public var conflicts: [Rapport_V1_ConflictReport] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -347,7 +350,7 @@ public nonisolated struct Rapport_V1_RecordResult: Sendable {
   public init() {}
 }
 
-/// A conflict as the server logged it; the device keeps a copy in its own log.
+/// A conflict as one replica logged it; others keep a copy in their own log (SPEC.md 1.5).
 public nonisolated struct Rapport_V1_ConflictReport: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -376,6 +379,11 @@ public nonisolated struct Rapport_V1_ConflictReport: Sendable {
   public var hasLoser: Bool {self._loser != nil}
   /// Clears the value of `loser`. Subsequent reads from it will return its default value.
   public mutating func clearLoser() {self._loser = nil}
+
+  /// 16-byte UUID; may be empty inside a RecordResult
+  public var recordID: Data = Data()
+
+  public var recordType: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -439,6 +447,9 @@ public nonisolated struct Rapport_V1_PullBatch: Sendable {
 
   /// their encoded size, for progress
   public var remainingBytes: UInt64 = 0
+
+  /// Conflicts on these records in which the pulling device's write lost.
+  public var conflicts: [Rapport_V1_ConflictReport] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1038,7 +1049,7 @@ nonisolated extension Rapport_V1_Record: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Rapport_V1_PushRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PushRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}batch_id\0\u{1}records\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}batch_id\0\u{1}records\0\u{1}conflicts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1048,6 +1059,7 @@ nonisolated extension Rapport_V1_PushRequest: SwiftProtobuf.Message, SwiftProtob
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.batchID) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.records) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.conflicts) }()
       default: break
       }
     }
@@ -1060,12 +1072,16 @@ nonisolated extension Rapport_V1_PushRequest: SwiftProtobuf.Message, SwiftProtob
     if !self.records.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.records, fieldNumber: 2)
     }
+    if !self.conflicts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.conflicts, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rapport_V1_PushRequest, rhs: Rapport_V1_PushRequest) -> Bool {
     if lhs.batchID != rhs.batchID {return false}
     if lhs.records != rhs.records {return false}
+    if lhs.conflicts != rhs.conflicts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1157,7 +1173,7 @@ nonisolated extension Rapport_V1_RecordResult.Outcome: SwiftProtobuf._ProtoNameP
 
 nonisolated extension Rapport_V1_ConflictReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ConflictReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}field\0\u{1}winner\0\u{1}loser\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}field\0\u{1}winner\0\u{1}loser\0\u{3}record_id\0\u{3}record_type\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1169,6 +1185,8 @@ nonisolated extension Rapport_V1_ConflictReport: SwiftProtobuf.Message, SwiftPro
       case 2: try { try decoder.decodeSingularStringField(value: &self.field) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._winner) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._loser) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self.recordID) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.recordType) }()
       default: break
       }
     }
@@ -1191,6 +1209,12 @@ nonisolated extension Rapport_V1_ConflictReport: SwiftProtobuf.Message, SwiftPro
     try { if let v = self._loser {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if !self.recordID.isEmpty {
+      try visitor.visitSingularBytesField(value: self.recordID, fieldNumber: 5)
+    }
+    if !self.recordType.isEmpty {
+      try visitor.visitSingularStringField(value: self.recordType, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1199,6 +1223,8 @@ nonisolated extension Rapport_V1_ConflictReport: SwiftProtobuf.Message, SwiftPro
     if lhs.field != rhs.field {return false}
     if lhs._winner != rhs._winner {return false}
     if lhs._loser != rhs._loser {return false}
+    if lhs.recordID != rhs.recordID {return false}
+    if lhs.recordType != rhs.recordType {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1291,7 +1317,7 @@ nonisolated extension Rapport_V1_PullRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Rapport_V1_PullBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PullBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}records\0\u{3}last_sequence\0\u{3}remaining_records\0\u{3}remaining_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}records\0\u{3}last_sequence\0\u{3}remaining_records\0\u{3}remaining_bytes\0\u{1}conflicts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1303,6 +1329,7 @@ nonisolated extension Rapport_V1_PullBatch: SwiftProtobuf.Message, SwiftProtobuf
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.lastSequence) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.remainingRecords) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.remainingBytes) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.conflicts) }()
       default: break
       }
     }
@@ -1321,6 +1348,9 @@ nonisolated extension Rapport_V1_PullBatch: SwiftProtobuf.Message, SwiftProtobuf
     if self.remainingBytes != 0 {
       try visitor.visitSingularUInt64Field(value: self.remainingBytes, fieldNumber: 4)
     }
+    if !self.conflicts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.conflicts, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1329,6 +1359,7 @@ nonisolated extension Rapport_V1_PullBatch: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.lastSequence != rhs.lastSequence {return false}
     if lhs.remainingRecords != rhs.remainingRecords {return false}
     if lhs.remainingBytes != rhs.remainingBytes {return false}
+    if lhs.conflicts != rhs.conflicts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,202 @@
+import CRM
+import Foundation
+import RapportClient
+import Synchronization
+import RapportServer
+import ReplicaStore
+import SyncModel
+import SyncProtocol
+import TestSupport
+import Testing
+import TLS
+
+@Suite(.serialized) struct SyncEndToEndTests {
+    @Test func offlineEditsOnTwoDevicesConverge() async throws {
+        let fixture = try await ServerFixture()
+        let alice = try fixture.device("alice"), bob = try fixture.device("bob")
+        let account = try alice.local { try $0.create("account", ["name": .text("Acme"), "phone": .text("555-0100")]).id }
+        let contact = try bob.local { try $0.create("contact", ["first_name": .text("Ada"), "last_name": .text("Lovelace")]).id }
+
+        let first = try await alice.sync()
+        #expect(first.pushed == 1 && first.pulled == 1)
+        let second = try await bob.sync()
+        #expect(second.pushed == 1 && second.pulled == 2)
+        try await alice.sync()
+
+        // Both edit different fields of the account offline, then sync in the other order.
+        try bob.local { try $0.update(account, ["website": .text("acme.example")]) }
+        try alice.local { try $0.update(account, ["phone": .text("555-0199")]) }
+        try await bob.sync()
+        try await alice.sync()
+        try await bob.sync()
+
+        for id in [account, contact] {
+            let a = try alice.local { try $0.record(id) }, b = try bob.local { try $0.record(id) }
+            #expect(a != nil && a == b)
+        }
+        #expect(try alice.local { try $0.record(account)?.values["phone"] } == .text("555-0199"))
+        #expect(try alice.local { try $0.record(account)?.values["website"] } == .text("acme.example"))
+        #expect(try alice.local { try $0.dirtyCount() } == 0)
+        #expect(try alice.local { try $0.conflicts() }.isEmpty)
+        let server = try fixture.tenantStore()
+        #expect(try server.record(account) == (try alice.local { try $0.record(account) }))
+        await fixture.stop()
+    }
+
+    @Test func concurrentEditsOfOneFieldLeaveAConflictOnTheLosingDevice() async throws {
+        let fixture = try await ServerFixture()
+        let alice = try fixture.device("alice"), bob = try fixture.device("bob")
+        let id = try alice.local { try $0.create("opportunity", ["name": .text("Big deal"), "stage": .text("qualify")]).id }
+        try await alice.sync()
+        try await bob.sync()
+        try alice.local { try $0.update(id, ["stage": .text("won")]) }
+        try await Task.sleep(for: .milliseconds(5))
+        try bob.local { try $0.update(id, ["stage": .text("lost")]) }   // later: wins
+        try await alice.sync()
+        let bobReport = try await bob.sync()
+        try await alice.sync()
+        #expect(try alice.local { try $0.record(id)?.values["stage"] } == .text("lost"))
+        #expect(try bob.local { try $0.record(id)?.values["stage"] } == .text("lost"))
+        // Alice's value lost; her device has the conflict with her value in it.
+        let entries = try alice.local { try $0.conflicts() }
+        #expect(entries.count == 1)
+        #expect(entries.first?.conflict.loser.value == .text("won"))
+        #expect(entries.first?.conflict.winner.value == .text("lost"))
+        // Bob's push was merged on the server, which reported the conflict to him too.
+        #expect(bobReport.conflicts == 1)
+        #expect(try fixture.tenantStore().conflicts().count == 1)
+        await fixture.stop()
+    }
+
+    @Test func aRejectedRecordIsKeptInTheConflictLogAndTheRestSyncs() async throws {
+        let fixture = try await ServerFixture()
+        // The device's schema knows a field type the server does not: the server refuses it.
+        let lenient = Schema([RecordType(name: "contact", fields: ["first_name": .text]),
+                              RecordType(name: "ticket", fields: ["title": .text])])
+        let store = try ReplicaStore(path: fixture.dir.path("old.sqlite"), options: .init(schema: lenient, replicaID: try ReplicaID("old")))
+        let device = try RapportClient(store: SharedReplicaStore(store, label: "old"), configuration: fixture.configuration(),
+                                       logger: ServerFixture.logger("old"))
+        let good = try device.local { try $0.create("contact", ["first_name": .text("Ada")]).id }
+        let bad = try device.local { try $0.create("ticket", ["title": .text("help")]).id }
+        let report = try await device.sync()
+        #expect(report.pushed == 1 && report.rejected == 1)
+        let entry = try #require(try device.local { try $0.conflicts() }.first)
+        #expect(entry.conflict.kind == .rejected)
+        #expect(entry.conflict.recordID == bad)
+        #expect(entry.reason?.contains("ticket") == true)
+        #expect(try device.local { try $0.dirtyCount() } == 0)
+        #expect(try fixture.tenantStore().record(good) != nil)
+        #expect(try fixture.tenantStore().record(bad) == nil)
+        await fixture.stop()
+    }
+
+    @Test func progressIsReportedAndAnInterruptedPullResumes() async throws {
+        let fixture = try await ServerFixture()
+        let writer = try fixture.device("writer")
+        try writer.local { store in
+            try store.transaction { for i in 0..<250 { try store.create("contact", ["first_name": .text("c\(i)")]) } }
+        }
+        try await writer.sync()
+
+        let reader = try fixture.device("reader") { $0.pullBatchSize = 100 }
+        let seen = Mutex<[SyncProgress]>([])
+        // The app is killed (the task cancelled) once the first batch is in.
+        let task = Task { [reader] in
+            try await reader.sync { progress in
+                seen.withLock { $0.append(progress) }
+                if progress.phase == .pull { withUnsafeCurrentTask { $0?.cancel() } }
+            }
+        }
+        await #expect(throws: (any Error).self) { try await task.value }
+        #expect(seen.withLock { $0.first { $0.phase == .pull } }?.recordsTotal == 250)
+        #expect(seen.withLock { $0.first { $0.phase == .pull } }?.recordsDone == 100)
+        #expect(try reader.local { try $0.count(ofType: "contact") } == 100)
+
+        let resumed = try await reader.sync { progress in seen.withLock { $0.append(progress) } }
+        #expect(resumed.pulled == 150)
+        #expect(try reader.local { try $0.count(ofType: "contact") } == 250)
+        #expect(seen.withLock { $0 }.allSatisfy { $0.bytesDone <= $0.bytesTotal && $0.recordsDone <= $0.recordsTotal })
+        await fixture.stop()
+    }
+
+    @Test func aServerStoppedMidPullIsResumedFromTheCheckpointAfterRestart() async throws {
+        let dir = try TemporaryDirectory()
+        let fixture = try await ServerFixture(dir: dir)
+        let writer = try fixture.device("writer")
+        try writer.local { store in
+            try store.transaction { for i in 0..<300 { try store.create("contact", ["first_name": .text("c\(i)")]) } }
+        }
+        try await writer.sync()
+
+        let reader = try fixture.device("reader") { $0.pullBatchSize = 100 }
+        let stopping = Mutex<Task<Void, Never>?>(nil)
+        await #expect(throws: (any Error).self) {
+            try await reader.sync { progress in
+                guard progress.phase == .pull else { return }
+                stopping.withLock { task in
+                    if task == nil { task = Task { await fixture.stop() } }
+                }
+            }
+        }
+        await stopping.withLock { $0 }?.value
+        let partial = try reader.local { try $0.count(ofType: "contact") }
+        #expect(partial >= 100 && partial < 300)
+
+        // Same data directory, a new process's worth of server, on a new port.
+        let restarted = try await ServerFixture(dir: dir)
+        let again = try RapportClient(store: reader.store, configuration: restarted.configuration(), logger: ServerFixture.logger("again"))
+        let report = try await again.sync()
+        #expect(report.pulled == 300 - partial)
+        #expect(try reader.local { try $0.count(ofType: "contact") } == 300)
+        await restarted.stop()
+    }
+
+    @Test func wrongCredentialsAndUnknownTenantsAreRefusedWithoutRetrying() async throws {
+        let fixture = try await ServerFixture()
+        let wrong = try fixture.device("mallory") { $0.secret = Array("not the secret".utf8) }
+        let error = try await #require(throws: SyncError.self) { try await wrong.sync() }
+        #expect(error.code == .authenticationFailed)
+        #expect(!error.retryable)
+        let lost = try fixture.device("lost", tenant: "initech")
+        #expect(try await #require(throws: SyncError.self) { try await lost.sync() }.code == .unknownTenant)
+        let bad = try fixture.device("bad", tenant: "../etc")
+        #expect(try await #require(throws: SyncError.self) { try await bad.sync() }.code == .unknownTenant)
+        await fixture.stop()
+    }
+
+    @Test func tenantsAreIsolated() async throws {
+        let fixture = try await ServerFixture()
+        let acme = try fixture.device("acme-device", tenant: "acme")
+        let globex = try fixture.device("globex-device", tenant: "globex")
+        let secret = try acme.local { try $0.create("account", ["name": .text("Acme secret plans")]).id }
+        try await acme.sync()
+        let report = try await globex.sync()
+        #expect(report.pulled == 0)
+        #expect(try globex.local { try $0.record(secret) } == nil)
+        await fixture.stop()
+    }
+
+    @Test func aClientThatDoesNotTrustTheServerRefusesToConnect() async throws {
+        let fixture = try await ServerFixture()
+        let other = try DevCertificates.generate(commonName: "someone else")
+        let otherCA = fixture.dir.path("other-ca.pem")
+        try other.caCertificatePEM.write(toFile: otherCA, atomically: true, encoding: .utf8)
+
+        let wrongCA = try fixture.device("a") { $0.trustRoots = .certificates(.file(otherCA)) }
+        let caError = try await #require(throws: TLSError.self) { try await wrongCA.sync() }
+        #expect(caError.description.contains("verif") || caError.verifyResult != nil)
+
+        let wrongName = try fixture.device("b") { $0.serverName = "crm.example.com" }
+        let nameError = try await #require(throws: TLSError.self) { try await wrongName.sync() }
+        #expect("\(nameError)".lowercased().contains("hostname") || nameError.verifyResult != nil)
+
+        let wrongPin = try fixture.device("c") { $0.serverKeyPin = String(repeating: "ab", count: 32) }
+        let pinError = try await #require(throws: TLSError.self) { try await wrongPin.sync() }
+        #expect(pinError.operation == .pinVerification)
+
+        let rightPin = try SPKIPin.sha256Hex(certificateFile: fixture.dir.path("server") + "/tls/server-chain.pem")
+        let pinned = try fixture.device("d") { $0.serverKeyPin = rightPin }
+        try await pinned.sync()
+        await fixture.stop()
+    }
+}
