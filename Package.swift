@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "RapportServer", targets: ["RapportServer"]),
         .library(name: "RapportClient", targets: ["RapportClient"]),
         .executable(name: "rapportd", targets: ["rapportd"]),
+        .executable(name: "rapport", targets: ["rapport"]),
         .executable(name: "rapport-bench", targets: ["rapport-bench"]),
     ],
     dependencies: [
@@ -64,7 +65,23 @@ let package = Package(
             ] + nio
         ),
 
+        .target(
+            name: "RapportDevice",
+            dependencies: [
+                "RapportClient", "ReplicaStore", "SyncModel", "CRM", "TLS",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // Executables.
+        .executableTarget(
+            name: "rapport",
+            dependencies: [
+                "RapportDevice", "RapportClient", "ReplicaStore", "SyncModel", "CRM", "TLS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "rapportd",
             dependencies: [
@@ -96,6 +113,10 @@ let package = Package(
             "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ] + nio),
+        .testTarget(name: "RapportDeviceTests", dependencies: [
+            "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "CRM", "TLS", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "SyncModel", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TLSTests", dependencies: ["TLS", .product(name: "NIOEmbedded", package: "swift-nio")] + nio),
     ],

@@ -1,0 +1,1 @@
+// The command-line device's logic lives here, so tests can reach it.

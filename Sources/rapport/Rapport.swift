@@ -1,0 +1,4 @@
+@main
+struct Rapport {
+    static func main() { print("rapport: not yet") }
+}
