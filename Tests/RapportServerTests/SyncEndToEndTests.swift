@@ -199,4 +199,41 @@ import TLS
         try await pinned.sync()
         await fixture.stop()
     }
+
+    @Test func aLiveDeviceSeesAColleaguesEditWithoutPolling() async throws {
+        let fixture = try await ServerFixture()
+        let alice = try fixture.device("alice"), bob = try fixture.device("bob")
+        let bobLive = bob.live()
+        var bobEvents = bobLive.events.makeAsyncIterator()
+        // Connected, then the initial (empty) sync.
+        guard case .connected? = await bobEvents.next(), case .synced? = await bobEvents.next() else {
+            Issue.record("bob's live session did not start")
+            return
+        }
+        let aliceLive = alice.live()
+        var aliceEvents = aliceLive.events.makeAsyncIterator()
+        _ = await aliceEvents.next()
+        _ = await aliceEvents.next()
+
+        let id = try alice.local { try $0.create("account", ["name": .text("Initech")]).id }
+        aliceLive.pushNow()
+        var received = false
+        while !received, let event = await bobEvents.next() {
+            if case .synced(let report) = event, report.pulled > 0 { received = true }
+        }
+        #expect(received)
+        #expect(try bob.local { try $0.record(id)?.values["name"] } == .text("Initech"))
+
+        // The other way round, through the same open sessions.
+        try bob.local { try $0.update(id, ["phone": .text("555-0123")]) }
+        bobLive.pushNow()
+        received = false
+        while !received, let event = await aliceEvents.next() {
+            if case .synced(let report) = event, report.pulled > 0 { received = true }
+        }
+        #expect(try alice.local { try $0.record(id)?.values["phone"] } == .text("555-0123"))
+        await aliceLive.stop()
+        await bobLive.stop()
+        await fixture.stop()
+    }
 }
