@@ -68,7 +68,7 @@ let package = Package(
         .target(
             name: "RapportDevice",
             dependencies: [
-                "RapportClient", "ReplicaStore", "SyncModel", "CRM", "TLS",
+                "RapportClient", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -93,7 +93,8 @@ let package = Package(
         .executableTarget(
             name: "rapport-bench",
             dependencies: [
-                "ReplicaStore", "SQLite", "SyncModel",
+                "ReplicaStore", "SQLite", "SyncModel", "RapportClient", "CRM", "TLS",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -57,14 +57,16 @@ struct Rapportd: AsyncParsableCommand {
         let server = try SyncServer(configuration: config, logger: logger)
         let boundPort = try await server.start()
 
-        print("rapportd serving \(data) on \(host):\(boundPort)")
+        var banner = "rapportd serving \(data) on \(host):\(boundPort)\n"
         if let ca = server.devCertificateAuthorityPath {
-            print("development CA for clients: \(ca)")
+            banner += "development CA for clients: \(ca)\n"
         }
         let secretPath = DevAuthenticator.secretPath(in: data)
         if FileManager.default.fileExists(atPath: secretPath) {
-            print("development tenant 'dev', secret in: \(secretPath)")
+            banner += "development tenant 'dev', secret in: \(secretPath)\n"
         }
+        // Unbuffered, so a supervisor or script reading stdout sees the port at once.
+        FileHandle.standardOutput.write(Data(banner.utf8))
         let signal = await Self.waitForTerminationSignal()
         logger.info("received \(signal)")
         await server.shutdown()

@@ -1,0 +1,190 @@
+import ArgumentParser
+import Foundation
+import ReplicaStore
+import SQLite
+import SyncModel
+
+/// Benchmarks that print one JSON line per figure, each next to a floor measured in the same
+/// run on the same machine, because only ratios are comparable on shared, noisy machines.
+@main
+struct RapportBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rapport-bench",
+        abstract: "Measure Rapport against floors measured in the same run.",
+        subcommands: [StoreBench.self, SyncBench.self])
+}
+
+struct StoreBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "store",
+        abstract: "Apply a batch of new records, then the same batch again, against a plain SQLite insert.")
+
+    @Option(help: "Number of contact-like records.")
+    var records = 100_000
+
+    @Option(help: "Directory for the database files (a temporary one by default).")
+    var directory: String?
+
+    mutating func run() throws {
+        guard records > 0 else { throw ValidationError("--records must be positive") }
+        let dir = try BenchDirectory(directory)
+        let rows = BenchRows(.contact, count: records)
+        let schema = BenchRows.Shape.contact.schema
+        let report = Reporter(bench: "store")
+
+        let floor = try measure { try rows.insertPlain(into: dir.path("floor.sqlite")) }
+        report.line("floor_plain_insert", ["records": records, "seconds": floor, "records_per_second": Double(records) / floor])
+
+        let source = try ReplicaStore(path: dir.path("source.sqlite"), options: .init(schema: schema))
+        try rows.create(in: source)
+        let states = try source.changes(after: 0, limit: records).map(\.state)
+
+        let target = try ReplicaStore(path: dir.path("target.sqlite"), options: .init(schema: schema))
+        let applyNew = try measure { try target.apply(states) }
+        report.figure("apply_new_records", applyNew, records: records, floor: floor, target: 3)
+
+        let applyAgain = try measure { try target.apply(states) }
+        report.figure("apply_duplicates", applyAgain, records: records, floor: floor, target: 1)
+
+        let batched = try ReplicaStore(path: dir.path("batched.sqlite"), options: .init(schema: schema))
+        let applyBatched = try measure {
+            for start in stride(from: 0, to: states.count, by: 1_000) {
+                try batched.apply(Array(states[start..<min(start + 1_000, states.count)]))
+            }
+        }
+        report.figure("apply_new_records_in_batches_of_1000", applyBatched, records: records, floor: floor, target: nil)
+    }
+}
+
+/// A working directory that is removed afterwards unless the user named it.
+final class BenchDirectory {
+    let url: URL
+    private let temporary: Bool
+
+    init(_ path: String?) throws {
+        if let path {
+            url = URL(fileURLWithPath: path)
+            temporary = false
+        } else {
+            url = FileManager.default.temporaryDirectory.appendingPathComponent("rapport-bench-\(UUID().uuidString)")
+            temporary = true
+        }
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        if !temporary {
+            // A named directory is reused between runs: start from nothing.
+            for item in (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? [] {
+                try? FileManager.default.removeItem(at: url.appendingPathComponent(item))
+            }
+        }
+    }
+
+    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
+
+    deinit { if temporary { try? FileManager.default.removeItem(at: url) } }
+}
+
+/// xorshift64*: making 1.2 million random strings with the system generator would take longer
+/// than the benchmark itself.
+struct FastRandom: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed | 1 }
+    mutating func next() -> UInt64 {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 0x2545_F491_4F6C_DD1D
+    }
+}
+
+/// Rows of one record type for a benchmark: text fields of 10 to 40 characters and numbers, the
+/// same rows for the measured work and for its floor.
+struct BenchRows {
+    struct Shape {
+        var type: String
+        var texts: [String]
+        var integers: [String]
+        var reals: [String]
+
+        /// A contact-like shape of its own: twelve texts and two numbers (the store bench).
+        static let contact = Shape(
+            type: "contact",
+            texts: ["first_name", "last_name", "title", "department", "email", "phone",
+                    "mobile", "street", "city", "region", "country", "note"],
+            integers: ["age"], reals: ["score"])
+
+        /// The CRM's account: eleven texts and a number (the sync bench, served by rapportd).
+        static let crmAccount = Shape(
+            type: "account",
+            texts: ["name", "industry", "size", "region", "address", "phone", "website",
+                    "owner", "parent", "lifecycle_stage", "tier"],
+            integers: [], reals: ["annual_revenue"])
+
+        var schema: Schema {
+            var fields: [String: FieldKind] = [:]
+            for name in texts { fields[name] = .text }
+            for name in integers { fields[name] = .integer }
+            for name in reals { fields[name] = .real }
+            return Schema([RecordType(name: type, fields: fields)])
+        }
+    }
+
+    struct Row {
+        var id: UUID
+        var texts: [String]
+        var integers: [Int64]
+        var reals: [Double]
+    }
+
+    let shape: Shape
+    let rows: [Row]
+
+    init(_ shape: Shape, count: Int) {
+        self.shape = shape
+        var generator = FastRandom(seed: 0x5241_5050_4f52_5400)
+        let letters = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+        rows = (0..<count).map { _ in
+            Row(id: UUID(),
+                texts: shape.texts.map { _ in
+                    String((0..<Int.random(in: 10...40, using: &generator)).map { _ in letters.randomElement(using: &generator)! })
+                },
+                integers: shape.integers.map { _ in Int64.random(in: 18...90, using: &generator) },
+                reals: shape.reals.map { _ in Double.random(in: 0...1_000_000, using: &generator) })
+        }
+    }
+
+    func values(_ row: Row) -> [String: FieldValue] {
+        var values: [String: FieldValue] = [:]
+        for (name, text) in zip(shape.texts, row.texts) { values[name] = .text(text) }
+        for (name, number) in zip(shape.integers, row.integers) { values[name] = .integer(number) }
+        for (name, number) in zip(shape.reals, row.reals) { values[name] = .real(number) }
+        return values
+    }
+
+    /// Creates every row in `store`, in one transaction.
+    func create(in store: ReplicaStore) throws {
+        try store.transaction {
+            for row in rows { try store.create(shape.type, id: row.id, values(row)) }
+        }
+    }
+
+    /// The floor: the same rows into a plain table keyed by id, one transaction, one prepared
+    /// statement, the same WAL and synchronous settings as a replica store.
+    func insertPlain(into path: String) throws {
+        let db = try Database(path: path)
+        let columns = shape.texts + shape.integers + shape.reals
+        try db.execute("CREATE TABLE rows (id BLOB PRIMARY KEY, \(columns.joined(separator: ", ")))")
+        let insert = try db.prepare("INSERT INTO rows VALUES (?\(String(repeating: ", ?", count: columns.count)))")
+        try db.transaction {
+            for row in rows {
+                insert.reset()
+                try withUnsafeBytes(of: row.id.uuid) { try insert.bind(bytes: $0, at: 1) }
+                var index: Int32 = 2
+                for text in row.texts { try insert.bind(text: text, at: index); index += 1 }
+                for number in row.integers { try insert.bind(integer: number, at: index); index += 1 }
+                for number in row.reals { try insert.bind(.real(number), at: index); index += 1 }
+                try insert.step()
+            }
+        }
+        db.close()
+    }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import TLS
+
+/// A `rapportd` child process: the benchmarks measure the real server, in its own process, so
+/// its CPU time and memory can be read on their own.
+final class ServerProcess {
+    let process: Process
+    let port: Int
+
+    private init(process: Process, port: Int) {
+        self.process = process
+        self.port = port
+    }
+
+    /// `rapportd` from the same build as this program.
+    static func defaultBinary() -> String {
+        let here = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        return here.appendingPathComponent("rapportd").path
+    }
+
+    /// Writes development credentials for `tenants`, all with `secret`.
+    static func prepare(data: String, tenants: [String], secret: [UInt8]) throws {
+        try FileManager.default.createDirectory(atPath: data + "/tenants", withIntermediateDirectories: true)
+        let hash = Crypto.hex(Crypto.sha256(secret))
+        let lines = tenants.map { "\($0) \(hash)" }.joined(separator: "\n") + "\n"
+        try lines.write(toFile: data + "/dev-tenants", atomically: true, encoding: .utf8)
+    }
+
+    /// Starts the server on a free port and waits until it listens.
+    static func start(binary: String, data: String) throws -> ServerProcess {
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw BenchError("no rapportd at \(binary); build it first: swift build -c release --product rapportd")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["--port", "0", "--data", data, "--log-level", "warning"]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        // The first line says where it listens: "rapportd serving DIR on HOST:PORT".
+        var buffer = Data()
+        while !buffer.contains(UInt8(ascii: "\n")) {
+            let chunk = output.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { throw BenchError("rapportd exited before listening") }
+            buffer.append(chunk)
+        }
+        let line = String(decoding: buffer, as: UTF8.self).split(separator: "\n")[0]
+        guard let port = line.split(separator: ":").last.flatMap({ Int($0) }) else {
+            process.terminate()
+            throw BenchError("cannot read the port from rapportd's first line: \(line)")
+        }
+        return ServerProcess(process: process, port: port)
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    /// User plus system CPU time the server has used so far.
+    func cpuSeconds() -> Double {
+        Self.cpuSeconds(of: process.processIdentifier)
+    }
+
+    static func cpuSeconds(of pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        // Fields after the command name: state is 3rd; utime and stime are the 14th and 15th.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// The server's peak resident memory (VmHWM).
+    func peakResidentMiB() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kib = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
+        return kib / 1024
+    }
+}
+
+/// The floor for handshake cost: OpenSSL's own `s_server`, driven by `s_time`, with the same
+/// certificate and key.
+enum OpenSSLFloor {
+    static func handshakesPerServerCPUSecond(certificate: String, key: String, ca: String, connections: Int) throws -> Double {
+        let port = try freePort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        server.arguments = ["s_server", "-cert", certificate, "-key", key, "-accept", "127.0.0.1:\(port)", "-www", "-quiet"]
+        server.standardInput = FileHandle.nullDevice
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        // s_server ignores SIGTERM while it waits in accept: only SIGKILL ends it reliably.
+        defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
+        Thread.sleep(forTimeInterval: 0.3)
+        let before = ServerProcess.cpuSeconds(of: server.processIdentifier)
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        client.arguments = ["s_time", "-connect", "127.0.0.1:\(port)", "-new", "-time", "3", "-CAfile", ca]
+        let outputPath = NSTemporaryDirectory() + "rapport-s_time-\(UUID().uuidString).txt"
+        FileManager.default.createFile(atPath: outputPath, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        client.standardInput = FileHandle.nullDevice
+        client.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        client.standardError = FileHandle.nullDevice
+        try client.run()
+        client.waitUntilExit()
+        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        let used = ServerProcess.cpuSeconds(of: server.processIdentifier) - before
+        // "N connections in T real seconds, ..." for the -new run.
+        guard let line = text.split(separator: "\n").first(where: { $0.contains("connections in") }),
+              let count = line.split(separator: " ").first.flatMap({ Double($0) }) else {
+            throw BenchError("cannot read openssl s_time output: \(text.prefix(200))")
+        }
+        return count / max(used, 0.001)
+    }
+
+    static func freePort() throws -> Int {
+        let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
+                guard bind(socket, pointer, length) == 0 else { return -1 }
+                return getsockname(socket, pointer, &length)
+            }
+        }
+        guard bound == 0 else { throw BenchError("cannot find a free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

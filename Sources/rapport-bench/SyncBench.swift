@@ -1,0 +1,167 @@
+import ArgumentParser
+import CRM
+import Foundation
+import Logging
+import RapportClient
+import ReplicaStore
+import SyncModel
+import TLS
+
+/// Sync over TLS against a real `rapportd` process: initial sync, live latency, many sessions,
+/// and handshake cost, each next to its floor measured in the same run.
+struct SyncBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sync",
+        abstract: "Benchmark sync sessions against a rapportd child process.")
+
+    @Option(help: "Records in the initial sync.")
+    var records = 100_000
+
+    @Option(help: "Rounds of the live incremental sync.")
+    var rounds = 1_000
+
+    @Option(help: "Concurrent sessions.")
+    var sessions = 1_000
+
+    @Option(help: "Sequential connections for the handshake cost.")
+    var handshakes = 300
+
+    @Option(help: "The rapportd binary (by default the one next to this program).")
+    var rapportd: String?
+
+    @Option(help: "Directory for the files (a temporary one by default).")
+    var directory: String?
+
+    mutating func run() async throws {
+        let dir = try BenchDirectory(directory)
+        let rows = BenchRows(.crmAccount, count: records)
+        let report = Reporter(bench: "sync")
+        let floor = try measure { try rows.insertPlain(into: dir.path("floor.sqlite")) }
+        report.line("floor_plain_insert", ["records": records, "seconds": floor])
+
+        let secret = try Crypto.randomBytes(32)
+        let data = dir.path("server")
+        let tenants = ["bench", "live"] + (0..<max(1, sessions / 10)).map { "many-\($0)" }
+        try ServerProcess.prepare(data: data, tenants: tenants, secret: secret)
+        let source = try ReplicaStore(path: data + "/tenants/bench.sqlite", options: .init(schema: CRMSchema.current))
+        try rows.create(in: source)
+        source.close()
+
+        let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data)
+        defer { server.stop() }
+        let client = { (tenant: String, name: String) throws -> RapportClient in
+            let store = try ReplicaStore(path: dir.path("\(name).sqlite"), options: .init(schema: CRMSchema.current))
+            var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: tenant, secret: secret,
+                                             trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
+            config.retry = RetryPolicy(maxAttempts: 10, initialDelay: .milliseconds(50), maxDelay: .seconds(2))
+            var logger = Logger(label: "bench")
+            logger.logLevel = .error
+            return try RapportClient(store: SharedReplicaStore(store, label: name), configuration: config, logger: logger)
+        }
+
+        // 1. Initial sync of every record to an empty device.
+        let device = try client("bench", "device")
+        let start = ContinuousClock.now
+        let initial = try await device.sync()
+        let initialSeconds = seconds(ContinuousClock.now - start)
+        guard initial.pulled == records else { throw ValidationError("pulled \(initial.pulled) of \(records) records") }
+        report.line("initial_sync", ["records": records, "seconds": initialSeconds,
+                                     "records_per_second": Double(records) / initialSeconds,
+                                     "ratio_to_floor": initialSeconds / floor, "target_ratio": 3])
+
+        // 2. One change on a live device A, seen by a live device B.
+        let a = try client("live", "live-a"), b = try client("live", "live-b")
+        let id = try a.store.performSync { try $0.create("account", ["name": .text("round 0")]).id }
+        try await a.sync()
+        try await b.sync()
+        let liveA = a.live(), liveB = b.live()
+        var eventsA = liveA.events.makeAsyncIterator(), eventsB = liveB.events.makeAsyncIterator()
+        for _ in 0..<2 { _ = await eventsA.next(); _ = await eventsB.next() }
+        var latencies: [Double] = []
+        for round in 1...rounds {
+            let sent = ContinuousClock.now
+            try a.store.performSync { _ = try $0.update(id, ["name": .text("round \(round)")]) }
+            liveA.pushNow()
+            while let event = await eventsB.next() {
+                if case .synced(let result) = event, result.pulled > 0 { break }
+            }
+            latencies.append(seconds(ContinuousClock.now - sent) * 1000)
+            while case .synced(let pushed)? = await eventsA.next(), pushed.pushed == 0 {}
+        }
+        await liveA.stop()
+        await liveB.stop()
+        latencies.sort()
+        report.line("incremental_live_latency", [
+            "rounds": rounds, "median_ms": latencies[latencies.count / 2],
+            "p99_ms": latencies[min(latencies.count - 1, latencies.count * 99 / 100)],
+            "target_median_ms": 5,
+        ])
+
+        // 3. Many sessions at once, each pushing 10 records and pulling its tenant's.
+        let clients = try (0..<sessions).map { try client("many-\($0 % max(1, sessions / 10))", "many-\($0)") }
+        for (index, client) in clients.enumerated() {
+            try client.store.performSync { store in
+                try store.transaction { for i in 0..<10 { try store.create("activity", ["subject": .text("s\(index)-\(i)")]) } }
+            }
+        }
+        let before = ContinuousClock.now
+        let results = try await withThrowingTaskGroup(of: SyncReport.self) { group in
+            for client in clients { group.addTask { try await client.sync() } }
+            return try await group.reduce(into: [SyncReport]()) { $0.append($1) }
+        }
+        let manySeconds = seconds(ContinuousClock.now - before)
+        report.line("concurrent_sessions", [
+            "sessions": sessions, "tenants": max(1, sessions / 10), "seconds": manySeconds,
+            "pushed": results.reduce(0) { $0 + $1.pushed }, "pulled": results.reduce(0) { $0 + $1.pulled },
+            "retries": results.reduce(0) { $0 + $1.attempts - 1 },
+            "server_peak_rss_mib": server.peakResidentMiB(),
+        ])
+
+        // 4. Handshake plus Hello per server CPU-second, next to openssl's own server.
+        let probe = try client("live", "probe")
+        let cpuBefore = server.cpuSeconds()
+        for _ in 0..<handshakes { try await probe.sync() }
+        let rapportCPU = server.cpuSeconds() - cpuBefore
+        let floorRate = try OpenSSLFloor.handshakesPerServerCPUSecond(
+            certificate: data + "/tls/server-chain.pem", key: data + "/tls/server-key.pem",
+            ca: data + "/tls/ca.pem", connections: handshakes)
+        let rate = Double(handshakes) / max(rapportCPU, 0.001)
+        report.line("handshake_and_hello", [
+            "connections": handshakes, "per_server_cpu_second": rate,
+            "openssl_s_server_per_cpu_second": floorRate, "ratio_to_floor": floorRate / rate,
+        ])
+    }
+}
+
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+func measure(_ body: () throws -> Void) rethrows -> Double {
+    let start = ContinuousClock.now
+    try body()
+    return seconds(ContinuousClock.now - start)
+}
+
+/// Prints one JSON object per line, numbers rounded for reading.
+struct Reporter {
+    let bench: String
+
+    func line(_ figure: String, _ values: [String: Any]) {
+        var object: [String: Any] = ["bench": bench, "figure": figure]
+        for (key, value) in values {
+            if let number = value as? Double { object[key] = (number * 1000).rounded() / 1000 } else { object[key] = value }
+        }
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        // Written straight to the file descriptor, unbuffered, so each figure shows as it is made.
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
+    }
+
+    /// A timed figure with its rate and, when there is one, its ratio to the floor.
+    func figure(_ name: String, _ seconds: Double, records: Int, floor: Double?, target: Double?) {
+        var values: [String: Any] = ["records": records, "seconds": seconds, "records_per_second": Double(records) / seconds]
+        if let floor { values["ratio_to_floor"] = seconds / floor }
+        if let target { values["target_ratio"] = target }
+        line(name, values)
+    }
+}
