@@ -1,1 +1,0 @@
-// The command-line device's logic lives here, so tests can reach it.

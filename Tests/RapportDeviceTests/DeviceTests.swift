@@ -1,0 +1,76 @@
+import CRM
+import Foundation
+import RapportDevice
+import ReplicaStore
+import SyncModel
+import TestSupport
+import Testing
+import TLS
+
+/// The device's local commands, on a real store in a temporary directory (no server).
+@Suite struct DeviceTests {
+    let dir: TemporaryDirectory
+    let device: Device
+
+    init() throws {
+        dir = try TemporaryDirectory()
+        let home = DeviceHome(path: dir.path("device"))
+        try home.initialize(DeviceHomeTests.settings(in: dir))
+        device = try Device.open(home)
+    }
+
+    @Test func putCreatesThenUpdates() throws {
+        let created = try device.put(type: "account", id: nil, assignments: ["name=Acme", "loyalty_points+=10", "annual_revenue=2e6"])
+        #expect(created.created)
+        let id = Device.text(created.record.id)
+        let updated = try device.put(type: "account", id: id, assignments: ["tier=gold", "name=", "loyalty_points-=3"])
+        #expect(!updated.created)
+        let record = try device.record(id)
+        #expect(record.values["tier"] == .text("gold"))
+        #expect(record.values["name"] == .null)
+        #expect(record.values["loyalty_points"] == .integer(7))
+        #expect(record.values["annual_revenue"] == .real(2e6))
+        #expect(try device.list(type: "account").map(\.id) == [created.record.id])
+        #expect(try device.status().dirtyCount == 1)
+    }
+
+    @Test func aBadArgumentWritesNothing() throws {
+        let error = #expect(throws: DeviceError.self) {
+            try device.put(type: "contact", id: nil, assignments: ["first_name=Ada", "do_not_call=perhaps"])
+        }
+        #expect(error?.status == .usage)
+        #expect(error?.message.contains("do_not_call") == true)
+        #expect(try device.list(type: "contact").isEmpty)
+        #expect(try device.status().dirtyCount == 0)
+    }
+
+    @Test func updatesAreCheckedAgainstTheRecord() throws {
+        let contact = Device.text(try device.put(type: "contact", id: nil, assignments: ["first_name=Ada"]).record.id)
+        #expect(throws: DeviceError.usage("record \(contact) is a contact, not a account")) {
+            try device.put(type: "account", id: contact, assignments: ["name=X"])
+        }
+        #expect(throws: DeviceError.self) { try device.put(type: "contact", id: contact, assignments: []) }
+        let missing = try #require(#expect(throws: DeviceError.self) {
+            try device.put(type: "contact", id: UUID().uuidString, assignments: ["first_name=X"])
+        })
+        #expect(missing.status == .notFound)
+        #expect(try #require(#expect(throws: DeviceError.self) { try device.record("not-an-id") }).status == .usage)
+        #expect(try #require(#expect(throws: DeviceError.self) { try device.record(UUID().uuidString) }).status == .notFound)
+    }
+
+    @Test func deleteAndRestore() throws {
+        let id = Device.text(try device.put(type: "contact", id: nil, assignments: ["first_name=Ada"]).record.id)
+        #expect(try device.delete(id).isDeleted)
+        #expect(try device.list(type: "contact").isEmpty)
+        #expect(try device.list(type: "contact", includeDeleted: true).count == 1)
+        let edit = try #require(#expect(throws: DeviceError.self) { try device.put(type: "contact", id: id, assignments: ["title=Dr"]) })
+        #expect(edit.status == .usage)
+        #expect(try device.restore(id).values["first_name"] == .text("Ada"))
+        #expect(try #require(#expect(throws: DeviceError.self) { try device.restore(id) }).status == .usage)
+    }
+
+    @Test func resolvingAConflictThatDoesNotExistIsNotFound() throws {
+        let error = try #require(#expect(throws: DeviceError.self) { try device.resolve(42, .keepWinner) })
+        #expect(error.status == .notFound)
+    }
+}
