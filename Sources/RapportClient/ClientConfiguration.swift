@@ -87,6 +87,14 @@ public struct SyncProgress: Sendable, Equatable {
     public var recordsTotal: Int
     public var bytesDone: Int
     public var bytesTotal: Int
+
+    public init(phase: Phase, recordsDone: Int, recordsTotal: Int, bytesDone: Int, bytesTotal: Int) {
+        self.phase = phase
+        self.recordsDone = recordsDone
+        self.recordsTotal = recordsTotal
+        self.bytesDone = bytesDone
+        self.bytesTotal = bytesTotal
+    }
 }
 
 /// What one sync did.

@@ -20,6 +20,7 @@ extension SyncServer {
         defer { tenant?.unsubscribe(connection.channel) }
         do {
             try await connection.executeThenClose { inbound, outbound in
+              do {
                 var machine = ServerSessionState(schemaVersion: configuration.schemaVersion, limits: configuration.limits)
                 var device: ReplicaID?
                 for try await frame in inbound {
@@ -85,13 +86,17 @@ extension SyncServer {
                         return
                     }
                 }
+              } catch let error as SQLiteError {
+                  // The client is told to come back later; the store rolled the batch back.
+                  logger.error("store failure; session closed", metadata: ["error": "\(error)"])
+                  try? await outbound.write(SyncError(.internal, "the server could not store the batch; retry later").frame)
+              } catch let error as ReplicaStoreError {
+                  logger.error("store failure; session closed", metadata: ["error": "\(error)"])
+                  try? await outbound.write(SyncError(.internal, "the server could not store the batch; retry later").frame)
+              }
             }
         } catch let error as TLSError {
             logger.notice("connection failed in TLS", metadata: ["error": "\(error)"])
-        } catch let error as SQLiteError {
-            logger.error("store failure; session closed", metadata: ["error": "\(error)"])
-        } catch let error as ReplicaStoreError {
-            logger.error("store failure; session closed", metadata: ["error": "\(error)"])
         } catch {
             logger.info("session ended", metadata: ["error": "\(error)"])
         }
@@ -121,9 +126,13 @@ extension SyncServer {
         let (results, sequence, advanced) = try await tenant.store.perform { store in
             var results = [Rapport_V1_RecordResult](repeating: Rapport_V1_RecordResult(), count: records.count)
             var accepted: [(index: Int, state: RecordState)] = []
+            var seen = Set<UUID>()
             for (index, record) in records.enumerated() {
                 do {
                     let state = try record.decoded()
+                    guard seen.insert(state.id).inserted else {
+                        throw ModelError.malformedEncoding("record \(state.id) appears twice in one push")
+                    }
                     try store.validate(state)
                     accepted.append((index, state))
                 } catch {
@@ -135,10 +144,31 @@ extension SyncServer {
             // Conflicts the device found are kept here too, so the device whose write lost
             // hears of them when it pulls. A malformed report is dropped, never fatal.
             let deviceConflicts = reported.compactMap { try? $0.decoded() }
-            let report = try store.transaction {
-                let report = try store.apply(accepted.map(\.state), from: .downstream)
+            var report: ApplyReport
+            do {
+                report = try store.transaction {
+                    let report = try store.apply(accepted.map(\.state), from: .downstream)
+                    try store.logConflicts(deviceConflicts)
+                    return report
+                }
+            } catch ReplicaStoreError.invalidRecord {
+                // Validation passed but the merge refused a record (a reused dot, say): apply
+                // them one by one so only the offending ones are refused, never the batch.
+                report = ApplyReport(outcomes: [], conflicts: [], sequence: store.lastSequence)
+                var kept: [(index: Int, state: RecordState)] = []
+                for item in accepted {
+                    do {
+                        let single = try store.apply([item.state], from: .downstream)
+                        report.outcomes += single.outcomes
+                        report.conflicts += single.conflicts
+                        kept.append(item)
+                    } catch let error as ReplicaStoreError {
+                        results[item.index].outcome = .rejected
+                        results[item.index].reason = "\(error)"
+                    }
+                }
+                accepted = kept
                 try store.logConflicts(deviceConflicts)
-                return report
             }
             var conflictsByRecord: [UUID: [Conflict]] = [:]
             for conflict in report.conflicts { conflictsByRecord[conflict.recordID, default: []].append(conflict) }
@@ -163,7 +193,9 @@ extension SyncServer {
 
     /// The next batch of changes after the client's checkpoint.
     func pull(_ request: Rapport_V1_PullRequest, from tenant: TenantStore, for device: ReplicaID) async throws -> Rapport_V1_PullBatch {
-        let limit = Int(min(max(request.limit, 1), UInt32(clamping: configuration.limits.maxBatchRecords)))
+        // 0 (proto3's default) leaves the batch size to the server.
+        let maximum = UInt32(clamping: configuration.limits.maxBatchRecords)
+        let limit = Int(request.limit == 0 ? maximum : min(request.limit, maximum))
         guard request.after <= UInt64(Int64.max) else { throw SyncError(.resyncRequired, "checkpoint out of range") }
         let after = Int64(request.after)
         return try await tenant.store.perform { store in

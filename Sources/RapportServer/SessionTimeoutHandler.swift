@@ -3,14 +3,19 @@ import SyncProtocol
 
 /// Closes connections that take too long to say Hello, or that go silent once established,
 /// with a `TIMEOUT` error frame, so a stuck or malicious peer cannot hold a connection forever.
-final class SessionTimeoutHandler: ChannelInboundHandler {
+///
+/// Silence is the client's: while the server itself works on a request, the clock waits.
+final class SessionTimeoutHandler: ChannelDuplexHandler {
     typealias InboundIn = InboundFrame
     typealias InboundOut = InboundFrame
+    typealias OutboundIn = Rapport_V1_Frame
     typealias OutboundOut = Rapport_V1_Frame
 
     private let handshakeTimeout: TimeAmount
     private let idleTimeout: TimeAmount
     private var timer: Scheduled<Void>?
+    /// Requests read and not yet answered.
+    private var pending = 0
 
     init(handshakeTimeout: TimeAmount, idleTimeout: TimeAmount) {
         self.handshakeTimeout = handshakeTimeout
@@ -27,8 +32,31 @@ final class SessionTimeoutHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .frame(let frame) = unwrapInboundIn(data), Self.expectsAnswer(frame) { pending += 1 }
         arm(context: context, after: idleTimeout, reason: "no message within the idle timeout")
         context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if Self.isAnswer(unwrapOutboundIn(data)) && pending > 0 {
+            pending -= 1
+            arm(context: context, after: idleTimeout, reason: "no message within the idle timeout")
+        }
+        context.write(data, promise: promise)
+    }
+
+    private static func expectsAnswer(_ frame: Rapport_V1_Frame) -> Bool {
+        switch frame.body {
+        case .hello?, .push?, .pull?: true
+        default: false
+        }
+    }
+
+    private static func isAnswer(_ frame: Rapport_V1_Frame) -> Bool {
+        switch frame.body {
+        case .welcome?, .pushResult?, .pullBatch?, .error?: true
+        default: false
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -46,6 +74,10 @@ final class SessionTimeoutHandler: ChannelInboundHandler {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleTask(in: delay) {
             let (handler, context) = bound.value
+            if handler.pending > 0 {
+                handler.arm(context: context, after: delay, reason: reason)
+                return
+            }
             context.fireUserInboundEventTriggered(SessionTimeout(reason: reason))
             context.writeAndFlush(handler.wrapOutboundOut(SyncError(.timeout, reason, retryable: true).frame), promise: nil)
             context.close(promise: nil)

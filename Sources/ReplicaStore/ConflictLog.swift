@@ -48,7 +48,14 @@ public struct ConflictEntry: Sendable, Hashable {
 extension ReplicaStore {
     /// Adds conflicts that another replica found (a server reporting on a push) to this log.
     public func logConflicts(_ conflicts: [Conflict]) throws {
-        try write { for conflict in conflicts { try log(conflict) } }
+        guard !conflicts.isEmpty else { return }
+        try write {
+            for conflict in conflicts { try log(conflict) }
+            // The news may come with, or after, the write that settled it.
+            for id in Set(conflicts.map(\.recordID)) {
+                if let state = try record(id) { try supersedeConflicts(of: state) }
+            }
+        }
     }
 
     /// Upstream refused the record's pushed state: keep the change as a `rejected` conflict and

@@ -20,6 +20,12 @@ public struct ApplyReport: Sendable {
     public var conflicts: [Conflict]
     /// The store's change sequence after the batch.
     public var sequence: Int64
+
+    public init(outcomes: [MergeOutcome], conflicts: [Conflict], sequence: Int64) {
+        self.outcomes = outcomes
+        self.conflicts = conflicts
+        self.sequence = sequence
+    }
 }
 
 /// One entry of the change sequence.

@@ -43,7 +43,8 @@ public enum RecordCodec {
             writer.varint(counter)
         }
         writer.varint(UInt64(state.fields.count))
-        for (name, field) in state.fields {
+        // Sorted, so one state always encodes to the same bytes (golden vectors, comparisons).
+        for (name, field) in state.fields.sorted(by: { $0.key < $1.key }) {
             writer.string(name)
             switch field {
             case .register(let r):
@@ -54,7 +55,7 @@ public enum RecordCodec {
             case .counter(let c):
                 writer.byte(1)
                 writer.varint(UInt64(c.contributions.count))
-                for (replica, contribution) in c.contributions {
+                for (replica, contribution) in c.contributions.sorted(by: { $0.key < $1.key }) {
                     writer.varint(UInt64(index[replica]))
                     writer.varint(contribution.added)
                     writer.varint(contribution.subtracted)

@@ -34,7 +34,8 @@ public struct SessionLimits: Sendable, Equatable {
         var limits = Rapport_V1_Limits()
         limits.maxFrameBytes = UInt32(clamping: maxFrameBytes)
         limits.maxBatchRecords = UInt32(clamping: maxBatchRecords)
-        limits.idleTimeoutMs = UInt32(clamping: idleTimeout.components.seconds * 1000)
+        let (seconds, attoseconds) = idleTimeout.components
+        limits.idleTimeoutMs = UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
         return limits
     }
 }

@@ -115,14 +115,10 @@ final class TestServer: Sendable {
             #expect(try a.record(id).values["title"] == .text("Countess of Lovelace"))
             // The resolution saw both sides, so no device should be left with an open conflict on it.
             #expect(try b.conflicts().filter { $0.conflict.field == "title" }.isEmpty)
-            // A learns that its write lost in the same pull that brings B's resolution, and the
-            // client logs pulled conflict reports after applying the batch, so the supersede check
-            // never sees that entry (SPEC 1.5 says it is superseded). Outside this target; remove
-            // the wrapper once RapportClient.pull / ReplicaStore.logConflicts supersede it.
+            // A learns that its write lost in the same pull that brings B's resolution: the
+            // entry is logged already superseded (SPEC 1.5), so nothing is left open on A.
             let leftOnA = try a.conflicts().filter { $0.conflict.field == "title" }
-            withKnownIssue("a conflict report pulled with the write that supersedes it stays open", isIntermittent: true) {
-                #expect(leftOnA.isEmpty)
-            }
+            #expect(leftOnA.isEmpty)
         }
     }
 

@@ -156,9 +156,7 @@ import Testing
     @Test func aSilentSessionTimesOut() async throws {
         let fixture = try await ServerFixture(limits: SessionLimits(idleTimeout: .milliseconds(500)))
         let (connection, welcome) = try await RawConnection.established(to: fixture)
-        withKnownIssue("SessionLimits.wire drops the sub-second part of idleTimeout: 500 ms is announced as 0") {
-            #expect(welcome.limits.idleTimeoutMs == 500)
-        }
+        #expect(welcome.limits.idleTimeoutMs == 500)
         let error = try await expectErrorThenClose(connection, .timeout)
         #expect(error?.retryable == true)
         try await expectStillServes(fixture)
@@ -247,11 +245,9 @@ import Testing
         try await connection.send(.pushFrame([good, Rapport_V1_Record(liar)], batch: 2))
         let reply = try await connection.nextFrame()
         let goodStored = try fixture.tenantStore().record(Self.id(good)) != nil
-        withKnownIssue("Session.push: a ModelError thrown by store.apply (dotReused, recordTypeMismatch) ends the session without an answer and drops the whole batch") {
-            #expect(reply?.pushResult.results.map(\.outcome) == [.applied, .rejected])
-            #expect(reply?.pushResult.results.last?.reason.contains("same dot") == true)
-            #expect(goodStored)
-        }
+        #expect(reply?.pushResult.results.map(\.outcome) == [.applied, .rejected])
+        #expect(reply?.pushResult.results.last?.reason.contains("same dot") == true)
+        #expect(goodStored)
         #expect(try fixture.tenantStore().record(id)?.values["first_name"] == .text("a"))
         await connection.close()
         try await expectStillServes(fixture)
@@ -266,9 +262,7 @@ import Testing
         account.id = contact.id
         try await connection.send(.pushFrame([contact, account]))
         let reply = try await connection.nextFrame()
-        withKnownIssue("Session.push validates each record against the store only, so a type clash inside one batch fails the whole transaction") {
-            #expect(reply?.pushResult.results.map(\.outcome) == [.applied, .rejected])
-        }
+        #expect(reply?.pushResult.results.map(\.outcome) == [.applied, .rejected])
         await connection.close()
         try await expectStillServes(fixture)
         await fixture.stop()
