@@ -97,8 +97,7 @@ public final class SyncServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(TLSHandler(context: tls))
-                    try sync.addHandler(MessageToByteHandler(FrameEncoder()))
-                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: limits.maxFrameBytes)))
+                    try sync.addFrameCodec(maxFrameBytes: limits.maxFrameBytes)
                     try sync.addHandler(SessionTimeoutHandler(
                         handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.idleTimeout)))
                     return try NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>(wrappingChannelSynchronously: channel)

@@ -90,3 +90,12 @@ public struct FrameEncoder: MessageToByteEncoder {
         out.writeBytes(bytes)
     }
 }
+
+extension ChannelPipeline.SynchronousOperations {
+    /// Adds the frame encoder and decoder, after whatever secures the connection (TLS), so that
+    /// both ends of a session frame bytes the same way.
+    public func addFrameCodec(maxFrameBytes: Int) throws {
+        try addHandler(MessageToByteHandler(FrameEncoder()))
+        try addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)))
+    }
+}
