@@ -93,14 +93,15 @@ let package = Package(
         .executableTarget(
             name: "rapport-bench",
             dependencies: [
-                "ReplicaStore", "SQLite", "SyncModel", "RapportClient", "CRM", "TLS",
+                "ReplicaStore", "SQLite", "SyncModel", "RapportClient", "CRM", "TLS", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         // Tests.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Support for tests and benchmarks: temp directories, seeded randomness, server processes.
+        .target(name: "TestSupport", dependencies: ["TLS"], path: "Tests/TestSupport"),
         .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "TestSupport"]),
         .testTarget(name: "SyncModelTests", dependencies: [
             "SyncModel", "TestSupport",

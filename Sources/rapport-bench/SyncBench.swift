@@ -5,6 +5,7 @@ import Logging
 import RapportClient
 import ReplicaStore
 import SyncModel
+import TestSupport
 import TLS
 
 /// Sync over TLS against a real `rapportd` process: initial sync, live latency, many sessions,

@@ -1,25 +1,30 @@
 import Foundation
 import TLS
 
-/// A `rapportd` child process: the benchmarks measure the real server, in its own process, so
-/// its CPU time and memory can be read on their own.
-final class ServerProcess {
-    let process: Process
-    let port: Int
+/// A `rapportd` child process, for tests whose behaviour crosses a process boundary (a server
+/// killed mid-sync) and for benchmarks that read the server's own CPU time and memory.
+public final class ServerProcess: Sendable {
+    public let process: Process
+    public let port: Int
 
     private init(process: Process, port: Int) {
         self.process = process
         self.port = port
     }
 
-    /// `rapportd` from the same build as this program.
-    static func defaultBinary() -> String {
-        let here = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        return here.appendingPathComponent("rapportd").path
+    /// `rapportd` from the same build as this program (a test bundle sits in the same folder).
+    public static func defaultBinary() -> String {
+        var here = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        while here.path != "/" {
+            let candidate = here.appendingPathComponent("rapportd").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            here = here.deletingLastPathComponent()
+        }
+        return "rapportd"
     }
 
     /// Writes development credentials for `tenants`, all with `secret`.
-    static func prepare(data: String, tenants: [String], secret: [UInt8]) throws {
+    public static func prepare(data: String, tenants: [String], secret: [UInt8]) throws {
         try FileManager.default.createDirectory(atPath: data + "/tenants", withIntermediateDirectories: true)
         let hash = Crypto.hex(Crypto.sha256(secret))
         let lines = tenants.map { "\($0) \(hash)" }.joined(separator: "\n") + "\n"
@@ -27,7 +32,7 @@ final class ServerProcess {
     }
 
     /// Starts the server on a free port and waits until it listens.
-    static func start(binary: String, data: String) throws -> ServerProcess {
+    public static func start(binary: String, data: String) throws -> ServerProcess {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw BenchError("no rapportd at \(binary); build it first: swift build -c release --product rapportd")
         }
@@ -52,18 +57,18 @@ final class ServerProcess {
         return ServerProcess(process: process, port: port)
     }
 
-    func stop() {
+    public func stop() {
         guard process.isRunning else { return }
         process.terminate()
         process.waitUntilExit()
     }
 
     /// User plus system CPU time the server has used so far.
-    func cpuSeconds() -> Double {
+    public func cpuSeconds() -> Double {
         Self.cpuSeconds(of: process.processIdentifier)
     }
 
-    static func cpuSeconds(of pid: Int32) -> Double {
+    public static func cpuSeconds(of pid: Int32) -> Double {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return 0 }
         // Fields after the command name: state is 3rd; utime and stime are the 14th and 15th.
@@ -73,7 +78,7 @@ final class ServerProcess {
     }
 
     /// The server's peak resident memory (VmHWM).
-    func peakResidentMiB() -> Double {
+    public func peakResidentMiB() -> Double {
         guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
               let kib = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
@@ -81,10 +86,19 @@ final class ServerProcess {
     }
 }
 
+/// Ends the server at once, as a crash or an OOM kill would: no shutdown, no last words.
+extension ServerProcess {
+    public func kill() {
+        guard process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
 /// The floor for handshake cost: OpenSSL's own `s_server`, driven by `s_time`, with the same
 /// certificate and key.
-enum OpenSSLFloor {
-    static func handshakesPerServerCPUSecond(certificate: String, key: String, ca: String, connections: Int) throws -> Double {
+public enum OpenSSLFloor {
+    public static func handshakesPerServerCPUSecond(certificate: String, key: String, ca: String, connections: Int) throws -> Double {
         let port = try freePort()
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
@@ -94,7 +108,7 @@ enum OpenSSLFloor {
         server.standardError = FileHandle.nullDevice
         try server.run()
         // s_server ignores SIGTERM while it waits in accept: only SIGKILL ends it reliably.
-        defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
+        defer { Foundation.kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
         Thread.sleep(forTimeInterval: 0.3)
         let before = ServerProcess.cpuSeconds(of: server.processIdentifier)
         let client = Process()
@@ -137,7 +151,7 @@ enum OpenSSLFloor {
     }
 }
 
-struct BenchError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct BenchError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
