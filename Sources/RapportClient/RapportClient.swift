@@ -166,9 +166,11 @@ public final class RapportClient: Sendable {
             }
             let last = Int64(batch.lastSequence)
             let applied = try await store.perform { store in
-                let states: [RecordState]
+                // Not decoded: records new to this store are validated on their bytes and kept
+                // as they came, which is most of an initial sync (see `apply(encoded:)`).
+                let records: [EncodedRecord]
                 do {
-                    states = try batch.records.map { try $0.decoded() }
+                    records = try batch.records.map { try EncodedRecord($0) }
                 } catch {
                     throw ClientError.invalidServerData("\(error)")
                 }
@@ -179,7 +181,13 @@ public final class RapportClient: Sendable {
                     throw ClientError.invalidServerData("\(error)")
                 }
                 return try store.transaction {
-                    let report = try store.apply(states, from: .upstream, checkpoint: (peer, last))
+                    let report: ApplyReport
+                    do {
+                        report = try store.apply(encoded: records, from: .upstream, checkpoint: (peer, last))
+                    } catch ReplicaStoreError.invalidRecord(let error) {
+                        // A malformed or invalid record: the server's data, refused whole.
+                        throw ClientError.invalidServerData("\(error)")
+                    }
                     let before = try store.conflicts(status: nil).count
                     try store.logConflicts(lost)
                     return report.conflicts.count + (try store.conflicts(status: nil).count - before)
@@ -195,5 +203,14 @@ public final class RapportClient: Sendable {
             if batch.remainingRecords == 0 || batch.records.isEmpty { break }
         }
         report.checkpoint = checkpoint
+    }
+}
+
+extension EncodedRecord {
+    /// The record a pulled message carries, its vector and state left encoded.
+    init(_ message: Rapport_V1_Record) throws {
+        self = try message.id.withUnsafeBytes {
+            try EncodedRecord(idBytes: $0, type: message.type, vector: Array(message.vector), state: Array(message.state))
+        }
     }
 }

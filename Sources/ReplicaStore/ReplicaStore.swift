@@ -35,6 +35,13 @@ public struct Change: Sendable, Hashable {
     public var state: RecordState
 }
 
+/// One entry of the change sequence, as the row holds it: what a replica sends a peer.
+public struct EncodedChange: Sendable, Hashable {
+    /// The sequence number of the record's latest change.
+    public var sequence: Int64
+    public var record: EncodedRecord
+}
+
 /// The persistent replica of a set of records: the same code on a device, a branch and the server.
 ///
 /// Every local write and every applied batch runs in one SQLite transaction, and the in-memory
@@ -72,6 +79,11 @@ public final class ReplicaStore {
     private var counter: UInt64
     private var sequence: Int64
     private var clock: HybridLogicalClock
+    /// The statements run once per record of a batch, held here so that a batch does not look
+    /// them up by their SQL text (hashing it) for every record.
+    private var presenceStatement: Statement?
+    private var insertStatement: Statement?
+    private var insertIfNewStatement: Statement?
 
     /// Opens the store at `path`, creating it when the file does not exist.
     ///
@@ -130,7 +142,12 @@ public final class ReplicaStore {
     }
 
     /// Closes the file. The store must not be used afterwards.
-    public func close() { db.close() }
+    public func close() {
+        presenceStatement = nil
+        insertStatement = nil
+        insertIfNewStatement = nil
+        db.close()
+    }
 
     /// The sequence number of the latest change in this store.
     public var lastSequence: Int64 { sequence }
@@ -203,7 +220,8 @@ public final class ReplicaStore {
     }
 
     func presence(of id: UUID, encodedVector: [UInt8]) throws -> Presence? {
-        let statement = try db.cached("SELECT seq, type, dirty, vector FROM records WHERE id = ?")
+        if presenceStatement == nil { presenceStatement = try db.cached("SELECT seq, type, dirty, vector FROM records WHERE id = ?") }
+        let statement = presenceStatement!
         statement.reset()
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
@@ -233,37 +251,64 @@ public final class ReplicaStore {
     /// - Parameter encodedVector: the state's vector already encoded, when the caller has it.
     @discardableResult
     func save(_ state: RecordState, replacing previous: Int64?, dirty: Bool, encodedVector: [UInt8]? = nil) throws -> Int64 {
+        try saveRow(id: state.id, type: state.type, isDeleted: state.isDeleted, dirty: dirty,
+                    vector: encodedVector ?? RecordCodec.encode(state.vector), state: RecordCodec.encodeState(state),
+                    replacing: previous)
+    }
+
+    /// Writes a record's encoded vector and state (canonical: `RecordCodec`'s own bytes) as its
+    /// latest change, giving it the next sequence number.
+    @discardableResult
+    func saveRow(id: UUID, type: String, isDeleted: Bool, dirty: Bool, vector: [UInt8], state: [UInt8],
+                 replacing previous: Int64?) throws -> Int64 {
         sequence += 1
-        let vector = encodedVector ?? RecordCodec.encode(state.vector)
-        let encoded = RecordCodec.encodeState(state)
         let statement: Statement
         if let previous {
             statement = try db.cached("UPDATE records SET seq = ?, deleted = ?, dirty = ?, vector = ?, state = ? WHERE seq = ?")
             statement.reset()
             try statement.bind(integer: previous, at: 6)
         } else {
-            statement = try db.cached("INSERT INTO records (seq, deleted, dirty, vector, state, id, type) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            if insertStatement == nil {
+                insertStatement = try db.cached("INSERT INTO records (seq, deleted, dirty, vector, state, id, type) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            }
+            statement = insertStatement!
             statement.reset()
-            try statement.bind(uuid: state.id, at: 6)
-            try statement.bind(text: state.type, at: 7)
+            try statement.bind(uuid: id, at: 6)
+            try statement.bind(text: type, at: 7)
         }
         try statement.bind(integer: sequence, at: 1)
-        try statement.bind(integer: state.isDeleted ? 1 : 0, at: 2)
+        try statement.bind(integer: isDeleted ? 1 : 0, at: 2)
         try statement.bind(integer: dirty ? 1 : 0, at: 3)
         try statement.bind(bytes: vector, at: 4)
-        try statement.bind(bytes: encoded, at: 5)
+        try statement.bind(bytes: state, at: 5)
         try statement.step()
         return sequence
     }
 
-    func decodeRow(_ statement: Statement, from column: Int32 = 0) throws -> RecordState {
-        let id = statement.withBytes(column) { UUID(bytes: $0) }
-        guard let id else { throw ReplicaStoreError.corrupt(path: path, reason: "a record id is not 16 bytes") }
-        return try decoding(record: id) {
-            let type = statement.string(column + 1)
-            let vector = try statement.withBytes(column + 2) { try RecordCodec.decodeVector($0) }
-            return try statement.withBytes(column + 3) { try RecordCodec.decodeState(id: id, type: type, vector: vector, $0) }
+    /// The id of the row at `column`; the type, vector and state follow it.
+    private func rowID(_ statement: Statement, at column: Int32) throws -> UUID {
+        guard let id = statement.withBytes(column, { UUID(bytes: $0) }) else {
+            throw ReplicaStoreError.corrupt(path: path, reason: "a record id is not 16 bytes")
         }
+        return id
+    }
+
+    func decodeRow(_ statement: Statement, from column: Int32 = 0) throws -> RecordState {
+        let id = try rowID(statement, at: column)
+        return try decoding(record: id) {
+            try statement.withBytes(column + 2) { vector in
+                try statement.withBytes(column + 3) { state in
+                    try RecordCodec.decode(id: id, type: statement.string(column + 1), vector: vector, state: state)
+                }
+            }
+        }
+    }
+
+    /// The row's record as stored, vector and state copied without being decoded.
+    func encodedRow(_ statement: Statement, from column: Int32 = 0) throws -> EncodedRecord {
+        EncodedRecord(id: try rowID(statement, at: column), type: statement.string(column + 1),
+                      vector: statement.withBytes(column + 2) { Array($0) },
+                      state: statement.withBytes(column + 3) { Array($0) })
     }
 
     // MARK: Reading
@@ -291,6 +336,14 @@ public final class ReplicaStore {
     public func changes(after: Int64, limit: Int) throws -> [Change] {
         try db.query("SELECT seq, id, type, vector, state FROM records WHERE seq > ? ORDER BY seq LIMIT ?", [after, limit]) {
             Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1))
+        }
+    }
+
+    /// `changes(after:limit:)` as the rows hold them, for sending to a peer: nothing is decoded,
+    /// so a damaged row is not noticed here but by the receiver, which validates every record.
+    public func encodedChanges(after: Int64, limit: Int) throws -> [EncodedChange] {
+        try db.query("SELECT seq, id, type, vector, state FROM records WHERE seq > ? ORDER BY seq LIMIT ?", [after, limit]) {
+            EncodedChange(sequence: $0.int64(0), record: try encodedRow($0, from: 1))
         }
     }
 
@@ -404,48 +457,178 @@ public final class ReplicaStore {
         checkpoint: (peer: String, sequence: Int64)? = nil,
         progress: ((Int) throws -> Void)? = nil
     ) throws -> ApplyReport {
+        try applyBatch(states.count, checkpoint: checkpoint, progress: progress) { index in
+            let remote = states[index]
+            let encodedVector = RecordCodec.encode(remote.vector)
+            guard case .news(let existing) = try arrival(
+                of: remote.id, type: remote.type, encodedVector: encodedVector, vector: { remote.vector }, from: origin
+            ) else { return .unchanged }
+            return try integrate(remote, existing: existing, encodedVector: encodedVector, from: origin)
+        }
+    }
+
+    /// `apply(_:from:checkpoint:progress:)` for records in the form they travel and are stored
+    /// in, with the same atomicity, idempotence, outcomes, conflicts, dirty set and checkpoint.
+    ///
+    /// The form saves the work that dominated applying new records: a record this store does not
+    /// have is validated on its bytes (`Schema.validate(_: EncodedRecord)`) and stored as it came,
+    /// never decoded nor encoded again. A record whose vector this store already covers is
+    /// recognised from its vector alone, as in `apply`, and, as there, not validated: nothing of
+    /// it is read or kept. A record that brings news to a local copy is decoded and merged as in
+    /// `apply`.
+    ///
+    /// Whether a record is new is found out in one of two ways, whichever the previous record of
+    /// the batch suggests, because batches tend to be all new (an initial sync) or all known (a
+    /// pull repeated after an interruption): by storing it outright, which does nothing when a
+    /// row has its id (and costs a new record no separate lookup), or by looking its id up first
+    /// (which costs a known record no failed insert). Both end the same way.
+    @discardableResult
+    public func apply(
+        encoded records: [EncodedRecord], from origin: ApplyOrigin = .upstream,
+        checkpoint: (peer: String, sequence: Int64)? = nil,
+        progress: ((Int) throws -> Void)? = nil
+    ) throws -> ApplyReport {
+        let newDirty = staysDirty(from: origin, existing: nil, holdsRemoteVector: true)
+        var expectNew = true
+        return try applyBatch(records.count, checkpoint: checkpoint, progress: progress) { index in
+            let record = records[index]
+            guard schema.types[record.type] != nil else { throw ModelError.unknownRecordType(record.type) }
+            if expectNew, try store(new: record, dirty: newDirty) { return .applied }
+            switch try arrival(
+                of: record.id, type: record.type, encodedVector: record.vector,
+                vector: { try record.vector.withUnsafeBytes { try RecordCodec.decodeVector($0) } }, from: origin
+            ) {
+            case .known:
+                expectNew = false
+                return .unchanged
+            case .news(let existing?):
+                expectNew = false
+                return try integrate(try record.decoded(), existing: existing, encodedVector: nil, from: origin)
+            case .news(nil):
+                expectNew = true
+                guard try store(new: record, dirty: newDirty) else { throw ReplicaStoreError.recordExists(record.id) }
+                return .applied
+            }
+        }
+    }
+
+    /// Stores a record new to this store as it came, and validates it; `false` when a row with
+    /// its id exists, and nothing was done.
+    ///
+    /// The row is written before the bytes are checked: if they are invalid, the error rolls the
+    /// batch back, row included, exactly as if they had been checked first. Valid bytes in a form
+    /// `RecordCodec` never writes are replaced by the canonical ones, under the same sequence
+    /// number, so that every stored row is canonical.
+    private func store(new record: EncodedRecord, dirty: Bool) throws -> Bool {
+        if insertIfNewStatement == nil {
+            insertIfNewStatement = try db.cached("""
+                INSERT INTO records (seq, deleted, dirty, vector, state, id, type) VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO NOTHING
+                """)
+        }
+        let statement = insertIfNewStatement!
+        statement.reset()
+        try statement.bind(integer: sequence + 1, at: 1)
+        // The deletion flag is the state's second byte; if it is anything but 0 or 1 the
+        // validation below refuses the record.
+        try statement.bind(integer: record.state.count > 1 && record.state[1] == 1 ? 1 : 0, at: 2)
+        try statement.bind(integer: dirty ? 1 : 0, at: 3)
+        try statement.bind(bytes: record.vector, at: 4)
+        try statement.bind(bytes: record.state, at: 5)
+        try statement.bind(uuid: record.id, at: 6)
+        try statement.bind(text: record.type, at: 7)
+        try statement.step()
+        guard db.changes == 1 else { return false }
+        sequence += 1
+        let validation = try schema.validate(record)
+        if let state = validation.decodedState {
+            sequence -= 1  // `save` takes the next number again: the one the row has
+            try save(state, replacing: sequence + 1, dirty: dirty)
+        }
+        clock.observe(validation.latestTimestamp)
+        return true
+    }
+
+    /// What applying one incoming record did.
+    private struct Applied {
+        var outcome: MergeOutcome
+        var conflicts: [Conflict] = []
+        static let unchanged = Applied(outcome: .unchanged)
+        static let applied = Applied(outcome: .applied)
+    }
+
+    /// The frame of both `apply` forms: one transaction with the checkpoint, outcomes in order,
+    /// progress after each record.
+    private func applyBatch(
+        _ count: Int, checkpoint: (peer: String, sequence: Int64)?, progress: ((Int) throws -> Void)?,
+        _ applyOne: (Int) throws -> Applied
+    ) throws -> ApplyReport {
         try write {
             if let checkpoint {
                 try db.run("INSERT OR REPLACE INTO peer_checkpoints (peer, sequence) VALUES (?, ?)",
                            [checkpoint.peer, checkpoint.sequence])
             }
             var outcomes: [MergeOutcome] = []
-            outcomes.reserveCapacity(states.count)
+            outcomes.reserveCapacity(count)
             var conflicts: [Conflict] = []
-            for (index, remote) in states.enumerated() {
-                guard schema.types[remote.type] != nil else { throw ModelError.unknownRecordType(remote.type) }
-                let encodedVector = RecordCodec.encode(remote.vector)
-                let existing = try presence(of: remote.id, encodedVector: encodedVector)
-                if let existing, existing.type != remote.type {
-                    throw ModelError.recordTypeMismatch(record: remote.id.uuidString, local: existing.type, remote: remote.type)
-                }
-                if let existing, existing.vector?.covers(remote.vector) ?? true {
-                    // Nothing new, and nothing of it is stored, so it needs no validation.
-                    // If upstream holds exactly our state, nothing is left to push.
-                    if origin == .upstream && existing.vector == nil && existing.isDirty {
-                        try db.run("UPDATE records SET dirty = 0 WHERE seq = ?", [existing.sequence])
-                    }
-                    outcomes.append(.unchanged)
-                } else {
-                    try schema.validate(remote)
-                    observeClock(of: remote)
-                    let local = existing == nil ? nil : try record(remote.id)
-                    let result = try Merge.merge(local: local, remote: remote)
-                    let dirty: Bool
-                    switch origin {
-                    case .upstream: dirty = result.state.vector != remote.vector
-                    case .downstream: dirty = existing?.isDirty == true || options.forwardsDownstreamChanges
-                    }
-                    try save(result.state, replacing: existing?.sequence, dirty: dirty,
-                             encodedVector: result.outcome == .applied ? encodedVector : nil)
-                    if local != nil { try supersedeConflicts(of: result.state) }
-                    for conflict in result.conflicts { try log(conflict) }
-                    conflicts += result.conflicts
-                    outcomes.append(result.outcome)
-                }
+            for index in 0..<count {
+                let applied = try applyOne(index)
+                outcomes.append(applied.outcome)
+                conflicts += applied.conflicts
                 try progress?(index)
             }
             return ApplyReport(outcomes: outcomes, conflicts: conflicts, sequence: sequence)
+        }
+    }
+
+    private enum Arrival {
+        /// The local copy has seen everything the incoming record holds.
+        case known
+        /// The incoming record brings news: to this local copy, or it is new here (`nil`).
+        case news(Presence?)
+    }
+
+    /// Sorts an incoming record out by its id, type and vector alone. A known record needs no
+    /// validation (nothing of it is read or kept); if upstream holds exactly our state, it
+    /// leaves the dirty set here.
+    ///
+    /// - Parameter vector: the decoded vector, asked for only when the stored one differs.
+    private func arrival(
+        of id: UUID, type: String, encodedVector: [UInt8], vector: () throws -> VersionVector, from origin: ApplyOrigin
+    ) throws -> Arrival {
+        guard schema.types[type] != nil else { throw ModelError.unknownRecordType(type) }
+        guard let existing = try presence(of: id, encodedVector: encodedVector) else { return .news(nil) }
+        guard existing.type == type else {
+            throw ModelError.recordTypeMismatch(record: id.uuidString, local: existing.type, remote: type)
+        }
+        if let stored = existing.vector, !stored.covers(try vector()) { return .news(existing) }
+        if origin == .upstream && existing.vector == nil && existing.isDirty {
+            try db.run("UPDATE records SET dirty = 0 WHERE seq = ?", [existing.sequence])
+        }
+        return .known
+    }
+
+    /// Validates a state that brings news, merges it into the local copy and saves the result.
+    private func integrate(_ remote: RecordState, existing: Presence?, encodedVector: [UInt8]?, from origin: ApplyOrigin) throws -> Applied {
+        try schema.validate(remote)
+        clock.observe(remote.latestTimestamp)
+        let local = existing == nil ? nil : try record(remote.id)
+        let result = try Merge.merge(local: local, remote: remote)
+        try save(result.state, replacing: existing?.sequence,
+                 dirty: staysDirty(from: origin, existing: existing, holdsRemoteVector: result.state.vector == remote.vector),
+                 encodedVector: result.outcome == .applied ? encodedVector : nil)
+        if local != nil { try supersedeConflicts(of: result.state) }
+        for conflict in result.conflicts { try log(conflict) }
+        return Applied(outcome: result.outcome, conflicts: result.conflicts)
+    }
+
+    /// Whether a record waits to be pushed after taking in a remote state. From upstream: only
+    /// if the merged state holds writes upstream's did not. From downstream: if it did before,
+    /// or if this replica forwards what it receives.
+    private func staysDirty(from origin: ApplyOrigin, existing: Presence?, holdsRemoteVector: Bool) -> Bool {
+        switch origin {
+        case .upstream: !holdsRemoteVector
+        case .downstream: existing?.isDirty == true || options.forwardsDownstreamChanges
         }
     }
 
@@ -469,14 +652,6 @@ public final class ReplicaStore {
         } catch let error as ModelError {
             throw ReplicaStoreError.invalidRecord(error)
         }
-    }
-
-    private func observeClock(of state: RecordState) {
-        var newest = state.liveness.timestamp
-        for field in state.fields.values {
-            if case .register(let r) = field, r.timestamp > newest { newest = r.timestamp }
-        }
-        clock.observe(newest)
     }
 
     // MARK: Dirty set

@@ -47,32 +47,56 @@ public struct RecordState: Hashable, Sendable {
     /// Field values as an app reads them: registers' values and counters' totals.
     public var values: [String: FieldValue] { fields.mapValues(\.value) }
 
+    /// The latest timestamp of the record's existence and of its registers: what a replica's
+    /// clock observes when it takes the state in, so that its own later writes sort after it.
+    public var latestTimestamp: HLCTimestamp {
+        var latest = liveness.timestamp
+        for field in fields.values {
+            if case .register(let r) = field, r.timestamp > latest { latest = r.timestamp }
+        }
+        return latest
+    }
+
     /// Checks that every dot the state carries is covered by its vector. A state that breaks this
     /// would make the merge misjudge causality, so it is refused whole.
     public func checkConsistency() throws(ModelError) {
-        var record: String { id.uuidString }
-        for (replica, counter) in vector.sortedEntries where counter > UInt64(Int64.max) {
-            throw .invalidCounter(replica: replica.rawValue, value: String(counter))
-        }
-        guard vector.contains(liveness.dot) else { throw .dotOutsideVector(record: record, dot: liveness.dot.description) }
-        guard vector.covers(liveness.deletionContext) else {
-            throw .malformedEncoding("record \(record): deletion context \(liveness.deletionContext) exceeds the record's vector \(vector)")
-        }
-        // The fields of one write share its dot: check each distinct dot once.
+        try checkLivenessConsistency()
         var checked = liveness.dot
         for (name, field) in fields {
             switch field {
-            case .register(let r):
-                if r.dot == checked { continue }
-                checked = r.dot
-                guard vector.contains(r.dot) else {
-                    throw .dotOutsideVector(record: "\(record) field '\(name)'", dot: r.dot.description)
-                }
-            case .counter(let c):
-                for (replica, contribution) in c.contributions where contribution.lastCounter > vector[replica] || contribution.lastCounter == 0 {
-                    throw .dotOutsideVector(record: "\(record) field '\(name)'", dot: "\(replica):\(contribution.lastCounter)")
-                }
+            case .register(let r): try checkConsistency(of: name, r, checked: &checked)
+            case .counter(let c): try checkConsistency(of: name, c)
             }
+        }
+    }
+
+    // The parts of `checkConsistency`, which `Schema.validate` runs in its own pass over fields.
+
+    /// The vector's counters, and the existence register and deletion context against it.
+    func checkLivenessConsistency() throws(ModelError) {
+        for (replica, counter) in vector.sortedEntries where counter > UInt64(Int64.max) {
+            throw .invalidCounter(replica: replica.rawValue, value: String(counter))
+        }
+        guard vector.contains(liveness.dot) else { throw .dotOutsideVector(record: id.uuidString, dot: liveness.dot.description) }
+        guard vector.covers(liveness.deletionContext) else {
+            throw .malformedEncoding("record \(id.uuidString): deletion context \(liveness.deletionContext) exceeds the record's vector \(vector)")
+        }
+    }
+
+    /// A register's dot against the vector. The fields of one write share its dot, so a dot
+    /// equal to the last one `checked` (start from the liveness dot) is not looked up again.
+    func checkConsistency(of name: String, _ register: RegisterState, checked: inout Dot) throws(ModelError) {
+        if register.dot == checked { return }
+        checked = register.dot
+        guard vector.contains(register.dot) else {
+            throw .dotOutsideVector(record: "\(id.uuidString) field '\(name)'", dot: register.dot.description)
+        }
+    }
+
+    /// A counter's contributions against the vector.
+    func checkConsistency(of name: String, _ counter: CounterState) throws(ModelError) {
+        for (replica, contribution) in counter.contributions where contribution.lastCounter > vector[replica] || contribution.lastCounter == 0 {
+            throw .dotOutsideVector(record: "\(id.uuidString) field '\(name)'", dot: "\(replica):\(contribution.lastCounter)")
         }
     }
 }

@@ -13,8 +13,7 @@ public struct ReplicaID: Hashable, Comparable, Sendable, CustomStringConvertible
 
     /// Validates `rawValue`: 1 to 64 characters of `A-Z a-z 0-9 . _ : -`.
     public init(_ rawValue: String) throws(ModelError) {
-        guard !rawValue.isEmpty, rawValue.utf8.count <= Self.maxLength,
-              rawValue.utf8.allSatisfy(Self.isAllowed) else {
+        guard Self.isValid(utf8: rawValue.utf8) else {
             throw .invalidReplicaID(String(rawValue.prefix(80)))
         }
         self.rawValue = rawValue
@@ -25,6 +24,11 @@ public struct ReplicaID: Hashable, Comparable, Sendable, CustomStringConvertible
     /// A new id that no other replica will ever pick.
     public static func random() -> ReplicaID {
         ReplicaID(unchecked: UUID().uuidString.lowercased())
+    }
+
+    /// Whether `utf8` spells a valid id: also how encoded vectors are checked without decoding.
+    static func isValid<Bytes: Collection<UInt8>>(utf8: Bytes) -> Bool {
+        !utf8.isEmpty && utf8.count <= maxLength && utf8.allSatisfy(isAllowed)
     }
 
     private static func isAllowed(_ byte: UInt8) -> Bool {

@@ -18,10 +18,24 @@ public enum FieldKind: String, Sendable, CaseIterable, Codable {
 public struct RecordType: Sendable, Equatable {
     public let name: String
     public let fields: [String: FieldKind]
+    /// The declared fields sorted by the bytes of their names, for checking encoded states
+    /// (whose fields come sorted the same way) in one merge-like walk instead of hashing every
+    /// name. `nil` when a declared name is not ASCII: then byte order and `String` equality
+    /// (canonical equivalence) could disagree, and encoded states take the decoding path.
+    let sortedFields: [DeclaredField]?
+
+    struct DeclaredField: Sendable, Equatable {
+        var name: [UInt8]
+        var kind: FieldKind
+    }
 
     public init(name: String, fields: [String: FieldKind]) {
         self.name = name
         self.fields = fields
+        let declared = fields.map { DeclaredField(name: Array($0.key.utf8), kind: $0.value) }
+        sortedFields = declared.allSatisfy { $0.name.allSatisfy { $0 < 0x80 } }
+            ? declared.sorted { $0.name.lexicographicallyPrecedes($1.name) }
+            : nil
     }
 }
 
@@ -41,9 +55,13 @@ public struct Schema: Sendable, Equatable {
 
     /// Field names are identifiers, so they are safe in CSV headers, JSON keys and SQL comments.
     public static func isValidFieldName(_ name: String) -> Bool {
-        guard let first = name.utf8.first, name.utf8.count <= 64 else { return false }
+        isValidFieldName(utf8: name.utf8)
+    }
+
+    static func isValidFieldName<Bytes: Collection<UInt8>>(utf8 name: Bytes) -> Bool {
+        guard let first = name.first, name.count <= 64 else { return false }
         let isLetter = { (b: UInt8) in (b | 0x20) >= UInt8(ascii: "a") && (b | 0x20) <= UInt8(ascii: "z") }
-        return (isLetter(first) || first == UInt8(ascii: "_")) && name.utf8.allSatisfy {
+        return (isLetter(first) || first == UInt8(ascii: "_")) && name.allSatisfy {
             isLetter($0) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "_")
         }
     }
@@ -57,30 +75,33 @@ public struct Schema: Sendable, Equatable {
 
     /// Checks a record state from anywhere: known type, valid names, values of the declared
     /// types, consistent dots. Unknown fields are allowed (a newer replica may have added them).
+    ///
+    /// One pass over the fields for the schema and `RecordState.checkConsistency` together:
+    /// this runs on every record a replica takes in that is not new to it.
     public func validate(_ state: RecordState) throws(ModelError) {
         guard let recordType = types[state.type] else { throw .unknownRecordType(state.type) }
         // Formatting the id costs more than the checks themselves: only on the way to an error.
         var record: String { state.id.uuidString }
+        try state.checkLivenessConsistency()
+        var checked = state.liveness.dot
         for (name, field) in state.fields {
-            switch (recordType.fields[name], field) {
-            case (.counter?, .register(let r)):
-                throw .wrongFieldType(record: record, field: name, expected: "counter", found: r.value.typeName)
-            case (let kind?, .counter) where kind != .counter:
-                throw .wrongFieldType(record: record, field: name, expected: kind.rawValue, found: "counter")
-            case (let kind?, .register(let r)):
-                guard kind.accepts(r.value) else {
+            // Declared names are valid by construction; only a name from elsewhere needs a look.
+            let kind = recordType.fields[name]
+            if kind == nil, !Self.isValidFieldName(name) { throw .invalidFieldName(record: record, field: name) }
+            switch field {
+            case .register(let r):
+                if let kind, !kind.accepts(r.value) {  // a counter field accepts no register
                     throw .wrongFieldType(record: record, field: name, expected: kind.rawValue, found: r.value.typeName)
                 }
                 try Self.checkBounds(r.value, record: record, field: name)
-            case (nil, _):
-                // Declared names are valid by construction; only a name from elsewhere needs a look.
-                guard Self.isValidFieldName(name) else { throw .invalidFieldName(record: record, field: name) }
-                if case .register(let r) = field { try Self.checkBounds(r.value, record: record, field: name) }
-            default:
-                break
+                try state.checkConsistency(of: name, r, checked: &checked)
+            case .counter(let c):
+                if let kind, kind != .counter {
+                    throw .wrongFieldType(record: record, field: name, expected: kind.rawValue, found: "counter")
+                }
+                try state.checkConsistency(of: name, c)
             }
         }
-        try state.checkConsistency()
     }
 
     private static func check(_ value: FieldValue, kind: FieldKind, record: String, field: String) throws(ModelError) {

@@ -58,6 +58,9 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
         storage.map { ($0.replica, $0.counter) }
     }
 
+    /// The replicas, sorted: the positions by which encoded dots name them.
+    var replicas: [ReplicaID] { storage.map(\.replica) }
+
     /// The number of replicas with a non-zero entry.
     public var count: Int { storage.count }
 

@@ -37,19 +37,20 @@ struct StoreBench: ParsableCommand {
 
         let source = try ReplicaStore(path: dir.path("source.sqlite"), options: .init(schema: schema))
         try rows.create(in: source)
-        let states = try source.changes(after: 0, limit: records).map(\.state)
+        // Exported and applied in the form records travel in between replicas (a pull).
+        let encoded = try source.encodedChanges(after: 0, limit: records).map(\.record)
 
         let target = try ReplicaStore(path: dir.path("target.sqlite"), options: .init(schema: schema))
-        let applyNew = try measure { try target.apply(states) }
+        let applyNew = try measure { try target.apply(encoded: encoded) }
         report.figure("apply_new_records", applyNew, records: records, floor: floor, target: 3)
 
-        let applyAgain = try measure { try target.apply(states) }
+        let applyAgain = try measure { try target.apply(encoded: encoded) }
         report.figure("apply_duplicates", applyAgain, records: records, floor: floor, target: 1)
 
         let batched = try ReplicaStore(path: dir.path("batched.sqlite"), options: .init(schema: schema))
         let applyBatched = try measure {
-            for start in stride(from: 0, to: states.count, by: 1_000) {
-                try batched.apply(Array(states[start..<min(start + 1_000, states.count)]))
+            for start in stride(from: 0, to: encoded.count, by: 1_000) {
+                try batched.apply(encoded: Array(encoded[start..<min(start + 1_000, encoded.count)]))
             }
         }
         report.figure("apply_new_records_in_batches_of_1000", applyBatched, records: records, floor: floor, target: nil)

@@ -12,28 +12,39 @@ import Testing
 /// Every case runs from one 64-bit seed. A failure prints it; to replay one case, run
 /// `RAPPORT_SEED=<seed> swift test --filter ConvergenceProperties`. `RAPPORT_PROPERTY_CASES`
 /// raises the number of random cases.
+///
+/// Each case runs twice over: with batches of `RecordState`s (`apply`) and with batches in the
+/// form they travel in between replicas (`encodedChanges`, `apply(encoded:)`).
 @Suite(.shrinking(false)) struct ConvergenceProperties {
     static var caseCount: Int {
         ProcessInfo.processInfo.environment["RAPPORT_PROPERTY_CASES"].flatMap(Int.init) ?? 300
     }
 
-    @Test func replicasConvergeLoseNothingAndAreIdempotent() async throws {
+    @Test(arguments: [Scenario.Form.states, .encoded])
+    func replicasConvergeLoseNothingAndAreIdempotent(form: Scenario.Form) async throws {
         if let seed = ProcessInfo.processInfo.environment["RAPPORT_SEED"].flatMap(UInt64.init) {
-            try Scenario(seed: seed).run()
+            try Scenario(seed: seed, form: form).run()
             return
         }
         await propertyCheck(count: Self.caseCount, input: Gen.uint64(in: 0 ... .max)) { seed in
-            try Scenario(seed: seed).run()
+            try Scenario(seed: seed, form: form).run()
         }
     }
 }
 
 /// One random history and the bookkeeping that lets it be checked.
 final class Scenario {
+    /// How batches travel and are applied.
+    enum Form: Sendable, CustomStringConvertible {
+        case states, encoded
+        var description: String { self == .states ? "record states" : "encoded records" }
+    }
+
     struct Message {
         var to: Int
         var from: Int
         var states: [RecordState]
+        var records: [EncodedRecord]
         var upTo: Int64
         var origin: ApplyOrigin
     }
@@ -51,6 +62,7 @@ final class Scenario {
     struct Interrupted: Error {}
 
     let seed: UInt64
+    let form: Form
     var rng: SeededGenerator
     let dir: TemporaryDirectory
     let clocks: [ManualClock]
@@ -62,8 +74,9 @@ final class Scenario {
     var inFlight: [Message] = []
     var delivered: [Message] = []
 
-    init(seed: UInt64) throws {
+    init(seed: UInt64, form: Form = .states) throws {
         self.seed = seed
+        self.form = form
         rng = SeededGenerator(seed: seed)
         dir = try TemporaryDirectory()
         let count = Int.random(in: 3...5, using: &rng)
@@ -140,14 +153,17 @@ final class Scenario {
         case 50..<65:
             let from = Int.random(in: 0..<stores.count, using: &rng)
             guard from != r else { return }
-            let changes = try stores[from].changes(after: checkpoints[r][from], limit: Int.random(in: 1...6, using: &rng))
+            let limit = Int.random(in: 1...6, using: &rng)
+            let changes = try stores[from].changes(after: checkpoints[r][from], limit: limit)
             guard let last = changes.last else { return }
-            inFlight.append(Message(to: r, from: from, states: changes.map(\.state), upTo: last.sequence,
-                                    origin: Bool.random(using: &rng) ? .upstream : .downstream))
+            let encoded = try stores[from].encodedChanges(after: checkpoints[r][from], limit: limit)
+            #expect(try encoded.map { try $0.record.decoded() } == changes.map(\.state), "seed \(seed): encoded changes differ")
+            inFlight.append(Message(to: r, from: from, states: changes.map(\.state), records: encoded.map(\.record),
+                                    upTo: last.sequence, origin: Bool.random(using: &rng) ? .upstream : .downstream))
         case 65..<82:
             guard !inFlight.isEmpty else { return }
             let message = inFlight.remove(at: Int.random(in: 0..<inFlight.count, using: &rng))
-            try stores[message.to].apply(message.states, from: message.origin)
+            try apply(message, to: stores[message.to])
             checkpoints[message.to][message.from] = max(checkpoints[message.to][message.from], message.upTo)
             delivered.append(message)
         case 82..<87:
@@ -157,7 +173,7 @@ final class Scenario {
             guard let message = delivered.randomElement(using: &rng) else { return }
             let store = stores[message.to]
             let before = try StoreSnapshot(store)
-            let report = try store.apply(message.states, from: message.origin)
+            let report = try apply(message, to: store)
             #expect(report.outcomes.allSatisfy { $0 == .unchanged }, "seed \(seed): a duplicate batch changed records")
             #expect(try StoreSnapshot(store) == before, "seed \(seed): applying a batch twice changed the store")
         case 92..<96:
@@ -166,7 +182,7 @@ final class Scenario {
             let before = try StoreSnapshot(store)
             let stopAt = Int.random(in: 0..<message.states.count, using: &rng)
             #expect(throws: Interrupted.self) {
-                try store.apply(message.states, from: message.origin) { if $0 == stopAt { throw Interrupted() } }
+                try apply(message, to: store) { if $0 == stopAt { throw Interrupted() } }
             }
             #expect(try StoreSnapshot(store) == before, "seed \(seed): an interrupted batch left a trace")
         default:
@@ -181,6 +197,15 @@ final class Scenario {
                 // record deleted since): refused, and nothing may have changed.
                 #expect(try StoreSnapshot(stores[r]) == before, "seed \(seed): refused resolution \(error) changed the store")
             }
+        }
+    }
+
+    /// Applies a message's batch in this scenario's form.
+    @discardableResult
+    func apply(_ message: Message, to store: ReplicaStore, progress: ((Int) throws -> Void)? = nil) throws -> ApplyReport {
+        switch form {
+        case .states: try store.apply(message.states, from: message.origin, progress: progress)
+        case .encoded: try store.apply(encoded: message.records, from: message.origin, progress: progress)
         }
     }
 
@@ -212,7 +237,10 @@ final class Scenario {
         for _ in 0..<2 {
             for to in stores.indices {
                 for from in stores.indices where from != to {
-                    try stores[to].apply(try stores[from].changes(after: 0, limit: .max).map(\.state))
+                    switch form {
+                    case .states: try stores[to].apply(try stores[from].changes(after: 0, limit: .max).map(\.state))
+                    case .encoded: try stores[to].apply(encoded: try stores[from].encodedChanges(after: 0, limit: .max).map(\.record))
+                    }
                 }
             }
         }

@@ -1,0 +1,291 @@
+import Foundation
+
+/// A record state in the form replicas store and send it: id and type in the clear, vector and
+/// state as the bytes of `RecordCodec` (Protocol/SPEC.md, section 3).
+///
+/// Most records a replica receives are new to it (an initial sync, another device's bulk
+/// import). Decoding those into `RecordState`s, validating the dictionaries and encoding them
+/// again, only to store the very bytes that came in, cost more than the SQL that stores them. So
+/// records go from one store's rows to another's in this form: the sender reads the bytes without
+/// decoding them (`ReplicaStore.encodedChanges`), the receiver checks them where they lie
+/// (`Schema.validate(_: EncodedRecord)`) and keeps them as they came when the record is new to it
+/// (`ReplicaStore.apply(encoded:)`). Only a record that has to be merged is decoded.
+public struct EncodedRecord: Hashable, Sendable {
+    public var id: UUID
+    public var type: String
+    /// The record's version vector, as `RecordCodec.encode(_: VersionVector)` writes it.
+    public var vector: [UInt8]
+    /// Liveness and fields, as `RecordCodec.encodeState(_:)` writes them.
+    public var state: [UInt8]
+
+    /// The longest record type name a peer may send; longer ones are refused before any lookup.
+    public static let maxTypeBytes = 64
+
+    public init(id: UUID, type: String, vector: [UInt8], state: [UInt8]) {
+        self.id = id
+        self.type = type
+        self.vector = vector
+        self.state = state
+    }
+
+    /// Encodes `state`.
+    public init(_ state: RecordState) {
+        self.init(id: state.id, type: state.type, vector: RecordCodec.encode(state.vector), state: RecordCodec.encodeState(state))
+    }
+
+    /// A record as a peer sent it, its id as 16 raw bytes. Nothing of vector and state is read.
+    ///
+    /// - Throws: `ModelError.malformedEncoding` for an id of another length,
+    ///   `.unknownRecordType` for an empty type name or one longer than `maxTypeBytes`.
+    public init(idBytes: UnsafeRawBufferPointer, type: String, vector: [UInt8], state: [UInt8]) throws(ModelError) {
+        guard let id = UUID(bytes: idBytes) else {
+            throw .malformedEncoding("record id of \(idBytes.count) bytes, expected 16")
+        }
+        guard !type.isEmpty, type.utf8.count <= Self.maxTypeBytes else {
+            throw .unknownRecordType(String(type.prefix(Self.maxTypeBytes)))
+        }
+        self.init(id: id, type: type, vector: vector, state: state)
+    }
+
+    /// The state the bytes hold.
+    ///
+    /// - Throws: `ModelError` when any part is malformed; a peer's bad record never traps.
+    public func decoded() throws(ModelError) -> RecordState {
+        // `withUnsafeBytes` rethrows untyped errors: carry the typed one out in a `Result`.
+        let decoded = vector.withUnsafeBytes { vector in
+            state.withUnsafeBytes { state in
+                Result { () throws(ModelError) in try RecordCodec.decode(id: id, type: type, vector: vector, state: state) }
+            }
+        }
+        return try decoded.get()
+    }
+
+    /// What `Schema.validate(_: EncodedRecord)` found out about a valid record.
+    public struct Validation: Sendable {
+        /// The `RecordState.latestTimestamp` of the state the bytes hold.
+        public var latestTimestamp: HLCTimestamp
+        public var isDeleted: Bool
+        /// `nil` when the bytes are canonical: exactly what `RecordCodec` writes for the state
+        /// they hold, so a store may keep them as they are. Otherwise the state they hold: valid,
+        /// but in a form `RecordCodec` never writes (fields out of order, a varint longer than it
+        /// needs, a repeated entry), to be encoded again so that every stored record is canonical.
+        public var decodedState: RecordState?
+    }
+}
+
+extension Schema {
+    /// Checks an encoded record as decoding it and then `validate(_: RecordState)` would: it
+    /// refuses exactly what those refuse, with the same errors, mostly without decoding.
+    ///
+    /// Two paths. The fast one reads the bytes once, in place: no `RecordState`, no dictionary,
+    /// no string per field (declared fields are found by walking the type's sorted field list
+    /// alongside the record's sorted fields). It accepts a record only when the bytes are
+    /// canonical and every check passes; it checks the same things as the reference (field
+    /// types, counters versus registers, bounds, finite reals, UTF-8, field names, every dot and
+    /// deletion-context entry inside the vector, replica ids, trailing bytes). Anything else, an
+    /// invalid record or a valid one in a form `RecordCodec` never writes, takes the reference
+    /// path: decode, then `validate(_: RecordState)`. So errors are the reference's own, and the
+    /// fast path has only to be never more lenient than the reference, which the tests check by
+    /// running both on random, mutated and hand-made records.
+    public func validate(_ record: EncodedRecord) throws(ModelError) -> EncodedRecord.Validation {
+        if let fields = types[record.type]?.sortedFields {
+            let checked = record.vector.withUnsafeBytes { vector in
+                record.state.withUnsafeBytes { state in
+                    CanonicalRecordCheck.validate(vector: vector, state: state, fields: fields)
+                }
+            }
+            if let checked { return checked }
+        }
+        let state = try record.decoded()
+        try validate(state)
+        return EncodedRecord.Validation(latestTimestamp: state.latestTimestamp, isDeleted: state.isDeleted, decodedState: state)
+    }
+}
+
+/// The fast path of `Schema.validate(_: EncodedRecord)`. Its errors are never shown: any of
+/// them sends the record to the reference path, which finds the real one.
+enum CanonicalRecordCheck {
+    static let refused = ModelError.malformedEncoding("refused by the fast path")
+
+    /// The validation of a canonical, valid record; `nil` for any other.
+    static func validate(
+        vector: UnsafeRawBufferPointer, state: UnsafeRawBufferPointer, fields: [RecordType.DeclaredField]
+    ) -> EncodedRecord.Validation? {
+        var reader = ByteReader(vector)
+        // An empty vector cannot cover the record's existence: the reference will say so.
+        guard let count = try? reader.canonicalCount(limit: reader.remaining), count > 0 else { return nil }
+        // The vector's counters, by position, on the stack for the usual handful of replicas.
+        return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: count) { counters in
+            do {
+                try readVector(&reader, into: counters)
+                return try readState(state, counters: UnsafeBufferPointer(counters), fields: fields)
+            } catch {
+                return nil
+            }
+        }
+    }
+
+    /// Replica ids valid and strictly ascending (no repeats), counters within 1...Int64.max.
+    private static func readVector(_ reader: inout ByteReader, into counters: UnsafeMutableBufferPointer<UInt64>) throws(ModelError) {
+        var previous = UnsafeRawBufferPointer(start: nil, count: 0)
+        for position in counters.indices {
+            let replica = try reader.raw(try reader.canonicalCount(limit: reader.remaining))
+            guard ReplicaID.isValid(utf8: replica), position == 0 || compareBytes(previous, replica) < 0 else { throw refused }
+            previous = replica
+            let counter = try reader.canonicalVarint()
+            guard counter >= 1, counter <= UInt64(Int64.max) else { throw refused }
+            counters[position] = counter
+        }
+        guard reader.isAtEnd else { throw refused }
+    }
+
+    private static func readState(
+        _ bytes: UnsafeRawBufferPointer, counters: UnsafeBufferPointer<UInt64>, fields declared: [RecordType.DeclaredField]
+    ) throws(ModelError) -> EncodedRecord.Validation {
+        var reader = ByteReader(bytes)
+        guard try reader.byte() == RecordCodec.formatVersion else { throw refused }
+        let deleted = try reader.byte()
+        guard deleted <= 1 else { throw refused }
+        try reader.dot(within: counters)
+        var latest = try reader.canonicalTimestamp()
+        // Deletion context: ascending positions, no zero counters (the vector drops those), each
+        // covered by the vector.
+        var previous = -1
+        for _ in 0..<(try reader.canonicalCount(limit: counters.count)) {
+            let position = try reader.position(below: counters.count)
+            let counter = try reader.canonicalVarint()
+            guard position > previous, counter >= 1, counter <= counters[position] else { throw refused }
+            previous = position
+        }
+        var previousName = UnsafeRawBufferPointer(start: nil, count: 0)
+        var next = 0  // the first declared field not before the current name
+        let fieldCount = try reader.canonicalCount(limit: bytes.count)
+        for index in 0..<fieldCount {
+            let name = try reader.raw(try reader.canonicalCount(limit: reader.remaining))
+            guard index == 0 || compareBytes(previousName, name) < 0 else { throw refused }
+            previousName = name
+            while next < declared.count && declared[next].name.withUnsafeBytes({ compareBytes($0, name) }) < 0 { next += 1 }
+            let kind: FieldKind?
+            if next < declared.count && declared[next].name.withUnsafeBytes({ compareBytes($0, name) }) == 0 {
+                kind = declared[next].kind
+            } else {
+                // Declared names are ASCII, and so is any valid one: no name passes that a
+                // `String` comparison would see differently.
+                guard Schema.isValidFieldName(utf8: name) else { throw refused }
+                kind = nil
+            }
+            switch try reader.byte() {
+            case 0:
+                guard kind != .counter else { throw refused }
+                try reader.checkValue(kind)
+                try reader.dot(within: counters)
+                latest = max(latest, try reader.canonicalTimestamp())
+            case 1:
+                guard kind == nil || kind == .counter else { throw refused }
+                var previous = -1
+                for _ in 0..<(try reader.canonicalCount(limit: counters.count)) {
+                    let position = try reader.position(below: counters.count)
+                    _ = try reader.canonicalVarint()  // added
+                    _ = try reader.canonicalVarint()  // subtracted
+                    let last = try reader.canonicalVarint()
+                    _ = try reader.canonicalTimestamp()
+                    guard position > previous, last >= 1, last <= counters[position] else { throw refused }
+                    previous = position
+                }
+            default:
+                throw refused
+            }
+        }
+        guard reader.isAtEnd else { throw refused }
+        return EncodedRecord.Validation(latestTimestamp: latest, isDeleted: deleted == 1, decodedState: nil)
+    }
+}
+
+extension ByteReader {
+    mutating func canonicalCount(limit: Int) throws(ModelError) -> Int {
+        let n = try canonicalVarint()
+        guard n <= UInt64(limit) else { throw CanonicalRecordCheck.refused }
+        return Int(n)
+    }
+
+    /// A replica's position in a vector of `count` entries.
+    mutating func position(below count: Int) throws(ModelError) -> Int {
+        let position = try canonicalVarint()
+        guard position < UInt64(count) else { throw CanonicalRecordCheck.refused }
+        return Int(position)
+    }
+
+    /// A dot that is valid and covered by the vector whose counters are `counters`.
+    mutating func dot(within counters: UnsafeBufferPointer<UInt64>) throws(ModelError) {
+        let position = try position(below: counters.count)
+        let counter = try canonicalVarint()
+        guard counter >= 1, counter <= counters[position] else { throw CanonicalRecordCheck.refused }
+    }
+
+    mutating func canonicalTimestamp() throws(ModelError) -> HLCTimestamp {
+        let raw = try canonicalVarint()
+        guard raw <= UInt64(Int64.max) else { throw CanonicalRecordCheck.refused }
+        return HLCTimestamp(rawValue: raw)
+    }
+
+    /// A register's value: of a type `kind` accepts (any for an unknown field) and within the
+    /// schema's bounds.
+    mutating func checkValue(_ kind: FieldKind?) throws(ModelError) {
+        let expected: FieldKind
+        switch try byte() {
+        case 0: return  // null: any register may hold it
+        case 1, 2: expected = .boolean
+        case 3:
+            _ = try canonicalVarint()
+            expected = .integer
+        case 4:
+            let raw = try raw(8)
+            var bits: UInt64 = 0
+            withUnsafeMutableBytes(of: &bits) { $0.copyMemory(from: raw) }
+            guard Double(bitPattern: UInt64(littleEndian: bits)).isFinite else { throw CanonicalRecordCheck.refused }
+            expected = .real
+        case 5:
+            let text = try raw(try canonicalCount(limit: Swift.min(remaining, Schema.maxTextBytes)))
+            guard isValidUTF8(text) else { throw CanonicalRecordCheck.refused }
+            expected = .text
+        case 6:
+            _ = try raw(try canonicalCount(limit: Swift.min(remaining, Schema.maxBlobBytes)))
+            expected = .blob
+        default:
+            throw CanonicalRecordCheck.refused
+        }
+        guard kind == nil || kind == expected else { throw CanonicalRecordCheck.refused }
+    }
+}
+
+/// memcmp order, shorter first on a common prefix: for ASCII, the order of `String`s.
+func compareBytes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Int {
+    let common = Swift.min(a.count, b.count)
+    if common > 0, let x = a.baseAddress, let y = b.baseAddress {
+        let order = memcmp(x, y, common)
+        if order != 0 { return Int(order) }
+    }
+    return a.count - b.count
+}
+
+/// Whether `bytes` is well-formed UTF-8, as `String(validating:as:)` decides, without making a
+/// `String`: ASCII eight bytes at a time, the rest through the standard library's parser.
+func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    var offset = 0
+    while offset + 8 <= bytes.count {
+        guard bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 else { break }
+        offset += 8
+    }
+    while offset < bytes.count && bytes[offset] < 0x80 { offset += 1 }
+    guard offset < bytes.count else { return true }
+    // Everything before `offset` is ASCII, so a scalar starts there.
+    var iterator = UnsafeRawBufferPointer(rebasing: bytes[offset...]).makeIterator()
+    var parser = Unicode.UTF8.ForwardParser()
+    while true {
+        switch parser.parseScalar(from: &iterator) {
+        case .valid: continue
+        case .emptyInput: return true
+        case .error: return false
+        }
+    }
+}
