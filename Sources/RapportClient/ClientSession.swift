@@ -163,6 +163,11 @@ struct ClientSession {
     /// Sends `request` and returns the server's answer, skipping what comes in between.
     mutating func request(_ request: Rapport_V1_Frame) async throws -> Rapport_V1_Frame {
         try await send(request)
+        return try await response()
+    }
+
+    /// The server's answer to the oldest request not yet answered (answers come in order).
+    mutating func response() async throws -> Rapport_V1_Frame {
         while true {
             if case .inbound(.frame(let frame)) = try await next() {
                 if case .changesAvailable? = frame.body { continue }

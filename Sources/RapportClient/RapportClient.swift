@@ -141,21 +141,27 @@ public final class RapportClient: Sendable {
         let peer = session.welcome.serverReplicaID
         var checkpoint = try await store.perform { try $0.checkpoint(for: peer) }
         var done = 0, bytesDone = 0
-        while true {
+        func request(after: Int64) -> Rapport_V1_Frame {
             var request = Rapport_V1_PullRequest()
-            request.after = UInt64(checkpoint)
+            request.after = UInt64(after)
             request.limit = UInt32(clamping: configuration.pullBatchSize)
             var frame = Rapport_V1_Frame()
             frame.pull = request
+            return frame
+        }
+        try await session.send(request(after: checkpoint))
+        var more = true
+        while more {
             let answer: Rapport_V1_Frame
             do {
-                answer = try await session.request(frame)
+                answer = try await session.response()
             } catch let error as SyncError where error.code == .resyncRequired {
                 // The server does not know our checkpoint (restored from a backup, say): pull
                 // everything again; merging makes the repeats harmless.
                 logger.notice("server asks for a resync", metadata: ["reason": "\(error.message)"])
                 try await store.perform { try $0.resetCheckpoint(for: peer) }
                 checkpoint = 0
+                try await session.send(request(after: 0))
                 continue
             }
             guard case .pullBatch(let batch)? = answer.body else {
@@ -164,6 +170,10 @@ public final class RapportClient: Sendable {
             guard batch.lastSequence >= UInt64(checkpoint), batch.lastSequence <= UInt64(Int64.max) else {
                 throw ClientError.protocolViolation("PullBatch moves the checkpoint from \(checkpoint) to \(batch.lastSequence)")
             }
+            more = batch.remainingRecords > 0 && !batch.records.isEmpty
+            // Ask for the next batch before applying this one: the server reads and sends it
+            // while this device writes, instead of each side waiting for the other.
+            if more { try await session.send(request(after: Int64(batch.lastSequence))) }
             let last = Int64(batch.lastSequence)
             let applied = try await store.perform { store in
                 // Not decoded: records new to this store are validated on their bytes and kept
@@ -188,9 +198,7 @@ public final class RapportClient: Sendable {
                         // A malformed or invalid record: the server's data, refused whole.
                         throw ClientError.invalidServerData("\(error)")
                     }
-                    let before = try store.conflicts(status: nil).count
-                    try store.logConflicts(lost)
-                    return report.conflicts.count + (try store.conflicts(status: nil).count - before)
+                    return report.conflicts.count + (try store.logConflicts(lost))
                 }
             }
             checkpoint = last
@@ -200,7 +208,6 @@ public final class RapportClient: Sendable {
             report.conflicts += applied
             progress?(SyncProgress(phase: .pull, recordsDone: done, recordsTotal: done + Int(batch.remainingRecords),
                                    bytesDone: bytesDone, bytesTotal: bytesDone + Int(batch.remainingBytes)))
-            if batch.remainingRecords == 0 || batch.records.isEmpty { break }
         }
         report.checkpoint = checkpoint
     }

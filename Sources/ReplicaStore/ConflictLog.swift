@@ -47,14 +47,22 @@ public struct ConflictEntry: Sendable, Hashable {
 
 extension ReplicaStore {
     /// Adds conflicts that another replica found (a server reporting on a push) to this log.
-    public func logConflicts(_ conflicts: [Conflict]) throws {
-        guard !conflicts.isEmpty else { return }
-        try write {
-            for conflict in conflicts { try log(conflict) }
+    ///
+    /// - Returns: how many were new to this log.
+    @discardableResult
+    public func logConflicts(_ conflicts: [Conflict]) throws -> Int {
+        guard !conflicts.isEmpty else { return 0 }
+        return try write {
+            var added = 0
+            for conflict in conflicts {
+                try log(conflict)
+                added += db.changes
+            }
             // The news may come with, or after, the write that settled it.
             for id in Set(conflicts.map(\.recordID)) {
                 if let state = try record(id) { try supersedeConflicts(of: state) }
             }
+            return added
         }
     }
 
