@@ -23,6 +23,7 @@ extension SyncServer {
               do {
                 var machine = ServerSessionState(schemaVersion: configuration.schemaVersion, limits: configuration.limits)
                 var device: ReplicaID?
+                var backlog: PullBacklog?
                 for try await frame in inbound {
                     entry.busy.store(true, ordering: .releasing)
                     defer { entry.busy.store(false, ordering: .releasing) }
@@ -64,7 +65,7 @@ extension SyncServer {
                         guard let tenant, let device else { return }
                         do {
                             var reply = Rapport_V1_Frame()
-                            reply.pullBatch = try await pull(request, from: tenant, for: device)
+                            (reply.pullBatch, backlog) = try await pull(request, from: tenant, for: device, backlog: backlog)
                             try await outbound.write(reply)
                         } catch let error as SyncError {
                             try await outbound.write(error.frame)
@@ -192,7 +193,17 @@ extension SyncServer {
     }
 
     /// The next batch of changes after the client's checkpoint.
-    func pull(_ request: Rapport_V1_PullRequest, from tenant: TenantStore, for device: ReplicaID) async throws -> Rapport_V1_PullBatch {
+    /// What is left to pull after a checkpoint, as of a tenant sequence: lets the next batch of
+    /// a session derive its "remaining" figures instead of recounting every row after it.
+    struct PullBacklog: Sendable {
+        var after: Int64
+        var sequence: Int64
+        var records: Int
+        var bytes: Int
+    }
+
+    func pull(_ request: Rapport_V1_PullRequest, from tenant: TenantStore, for device: ReplicaID,
+              backlog: PullBacklog?) async throws -> (Rapport_V1_PullBatch, PullBacklog) {
         // 0 (proto3's default) leaves the batch size to the server.
         let maximum = UInt32(clamping: configuration.limits.maxBatchRecords)
         let limit = Int(request.limit == 0 ? maximum : min(request.limit, maximum))
@@ -205,7 +216,14 @@ extension SyncServer {
             // The rows' bytes go out as they are: the device validates every record anyway.
             let changes = try store.encodedChanges(after: after, limit: limit)
             let last = changes.last?.sequence ?? after
-            let remaining = try store.pendingChanges(after: last)
+            let remaining: (records: Int, bytes: Int)
+            if let backlog, backlog.after == after, backlog.sequence == store.lastSequence {
+                // Nothing changed since the previous batch was counted: subtract this one.
+                let sent = changes.reduce(0) { $0 + $1.record.vector.count + $1.record.state.count }
+                remaining = (backlog.records - changes.count, backlog.bytes - sent)
+            } else {
+                remaining = try store.pendingChanges(after: last)
+            }
             var batch = Rapport_V1_PullBatch()
             batch.records = changes.map { Rapport_V1_Record($0.record) }
             batch.lastSequence = UInt64(last)
@@ -213,7 +231,7 @@ extension SyncServer {
             batch.remainingBytes = UInt64(remaining.bytes)
             batch.conflicts = try store.conflicts(lostBy: device.rawValue, on: changes.map(\.record.id))
                 .map(Rapport_V1_ConflictReport.init)
-            return batch
+            return (batch, PullBacklog(after: last, sequence: store.lastSequence, records: remaining.records, bytes: remaining.bytes))
         }
     }
 }
