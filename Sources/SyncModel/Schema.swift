@@ -18,6 +18,8 @@ public enum FieldKind: String, Sendable, CaseIterable, Codable {
 public struct RecordType: Sendable, Equatable {
     public let name: String
     public let fields: [String: FieldKind]
+    /// Business constraints on some of the fields (see `FieldRule`); storage kinds stay in `fields`.
+    public let rules: [String: FieldRule]
     /// The declared fields sorted by the bytes of their names, for checking encoded states
     /// (whose fields come sorted the same way) in one merge-like walk instead of hashing every
     /// name. `nil` when a declared name is not ASCII: then byte order and `String` equality
@@ -29,9 +31,11 @@ public struct RecordType: Sendable, Equatable {
         var kind: FieldKind
     }
 
-    public init(name: String, fields: [String: FieldKind]) {
+    public init(name: String, fields: [String: FieldKind], rules: [String: FieldRule] = [:]) {
+        precondition(rules.keys.allSatisfy { fields[$0] != nil }, "a rule for an undeclared field of \(name)")
         self.name = name
         self.fields = fields
+        self.rules = rules
         let declared = fields.map { DeclaredField(name: Array($0.key.utf8), kind: $0.value) }
         sortedFields = declared.allSatisfy { $0.name.allSatisfy { $0 < 0x80 } }
             ? declared.sorted { $0.name.lexicographicallyPrecedes($1.name) }
