@@ -15,10 +15,12 @@ let package = Package(
         .library(name: "ReplicaStore", targets: ["ReplicaStore"]),
         .library(name: "TLS", targets: ["TLS"]),
         .library(name: "SyncProtocol", targets: ["SyncProtocol"]),
+        .library(name: "Registry", targets: ["Registry"]),
         .library(name: "RapportServer", targets: ["RapportServer"]),
         .library(name: "RapportClient", targets: ["RapportClient"]),
         .executable(name: "rapportd", targets: ["rapportd"]),
         .executable(name: "rapport", targets: ["rapport"]),
+        .executable(name: "rapportctl", targets: ["rapportctl"]),
         .executable(name: "rapport-bench", targets: ["rapport-bench"]),
     ],
     dependencies: [
@@ -49,10 +51,12 @@ let package = Package(
         ),
 
         .target(name: "CRM", dependencies: ["SyncModel"]),
+        // The registry of tenants, users and devices, and the tenant files of a data directory.
+        .target(name: "Registry", dependencies: ["SQLite", "SyncModel", "ReplicaStore", "TLS"]),
         .target(
             name: "RapportServer",
             dependencies: [
-                "ReplicaStore", "SQLite", "SyncModel", "SyncProtocol", "TLS",
+                "ReplicaStore", "Registry", "SQLite", "SyncModel", "SyncProtocol", "TLS",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),
@@ -85,10 +89,17 @@ let package = Package(
         .executableTarget(
             name: "rapportd",
             dependencies: [
-                "RapportServer", "CRM",
+                "RapportServer", "Registry", "CRM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
+        ),
+        .executableTarget(
+            name: "rapportctl",
+            dependencies: [
+                "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "RapportDevice",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .executableTarget(
             name: "rapport-bench",
@@ -101,7 +112,7 @@ let package = Package(
 
         // Tests.
         // Support for tests and benchmarks: temp directories, seeded randomness, server processes.
-        .target(name: "TestSupport", dependencies: ["TLS"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["TLS", "Registry", "SyncModel"], path: "Tests/TestSupport"),
         .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "TestSupport"]),
         .testTarget(name: "SyncModelTests", dependencies: [
             "SyncModel", "TestSupport",

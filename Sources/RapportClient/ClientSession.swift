@@ -43,6 +43,57 @@ struct ClientSession {
         onOpen: (@Sendable (AsyncStream<SessionInput>.Continuation) -> Void)? = nil,
         _ body: (inout ClientSession) async throws -> T
     ) async throws -> T {
+        try await connect(configuration: configuration, tls: tls) { iterator, outbound, continuation in
+            var hello = Rapport_V1_Hello()
+            hello.protocolVersion = SyncProtocolVersion.current
+            hello.schemaVersion = configuration.schemaVersion
+            hello.tenant = configuration.tenant
+            hello.deviceID = deviceID
+            hello.secret = .init(configuration.secret)
+            hello.subscribe = subscribe
+            hello.client = "RapportClient/1"
+            var frame = Rapport_V1_Frame()
+            frame.hello = hello
+            try await outbound.write(frame)
+            let welcome = try await Self.awaitReply(&iterator, timeout: configuration.connectTimeout) { frame -> Rapport_V1_Welcome? in
+                if case .welcome(let welcome)? = frame.body { welcome } else { nil }
+            }
+            var session = ClientSession(welcome: welcome, outbound: outbound, inputs: iterator, inject: continuation)
+            onOpen?(continuation)
+            let result = try await body(&session)
+            var goodbye = Rapport_V1_Frame()
+            goodbye.goodbye = Rapport_V1_Goodbye()
+            try? await outbound.write(goodbye)
+            return result
+        }
+    }
+
+    /// Connects and trades a one-time enrollment code for the device's id and secret.
+    static func enroll(configuration: ClientConfiguration, tls: TLSContext, code: String, deviceName: String) async throws -> Rapport_V1_Enrolled {
+        try await connect(configuration: configuration, tls: tls) { iterator, outbound, _ in
+            var enroll = Rapport_V1_Enroll()
+            enroll.protocolVersion = SyncProtocolVersion.current
+            enroll.schemaVersion = configuration.schemaVersion
+            enroll.tenant = configuration.tenant
+            enroll.code = code
+            enroll.deviceName = deviceName
+            enroll.client = "RapportClient/1"
+            var frame = Rapport_V1_Frame()
+            frame.enroll = enroll
+            try await outbound.write(frame)
+            return try await Self.awaitReply(&iterator, timeout: configuration.connectTimeout) { frame -> Rapport_V1_Enrolled? in
+                if case .enrolled(let enrolled)? = frame.body { enrolled } else { nil }
+            }
+        }
+    }
+
+    /// Opens the TLS connection with the frame codec and runs `body` with its inputs and
+    /// outbound writer; closes the connection when `body` ends.
+    private static func connect<T: Sendable>(
+        configuration: ClientConfiguration, tls: TLSContext,
+        _ body: (inout AsyncStream<SessionInput>.AsyncIterator, NIOAsyncChannelOutboundWriter<Rapport_V1_Frame>,
+                 AsyncStream<SessionInput>.Continuation) async throws -> T
+    ) async throws -> T {
         let maxFrame = SessionLimits().maxFrameBytes
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.init(configuration.connectTimeout))
@@ -70,37 +121,19 @@ struct ClientSession {
                 continuation.finish()
             }
             var iterator = stream.makeAsyncIterator()
-            var hello = Rapport_V1_Hello()
-            hello.protocolVersion = SyncProtocolVersion.current
-            hello.schemaVersion = configuration.schemaVersion
-            hello.tenant = configuration.tenant
-            hello.deviceID = deviceID
-            hello.secret = .init(configuration.secret)
-            hello.subscribe = subscribe
-            hello.client = "RapportClient/1"
-            var frame = Rapport_V1_Frame()
-            frame.hello = hello
-            try await outbound.write(frame)
-            let welcome = try await Self.awaitWelcome(&iterator, timeout: configuration.connectTimeout)
-            var session = ClientSession(welcome: welcome, outbound: outbound, inputs: iterator, inject: continuation)
-            onOpen?(continuation)
-            let result = try await body(&session)
-            var goodbye = Rapport_V1_Frame()
-            goodbye.goodbye = Rapport_V1_Goodbye()
-            try? await outbound.write(goodbye)
-            return result
+            return try await body(&iterator, outbound, continuation)
         }
     }
 
-    private static func awaitWelcome(_ iterator: inout AsyncStream<SessionInput>.AsyncIterator, timeout: Duration) async throws -> Rapport_V1_Welcome {
+    /// Waits for the server's answer to the first frame: the expected message or an Error.
+    private static func awaitReply<Reply>(_ iterator: inout AsyncStream<SessionInput>.AsyncIterator, timeout: Duration,
+                                          _ expected: (Rapport_V1_Frame) -> Reply?) async throws -> Reply {
         while let input = await iterator.next() {
             switch input {
             case .inbound(.frame(let frame)):
-                switch frame.body {
-                case .welcome(let welcome)?: return welcome
-                case .error(let error)?: throw SyncError(error)
-                default: throw ClientError.protocolViolation("expected Welcome, got \(frame.body.map { "\($0)".prefix(40) } ?? "nothing")")
-                }
+                if let reply = expected(frame) { return reply }
+                if case .error(let error)? = frame.body { throw SyncError(error) }
+                throw ClientError.protocolViolation("unexpected answer \(frame.body.map { "\($0)".prefix(40) } ?? "nothing")")
             case .inbound(.invalid(let error)):
                 throw ClientError.protocolViolation("\(error)")
             case .ended(let error):
@@ -109,7 +142,7 @@ struct ClientSession {
                 continue
             }
         }
-        throw ClientError.connectionLost("the session ended before Welcome")
+        throw ClientError.connectionLost("the connection ended before the server answered")
     }
 
     /// What the end of the connection means: a TLS failure keeps its own type (a certificate

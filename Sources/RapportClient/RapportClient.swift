@@ -29,9 +29,38 @@ public final class RapportClient: Sendable {
         self.store = store
         self.configuration = configuration
         self.logger = logger
-        tls = try TLSContext(configuration: .client(
+        tls = try Self.tlsContext(configuration)
+    }
+
+    static func tlsContext(_ configuration: ClientConfiguration) throws -> TLSContext {
+        try TLSContext(configuration: .client(
             trustRoots: configuration.trustRoots, expectedHostname: configuration.serverName,
             spkiSHA256Pin: configuration.serverKeyPin, applicationProtocols: [SyncProtocolVersion.alpn]))
+    }
+
+    /// What a device receives when it enrolls: keep `secret` where only its user can read it.
+    public struct Enrollment: Sendable, Equatable {
+        /// The device's replica id: its store must be created with it, since the server only
+        /// accepts writes a device makes under its own id.
+        public var deviceID: String
+        public var secret: [UInt8]
+        public var tenant: String
+        /// The e-mail of the user the device belongs to.
+        public var user: String
+    }
+
+    /// Trades a one-time enrollment code (from `rapportctl device enroll`) for this device's id
+    /// and secret. Not retried: a code works once, and a refusal (`SyncError` with
+    /// `invalidEnrollmentCode`, `enrollmentCodeExpired`, `enrollmentCodeUsed`, ...) will not pass.
+    ///
+    /// - Parameter configuration: the server and tenant; its `secret` is ignored.
+    public static func enroll(configuration: ClientConfiguration, code: String, deviceName: String) async throws -> Enrollment {
+        let tls = try tlsContext(configuration)
+        let reply = try await ClientSession.enroll(configuration: configuration, tls: tls, code: code, deviceName: deviceName)
+        guard !reply.deviceID.isEmpty, reply.secret.count >= 16 else {
+            throw ClientError.protocolViolation("the server's enrollment answer has no device id or secret")
+        }
+        return Enrollment(deviceID: reply.deviceID, secret: Array(reply.secret), tenant: reply.tenant, user: reply.user)
     }
 
     /// Pushes every local change, then pulls every change of others, retrying with backoff when

@@ -227,8 +227,8 @@ public struct DeviceHome: Sendable, Equatable {
     public func initialize(_ settings: DeviceSettings, force: Bool = false,
                            now: Date = Date()) throws(DeviceError) -> DeviceProfile {
         let files = FileManager.default
-        guard TenantName.isValid(settings.tenant) else {
-            throw .usage("invalid tenant '\(settings.tenant)': 1 to 63 characters of a-z 0-9 -, not starting or ending with -")
+        if let problem = TenantID.problem(with: settings.tenant) {
+            throw .usage("invalid tenant \(TenantID.quoted(settings.tenant)): \(problem)")
         }
         guard !settings.secret.isEmpty else { throw .usage("the secret is empty") }
         guard settings.caFile != nil || settings.pin != nil else {
@@ -280,6 +280,39 @@ public struct DeviceHome: Sendable, Equatable {
         } catch {
             throw DeviceError.classify(error)
         }
+    }
+
+    /// Creates a device by enrolling it: trades the one-time `code` (from `rapportctl device
+    /// enroll`) for the device id and secret the server issues, then writes the device as
+    /// `initialize` does. `settings.secret` and `settings.deviceID` are ignored. Settings are
+    /// checked before the server is contacted, so a mistake does not use up the code.
+    @discardableResult
+    public func enroll(_ settings: DeviceSettings, code: String, deviceName: String, force: Bool = false,
+                       now: Date = Date()) async throws(DeviceError) -> DeviceProfile {
+        if let problem = TenantID.problem(with: settings.tenant) {
+            throw .usage("invalid tenant \(TenantID.quoted(settings.tenant)): \(problem)")
+        }
+        guard settings.caFile != nil || settings.pin != nil else {
+            throw .usage("give --ca FILE (the CA that signed the server's certificate), --pin SHA256HEX, or both")
+        }
+        if exists && !force {
+            throw .usage("a device already exists in \(path); use --force to replace it (its unsynced changes are lost)")
+        }
+        let pin = try settings.pin.map { pin throws(DeviceError) in try Self.normalizePin(pin) }
+        let configuration = ClientConfiguration(
+            host: settings.server.host, port: settings.server.port, tenant: settings.tenant, secret: [],
+            trustRoots: settings.caFile.map { .certificates(.file($0)) } ?? .system, schemaVersion: CRMSchema.version,
+            serverName: settings.serverName, serverKeyPin: pin)
+        let enrollment: RapportClient.Enrollment
+        do {
+            enrollment = try await RapportClient.enroll(configuration: configuration, code: code, deviceName: deviceName)
+        } catch {
+            throw DeviceError.classify(error, duringSync: true)
+        }
+        var enrolled = settings
+        enrolled.secret = enrollment.secret
+        enrolled.deviceID = enrollment.deviceID
+        return try initialize(enrolled, force: force, now: now)
     }
 
     // MARK: Files
@@ -391,16 +424,6 @@ public struct DeviceHome: Sendable, Equatable {
 }
 
 /// Tenant slugs as the server accepts them, checked at init so a typo fails before any network.
-enum TenantName {
-    static func isValid(_ slug: String) -> Bool {
-        let bytes = Array(slug.utf8)
-        guard (1...63).contains(bytes.count), bytes.first != UInt8(ascii: "-"), bytes.last != UInt8(ascii: "-") else { return false }
-        return bytes.allSatisfy {
-            ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "-")
-        }
-    }
-}
-
 /// `write(2)`, named apart from `DeviceHome.write` and from the Glibc/Darwin module split.
 private func systemWrite(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int) -> Int {
     #if canImport(Glibc)

@@ -82,7 +82,8 @@ public struct DeviceError: Error, Sendable, Equatable, CustomStringConvertible {
             return DeviceError(.usage, error.description)
         case let error as SyncError:
             switch error.code {
-            case .authenticationFailed, .unknownTenant, .tenantSuspended, .deviceRevoked, .invalidEnrollmentCode:
+            case .authenticationFailed, .unknownTenant, .tenantSuspended, .deviceRevoked, .userSuspended,
+                 .invalidEnrollmentCode, .enrollmentCodeExpired, .enrollmentCodeUsed, .permissionDenied:
                 return DeviceError(.refused, "the server refused this device: \(error.message)")
             default:
                 return DeviceError(.syncFailed, "sync failed: \(error)")

@@ -1,75 +1,219 @@
 import Foundation
+import Registry
+import Synchronization
 import SyncModel
 import SyncProtocol
 import TLS
 
-/// Decides whether a device may open a session for a tenant.
-public protocol Authenticator: Sendable {
-    /// Returns normally when the credential is good; otherwise throws a `SyncError` whose code
-    /// tells the device what is wrong (unknown tenant, bad credential, suspended, revoked).
-    func authenticate(tenant: String, device: ReplicaID, secret: [UInt8]) throws
-}
+/// Who a session is, once its Hello was accepted.
+public struct SessionIdentity: Sendable, Hashable {
+    public var tenant: String
+    public var device: ReplicaID
+    /// The e-mail of the device's user, when the authenticator knows users.
+    public var user: String?
 
-/// Tenant ids are slugs: they name files in the data directory, so nothing else may pass.
-public enum TenantID {
-    /// 1 to 63 characters of `a-z 0-9 -`, not starting or ending with `-`.
-    public static func isValid(_ slug: String) -> Bool {
-        let bytes = Array(slug.utf8)
-        guard (1...63).contains(bytes.count), bytes.first != UInt8(ascii: "-"), bytes.last != UInt8(ascii: "-") else { return false }
-        return bytes.allSatisfy { ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) || $0 == UInt8(ascii: "-") }
+    public init(tenant: String, device: ReplicaID, user: String? = nil) {
+        self.tenant = tenant
+        self.device = device
+        self.user = user
     }
 }
 
-/// Development credentials, until the tenant registry exists: one shared secret per tenant,
-/// kept as its SHA-256 in `<data>/dev-tenants` (`slug hex-sha256` per line).
+/// Decides who may open sessions, and tells the server when that changes.
 ///
-/// On first start it creates the tenant `dev` with a random 256-bit secret and writes the secret
-/// to `<data>/dev-secret` (readable by its owner only) so a local device can connect.
-public struct DevAuthenticator: Authenticator {
+/// Methods may block (the registry is a SQLite file), so the server calls them off its event
+/// loops, on the thread pool.
+public protocol Authenticator: Sendable {
+    /// Returns the session's identity when the credential is good; otherwise throws a `SyncError`
+    /// whose code tells the device what is wrong (unknown tenant, bad credential, suspended,
+    /// revoked).
+    func authenticate(tenant: String, device: ReplicaID, secret: [UInt8]) throws -> SessionIdentity
+
+    /// Trades a one-time enrollment code for a new device id and secret.
+    func enroll(tenant: String, code: String, deviceName: String) throws -> Rapport_V1_Enrolled
+
+    /// Re-reads what may have changed (revocations, suspensions, new tenants) and saves what the
+    /// server recorded about sessions. Returns whether access rules changed.
+    func refresh() throws -> Bool
+
+    /// Why a live session must end now, or `nil` when it may go on.
+    func revocation(of identity: SessionIdentity) -> SyncError?
+
+    /// Notes that a device was seen, with the checkpoint it reported; saved at the next refresh.
+    func recordActivity(of identity: SessionIdentity, checkpoint: Int64?)
+
+    /// Whether the tenant's sessions may run; a server closes the stores of tenants that may not.
+    func isServing(tenant: String) -> Bool
+
+    /// Whether a tenant's store file is made on first use (tests and embedding) or must exist
+    /// (a registry creates it with the tenant).
+    var createsTenantStores: Bool { get }
+}
+
+extension Authenticator {
+    public func enroll(tenant: String, code: String, deviceName: String) throws -> Rapport_V1_Enrolled {
+        throw SyncError(.invalidEnrollmentCode, "this server does not enroll devices")
+    }
+    public func refresh() throws -> Bool { false }
+    public func revocation(of identity: SessionIdentity) -> SyncError? { nil }
+    public func recordActivity(of identity: SessionIdentity, checkpoint: Int64?) {}
+    public var createsTenantStores: Bool { false }
+    public func isServing(tenant: String) -> Bool { true }
+}
+
+/// Credentials held in memory: one shared secret per tenant, any device id. For tests and for
+/// embedding a server in another program; a real deployment uses `RegistryAuthenticator`.
+public struct StaticAuthenticator: Authenticator {
     /// Tenant slug to SHA-256 of its secret.
     let secretHashes: [String: [UInt8]]
 
-    /// Where the generated secret of the `dev` tenant is written.
-    public static func secretPath(in dataDirectory: String) -> String { dataDirectory + "/dev-secret" }
-
-    /// Loads `<data>/dev-tenants`, creating it (and the `dev` tenant) when missing.
-    public init(dataDirectory: String) throws {
-        let path = dataDirectory + "/dev-tenants"
-        if !FileManager.default.fileExists(atPath: path) {
-            let secret = try Crypto.randomBytes(32)
-            try Self.writePrivate(Crypto.hex(secret) + "\n", to: Self.secretPath(in: dataDirectory))
-            try Self.writePrivate("dev \(Crypto.hex(Crypto.sha256(secret)))\n", to: path)
-        }
-        var hashes: [String: [UInt8]] = [:]
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        for (number, line) in text.split(separator: "\n").enumerated() where !line.hasPrefix("#") {
-            let parts = line.split(separator: " ")
-            guard parts.count == 2, TenantID.isValid(String(parts[0])),
-                  let hash = Crypto.bytes(fromHex: String(parts[1])), hash.count == 32 else {
-                throw CocoaError(.fileReadCorruptFile, userInfo: [NSFilePathErrorKey: path, NSLocalizedDescriptionKey: "\(path) line \(number + 1): expected 'tenant-slug sha256-hex'"])
-            }
-            hashes[String(parts[0])] = hash
-        }
-        secretHashes = hashes
-    }
-
-    /// Credentials held in memory, for tests.
     public init(secrets: [String: [UInt8]]) {
         secretHashes = secrets.mapValues { Crypto.sha256($0) }
     }
 
-    public func authenticate(tenant: String, device: ReplicaID, secret: [UInt8]) throws {
+    public func authenticate(tenant: String, device: ReplicaID, secret: [UInt8]) throws -> SessionIdentity {
         guard let expected = secretHashes[tenant] else {
-            throw SyncError(.unknownTenant, "no tenant '\(tenant.prefix(64))' on this server")
+            throw SyncError(.unknownTenant, "no tenant \(TenantID.quoted(tenant)) on this server")
         }
         guard Crypto.constantTimeEquals(Crypto.sha256(secret), expected) else {
             throw SyncError(.authenticationFailed, "wrong credential for tenant '\(tenant)'")
         }
+        return SessionIdentity(tenant: tenant, device: device)
     }
 
-    static func writePrivate(_ text: String, to path: String) throws {
-        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+    public var createsTenantStores: Bool { true }
+}
+
+/// Authenticates devices against the registry of the data directory.
+///
+/// Sessions are checked against an in-memory snapshot of tenants and devices, so a Hello costs
+/// one SHA-256 and no I/O; the snapshot is re-read when `PRAGMA data_version` says another
+/// process (`rapportctl`) committed, which `refresh` checks about once a second. Secrets are
+/// random 256-bit values, so a plain SHA-256 is enough to keep a stolen registry from
+/// revealing them (there is no low-entropy password to brute-force).
+public final class RegistryAuthenticator: Authenticator {
+    private struct Connection: ~Copyable {
+        var registry: Registry
+        var dataVersion: Int64
+    }
+
+    private let connection: Mutex<Connection>
+    private let snapshot: Mutex<AccessSnapshot>
+    private let activity = Mutex<[String: (seen: Date, checkpoint: Int64?)]>([:])
+    /// Compared against when the device is unknown, so an unknown id takes as long as a bad secret.
+    private let decoyHash = Crypto.sha256(Array("rapport: no such device".utf8))
+
+    /// Opens the registry of `dataDirectory` (creating it when missing) and reads it.
+    public init(dataDirectory: DataDirectory) throws {
+        let registry = try dataDirectory.openRegistry()
+        let version = try registry.dataVersion
+        let first = try registry.accessSnapshot()
+        connection = Mutex(Connection(registry: registry, dataVersion: version))
+        snapshot = Mutex(first)
+    }
+
+    public func authenticate(tenant: String, device: ReplicaID, secret: [UInt8]) throws -> SessionIdentity {
+        var current = snapshot.withLock { $0 }
+        if current.tenants[tenant] == nil || current.devices[device.rawValue] == nil {
+            // Perhaps created a moment ago by rapportctl: look again before refusing.
+            _ = try refresh()
+            current = snapshot.withLock { $0 }
         }
+        guard let status = current.tenants[tenant], status != .deleted else {
+            throw SyncError(.unknownTenant, "no tenant \(TenantID.quoted(tenant)) on this server")
+        }
+        let entry = current.devices[device.rawValue]
+        let matches = Crypto.constantTimeEquals(Crypto.sha256(secret), entry?.secretHash ?? decoyHash)
+        // A device of another tenant is refused exactly like an unknown one.
+        guard let entry, matches, entry.tenant == tenant else {
+            throw SyncError(.authenticationFailed, "unknown device or wrong secret for tenant '\(tenant)'")
+        }
+        let identity = SessionIdentity(tenant: tenant, device: device, user: entry.user)
+        if let refusal = Self.refusal(identity, in: current) { throw refusal }
+        return identity
+    }
+
+    public func enroll(tenant: String, code: String, deviceName: String) throws -> Rapport_V1_Enrolled {
+        guard TenantID.isValid(tenant) else {
+            throw SyncError(.unknownTenant, "\(TenantID.quoted(tenant)) is not a valid tenant id")
+        }
+        let enrollment: Enrollment
+        do {
+            enrollment = try connection.withLock { try $0.registry.enroll(tenant: tenant, code: code, deviceName: deviceName) }
+        } catch RegistryError.enrollment(let failure, let message) {
+            let code: SyncError.Code = switch failure {
+            case .unknownCode: .invalidEnrollmentCode
+            case .expired: .enrollmentCodeExpired
+            case .alreadyUsed: .enrollmentCodeUsed
+            case .tenantNotActive: .tenantSuspended
+            case .userNotActive: .userSuspended
+            }
+            throw SyncError(code, message)
+        }
+        try reload()
+        var reply = Rapport_V1_Enrolled()
+        reply.deviceID = enrollment.device.id
+        reply.secret = Data(enrollment.secret)
+        reply.tenant = tenant
+        reply.user = enrollment.device.user
+        return reply
+    }
+
+    public func refresh() throws -> Bool {
+        let pending = activity.withLock { pending in defer { pending.removeAll() }; return pending }
+        return try connection.withLock { connection in
+            if !pending.isEmpty { try connection.registry.recordActivity(pending) }
+            let version = try connection.registry.dataVersion
+            guard version != connection.dataVersion else { return false }
+            connection.dataVersion = version
+            let fresh = try connection.registry.accessSnapshot()
+            snapshot.withLock { $0 = fresh }
+            return true
+        }
+    }
+
+    private func reload() throws {
+        try connection.withLock { connection in
+            let fresh = try connection.registry.accessSnapshot()
+            snapshot.withLock { $0 = fresh }
+        }
+    }
+
+    public func isServing(tenant: String) -> Bool {
+        snapshot.withLock { $0.tenants[tenant] == .active }
+    }
+
+    public func revocation(of identity: SessionIdentity) -> SyncError? {
+        let current = snapshot.withLock { $0 }
+        return Self.refusal(identity, in: current)
+    }
+
+    public func recordActivity(of identity: SessionIdentity, checkpoint: Int64?) {
+        activity.withLock { pending in
+            let previous = pending[identity.device.rawValue]?.checkpoint
+            pending[identity.device.rawValue] = (Date(), checkpoint ?? previous)
+        }
+    }
+
+    /// Why `identity` may not have a session as of `snapshot`, each with its own code.
+    static func refusal(_ identity: SessionIdentity, in snapshot: AccessSnapshot) -> SyncError? {
+        switch snapshot.tenants[identity.tenant] {
+        case nil, .deleted?:
+            return SyncError(.unknownTenant, "tenant '\(identity.tenant)' no longer exists")
+        case .suspended?:
+            return SyncError(.tenantSuspended, "tenant '\(identity.tenant)' is suspended; ask its administrator")
+        case .active?:
+            break
+        }
+        guard let device = snapshot.devices[identity.device.rawValue], device.tenant == identity.tenant else {
+            return SyncError(.deviceRevoked, "device \(identity.device) is no longer registered")
+        }
+        guard device.userStatus == .active else {
+            return SyncError(.userSuspended, "user \(device.user) is \(device.userStatus.rawValue)")
+        }
+        guard device.status == .active else {
+            return SyncError(.deviceRevoked, "device \(identity.device) was revoked; enroll it again")
+        }
+        return nil
     }
 }

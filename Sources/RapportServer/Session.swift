@@ -17,12 +17,17 @@ extension SyncServer {
         let entry = sessions.add(connection.channel)
         defer { sessions.remove(entry) }
         var tenant: TenantStore?
-        defer { tenant?.unsubscribe(connection.channel) }
+        defer {
+            if let tenant {
+                tenant.unsubscribe(connection.channel)
+                tenants.release(tenant.tenant)
+            }
+        }
         do {
             try await connection.executeThenClose { inbound, outbound in
               do {
                 var machine = ServerSessionState(schemaVersion: configuration.schemaVersion, limits: configuration.limits)
-                var device: ReplicaID?
+                var identity: SessionIdentity?
                 var backlog: PullBacklog?
                 for try await frame in inbound {
                     entry.busy.store(true, ordering: .releasing)
@@ -32,9 +37,10 @@ extension SyncServer {
                         do {
                             let (store, id) = try await authenticate(hello)
                             tenant = store
-                            device = id
+                            identity = id
+                            entry.identity.withLock { $0 = id }
                             logger[metadataKey: "tenant"] = "\(store.tenant)"
-                            logger[metadataKey: "device"] = "\(id)"
+                            logger[metadataKey: "device"] = "\(id.device)"
                             machine.authenticated()
                             let sequence = try await store.store.perform { $0.lastSequence }
                             var welcome = Rapport_V1_Welcome()
@@ -54,15 +60,32 @@ extension SyncServer {
                             try await outbound.write(error.frame)
                             return
                         }
+                    case .enroll(let request):
+                        logger[metadataKey: "tenant"] = "\(request.tenant.prefix(64))"
+                        do {
+                            let authenticator = self.authenticator
+                            var reply = Rapport_V1_Frame()
+                            reply.enrolled = try await NIOThreadPool.singleton.runIfActive {
+                                try authenticator.enroll(tenant: request.tenant, code: request.code, deviceName: request.deviceName)
+                            }
+                            logger.notice("device enrolled", metadata: ["device": "\(reply.enrolled.deviceID)", "user": "\(reply.enrolled.user)"])
+                            try await outbound.write(reply)
+                        } catch let error as SyncError {
+                            logger.notice("enrollment refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+                            try await outbound.write(error.frame)
+                        }
+                        return
                     case .push(let request):
-                        guard let tenant, let device else { return }
+                        guard let tenant, let device = identity?.device else { return }
                         let (result, advanced) = try await push(request, into: tenant, from: device, logger: logger)
                         var reply = Rapport_V1_Frame()
                         reply.pushResult = result
                         try await outbound.write(reply)
                         if advanced { tenant.announce(Int64(result.serverSequence), except: connection.channel) }
                     case .pull(let request):
-                        guard let tenant, let device else { return }
+                        guard let tenant, let identity else { return }
+                        let device = identity.device
+                        authenticator.recordActivity(of: identity, checkpoint: request.after <= UInt64(Int64.max) ? Int64(request.after) : nil)
                         do {
                             var reply = Rapport_V1_Frame()
                             (reply.pullBatch, backlog) = try await pull(request, from: tenant, for: device, backlog: backlog)
@@ -103,18 +126,26 @@ extension SyncServer {
         }
     }
 
-    /// Checks a Hello's identity and credential and opens the tenant's store.
-    func authenticate(_ hello: Rapport_V1_Hello) async throws -> (TenantStore, ReplicaID) {
-        guard TenantID.isValid(hello.tenant) else {
-            throw SyncError(.unknownTenant, "'\(hello.tenant.prefix(64))' is not a valid tenant id")
+    /// Checks a Hello's identity and credential and leases the tenant's store (released when
+    /// the session ends).
+    func authenticate(_ hello: Rapport_V1_Hello) async throws -> (TenantStore, SessionIdentity) {
+        if let problem = TenantID.problem(with: hello.tenant) {
+            throw SyncError(.unknownTenant, "\(TenantID.quoted(hello.tenant)) is not a valid tenant id: \(problem)")
         }
         guard let device = try? ReplicaID(hello.deviceID) else {
             throw SyncError(.authenticationFailed, "'\(hello.deviceID.prefix(64))' is not a valid device id")
         }
-        try authenticator.authenticate(tenant: hello.tenant, device: device, secret: Array(hello.secret))
-        let tenants = self.tenants
-        let store = try await NIOThreadPool.singleton.runIfActive { try tenants.store(for: hello.tenant) }
-        return (store, device)
+        let (tenants, authenticator) = (self.tenants, self.authenticator)
+        let secret = Array(hello.secret)
+        return try await NIOThreadPool.singleton.runIfActive {
+            let identity = try authenticator.authenticate(tenant: hello.tenant, device: device, secret: secret)
+            authenticator.recordActivity(of: identity, checkpoint: nil)
+            do {
+                return (try tenants.lease(hello.tenant), identity)
+            } catch {
+                throw SyncError(.internal, "tenant '\(hello.tenant)' cannot be opened now: \(error)")
+            }
+        }
     }
 
     /// Validates each pushed record, merges the valid ones in one transaction, and answers for
@@ -135,6 +166,12 @@ extension SyncServer {
                         throw ModelError.malformedEncoding("record \(state.id) appears twice in one push")
                     }
                     try store.validate(state)
+                    // Only a record carrying other replicas' writes needs the stored state.
+                    if state.vector.sortedEntries.contains(where: { $0.replica != device }) {
+                        try state.checkAuthorship(by: device, against: try store.record(state.id))
+                    } else {
+                        try state.checkAuthorship(by: device, against: nil)
+                    }
                     accepted.append((index, state))
                 } catch {
                     results[index].outcome = .rejected

@@ -4,7 +4,8 @@ import SyncProtocol
 /// the protocol's rules are tested without sockets and the connection code only carries out
 /// actions.
 ///
-/// States: `awaitingHello` → (`Hello`, then the driver authenticates) → `established` → `closed`.
+/// States: `awaitingHello` → (`Hello`, then the driver authenticates) → `established` → `closed`;
+/// or `awaitingHello` → (`Enroll`, answered by the driver) → `closed`.
 struct ServerSessionState {
     enum State: Equatable {
         case awaitingHello
@@ -16,6 +17,8 @@ struct ServerSessionState {
     enum Action: Equatable {
         /// Check the hello's credentials, then call `authenticated` or `refused`.
         case authenticate(Rapport_V1_Hello)
+        /// Trade the enrollment code for a credential, answer `Enrolled` or an error, and close.
+        case enroll(Rapport_V1_Enroll)
         case push(Rapport_V1_PushRequest)
         case pull(Rapport_V1_PullRequest)
         case reply(Rapport_V1_Frame)
@@ -45,18 +48,15 @@ struct ServerSessionState {
         case (.closed, _):
             return .close
         case (.awaitingHello, .hello(let hello)?):
-            guard hello.protocolVersion == SyncProtocolVersion.current else {
-                return fail(SyncError(.unsupportedProtocolVersion,
-                                      "client speaks protocol version \(hello.protocolVersion), this server speaks \(SyncProtocolVersion.current)"))
-            }
-            guard hello.schemaVersion <= schemaVersion else {
-                return fail(SyncError(.incompatibleSchema,
-                                      "client schema version \(hello.schemaVersion) is newer than the server's \(schemaVersion); upgrade the server"))
-            }
+            if let error = checkVersions(protocol: hello.protocolVersion, schema: hello.schemaVersion) { return fail(error) }
             state = .authenticating
             return .authenticate(hello)
+        case (.awaitingHello, .enroll(let enroll)?):
+            if let error = checkVersions(protocol: enroll.protocolVersion, schema: enroll.schemaVersion) { return fail(error) }
+            state = .closed
+            return .enroll(enroll)
         case (.awaitingHello, _):
-            return fail(SyncError(.unexpectedMessage, "the first message of a session must be Hello"))
+            return fail(SyncError(.unexpectedMessage, "the first message of a session must be Hello (or Enroll)"))
         case (.authenticating, _):
             return fail(SyncError(.unexpectedMessage, "wait for Welcome before sending more"))
         case (.established, .push(let push)?):
@@ -83,6 +83,18 @@ struct ServerSessionState {
         case (.established, let body):
             return fail(SyncError(.unexpectedMessage, "a client does not send \(body.map { "\($0)".prefix(40) } ?? "an empty frame")"))
         }
+    }
+
+    private func checkVersions(protocol version: UInt32, schema: UInt32) -> SyncError? {
+        guard version == SyncProtocolVersion.current else {
+            return SyncError(.unsupportedProtocolVersion,
+                             "client speaks protocol version \(version), this server speaks \(SyncProtocolVersion.current)")
+        }
+        guard schema <= schemaVersion else {
+            return SyncError(.incompatibleSchema,
+                             "client schema version \(schema) is newer than the server's \(schemaVersion); upgrade the server")
+        }
+        return nil
     }
 
     /// The driver accepted the hello's credentials.

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Registry
 import ReplicaStore
 import Synchronization
 import SyncModel
@@ -28,6 +29,11 @@ public final class SyncServer: Sendable {
         public var schemaVersion: UInt32
         /// How long shutdown waits for sessions to finish their current batch.
         public var shutdownGracePeriod: Duration
+        /// The most tenant stores kept open while no session uses them (LRU beyond that).
+        public var maxOpenTenants: Int
+        /// How often the server looks for revoked devices, suspended users and tenants, and
+        /// ends their sessions: the bound on how long a revoked device keeps syncing.
+        public var accessCheckInterval: Duration
 
         public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = 7443,
                     schema: Schema, schemaVersion: UInt32) {
@@ -38,6 +44,8 @@ public final class SyncServer: Sendable {
             self.schema = schema
             self.schemaVersion = schemaVersion
             self.shutdownGracePeriod = .seconds(10)
+            self.maxOpenTenants = 256
+            self.accessCheckInterval = .seconds(1)
         }
     }
 
@@ -56,10 +64,12 @@ public final class SyncServer: Sendable {
         // Safe: the channel is only closed (a thread-safe NIO call), the task only awaited.
         var channel: any Channel
         var acceptLoop: Task<Void, Never>
+        var accessWatch: Task<Void, Never>
         var port: Int
     }
 
-    /// Sets the server up: TLS material, tenant directory, authenticator. Nothing listens yet.
+    /// Sets the server up: TLS material, tenant directory, authenticator (by default the
+    /// registry of the data directory). Nothing listens yet.
     public init(configuration: Configuration, authenticator: (any Authenticator)? = nil,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) throws {
         self.configuration = configuration
@@ -77,8 +87,12 @@ public final class SyncServer: Sendable {
         }
         tls = try TLSContext(configuration: .server(certificateChain: chain, privateKey: key,
                                                     applicationProtocols: [SyncProtocolVersion.alpn]))
-        tenants = try TenantPool(directory: configuration.dataDirectory + "/tenants", schema: configuration.schema, logger: logger)
-        self.authenticator = try authenticator ?? DevAuthenticator(dataDirectory: configuration.dataDirectory)
+        let directory = DataDirectory(configuration.dataDirectory)
+        let authenticator = try authenticator ?? RegistryAuthenticator(dataDirectory: directory)
+        self.authenticator = authenticator
+        tenants = try TenantPool(directory: directory.tenantsPath, schema: configuration.schema,
+                                 capacity: configuration.maxOpenTenants,
+                                 createsMissing: authenticator.createsTenantStores, logger: logger)
     }
 
     /// The port the server listens on, once started.
@@ -117,7 +131,8 @@ public final class SyncServer: Sendable {
                 logger.error("accept loop ended", metadata: ["error": "\(error)"])
             }
         }
-        running.withLock { $0 = Running(channel: server.channel, acceptLoop: acceptLoop, port: port) }
+        let accessWatch = Task { [self] in await watchAccess() }
+        running.withLock { $0 = Running(channel: server.channel, acceptLoop: acceptLoop, accessWatch: accessWatch, port: port) }
         logger.info("rapportd listening", metadata: ["address": "\(configuration.host):\(port)", "data": "\(configuration.dataDirectory)"])
         return port
     }
@@ -128,6 +143,7 @@ public final class SyncServer: Sendable {
         guard let current = running.withLock({ state in defer { state = nil }; return state }) else { return }
         logger.info("shutting down", metadata: ["sessions": "\(sessions.count)"])
         try? await current.channel.close()
+        current.accessWatch.cancel()
         sessions.shutDown()
         let grace = configuration.shutdownGracePeriod
         let finished = await withTaskGroup(of: Bool.self) { group in
@@ -142,8 +158,34 @@ public final class SyncServer: Sendable {
             sessions.closeAll()
             await current.acceptLoop.value
         }
+        await current.accessWatch.value
+        _ = try? await NIOThreadPool.singleton.runIfActive { [authenticator] in try authenticator.refresh() }
         await tenants.closeAll()
         logger.info("stopped")
+    }
+
+    /// Every `accessCheckInterval`: re-reads the registry when it changed (and saves when devices
+    /// were last seen), ends the sessions of revoked devices, suspended users and suspended or
+    /// deleted tenants with their own error code, and closes the stores of tenants no longer served.
+    func watchAccess() async {
+        let authenticator = self.authenticator
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.accessCheckInterval)
+            if Task.isCancelled { break }
+            do {
+                guard try await NIOThreadPool.singleton.runIfActive({ try authenticator.refresh() }) else { continue }
+            } catch {
+                logger.error("cannot re-read the registry; access rules unchanged", metadata: ["error": "\(error)"])
+                continue
+            }
+            for (entry, identity) in sessions.identified() {
+                guard let refusal = authenticator.revocation(of: identity) else { continue }
+                logger.notice("ending session: access withdrawn", metadata: [
+                    "tenant": "\(identity.tenant)", "device": "\(identity.device)", "code": "\(refusal.code)"])
+                entry.channel.writeAndFlush(refusal.frame).whenComplete { _ in entry.channel.close(promise: nil) }
+            }
+            tenants.retire(Set(tenants.openTenants.filter { !authenticator.isServing(tenant: $0) }))
+        }
     }
 }
 
@@ -153,6 +195,8 @@ final class SessionRegistry: Sendable {
         let channel: any Channel
         /// Set while the session works on a request; shutdown then lets it finish first.
         let busy = Atomic<Bool>(false)
+        /// Who the session is, once authenticated.
+        let identity = Mutex<SessionIdentity?>(nil)
         init(channel: any Channel) { self.channel = channel }
     }
 
@@ -180,6 +224,11 @@ final class SessionRegistry: Sendable {
             entry.channel.writeAndFlush(SyncError(.shuttingDown, "the server is shutting down").frame, promise: nil)
             entry.channel.close(promise: nil)
         }
+    }
+
+    /// The authenticated sessions and who they are.
+    func identified() -> [(Entry, SessionIdentity)] {
+        entries.withLock { Array($0.values) }.compactMap { entry in entry.identity.withLock { $0 }.map { (entry, $0) } }
     }
 
     func closeAll() {

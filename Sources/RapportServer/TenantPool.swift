@@ -41,18 +41,48 @@ public final class TenantStore: Sendable {
     }
 }
 
-/// The open tenant stores of a server, each opened on first use and kept until shutdown.
+/// The open tenant stores of a server: opened on first use, kept while sessions use them, and
+/// closed least recently used first once more than `capacity` are open, so a server with tens
+/// of thousands of tenants keeps a bounded number of files (three descriptors per store).
+///
+/// A store in use is never closed: sessions hold a lease from `lease(_:)` to `release(_:)`.
+/// When every open store is leased the pool goes over capacity rather than refuse a session,
+/// and shrinks back as leases end.
 public final class TenantPool: Sendable {
+    private struct Entry {
+        var store: TenantStore
+        var leases: Int
+        var lastUse: UInt64
+    }
+
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var clock: UInt64 = 0
+        /// Tenants that may no longer be served: closed as soon as their last lease ends.
+        var retired: Set<String> = []
+    }
+
     private let directory: String
     private let schema: Schema
-    private let open = Mutex<[String: TenantStore]>([:])
+    /// The most stores kept open while not in use.
+    public let capacity: Int
+    private let createsMissing: Bool
+    private let state = Mutex(State())
+    /// Opening a store blocks on SQLite; these keep two sessions from opening the same tenant at
+    /// once without serialising the opening of different tenants behind one lock.
+    private let openingLocks: [OpeningLock] = (0..<64).map { _ in OpeningLock() }
+    private final class OpeningLock: Sendable { let mutex = Mutex(()) }
     private let logger: Logger
 
     /// - Parameter directory: where tenant files live, one `<slug>.sqlite` each.
-    public init(directory: String, schema: Schema, logger: Logger) throws {
+    /// - Parameter createsMissing: make a missing store file (tests, embedding) instead of refusing.
+    public init(directory: String, schema: Schema, capacity: Int = 256, createsMissing: Bool = false, logger: Logger) throws {
+        precondition(capacity > 0, "a pool holds at least one store")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.directory = directory
         self.schema = schema
+        self.capacity = capacity
+        self.createsMissing = createsMissing
         self.logger = logger
     }
 
@@ -62,25 +92,106 @@ public final class TenantPool: Sendable {
         return directory + "/" + tenant + ".sqlite"
     }
 
-    /// The tenant's store, opening (and if need be creating) its file.
+    /// How many stores are open now.
+    public var openCount: Int { state.withLock { $0.entries.count } }
+
+    /// The tenants whose stores are open now.
+    public var openTenants: [String] { state.withLock { Array($0.entries.keys) } }
+
+    /// The tenant's store, opened if need be, leased until `release(tenant)`.
     ///
     /// Opening blocks on SQLite, so it runs on the caller's thread: callers are never event loops.
-    public func store(for tenant: String) throws -> TenantStore {
-        try open.withLock { open in
-            if let existing = open[tenant] { return existing }
-            let replica = try ReplicaStore(path: path(of: tenant), options: .init(schema: schema))
+    public func lease(_ tenant: String) throws -> TenantStore {
+        if let store = takeLease(tenant) { return store }
+        let lock = openingLocks[Int(UInt(bitPattern: tenant.hashValue) % UInt(openingLocks.count))]
+        return try lock.mutex.withLock { _ in
+            if let store = takeLease(tenant) { return store }
+            let file = path(of: tenant)
+            guard createsMissing || FileManager.default.fileExists(atPath: file) else {
+                throw ReplicaStoreError.notAStore(path: file, reason: "tenant '\(tenant)' has no store file")
+            }
+            let replica = try ReplicaStore(path: file, options: .init(schema: schema))
             let store = TenantStore(tenant: tenant, store: SharedReplicaStore(replica, label: "tenant.\(tenant)"))
-            open[tenant] = store
-            logger.info("opened tenant store", metadata: ["tenant": "\(tenant)", "replica": "\(replica.replicaID)"])
+            let evicted = state.withLock { state -> [TenantStore] in
+                state.clock += 1
+                state.retired.remove(tenant)
+                state.entries[tenant] = Entry(store: store, leases: 1, lastUse: state.clock)
+                return Self.evict(&state, capacity: capacity)
+            }
+            logger.debug("opened tenant store", metadata: ["tenant": "\(tenant)", "replica": "\(replica.replicaID)"])
+            close(evicted)
             return store
         }
     }
 
+    /// Ends a lease from `lease(_:)`.
+    public func release(_ tenant: String) {
+        let evicted = state.withLock { state -> [TenantStore] in
+            guard var entry = state.entries[tenant] else { return [] }
+            entry.leases -= 1
+            state.clock += 1
+            entry.lastUse = state.clock
+            state.entries[tenant] = entry
+            return Self.evict(&state, capacity: capacity)
+        }
+        close(evicted)
+    }
+
+    /// Closes the stores of tenants that may no longer be served (suspended, deleted, about to
+    /// be restored), now if unused or when their last session ends, so an admin's file
+    /// operations never race a server that still holds the old file open.
+    public func retire(_ tenants: Set<String>) {
+        let evicted = state.withLock { state -> [TenantStore] in
+            state.retired = tenants
+            return Self.evict(&state, capacity: capacity)
+        }
+        close(evicted)
+    }
+
+    private func takeLease(_ tenant: String) -> TenantStore? {
+        state.withLock { state in
+            guard var entry = state.entries[tenant] else { return nil }
+            state.clock += 1
+            entry.leases += 1
+            entry.lastUse = state.clock
+            state.entries[tenant] = entry
+            return entry.store
+        }
+    }
+
+    /// Removes unleased retired stores, then unleased ones least recently used first until
+    /// `capacity` are open. Returns them for closing outside the lock.
+    private static func evict(_ state: inout State, capacity: Int) -> [TenantStore] {
+        var evicted: [TenantStore] = []
+        for tenant in state.retired {
+            if let entry = state.entries[tenant], entry.leases == 0 {
+                state.entries[tenant] = nil
+                evicted.append(entry.store)
+            }
+        }
+        let excess = state.entries.count - capacity
+        if excess > 0 {
+            let idle = state.entries.filter { $0.value.leases == 0 }.sorted { $0.value.lastUse < $1.value.lastUse }.prefix(excess)
+            for (tenant, entry) in idle {
+                state.entries[tenant] = nil
+                evicted.append(entry.store)
+            }
+        }
+        return evicted
+    }
+
+    private func close(_ stores: [TenantStore]) {
+        guard !stores.isEmpty else { return }
+        logger.debug("closing idle tenant stores", metadata: ["count": "\(stores.count)"])
+        // After the work already queued on each (none: unleased stores have no sessions).
+        Task { for store in stores { await store.store.close() } }
+    }
+
     /// Closes every store after the work already queued on it.
     public func closeAll() async {
-        let stores = open.withLock { open in
-            defer { open.removeAll() }
-            return Array(open.values)
+        let stores = state.withLock { state in
+            defer { state.entries.removeAll() }
+            return state.entries.values.map(\.store)
         }
         for store in stores { await store.store.close() }
     }

@@ -40,10 +40,13 @@ struct SyncBench: AsyncParsableCommand {
         let floor = try measure { try rows.insertPlain(into: dir.path("floor.sqlite")) }
         report.line("floor_plain_insert", ["records": records, "seconds": floor])
 
-        let secret = try Crypto.randomBytes(32)
         let data = dir.path("server")
-        let tenants = ["bench", "live"] + (0..<max(1, sessions / 10)).map { "many-\($0)" }
-        try ServerProcess.prepare(data: data, tenants: tenants, secret: secret)
+        let manyTenants = max(1, sessions / 10)
+        let tenants = ["bench", "live"] + (0..<manyTenants).map { "many-\($0)" }
+        // Enough devices in every tenant for the sessions below (10 per "many" tenant).
+        let devicesPerTenant = max(2, (sessions + manyTenants - 1) / manyTenants)
+        var credentials = try ServerProcess.prepare(data: data, tenants: tenants, devicesPerTenant: devicesPerTenant,
+                                                    schema: CRMSchema.current)
         let source = try ReplicaStore(path: data + "/tenants/bench.sqlite", options: .init(schema: CRMSchema.current))
         try rows.create(in: source)
         source.close()
@@ -51,8 +54,10 @@ struct SyncBench: AsyncParsableCommand {
         let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data)
         defer { server.stop() }
         let client = { (tenant: String, name: String) throws -> RapportClient in
-            let store = try ReplicaStore(path: dir.path("\(name).sqlite"), options: .init(schema: CRMSchema.current))
-            var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: tenant, secret: secret,
+            guard let credential = credentials[tenant]?.popLast() else { throw ValidationError("no device left in tenant \(tenant)") }
+            let store = try ReplicaStore(path: dir.path("\(name).sqlite"),
+                                         options: .init(schema: CRMSchema.current, replicaID: try credential.replicaID))
+            var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: tenant, secret: credential.secret,
                                              trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
             config.retry = RetryPolicy(maxAttempts: 10, initialDelay: .milliseconds(50), maxDelay: .seconds(2))
             var logger = Logger(label: "bench")

@@ -5,7 +5,7 @@ import RapportClient
 import RapportDevice
 import Synchronization
 
-struct Init: ParsableCommand {
+struct Init: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create a device: its settings, credential and empty replica.",
         discussion: """
@@ -16,10 +16,12 @@ struct Init: ParsableCommand {
             and with --pin alone the chain is verified against the system's CAs, which only \
             works for a publicly trusted server certificate. Give --ca, --pin, or both.
 
-            The secret is the tenant credential as hex (rapportd writes the development \
-            tenant's to DATA/dev-secret). Prefer --secret-file (or '--secret-file -' for \
-            standard input) to --secret, which shows in process lists and shell history. \
-            It is stored in DIR/secret with mode 0600, never in device.json.
+            Credential: --enroll CODE trades a one-time enrollment code from an admin \
+            ('rapportctl device enroll', or DATA/dev-enrollment-code of a development rapportd) \
+            for this device's id and secret. A secret you already have can be given as hex \
+            with --secret-file (or '--secret-file -' for standard input) or --secret, which \
+            shows in process lists and shell history. The secret is stored in DIR/secret with \
+            mode 0600, never in device.json.
 
             An existing device is never replaced unless --force is given; its unsynced \
             changes and conflicts are then lost.
@@ -52,19 +54,33 @@ struct Init: ParsableCommand {
     @Option(help: ArgumentHelp("The device id (default: a random UUID); unique in the tenant forever.", valueName: "id"))
     var deviceID: String?
 
+    @Option(help: ArgumentHelp("A one-time enrollment code from an admin.", valueName: "code"))
+    var enroll: String?
+
+    @Option(help: ArgumentHelp("The device's name, shown to admins (default: this host's name).", valueName: "name"))
+    var name: String?
+
     @Flag(help: "Replace an existing device in the directory.")
     var force = false
 
     func validate() throws {
-        guard (secretFile == nil) != (secret == nil) else {
-            throw ValidationError("give exactly one of --secret-file and --secret")
+        guard [secretFile, secret, enroll].compactMap({ $0 }).count == 1 else {
+            throw ValidationError("give exactly one of --enroll, --secret-file and --secret")
         }
         guard ca != nil || pin != nil else {
             throw ValidationError("give --ca FILE, --pin SHA256HEX, or both (see --help on trust)")
         }
     }
 
-    func run() throws {
+    func run() async throws {
+        let home = device.deviceHome
+        if let enroll {
+            let settings = DeviceSettings(server: try ServerAddress(parsing: server), tenant: tenant, secret: [],
+                                          caFile: ca, pin: pin, serverName: serverName)
+            let profile = try await home.enroll(settings, code: enroll, deviceName: name ?? ProcessInfo.processInfo.hostName, force: force)
+            report(profile, home: home, how: "enrolled")
+            return
+        }
         let secretBytes: [UInt8]
         if let secret {
             secretBytes = try DeviceHome.decodeSecret(secret, source: "--secret")
@@ -81,11 +97,13 @@ struct Init: ParsableCommand {
         let settings = DeviceSettings(
             server: try ServerAddress(parsing: server), tenant: tenant, secret: secretBytes,
             caFile: ca, pin: pin, serverName: serverName, deviceID: deviceID)
-        let home = device.deviceHome
-        let profile = try home.initialize(settings, force: force)
+        report(try home.initialize(settings, force: force), home: home, how: "created")
+    }
+
+    private func report(_ profile: DeviceProfile, home: DeviceHome, how: String) {
         output.emit(
             text: """
-                created device \(profile.deviceID) in \(home.path)
+                \(how) device \(profile.deviceID) in \(home.path)
                 server \(profile.server), tenant \(profile.tenant)
                 next: rapport put TYPE field=value..., then rapport sync
 

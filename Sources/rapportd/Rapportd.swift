@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import Logging
 import RapportServer
+import Registry
 
 /// The Rapport server: serves sync sessions over TLS for every tenant in a data directory.
 @main
@@ -13,7 +14,10 @@ struct Rapportd: AsyncParsableCommand {
         abstract: "Serve Rapport sync sessions over TLS.",
         discussion: """
             With no arguments it serves ./rapport-data on 127.0.0.1:7443 with a development \
-            certificate and a development tenant 'dev', both made on first start.
+            certificate and, when the data directory has no tenant yet, a development tenant \
+            'dev' whose enrollment code is written to DATA/dev-enrollment-code. Tenants, users \
+            and devices are managed with rapportctl on the same data directory, while the \
+            server runs.
             """)
 
     @Option(help: "Address to listen on.")
@@ -31,6 +35,12 @@ struct Rapportd: AsyncParsableCommand {
     @Option(name: .customLong("key"), help: "PEM private key of --cert.")
     var privateKey: String?
 
+    @Option(help: "Tenant stores kept open while unused; least recently used are closed beyond it.")
+    var maxOpenTenants = 256
+
+    @Flag(help: "Do not make the development tenant 'dev' in an empty data directory.")
+    var noDevTenant = false
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -39,6 +49,7 @@ struct Rapportd: AsyncParsableCommand {
             throw ValidationError("--cert and --key go together")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
+        guard maxOpenTenants > 0 else { throw ValidationError("--max-open-tenants must be at least 1") }
     }
 
     func run() async throws {
@@ -54,6 +65,9 @@ struct Rapportd: AsyncParsableCommand {
                                               schema: CRMSchema.current, schemaVersion: CRMSchema.version)
         config.certificateChainPath = certificateChain
         config.privateKeyPath = privateKey
+        config.maxOpenTenants = maxOpenTenants
+        let directory = DataDirectory(data)
+        let ticket = noDevTenant ? nil : try directory.bootstrapDevelopmentTenant(schema: CRMSchema.current)
         let server = try SyncServer(configuration: config, logger: logger)
         let boundPort = try await server.start()
 
@@ -61,9 +75,11 @@ struct Rapportd: AsyncParsableCommand {
         if let ca = server.devCertificateAuthorityPath {
             banner += "development CA for clients: \(ca)\n"
         }
-        let secretPath = DevAuthenticator.secretPath(in: data)
-        if FileManager.default.fileExists(atPath: secretPath) {
-            banner += "development tenant 'dev', secret in: \(secretPath)\n"
+        if let ticket {
+            banner += "development tenant 'dev' created; enroll a device (code valid until \(ticket.expiresAt.formatted(.iso8601))):\n"
+            banner += "  rapport init --server \(host):\(boundPort) --tenant dev --enroll \(ticket.code)"
+            banner += server.devCertificateAuthorityPath.map { " --ca \($0)" } ?? ""
+            banner += "\nmore codes: rapportctl --data \(data) device enroll --tenant dev --user dev@example.com\n"
         }
         // Unbuffered, so a supervisor or script reading stdout sees the port at once.
         FileHandle.standardOutput.write(Data(banner.utf8))

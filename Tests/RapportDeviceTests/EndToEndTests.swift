@@ -23,7 +23,7 @@ final class TestServer: Sendable {
         config.shutdownGracePeriod = .seconds(2)
         var logger = Logger(label: "test.rapportd")
         logger.logLevel = ProcessInfo.processInfo.environment["RAPPORT_TEST_LOG"] == nil ? .critical : .debug
-        server = try SyncServer(configuration: config, authenticator: DevAuthenticator(secrets: ["acme": Self.secret]),
+        server = try SyncServer(configuration: config, authenticator: StaticAuthenticator(secrets: ["acme": Self.secret]),
                                 logger: logger)
         port = try await server.start()
     }

@@ -29,7 +29,7 @@ final class ServerFixture: Sendable {
         config.limits = limits
         config.shutdownGracePeriod = .seconds(2)
         server = try SyncServer(configuration: config,
-                                authenticator: DevAuthenticator(secrets: ["acme": Self.secret, "globex": Self.secret]),
+                                authenticator: StaticAuthenticator(secrets: ["acme": Self.secret, "globex": Self.secret]),
                                 logger: Self.logger("test.rapportd"))
         self.port = try await server.start()
     }

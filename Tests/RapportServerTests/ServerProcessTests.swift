@@ -13,8 +13,7 @@ import Testing
     @Test func aServerKilledMidPullLosesNothingAndTheDeviceResumes() async throws {
         let dir = try TemporaryDirectory()
         let data = dir.path("server")
-        let secret = Array("a development secret for the kill test".utf8)
-        try ServerProcess.prepare(data: data, tenants: ["acme"], secret: secret)
+        let credential = try #require(try ServerProcess.prepare(data: data, tenants: ["acme"], schema: CRMSchema.current)["acme"]?.first)
         do {
             let tenant = try ReplicaStore(path: data + "/tenants/acme.sqlite", options: .init(schema: CRMSchema.current))
             try tenant.transaction {
@@ -25,10 +24,10 @@ import Testing
         let binary = ServerProcess.defaultBinary()
         let first = try ServerProcess.start(binary: binary, data: data)
         let store = SharedReplicaStore(
-            try ReplicaStore(path: dir.path("device.sqlite"), options: .init(schema: CRMSchema.current, replicaID: try ReplicaID("device"))),
+            try ReplicaStore(path: dir.path("device.sqlite"), options: .init(schema: CRMSchema.current, replicaID: try credential.replicaID)),
             label: "device")
         func client(port: Int) throws -> RapportClient {
-            var config = ClientConfiguration(host: "127.0.0.1", port: port, tenant: "acme", secret: secret,
+            var config = ClientConfiguration(host: "127.0.0.1", port: port, tenant: "acme", secret: credential.secret,
                                              trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
             config.pullBatchSize = 200
             config.retry = RetryPolicy(maxAttempts: 2, initialDelay: .milliseconds(20), maxDelay: .milliseconds(50))

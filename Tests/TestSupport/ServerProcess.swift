@@ -1,5 +1,23 @@
 import Foundation
+import Registry
+import SyncModel
 import TLS
+
+/// What an enrolled device holds: its tenant, its replica id and its secret.
+public struct DeviceCredential: Sendable, Hashable {
+    public let tenant: String
+    public let deviceID: String
+    public let secret: [UInt8]
+
+    public init(tenant: String, deviceID: String, secret: [UInt8]) {
+        self.tenant = tenant
+        self.deviceID = deviceID
+        self.secret = secret
+    }
+
+    /// The device id as a replica id, for creating the device's store.
+    public var replicaID: ReplicaID { get throws { try ReplicaID(deviceID) } }
+}
 
 /// A `rapportd` child process, for tests whose behaviour crosses a process boundary (a server
 /// killed mid-sync) and for benchmarks that read the server's own CPU time and memory.
@@ -23,12 +41,28 @@ public final class ServerProcess: Sendable {
         return "rapportd"
     }
 
-    /// Writes development credentials for `tenants`, all with `secret`.
-    public static func prepare(data: String, tenants: [String], secret: [UInt8]) throws {
-        try FileManager.default.createDirectory(atPath: data + "/tenants", withIntermediateDirectories: true)
-        let hash = Crypto.hex(Crypto.sha256(secret))
-        let lines = tenants.map { "\($0) \(hash)" }.joined(separator: "\n") + "\n"
-        try lines.write(toFile: data + "/dev-tenants", atomically: true, encoding: .utf8)
+    /// Registers `tenants` in the data directory's registry (each with its store file and a
+    /// user `owner@<tenant>.example`) and enrolls `devicesPerTenant` devices in each, the way
+    /// `rapportctl` and the Enroll message would, without a server.
+    public static func prepare(data: String, tenants: [String], devicesPerTenant: Int = 1,
+                               schema: Schema) throws -> [String: [DeviceCredential]] {
+        let directory = DataDirectory(data)
+        let registry = try directory.openRegistry()
+        defer { registry.close() }
+        var credentials: [String: [DeviceCredential]] = [:]
+        for tenant in tenants {
+            let user = "owner@\(tenant).example"
+            if try registry.tenant(tenant) == nil {
+                _ = try directory.createTenant(tenant, name: tenant, schema: schema, in: registry)
+                try registry.addUser(tenant: tenant, email: user, name: "Owner of \(tenant)", role: .admin)
+            }
+            credentials[tenant] = try (0..<devicesPerTenant).map { index in
+                let ticket = try registry.issueEnrollmentCode(tenant: tenant, user: user)
+                let enrollment = try registry.enroll(tenant: tenant, code: ticket.code, deviceName: "test device \(index)")
+                return DeviceCredential(tenant: tenant, deviceID: enrollment.device.id, secret: enrollment.secret)
+            }
+        }
+        return credentials
     }
 
     /// Starts the server on a free port and waits until it listens.

@@ -124,6 +124,22 @@ public nonisolated struct Rapport_V1_Frame: Sendable {
     set {body = .error(newValue)}
   }
 
+  public var enroll: Rapport_V1_Enroll {
+    get {
+      if case .enroll(let v)? = body {return v}
+      return Rapport_V1_Enroll()
+    }
+    set {body = .enroll(newValue)}
+  }
+
+  public var enrolled: Rapport_V1_Enrolled {
+    get {
+      if case .enrolled(let v)? = body {return v}
+      return Rapport_V1_Enrolled()
+    }
+    set {body = .enrolled(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -138,6 +154,8 @@ public nonisolated struct Rapport_V1_Frame: Sendable {
     case pong(Rapport_V1_Pong)
     case goodbye(Rapport_V1_Goodbye)
     case error(Rapport_V1_Error)
+    case enroll(Rapport_V1_Enroll)
+    case enrolled(Rapport_V1_Enrolled)
 
   }
 
@@ -170,6 +188,57 @@ public nonisolated struct Rapport_V1_Hello: Sendable {
 
   /// free text for logs, e.g. "rapport/0.1"
   public var client: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Client -> server, instead of Hello, once in a device's life: trades a one-time enrollment code
+/// (made by `rapportctl device enroll`) for the device's id and long-lived secret. The server
+/// answers Enrolled (or an Error) and closes; the device then opens sessions with Hello.
+public nonisolated struct Rapport_V1_Enroll: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var protocolVersion: UInt32 = 0
+
+  public var schemaVersion: UInt32 = 0
+
+  /// tenant slug the code was made for
+  public var tenant: String = String()
+
+  /// as printed; dashes, spaces and case do not matter
+  public var code: String = String()
+
+  /// shown to admins, e.g. "Anna's laptop"
+  public var deviceName: String = String()
+
+  public var client: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Server -> client, answer to a valid Enroll. The secret is sent once and never stored by the
+/// server (only its SHA-256 is).
+public nonisolated struct Rapport_V1_Enrolled: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the device's replica id: its writes must carry it
+  public var deviceID: String = String()
+
+  /// 32 random bytes
+  public var secret: Data = Data()
+
+  public var tenant: String = String()
+
+  /// the e-mail of the user the device belongs to
+  public var user: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -543,6 +612,12 @@ public nonisolated struct Rapport_V1_Error: Sendable {
     case resyncRequired // = 15
     case invalidEnrollmentCode // = 16
     case unknownMessageType // = 17
+    case enrollmentCodeExpired // = 18
+    case enrollmentCodeUsed // = 19
+    case userSuspended // = 20
+
+    /// a write the device may not make (another replica's id, say)
+    case permissionDenied // = 21
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -569,6 +644,10 @@ public nonisolated struct Rapport_V1_Error: Sendable {
       case 15: self = .resyncRequired
       case 16: self = .invalidEnrollmentCode
       case 17: self = .unknownMessageType
+      case 18: self = .enrollmentCodeExpired
+      case 19: self = .enrollmentCodeUsed
+      case 20: self = .userSuspended
+      case 21: self = .permissionDenied
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -593,6 +672,10 @@ public nonisolated struct Rapport_V1_Error: Sendable {
       case .resyncRequired: return 15
       case .invalidEnrollmentCode: return 16
       case .unknownMessageType: return 17
+      case .enrollmentCodeExpired: return 18
+      case .enrollmentCodeUsed: return 19
+      case .userSuspended: return 20
+      case .permissionDenied: return 21
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -617,6 +700,10 @@ public nonisolated struct Rapport_V1_Error: Sendable {
       .resyncRequired,
       .invalidEnrollmentCode,
       .unknownMessageType,
+      .enrollmentCodeExpired,
+      .enrollmentCodeUsed,
+      .userSuspended,
+      .permissionDenied,
     ]
 
   }
@@ -630,7 +717,7 @@ fileprivate nonisolated let _protobuf_package = "rapport.v1"
 
 nonisolated extension Rapport_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Frame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}push\0\u{3}push_result\0\u{1}pull\0\u{3}pull_batch\0\u{3}changes_available\0\u{1}ping\0\u{1}pong\0\u{1}goodbye\0\u{1}error\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}push\0\u{3}push_result\0\u{1}pull\0\u{3}pull_batch\0\u{3}changes_available\0\u{1}ping\0\u{1}pong\0\u{1}goodbye\0\u{1}error\0\u{1}enroll\0\u{1}enrolled\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -781,6 +868,32 @@ nonisolated extension Rapport_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Me
           self.body = .error(v)
         }
       }()
+      case 12: try {
+        var v: Rapport_V1_Enroll?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .enroll(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .enroll(v)
+        }
+      }()
+      case 13: try {
+        var v: Rapport_V1_Enrolled?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .enrolled(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .enrolled(v)
+        }
+      }()
       default: break
       }
     }
@@ -835,6 +948,14 @@ nonisolated extension Rapport_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Me
     case .error?: try {
       guard case .error(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .enroll?: try {
+      guard case .enroll(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    }()
+    case .enrolled?: try {
+      guard case .enrolled(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
     }()
     case nil: break
     }
@@ -903,6 +1024,106 @@ nonisolated extension Rapport_V1_Hello: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.secret != rhs.secret {return false}
     if lhs.subscribe != rhs.subscribe {return false}
     if lhs.client != rhs.client {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rapport_V1_Enroll: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Enroll"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}schema_version\0\u{1}tenant\0\u{1}code\0\u{3}device_name\0\u{1}client\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.protocolVersion) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.schemaVersion) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.deviceName) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.client) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.protocolVersion != 0 {
+      try visitor.visitSingularUInt32Field(value: self.protocolVersion, fieldNumber: 1)
+    }
+    if self.schemaVersion != 0 {
+      try visitor.visitSingularUInt32Field(value: self.schemaVersion, fieldNumber: 2)
+    }
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 3)
+    }
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 4)
+    }
+    if !self.deviceName.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceName, fieldNumber: 5)
+    }
+    if !self.client.isEmpty {
+      try visitor.visitSingularStringField(value: self.client, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rapport_V1_Enroll, rhs: Rapport_V1_Enroll) -> Bool {
+    if lhs.protocolVersion != rhs.protocolVersion {return false}
+    if lhs.schemaVersion != rhs.schemaVersion {return false}
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.code != rhs.code {return false}
+    if lhs.deviceName != rhs.deviceName {return false}
+    if lhs.client != rhs.client {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rapport_V1_Enrolled: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Enrolled"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_id\0\u{1}secret\0\u{1}tenant\0\u{1}user\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.deviceID) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.secret) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.user) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.deviceID.isEmpty {
+      try visitor.visitSingularStringField(value: self.deviceID, fieldNumber: 1)
+    }
+    if !self.secret.isEmpty {
+      try visitor.visitSingularBytesField(value: self.secret, fieldNumber: 2)
+    }
+    if !self.tenant.isEmpty {
+      try visitor.visitSingularStringField(value: self.tenant, fieldNumber: 3)
+    }
+    if !self.user.isEmpty {
+      try visitor.visitSingularStringField(value: self.user, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rapport_V1_Enrolled, rhs: Rapport_V1_Enrolled) -> Bool {
+    if lhs.deviceID != rhs.deviceID {return false}
+    if lhs.secret != rhs.secret {return false}
+    if lhs.tenant != rhs.tenant {return false}
+    if lhs.user != rhs.user {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1531,5 +1752,5 @@ nonisolated extension Rapport_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Rapport_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}MALFORMED_FRAME\0\u{1}FRAME_TOO_LARGE\0\u{1}UNEXPECTED_MESSAGE\0\u{1}UNSUPPORTED_PROTOCOL_VERSION\0\u{1}INCOMPATIBLE_SCHEMA\0\u{1}AUTHENTICATION_FAILED\0\u{1}UNKNOWN_TENANT\0\u{1}TENANT_SUSPENDED\0\u{1}DEVICE_REVOKED\0\u{1}BATCH_TOO_LARGE\0\u{1}TIMEOUT\0\u{1}SERVER_BUSY\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL\0\u{1}RESYNC_REQUIRED\0\u{1}INVALID_ENROLLMENT_CODE\0\u{1}UNKNOWN_MESSAGE_TYPE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}MALFORMED_FRAME\0\u{1}FRAME_TOO_LARGE\0\u{1}UNEXPECTED_MESSAGE\0\u{1}UNSUPPORTED_PROTOCOL_VERSION\0\u{1}INCOMPATIBLE_SCHEMA\0\u{1}AUTHENTICATION_FAILED\0\u{1}UNKNOWN_TENANT\0\u{1}TENANT_SUSPENDED\0\u{1}DEVICE_REVOKED\0\u{1}BATCH_TOO_LARGE\0\u{1}TIMEOUT\0\u{1}SERVER_BUSY\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL\0\u{1}RESYNC_REQUIRED\0\u{1}INVALID_ENROLLMENT_CODE\0\u{1}UNKNOWN_MESSAGE_TYPE\0\u{1}ENROLLMENT_CODE_EXPIRED\0\u{1}ENROLLMENT_CODE_USED\0\u{1}USER_SUSPENDED\0\u{1}PERMISSION_DENIED\0")
 }

@@ -1,0 +1,479 @@
+import CSQLite
+import Foundation
+import SQLite
+import SyncModel
+import TLS
+
+/// The registry database of a data directory: tenants, users, devices with their credential
+/// hashes, enrollment codes and the audit log. `rapportctl` writes it, `rapportd` reads it (and
+/// records enrollments and when devices were last seen); SQLite's locking lets both run at once,
+/// and the server notices changes through `dataVersion`.
+///
+/// A `Registry` is one connection and belongs to one thread at a time, like `Database`.
+public final class Registry {
+    /// 'RPRG': marks the file as a Rapport registry.
+    static let applicationID: Int64 = 0x5250_5247
+    /// How long an enrollment code stays valid unless told otherwise.
+    public static let defaultEnrollmentValidity: Duration = .seconds(24 * 3600)
+
+    public let path: String
+    let db: Database
+    /// The current time; injectable so tests can expire codes.
+    let now: @Sendable () -> Date
+
+    /// Opens (creating when missing) the registry at `path`.
+    public init(path: String, now: @escaping @Sendable () -> Date = { Date() }) throws {
+        self.path = path
+        self.now = now
+        var options = Database.Options()
+        options.walMode = false  // only once the file is known to be ours
+        let db = try Database(path: path, options: options)
+        do {
+            let applicationID = try db.scalarInt("PRAGMA application_id") ?? 0
+            let objects = try db.scalarInt("SELECT count(*) FROM sqlite_master") ?? 0
+            if applicationID != Self.applicationID && !(applicationID == 0 && objects == 0) {
+                throw RegistryError.badRegistryFile(path: path, reason: "not a Rapport registry (application id \(applicationID))")
+            }
+            if try db.userVersion > Self.migrations.count {
+                throw RegistryError.badRegistryFile(path: path, reason: "written by a newer Rapport (schema \(try db.userVersion), this one knows \(Self.migrations.count))")
+            }
+            try db.execute("PRAGMA journal_mode=WAL")
+            if objects == 0 { try db.execute("PRAGMA application_id = \(Self.applicationID)") }
+            try db.migrate(Self.migrations)
+        } catch {
+            db.close()
+            throw error
+        }
+        self.db = db
+    }
+
+    public func close() { db.close() }
+
+    /// Changes whenever another connection commits to the registry: a cheap way for the server
+    /// to know when to re-read what it caches.
+    public var dataVersion: Int64 {
+        get throws { try db.scalarInt("PRAGMA data_version") ?? 0 }
+    }
+
+    static let migrations: [Migration] = [
+        Migration(version: 1, "tenants, users, devices, enrollment codes, audit log", sql: """
+            CREATE TABLE tenants (
+                slug TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'deleted')),
+                created_at INTEGER NOT NULL,      -- milliseconds since 1970
+                deleted_at INTEGER,
+                settings TEXT NOT NULL DEFAULT '{}'
+            ) WITHOUT ROWID;
+            CREATE TABLE users (
+                id INTEGER PRIMARY KEY,
+                tenant TEXT NOT NULL REFERENCES tenants (slug) ON DELETE CASCADE,
+                email TEXT NOT NULL,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('admin', 'manager', 'rep')),
+                team TEXT,
+                status TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'removed')),
+                created_at INTEGER NOT NULL,
+                UNIQUE (tenant, email)
+            );
+            -- A device is a replica: id is its replica id. Only the SHA-256 of its secret is kept.
+            CREATE TABLE devices (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL REFERENCES tenants (slug) ON DELETE CASCADE,
+                user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                secret_hash BLOB NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+                enrolled_at INTEGER NOT NULL,
+                revoked_at INTEGER,
+                last_seen INTEGER,
+                last_checkpoint INTEGER
+            ) WITHOUT ROWID;
+            CREATE INDEX devices_by_tenant ON devices (tenant, user_id);
+            CREATE TABLE enrollment_codes (
+                code_hash BLOB PRIMARY KEY,
+                tenant TEXT NOT NULL REFERENCES tenants (slug) ON DELETE CASCADE,
+                user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                created_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                used_at INTEGER,
+                device_id TEXT
+            ) WITHOUT ROWID;
+            -- Append-only: nothing updates or deletes a row, purging a tenant included.
+            CREATE TABLE audit (
+                id INTEGER PRIMARY KEY,
+                at INTEGER NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                tenant TEXT,
+                detail TEXT NOT NULL,
+                result TEXT NOT NULL
+            );
+            CREATE INDEX audit_by_tenant ON audit (tenant, id);
+            """),
+    ]
+
+    // MARK: Time
+
+    var nowMilliseconds: Int64 { Self.milliseconds(now()) }
+    static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
+    static func date(_ milliseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
+    static func optionalDate(_ statement: Statement, _ column: Int32) -> Date? {
+        statement.isNull(column) ? nil : date(statement.int64(column))
+    }
+
+    // MARK: Audit
+
+    /// Runs an admin action and appends its audit entry: in the same transaction as the action's
+    /// registry changes when it succeeds, on its own (with the reason) when it fails.
+    public func audited<T>(actor: String, action: String, tenant: String?, detail: String = "",
+                           _ body: () throws -> T) throws -> T {
+        do {
+            return try db.transaction {
+                let result = try body()
+                try appendAudit(actor: actor, action: action, tenant: tenant, detail: detail, result: "ok")
+                return result
+            }
+        } catch {
+            try? appendAudit(actor: actor, action: action, tenant: tenant, detail: detail, result: "failed: \(error)")
+            throw error
+        }
+    }
+
+    func appendAudit(actor: String, action: String, tenant: String?, detail: String, result: String) throws {
+        try db.cached("INSERT INTO audit (at, actor, action, tenant, detail, result) VALUES (?, ?, ?, ?, ?, ?)")
+            .run([nowMilliseconds, actor, action, tenant, detail, String(result.prefix(2000))])
+    }
+
+    /// The audit log, newest last.
+    public func auditEntries(tenant: String? = nil, limit: Int = 100) throws -> [AuditEntry] {
+        let filter = tenant == nil ? "" : "WHERE tenant = ?"
+        let rows = try db.query("""
+            SELECT id, at, actor, action, tenant, detail, result FROM audit \(filter) ORDER BY id DESC LIMIT ?
+            """, (tenant.map { [$0] } ?? []) + [Int64(limit)]) {
+            AuditEntry(id: $0.int64(0), at: Self.date($0.int64(1)), actor: $0.string(2), action: $0.string(3),
+                       tenant: $0.isNull(4) ? nil : $0.string(4), detail: $0.string(5), result: $0.string(6))
+        }
+        return rows.reversed()
+    }
+
+    // MARK: Tenants
+
+    static func checkSlug(_ slug: String) throws(RegistryError) {
+        if let problem = TenantID.problem(with: slug) { throw .invalidTenantID(TenantID.quoted(slug), reason: problem) }
+    }
+
+    private static let tenantColumns = "slug, name, status, created_at, deleted_at, settings"
+    private static func tenant(_ row: Statement) throws -> Tenant {
+        let settings = (try? JSONDecoder().decode([String: String].self, from: Data(row.string(5).utf8))) ?? [:]
+        return Tenant(slug: row.string(0), name: row.string(1), status: TenantStatus(rawValue: row.string(2)) ?? .suspended,
+                      createdAt: date(row.int64(3)), deletedAt: optionalDate(row, 4), settings: settings)
+    }
+
+    /// Every tenant, by slug; deleted ones only when asked.
+    public func tenants(includeDeleted: Bool = false) throws -> [Tenant] {
+        try db.query("SELECT \(Self.tenantColumns) FROM tenants \(includeDeleted ? "" : "WHERE status != 'deleted'") ORDER BY slug",
+                     row: Self.tenant)
+    }
+
+    public func tenant(_ slug: String) throws -> Tenant? {
+        try db.cached("SELECT \(Self.tenantColumns) FROM tenants WHERE slug = ?").query([slug], row: Self.tenant).first
+    }
+
+    /// The tenant, or `noSuchTenant` (deleted tenants count as missing unless asked for).
+    public func requireTenant(_ slug: String, allowDeleted: Bool = false) throws -> Tenant {
+        try Self.checkSlug(slug)
+        guard let tenant = try tenant(slug), allowDeleted || tenant.status != .deleted else { throw RegistryError.noSuchTenant(slug) }
+        return tenant
+    }
+
+    /// Adds the tenant's row. The tenant's store file must already be in place: `DataDirectory`
+    /// creates it first, so a tenant is never visible without its file.
+    func insertTenant(slug: String, name: String, settings: [String: String]) throws -> Tenant {
+        try Self.checkSlug(slug)
+        if let existing = try tenant(slug) { throw RegistryError.tenantExists(slug, status: existing.status) }
+        let name = name.isEmpty ? slug : name
+        let json = String(decoding: try JSONEncoder.sorted.encode(settings), as: UTF8.self)
+        try db.run("INSERT INTO tenants (slug, name, status, created_at, settings) VALUES (?, ?, 'active', ?, ?)",
+                   [slug, name, nowMilliseconds, json])
+        return try requireTenant(slug)
+    }
+
+    public func renameTenant(_ slug: String, to name: String) throws {
+        _ = try requireTenant(slug)
+        guard !name.trimmingCharacters(in: .whitespaces).isEmpty, name.count <= 200 else {
+            throw RegistryError.invalidArgument("a tenant name has 1 to 200 characters")
+        }
+        try db.run("UPDATE tenants SET name = ? WHERE slug = ?", [name, slug])
+    }
+
+    /// Suspends, resumes (to active) or deletes a tenant. Nothing of its data changes.
+    public func setTenantStatus(_ slug: String, _ status: TenantStatus) throws {
+        _ = try requireTenant(slug, allowDeleted: true)
+        try db.run("UPDATE tenants SET status = ?, deleted_at = ? WHERE slug = ?",
+                   [status.rawValue, status == .deleted ? nowMilliseconds : nil, slug])
+    }
+
+    /// Removes a deleted tenant's rows (users, devices, codes); the audit log keeps its history.
+    func removeTenant(_ slug: String) throws {
+        let tenant = try requireTenant(slug, allowDeleted: true)
+        guard tenant.status == .deleted else { throw RegistryError.tenantNotDeleted(slug) }
+        try db.run("DELETE FROM tenants WHERE slug = ?", [slug])
+    }
+
+    // MARK: Users
+
+    /// Lowercased and checked: `local@domain` with a dot in the domain, no spaces.
+    public static func normalizedEmail(_ email: String) throws -> String {
+        let trimmed = email.trimmingCharacters(in: .whitespaces).lowercased()
+        let parts = trimmed.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, parts[1].contains("."), !parts[1].hasPrefix("."), !parts[1].hasSuffix("."),
+              trimmed.count <= 254, !trimmed.contains(where: { $0.isWhitespace || $0.isNewline || $0.asciiValue.map { $0 < 0x20 } ?? false })
+        else { throw RegistryError.invalidEmail(email) }
+        return trimmed
+    }
+
+    private static let userColumns = "id, tenant, email, name, role, team, status, created_at"
+    private static func user(_ row: Statement) -> User {
+        User(id: row.int64(0), tenant: row.string(1), email: row.string(2), name: row.string(3),
+             role: UserRole(rawValue: row.string(4)) ?? .rep, team: row.isNull(5) ? nil : row.string(5),
+             status: UserStatus(rawValue: row.string(6)) ?? .suspended, createdAt: date(row.int64(7)))
+    }
+
+    /// Adds a user, or brings back a removed one with the same e-mail.
+    @discardableResult
+    public func addUser(tenant slug: String, email: String, name: String, role: UserRole, team: String? = nil) throws -> User {
+        let tenant = try requireTenant(slug)
+        let email = try Self.normalizedEmail(email)
+        let name = name.trimmingCharacters(in: .whitespaces)
+        guard !name.isEmpty, name.count <= 200 else { throw RegistryError.invalidArgument("a user name has 1 to 200 characters") }
+        if let existing = try user(tenant: slug, email: email) {
+            guard existing.status == .removed else { throw RegistryError.userExists(tenant: slug, email: email) }
+            try db.run("UPDATE users SET name = ?, role = ?, team = ?, status = 'active' WHERE id = ?",
+                       [name, role.rawValue, team, existing.id])
+        } else {
+            try db.run("INSERT INTO users (tenant, email, name, role, team, status, created_at) VALUES (?, ?, ?, ?, ?, 'active', ?)",
+                       [tenant.slug, email, name, role.rawValue, team, nowMilliseconds])
+        }
+        return try requireUser(tenant: slug, email: email)
+    }
+
+    public func user(tenant: String, email: String) throws -> User? {
+        let email = (try? Self.normalizedEmail(email)) ?? email
+        return try db.cached("SELECT \(Self.userColumns) FROM users WHERE tenant = ? AND email = ?").query([tenant, email], row: Self.user).first
+    }
+
+    public func requireUser(tenant: String, email: String) throws -> User {
+        _ = try requireTenant(tenant)
+        guard let user = try user(tenant: tenant, email: email) else { throw RegistryError.noSuchUser(tenant: tenant, email: email) }
+        return user
+    }
+
+    /// The tenant's users; removed ones only when asked.
+    public func users(tenant: String, includeRemoved: Bool = false) throws -> [User] {
+        _ = try requireTenant(tenant)
+        return try db.query("SELECT \(Self.userColumns) FROM users WHERE tenant = ? \(includeRemoved ? "" : "AND status != 'removed'") ORDER BY email",
+                            [tenant], row: Self.user)
+    }
+
+    public func setRole(tenant: String, email: String, _ role: UserRole) throws {
+        let user = try requireUser(tenant: tenant, email: email)
+        try db.run("UPDATE users SET role = ? WHERE id = ?", [role.rawValue, user.id])
+    }
+
+    /// Suspends or resumes a user; removing also revokes the user's devices and unused codes.
+    public func setUserStatus(tenant: String, email: String, _ status: UserStatus) throws {
+        let user = try requireUser(tenant: tenant, email: email)
+        guard user.status != .removed || status == .removed else {
+            throw RegistryError.userNotActive(tenant: tenant, email: user.email, status: .removed)
+        }
+        try db.transaction {
+            try db.run("UPDATE users SET status = ? WHERE id = ?", [status.rawValue, user.id])
+            if status == .removed {
+                try db.run("UPDATE devices SET status = 'revoked', revoked_at = ? WHERE user_id = ? AND status = 'active'",
+                           [nowMilliseconds, user.id])
+                try db.run("DELETE FROM enrollment_codes WHERE user_id = ? AND used_at IS NULL", [user.id])
+            }
+        }
+    }
+
+    // MARK: Devices
+
+    private static let deviceColumns = """
+        d.id, d.tenant, u.email, d.name, d.status, d.enrolled_at, d.revoked_at, d.last_seen, d.last_checkpoint
+        """
+    private static func device(_ row: Statement) -> RegisteredDevice {
+        RegisteredDevice(id: row.string(0), tenant: row.string(1), user: row.string(2), name: row.string(3),
+               status: DeviceStatus(rawValue: row.string(4)) ?? .revoked, enrolledAt: date(row.int64(5)),
+               revokedAt: optionalDate(row, 6), lastSeen: optionalDate(row, 7),
+               lastCheckpoint: row.isNull(8) ? nil : row.int64(8))
+    }
+
+    /// The tenant's devices, optionally of one user.
+    public func devices(tenant: String, user email: String? = nil) throws -> [RegisteredDevice] {
+        _ = try requireTenant(tenant)
+        var sql = "SELECT \(Self.deviceColumns) FROM devices d JOIN users u ON u.id = d.user_id WHERE d.tenant = ?"
+        var values: [any SQLiteBindable] = [tenant]
+        if let email {
+            sql += " AND u.email = ?"
+            values.append(try requireUser(tenant: tenant, email: email).email)
+        }
+        return try db.query(sql + " ORDER BY d.enrolled_at, d.id", values, row: Self.device)
+    }
+
+    public func device(_ id: String) throws -> RegisteredDevice? {
+        try db.cached("SELECT \(Self.deviceColumns) FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = ?")
+            .query([id], row: Self.device).first
+    }
+
+    /// Revokes a device: its sessions end and it can never authenticate again (enroll anew).
+    public func revokeDevice(_ id: String, tenant: String? = nil) throws {
+        guard let device = try device(id), tenant == nil || device.tenant == tenant else { throw RegistryError.noSuchDevice(id) }
+        try db.run("UPDATE devices SET status = 'revoked', revoked_at = coalesce(revoked_at, ?) WHERE id = ?", [nowMilliseconds, id])
+    }
+
+    /// Records when devices were last seen and the checkpoints they reported, in one transaction
+    /// (the server batches these so a busy tenant does not write the registry per session).
+    public func recordActivity(_ activity: [String: (seen: Date, checkpoint: Int64?)]) throws {
+        guard !activity.isEmpty else { return }
+        try db.transaction {
+            let update = try db.cached("""
+                UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?),
+                    last_checkpoint = coalesce(?, last_checkpoint) WHERE id = ?
+                """)
+            for (id, entry) in activity {
+                try update.run([Self.milliseconds(entry.seen), entry.checkpoint, id])
+            }
+        }
+    }
+
+    // MARK: Enrollment
+
+    /// Crockford's base32 without the ambiguous I, L, O, U: codes are read aloud and typed.
+    static let codeAlphabet = Array("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+
+    /// A code for a new device of the user, valid once and for `validity`. 20 symbols of 5 bits:
+    /// 100 random bits, far beyond guessing within a day through a server that answers over TLS.
+    public func issueEnrollmentCode(tenant: String, user email: String,
+                                    validFor validity: Duration = Registry.defaultEnrollmentValidity) throws -> EnrollmentTicket {
+        guard validity > .zero, validity <= .seconds(30 * 24 * 3600) else {
+            throw RegistryError.invalidArgument("an enrollment code is valid for between 1 second and 30 days")
+        }
+        let tenantRow = try requireTenant(tenant)
+        guard tenantRow.status == .active else { throw RegistryError.tenantNotActive(tenant, status: tenantRow.status) }
+        let user = try requireUser(tenant: tenant, email: email)
+        guard user.status == .active else { throw RegistryError.userNotActive(tenant: tenant, email: user.email, status: user.status) }
+        let symbols = try Crypto.randomBytes(20).map { Self.codeAlphabet[Int($0 & 31)] }
+        let code = stride(from: 0, to: 20, by: 5).map { String(symbols[$0..<$0 + 5]) }.joined(separator: "-")
+        let created = nowMilliseconds
+        let expires = created + validity.components.seconds * 1000 + validity.components.attoseconds / 1_000_000_000_000_000
+        try db.run("INSERT INTO enrollment_codes (code_hash, tenant, user_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                   [Data(Crypto.sha256(Array(Self.normalizedCode(code).utf8))), tenant, user.id, created, expires])
+        return EnrollmentTicket(code: code, tenant: tenant, user: user.email, expiresAt: Self.date(expires))
+    }
+
+    /// Uppercase without separators, with the letters people confuse read as the digits meant.
+    static func normalizedCode(_ code: String) -> String {
+        String(code.uppercased().compactMap { c -> Character? in
+            switch c {
+            case "-", " ", "\t": nil
+            case "O": "0"
+            case "I", "L": "1"
+            default: c
+            }
+        })
+    }
+
+    /// Trades a code for a new device and its secret, once: the code is marked used in the same
+    /// transaction that creates the device, so two devices racing with one code get one device.
+    public func enroll(tenant: String, code: String, deviceName: String) throws -> Enrollment {
+        let hash = Data(Crypto.sha256(Array(Self.normalizedCode(code).utf8)))
+        let name = String(deviceName.trimmingCharacters(in: .whitespacesAndNewlines).prefix(200))
+        return try db.transaction {
+            let rows = try db.query("""
+                SELECT c.tenant, c.expires_at, c.used_at, c.user_id, u.email, u.status, t.status
+                FROM enrollment_codes c JOIN users u ON u.id = c.user_id JOIN tenants t ON t.slug = c.tenant
+                WHERE c.code_hash = ?
+                """, [hash]) {
+                (tenant: $0.string(0), expires: $0.int64(1), used: !$0.isNull(2), userID: $0.int64(3), email: $0.string(4),
+                 userStatus: $0.string(5), tenantStatus: $0.string(6))
+            }
+            // A code of another tenant is as unknown as a made-up one: nothing tells the caller it exists.
+            guard let row = rows.first, row.tenant == tenant else {
+                throw RegistryError.enrollment(.unknownCode, "this enrollment code is not valid for tenant \(TenantID.quoted(tenant)); check it, or ask an admin for a new one")
+            }
+            guard !row.used else {
+                throw RegistryError.enrollment(.alreadyUsed, "this enrollment code was already used; ask an admin for a new one")
+            }
+            guard row.expires > nowMilliseconds else {
+                throw RegistryError.enrollment(.expired, "this enrollment code expired at \(Self.date(row.expires).formatted(.iso8601)); ask an admin for a new one")
+            }
+            guard row.tenantStatus == TenantStatus.active.rawValue else {
+                throw RegistryError.enrollment(.tenantNotActive, "tenant '\(tenant)' is \(row.tenantStatus)")
+            }
+            guard row.userStatus == UserStatus.active.rawValue else {
+                throw RegistryError.enrollment(.userNotActive, "user \(row.email) is \(row.userStatus)")
+            }
+            let id = ReplicaID.random()
+            let secret = try Crypto.randomBytes(32)
+            let at = nowMilliseconds
+            try db.run("""
+                INSERT INTO devices (id, tenant, user_id, name, secret_hash, status, enrolled_at) VALUES (?, ?, ?, ?, ?, 'active', ?)
+                """, [id.rawValue, tenant, row.userID, name.isEmpty ? "device" : name, Data(Crypto.sha256(secret)), at])
+            try db.run("UPDATE enrollment_codes SET used_at = ?, device_id = ? WHERE code_hash = ?", [at, id.rawValue, hash])
+            try appendAudit(actor: "device:\(id.rawValue)", action: "device enrolled", tenant: tenant,
+                            detail: "user \(row.email), name \(name)", result: "ok")
+            guard let device = try device(id.rawValue) else { throw RegistryError.noSuchDevice(id.rawValue) }
+            return Enrollment(device: device, secret: secret)
+        }
+    }
+
+    // MARK: What the server caches
+
+    /// Everything authentication needs, read in one go so that checking a session costs no I/O.
+    public func accessSnapshot() throws -> AccessSnapshot {
+        try db.transaction(.deferred) {
+            let tenants = try db.query("SELECT slug, status FROM tenants") { ($0.string(0), TenantStatus(rawValue: $0.string(1)) ?? .suspended) }
+            let devices = try db.query("""
+                SELECT d.id, d.tenant, u.email, u.status, d.status, d.secret_hash FROM devices d JOIN users u ON u.id = d.user_id
+                """) {
+                AccessSnapshot.DeviceAccess(id: $0.string(0), tenant: $0.string(1), user: $0.string(2),
+                                            userStatus: UserStatus(rawValue: $0.string(3)) ?? .suspended,
+                                            status: DeviceStatus(rawValue: $0.string(4)) ?? .revoked,
+                                            secretHash: $0.withBytes(5) { Array($0) })
+            }
+            return AccessSnapshot(tenants: Dictionary(tenants, uniquingKeysWith: { a, _ in a }),
+                                  devices: Dictionary(devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
+        }
+    }
+}
+
+/// The registry's tenants and devices as of one read, held in memory by the server.
+public struct AccessSnapshot: Sendable {
+    public struct DeviceAccess: Sendable, Equatable {
+        public var id: String
+        public var tenant: String
+        public var user: String
+        public var userStatus: UserStatus
+        public var status: DeviceStatus
+        /// SHA-256 of the device's secret.
+        public var secretHash: [UInt8]
+    }
+
+    public var tenants: [String: TenantStatus]
+    public var devices: [String: DeviceAccess]
+
+    public init(tenants: [String: TenantStatus] = [:], devices: [String: DeviceAccess] = [:]) {
+        self.tenants = tenants
+        self.devices = devices
+    }
+}
+
+extension JSONEncoder {
+    /// Sorted keys, so what is stored or printed is the same for the same content.
+    static var sorted: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+}

@@ -1,0 +1,68 @@
+import CSQLite
+import Foundation
+import SQLite
+import SyncModel
+
+/// What a store file holds, as far as an operator needs to know before trusting it.
+public struct StoreFileInfo: Sendable, Equatable {
+    public var replicaID: String
+    /// The store's migration level (`PRAGMA user_version`).
+    public var schemaVersion: Int
+    public var records: Int
+    public var lastSequence: Int64
+}
+
+extension ReplicaStore {
+    /// The migration level this program writes.
+    public static var supportedSchemaVersion: Int { StoreSchema.migrations.count }
+
+    /// Checks a store file without changing it: SQLite's integrity check, that it is a Rapport
+    /// store, and that its schema is not newer than this program's. Used on a backup before it
+    /// replaces anything.
+    ///
+    /// - Throws: `ReplicaStoreError.notAStore`, `.corrupt` or `.newerSchema`, naming the file.
+    public static func inspect(path: String) throws -> StoreFileInfo {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ReplicaStoreError.notAStore(path: path, reason: "no such file")
+        }
+        var options = Database.Options()
+        options.readOnly = true
+        do {
+            let db = try Database(path: path, options: options)
+            defer { db.close() }
+            let applicationID = try db.scalarInt("PRAGMA application_id") ?? 0
+            guard applicationID == StoreSchema.applicationID else {
+                throw ReplicaStoreError.notAStore(path: path, reason: "the SQLite file belongs to another application (id \(applicationID))")
+            }
+            let problems = try db.integrityProblems()
+            guard problems.isEmpty else {
+                throw ReplicaStoreError.corrupt(path: path, reason: "integrity check: " + problems.prefix(3).joined(separator: "; "))
+            }
+            let version = Int(try db.userVersion)
+            guard version <= supportedSchemaVersion else {
+                throw ReplicaStoreError.newerSchema(path: path, found: version, supported: supportedSchemaVersion)
+            }
+            guard let identity = try db.query("SELECT replica_id, sequence FROM replica", row: { ($0.string(0), $0.int64(1)) }).first else {
+                throw ReplicaStoreError.corrupt(path: path, reason: "no replica identity")
+            }
+            let records = Int(try db.scalarInt("SELECT count(*) FROM records") ?? 0)
+            return StoreFileInfo(replicaID: identity.0, schemaVersion: version, records: records, lastSequence: identity.1)
+        } catch let error as SQLiteError where error.code == SQLITE_NOTADB {
+            throw ReplicaStoreError.notAStore(path: path, reason: error.message)
+        } catch let error as SQLiteError where error.isCorruption {
+            throw ReplicaStoreError.corrupt(path: path, reason: error.description)
+        }
+    }
+
+    /// Gives a closed store file a new replica id.
+    ///
+    /// Done to a restored copy of a server's store: devices key their checkpoints by the server's
+    /// replica id, so a new id makes every device pull from the start (and re-push what the
+    /// restored copy lacks) instead of trusting checkpoints that point into a history the copy
+    /// never had. The old id's dots stay valid: the counter continues, so no dot is ever reused.
+    public static func assignNewReplicaID(path: String, _ id: ReplicaID = .random()) throws {
+        let db = try Database(path: path, options: { var o = Database.Options(); o.create = false; return o }())
+        defer { db.close() }
+        try db.run("UPDATE replica SET replica_id = ?", [id.rawValue])
+    }
+}

@@ -1,0 +1,38 @@
+extension RecordState {
+    /// Checks that a state pushed by `device` carries no write it could not have made or
+    /// received: every write under another replica's id must be one the receiver already has
+    /// (or an older one its own state supersedes). Without this a device could forge writes in a
+    /// colleague's name, or win every merge with a made-up timestamp on a colleague's dot.
+    ///
+    /// An honest device only ever holds other replicas' writes that it pulled from the receiver,
+    /// whose state only moves forward, so honest states always pass.
+    ///
+    /// - Parameter stored: the receiver's state of the record, `nil` when it has none.
+    public func checkAuthorship(by device: ReplicaID, against stored: RecordState?) throws(ModelError) {
+        let record = id.uuidString
+        func forged(_ what: String) -> ModelError {
+            .invalidFieldValue(record: record, field: what, reason: "carries a write of another replica that the server never had; a device may only write under its own id \(device)")
+        }
+        for (replica, counter) in vector.sortedEntries where replica != device {
+            guard let stored, stored.vector[replica] >= counter else { throw forged("(version \(replica):\(counter))") }
+        }
+        guard let stored else { return }
+        if liveness.dot.replica != device, liveness != stored.liveness, !stored.liveness.register.beats(liveness.register) {
+            throw forged("(existence)")
+        }
+        for (name, field) in fields {
+            switch field {
+            case .register(let mine) where mine.dot.replica != device:
+                guard case .register(let theirs)? = stored.fields[name], mine == theirs || theirs.beats(mine) else { throw forged(name) }
+            case .counter(let mine):
+                let theirs: CounterState? = if case .counter(let c)? = stored.fields[name] { c } else { nil }
+                for (replica, contribution) in mine.contributions where replica != device {
+                    guard let known = theirs?.contributions[replica],
+                          known.lastCounter > contribution.lastCounter || known == contribution else { throw forged(name) }
+                }
+            default:
+                break
+            }
+        }
+    }
+}
