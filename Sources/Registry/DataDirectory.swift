@@ -48,7 +48,7 @@ public struct DataDirectory: Sendable {
     /// `tenant create` of that slug replaces; no server ever serves it, because servers only serve
     /// tenants of the registry.
     public func createTenant(_ slug: String, name: String, settings: [String: String] = [:], schema: Schema,
-                             in registry: Registry, crashAt: ((CreationStep) -> Void)? = nil) throws -> Tenant {
+                             in registry: Registry, crashAt: ((CreationStep) throws -> Void)? = nil) throws -> Tenant {
         let final = try storePath(of: slug)
         if let existing = try registry.tenant(slug) { throw RegistryError.tenantExists(slug, status: existing.status) }
         let files = FileManager.default
@@ -61,7 +61,7 @@ public struct DataDirectory: Sendable {
         do {
             let store = try ReplicaStore(path: temporary, options: .init(schema: schema))
             store.close()
-            crashAt?(.storeWritten)
+            try crashAt?(.storeWritten)
             try Self.syncFile(temporary)
             // An orphan from a crashed create, never in the registry: safe to replace.
             for suffix in ["-wal", "-shm"] { try? files.removeItem(atPath: final + suffix) }
@@ -73,7 +73,7 @@ public struct DataDirectory: Sendable {
             try? files.removeItem(atPath: temporary)
             throw error
         }
-        crashAt?(.storeInPlace)
+        try crashAt?(.storeInPlace)
         return try registry.insertTenant(slug: slug, name: name, settings: settings)
     }
 

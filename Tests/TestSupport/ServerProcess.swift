@@ -30,15 +30,16 @@ public final class ServerProcess: Sendable {
         self.port = port
     }
 
-    /// `rapportd` from the same build as this program (a test bundle sits in the same folder).
-    public static func defaultBinary() -> String {
+    /// `rapportd` (or another of our executables) from the same build as this program (a test
+    /// bundle sits in the same folder).
+    public static func defaultBinary(named name: String = "rapportd") -> String {
         var here = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         while here.path != "/" {
-            let candidate = here.appendingPathComponent("rapportd").path
+            let candidate = here.appendingPathComponent(name).path
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
             here = here.deletingLastPathComponent()
         }
-        return "rapportd"
+        return name
     }
 
     /// Registers `tenants` in the data directory's registry (each with its store file and a
