@@ -100,6 +100,9 @@ public final class RegistryAuthenticator: Authenticator {
     private let connection: Mutex<Connection>
     private let snapshot: Mutex<AccessSnapshot>
     private let activity = Mutex<[String: (seen: Date, checkpoint: Int64?)]>([:])
+    /// Set by every re-read, cleared by `refresh`: a re-read done for an authentication must
+    /// still make the watcher look at live sessions.
+    private let reloadedSinceRefresh = Atomic<Bool>(false)
     /// Compared against when the device is unknown, so an unknown id takes as long as a bad secret.
     private let decoyHash = Crypto.sha256(Array("rapport: no such device".utf8))
 
@@ -113,12 +116,10 @@ public final class RegistryAuthenticator: Authenticator {
     }
 
     public func authenticate(tenant: String, device: ReplicaID, secret: [UInt8]) throws -> SessionIdentity {
-        var current = snapshot.withLock { $0 }
-        if current.tenants[tenant] == nil || current.devices[device.rawValue] == nil {
-            // Perhaps created a moment ago by rapportctl: look again before refusing.
-            _ = try refresh()
-            current = snapshot.withLock { $0 }
-        }
+        // A change rapportctl committed a moment ago applies to this session already; the
+        // check is one cheap PRAGMA, and a re-read only when something changed.
+        _ = try reloadIfChanged()
+        let current = snapshot.withLock { $0 }
         guard let status = current.tenants[tenant], status != .deleted else {
             throw SyncError(.unknownTenant, "no tenant \(TenantID.quoted(tenant)) on this server")
         }
@@ -161,13 +162,19 @@ public final class RegistryAuthenticator: Authenticator {
 
     public func refresh() throws -> Bool {
         let pending = activity.withLock { pending in defer { pending.removeAll() }; return pending }
-        return try connection.withLock { connection in
-            if !pending.isEmpty { try connection.registry.recordActivity(pending) }
+        if !pending.isEmpty { try connection.withLock { try $0.registry.recordActivity(pending) } }
+        _ = try reloadIfChanged()
+        return reloadedSinceRefresh.exchange(false, ordering: .acquiringAndReleasing)
+    }
+
+    private func reloadIfChanged() throws -> Bool {
+        try connection.withLock { connection in
             let version = try connection.registry.dataVersion
             guard version != connection.dataVersion else { return false }
             connection.dataVersion = version
             let fresh = try connection.registry.accessSnapshot()
             snapshot.withLock { $0 = fresh }
+            reloadedSinceRefresh.store(true, ordering: .releasing)
             return true
         }
     }
@@ -176,6 +183,7 @@ public final class RegistryAuthenticator: Authenticator {
         try connection.withLock { connection in
             let fresh = try connection.registry.accessSnapshot()
             snapshot.withLock { $0 = fresh }
+            reloadedSinceRefresh.store(true, ordering: .releasing)
         }
     }
 

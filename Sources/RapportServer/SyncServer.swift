@@ -98,6 +98,9 @@ public final class SyncServer: Sendable {
     /// The port the server listens on, once started.
     public var port: Int? { running.withLock { $0?.port } }
 
+    /// How many tenant stores are open now (bounded by `maxOpenTenants` while unused).
+    public var openTenantStores: Int { tenants.openCount }
+
     /// Binds the listening socket and starts accepting sessions.
     @discardableResult
     public func start() async throws -> Int {
