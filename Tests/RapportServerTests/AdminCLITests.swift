@@ -1,0 +1,161 @@
+import CRM
+import Foundation
+import RapportClient
+import ReplicaStore
+import SyncModel
+import SyncProtocol
+import TestSupport
+import Testing
+
+/// `rapportctl` as an operator runs it: a real process on the data directory of a real
+/// `rapportd` process.
+struct Ctl {
+    let data: String
+    let binary = ServerProcess.defaultBinary(named: "rapportctl")
+
+    struct Result {
+        var status: Int32
+        var output: String
+        var error: String
+        /// The output parsed as JSON (for --json).
+        var json: Any? { try? JSONSerialization.jsonObject(with: Data(output.utf8)) }
+    }
+
+    @discardableResult
+    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments + ["--data", data]
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let output = out.fileHandleForReading.readDataToEndOfFile()
+        let error = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self),
+                      error: String(decoding: error, as: UTF8.self))
+    }
+}
+
+@Suite(.serialized) struct AdminCLITests {
+    @Test func aCrashInTheMiddleOfTenantCreateLeavesNoTenant() throws {
+        let dir = try TemporaryDirectory()
+        let ctl = Ctl(data: dir.path("data"))
+        for step in ["store-written", "store-in-place"] {
+            let crashed = try ctl.run(["tenant", "create", "acme"], environment: ["RAPPORTCTL_CRASH_AT": step])
+            #expect(crashed.status != 0)
+            let list = try ctl.run(["tenant", "list", "--all", "--json"])
+            #expect(list.status == 0)
+            #expect((list.json as? [Any])?.isEmpty == true, "\(step): \(list.output)")
+        }
+        #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)
+        #expect(try ctl.run(["tenant", "show", "acme", "--json"]).output.contains("\"active\""))
+    }
+
+    @Test func badInputGetsAClearMessageAndAMeaningfulExitCode() throws {
+        let dir = try TemporaryDirectory()
+        let ctl = Ctl(data: dir.path("data"))
+        #expect(try ctl.run(["tenant", "list"]).status == 2, "no registry yet: not found")
+        for slug in ["../x", "a/b", "", String(repeating: "x", count: 10_000), "Acme"] {
+            let result = try ctl.run(["tenant", "create", slug])
+            #expect(result.status == 1)
+            #expect(result.error.contains("invalid tenant id"))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path("data") + "/tenants").isEmpty)
+        try ctl.run(["tenant", "create", "acme"])
+        #expect(try ctl.run(["tenant", "create", "acme"]).status == 3)
+        #expect(try ctl.run(["user", "add", "--tenant", "acme", "--email", "nope", "--name", "N"]).status == 1)
+        #expect(try ctl.run(["user", "add", "--tenant", "globex", "--email", "a@b.example", "--name", "N"]).status == 2)
+        #expect(try ctl.run(["device", "revoke", "no-such-device"]).status == 2)
+        let unconfirmed = try ctl.run(["tenant", "delete", "acme"])
+        #expect(unconfirmed.status == 3)
+        #expect(unconfirmed.error.contains("--confirm acme"))
+        #expect(try ctl.run(["tenant", "delete", "acme", "--confirm", "globex"]).status == 3)
+        #expect(try ctl.run(["tenant", "purge", "acme", "--confirm", "acme"]).status == 3, "only a deleted tenant is purged")
+        #expect(try ctl.run(["device", "enroll", "--tenant", "acme", "--user", "x@acme.example", "--valid-for", "soon"]).status == 1)
+        let audit = try ctl.run(["audit", "--json"])
+        let actions = (audit.json as? [[String: Any]])?.map { "\($0["action"]!) \(($0["result"] as? String)?.prefix(6) ?? "")" }
+        #expect(actions?.contains("tenant create ok") == true)
+        #expect(actions?.contains("tenant create failed") == true)
+    }
+
+    @Test func anOperatorEnrollsRevokesBacksUpAndRestoresWhileTheServerRuns() async throws {
+        let dir = try TemporaryDirectory()
+        let data = dir.path("data")
+        let ctl = Ctl(data: data)
+        #expect(try ctl.run(["tenant", "create", "acme", "--name", "Acme Corp"]).status == 0)
+        #expect(try ctl.run(["user", "add", "--tenant", "acme", "--email", "anna@acme.example", "--name", "Anna", "--role", "rep"]).status == 0)
+        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data)
+        defer { server.stop() }
+
+        func configuration(secret: [UInt8] = [], tenant: String = "acme") -> ClientConfiguration {
+            var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: tenant, secret: secret,
+                                             trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
+            config.retry = RetryPolicy(maxAttempts: 2, initialDelay: .milliseconds(20), maxDelay: .milliseconds(100))
+            return config
+        }
+        func enroll(_ name: String) async throws -> RapportClient {
+            let ticket = try ctl.run(["device", "enroll", "--tenant", "acme", "--user", "anna@acme.example", "--json"])
+            let code = try #require((ticket.json as? [String: Any])?["code"] as? String)
+            let enrollment = try await RapportClient.enroll(configuration: configuration(), code: code, deviceName: name)
+            let store = try ReplicaStore(path: dir.path("\(name).sqlite"),
+                                         options: .init(schema: CRMSchema.current, replicaID: try ReplicaID(enrollment.deviceID)))
+            return try RapportClient(store: SharedReplicaStore(store, label: name), configuration: configuration(secret: enrollment.secret),
+                                     logger: ServerFixture.logger("test.\(name)"))
+        }
+
+        let laptop = try await enroll("laptop")
+        let phone = try await enroll("phone")
+        try laptop.local { store in try store.transaction { for i in 0..<500 { _ = try store.create("account", ["name": .text("a\(i)")]) } } }
+        try await laptop.sync()
+
+        // Backup while the phone keeps syncing new records.
+        let syncing = Task {
+            for round in 0..<10 {
+                try phone.local { store in try store.transaction { for i in 0..<20 { _ = try store.create("account", ["name": .text("p\(round)-\(i)")]) } } }
+                try await phone.sync()
+            }
+        }
+        let backup = try ctl.run(["backup", "acme", "--to", dir.path("acme.backup"), "--json"])
+        try await syncing.value
+        #expect(backup.status == 0, "\(backup.error)")
+        let backedUp = try #require((backup.json as? [String: Any])?["records"] as? Int)
+        #expect(backedUp >= 500 && backedUp <= 700)
+        let restore = try ctl.run(["restore", "acme-copy", "--from", dir.path("acme.backup")])
+        #expect(restore.status == 0, "\(restore.error)")
+        let original = try ReplicaStore(path: data + "/tenants/acme.sqlite", options: .init(schema: CRMSchema.current))
+        let copy = try ReplicaStore(path: data + "/tenants/acme-copy.sqlite", options: .init(schema: CRMSchema.current))
+        let source = Dictionary(uniqueKeysWithValues: try original.records(ofType: "account").map { ($0.id, $0) })
+        let restored = try copy.records(ofType: "account")
+        #expect(restored.count == backedUp)
+        #expect(restored.allSatisfy { source[$0.id] == $0 })
+        original.close()
+        copy.close()
+
+        // Revoked while connected: the live session ends within seconds.
+        let live = phone.live()
+        var events = live.events.makeAsyncIterator()
+        _ = await events.next()
+        #expect(try ctl.run(["device", "revoke", phone.store.replicaID, "--tenant", "acme"]).status == 0)
+        #expect(await endOfLiveSession(live) == .deviceRevoked)
+        await live.stop()
+
+        // Suspended and resumed from the CLI.
+        #expect(try ctl.run(["tenant", "suspend", "acme"]).status == 0)
+        #expect(await syncErrorCode { try await laptop.sync() } == .tenantSuspended)
+        #expect(try ctl.run(["tenant", "resume", "acme"]).status == 0)
+        #expect(try await laptop.sync().pulled == 200)
+
+        let export = try ctl.run(["export", "acme", "--to", dir.path("export"), "--json"])
+        #expect(export.status == 0)
+        let lines = try String(contentsOfFile: dir.path("export") + "/account.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 700)
+        let stats = try ctl.run(["stats", "acme", "--json"])
+        let records = (stats.json as? [String: Any])?["records"] as? [String: Int]
+        #expect(records?["account"] == 700)
+        let devices = try ctl.run(["device", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]]
+        #expect(devices?.compactMap { $0["status"] as? String }.sorted() == ["active", "revoked"])
+    }
+}
