@@ -104,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "rapport-bench",
             dependencies: [
-                "ReplicaStore", "SQLite", "SyncModel", "RapportClient", "CRM", "TLS", "TestSupport",
+                "RapportServer", "Registry", "ReplicaStore", "SQLite", "SyncModel", "RapportClient", "CRM", "TLS", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

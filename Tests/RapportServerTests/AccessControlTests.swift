@@ -84,7 +84,11 @@ func syncErrorCode(_ body: () async throws -> Void) async -> SyncError.Code? {
 /// Waits for a live session to be ended by the server, and returns why.
 func endOfLiveSession(_ live: LiveSync) async -> SyncError.Code? {
     for await event in live.events {
-        if case .disconnected(let error) = event { return (error as? SyncError)?.code }
+        if case .disconnected(let error) = event {
+            if let error = error as? SyncError { return error.code }
+            Issue.record("the live session ended without the server's reason: \(error)")
+            return nil
+        }
     }
     return nil
 }

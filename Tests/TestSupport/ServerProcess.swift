@@ -67,13 +67,13 @@ public final class ServerProcess: Sendable {
     }
 
     /// Starts the server on a free port and waits until it listens.
-    public static func start(binary: String, data: String) throws -> ServerProcess {
+    public static func start(binary: String, data: String, arguments: [String] = []) throws -> ServerProcess {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw BenchError("no rapportd at \(binary); build it first: swift build -c release --product rapportd")
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["--port", "0", "--data", data, "--log-level", "warning"]
+        process.arguments = ["--port", "0", "--data", data, "--log-level", "warning"] + arguments
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -123,6 +123,11 @@ public final class ServerProcess: Sendable {
 
 /// Ends the server at once, as a crash or an OOM kill would: no shutdown, no last words.
 extension ServerProcess {
+    /// How many file descriptors the server holds now.
+    public func openFileDescriptors() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process.processIdentifier)/fd").count) ?? -1
+    }
+
     public func kill() {
         guard process.isRunning else { return }
         Foundation.kill(process.processIdentifier, SIGKILL)
