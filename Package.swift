@@ -48,7 +48,7 @@ let package = Package(
             ]
         ),
 
-        .target(name: "CRM", dependencies: ["SyncModel"]),
+        .target(name: "CRM", dependencies: ["ReplicaStore", "SyncModel"]),
         .target(
             name: "RapportServer",
             dependencies: [
@@ -119,6 +119,7 @@ let package = Package(
             "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "CRM", "TLS", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .testTarget(name: "CRMTests", dependencies: ["CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
         .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "SyncModel", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TLSTests", dependencies: ["TLS", .product(name: "NIOEmbedded", package: "swift-nio")] + nio),
     ],
