@@ -80,9 +80,13 @@ public struct CounterState: Hashable, Sendable {
     }
 
     /// The current value. Saturates rather than traps: a counter fed absurd values stays readable.
-    public var value: Int64 {
+    public var value: Int64 { Self.total(of: contributions.values) }
+
+    /// The value of a counter made of `contributions`, for readers that have them without a
+    /// `CounterState` (a projection over encoded records).
+    public static func total(of contributions: some Sequence<CounterContribution>) -> Int64 {
         var total: Int64 = 0
-        for contribution in contributions.values {
+        for contribution in contributions {
             let (afterAdd, o1) = total.addingReportingOverflow(Int64(clamping: contribution.added))
             total = o1 ? Int64.max : afterAdd
             let (afterSub, o2) = total.subtractingReportingOverflow(Int64(clamping: contribution.subtracted))
