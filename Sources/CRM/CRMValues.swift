@@ -150,3 +150,15 @@ extension Int64 {
 
     func floorModulo(_ divisor: Int64) -> Int64 { self - floorDivided(by: divisor) * divisor }
 }
+
+/// Text clean-up shared by imports and duplicate keys.
+enum CRMText {
+    /// `text` without leading and trailing white space. Most values have none, and checking the
+    /// two ends costs far less than Foundation's trimming, which an import runs for every field.
+    static func trimmed(_ text: String) -> String {
+        guard let first = text.utf8.first, let last = text.utf8.last else { return text }
+        let isSpace = { (b: UInt8) in b == 0x20 || (b >= 0x09 && b <= 0x0D) || b >= 0x80 }
+        guard isSpace(first) || isSpace(last) else { return text }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}

@@ -19,7 +19,7 @@ public struct CSVMapping: Sendable, Equatable {
     }
 
     static func normalise(_ title: String) -> String {
-        title.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        CRMText.trimmed(title).lowercased()
     }
 
     /// The target of a column, `nil` when the column is not imported.

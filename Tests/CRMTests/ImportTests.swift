@@ -162,6 +162,17 @@ import Testing
         }
     }
 
+    @Test func aRowTheStoreRefusesLeavesNoTraceAndBlocksNothing() throws {
+        let f = try Fixture()
+        let huge = String(repeating: "x", count: 1 << 20 + 1)
+        let csv = CSV.line(["Last Name", "Title", "Account Name"]) + CSV.line(["Big", huge, "Only Here Inc"])
+            + CSV.line(["Fine", "Buyer", "Elsewhere"])
+        let report = try CSVImporter(store: f.store, type: "contact").run(csv: csv)
+        #expect(report.imported == 1 && report.accountsCreated == 1)
+        #expect(report.rejections.count == 1 && report.rejections[0].row == 2 && report.rejections[0].reason.contains("title"))
+        #expect(try f.store.records(ofType: "account").map { $0.text("name") } == ["Elsewhere"])
+    }
+
     @Test func referencesMustExist() throws {
         let f = try Fixture()
         let account = try f.account("A")
