@@ -230,7 +230,14 @@ private struct ImportRun {
             ?? values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\u{1F}")
         let id = DerivedID.make("import:\(importer.type)", identity)
         var match = finder.matches(keys: keys).first.map { ($0.record, $0.matchedBy) }
-        if match == nil, try referenceExists(id, type: importer.type) { match = (id, "identity") }
+        if match == nil, pending[id] != nil { match = (id, "identity") }
+        if match == nil, let earlier = try store.record(id) {
+            // Deleted since the import that made it: bringing it back is a person's decision.
+            guard !earlier.isDeleted else {
+                throw Rejected(reason: "this row was imported before as \(earlier.type) \(id.uuidString.lowercased()), deleted since; restore it instead")
+            }
+            match = (id, "identity")
+        }
         if let (existing, matchedBy) = match {
             let current = try pending[existing] ?? store.record(existing)?.values ?? [:]
             let filled = values.filter { (current[$0.key] ?? .null) == .null }

@@ -173,6 +173,24 @@ import Testing
         #expect(try f.store.records(ofType: "account").map { $0.text("name") } == ["Elsewhere"])
     }
 
+    @Test func leadsDeduplicateAndDeletedRowsStayDeleted() throws {
+        let f = try Fixture()
+        let existing = try f.store.create("lead", ["last_name": .text("Known"), "status": .text("new"),
+                                                   "phone": .text("+44 20 7946 0958")]).id
+        var options = CSVImporter.Options()
+        options.defaultCountryPrefix = "+44"
+        let csv = "last_name,status,phone,email\nKnown,new,020 7946 0958,known@example.com\nNew,working,,new@example.com\n"
+        let report = try CSVImporter(store: f.store, type: "lead", options: options).run(csv: csv)
+        #expect(report.imported == 1)
+        #expect(report.merges == [.init(row: 2, record: existing, matchedBy: "phone", filledFields: ["email"])])
+        let created = try #require(try f.store.records(ofType: "lead").first { $0.text("last_name") == "New" })
+        try f.store.delete(created.id)
+        let again = try CSVImporter(store: f.store, type: "lead", options: options).run(csv: csv)
+        #expect(again.imported == 0 && again.merged == 1)
+        #expect(again.rejections.map(\.row) == [3])
+        #expect(again.rejections[0].reason.contains("deleted since"))
+    }
+
     @Test func referencesMustExist() throws {
         let f = try Fixture()
         let account = try f.account("A")
