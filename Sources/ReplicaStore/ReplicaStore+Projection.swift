@@ -12,13 +12,13 @@ extension ReplicaStore {
         statement.reset()
         defer { statement.reset() }
         try statement.bind(text: type, at: 1)
+        var values: [FieldValue] = []
         while try statement.step() {
             guard let id = statement.withBytes(0, { UUID(bytes: $0) }) else {
                 throw ReplicaStoreError.corrupt(path: path, reason: "a record id is not 16 bytes")
             }
-            let values: [FieldValue]
             do {
-                values = try statement.withBytes(1) { try projection.values(in: $0) }
+                try statement.withBytes(1) { try projection.read($0, into: &values) }
             } catch let error as ModelError {
                 throw ReplicaStoreError.corrupt(path: path, reason: "record \(id.uuidString): \(error)")
             }

@@ -21,7 +21,19 @@ extension RecordCodec {
         ///
         /// - Throws: `ModelError` for malformed bytes, as decoding would.
         public func values(in state: UnsafeRawBufferPointer) throws(ModelError) -> [FieldValue] {
-            var values = [FieldValue](repeating: .null, count: names.count)
+            var values: [FieldValue] = []
+            try read(state, into: &values)
+            return values
+        }
+
+        /// `values(in:)` into a caller's array, so a scan over many records reuses one buffer
+        /// instead of allocating an array per record.
+        public func read(_ state: UnsafeRawBufferPointer, into values: inout [FieldValue]) throws(ModelError) {
+            if values.count == names.count {
+                for index in values.indices { values[index] = .null }
+            } else {
+                values = [FieldValue](repeating: .null, count: names.count)
+            }
             var reader = ByteReader(state)
             let version = try reader.byte()
             guard version == formatVersion else { throw .malformedEncoding("record format \(version) is not supported") }
@@ -57,7 +69,6 @@ extension RecordCodec {
                     throw .malformedEncoding("field has unknown kind \(tag)")
                 }
             }
-            return values
         }
     }
 }
