@@ -68,6 +68,22 @@ struct CRMBench: ParsableCommand {
         }
         report.line("floor_plain_insert", ["records": contacts, "seconds": floor, "records_per_second": Double(contacts) / floor])
 
+        // Between the two: the store alone creating the same contacts (no parsing, checks,
+        // duplicate search or accounts), to show what the import adds to the store's own cost.
+        let plainStore = try ReplicaStore(path: dir.path("store-only.sqlite"), options: .init(schema: CRMSchema.current))
+        defer { plainStore.close() }
+        let storeOnly = try measure {
+            try plainStore.transaction {
+                for row in rows {
+                    try plainStore.create("contact", [
+                        "first_name": .text(row[1]), "last_name": .text(row[2]), "title": .text(row[3]),
+                        "email": .text(row[4]), "phone": .text(row[5]),
+                    ])
+                }
+            }
+        }
+        report.figure("store_create_same_contacts", storeOnly, records: contacts, floor: floor, target: nil)
+
         let parse = try measure { _ = try CSV.parse(data: data) }
         report.figure("csv_parse", parse, records: contacts, floor: floor, target: nil)
 
