@@ -393,3 +393,15 @@ public enum CSVExporter {
         return output
     }
 }
+
+// An import's rejections and merges render like any report, so `rapportctl import` prints them
+// as a table, JSON or CSV with the same code.
+extension ImportReport.Rejection: ReportRow {
+    public static let columns = ["row", "field", "column", "reason"]
+    public var cells: [String] { [String(row), field ?? "", column ?? "", reason] }
+}
+
+extension ImportReport.Merge: ReportRow {
+    public static let columns = ["row", "record", "matched_by", "filled_fields"]
+    public var cells: [String] { [String(row), record.uuidString.lowercased(), matchedBy, filledFields.joined(separator: " ")] }
+}

@@ -155,6 +155,8 @@ import Testing
         #expect(report.rejections == [.init(row: 3, field: "source", column: "Where",
                                             reason: "'radio' is not one of \(CRMSchema.leadSources.joined(separator: ", "))")])
         #expect(try f.store.records(ofType: "lead")[0].text("source") == "cold_call")
+        #expect(try ReportFormat.csv.render(report.rejections)
+                == "row,field,column,reason\r\n3,source,Where,\"'radio' is not one of \(CRMSchema.leadSources.joined(separator: ", "))\"\r\n")
 
         #expect(throws: CRMError.invalidMapping("'Surname' is not column=field")) { try CSVMapping.parse(["Surname"]) }
         #expect(throws: CRMError.invalidMapping("column 'Surname' maps to 'surname', which lead does not have")) {
