@@ -50,7 +50,7 @@ let package = Package(
             ]
         ),
 
-        .target(name: "CRM", dependencies: ["SyncModel"]),
+        .target(name: "CRM", dependencies: ["ReplicaStore", "SyncModel"]),
         // The registry of tenants, users and devices, and the tenant files of a data directory.
         .target(name: "Registry", dependencies: ["SQLite", "SyncModel", "ReplicaStore", "TLS"]),
         .target(
@@ -131,6 +131,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "TestSupport"]),
+        .testTarget(name: "CRMTests", dependencies: ["CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
         .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "SyncModel", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TLSTests", dependencies: ["TLS", .product(name: "NIOEmbedded", package: "swift-nio")] + nio),
     ],

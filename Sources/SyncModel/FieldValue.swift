@@ -80,15 +80,22 @@ public struct CounterState: Hashable, Sendable {
     }
 
     /// The current value. Saturates rather than traps: a counter fed absurd values stays readable.
-    public var value: Int64 {
-        var total: Int64 = 0
-        for contribution in contributions.values {
-            let (afterAdd, o1) = total.addingReportingOverflow(Int64(clamping: contribution.added))
-            total = o1 ? Int64.max : afterAdd
-            let (afterSub, o2) = total.subtractingReportingOverflow(Int64(clamping: contribution.subtracted))
-            total = o2 ? Int64.min : afterSub
+    public var value: Int64 { Self.total(of: contributions.values) }
+
+    /// The value of a counter made of `contributions`, for readers that have them without a
+    /// `CounterState` (a projection over encoded records).
+    ///
+    /// Summed wide and clamped once at the end, so the result does not depend on the order of
+    /// the contributions: clamping after each one, in a dictionary's order (which differs from
+    /// process to process), let two replicas holding the same counter read different values once
+    /// it passed the bounds of `Int64`.
+    public static func total(of contributions: some Sequence<CounterContribution>) -> Int64 {
+        // Each term is below 2^64, so an Int128 holds the sum of 2^63 of them.
+        var total: Int128 = 0
+        for contribution in contributions {
+            total += Int128(contribution.added) - Int128(contribution.subtracted)
         }
-        return total
+        return Int64(clamping: total)
     }
 
     /// The dots of the latest write of each contributing replica.

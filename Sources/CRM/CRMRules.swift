@@ -1,0 +1,223 @@
+import Foundation
+import ReplicaStore
+import SyncModel
+
+/// The business rules of the CRM as pure functions of records, settings and a clock reading.
+///
+/// Pure so that the server and every device compute the same tiers, flags and deadlines from
+/// the same data: nothing here reads the wall clock, and only loading the settings reads a store. `CRMEffects` reads a store,
+/// runs these and writes what changed.
+public struct CRMRules: Sendable {
+    public let settings: CRMSettings
+    public let pipeline: CRMPipeline
+    /// The moment the rules are evaluated at, in seconds since 1970.
+    public let now: Int64
+    /// `now`'s day, in days since 1970 (UTC).
+    public var today: Int64 { now.floorDivided(by: CRMDate.secondsPerDay) }
+
+    /// Rules evaluated at `now`.
+    public init(settings: CRMSettings = CRMSettings(), pipeline: CRMPipeline = .default, now: Date) {
+        self.settings = settings
+        self.pipeline = pipeline
+        self.now = CRMDate.seconds(now)
+    }
+
+    /// Rules with the settings and pipeline of the tenant whose records `store` holds: what a
+    /// replica uses so that its results match every other replica's.
+    public init(store: ReplicaStore, now: Date) throws {
+        self.init(settings: try CRMSettings.load(from: store), pipeline: try CRMPipeline.load(from: store), now: now)
+    }
+
+    // MARK: Tiering
+
+    /// The tier of an account that won `revenue` over the last 12 months.
+    public func tier(forWonRevenue revenue: Double) -> String {
+        let t = settings.tiers
+        if revenue > t.vip { return "vip" }
+        if revenue > t.gold { return "gold" }
+        if revenue > t.silver { return "silver" }
+        if revenue > t.bronze { return "bronze" }
+        return "standard"
+    }
+
+    /// Whether an opportunity is won in this tenant's pipeline.
+    public func isWon(_ opportunity: RecordState) -> Bool { pipeline.stage(opportunity.text("stage"))?.won == true }
+
+    /// Whether an opportunity is still open: its stage is not a closed one. A stage the pipeline
+    /// does not know counts as open, so an opportunity is never silently dropped from follow-up.
+    public func isOpen(_ opportunity: RecordState) -> Bool { pipeline.stage(opportunity.text("stage"))?.closed != true }
+
+    /// Won revenue per account over the last 12 months (365 days up to and including today),
+    /// by each won opportunity's `closed_at` day. A won opportunity without `closed_at` has no
+    /// date to place it in the window and is not counted (`CRMEffects.opportunityWon` sets it).
+    public func wonRevenue(_ opportunities: [RecordState]) -> [UUID: Double] {
+        var revenue: [UUID: Double] = [:]
+        for opportunity in opportunities where isWon(opportunity) {
+            guard let account = opportunity.reference("account"),
+                  let closed = opportunity.text("closed_at").flatMap(CRMDate.day),
+                  closed > today - 365, closed <= today else { continue }
+            revenue[account, default: 0] += opportunity.number("amount") ?? 0
+        }
+        return revenue
+    }
+
+    /// The tier every account should have now.
+    public func tiers(accounts: [RecordState], opportunities: [RecordState]) -> [UUID: String] {
+        let revenue = wonRevenue(opportunities)
+        return Dictionary(uniqueKeysWithValues: accounts.map { ($0.id, tier(forWonRevenue: revenue[$0.id] ?? 0)) })
+    }
+
+    // MARK: Lifecycle
+
+    /// The lifecycle stage an account moves to when it wins a deal, `nil` when it stays. A
+    /// prospect, a target or a churned account (won back) becomes a customer; customers and core
+    /// accounts keep their stage.
+    public static func lifecycleAfterWin(_ current: String?) -> String? {
+        switch current {
+        case nil, "prospect", "target", "churned": "customer"
+        default: nil
+        }
+    }
+
+    /// When an activity happened (or is due), in seconds since 1970; `nil` for a cancelled one
+    /// or one without a time.
+    static func activityTime(_ activity: RecordState) -> Int64? {
+        guard activity.text("status") != "cancelled" else { return nil }
+        return (activity.text("occurred_at") ?? activity.text("due_at")).flatMap(CRMDate.instant)
+    }
+
+    /// The account each activity concerns: its own `account`, else its opportunity's or its
+    /// contact's account, so a call logged against a contact still counts for the company.
+    static func activityAccounts(_ activities: [RecordState], opportunities: [RecordState], contacts: [RecordState])
+        -> [(account: UUID, time: Int64)]
+    {
+        var opportunityAccount: [UUID: UUID] = [:]
+        for o in opportunities { opportunityAccount[o.id] = o.reference("account") }
+        var contactAccount: [UUID: UUID] = [:]
+        for c in contacts { contactAccount[c.id] = c.reference("account") }
+        return activities.compactMap { activity in
+            guard let time = activityTime(activity),
+                  let account = activity.reference("account")
+                    ?? activity.reference("opportunity").flatMap({ opportunityAccount[$0] })
+                    ?? activity.reference("contact").flatMap({ contactAccount[$0] }) else { return nil }
+            return (account, time)
+        }
+    }
+
+    /// The customer and core accounts with neither an activity nor a won deal in the last
+    /// `churnInactivityDays` days. Prospects are not at risk of churning: they never bought.
+    public func churnRisks(accounts: [RecordState], opportunities: [RecordState], activities: [RecordState],
+                           contacts: [RecordState] = []) -> Set<UUID> {
+        let since = now - Int64(settings.churnInactivityDays) * CRMDate.secondsPerDay
+        var recent = Set<UUID>()
+        for (account, time) in Self.activityAccounts(activities, opportunities: opportunities, contacts: contacts)
+        where time > since && time <= now {
+            recent.insert(account)
+        }
+        for opportunity in opportunities where isWon(opportunity) {
+            if let account = opportunity.reference("account"),
+               let closed = opportunity.text("closed_at").flatMap(CRMDate.instant), closed > since, closed <= now {
+                recent.insert(account)
+            }
+        }
+        return Set(accounts.filter { ["customer", "core"].contains($0.text("lifecycle_stage")) && !recent.contains($0.id) }
+            .map(\.id))
+    }
+
+    // MARK: SLA
+
+    /// The response and resolution deadlines of a case of `priority` opened at `openedAt`
+    /// (seconds since 1970); `nil` for a priority the tenant has no SLA for.
+    public func deadlines(priority: String, openedAt: Int64) -> (response: Int64, resolution: Int64)? {
+        guard let sla = settings.sla[priority] else { return nil }
+        return (openedAt + Int64((sla.responseHours * 3600).rounded()), openedAt + Int64((sla.resolutionHours * 3600).rounded()))
+    }
+
+    /// Whether a case missed a deadline: answered after `response_due` (or still unanswered
+    /// past it), or resolved after `resolution_due` (or still unresolved past it). A case
+    /// without deadlines has nothing to breach.
+    public func isBreached(_ supportCase: RecordState) -> Bool {
+        func missed(_ due: String, _ doneFields: [String]) -> Bool {
+            guard let deadline = supportCase.text(due).flatMap(CRMDate.instant) else { return false }
+            let done = doneFields.lazy.compactMap { supportCase.text($0).flatMap(CRMDate.instant) }.first
+            return (done ?? now) > deadline
+        }
+        return missed("response_due", ["first_response_at", "resolved_at", "closed_at"])
+            || missed("resolution_due", ["resolved_at", "closed_at"])
+    }
+
+    /// Whether a case is still being worked on.
+    public static func isOpenCase(_ supportCase: RecordState) -> Bool {
+        !["resolved", "closed"].contains(supportCase.text("status") ?? "")
+    }
+
+    // MARK: Warnings
+
+    /// An account whose activity fell against its own previous period.
+    public struct ActivityDrop: Sendable, Equatable, Codable {
+        public var account: UUID
+        /// Activities in the period before the latest one.
+        public var previous: Int
+        /// Activities in the latest period (ending now).
+        public var current: Int
+        public init(account: UUID, previous: Int, current: Int) {
+            self.account = account
+            self.previous = previous
+            self.current = current
+        }
+    }
+
+    /// Accounts whose activities in the last `activityPeriodDays` fell by more than
+    /// `activityDropShare` against the period before. An account with no activity in either
+    /// period has nothing to compare and is left to the inactivity rule.
+    public func activityDrops(accounts: [RecordState], activities: [RecordState], opportunities: [RecordState] = [],
+                              contacts: [RecordState] = []) -> [ActivityDrop] {
+        let period = Int64(settings.activityPeriodDays) * CRMDate.secondsPerDay
+        var counts: [UUID: (previous: Int, current: Int)] = [:]
+        for (account, time) in Self.activityAccounts(activities, opportunities: opportunities, contacts: contacts) {
+            if time > now - period && time <= now {
+                counts[account, default: (0, 0)].current += 1
+            } else if time > now - 2 * period && time <= now - period {
+                counts[account, default: (0, 0)].previous += 1
+            }
+        }
+        return accounts.compactMap { account in
+            guard let c = counts[account.id], c.previous > 0,
+                  Double(c.current) < Double(c.previous) * (1 - settings.activityDropShare) else { return nil }
+            return ActivityDrop(account: account.id, previous: c.previous, current: c.current)
+        }
+    }
+
+    /// Accounts whose `renewal_date` falls between today and `renewalWindowDays` from now with no
+    /// open opportunity on them: a renewal nobody is working on.
+    public func renewalsWithoutOpportunity(accounts: [RecordState], opportunities: [RecordState]) -> [UUID] {
+        let worked = Set(opportunities.filter(isOpen).compactMap { $0.reference("account") })
+        return accounts.compactMap { account in
+            guard let renewal = account.text("renewal_date").flatMap(CRMDate.day),
+                  renewal >= today, renewal <= today + Int64(settings.renewalWindowDays),
+                  !worked.contains(account.id) else { return nil }
+            return account.id
+        }
+    }
+}
+
+/// Record ids derived from a name, so that two replicas (or two runs of an import) that make
+/// "the same" record make it under the same id, and the sync merges them into one instead of
+/// keeping two.
+public enum DerivedID {
+    /// A version 8 (custom) UUID from the 128-bit FNV-1a hash of `namespace` and `key`. Not a
+    /// security measure: ids are public; this only has to spread well and never change.
+    public static func make(_ namespace: String, _ key: String) -> UUID {
+        var hash: UInt128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d
+        let prime: UInt128 = (1 << 88) + (1 << 8) + 0x3b
+        for byte in namespace.utf8 + [0] + key.utf8 {
+            hash ^= UInt128(byte)
+            hash &*= prime
+        }
+        var bytes = withUnsafeBytes(of: hash.bigEndian) { Array($0) }
+        bytes[6] = (bytes[6] & 0x0f) | 0x80
+        bytes[8] = (bytes[8] & 0x3f) | 0x80
+        return UUID(uuid: (bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+                           bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]))
+    }
+}

@@ -1,0 +1,28 @@
+import Foundation
+import SQLite
+import SyncModel
+
+extension ReplicaStore {
+    /// Calls `body` with the id and the values of `fields` of every live record of `type`, in
+    /// change order, decoding nothing else: for reports that aggregate a few fields of many
+    /// records (see `RecordCodec.Projection`).
+    public func scan(_ type: String, fields: [String], _ body: (UUID, [FieldValue]) throws -> Void) throws {
+        let projection = RecordCodec.Projection(fields)
+        let statement = try db.cached("SELECT id, state FROM records WHERE type = ? AND deleted = 0 ORDER BY seq")
+        statement.reset()
+        defer { statement.reset() }
+        try statement.bind(text: type, at: 1)
+        var values: [FieldValue] = []
+        while try statement.step() {
+            guard let id = statement.withBytes(0, { UUID(bytes: $0) }) else {
+                throw ReplicaStoreError.corrupt(path: path, reason: "a record id is not 16 bytes")
+            }
+            do {
+                try statement.withBytes(1) { try projection.read($0, into: &values) }
+            } catch let error as ModelError {
+                throw ReplicaStoreError.corrupt(path: path, reason: "record \(id.uuidString): \(error)")
+            }
+            try body(id, values)
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import CRM
+import Foundation
+import Testing
+
+@Suite struct CSVTests {
+    func fields(_ text: String) throws -> [[String]] { try CSV.parse(text).map(\.fields) }
+
+    @Test func quotedFieldsWithCommasNewlinesAndQuotes() throws {
+        let text = "name,note\r\n\"Doe, Jane\",\"said \"\"hi\"\"\nthen left\"\r\nplain,\"\"\r\n"
+        #expect(try fields(text) == [["name", "note"], ["Doe, Jane", "said \"hi\"\nthen left"], ["plain", ""]])
+        let records = try CSV.parse(text)
+        #expect(records.map(\.row) == [1, 2, 3])
+        #expect(records.map(\.line) == [1, 2, 4])
+    }
+
+    @Test func bomLFAndMissingLastLineEnd() throws {
+        #expect(try fields("\u{FEFF}a,b\nc,d") == [["a", "b"], ["c", "d"]])
+        #expect(try fields("a,b\n\n\nc,d\n") == [["a", "b"], ["c", "d"]])
+        #expect(try fields("a,\n,b,") == [["a", ""], ["", "b", ""]])
+        #expect(try fields("\"x\"") == [["x"]])
+        #expect(try fields("") == [])
+        #expect(try fields("é,ü\r\n") == [["é", "ü"]])
+    }
+
+    @Test func malformedInputNamesRowAndLine() {
+        #expect(throws: CRMError.malformedCSV(row: 2, line: 2, reason: "a quoted field opened on this line never ends")) {
+            try CSV.parse("a,b\n\"open,b\nmore")
+        }
+        #expect(throws: CRMError.malformedCSV(row: 1, line: 1, reason: "text after the closing quote of field 1")) {
+            try CSV.parse("\"a\"b,c")
+        }
+        #expect(throws: CRMError.self) { try CSV.parse("a,b\"c\n") }
+    }
+
+    @Test func writingQuotesOnlyWhatNeedsIt() throws {
+        #expect(CSV.field("plain") == "plain")
+        #expect(CSV.field("a,b") == "\"a,b\"")
+        #expect(CSV.field("say \"hi\"") == "\"say \"\"hi\"\"\"")
+        #expect(CSV.field("two\nlines") == "\"two\nlines\"")
+        #expect(CSV.field(" padded") == "\" padded\"")
+        let row = ["a,b", "c\"d", "e\r\nf", "", "g"]
+        #expect(try fields(CSV.line(row)) == [row])
+    }
+}

@@ -1,0 +1,222 @@
+@testable import CRM
+import Foundation
+import ReplicaStore
+import SyncModel
+import Testing
+
+@Suite struct DuplicateTests {
+    @Test func normalisedEmailAndPhone() {
+        #expect(ContactKey.email("  Ann@Example.COM ") == "ann@example.com")
+        #expect(ContactKey.email("   ") == nil)
+        #expect(ContactKey.phone("+44 (20) 7946-0958") == "+442079460958")
+        #expect(ContactKey.phone("020 7946 0958") == "02079460958")
+        #expect(ContactKey.phone("020 7946 0958", defaultCountryPrefix: "+44") == "+442079460958")
+        #expect(ContactKey.phone("0044 20 7946 0958", defaultCountryPrefix: "+44") == "+442079460958")
+        #expect(ContactKey.phone("555 0100 22", defaultCountryPrefix: "1") == "+1555010022")
+        #expect(ContactKey.phone("+1 555 0100", defaultCountryPrefix: "+44") == "+15550100")
+        #expect(ContactKey.phone("12-34") == nil)
+    }
+
+    @Test func finderMatchesExistingContactsByEmailOrPhone() throws {
+        let f = try Fixture()
+        let ann = try f.contact("Ann", email: "ann@example.com", phone: "+44 20 7946 0958")
+        let bob = try f.contact("Bob", phone: "020 7946 0000", ["mobile": .text("07700 900123")])
+        let merged = try f.contact("Old", email: "old@example.com", ["merged_into": .text(ann.uuidString)])
+        _ = merged
+        let finder = try DuplicateFinder(store: f.store, type: "contact", defaultCountryPrefix: "+44")
+        #expect(finder.matches(["email": .text(" ANN@example.com")]) == [.init(record: ann, matchedBy: "email", key: "ann@example.com")])
+        #expect(finder.matches(["phone": .text("020 7946 0958")]) == [.init(record: ann, matchedBy: "phone", key: "+442079460958")])
+        #expect(finder.matches(["phone": .text("+447700900123")]).map(\.record) == [bob])
+        #expect(finder.matches(["email": .text("ann@example.com"), "mobile": .text("07700 900123")]).map(\.record) == [ann, bob])
+        #expect(finder.matches(["email": .text("old@example.com")]).isEmpty)
+        #expect(finder.matches(["email": .text("new@example.com")]).isEmpty)
+    }
+}
+
+@Suite struct ImportTests {
+    static let salesforceHeader = ["Contact ID", "First Name", "Last Name", "Title", "Email", "Phone", "Mobile", "Account Name"]
+
+    /// 10,000 Salesforce-shaped rows: every 20th row from the 8th is bad (500: a missing last
+    /// name, a malformed e-mail, a malformed phone or a short row in turn), every 20th from the
+    /// 14th repeats the contact of 13 rows before with its e-mail in capitals and padded and a
+    /// mobile number the original lacks (500).
+    static func generated(rows: Int = 10_000) -> String {
+        var text = CSV.line(salesforceHeader)
+        for i in 0..<rows {
+            var fields = ["003\(i)", "First\(i)", "Last\(i)", "Buyer", "person\(i)@example.com", "+1 555 \(1_000_000 + i)", "",
+                          "Company \(i % 50)"]
+            switch i % 20 {
+            case 7:
+                switch (i / 20) % 4 {
+                case 0: fields[2] = ""
+                case 1: fields[4] = "person\(i).example.com"
+                case 2: fields[5] = "call me"
+                default: fields.removeLast()
+                }
+            case 13:
+                let original = i - 13
+                fields = ["003d\(i)", "First\(original)", "Last\(original)", "", "  PERSON\(original)@Example.com ", "",
+                          "+1 555 \(2_000_000 + original)", "Company \(original % 50)"]
+            default: break
+            }
+            text += CSV.line(fields)
+        }
+        return text
+    }
+
+    @Test func tenThousandRowsWithBadRowsAndDuplicates() throws {
+        let f = try Fixture()
+        let csv = Self.generated()
+        let report = try CSVImporter(store: f.store, type: "contact").run(csv: csv)
+        #expect(report.rows == 10_000)
+        #expect(report.imported == 9_000)
+        #expect(report.merged == 500)
+        #expect(report.rejected == 500)
+        #expect(report.accountsCreated == 50)
+        #expect(report.ignoredColumns.isEmpty)
+        #expect(try f.store.count(ofType: "contact") == 9_000)
+        #expect(try f.store.count(ofType: "account") == 50)
+
+        // Reasons name the row (the header is row 1) and the field.
+        #expect(report.rejections[0] == .init(row: 9, field: "last_name", column: "Last Name",
+                                              reason: "required, and the row has no value for it"))
+        #expect(report.rejections[1] == .init(row: 29, field: "email", column: "Email",
+                                              reason: "'person27.example.com' is not an e-mail address"))
+        #expect(report.rejections[2] == .init(row: 49, field: "phone", column: "Phone", reason: "'call me' is not a phone number"))
+        #expect(report.rejections[3] == .init(row: 69, field: nil, column: nil, reason: "7 field(s) where the header has 8"))
+
+        // A duplicate fills what the original lacked and overwrites nothing.
+        let merge = report.merges[0]
+        #expect(merge.row == 15 && merge.matchedBy == "email" && merge.filledFields == ["mobile"])
+        let original = try f.read(merge.record)
+        #expect(original.text("last_name") == "Last0" && original.text("email") == "person0@example.com")
+        #expect(original.text("mobile") == "+1 555 2000000" && original.text("title") == "Buyer")
+        let company = try f.read(try #require(original.reference("account")))
+        #expect(company.text("name") == "Company 0")
+
+        // Running it again creates and changes nothing.
+        let sequence = f.store.lastSequence
+        let again = try CSVImporter(store: f.store, type: "contact").run(csv: csv)
+        #expect(again.imported == 0 && again.merged == 9_500 && again.rejected == 500 && again.accountsCreated == 0)
+        #expect(again.merges.allSatisfy { $0.filledFields.isEmpty })
+        #expect(f.store.lastSequence == sequence)
+        #expect(try f.store.count(ofType: "contact") == 9_000)
+    }
+
+    @Test func dryRunReportsTheSameAndWritesNothing() throws {
+        let f = try Fixture()
+        let csv = Self.generated(rows: 1_000)
+        var options = CSVImporter.Options()
+        options.dryRun = true
+        let dry = try CSVImporter(store: f.store, type: "contact", options: options).run(csv: csv)
+        #expect(f.store.lastSequence == 0)
+        let real = try CSVImporter(store: f.store, type: "contact").run(csv: csv)
+        #expect(dry.imported == real.imported && dry.merges == real.merges && dry.rejections == real.rejections)
+        #expect(dry.accountsCreated == real.accountsCreated)
+        #expect(dry.dryRun && !real.dryRun && real.imported == 900)
+    }
+
+    @Test func salesforceExportShape() throws {
+        let f = try Fixture()
+        let csv = #"""
+            "Salutation","First Name","Last Name","Title","Department","Email","Phone","Mobile","Account Name","Birthdate","Do Not Call"
+            "Ms.","Jane","O'Neil, Jr","VP ""Sales""","Sales","jane@acme.example","(415) 555-0100","","Acme, Inc.","7/4/1980","true"
+            """#.replacingOccurrences(of: "\n", with: "\r\n")
+        let report = try CSVImporter(store: f.store, type: "contact").run(csv: csv)
+        #expect(report.imported == 1 && report.accountsCreated == 1 && report.ignoredColumns == ["Salutation"])
+        let jane = try #require(try f.store.records(ofType: "contact").first)
+        #expect(jane.text("last_name") == "O'Neil, Jr" && jane.text("title") == "VP \"Sales\"")
+        #expect(jane.text("birthday") == "1980-07-04" && jane.values["do_not_call"] == .bool(true))
+        #expect(try f.read(try #require(jane.reference("account"))).text("name") == "Acme, Inc.")
+    }
+
+    @Test func hubspotExportShapeUsesAnExistingAccount() throws {
+        let f = try Fixture()
+        let globex = try f.account("Globex")
+        let csv = """
+            Record ID,First Name,Last Name,Email,Phone Number,Company Name,Job Title,Lifecycle Stage,Contact owner
+            501,Hank,Scorpio,hank@globex.example,+1 555 0199,GLOBEX ,CEO,customer,Some One
+            502,Frank,Grimes,frank@initech.example,,Initech,Engineer,evangelist,Some One
+            """
+        let report = try CSVImporter(store: f.store, type: "contact").run(csv: csv)
+        #expect(report.imported == 2 && report.accountsCreated == 1 && report.ignoredColumns == ["Contact owner"])
+        let contacts = try f.store.records(ofType: "contact")
+        #expect(contacts[0].reference("account") == globex && contacts[0].text("title") == "CEO" && contacts[0].text("phone") == "+1 555 0199")
+        let initech = try f.read(try #require(contacts[1].reference("account")))
+        #expect(initech.text("name") == "Initech" && initech.text("lifecycle_stage") == "core")
+    }
+
+    @Test func explicitMappingAndItsErrors() throws {
+        let f = try Fixture()
+        let mapping = try CSVMapping.parse(["Surname=last_name", "Mail=email", "Where=source", "State=status"])
+        let csv = "Surname,Mail,Where,State,Notes\nSmith,s@example.com,Cold Call,new,x\nJones,j@example.com,radio,new,y\n"
+        let report = try CSVImporter(store: f.store, type: "lead", mapping: mapping).run(csv: csv)
+        #expect(report.imported == 1 && report.ignoredColumns == ["Notes"])
+        #expect(report.rejections == [.init(row: 3, field: "source", column: "Where",
+                                            reason: "'radio' is not one of \(CRMSchema.leadSources.joined(separator: ", "))")])
+        #expect(try f.store.records(ofType: "lead")[0].text("source") == "cold_call")
+        #expect(try ReportFormat.csv.render(report.rejections)
+                == "row,field,column,reason\r\n3,source,Where,\"'radio' is not one of \(CRMSchema.leadSources.joined(separator: ", "))\"\r\n")
+
+        #expect(throws: CRMError.invalidMapping("'Surname' is not column=field")) { try CSVMapping.parse(["Surname"]) }
+        #expect(throws: CRMError.invalidMapping("column 'Surname' maps to 'surname', which lead does not have")) {
+            try CSVImporter(store: f.store, type: "lead", mapping: try CSVMapping.parse(["Surname=surname"])).run(csv: "Surname\nx\n")
+        }
+    }
+
+    @Test func aRowTheStoreRefusesLeavesNoTraceAndBlocksNothing() throws {
+        let f = try Fixture()
+        let huge = String(repeating: "x", count: 1 << 20 + 1)
+        let csv = CSV.line(["Last Name", "Title", "Account Name"]) + CSV.line(["Big", huge, "Only Here Inc"])
+            + CSV.line(["Fine", "Buyer", "Elsewhere"])
+        let report = try CSVImporter(store: f.store, type: "contact").run(csv: csv)
+        #expect(report.imported == 1 && report.accountsCreated == 1)
+        #expect(report.rejections.count == 1 && report.rejections[0].row == 2 && report.rejections[0].reason.contains("title"))
+        #expect(try f.store.records(ofType: "account").map { $0.text("name") } == ["Elsewhere"])
+    }
+
+    @Test func leadsDeduplicateAndDeletedRowsStayDeleted() throws {
+        let f = try Fixture()
+        let existing = try f.store.create("lead", ["last_name": .text("Known"), "status": .text("new"),
+                                                   "phone": .text("+44 20 7946 0958")]).id
+        var options = CSVImporter.Options()
+        options.defaultCountryPrefix = "+44"
+        let csv = "last_name,status,phone,email\nKnown,new,020 7946 0958,known@example.com\nNew,working,,new@example.com\n"
+        let report = try CSVImporter(store: f.store, type: "lead", options: options).run(csv: csv)
+        #expect(report.imported == 1)
+        #expect(report.merges == [.init(row: 2, record: existing, matchedBy: "phone", filledFields: ["email"])])
+        let created = try #require(try f.store.records(ofType: "lead").first { $0.text("last_name") == "New" })
+        try f.store.delete(created.id)
+        let again = try CSVImporter(store: f.store, type: "lead", options: options).run(csv: csv)
+        #expect(again.imported == 0 && again.merged == 1)
+        #expect(again.rejections.map(\.row) == [3])
+        #expect(again.rejections[0].reason.contains("deleted since"))
+    }
+
+    @Test func referencesMustExist() throws {
+        let f = try Fixture()
+        let account = try f.account("A")
+        let missing = UUID()
+        let csv = "last_name,account\nOk,\(account.uuidString)\nBad,\(missing.uuidString)\n"
+        let report = try CSVImporter(store: f.store, type: "contact").run(csv: csv)
+        #expect(report.imported == 1)
+        #expect(report.rejections == [.init(row: 3, field: "account", column: "account", reason: "no account with id \(missing.uuidString)")])
+    }
+
+    @Test func exportReimportsIntoAnotherStore() throws {
+        let f = try Fixture()
+        let account = try f.account("A, with \"quotes\"")
+        try f.contact("Doe", email: "doe@example.com", account: account, ["first_name": .text("Jo\nanne"), "nps": .integer(9)])
+        let csv = try CSVExporter.export(f.store, type: "account") + ""
+        #expect(csv.hasPrefix("id,address,annual_revenue,"))
+        let other = try Fixture()
+        let accounts = try CSVImporter(store: other.store, type: "account").run(csv: csv)
+        #expect(accounts.imported == 1 && accounts.ignoredColumns == ["id", "loyalty_points"])
+        #expect(try other.store.records(ofType: "account")[0].text("name") == "A, with \"quotes\"")
+        let contacts = try CSVExporter.export(f.store, type: "contact")
+        let rows = try CSV.parse(contacts)
+        let header = rows[0].fields
+        #expect(rows[1].fields[header.firstIndex(of: "first_name")!] == "Jo\nanne")
+        #expect(rows[1].fields[header.firstIndex(of: "nps")!] == "9")
+    }
+}
