@@ -23,7 +23,7 @@ struct RapportCtl: AsyncParsableCommand {
             """,
         subcommands: [
             TenantCommand.self, UserCommand.self, DeviceCommand.self, Backup.self, Restore.self,
-            Export.self, Stats.self, Audit.self,
+            Export.self, Stats.self, Audit.self, Report.self, Import.self, ExportCSV.self,
         ])
 
     /// Replaces ArgumentParser's `main` to keep the documented exit codes.
@@ -103,6 +103,8 @@ struct CtlFailure: Error {
             self.init(.badFile, error.description)
         case let error as SQLiteError:
             self.init(error.isStorageFull || error.code == 10 /* SQLITE_IOERR */ ? .io : (error.isCorruption ? .badFile : .io), error.description)
+        case let error as CRMError:
+            self.init(.usage, "\(error)")
         case let error as CocoaError:
             self.init(.io, error.localizedDescription)
         default:

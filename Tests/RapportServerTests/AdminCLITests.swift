@@ -159,3 +159,43 @@ struct Ctl {
         #expect(devices?.compactMap { $0["status"] as? String }.sorted() == ["active", "revoked"])
     }
 }
+
+@Suite struct CRMCommandTests {
+    @Test func anOperatorImportsASalesforceExportAndRunsReports() throws {
+        let dir = try TemporaryDirectory()
+        let ctl = Ctl(data: dir.path("data"))
+        #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)
+        let csv = """
+            Contact ID,First Name,Last Name,Email,Phone,Account Name,Title
+            003A,Ada,Lovelace,ada@example.com,+44 20 7946 0000,Analytical Engines,Countess
+            003B,Alan,Turing,ALAN@example.com ,,Bletchley Park,
+            003C,Grace,,grace@example.com,,Navy,Rear Admiral
+            003D,Ada,Lovelace,ada@example.com,,Analytical Engines,
+            003E,Bad,Email,not-an-email,,,
+
+            """
+        try csv.write(toFile: dir.path("contacts.csv"), atomically: true, encoding: .utf8)
+        let arguments = ["import", "acme", "--type", "contact", "--from", dir.path("contacts.csv"), "--mapping", "salesforce", "--json"]
+        let dry = try ctl.run(arguments + ["--dry-run"])
+        #expect(dry.status == 0, "\(dry.error)")
+        let first = try ctl.run(arguments)
+        let report = try #require(first.json as? [String: Any])
+        #expect(report["imported"] as? Int == 2)
+        #expect((report["merges"] as? [Any])?.count == 1)
+        let rejections = try #require(report["rejections"] as? [[String: Any]])
+        #expect(rejections.compactMap { $0["field"] as? String }.sorted() == ["email", "last_name"])
+        #expect(try #require(dry.json as? [String: Any])["imported"] as? Int == 2, "a dry run reports what the import does")
+        let again = try #require(try ctl.run(arguments).json as? [String: Any])
+        #expect(again["imported"] as? Int == 0, "re-running the import creates nothing")
+
+        let exported = try ctl.run(["export-csv", "acme", "--type", "contact"])
+        #expect(exported.output.split(whereSeparator: \.isNewline).count == 3)
+        #expect(exported.output.contains("ada@example.com"))
+        let pipeline = try ctl.run(["report", "pipeline", "acme", "--csv"])
+        #expect(pipeline.status == 0)
+        #expect(pipeline.output.hasPrefix("stage,"))
+        #expect(try ctl.run(["report", "no-such-report", "acme"]).status == 1)
+        let audit = try ctl.run(["audit", "--tenant", "acme", "--json"]).json as? [[String: Any]]
+        #expect(audit?.compactMap { $0["action"] as? String }.contains("import") == true)
+    }
+}
