@@ -117,6 +117,10 @@ public final class RapportClient: Sendable {
 
     func push(_ session: inout ClientSession, report: inout SyncReport,
               progress: (@Sendable (SyncProgress) -> Void)?) async throws {
+        let peer = session.welcome.serverReplicaID
+        if try await store.perform({ try $0.adoptUpstream(peer) }) {
+            logger.notice("the server has a new identity (restored or replaced): pushing every record again", metadata: ["server": "\(peer)"])
+        }
         let batchSize = min(configuration.pushBatchSize, Int(session.welcome.limits.maxBatchRecords == 0 ? 500 : session.welcome.limits.maxBatchRecords))
         let total = try await store.perform { try $0.dirtyCount() }
         var done = 0, bytes = 0, batchID: UInt64 = 0

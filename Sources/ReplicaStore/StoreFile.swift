@@ -66,3 +66,24 @@ extension ReplicaStore {
         try db.run("UPDATE replica SET replica_id = ?", [id.rawValue])
     }
 }
+
+extension ReplicaStore {
+    /// Called with the upstream replica's id at the start of every session. When this store has
+    /// synced with an upstream before but never with this one, the upstream was restored from a
+    /// backup or replaced (a restored store takes a new id): everything here is marked dirty so
+    /// that it is pushed again (merging makes that harmless for what the upstream already has),
+    /// and the stale checkpoints are dropped. Returns whether that happened.
+    ///
+    /// Without this, writes the device had pushed after the backup was taken would be missing
+    /// from the restored server forever, since the device considered them acknowledged.
+    @discardableResult
+    public func adoptUpstream(_ peer: String) throws -> Bool {
+        let known = try db.query("SELECT peer FROM peer_checkpoints", row: { $0.string(0) })
+        guard !known.isEmpty, !known.contains(peer) else { return false }
+        try write {
+            try db.run("UPDATE records SET dirty = 1 WHERE dirty = 0")
+            try db.run("DELETE FROM peer_checkpoints")
+        }
+        return true
+    }
+}

@@ -231,4 +231,26 @@ func endOfLiveSession(_ live: LiveSync) async -> SyncError.Code? {
         #expect(try await second.sync().pulled == 3)
         #expect(f.server.openTenantStores <= 2)
     }
+
+    @Test func afterARestoreDevicesPushAgainWhatTheBackupLacks() async throws {
+        let f = try await RegistryServer()
+        defer { Task { await f.stop() } }
+        let device = try await f.enrolledDevice("laptop")
+        try device.local { store in for i in 0..<100 { _ = try store.create("account", ["name": .text("before \(i)")]) } }
+        try await device.sync()
+        let backup = f.dir.path("acme.backup")
+        try f.admin { try f.data.backup(tenant: "acme", to: backup, in: $0) }
+        try device.local { store in for i in 0..<20 { _ = try store.create("account", ["name": .text("after \(i)")]) } }
+        try await device.sync()
+
+        try f.admin { try $0.setTenantStatus("acme", .suspended) }
+        try await Task.sleep(for: .seconds(1))  // the server closes the suspended tenant's store
+        try f.admin { try f.data.restore(tenant: "acme", from: backup, schema: CRMSchema.current, in: $0) }
+        try f.admin { try $0.setTenantStatus("acme", .active) }
+
+        let report = try await device.sync()
+        #expect(report.pushed == 120, "everything is offered again; the server keeps what it lacks")
+        let colleague = try await f.enrolledDevice("colleague")
+        #expect(try await colleague.sync().pulled == 120)
+    }
 }
