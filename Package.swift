@@ -48,7 +48,7 @@ let package = Package(
             ]
         ),
 
-        .target(name: "CRM", dependencies: ["SyncModel"]),
+        .target(name: "CRM", dependencies: ["SyncModel", "ReplicaStore"]),
         .target(
             name: "RapportServer",
             dependencies: [
@@ -60,7 +60,7 @@ let package = Package(
         .target(
             name: "RapportClient",
             dependencies: [
-                "ReplicaStore", "SyncModel", "SyncProtocol", "TLS",
+                "ReplicaStore", "SyncModel", "SyncProtocol", "TLS", "CRM",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),
@@ -111,6 +111,7 @@ let package = Package(
             "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
+        .testTarget(name: "CRMTests", dependencies: ["CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
         .testTarget(name: "RapportServerTests", dependencies: [
             "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
             .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -25,6 +25,9 @@ public final class SyncServer: Sendable {
         public var privateKeyPath: String?
         public var limits: SessionLimits
         public var schema: Schema
+        /// The checks of pushed records that need the tenant's data (references, the tenant's
+        /// pipeline and custom fields); `nil` checks the schema alone.
+        public var recordRules: (any RecordRules)?
         public var schemaVersion: UInt32
         /// How long shutdown waits for sessions to finish their current batch.
         public var shutdownGracePeriod: Duration
@@ -77,7 +80,8 @@ public final class SyncServer: Sendable {
         }
         tls = try TLSContext(configuration: .server(certificateChain: chain, privateKey: key,
                                                     applicationProtocols: [SyncProtocolVersion.alpn]))
-        tenants = try TenantPool(directory: configuration.dataDirectory + "/tenants", schema: configuration.schema, logger: logger)
+        tenants = try TenantPool(directory: configuration.dataDirectory + "/tenants", schema: configuration.schema,
+                                 rules: configuration.recordRules, logger: logger)
         self.authenticator = try authenticator ?? DevAuthenticator(dataDirectory: configuration.dataDirectory)
     }
 

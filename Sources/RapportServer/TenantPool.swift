@@ -45,14 +45,17 @@ public final class TenantStore: Sendable {
 public final class TenantPool: Sendable {
     private let directory: String
     private let schema: Schema
+    private let rules: (any RecordRules)?
     private let open = Mutex<[String: TenantStore]>([:])
     private let logger: Logger
 
     /// - Parameter directory: where tenant files live, one `<slug>.sqlite` each.
-    public init(directory: String, schema: Schema, logger: Logger) throws {
+    /// - Parameter rules: the store-aware checks every tenant's store runs on pushed records.
+    public init(directory: String, schema: Schema, rules: (any RecordRules)? = nil, logger: Logger) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.directory = directory
         self.schema = schema
+        self.rules = rules
         self.logger = logger
     }
 
@@ -68,7 +71,9 @@ public final class TenantPool: Sendable {
     public func store(for tenant: String) throws -> TenantStore {
         try open.withLock { open in
             if let existing = open[tenant] { return existing }
-            let replica = try ReplicaStore(path: path(of: tenant), options: .init(schema: schema))
+            var options = ReplicaStore.Options(schema: schema)
+            options.rules = rules
+            let replica = try ReplicaStore(path: path(of: tenant), options: options)
             let store = TenantStore(tenant: tenant, store: SharedReplicaStore(replica, label: "tenant.\(tenant)"))
             open[tenant] = store
             logger.info("opened tenant store", metadata: ["tenant": "\(tenant)", "replica": "\(replica.replicaID)"])

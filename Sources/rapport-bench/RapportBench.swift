@@ -1,4 +1,5 @@
 import ArgumentParser
+import CRM
 import Foundation
 import ReplicaStore
 import SQLite
@@ -143,13 +144,34 @@ struct BenchRows {
         self.shape = shape
         var generator = FastRandom(seed: 0x5241_5050_4f52_5400)
         let letters = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+        var previous: UUID?
         rows = (0..<count).map { _ in
-            Row(id: UUID(),
-                texts: shape.texts.map { _ in
-                    String((0..<Int.random(in: 10...40, using: &generator)).map { _ in letters.randomElement(using: &generator)! })
+            let id = UUID()
+            defer { previous = id }
+            return Row(id: id,
+                texts: shape.texts.map { field in
+                    let text = String((0..<Int.random(in: 10...40, using: &generator)).map { _ in letters.randomElement(using: &generator)! })
+                    return Self.valid(field, from: text, parent: previous ?? id)
                 },
                 integers: shape.integers.map { _ in Int64.random(in: 18...90, using: &generator) },
                 reals: shape.reals.map { _ in Double.random(in: 0...1_000_000, using: &generator) })
+        }
+    }
+
+    /// `text` made into a value the CRM's rules accept for `field` (a choice, an e-mail address,
+    /// a reference), about as long as the random text, so the rows stay valid and comparable.
+    /// Fields without a rule keep the random text.
+    static func valid(_ field: String, from text: String, parent: UUID) -> String {
+        let word = text.lowercased().filter { $0 != " " }
+        switch field {
+        case "size": return CRMSchema.companySizes[text.count % CRMSchema.companySizes.count]
+        case "lifecycle_stage": return CRMSchema.lifecycleStages[text.count % CRMSchema.lifecycleStages.count]
+        case "tier": return CRMSchema.tiers[text.count % CRMSchema.tiers.count]
+        case "phone": return "+1 555 " + String(text.count * 7919 % 10_000_000)
+        case "website": return "https://" + word + ".example"
+        case "owner", "email": return word + "@example.com"
+        case "parent": return parent.uuidString
+        default: return text
         }
     }
 

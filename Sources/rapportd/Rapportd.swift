@@ -52,6 +52,7 @@ struct Rapportd: AsyncParsableCommand {
         let data = URL(fileURLWithPath: dataDirectory).standardizedFileURL.path
         var config = SyncServer.Configuration(dataDirectory: data, host: host, port: port,
                                               schema: CRMSchema.current, schemaVersion: CRMSchema.version)
+        config.recordRules = CRMRules()
         config.certificateChainPath = certificateChain
         config.privateKeyPath = privateKey
         let server = try SyncServer(configuration: config, logger: logger)

@@ -71,7 +71,7 @@ import Testing
     @Test func refusesUnknownTypeListingTheTypes() {
         let error = #expect(throws: DeviceError.self) { try ValueParser.parseEdit(["a=b"], type: "gizmo", schema: schema) }
         #expect(error?.message.contains("'gizmo'") == true)
-        #expect(error?.message.contains("account, activity, contact, opportunity") == true)
+        #expect(error?.message.contains("account, activity, campaign, campaign_member, case, contact") == true)
     }
 
     @Test func refusesArgumentsThatAreNotAssignments() {
