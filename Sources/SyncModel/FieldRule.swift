@@ -87,16 +87,21 @@ extension FieldRule {
             return "'\(String(decoding: text, as: UTF8.self))' is not a valid \(format.description)"
         }
         if let reference, !Self.isUUID(text) {
-            return "'\(String(decoding: text, as: UTF8.self))' is not the id of a \(reference) record"
+            return "'\(String(decoding: text, as: UTF8.self))' is not a record id (a UUID) of a record of type \(reference)"
         }
         return nil
     }
 
     /// `violation(of:)` for a number.
     func violation(number: Double) -> String? {
-        if let minimum, number < minimum { return "\(number) is below the minimum \(minimum)" }
-        if let maximum, number > maximum { return "\(number) is above the maximum \(maximum)" }
+        if let minimum, number < minimum { return "\(Self.show(number)) is below the minimum \(Self.show(minimum))" }
+        if let maximum, number > maximum { return "\(Self.show(number)) is above the maximum \(Self.show(maximum))" }
         return nil
+    }
+
+    /// Whole numbers without a fraction, as a user wrote them.
+    private static func show(_ number: Double) -> String {
+        number.rounded() == number && abs(number) < 1e15 ? String(Int64(number)) : String(number)
     }
 
     static func matches(_ text: UnsafeRawBufferPointer, _ format: Format) -> Bool {
