@@ -27,10 +27,10 @@ public struct CRMRules: RecordRules {
             guard let target = rule.reference, case .text(let text)? = state.fields[field]?.value else { continue }
             // The schema has checked the id's form; a malformed one is reported here too.
             guard let id = UUID(uuidString: text), let found = try store.type(of: id) else {
-                throw ModelError.invalidFieldValue(record: record, field: field, reason: "no \(target) record with id \(text)")
+                throw ModelError.invalidFieldValue(record: record, field: field, reason: "no record of type \(target) with id \(text)")
             }
             guard found == target else {
-                throw ModelError.invalidFieldValue(record: record, field: field, reason: "\(text) is a \(found) record, not a \(target)")
+                throw ModelError.invalidFieldValue(record: record, field: field, reason: "\(text) is a record of type \(found), not \(target)")
             }
         }
         switch state.type {

@@ -23,6 +23,11 @@ public struct StoreChanges: Sendable, Hashable {
 public struct ChangedRecord: Sendable, Hashable {
     public var id: UUID
     public var type: String
+
+    public init(id: UUID, type: String) {
+        self.id = id
+        self.type = type
+    }
 }
 
 /// The streams of a store's observers. Separate from the store and locked, because a stream's
