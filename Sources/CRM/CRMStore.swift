@@ -140,10 +140,11 @@ public struct CRMStore {
         try store.search(text, ofType: E.recordType, limit: limit).map(E.init)
     }
 
-    /// An opportunity's stage history, oldest first.
+    /// An opportunity's stage history, oldest first; changes within the same second in the
+    /// order this replica took them in.
     public func stageHistory(of opportunity: UUID) throws -> [StageChange] {
         try query(StageChange.self, where: "opportunity", equals: opportunity.uuidString)
-            .sorted { ($0.changedAt, $0.id.uuidString) < ($1.changedAt, $1.id.uuidString) }
+            .enumerated().sorted { ($0.element.changedAt, $0.offset) < ($1.element.changedAt, $1.offset) }.map(\.element)
     }
 
     /// The tenant's pipeline (its own, or the default one).

@@ -6,11 +6,12 @@ import SyncModel
 /// exists, that a value is one the tenant configured (its pipeline stages), that a field the
 /// tenant added holds what it declared. The schema cannot say these, so a domain module (the
 /// CRM) implements them and passes them in `ReplicaStore.Options`, and the store runs them
-/// wherever a change enters it from a replica that may not have run them: on local writes (when
-/// the transaction ends, so records may reference each other in any order inside it) and on
-/// batches pushed from downstream (in batch order, so a record may reference one earlier in the
-/// batch). Batches from upstream are not checked: upstream checked them, and a pull may bring a
-/// referencing record before the record it references, whose sequence moved when it changed.
+/// wherever a change enters it from a replica that may not have run them: on local writes and
+/// on batches pushed from downstream, in both cases when the transaction ends, so records may
+/// reference any record of the same transaction or batch, in any order (a converted lead and its
+/// opportunity reference each other). Batches from upstream are not checked: upstream checked
+/// them, and a pull may bring a referencing record before the record it references, whose
+/// sequence moved when it changed.
 public protocol RecordRules: Sendable {
     /// The record types whose records configure the rules (pipeline stages, custom fields).
     /// A change to one of them empties `RecordLookup.cached`, so rules may derive settings from

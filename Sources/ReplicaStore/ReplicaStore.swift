@@ -105,10 +105,10 @@ public final class ReplicaStore {
         /// Identifies the records one local transaction wrote, so a push keeps them together.
         var id: Int64
         var origin: StoreChanges.Origin = .local
-        /// Records locally written, in order, with their latest states: checked when the
-        /// transaction ends, for required fields and the store's rules.
-        var written: [UUID: RecordState] = [:]
-        var writtenOrder: [UUID] = []
+        /// Records written locally or taken from downstream, in order, with their latest
+        /// states: checked when the transaction ends, for required fields and the store's rules.
+        var toCheck: [UUID: RecordState] = [:]
+        var toCheckOrder: [UUID] = []
         /// Records changed by anything, for observers.
         var changed: [UUID: String] = [:]
         var changedOrder: [UUID] = []
@@ -207,7 +207,7 @@ public final class ReplicaStore {
         do {
             result = try db.transaction {
                 let result = try body()
-                if outermost { try checkLocalWrites() }
+                if outermost { try checkWrittenRecords() }
                 if counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
                     try db.run("UPDATE replica SET counter = ?, sequence = ?, clock = ? WHERE singleton = 1",
                                [Int64(counter), sequence, clock.last.signedValue])
@@ -233,22 +233,24 @@ public final class ReplicaStore {
         return result
     }
 
-    /// The end of a local transaction: every live record it wrote must hold its required fields
-    /// and pass the store's rules, as it is now (a record may be completed, or the record it
-    /// references created, later in the same transaction than the write that made it).
-    private func checkLocalWrites() throws {
+    /// The end of a transaction: every live record it wrote locally or took from downstream
+    /// must hold its required fields and pass the store's rules, as it is now. So a record may
+    /// be completed, or the record it references created, later in the same transaction or
+    /// batch than the write that made it; and records that reference each other (a lead and
+    /// the opportunity converted from it) can be written at all.
+    private func checkWrittenRecords() throws {
         guard let state = transactionState else { return }
-        for id in state.writtenOrder {
-            guard let record = state.written[id], !record.isDeleted else { continue }
+        for id in state.toCheckOrder {
+            guard let record = state.toCheck[id], !record.isDeleted else { continue }
             try schema.checkRequired(record)
             try options.rules?.check(record, in: RecordLookup(self))
         }
     }
 
-    /// Notes a local write's resulting state for `checkLocalWrites`.
-    private func noteLocalWrite(_ state: RecordState) {
-        if transactionState?.written.updateValue(state, forKey: state.id) == nil {
-            transactionState?.writtenOrder.append(state.id)
+    /// Notes a record's state for `checkWrittenRecords`.
+    private func noteForChecks(_ state: RecordState) {
+        if transactionState?.toCheck.updateValue(state, forKey: state.id) == nil {
+            transactionState?.toCheckOrder.append(state.id)
         }
     }
 
@@ -489,7 +491,7 @@ public final class ReplicaStore {
             let (dot, timestamp) = try nextWrite()
             let state = RecordState.created(id: id, type: type, fields: values, dot: dot, timestamp: timestamp)
             try save(state, replacing: nil, dirty: true)
-            noteLocalWrite(state)
+            noteForChecks(state)
             return state
         }
     }
@@ -549,7 +551,7 @@ public final class ReplicaStore {
             try change(&state, dot, timestamp)
             try save(state, replacing: stored.sequence, dirty: true)
             try supersedeConflicts(of: state)
-            noteLocalWrite(state)
+            noteForChecks(state)
             return state
         }
     }
@@ -750,12 +752,12 @@ public final class ReplicaStore {
         return Applied(outcome: result.outcome, conflicts: result.conflicts)
     }
 
-    /// Runs the store's rules on a live record a batch from downstream brought, after it is
-    /// stored, so that it may reference records earlier in the batch. See `RecordRules` for why
-    /// batches from upstream are not checked.
+    /// Has the store's rules run on a live record a batch from downstream brought when the
+    /// transaction ends, so that it may reference any record of the batch. See `RecordRules`
+    /// for why batches from upstream are not checked.
     private func checkRules(_ state: RecordState, from origin: ApplyOrigin) throws {
-        guard origin == .downstream, !state.isDeleted, let rules = options.rules else { return }
-        try rules.check(state, in: RecordLookup(self))
+        guard origin == .downstream, !state.isDeleted, options.rules != nil else { return }
+        noteForChecks(state)
     }
 
     /// Whether a record waits to be pushed after taking in a remote state. From upstream: only
