@@ -109,6 +109,9 @@ public final class ReplicaStore {
         /// states: checked when the transaction ends, for required fields and the store's rules.
         var toCheck: [UUID: RecordState] = [:]
         var toCheckOrder: [UUID] = []
+        /// A nested write rolled back to its savepoint, so some states in `toCheck` may be
+        /// gone: the checks read the records again instead.
+        var reloadToCheck = false
         /// Records changed by anything, for observers.
         var changed: [UUID: String] = [:]
         var changedOrder: [UUID] = []
@@ -218,9 +221,11 @@ public final class ReplicaStore {
             if outermost { transactionState = nil }
         } catch {
             (counter, sequence, clock) = saved
+            rulesCache = [:]  // it may hold what the rolled back records configured
             if outermost {
                 transactionState = nil
-                rulesCache = [:]  // it may hold what the rolled back records configured
+            } else {
+                transactionState?.reloadToCheck = true
             }
             if let error = error as? ModelError { throw ReplicaStoreError.invalidRecord(error) }
             throw error
@@ -241,7 +246,7 @@ public final class ReplicaStore {
     private func checkWrittenRecords() throws {
         guard let state = transactionState else { return }
         for id in state.toCheckOrder {
-            guard let record = state.toCheck[id], !record.isDeleted else { continue }
+            guard let record = state.reloadToCheck ? try self.record(id) : state.toCheck[id], !record.isDeleted else { continue }
             try schema.checkRequired(record)
             try options.rules?.check(record, in: RecordLookup(self))
         }

@@ -143,3 +143,22 @@ func invalid(_ record: UUID, _ field: String, _ reason: String) -> ReplicaStoreE
         #expect(try server.record(contact.id) != nil)
     }
 }
+
+extension CRMRulesTests {
+    /// A write that fails inside a larger transaction is rolled back alone; the checks at the
+    /// end see the records as they are, not the states the failed write left behind.
+    @Test func aFailedNestedWriteLeavesNoStaleStateToCheck() throws {
+        let account = try store.create("account", ["name": .text("Acme")]).id
+        try store.transaction {
+            #expect(throws: ReplicaStoreError.self) {
+                try store.transaction {
+                    try store.update(account, ["name": .text("")])  // would fail the end check
+                    try store.update(account, ["tier": .text("platinum")])  // fails here
+                }
+            }
+            try store.create("contact", ["last_name": .text("Ng"), "account": .text(account.uuidString)])
+        }
+        #expect(try store.record(account)?.values["name"] == .text("Acme"))
+        #expect(try store.count(ofType: "contact") == 1)
+    }
+}

@@ -62,7 +62,7 @@ final class ServerFixture: Sendable {
 
     /// The server's own store of `tenant`.
     func tenantStore(_ tenant: String = "acme") throws -> ReplicaStore {
-        try ReplicaStore(path: dir.path("server") + "/tenants/\(tenant).sqlite", options: .crm())
+        try ReplicaStore(path: dir.path("server") + "/tenants/\(tenant).sqlite", options: .init(schema: CRMSchema.current))
     }
 }
 
