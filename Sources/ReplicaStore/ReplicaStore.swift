@@ -112,11 +112,13 @@ public final class ReplicaStore {
         /// A nested write rolled back to its savepoint, so some states in `toCheck` may be
         /// gone: the checks read the records again instead.
         var reloadToCheck = false
-        /// Records changed by anything, for observers.
+        /// Records changed by anything, for observers; collected only when there are some.
+        var tracksChanges: Bool
         var changed: [UUID: String] = [:]
         var changedOrder: [UUID] = []
 
         mutating func noteChange(_ id: UUID, type: String) {
+            guard tracksChanges else { return }
             if changed.updateValue(type, forKey: id) == nil { changedOrder.append(id) }
         }
     }
@@ -204,7 +206,7 @@ public final class ReplicaStore {
     func write<T>(_ body: () throws -> T) throws -> T {
         let saved = (counter, sequence, clock)
         let outermost = transactionState == nil
-        if outermost { transactionState = TransactionState(id: sequence + 1) }
+        if outermost { transactionState = TransactionState(id: sequence + 1, tracksChanges: feed.hasObservers) }
         let committed: TransactionState?
         let result: T
         do {
@@ -230,7 +232,7 @@ public final class ReplicaStore {
             if let error = error as? ModelError { throw ReplicaStoreError.invalidRecord(error) }
             throw error
         }
-        if let committed, !committed.changedOrder.isEmpty, feed.hasObservers {
+        if let committed, !committed.changedOrder.isEmpty {
             feed.publish(StoreChanges(origin: committed.origin, records: committed.changedOrder.map {
                 ChangedRecord(id: $0, type: committed.changed[$0]!)
             }))

@@ -172,10 +172,10 @@ enum CanonicalRecordCheck {
             previousName = name
             while next < declared.count && declared[next].name.withUnsafeBytes({ compareBytes($0, name) }) < 0 { next += 1 }
             let kind: FieldKind?
-            var field: RecordType.DeclaredField?
+            var matched = -1  // the declared field's index, when the name is declared
             if next < declared.count && declared[next].name.withUnsafeBytes({ compareBytes($0, name) }) == 0 {
                 kind = declared[next].kind
-                field = declared[next]
+                matched = next
             } else {
                 // Declared names are ASCII, and so is any valid one: no name passes that a
                 // `String` comparison would see differently.
@@ -185,7 +185,9 @@ enum CanonicalRecordCheck {
             switch try reader.byte() {
             case 0:
                 guard kind != .counter else { throw refused }
-                if try reader.checkValue(kind, rule: field?.rule), field?.isRequired == true { requiredHeld += 1 }
+                // Only a field with a rule pays for reading it.
+                let rule = matched >= 0 && declared[matched].hasRule ? declared[matched].rule : nil
+                if try reader.checkValue(kind, rule: rule), matched >= 0 && declared[matched].isRequired { requiredHeld += 1 }
                 try reader.dot(within: counters)
                 latest = max(latest, try reader.canonicalTimestamp())
             case 1:

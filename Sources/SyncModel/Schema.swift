@@ -34,6 +34,8 @@ public struct RecordType: Sendable, Equatable {
         /// The field's rule, when it constrains values (`required` alone is counted, not kept).
         var rule: FieldRule?
         var isRequired: Bool
+        /// `rule != nil`, kept apart so the walk tests a flag, not an optional of a struct.
+        var hasRule: Bool
     }
 
     public init(name: String, fields: [String: FieldKind], rules: [String: FieldRule] = [:]) {
@@ -46,8 +48,8 @@ public struct RecordType: Sendable, Equatable {
             let rule = rules[name]
             var constraint = rule
             constraint?.required = false
-            return DeclaredField(name: Array(name.utf8), kind: kind,
-                                 rule: constraint == FieldRule() ? nil : constraint, isRequired: rule?.required == true)
+            let kept = constraint == FieldRule() ? nil : constraint
+            return DeclaredField(name: Array(name.utf8), kind: kind, rule: kept, isRequired: rule?.required == true, hasRule: kept != nil)
         }
         sortedFields = declared.allSatisfy { $0.name.allSatisfy { $0 < 0x80 } }
             ? declared.sorted { $0.name.lexicographicallyPrecedes($1.name) }
