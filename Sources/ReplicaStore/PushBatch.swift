@@ -12,8 +12,8 @@ import SyncModel
 extension ReplicaStore {
     /// Dirty records to push next: at most `limit`, referenced records before the records that
     /// reference them, and the records of one local transaction together unless they alone
-    /// exceed `limit`. The oldest dirty record is always in it, so repeated batches make
-    /// progress.
+    /// exceed `limit`. A batch holds at least the oldest dirty record or one it references, so
+    /// repeated batches make progress.
     public func pushBatch(limit: Int) throws -> [RecordState] {
         guard limit > 0 else { return [] }
         var batch: [RecordState] = []

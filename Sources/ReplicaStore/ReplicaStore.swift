@@ -665,7 +665,7 @@ public final class ReplicaStore {
         try statement.step()
         guard db.changes == 1 else { return false }
         sequence += 1
-        let validation = try schema.validate(record)
+        let validation = try schema.validate(record, rules: origin != .upstream)
         if let state = validation.decodedState {
             sequence -= 1  // `save` takes the next number again: the one the row has
             try save(state, replacing: sequence + 1, dirty: dirty)
@@ -746,7 +746,7 @@ public final class ReplicaStore {
 
     /// Validates a state that brings news, merges it into the local copy and saves the result.
     private func integrate(_ remote: RecordState, existing: Presence?, encodedVector: [UInt8]?, from origin: ApplyOrigin) throws -> Applied {
-        try schema.validate(remote)
+        try schema.validate(remote, rules: origin != .upstream)
         clock.observe(remote.latestTimestamp)
         let local = existing == nil ? nil : try record(remote.id)
         let result = try Merge.merge(local: local, remote: remote)

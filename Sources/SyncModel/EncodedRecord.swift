@@ -87,18 +87,20 @@ extension Schema {
     /// path: decode, then `validate(_: RecordState)`. So errors are the reference's own, and the
     /// fast path has only to be never more lenient than the reference, which the tests check by
     /// running both on random, mutated and hand-made records.
-    public func validate(_ record: EncodedRecord) throws(ModelError) -> EncodedRecord.Validation {
+    ///
+    /// - Parameter rules: whether to check the fields' rules, as in `validate(_:rules:)`.
+    public func validate(_ record: EncodedRecord, rules: Bool = true) throws(ModelError) -> EncodedRecord.Validation {
         if let recordType = types[record.type], let fields = recordType.sortedFields {
             let required = recordType.requiredFields.count
             let checked = record.vector.withUnsafeBytes { vector in
                 record.state.withUnsafeBytes { state in
-                    CanonicalRecordCheck.validate(vector: vector, state: state, fields: fields, required: required)
+                    CanonicalRecordCheck.validate(vector: vector, state: state, fields: fields, required: rules ? required : nil)
                 }
             }
             if let checked { return checked }
         }
         let state = try record.decoded()
-        try validate(state)
+        try validate(state, rules: rules)
         return EncodedRecord.Validation(latestTimestamp: state.latestTimestamp, isDeleted: state.isDeleted, decodedState: state)
     }
 }
@@ -111,9 +113,9 @@ enum CanonicalRecordCheck {
     /// The validation of a canonical, valid record; `nil` for any other.
     ///
     /// - Parameter required: how many of `fields` are required: a live record must hold each of
-    ///   them non-null, which the walk counts instead of looking names up.
+    ///   them non-null, which the walk counts instead of looking names up. `nil` checks no rules.
     static func validate(
-        vector: UnsafeRawBufferPointer, state: UnsafeRawBufferPointer, fields: [RecordType.DeclaredField], required: Int
+        vector: UnsafeRawBufferPointer, state: UnsafeRawBufferPointer, fields: [RecordType.DeclaredField], required: Int?
     ) -> EncodedRecord.Validation? {
         var reader = ByteReader(vector)
         // An empty vector cannot cover the record's existence: the reference will say so.
@@ -145,7 +147,7 @@ enum CanonicalRecordCheck {
 
     private static func readState(
         _ bytes: UnsafeRawBufferPointer, counters: UnsafeBufferPointer<UInt64>, fields declared: [RecordType.DeclaredField],
-        required: Int
+        required: Int?
     ) throws(ModelError) -> EncodedRecord.Validation {
         var reader = ByteReader(bytes)
         guard try reader.byte() == RecordCodec.formatVersion else { throw refused }
@@ -186,7 +188,7 @@ enum CanonicalRecordCheck {
             case 0:
                 guard kind != .counter else { throw refused }
                 // Only a field with a rule pays for reading it.
-                let rule = matched >= 0 && declared[matched].hasRule ? declared[matched].rule : nil
+                let rule = required != nil && matched >= 0 && declared[matched].hasRule ? declared[matched].rule : nil
                 if try reader.checkValue(kind, rule: rule), matched >= 0 && declared[matched].isRequired { requiredHeld += 1 }
                 try reader.dot(within: counters)
                 latest = max(latest, try reader.canonicalTimestamp())
@@ -206,7 +208,7 @@ enum CanonicalRecordCheck {
                 throw refused
             }
         }
-        guard reader.isAtEnd, deleted == 1 || requiredHeld == required else { throw refused }
+        guard reader.isAtEnd, deleted == 1 || required == nil || requiredHeld == required else { throw refused }
         return EncodedRecord.Validation(latestTimestamp: latest, isDeleted: deleted == 1, decodedState: nil)
     }
 }

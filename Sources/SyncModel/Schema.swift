@@ -114,7 +114,12 @@ public struct Schema: Sendable, Equatable {
     ///
     /// One pass over the fields for the schema and `RecordState.checkConsistency` together:
     /// this runs on every record a replica takes in that is not new to it.
-    public func validate(_ state: RecordState) throws(ModelError) {
+    ///
+    /// - Parameter rules: whether to check the fields' rules. A replica skips them for states
+    ///   from its upstream, which accepted them under the same or a newer schema: a newer one
+    ///   may allow what this one does not (a new choice), and refusing would stall every pull.
+    ///   Storage kinds, bounds and consistency are always checked.
+    public func validate(_ state: RecordState, rules: Bool = true) throws(ModelError) {
         guard let recordType = types[state.type] else { throw .unknownRecordType(state.type) }
         // Formatting the id costs more than the checks themselves: only on the way to an error.
         var record: String { state.id.uuidString }
@@ -130,7 +135,7 @@ public struct Schema: Sendable, Equatable {
                     throw .wrongFieldType(record: record, field: name, expected: kind.rawValue, found: r.value.typeName)
                 }
                 try Self.checkBounds(r.value, record: record, field: name)
-                if kind != nil, let rule = recordType.rules[name], let reason = rule.violation(of: r.value) {
+                if rules, kind != nil, let rule = recordType.rules[name], let reason = rule.violation(of: r.value) {
                     throw .invalidFieldValue(record: record, field: name, reason: reason)
                 }
                 try state.checkConsistency(of: name, r, checked: &checked)
@@ -141,7 +146,7 @@ public struct Schema: Sendable, Equatable {
                 try state.checkConsistency(of: name, c)
             }
         }
-        try checkRequired(state)
+        if rules { try checkRequired(state) }
     }
 
     private static func check(_ value: FieldValue, kind: FieldKind, record: String, field: String) throws(ModelError) {

@@ -162,3 +162,21 @@ extension CRMRulesTests {
         #expect(try store.count(ofType: "contact") == 1)
     }
 }
+
+extension CRMRulesTests {
+    /// A server with a newer schema allowed a lead source this device's schema lacks: the pull
+    /// takes it (and passes it on), a push of it from below would not.
+    @Test func aValueANewerSchemaAllowsIsTakenFromUpstream() throws {
+        var fields = CRMSchema.current.types["lead"]!.fields
+        fields["source"] = .text
+        var rules = CRMSchema.current.types["lead"]!.rules
+        rules["source"] = .oneOf(CRMSchema.leadSources + ["podcast"])
+        let newer = Schema(CRMSchema.current.types.values.filter { $0.name != "lead" } + [RecordType(name: "lead", fields: fields, rules: rules)])
+        let server = try ReplicaStore(path: dir.path("newer.sqlite"), options: .init(schema: newer, replicaID: try ReplicaID("newer")))
+        let lead = try server.create("lead", ["last_name": .text("Li"), "status": .text("new"), "source": .text("podcast")])
+        try store.apply(encoded: [EncodedRecord(lead)], from: .upstream)
+        #expect(try store.record(lead.id)?.values["source"] == .text("podcast"))
+        let other = try openCRMStore(dir, "server-of-this-version")
+        #expect(throws: ReplicaStoreError.self) { try other.apply(encoded: [EncodedRecord(lead)], from: .downstream) }
+    }
+}

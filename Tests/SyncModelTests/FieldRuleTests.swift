@@ -62,6 +62,18 @@ import Testing
         expectRefused(["stage": .text("open"), "name": .text("")], field: "name", reason: "required, but empty")
     }
 
+    /// States from upstream skip the rules (a newer schema may allow more), never the kinds.
+    @Test func rulesCanBeLeftToUpstream() throws {
+        let newer = Self.state(["stage": .text("paused")])  // no name, a stage this schema lacks
+        try Self.schema.validate(newer, rules: false)
+        let validation = try Self.schema.validate(EncodedRecord(newer), rules: false)
+        #expect(validation.decodedState == nil)
+        #expect(throws: ModelError.self) { try Self.schema.validate(newer) }
+        let wrongKind = Self.state(["name": .integer(1), "stage": .text("open")])
+        #expect(throws: ModelError.self) { try Self.schema.validate(wrongKind, rules: false) }
+        #expect(throws: ModelError.self) { _ = try Self.schema.validate(EncodedRecord(wrongKind), rules: false) }
+    }
+
     @Test func tombstonesNeedNoRequiredFields() throws {
         let tombstone = Self.state([:], deleted: true)
         try Self.schema.validate(tombstone)
