@@ -10,44 +10,89 @@ extension ReplicaStore {
     /// The name under which words of search fields are indexed: no field may be called ''.
     static let searchKey = ""
 
-    /// Whether records of `type` have entries in the index.
-    func indexes(_ type: String) -> Bool {
-        guard let fields = schema.types[type]?.fields else { return false }
-        return fields.keys.contains { options.indexedFields.contains($0) || options.searchFields.contains($0) }
+    /// The indexed and search fields of each type that has any, worked out once.
+    static func indexedFields(of schema: Schema, options: Options) -> [String: IndexedFields] {
+        var result: [String: IndexedFields] = [:]
+        for (name, type) in schema.types {
+            let fields = IndexedFields(values: type.fields.keys.filter(options.indexedFields.contains).sorted(),
+                                       words: type.fields.keys.filter(options.searchFields.contains).sorted())
+            if !fields.values.isEmpty || !fields.words.isEmpty { result[name] = fields }
+        }
+        return result
     }
 
-    /// Replaces the index entries of `state`'s record; a tombstone has none.
-    func updateFieldIndex(_ state: RecordState, isNew: Bool) throws {
-        guard indexes(state.type) else { return }
-        if !isNew {
-            let remove = try db.cached("DELETE FROM field_index WHERE id = ?")
-            remove.reset()
-            try remove.bind(uuid: state.id, at: 1)
-            try remove.step()
+    struct IndexedFields {
+        /// Fields whose text values are indexed.
+        var values: [String]
+        /// Fields whose words are indexed.
+        var words: [String]
+    }
+
+    /// Whether records of `type` have entries in the index.
+    func indexes(_ type: String) -> Bool {
+        indexedFieldsByType[type] != nil
+    }
+
+    /// The index entries of a state: (field, value) pairs, the words of search fields under
+    /// `searchKey`; none for a tombstone or a type without indexed fields.
+    func indexEntries(_ state: RecordState) -> Set<IndexEntry> {
+        guard !state.isDeleted, let fields = indexedFieldsByType[state.type] else { return [] }
+        var entries: Set<IndexEntry> = []
+        for field in fields.values {
+            if case .text(let text)? = state.fields[field]?.value { entries.insert(IndexEntry(field: field, value: text)) }
         }
-        guard !state.isDeleted else { return }
-        var entries: Set<[String]> = []
-        for (field, fieldState) in state.fields {
-            guard case .text(let text) = fieldState.value else { continue }
-            if options.indexedFields.contains(field) { entries.insert([field, text]) }
-            if options.searchFields.contains(field) {
-                for word in Self.words(text) { entries.insert([Self.searchKey, word]) }
+        for field in fields.words {
+            guard case .text(let text)? = state.fields[field]?.value else { continue }
+            for word in Self.words(text) { entries.insert(IndexEntry(field: Self.searchKey, value: word)) }
+        }
+        return entries
+    }
+
+    struct IndexEntry: Hashable {
+        var field: String
+        var value: String
+    }
+
+    /// Brings the record's index entries from those of `old` (the state the row held, `nil`
+    /// for a new row) to those of `state`. Entries are removed by their key, computed from the
+    /// old state, so the table needs no second index by record, and an edit that leaves the
+    /// indexed fields alone writes nothing here.
+    func updateFieldIndex(_ state: RecordState, old: RecordState?) throws {
+        let entries = indexEntries(state)
+        let previous = old.map(indexEntries) ?? []
+        guard !entries.isEmpty || !previous.isEmpty else { return }
+        let gone = previous.subtracting(entries)
+        if !gone.isEmpty {
+            let remove = try db.cached("DELETE FROM field_index WHERE type = ? AND field = ? AND value = ? AND id = ?")
+            for entry in gone {
+                remove.reset()
+                try bind(entry, of: state, to: remove)
+                try remove.step()
             }
         }
-        let insert = try db.cached("INSERT OR IGNORE INTO field_index (type, field, value, id) VALUES (?, ?, ?, ?)")
-        for entry in entries {
+        if indexInsertStatement == nil {
+            indexInsertStatement = try db.cached("INSERT OR IGNORE INTO field_index (type, field, value, id) VALUES (?, ?, ?, ?)")
+        }
+        let insert = indexInsertStatement!
+        for entry in entries.subtracting(previous) {
             insert.reset()
-            try insert.bind(text: state.type, at: 1)
-            try insert.bind(text: entry[0], at: 2)
-            try insert.bind(text: entry[1], at: 3)
-            try insert.bind(uuid: state.id, at: 4)
+            try bind(entry, of: state, to: insert)
             try insert.step()
         }
     }
 
-    /// Lower-cased words, split at anything that is not a letter or a digit.
+    private func bind(_ entry: IndexEntry, of state: RecordState, to statement: Statement) throws {
+        try statement.bind(text: state.type, at: 1)
+        try statement.bind(text: entry.field, at: 2)
+        try statement.bind(text: entry.value, at: 3)
+        try statement.bind(uuid: state.id, at: 4)
+    }
+
+    /// Lower-cased words, split at anything that is not a letter or a digit. Scalars rather
+    /// than characters: a name is split the same way, at a fraction of the cost.
     static func words(_ text: String) -> [String] {
-        text.lowercased().split { !$0.isLetter && !$0.isNumber }.map(String.init)
+        text.lowercased().unicodeScalars.split { !$0.properties.isAlphabetic && $0.properties.numericType == nil }
+            .map { String(String.UnicodeScalarView($0)) }
     }
 
     /// Builds the index again when the options name other fields than the index was built for
@@ -61,7 +106,7 @@ extension ReplicaStore {
             try db.run("DELETE FROM field_index")
             let types = schema.types.keys.filter(indexes)
             for type in types {
-                for state in try records(ofType: type) { try updateFieldIndex(state, isNew: true) }
+                for state in try records(ofType: type) { try updateFieldIndex(state, old: nil) }
             }
             try db.run("INSERT OR REPLACE INTO field_index_config (singleton, fields) VALUES (1, ?)", [config])
         }

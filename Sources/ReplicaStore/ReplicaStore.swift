@@ -93,9 +93,12 @@ public final class ReplicaStore {
     private var presenceStatement: Statement?
     private var insertStatement: Statement?
     private var insertIfNewStatement: Statement?
+    var indexInsertStatement: Statement?
     /// What `RecordRules` derived from the store's configuration records (`RecordLookup.cached`).
     var rulesCache: [String: Any] = [:]
     private let configurationTypes: Set<String>
+    /// See `FieldIndex.swift`.
+    let indexedFieldsByType: [String: IndexedFields]
     private let feed = ChangeFeed()
     /// The open write transaction, if any: nested writes join the outermost one.
     private var transactionState: TransactionState?
@@ -133,6 +136,7 @@ public final class ReplicaStore {
         self.options = options
         self.schema = options.schema
         self.configurationTypes = options.rules?.configurationTypes ?? []
+        self.indexedFieldsByType = Self.indexedFields(of: options.schema, options: options)
         var dbOptions = Database.Options()
         dbOptions.walMode = false  // not before we know the file is ours: switching modes writes to it
         dbOptions.synchronous = options.synchronous
@@ -187,6 +191,7 @@ public final class ReplicaStore {
         presenceStatement = nil
         insertStatement = nil
         insertIfNewStatement = nil
+        indexInsertStatement = nil
         db.close()
     }
 
@@ -351,12 +356,14 @@ public final class ReplicaStore {
     /// Writes `state` as the record's latest change, giving it the next sequence number.
     ///
     /// - Parameter encodedVector: the state's vector already encoded, when the caller has it.
+    /// - Parameter old: the state the row held, whose field index entries are replaced.
     @discardableResult
-    func save(_ state: RecordState, replacing previous: Int64?, dirty: Bool, encodedVector: [UInt8]? = nil) throws -> Int64 {
+    func save(_ state: RecordState, replacing previous: Int64?, old: RecordState?, dirty: Bool,
+              encodedVector: [UInt8]? = nil) throws -> Int64 {
         let sequence = try saveRow(id: state.id, type: state.type, isDeleted: state.isDeleted, dirty: dirty,
                                    vector: encodedVector ?? RecordCodec.encode(state.vector), state: RecordCodec.encodeState(state),
                                    replacing: previous)
-        try updateFieldIndex(state, isNew: previous == nil)
+        try updateFieldIndex(state, old: old)
         return sequence
     }
 
@@ -497,7 +504,7 @@ public final class ReplicaStore {
             guard try load(id, decodeState: false) == nil else { throw ReplicaStoreError.recordExists(id) }
             let (dot, timestamp) = try nextWrite()
             let state = RecordState.created(id: id, type: type, fields: values, dot: dot, timestamp: timestamp)
-            try save(state, replacing: nil, dirty: true)
+            try save(state, replacing: nil, old: nil, dirty: true)
             noteForChecks(state)
             return state
         }
@@ -556,7 +563,7 @@ public final class ReplicaStore {
             }
             let (dot, timestamp) = try nextWrite()
             try change(&state, dot, timestamp)
-            try save(state, replacing: stored.sequence, dirty: true)
+            try save(state, replacing: stored.sequence, old: loaded, dirty: true)
             try supersedeConflicts(of: state)
             noteForChecks(state)
             return state
@@ -668,7 +675,7 @@ public final class ReplicaStore {
         let validation = try schema.validate(record, rules: origin != .upstream)
         if let state = validation.decodedState {
             sequence -= 1  // `save` takes the next number again: the one the row has
-            try save(state, replacing: sequence + 1, dirty: dirty)
+            try save(state, replacing: sequence + 1, old: nil, dirty: dirty)
             try checkRules(state, from: origin)
         } else {
             noteChange(record.id, type: record.type)
@@ -676,7 +683,7 @@ public final class ReplicaStore {
             // and the rules of a batch from downstream.
             if !validation.isDeleted && (indexes(record.type) || (origin == .downstream && options.rules != nil)) {
                 let state = try record.decoded()
-                try updateFieldIndex(state, isNew: true)
+                try updateFieldIndex(state, old: nil)
                 try checkRules(state, from: origin)
             }
         }
@@ -750,7 +757,7 @@ public final class ReplicaStore {
         clock.observe(remote.latestTimestamp)
         let local = existing == nil ? nil : try record(remote.id)
         let result = try Merge.merge(local: local, remote: remote)
-        try save(result.state, replacing: existing?.sequence,
+        try save(result.state, replacing: existing?.sequence, old: local,
                  dirty: staysDirty(from: origin, existing: existing, holdsRemoteVector: result.state.vector == remote.vector),
                  encodedVector: result.outcome == .applied ? encodedVector : nil)
         if local != nil { try supersedeConflicts(of: result.state) }

@@ -76,7 +76,6 @@ enum StoreSchema {
                 id BLOB NOT NULL,
                 PRIMARY KEY (type, field, value, id)
             ) WITHOUT ROWID;
-            CREATE INDEX field_index_by_record ON field_index (id);
             -- The indexed and search fields the index was built for: when the options name
             -- others, the store rebuilds it on opening.
             CREATE TABLE field_index_config (

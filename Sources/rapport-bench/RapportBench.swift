@@ -55,6 +55,20 @@ struct StoreBench: ParsableCommand {
             }
         }
         report.figure("apply_new_records_in_batches_of_1000", applyBatched, records: records, floor: floor, target: nil)
+
+        // CRM accounts as a device pulls them: without and with the CRM's field index, whose
+        // entries (owner, parent, name words) cost a decode and a few rows per record.
+        let accounts = BenchRows(.crmAccount, count: records)
+        let accountFloor = try measure { try accounts.insertPlain(into: dir.path("floor-accounts.sqlite")) }
+        let crmSource = try ReplicaStore(path: dir.path("crm-source.sqlite"), options: .init(schema: CRMSchema.current))
+        try accounts.create(in: crmSource)
+        let pulled = try crmSource.encodedChanges(after: 0, limit: records).map(\.record)
+        let plainDevice = try ReplicaStore(path: dir.path("crm-plain.sqlite"), options: .init(schema: CRMSchema.current))
+        let applyPlain = try measure { try plainDevice.apply(encoded: pulled) }
+        report.figure("apply_new_crm_accounts", applyPlain, records: records, floor: accountFloor, target: 3)
+        let indexedDevice = try ReplicaStore(path: dir.path("crm-indexed.sqlite"), options: .crm())
+        let applyIndexed = try measure { try indexedDevice.apply(encoded: pulled) }
+        report.figure("apply_new_crm_accounts_indexed", applyIndexed, records: records, floor: accountFloor, target: nil)
     }
 }
 

@@ -161,6 +161,17 @@ import Testing
         #expect(try otherCRM.opportunities(inStage: "proposal").map(\.name) == ["Rockets"])
         #expect(try otherCRM.search(Account.self, "glo").map(\.id) == [globex.id])
         #expect(try otherCRM.owned(Opportunity.self, by: "ann@example.com").isEmpty)
+
+        // A later change to a record it has moves its entries there too.
+        let after = store.lastSequence
+        var moved = try #require(try crm.get(Account.self, globex.id))
+        moved.owner = "cy@example.com"
+        moved.name = "Globex Holdings"
+        try crm.update(moved)
+        try other.apply(encoded: try store.encodedChanges(after: after, limit: 1_000).map(\.record), from: .upstream)
+        #expect(try otherCRM.owned(Account.self, by: "bob@example.com").isEmpty)
+        #expect(try otherCRM.owned(Account.self, by: "cy@example.com").map(\.id) == [globex.id])
+        #expect(try otherCRM.search(Account.self, "holdings").map(\.id) == [globex.id])
     }
 
     @Test func anExistingStoreGetsItsIndexWhenOpenedWithIndexes() throws {
