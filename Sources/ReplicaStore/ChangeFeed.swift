@@ -22,6 +22,7 @@ public struct StoreChanges: Sendable, Hashable {
 /// One record a transaction changed.
 public struct ChangedRecord: Sendable, Hashable {
     public var id: UUID
+    /// The record's type, so a screen can tell whether the change concerns it without a read.
     public var type: String
 
     public init(id: UUID, type: String) {

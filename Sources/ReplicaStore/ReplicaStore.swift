@@ -279,7 +279,8 @@ public final class ReplicaStore {
 
     /// A stream of the records each committed transaction changed: local writes and batches
     /// from sync alike, so a screen showing them refreshes when a sync brings new data. The
-    /// stream ends when the store closes or the observer stops iterating.
+    /// stream ends when the store closes or the observer stops iterating. It buffers without
+    /// bound (a screen must not miss a change), so an observer keeps reading or lets it go.
     public func observeChanges() -> AsyncStream<StoreChanges> {
         feed.subscribe()
     }
