@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "RapportClient",
             dependencies: [
-                "ReplicaStore", "SyncModel", "SyncProtocol", "TLS",
+                "ReplicaStore", "SyncModel", "SyncProtocol", "TLS", "CRM",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),
@@ -122,6 +122,7 @@ let package = Package(
             "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
+        .testTarget(name: "CRMTests", dependencies: ["CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
         .testTarget(name: "RapportServerTests", dependencies: [
             "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
             .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -131,7 +132,6 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "TestSupport"]),
-        .testTarget(name: "CRMTests", dependencies: ["CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
         .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "SyncModel", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TLSTests", dependencies: ["TLS", .product(name: "NIOEmbedded", package: "swift-nio")] + nio),
     ],

@@ -141,24 +141,10 @@ public struct CRMSettings: Sendable, Equatable, Codable {
     }
 }
 
-/// The tenant's sales pipeline: its stages in order with their default probabilities, from the
-/// `pipeline_stage` records, or the default pipeline when the tenant has defined none.
+/// The tenant's sales pipeline for the rules and reports: its stages in order (see
+/// `PipelineStage`, which also holds the default pipeline and the loading rules).
 public struct CRMPipeline: Sendable, Equatable {
-    public struct Stage: Sendable, Equatable, Codable {
-        public var name: String
-        public var position: Int
-        /// Percent, 0 to 100: what a report weighs an opportunity's amount by.
-        public var probability: Int
-        public var closed: Bool
-        public var won: Bool
-        public init(name: String, position: Int, probability: Int, closed: Bool = false, won: Bool = false) {
-            self.name = name
-            self.position = position
-            self.probability = probability
-            self.closed = closed
-            self.won = won
-        }
-    }
+    public typealias Stage = PipelineStage
 
     /// In pipeline order.
     public var stages: [Stage]
@@ -168,24 +154,11 @@ public struct CRMPipeline: Sendable, Equatable {
     }
 
     /// Prospecting 10, qualification 25, proposal 50, negotiation 75, closed won 100, closed lost 0.
-    public static let `default` = CRMPipeline(stages: [
-        Stage(name: "prospecting", position: 1, probability: 10),
-        Stage(name: "qualification", position: 2, probability: 25),
-        Stage(name: "proposal", position: 3, probability: 50),
-        Stage(name: "negotiation", position: 4, probability: 75),
-        Stage(name: "closed_won", position: 5, probability: 100, closed: true, won: true),
-        Stage(name: "closed_lost", position: 6, probability: 0, closed: true),
-    ])
+    public static let `default` = CRMPipeline(stages: PipelineStage.defaultPipeline)
 
     /// The pipeline of the tenant whose records `store` holds.
     public static func load(from store: ReplicaStore) throws -> CRMPipeline {
-        let stages = try store.records(ofType: "pipeline_stage").compactMap { record -> Stage? in
-            guard let name = record.text("name") else { return nil }
-            return Stage(name: name, position: Int(record.integer("position") ?? 0),
-                         probability: Int(record.integer("probability") ?? 0),
-                         closed: record.flag("closed"), won: record.flag("won"))
-        }
-        return stages.isEmpty ? .default : CRMPipeline(stages: stages)
+        CRMPipeline(stages: try PipelineStage.pipeline(in: RecordLookup(store)))
     }
 
     /// The stage named `name`, `nil` for a name the pipeline does not have.
@@ -193,4 +166,14 @@ public struct CRMPipeline: Sendable, Equatable {
         guard let name else { return nil }
         return stages.first { $0.name == name }
     }
+}
+
+extension PipelineStage {
+    /// A stage as the rules and reports name its flags.
+    public init(name: String, position: Int, probability: Int, closed: Bool, won: Bool = false) {
+        self.init(name: name, position: position, probability: probability, isClosed: closed, isWon: won)
+    }
+
+    public var closed: Bool { isClosed }
+    public var won: Bool { isWon }
 }

@@ -1,3 +1,4 @@
+import CRM
 import Foundation
 import Logging
 import NIOCore
@@ -113,6 +114,28 @@ public final class RapportClient: Sendable {
         }
     }
 
+    // MARK: Local data
+
+    /// The records each committed transaction of the local store changes: the app's own edits
+    /// and every batch a sync brings, so a screen can refresh when new data arrives.
+    public func changes() async throws -> AsyncStream<StoreChanges> {
+        try await store.perform { $0.observeChanges() }
+    }
+
+    /// Runs `body` with the typed CRM operations over the local store, on the store's queue.
+    ///
+    /// - Parameter user: the acting user's e-mail address, recorded with stage changes.
+    public func crm<T: Sendable>(user: String? = nil, _ body: @escaping @Sendable (CRMStore) throws -> T) async throws -> T {
+        try await store.perform { try body(CRMStore(store: $0, user: user)) }
+    }
+
+    /// Runs `body` with the CRM's rules and reports over the local data, as of `now`: the same
+    /// code and the same tenant settings (they sync as records) the server uses, so a device
+    /// offline shows the figures the server would.
+    public func reports<T: Sendable>(now: Date = Date(), _ body: @escaping @Sendable (CRMReports) throws -> T) async throws -> T {
+        try await store.perform { try body(try CRMReports(store: $0, now: now)) }
+    }
+
     // MARK: Push
 
     func push(_ session: inout ClientSession, report: inout SyncReport,
@@ -124,10 +147,14 @@ public final class RapportClient: Sendable {
         let batchSize = min(configuration.pushBatchSize, Int(session.welcome.limits.maxBatchRecords == 0 ? 500 : session.welcome.limits.maxBatchRecords))
         let total = try await store.perform { try $0.dirtyCount() }
         var done = 0, bytes = 0, batchID: UInt64 = 0
-        // Bounded, so a record that keeps changing while it is pushed cannot hold the sync forever.
-        for _ in 0..<(total / max(batchSize, 1) + 2) {
+        // Bounded, so a record that keeps changing while it is pushed cannot hold the sync
+        // forever. Every batch has at least one record, but may have fewer than `batchSize`
+        // (it does not split a local transaction that fits in one), hence the bound in records.
+        for _ in 0..<(total + 2) {
             let (states, known) = try await store.perform { store in
-                let states = try store.dirtyRecords(limit: batchSize)
+                // Referenced records first, a local transaction's records together: the server
+                // checks references as it applies, and applies each batch atomically.
+                let states = try store.pushBatch(limit: batchSize)
                 return (states, try store.conflicts(on: states.map(\.id)))
             }
             if states.isEmpty { break }

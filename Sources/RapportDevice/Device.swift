@@ -40,7 +40,7 @@ public final class Device: Sendable {
             throw .usage("\(home.storePath) is missing; the device in \(home.path) is incomplete (run 'rapport init --force')")
         }
         do {
-            let replica = try ReplicaStore(path: home.storePath, options: .init(schema: CRMSchema.current))
+            let replica = try ReplicaStore(path: home.storePath, options: .crm())
             guard replica.replicaID.rawValue == profile.deviceID else {
                 replica.close()
                 throw DeviceError.usage("\(home.storePath) belongs to replica \(replica.replicaID), not to device \(profile.deviceID)")

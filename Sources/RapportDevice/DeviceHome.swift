@@ -265,7 +265,7 @@ public struct DeviceHome: Sendable, Equatable {
                     try files.removeItem(atPath: file)
                 }
             }
-            let store = try ReplicaStore(path: storePath, options: .init(schema: CRMSchema.current, replicaID: replicaID))
+            let store = try ReplicaStore(path: storePath, options: .crm(replicaID: replicaID))
             store.close()
             if let caPEM { try Self.write(caPEM, to: caPath, mode: 0o644) }
             try saveSecret(settings.secret)

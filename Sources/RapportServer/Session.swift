@@ -190,20 +190,35 @@ extension SyncServer {
                     return report
                 }
             } catch ReplicaStoreError.invalidRecord {
-                // Validation passed but the merge refused a record (a reused dot, say): apply
-                // them one by one so only the offending ones are refused, never the batch.
+                // Validation passed but the merge or the tenant's rules refused a record (a
+                // reused dot, a reference to a record that does not exist): apply them one by
+                // one so only the offending ones are refused, never the batch. A record that
+                // references one later in the batch is tried again once that one is in.
                 report = ApplyReport(outcomes: [], conflicts: [], sequence: store.lastSequence)
                 var kept: [(index: Int, state: RecordState)] = []
-                for item in accepted {
-                    do {
-                        let single = try store.apply([item.state], from: .downstream)
-                        report.outcomes += single.outcomes
-                        report.conflicts += single.conflicts
-                        kept.append(item)
-                    } catch let error as ReplicaStoreError {
-                        results[item.index].outcome = .rejected
-                        results[item.index].reason = "\(error)"
+                var pending = accepted
+                var failures: [Int: ReplicaStoreError] = [:]
+                var progressed = true
+                while progressed && !pending.isEmpty {
+                    progressed = false
+                    var refused: [(index: Int, state: RecordState)] = []
+                    for item in pending {
+                        do {
+                            let single = try store.apply([item.state], from: .downstream)
+                            report.outcomes += single.outcomes
+                            report.conflicts += single.conflicts
+                            kept.append(item)
+                            progressed = true
+                        } catch let error as ReplicaStoreError {
+                            refused.append(item)
+                            failures[item.index] = error
+                        }
                     }
+                    pending = refused
+                }
+                for item in pending {
+                    results[item.index].outcome = .rejected
+                    results[item.index].reason = failures[item.index].map { "\($0)" } ?? "refused"
                 }
                 accepted = kept
                 try store.logConflicts(deviceConflicts)

@@ -26,6 +26,9 @@ public final class SyncServer: Sendable {
         public var privateKeyPath: String?
         public var limits: SessionLimits
         public var schema: Schema
+        /// The checks of pushed records that need the tenant's data (references, the tenant's
+        /// pipeline and custom fields); `nil` checks the schema alone.
+        public var recordRules: (any RecordRules)?
         public var schemaVersion: UInt32
         /// How long shutdown waits for sessions to finish their current batch.
         public var shutdownGracePeriod: Duration
@@ -91,7 +94,7 @@ public final class SyncServer: Sendable {
         let authenticator = try authenticator ?? RegistryAuthenticator(dataDirectory: directory)
         self.authenticator = authenticator
         tenants = try TenantPool(directory: directory.tenantsPath, schema: configuration.schema,
-                                 capacity: configuration.maxOpenTenants,
+                                 rules: configuration.recordRules, capacity: configuration.maxOpenTenants,
                                  createsMissing: authenticator.createsTenantStores, logger: logger)
     }
 

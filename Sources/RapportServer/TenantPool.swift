@@ -64,6 +64,8 @@ public final class TenantPool: Sendable {
 
     private let directory: String
     private let schema: Schema
+    /// The store-aware checks every tenant's store runs on pushed records.
+    private let rules: (any RecordRules)?
     /// The most stores kept open while not in use.
     public let capacity: Int
     private let createsMissing: Bool
@@ -76,11 +78,14 @@ public final class TenantPool: Sendable {
 
     /// - Parameter directory: where tenant files live, one `<slug>.sqlite` each.
     /// - Parameter createsMissing: make a missing store file (tests, embedding) instead of refusing.
-    public init(directory: String, schema: Schema, capacity: Int = 256, createsMissing: Bool = false, logger: Logger) throws {
+    /// - Parameter rules: the store-aware checks every tenant's store runs on pushed records.
+    public init(directory: String, schema: Schema, rules: (any RecordRules)? = nil, capacity: Int = 256,
+                createsMissing: Bool = false, logger: Logger) throws {
         precondition(capacity > 0, "a pool holds at least one store")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.directory = directory
         self.schema = schema
+        self.rules = rules
         self.capacity = capacity
         self.createsMissing = createsMissing
         self.logger = logger
@@ -110,7 +115,9 @@ public final class TenantPool: Sendable {
             guard createsMissing || FileManager.default.fileExists(atPath: file) else {
                 throw ReplicaStoreError.notAStore(path: file, reason: "tenant '\(tenant)' has no store file")
             }
-            let replica = try ReplicaStore(path: file, options: .init(schema: schema))
+            var options = ReplicaStore.Options(schema: schema)
+            options.rules = rules
+            let replica = try ReplicaStore(path: file, options: options)
             let store = TenantStore(tenant: tenant, store: SharedReplicaStore(replica, label: "tenant.\(tenant)"))
             let evicted = state.withLock { state -> [TenantStore] in
                 state.clock += 1

@@ -62,6 +62,15 @@ public final class ReplicaStore {
         /// Whether changes pushed from downstream replicas are themselves queued for upstream
         /// (a branch office that forwards its devices' changes to the centre).
         public var forwardsDownstreamChanges = false
+        /// The checks that need the store's data (references, a tenant's configuration); see
+        /// `RecordRules`. `nil` checks the schema alone.
+        public var rules: (any RecordRules)?
+        /// Text fields kept in a lookup table next to the records, in the same transaction, so
+        /// that `records(ofType:where:equals:)` on them reads an index instead of every record
+        /// of the type. Any type that has a field of that name is indexed on it.
+        public var indexedFields: Set<String> = []
+        /// Text fields whose words are indexed for `search(_:ofType:)`, such as names.
+        public var searchFields: Set<String> = []
 
         public init(schema: Schema, replicaID: ReplicaID? = nil) {
             self.schema = schema
@@ -84,6 +93,38 @@ public final class ReplicaStore {
     private var presenceStatement: Statement?
     private var insertStatement: Statement?
     private var insertIfNewStatement: Statement?
+    var indexInsertStatement: Statement?
+    /// What `RecordRules` derived from the store's configuration records (`RecordLookup.cached`).
+    var rulesCache: [String: Any] = [:]
+    private let configurationTypes: Set<String>
+    /// See `FieldIndex.swift`.
+    let indexedFieldsByType: [String: IndexedFields]
+    private let feed = ChangeFeed()
+    /// The open write transaction, if any: nested writes join the outermost one.
+    private var transactionState: TransactionState?
+
+    /// What the outermost write transaction collects until it commits.
+    private struct TransactionState {
+        /// Identifies the records one local transaction wrote, so a push keeps them together.
+        var id: Int64
+        var origin: StoreChanges.Origin = .local
+        /// Records written locally or taken from downstream, in order, with their latest
+        /// states: checked when the transaction ends, for required fields and the store's rules.
+        var toCheck: [UUID: RecordState] = [:]
+        var toCheckOrder: [UUID] = []
+        /// A nested write rolled back to its savepoint, so some states in `toCheck` may be
+        /// gone: the checks read the records again instead.
+        var reloadToCheck = false
+        /// Records changed by anything, for observers; collected only when there are some.
+        var tracksChanges: Bool
+        var changed: [UUID: String] = [:]
+        var changedOrder: [UUID] = []
+
+        mutating func noteChange(_ id: UUID, type: String) {
+            guard tracksChanges else { return }
+            if changed.updateValue(type, forKey: id) == nil { changedOrder.append(id) }
+        }
+    }
 
     /// Opens the store at `path`, creating it when the file does not exist.
     ///
@@ -94,6 +135,8 @@ public final class ReplicaStore {
         self.path = path
         self.options = options
         self.schema = options.schema
+        self.configurationTypes = options.rules?.configurationTypes ?? []
+        self.indexedFieldsByType = Self.indexedFields(of: options.schema, options: options)
         var dbOptions = Database.Options()
         dbOptions.walMode = false  // not before we know the file is ours: switching modes writes to it
         dbOptions.synchronous = options.synchronous
@@ -139,13 +182,16 @@ public final class ReplicaStore {
             clock = HybridLogicalClock(wallClock: options.wallClock)
             try db.run("INSERT INTO replica VALUES (1, ?, 0, 0, 0)", [replicaID.rawValue])
         }
+        try ensureFieldIndex()
     }
 
     /// Closes the file. The store must not be used afterwards.
     public func close() {
+        feed.finish()
         presenceStatement = nil
         insertStatement = nil
         insertIfNewStatement = nil
+        indexInsertStatement = nil
         db.close()
     }
 
@@ -159,22 +205,84 @@ public final class ReplicaStore {
 
     /// Runs `body` in one write transaction, rolling back the in-memory counters with SQLite's
     /// rollback so that memory and file never disagree.
+    ///
+    /// The outermost write also checks what local writes left (required fields, `RecordRules`)
+    /// before it commits, and tells observers what changed once it has committed.
     func write<T>(_ body: () throws -> T) throws -> T {
         let saved = (counter, sequence, clock)
+        let outermost = transactionState == nil
+        if outermost { transactionState = TransactionState(id: sequence + 1, tracksChanges: feed.hasObservers) }
+        let committed: TransactionState?
+        let result: T
         do {
-            return try db.transaction {
+            result = try db.transaction {
                 let result = try body()
+                if outermost { try checkWrittenRecords() }
                 if counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
                     try db.run("UPDATE replica SET counter = ?, sequence = ?, clock = ? WHERE singleton = 1",
                                [Int64(counter), sequence, clock.last.signedValue])
                 }
                 return result
             }
+            committed = outermost ? transactionState : nil
+            if outermost { transactionState = nil }
         } catch {
             (counter, sequence, clock) = saved
+            rulesCache = [:]  // it may hold what the rolled back records configured
+            if outermost {
+                transactionState = nil
+            } else {
+                transactionState?.reloadToCheck = true
+            }
             if let error = error as? ModelError { throw ReplicaStoreError.invalidRecord(error) }
             throw error
         }
+        if let committed, !committed.changedOrder.isEmpty {
+            feed.publish(StoreChanges(origin: committed.origin, records: committed.changedOrder.map {
+                ChangedRecord(id: $0, type: committed.changed[$0]!)
+            }))
+        }
+        return result
+    }
+
+    /// The end of a transaction: every live record it wrote locally or took from downstream
+    /// must hold its required fields and pass the store's rules, as it is now. So a record may
+    /// be completed, or the record it references created, later in the same transaction or
+    /// batch than the write that made it; and records that reference each other (a lead and
+    /// the opportunity converted from it) can be written at all.
+    private func checkWrittenRecords() throws {
+        guard let state = transactionState else { return }
+        for id in state.toCheckOrder {
+            guard let record = state.reloadToCheck ? try self.record(id) : state.toCheck[id], !record.isDeleted else { continue }
+            try schema.checkRequired(record)
+            try options.rules?.check(record, in: RecordLookup(self))
+        }
+    }
+
+    /// Notes a record's state for `checkWrittenRecords`.
+    private func noteForChecks(_ state: RecordState) {
+        if transactionState?.toCheck.updateValue(state, forKey: state.id) == nil {
+            transactionState?.toCheckOrder.append(state.id)
+        }
+    }
+
+    /// Checks one local value: against the schema, or, for a field the schema does not declare,
+    /// whether the store's rules declare it (a tenant's custom field; its value is checked with
+    /// the record when the transaction ends).
+    private func checkLocalValue(type: String, record: UUID, field: String, value: FieldValue) throws {
+        if schema.types[type]?.fields[field] == nil, let rules = options.rules,
+           try rules.extraFields(ofType: type, in: RecordLookup(self)).contains(field) {
+            return
+        }
+        try schema.checkWrite(type: type, record: record.uuidString, field: field, value: value)
+    }
+
+    /// A stream of the records each committed transaction changed: local writes and batches
+    /// from sync alike, so a screen showing them refreshes when a sync brings new data. The
+    /// stream ends when the store closes or the observer stops iterating. It buffers without
+    /// bound (a screen must not miss a change), so an observer keeps reading or lets it go.
+    public func observeChanges() -> AsyncStream<StoreChanges> {
+        feed.subscribe()
     }
 
     /// A fresh dot and timestamp for one local write.
@@ -249,11 +357,15 @@ public final class ReplicaStore {
     /// Writes `state` as the record's latest change, giving it the next sequence number.
     ///
     /// - Parameter encodedVector: the state's vector already encoded, when the caller has it.
+    /// - Parameter old: the state the row held, whose field index entries are replaced.
     @discardableResult
-    func save(_ state: RecordState, replacing previous: Int64?, dirty: Bool, encodedVector: [UInt8]? = nil) throws -> Int64 {
-        try saveRow(id: state.id, type: state.type, isDeleted: state.isDeleted, dirty: dirty,
-                    vector: encodedVector ?? RecordCodec.encode(state.vector), state: RecordCodec.encodeState(state),
-                    replacing: previous)
+    func save(_ state: RecordState, replacing previous: Int64?, old: RecordState?, dirty: Bool,
+              encodedVector: [UInt8]? = nil) throws -> Int64 {
+        let sequence = try saveRow(id: state.id, type: state.type, isDeleted: state.isDeleted, dirty: dirty,
+                                   vector: encodedVector ?? RecordCodec.encode(state.vector), state: RecordCodec.encodeState(state),
+                                   replacing: previous)
+        try updateFieldIndex(state, old: old)
+        return sequence
     }
 
     /// Writes a record's encoded vector and state (canonical: `RecordCodec`'s own bytes) as its
@@ -262,20 +374,22 @@ public final class ReplicaStore {
     func saveRow(id: UUID, type: String, isDeleted: Bool, dirty: Bool, vector: [UInt8], state: [UInt8],
                  replacing previous: Int64?) throws -> Int64 {
         sequence += 1
+        noteChange(id, type: type)
         let statement: Statement
         if let previous {
-            statement = try db.cached("UPDATE records SET seq = ?, deleted = ?, dirty = ?, vector = ?, state = ? WHERE seq = ?")
+            statement = try db.cached("UPDATE records SET seq = ?, deleted = ?, dirty = ?, vector = ?, state = ?, txn = ? WHERE seq = ?")
             statement.reset()
-            try statement.bind(integer: previous, at: 6)
+            try statement.bind(integer: previous, at: 7)
         } else {
             if insertStatement == nil {
-                insertStatement = try db.cached("INSERT INTO records (seq, deleted, dirty, vector, state, id, type) VALUES (?, ?, ?, ?, ?, ?, ?)")
+                insertStatement = try db.cached("INSERT INTO records (seq, deleted, dirty, vector, state, txn, id, type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
             }
             statement = insertStatement!
             statement.reset()
-            try statement.bind(uuid: id, at: 6)
-            try statement.bind(text: type, at: 7)
+            try statement.bind(uuid: id, at: 7)
+            try statement.bind(text: type, at: 8)
         }
+        try statement.bind(integer: transactionState?.id ?? sequence, at: 6)
         try statement.bind(integer: sequence, at: 1)
         try statement.bind(integer: isDeleted ? 1 : 0, at: 2)
         try statement.bind(integer: dirty ? 1 : 0, at: 3)
@@ -283,6 +397,13 @@ public final class ReplicaStore {
         try statement.bind(bytes: state, at: 5)
         try statement.step()
         return sequence
+    }
+
+    /// Tells observers about the record when the transaction commits, and drops what the rules
+    /// derived from configuration records when one of those changes.
+    private func noteChange(_ id: UUID, type: String) {
+        transactionState?.noteChange(id, type: type)
+        if configurationTypes.contains(type) { rulesCache = [:] }
     }
 
     /// The id of the row at `column`; the type, vector and state follow it.
@@ -316,6 +437,15 @@ public final class ReplicaStore {
     /// The record with `id`, deleted or not.
     public func record(_ id: UUID) throws -> RecordState? {
         try load(id, decodeState: true)?.1
+    }
+
+    /// The type of the record with `id`, deleted or not, without decoding it.
+    public func recordType(of id: UUID) throws -> String? {
+        let statement = try db.cached("SELECT type FROM records WHERE id = ?")
+        statement.reset()
+        try statement.bind(uuid: id, at: 1)
+        defer { statement.reset() }
+        return try statement.step() ? statement.string(0) : nil
     }
 
     /// Every record of `type`, in change order.
@@ -370,12 +500,13 @@ public final class ReplicaStore {
         try write {
             guard schema.types[type] != nil else { throw ModelError.unknownRecordType(type) }
             for (field, value) in values {
-                try schema.checkWrite(type: type, record: id.uuidString, field: field, value: value)
+                try checkLocalValue(type: type, record: id, field: field, value: value)
             }
             guard try load(id, decodeState: false) == nil else { throw ReplicaStoreError.recordExists(id) }
             let (dot, timestamp) = try nextWrite()
             let state = RecordState.created(id: id, type: type, fields: values, dot: dot, timestamp: timestamp)
-            try save(state, replacing: nil, dirty: true)
+            try save(state, replacing: nil, old: nil, dirty: true)
+            noteForChecks(state)
             return state
         }
     }
@@ -386,7 +517,7 @@ public final class ReplicaStore {
         try mutate(id) { state, dot, timestamp in
             guard !state.isDeleted else { throw ReplicaStoreError.recordDeleted(id) }
             for (field, value) in values {
-                try schema.checkWrite(type: state.type, record: id.uuidString, field: field, value: value)
+                try checkLocalValue(type: state.type, record: id, field: field, value: value)
             }
             state.write(values, dot: dot, timestamp: timestamp)
         }
@@ -433,8 +564,9 @@ public final class ReplicaStore {
             }
             let (dot, timestamp) = try nextWrite()
             try change(&state, dot, timestamp)
-            try save(state, replacing: stored.sequence, dirty: true)
+            try save(state, replacing: stored.sequence, old: loaded, dirty: true)
             try supersedeConflicts(of: state)
+            noteForChecks(state)
             return state
         }
     }
@@ -457,7 +589,7 @@ public final class ReplicaStore {
         checkpoint: (peer: String, sequence: Int64)? = nil,
         progress: ((Int) throws -> Void)? = nil
     ) throws -> ApplyReport {
-        try applyBatch(states.count, checkpoint: checkpoint, progress: progress) { index in
+        try applyBatch(states.count, from: origin, checkpoint: checkpoint, progress: progress) { index in
             let remote = states[index]
             let encodedVector = RecordCodec.encode(remote.vector)
             guard case .news(let existing) = try arrival(
@@ -490,10 +622,10 @@ public final class ReplicaStore {
     ) throws -> ApplyReport {
         let newDirty = staysDirty(from: origin, existing: nil, holdsRemoteVector: true)
         var expectNew = true
-        return try applyBatch(records.count, checkpoint: checkpoint, progress: progress) { index in
+        return try applyBatch(records.count, from: origin, checkpoint: checkpoint, progress: progress) { index in
             let record = records[index]
             guard schema.types[record.type] != nil else { throw ModelError.unknownRecordType(record.type) }
-            if expectNew, try store(new: record, dirty: newDirty) { return .applied }
+            if expectNew, try store(new: record, dirty: newDirty, from: origin) { return .applied }
             switch try arrival(
                 of: record.id, type: record.type, encodedVector: record.vector,
                 vector: { try record.vector.withUnsafeBytes { try RecordCodec.decodeVector($0) } }, from: origin
@@ -506,7 +638,7 @@ public final class ReplicaStore {
                 return try integrate(try record.decoded(), existing: existing, encodedVector: nil, from: origin)
             case .news(nil):
                 expectNew = true
-                guard try store(new: record, dirty: newDirty) else { throw ReplicaStoreError.recordExists(record.id) }
+                guard try store(new: record, dirty: newDirty, from: origin) else { throw ReplicaStoreError.recordExists(record.id) }
                 return .applied
             }
         }
@@ -519,16 +651,17 @@ public final class ReplicaStore {
     /// batch back, row included, exactly as if they had been checked first. Valid bytes in a form
     /// `RecordCodec` never writes are replaced by the canonical ones, under the same sequence
     /// number, so that every stored row is canonical.
-    private func store(new record: EncodedRecord, dirty: Bool) throws -> Bool {
+    private func store(new record: EncodedRecord, dirty: Bool, from origin: ApplyOrigin) throws -> Bool {
         if insertIfNewStatement == nil {
             insertIfNewStatement = try db.cached("""
-                INSERT INTO records (seq, deleted, dirty, vector, state, id, type) VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO records (seq, deleted, dirty, vector, state, id, type, txn) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (id) DO NOTHING
                 """)
         }
         let statement = insertIfNewStatement!
         statement.reset()
         try statement.bind(integer: sequence + 1, at: 1)
+        try statement.bind(integer: transactionState?.id ?? sequence + 1, at: 8)
         // The deletion flag is the state's second byte; if it is anything but 0 or 1 the
         // validation below refuses the record.
         try statement.bind(integer: record.state.count > 1 && record.state[1] == 1 ? 1 : 0, at: 2)
@@ -540,10 +673,20 @@ public final class ReplicaStore {
         try statement.step()
         guard db.changes == 1 else { return false }
         sequence += 1
-        let validation = try schema.validate(record)
+        let validation = try schema.validate(record, rules: origin != .upstream)
         if let state = validation.decodedState {
             sequence -= 1  // `save` takes the next number again: the one the row has
-            try save(state, replacing: sequence + 1, dirty: dirty)
+            try save(state, replacing: sequence + 1, old: nil, dirty: dirty)
+            try checkRules(state, from: origin)
+        } else {
+            noteChange(record.id, type: record.type)
+            // Decoding is needed only for what the bytes cannot answer in place: index entries
+            // and the rules of a batch from downstream.
+            if !validation.isDeleted && (indexes(record.type) || (origin == .downstream && options.rules != nil)) {
+                let state = try record.decoded()
+                try updateFieldIndex(state, old: nil)
+                try checkRules(state, from: origin)
+            }
         }
         clock.observe(validation.latestTimestamp)
         return true
@@ -560,10 +703,11 @@ public final class ReplicaStore {
     /// The frame of both `apply` forms: one transaction with the checkpoint, outcomes in order,
     /// progress after each record.
     private func applyBatch(
-        _ count: Int, checkpoint: (peer: String, sequence: Int64)?, progress: ((Int) throws -> Void)?,
+        _ count: Int, from origin: ApplyOrigin, checkpoint: (peer: String, sequence: Int64)?, progress: ((Int) throws -> Void)?,
         _ applyOne: (Int) throws -> Applied
     ) throws -> ApplyReport {
         try write {
+            transactionState?.origin = origin == .upstream ? .upstream : .downstream
             if let checkpoint {
                 try db.run("INSERT OR REPLACE INTO peer_checkpoints (peer, sequence) VALUES (?, ?)",
                            [checkpoint.peer, checkpoint.sequence])
@@ -610,16 +754,25 @@ public final class ReplicaStore {
 
     /// Validates a state that brings news, merges it into the local copy and saves the result.
     private func integrate(_ remote: RecordState, existing: Presence?, encodedVector: [UInt8]?, from origin: ApplyOrigin) throws -> Applied {
-        try schema.validate(remote)
+        try schema.validate(remote, rules: origin != .upstream)
         clock.observe(remote.latestTimestamp)
         let local = existing == nil ? nil : try record(remote.id)
         let result = try Merge.merge(local: local, remote: remote)
-        try save(result.state, replacing: existing?.sequence,
+        try save(result.state, replacing: existing?.sequence, old: local,
                  dirty: staysDirty(from: origin, existing: existing, holdsRemoteVector: result.state.vector == remote.vector),
                  encodedVector: result.outcome == .applied ? encodedVector : nil)
         if local != nil { try supersedeConflicts(of: result.state) }
         for conflict in result.conflicts { try log(conflict) }
+        try checkRules(result.state, from: origin)
         return Applied(outcome: result.outcome, conflicts: result.conflicts)
+    }
+
+    /// Has the store's rules run on a live record a batch from downstream brought when the
+    /// transaction ends, so that it may reference any record of the batch. See `RecordRules`
+    /// for why batches from upstream are not checked.
+    private func checkRules(_ state: RecordState, from origin: ApplyOrigin) throws {
+        guard origin == .downstream, !state.isDeleted, options.rules != nil else { return }
+        noteForChecks(state)
     }
 
     /// Whether a record waits to be pushed after taking in a remote state. From upstream: only

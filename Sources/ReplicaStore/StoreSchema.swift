@@ -60,5 +60,28 @@ enum StoreSchema {
             -- A server tells each device about the conflicts its own writes lost.
             CREATE INDEX conflicts_by_loser ON conflicts (loser_replica, record);
             """),
+        Migration(version: 3, "local transactions of records, field index", sql: """
+            -- The local transaction that last wrote the record (its first sequence number), so
+            -- that a push keeps the records of one transaction in one batch, which the server
+            -- applies atomically. NULL for rows written before this column existed.
+            ALTER TABLE records ADD COLUMN txn INTEGER;
+            CREATE INDEX records_dirty_txn ON records (txn) WHERE dirty = 1;
+            -- Text values of the indexed fields of live records (ReplicaStore.Options
+            -- .indexedFields), and the lower-cased words of their search fields under the
+            -- field name '' (.searchFields), written in the transaction that writes the record.
+            CREATE TABLE field_index (
+                type TEXT NOT NULL,
+                field TEXT NOT NULL,
+                value TEXT NOT NULL,
+                id BLOB NOT NULL,
+                PRIMARY KEY (type, field, value, id)
+            ) WITHOUT ROWID;
+            -- The indexed and search fields the index was built for: when the options name
+            -- others, the store rebuilds it on opening.
+            CREATE TABLE field_index_config (
+                singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+                fields TEXT NOT NULL
+            );
+            """),
     ]
 }

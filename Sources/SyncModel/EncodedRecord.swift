@@ -87,17 +87,20 @@ extension Schema {
     /// path: decode, then `validate(_: RecordState)`. So errors are the reference's own, and the
     /// fast path has only to be never more lenient than the reference, which the tests check by
     /// running both on random, mutated and hand-made records.
-    public func validate(_ record: EncodedRecord) throws(ModelError) -> EncodedRecord.Validation {
-        if let fields = types[record.type]?.sortedFields {
+    ///
+    /// - Parameter rules: whether to check the fields' rules, as in `validate(_:rules:)`.
+    public func validate(_ record: EncodedRecord, rules: Bool = true) throws(ModelError) -> EncodedRecord.Validation {
+        if let recordType = types[record.type], let fields = recordType.sortedFields {
+            let required = recordType.requiredFields.count
             let checked = record.vector.withUnsafeBytes { vector in
                 record.state.withUnsafeBytes { state in
-                    CanonicalRecordCheck.validate(vector: vector, state: state, fields: fields)
+                    CanonicalRecordCheck.validate(vector: vector, state: state, fields: fields, required: rules ? required : nil)
                 }
             }
             if let checked { return checked }
         }
         let state = try record.decoded()
-        try validate(state)
+        try validate(state, rules: rules)
         return EncodedRecord.Validation(latestTimestamp: state.latestTimestamp, isDeleted: state.isDeleted, decodedState: state)
     }
 }
@@ -108,8 +111,11 @@ enum CanonicalRecordCheck {
     static let refused = ModelError.malformedEncoding("refused by the fast path")
 
     /// The validation of a canonical, valid record; `nil` for any other.
+    ///
+    /// - Parameter required: how many of `fields` are required: a live record must hold each of
+    ///   them non-null, which the walk counts instead of looking names up. `nil` checks no rules.
     static func validate(
-        vector: UnsafeRawBufferPointer, state: UnsafeRawBufferPointer, fields: [RecordType.DeclaredField]
+        vector: UnsafeRawBufferPointer, state: UnsafeRawBufferPointer, fields: [RecordType.DeclaredField], required: Int?
     ) -> EncodedRecord.Validation? {
         var reader = ByteReader(vector)
         // An empty vector cannot cover the record's existence: the reference will say so.
@@ -118,7 +124,7 @@ enum CanonicalRecordCheck {
         return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: count) { counters in
             do {
                 try readVector(&reader, into: counters)
-                return try readState(state, counters: UnsafeBufferPointer(counters), fields: fields)
+                return try readState(state, counters: UnsafeBufferPointer(counters), fields: fields, required: required)
             } catch {
                 return nil
             }
@@ -140,7 +146,8 @@ enum CanonicalRecordCheck {
     }
 
     private static func readState(
-        _ bytes: UnsafeRawBufferPointer, counters: UnsafeBufferPointer<UInt64>, fields declared: [RecordType.DeclaredField]
+        _ bytes: UnsafeRawBufferPointer, counters: UnsafeBufferPointer<UInt64>, fields declared: [RecordType.DeclaredField],
+        required: Int?
     ) throws(ModelError) -> EncodedRecord.Validation {
         var reader = ByteReader(bytes)
         guard try reader.byte() == RecordCodec.formatVersion else { throw refused }
@@ -159,6 +166,7 @@ enum CanonicalRecordCheck {
         }
         var previousName = UnsafeRawBufferPointer(start: nil, count: 0)
         var next = 0  // the first declared field not before the current name
+        var requiredHeld = 0
         let fieldCount = try reader.canonicalCount(limit: bytes.count)
         for index in 0..<fieldCount {
             let name = try reader.raw(try reader.canonicalCount(limit: reader.remaining))
@@ -166,8 +174,10 @@ enum CanonicalRecordCheck {
             previousName = name
             while next < declared.count && declared[next].name.withUnsafeBytes({ compareBytes($0, name) }) < 0 { next += 1 }
             let kind: FieldKind?
+            var matched = -1  // the declared field's index, when the name is declared
             if next < declared.count && declared[next].name.withUnsafeBytes({ compareBytes($0, name) }) == 0 {
                 kind = declared[next].kind
+                matched = next
             } else {
                 // Declared names are ASCII, and so is any valid one: no name passes that a
                 // `String` comparison would see differently.
@@ -177,7 +187,9 @@ enum CanonicalRecordCheck {
             switch try reader.byte() {
             case 0:
                 guard kind != .counter else { throw refused }
-                try reader.checkValue(kind)
+                // Only a field with a rule pays for reading it.
+                let rule = required != nil && matched >= 0 && declared[matched].hasRule ? declared[matched].rule : nil
+                if try reader.checkValue(kind, rule: rule), matched >= 0 && declared[matched].isRequired { requiredHeld += 1 }
                 try reader.dot(within: counters)
                 latest = max(latest, try reader.canonicalTimestamp())
             case 1:
@@ -196,7 +208,7 @@ enum CanonicalRecordCheck {
                 throw refused
             }
         }
-        guard reader.isAtEnd else { throw refused }
+        guard reader.isAtEnd, deleted == 1 || required == nil || requiredHeld == required else { throw refused }
         return EncodedRecord.Validation(latestTimestamp: latest, isDeleted: deleted == 1, decodedState: nil)
     }
 }
@@ -228,26 +240,37 @@ extension ByteReader {
         return HLCTimestamp(rawValue: raw)
     }
 
-    /// A register's value: of a type `kind` accepts (any for an unknown field) and within the
-    /// schema's bounds.
-    mutating func checkValue(_ kind: FieldKind?) throws(ModelError) {
+    /// A register's value: of a type `kind` accepts (any for an unknown field), within the
+    /// schema's bounds, and keeping the field's `rule`. Returns whether the value holds a
+    /// required field: non-null and not an empty text.
+    mutating func checkValue(_ kind: FieldKind?, rule: FieldRule?) throws(ModelError) -> Bool {
         let expected: FieldKind
+        var holds = true
         switch try byte() {
-        case 0: return  // null: any register may hold it
+        case 0: return false  // null: any register may hold it
         case 1, 2: expected = .boolean
         case 3:
-            _ = try canonicalVarint()
+            let zigzag = try canonicalVarint()
             expected = .integer
+            if let rule {
+                let value = Int64(bitPattern: (zigzag >> 1) ^ (0 &- (zigzag & 1)))
+                guard rule.violation(number: Double(value)) == nil else { throw CanonicalRecordCheck.refused }
+            }
         case 4:
             let raw = try raw(8)
             var bits: UInt64 = 0
             withUnsafeMutableBytes(of: &bits) { $0.copyMemory(from: raw) }
-            guard Double(bitPattern: UInt64(littleEndian: bits)).isFinite else { throw CanonicalRecordCheck.refused }
+            let value = Double(bitPattern: UInt64(littleEndian: bits))
+            guard value.isFinite else { throw CanonicalRecordCheck.refused }
             expected = .real
+            if let rule, rule.violation(number: value) != nil { throw CanonicalRecordCheck.refused }
         case 5:
             let text = try raw(try canonicalCount(limit: Swift.min(remaining, Schema.maxTextBytes)))
             guard isValidUTF8(text) else { throw CanonicalRecordCheck.refused }
             expected = .text
+            // The rule applies to declared fields only, whose kind is checked below.
+            if let rule, rule.violation(text: text) != nil { throw CanonicalRecordCheck.refused }
+            holds = !text.isEmpty  // an empty text does not hold a required field
         case 6:
             _ = try raw(try canonicalCount(limit: Swift.min(remaining, Schema.maxBlobBytes)))
             expected = .blob
@@ -255,6 +278,7 @@ extension ByteReader {
             throw CanonicalRecordCheck.refused
         }
         guard kind == nil || kind == expected else { throw CanonicalRecordCheck.refused }
+        return holds
     }
 }
 

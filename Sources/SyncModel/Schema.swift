@@ -25,10 +25,17 @@ public struct RecordType: Sendable, Equatable {
     /// name. `nil` when a declared name is not ASCII: then byte order and `String` equality
     /// (canonical equivalence) could disagree, and encoded states take the decoding path.
     let sortedFields: [DeclaredField]?
+    /// The fields with a `required` rule, which a live record must hold non-null.
+    let requiredFields: [String]
 
     struct DeclaredField: Sendable, Equatable {
         var name: [UInt8]
         var kind: FieldKind
+        /// The field's rule, when it constrains values (`required` alone is counted, not kept).
+        var rule: FieldRule?
+        var isRequired: Bool
+        /// `rule != nil`, kept apart so the walk tests a flag, not an optional of a struct.
+        var hasRule: Bool
     }
 
     public init(name: String, fields: [String: FieldKind], rules: [String: FieldRule] = [:]) {
@@ -36,7 +43,14 @@ public struct RecordType: Sendable, Equatable {
         self.name = name
         self.fields = fields
         self.rules = rules
-        let declared = fields.map { DeclaredField(name: Array($0.key.utf8), kind: $0.value) }
+        requiredFields = rules.filter { $0.value.required }.map(\.key).sorted()
+        let declared = fields.map { name, kind in
+            let rule = rules[name]
+            var constraint = rule
+            constraint?.required = false
+            let kept = constraint == FieldRule() ? nil : constraint
+            return DeclaredField(name: Array(name.utf8), kind: kind, rule: kept, isRequired: rule?.required == true, hasRule: kept != nil)
+        }
         sortedFields = declared.allSatisfy { $0.name.allSatisfy { $0 < 0x80 } }
             ? declared.sorted { $0.name.lexicographicallyPrecedes($1.name) }
             : nil
@@ -75,14 +89,37 @@ public struct Schema: Sendable, Equatable {
         guard let recordType = types[type] else { throw .unknownRecordType(type) }
         guard let kind = recordType.fields[field] else { throw .invalidFieldName(record: record, field: field) }
         try Self.check(value, kind: kind, record: record, field: field)
+        if let rule = recordType.rules[field], let reason = rule.violation(of: value) {
+            throw .invalidFieldValue(record: record, field: field, reason: reason)
+        }
+    }
+
+    /// Checks that a live record holds every field its type requires, non-null and, for text,
+    /// not empty; tombstones pass. Local
+    /// writes run this on the state a transaction ends with, so a record may be created first
+    /// and completed later in the same transaction.
+    public func checkRequired(_ state: RecordState) throws(ModelError) {
+        guard !state.isDeleted, let recordType = types[state.type] else { return }
+        for name in recordType.requiredFields {
+            switch state.fields[name]?.value ?? .null {
+            case .null: throw .invalidFieldValue(record: state.id.uuidString, field: name, reason: "required, but missing")
+            case .text(""): throw .invalidFieldValue(record: state.id.uuidString, field: name, reason: "required, but empty")
+            default: continue
+            }
+        }
     }
 
     /// Checks a record state from anywhere: known type, valid names, values of the declared
-    /// types, consistent dots. Unknown fields are allowed (a newer replica may have added them).
+    /// types that keep their fields' rules (required on live records), consistent dots. Unknown fields are allowed (a newer replica may have added them).
     ///
     /// One pass over the fields for the schema and `RecordState.checkConsistency` together:
     /// this runs on every record a replica takes in that is not new to it.
-    public func validate(_ state: RecordState) throws(ModelError) {
+    ///
+    /// - Parameter rules: whether to check the fields' rules. A replica skips them for states
+    ///   from its upstream, which accepted them under the same or a newer schema: a newer one
+    ///   may allow what this one does not (a new choice), and refusing would stall every pull.
+    ///   Storage kinds, bounds and consistency are always checked.
+    public func validate(_ state: RecordState, rules: Bool = true) throws(ModelError) {
         guard let recordType = types[state.type] else { throw .unknownRecordType(state.type) }
         // Formatting the id costs more than the checks themselves: only on the way to an error.
         var record: String { state.id.uuidString }
@@ -98,6 +135,9 @@ public struct Schema: Sendable, Equatable {
                     throw .wrongFieldType(record: record, field: name, expected: kind.rawValue, found: r.value.typeName)
                 }
                 try Self.checkBounds(r.value, record: record, field: name)
+                if rules, kind != nil, let rule = recordType.rules[name], let reason = rule.violation(of: r.value) {
+                    throw .invalidFieldValue(record: record, field: name, reason: reason)
+                }
                 try state.checkConsistency(of: name, r, checked: &checked)
             case .counter(let c):
                 if let kind, kind != .counter {
@@ -106,6 +146,7 @@ public struct Schema: Sendable, Equatable {
                 try state.checkConsistency(of: name, c)
             }
         }
+        if rules { try checkRequired(state) }
     }
 
     private static func check(_ value: FieldValue, kind: FieldKind, record: String, field: String) throws(ModelError) {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CRM
 import Foundation
 import ReplicaStore
 import SQLite
@@ -54,6 +55,20 @@ struct StoreBench: ParsableCommand {
             }
         }
         report.figure("apply_new_records_in_batches_of_1000", applyBatched, records: records, floor: floor, target: nil)
+
+        // CRM accounts as a device pulls them: without and with the CRM's field index, whose
+        // entries (owner, parent, name words) cost a decode and a few rows per record.
+        let accounts = BenchRows(.crmAccount, count: records)
+        let accountFloor = try measure { try accounts.insertPlain(into: dir.path("floor-accounts.sqlite")) }
+        let crmSource = try ReplicaStore(path: dir.path("crm-source.sqlite"), options: .init(schema: CRMSchema.current))
+        try accounts.create(in: crmSource)
+        let pulled = try crmSource.encodedChanges(after: 0, limit: records).map(\.record)
+        let plainDevice = try ReplicaStore(path: dir.path("crm-plain.sqlite"), options: .init(schema: CRMSchema.current))
+        let applyPlain = try measure { try plainDevice.apply(encoded: pulled) }
+        report.figure("apply_new_crm_accounts", applyPlain, records: records, floor: accountFloor, target: 3)
+        let indexedDevice = try ReplicaStore(path: dir.path("crm-indexed.sqlite"), options: .crm())
+        let applyIndexed = try measure { try indexedDevice.apply(encoded: pulled) }
+        report.figure("apply_new_crm_accounts_indexed", applyIndexed, records: records, floor: accountFloor, target: nil)
     }
 }
 
@@ -143,13 +158,34 @@ struct BenchRows {
         self.shape = shape
         var generator = FastRandom(seed: 0x5241_5050_4f52_5400)
         let letters = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+        var previous: UUID?
         rows = (0..<count).map { _ in
-            Row(id: UUID(),
-                texts: shape.texts.map { _ in
-                    String((0..<Int.random(in: 10...40, using: &generator)).map { _ in letters.randomElement(using: &generator)! })
+            let id = UUID()
+            defer { previous = id }
+            return Row(id: id,
+                texts: shape.texts.map { field in
+                    let text = String((0..<Int.random(in: 10...40, using: &generator)).map { _ in letters.randomElement(using: &generator)! })
+                    return Self.valid(field, from: text, parent: previous ?? id)
                 },
                 integers: shape.integers.map { _ in Int64.random(in: 18...90, using: &generator) },
                 reals: shape.reals.map { _ in Double.random(in: 0...1_000_000, using: &generator) })
+        }
+    }
+
+    /// `text` made into a value the CRM's rules accept for `field` (a choice, an e-mail address,
+    /// a reference), about as long as the random text, so the rows stay valid and comparable.
+    /// Fields without a rule keep the random text.
+    static func valid(_ field: String, from text: String, parent: UUID) -> String {
+        let word = text.lowercased().filter { $0 != " " }
+        switch field {
+        case "size": return CRMSchema.companySizes[text.count % CRMSchema.companySizes.count]
+        case "lifecycle_stage": return CRMSchema.lifecycleStages[text.count % CRMSchema.lifecycleStages.count]
+        case "tier": return CRMSchema.tiers[text.count % CRMSchema.tiers.count]
+        case "phone": return "+1 555 " + String(text.count * 7919 % 10_000_000)
+        case "website": return "https://" + word + ".example"
+        case "owner", "email": return word + "@example.com"
+        case "parent": return parent.uuidString
+        default: return text
         }
     }
 

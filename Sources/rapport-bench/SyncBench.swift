@@ -107,7 +107,7 @@ struct SyncBench: AsyncParsableCommand {
         let clients = try (0..<sessions).map { try client("many-\($0 % max(1, sessions / 10))", "many-\($0)") }
         for (index, client) in clients.enumerated() {
             try client.store.performSync { store in
-                try store.transaction { for i in 0..<10 { try store.create("activity", ["subject": .text("s\(index)-\(i)")]) } }
+                try store.transaction { for i in 0..<10 { try store.create("activity", ["kind": .text("note"), "subject": .text("s\(index)-\(i)")]) } }
             }
         }
         let before = ContinuousClock.now

@@ -63,6 +63,7 @@ struct Rapportd: AsyncParsableCommand {
         let data = URL(fileURLWithPath: dataDirectory).standardizedFileURL.path
         var config = SyncServer.Configuration(dataDirectory: data, host: host, port: port,
                                               schema: CRMSchema.current, schemaVersion: CRMSchema.version)
+        config.recordRules = CRMStoreRules()
         config.certificateChainPath = certificateChain
         config.privateKeyPath = privateKey
         config.maxOpenTenants = maxOpenTenants

@@ -20,14 +20,15 @@ import TLS
     }
 
     @Test func putCreatesThenUpdates() throws {
-        let created = try device.put(type: "account", id: nil, assignments: ["name=Acme", "loyalty_points+=10", "annual_revenue=2e6"])
+        let created = try device.put(type: "account", id: nil, assignments: ["name=Acme", "industry=Retail", "loyalty_points+=10", "annual_revenue=2e6"])
         #expect(created.created)
         let id = Device.text(created.record.id)
-        let updated = try device.put(type: "account", id: id, assignments: ["tier=gold", "name=", "loyalty_points-=3"])
+        let updated = try device.put(type: "account", id: id, assignments: ["tier=gold", "industry=", "loyalty_points-=3"])
         #expect(!updated.created)
         let record = try device.record(id)
         #expect(record.values["tier"] == .text("gold"))
-        #expect(record.values["name"] == .null)
+        #expect(record.values["industry"] == .null)
+        #expect(record.values["name"] == .text("Acme"))
         #expect(record.values["loyalty_points"] == .integer(7))
         #expect(record.values["annual_revenue"] == .real(2e6))
         #expect(try device.list(type: "account").map(\.id) == [created.record.id])
@@ -45,7 +46,7 @@ import TLS
     }
 
     @Test func updatesAreCheckedAgainstTheRecord() throws {
-        let contact = Device.text(try device.put(type: "contact", id: nil, assignments: ["first_name=Ada"]).record.id)
+        let contact = Device.text(try device.put(type: "contact", id: nil, assignments: ["first_name=Ada", "last_name=Lovelace"]).record.id)
         #expect(throws: DeviceError.usage("record \(contact) is a contact, not a account")) {
             try device.put(type: "account", id: contact, assignments: ["name=X"])
         }
@@ -59,7 +60,7 @@ import TLS
     }
 
     @Test func deleteAndRestore() throws {
-        let id = Device.text(try device.put(type: "contact", id: nil, assignments: ["first_name=Ada"]).record.id)
+        let id = Device.text(try device.put(type: "contact", id: nil, assignments: ["first_name=Ada", "last_name=Lovelace"]).record.id)
         #expect(try device.delete(id).isDeleted)
         #expect(try device.list(type: "contact").isEmpty)
         #expect(try device.list(type: "contact", includeDeleted: true).count == 1)

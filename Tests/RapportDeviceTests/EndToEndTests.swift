@@ -86,7 +86,7 @@ final class TestServer: Sendable {
         try await TestServer.with { server in
             let a = try server.device("laptop-a"), b = try server.device("phone-b")
             defer { a.close(); b.close() }
-            let id = Device.text(try a.put(type: "contact", id: nil, assignments: ["first_name=Ada", "title=Analyst"]).record.id)
+            let id = Device.text(try a.put(type: "contact", id: nil, assignments: ["first_name=Ada", "last_name=Lovelace", "title=Analyst"]).record.id)
             try await a.sync(maxAttempts: 3)
             try await b.sync(maxAttempts: 3)
 
@@ -138,7 +138,7 @@ final class TestServer: Sendable {
 
             let offline = try server.device("offline")
             defer { offline.close() }
-            try offline.put(type: "contact", id: nil, assignments: ["first_name=Kept"])
+            try offline.put(type: "contact", id: nil, assignments: ["last_name=Kept"])
             await server.server.shutdown()
             // Nothing listens on the port now: a network failure, and the change stays to push.
             let down = try await #require(#expect(throws: DeviceError.self) { try await offline.sync(maxAttempts: 1) })

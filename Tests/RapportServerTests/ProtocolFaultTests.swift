@@ -183,8 +183,8 @@ import Testing
     @Test func invalidRecordsAreRejectedByNameAndTheValidOnesApplied() async throws {
         let fixture = try await ServerFixture()
         let (connection, _) = try await RawConnection.established(to: fixture)
-        let good = try Self.record(["first_name": .text("Ada")])
-        let wrongType = try Self.record(["first_name": .text("Bob"), "do_not_call": .text("yes")])
+        let good = try Self.record(["first_name": .text("Ada"), "last_name": .text("Lovelace")])
+        let wrongType = try Self.record(["last_name": .text("Bob"), "do_not_call": .text("yes")])
         let unknownType = try Self.record(type: "ticket", ["title": .text("help")])
         let alsoGood = try Self.record(type: "account", ["name": .text("Acme"), "annual_revenue": .real(1.5e6)])
         try await connection.send(.pushFrame([good, wrongType, unknownType, alsoGood], batch: 77))
@@ -232,7 +232,8 @@ import Testing
         let t2 = HLCTimestamp(rawValue: t1.rawValue + 1)
         let liveness = Liveness(isDeleted: false, dot: one, timestamp: t1)
         let first = RecordState(id: id, type: "contact", vector: try VersionVector([writer: 1]), liveness: liveness,
-                                fields: ["first_name": .register(RegisterState(value: .text("a"), dot: one, timestamp: t1))])
+                                fields: ["first_name": .register(RegisterState(value: .text("a"), dot: one, timestamp: t1)),
+                                         "last_name": .register(RegisterState(value: .text("y"), dot: one, timestamp: t1))])
         try await connection.send(.pushFrame([Rapport_V1_Record(first)], batch: 1))
         #expect(try await connection.nextFrame()?.pushResult.results.map(\.outcome) == [.applied])
 
@@ -241,7 +242,7 @@ import Testing
             "first_name": .register(RegisterState(value: .text("b"), dot: one, timestamp: t1)),
             "last_name": .register(RegisterState(value: .text("z"), dot: two, timestamp: t2)),
         ])
-        let good = try Self.record(["first_name": .text("innocent bystander")])
+        let good = try Self.record(["last_name": .text("innocent bystander")])
         try await connection.send(.pushFrame([good, Rapport_V1_Record(liar)], batch: 2))
         let reply = try await connection.nextFrame()
         let goodStored = try fixture.tenantStore().record(Self.id(good)) != nil
@@ -257,7 +258,7 @@ import Testing
     @Test func oneIdPushedAsTwoTypesInOneBatchIsRejectedOnce() async throws {
         let fixture = try await ServerFixture()
         let (connection, _) = try await RawConnection.established(to: fixture)
-        let contact = try Self.record(["first_name": .text("Ada")])
+        let contact = try Self.record(["last_name": .text("Ada")])
         var account = try Self.record(type: "account", ["name": .text("Acme")])
         account.id = contact.id
         try await connection.send(.pushFrame([contact, account]))
@@ -310,7 +311,7 @@ import Testing
     @discardableResult
     func expectStillServes(_ fixture: ServerFixture, sourceLocation: SourceLocation = #_sourceLocation) async throws -> RapportClient {
         let device = try fixture.device("normal-\(UUID().uuidString.lowercased())")
-        let id = try device.local { try $0.create("contact", ["first_name": .text("Still here")]).id }
+        let id = try device.local { try $0.create("contact", ["first_name": .text("Still"), "last_name": .text("Here")]).id }
         let report = try await device.sync()
         #expect(report.pushed == 1, sourceLocation: sourceLocation)
         #expect(try fixture.tenantStore().record(id) != nil, sourceLocation: sourceLocation)

@@ -27,6 +27,7 @@ final class ServerFixture: Sendable {
         var config = SyncServer.Configuration(dataDirectory: dir.path("server"), port: port,
                                               schema: CRMSchema.current, schemaVersion: CRMSchema.version)
         config.limits = limits
+        config.recordRules = CRMStoreRules()
         config.shutdownGracePeriod = .seconds(2)
         server = try SyncServer(configuration: config,
                                 authenticator: StaticAuthenticator(secrets: ["acme": Self.secret, "globex": Self.secret]),
@@ -53,7 +54,7 @@ final class ServerFixture: Sendable {
     /// A device with its own store file.
     func device(_ name: String, tenant: String = "acme", configure: (inout ClientConfiguration) -> Void = { _ in }) throws -> RapportClient {
         let store = try ReplicaStore(path: dir.path("\(name).sqlite"),
-                                     options: .init(schema: CRMSchema.current, replicaID: try ReplicaID(name)))
+                                     options: .crm(replicaID: try ReplicaID(name)))
         var config = configuration(tenant: tenant)
         configure(&config)
         return try RapportClient(store: SharedReplicaStore(store, label: name), configuration: config, logger: Self.logger("test.\(name)"))

@@ -17,7 +17,7 @@ import Testing
         do {
             let tenant = try ReplicaStore(path: data + "/tenants/acme.sqlite", options: .init(schema: CRMSchema.current))
             try tenant.transaction {
-                for i in 0..<3_000 { try tenant.create("contact", ["first_name": .text("c\(i)")]) }
+                for i in 0..<3_000 { try tenant.create("contact", ["last_name": .text("c\(i)")]) }
             }
             tenant.close()
         }

@@ -24,7 +24,7 @@ import TLS
         try await alice.sync()
 
         // Both edit different fields of the account offline, then sync in the other order.
-        try bob.local { try $0.update(account, ["website": .text("acme.example")]) }
+        try bob.local { try $0.update(account, ["website": .text("https://acme.example")]) }
         try alice.local { try $0.update(account, ["phone": .text("555-0199")]) }
         try await bob.sync()
         try await alice.sync()
@@ -35,7 +35,7 @@ import TLS
             #expect(a != nil && a == b)
         }
         #expect(try alice.local { try $0.record(account)?.values["phone"] } == .text("555-0199"))
-        #expect(try alice.local { try $0.record(account)?.values["website"] } == .text("acme.example"))
+        #expect(try alice.local { try $0.record(account)?.values["website"] } == .text("https://acme.example"))
         #expect(try alice.local { try $0.dirtyCount() } == 0)
         #expect(try alice.local { try $0.conflicts() }.isEmpty)
         let server = try fixture.tenantStore()
@@ -46,22 +46,26 @@ import TLS
     @Test func concurrentEditsOfOneFieldLeaveAConflictOnTheLosingDevice() async throws {
         let fixture = try await ServerFixture()
         let alice = try fixture.device("alice"), bob = try fixture.device("bob")
-        let id = try alice.local { try $0.create("opportunity", ["name": .text("Big deal"), "stage": .text("qualify")]).id }
+        let id = try alice.local { store in
+            let account = try store.create("account", ["name": .text("Acme")]).id
+            return try store.create("opportunity", ["name": .text("Big deal"), "account": .text(account.uuidString),
+                                                    "stage": .text("qualification")]).id
+        }
         try await alice.sync()
         try await bob.sync()
-        try alice.local { try $0.update(id, ["stage": .text("won")]) }
+        try alice.local { try $0.update(id, ["stage": .text("closed_won")]) }
         try await Task.sleep(for: .milliseconds(5))
-        try bob.local { try $0.update(id, ["stage": .text("lost")]) }   // later: wins
+        try bob.local { try $0.update(id, ["stage": .text("closed_lost")]) }   // later: wins
         try await alice.sync()
         let bobReport = try await bob.sync()
         try await alice.sync()
-        #expect(try alice.local { try $0.record(id)?.values["stage"] } == .text("lost"))
-        #expect(try bob.local { try $0.record(id)?.values["stage"] } == .text("lost"))
+        #expect(try alice.local { try $0.record(id)?.values["stage"] } == .text("closed_lost"))
+        #expect(try bob.local { try $0.record(id)?.values["stage"] } == .text("closed_lost"))
         // Alice's value lost; her device has the conflict with her value in it.
         let entries = try alice.local { try $0.conflicts() }
         #expect(entries.count == 1)
-        #expect(entries.first?.conflict.loser.value == .text("won"))
-        #expect(entries.first?.conflict.winner.value == .text("lost"))
+        #expect(entries.first?.conflict.loser.value == .text("closed_won"))
+        #expect(entries.first?.conflict.winner.value == .text("closed_lost"))
         // Bob's push was merged on the server, which reported the conflict to him too.
         #expect(bobReport.conflicts == 1)
         #expect(try fixture.tenantStore().conflicts().count == 1)
@@ -71,12 +75,12 @@ import TLS
     @Test func aRejectedRecordIsKeptInTheConflictLogAndTheRestSyncs() async throws {
         let fixture = try await ServerFixture()
         // The device's schema knows a field type the server does not: the server refuses it.
-        let lenient = Schema([RecordType(name: "contact", fields: ["first_name": .text]),
+        let lenient = Schema([RecordType(name: "contact", fields: ["last_name": .text]),
                               RecordType(name: "ticket", fields: ["title": .text])])
         let store = try ReplicaStore(path: fixture.dir.path("old.sqlite"), options: .init(schema: lenient, replicaID: try ReplicaID("old")))
         let device = try RapportClient(store: SharedReplicaStore(store, label: "old"), configuration: fixture.configuration(),
                                        logger: ServerFixture.logger("old"))
-        let good = try device.local { try $0.create("contact", ["first_name": .text("Ada")]).id }
+        let good = try device.local { try $0.create("contact", ["last_name": .text("Ada")]).id }
         let bad = try device.local { try $0.create("ticket", ["title": .text("help")]).id }
         let report = try await device.sync()
         #expect(report.pushed == 1 && report.rejected == 1)
@@ -94,7 +98,7 @@ import TLS
         let fixture = try await ServerFixture()
         let writer = try fixture.device("writer")
         try writer.local { store in
-            try store.transaction { for i in 0..<250 { try store.create("contact", ["first_name": .text("c\(i)")]) } }
+            try store.transaction { for i in 0..<250 { try store.create("contact", ["last_name": .text("c\(i)")]) } }
         }
         try await writer.sync()
 
@@ -124,7 +128,7 @@ import TLS
         let fixture = try await ServerFixture(dir: dir)
         let writer = try fixture.device("writer")
         try writer.local { store in
-            try store.transaction { for i in 0..<300 { try store.create("contact", ["first_name": .text("c\(i)")]) } }
+            try store.transaction { for i in 0..<300 { try store.create("contact", ["last_name": .text("c\(i)")]) } }
         }
         try await writer.sync()
 
