@@ -54,6 +54,8 @@ public struct RecordLookup {
     /// A value derived from the store's configuration records, made once and kept until a
     /// record of one of `RecordRules.configurationTypes` changes or a transaction rolls back.
     public func cached<T>(_ key: String, _ make: () throws -> T) throws -> T {
+        // Only a store with rules knows which record types invalidate the cache.
+        guard store.options.rules != nil else { return try make() }
         if let value = store.rulesCache[key] as? T { return value }
         let value = try make()
         store.rulesCache[key] = value
