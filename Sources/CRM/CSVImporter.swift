@@ -267,8 +267,9 @@ extension ReplicaStore {
     }
 }
 
-/// Turns CSV text into field values by the field's kind and rules, with the reason a person
-/// can act on when it cannot.
+/// Turns CSV text into field values by the field's kind, with what exports write for people
+/// turned into what the schema takes; the value is then checked by the field's rule, the same
+/// check the store and the server run, so the reason a person reads is the same everywhere.
 enum FieldConversion {
     struct Problem: Error { var reason: String }
 
@@ -289,76 +290,26 @@ enum FieldConversion {
             default: throw Problem(reason: "'\(text)' is not yes/no")
             }
         case .text, .counter, .blob:
-            value = .text(try self.text(text, rule: rule))
+            value = .text(normalised(text, rule: rule))
         }
-        if let minimum = rule.minimum, let number = number(value), number < minimum {
-            throw Problem(reason: "\(text) is below the minimum \(minimum.formatted())")
-        }
-        if let maximum = rule.maximum, let number = number(value), number > maximum {
-            throw Problem(reason: "\(text) is above the maximum \(maximum.formatted())")
-        }
+        if let violation = rule.violation(of: value) { throw Problem(reason: violation) }
         return value
     }
 
-    private static func number(_ value: FieldValue) -> Double? {
-        switch value {
-        case .integer(let v): Double(v)
-        case .real(let v): v
-        default: nil
-        }
-    }
-
-    private static func text(_ text: String, rule: FieldRule) throws -> String {
+    /// Choices as exports write them for people ("Cold Call") as the schema's keys
+    /// ("cold_call"), and US-locale dates (M/D/YYYY) as ISO days; anything else as it is.
+    private static func normalised(_ text: String, rule: FieldRule) -> String {
         if let choices = rule.choices {
-            // Exports write choices for people ("Cold Call"); the schema for code ("cold_call").
             let key = text.lowercased().replacingOccurrences(of: " ", with: "_").replacingOccurrences(of: "-", with: "_")
-            guard choices.contains(key) else { throw Problem(reason: "'\(text)' is not one of \(choices.joined(separator: ", "))") }
-            return key
+            return choices.contains(key) ? key : text
         }
-        switch rule.format {
-        case .email?:
-            // local@domain.tld, no white space: on the bytes, as it runs for every imported row.
-            let utf8 = text.utf8
-            guard let at = utf8.firstIndex(of: UInt8(ascii: "@")), at != utf8.startIndex,
-                  let dot = utf8[utf8.index(after: at)...].lastIndex(of: UInt8(ascii: ".")),
-                  dot > utf8.index(after: at), utf8.index(after: dot) != utf8.endIndex,
-                  utf8[utf8.index(after: at)] != UInt8(ascii: "."),
-                  !utf8[utf8.index(after: at)...].contains(UInt8(ascii: "@")),
-                  !utf8.contains(where: { $0 <= 0x20 }) else { throw Problem(reason: "'\(text)' is not an e-mail address") }
-            return text
-        case .phone?:
-            var digits = 0
-            for byte in text.utf8 {
-                if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") { digits += 1; continue }
-                guard " +-().".utf8.contains(byte) else { throw Problem(reason: "'\(text)' is not a phone number") }
-            }
-            guard digits >= 5 else { throw Problem(reason: "'\(text)' is not a phone number") }
-            return text
-        case .date?:
-            if CRMDate.day(text) != nil && text.count == 10 { return text }
-            // M/D/YYYY, as US-locale exports write dates.
+        if rule.format == .date, CRMDate.day(text) == nil {
             let parts = text.split(separator: "/")
             if parts.count == 3, let m = Int(parts[0]), let d = Int(parts[1]), let y = Int(parts[2]), parts[2].count == 4 {
-                let iso = String(format: "%04d-%02d-%02d", y, m, d)
-                if CRMDate.day(iso) != nil { return iso }
+                return String(format: "%04d-%02d-%02d", y, m, d)
             }
-            throw Problem(reason: "'\(text)' is not a date (YYYY-MM-DD or M/D/YYYY)")
-        case .dateTime?:
-            guard CRMDate.instant(text) != nil, text.count > 10 else { throw Problem(reason: "'\(text)' is not an instant (YYYY-MM-DDTHH:MM:SSZ)") }
-            return text
-        case .url?:
-            guard let url = URL(string: text), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host?.isEmpty == false else {
-                throw Problem(reason: "'\(text)' is not an http(s) address")
-            }
-            return text
-        case .currency?:
-            guard text.count == 3, text.allSatisfy({ $0.isASCII && $0.isUppercase }) else {
-                throw Problem(reason: "'\(text)' is not a currency code (three capital letters)")
-            }
-            return text
-        case nil:
-            return text
         }
+        return text
     }
 
     /// A HubSpot lifecycle stage as the CRM's account lifecycle; `nil` for one with no match.

@@ -81,8 +81,8 @@ import Testing
         #expect(report.rejections[0] == .init(row: 9, field: "last_name", column: "Last Name",
                                               reason: "required, and the row has no value for it"))
         #expect(report.rejections[1] == .init(row: 29, field: "email", column: "Email",
-                                              reason: "'person27.example.com' is not an e-mail address"))
-        #expect(report.rejections[2] == .init(row: 49, field: "phone", column: "Phone", reason: "'call me' is not a phone number"))
+                                              reason: "'person27.example.com' is not a valid e-mail address"))
+        #expect(report.rejections[2] == .init(row: 49, field: "phone", column: "Phone", reason: "'call me' is not a valid phone number (digits, spaces and + - ( ) ., at least 5 digits)"))
         #expect(report.rejections[3] == .init(row: 69, field: nil, column: nil, reason: "7 field(s) where the header has 8"))
 
         // A duplicate fills what the original lacked and overwrites nothing.
