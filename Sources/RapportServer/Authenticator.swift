@@ -118,7 +118,7 @@ public final class RegistryAuthenticator: Authenticator {
     public func authenticate(tenant: String, device: ReplicaID, secret: [UInt8]) throws -> SessionIdentity {
         // A change rapportctl committed a moment ago applies to this session already; the
         // check is one cheap PRAGMA, and a re-read only when something changed.
-        _ = try reloadIfChanged()
+        try reloadIfChanged()
         let current = snapshot.withLock { $0 }
         guard let status = current.tenants[tenant], status != .deleted else {
             throw SyncError(.unknownTenant, "no tenant \(TenantID.quoted(tenant)) on this server")
@@ -151,7 +151,7 @@ public final class RegistryAuthenticator: Authenticator {
             }
             throw SyncError(code, message)
         }
-        try reload()
+        try reloadIfChanged(force: true)
         var reply = Rapport_V1_Enrolled()
         reply.deviceID = enrollment.device.id
         reply.secret = Data(enrollment.secret)
@@ -163,27 +163,22 @@ public final class RegistryAuthenticator: Authenticator {
     public func refresh() throws -> Bool {
         let pending = activity.withLock { pending in defer { pending.removeAll() }; return pending }
         if !pending.isEmpty { try connection.withLock { try $0.registry.recordActivity(pending) } }
-        _ = try reloadIfChanged()
+        try reloadIfChanged()
         return reloadedSinceRefresh.exchange(false, ordering: .acquiringAndReleasing)
     }
 
-    private func reloadIfChanged() throws -> Bool {
+    /// Re-reads the snapshot when another connection committed since the last read, or always
+    /// when `force`d (after this connection's own write, which `data_version` does not count).
+    @discardableResult
+    private func reloadIfChanged(force: Bool = false) throws -> Bool {
         try connection.withLock { connection in
             let version = try connection.registry.dataVersion
-            guard version != connection.dataVersion else { return false }
+            guard force || version != connection.dataVersion else { return false }
             connection.dataVersion = version
             let fresh = try connection.registry.accessSnapshot()
             snapshot.withLock { $0 = fresh }
             reloadedSinceRefresh.store(true, ordering: .releasing)
             return true
-        }
-    }
-
-    private func reload() throws {
-        try connection.withLock { connection in
-            let fresh = try connection.registry.accessSnapshot()
-            snapshot.withLock { $0 = fresh }
-            reloadedSinceRefresh.store(true, ordering: .releasing)
         }
     }
 

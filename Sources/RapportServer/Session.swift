@@ -167,11 +167,8 @@ extension SyncServer {
                     }
                     try store.validate(state)
                     // Only a record carrying other replicas' writes needs the stored state.
-                    if state.vector.sortedEntries.contains(where: { $0.replica != device }) {
-                        try state.checkAuthorship(by: device, against: try store.record(state.id))
-                    } else {
-                        try state.checkAuthorship(by: device, against: nil)
-                    }
+                    let foreign = state.vector.sortedEntries.contains { $0.replica != device }
+                    try state.checkAuthorship(by: device, against: foreign ? try store.record(state.id) : nil)
                     accepted.append((index, state))
                 } catch {
                     results[index].outcome = .rejected

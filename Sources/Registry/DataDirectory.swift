@@ -96,18 +96,7 @@ public struct DataDirectory: Sendable {
         defer { source.close() }
         let temporary = file + ".partial-\(Crypto.hex(try Crypto.randomBytes(4)))"
         do {
-            var options = Database.Options()
-            options.walMode = false
-            let destination = try Database(path: temporary, options: options)
-            do {
-                try source.backup(into: destination)
-                // One self-contained file: no -wal beside it to forget when copying it around.
-                try destination.execute("PRAGMA journal_mode=DELETE")
-                destination.close()
-            } catch {
-                destination.close()
-                throw error
-            }
+            try Self.copy(source, toNewFile: temporary)
             let info = try ReplicaStore.inspect(path: temporary)
             try Self.syncFile(temporary)
             guard rename(temporary, file) == 0 else {
@@ -134,7 +123,9 @@ public struct DataDirectory: Sendable {
                         in registry: Registry) throws -> StoreFileInfo {
         _ = try ReplicaStore.inspect(path: file)
         let target = try storePath(of: slug)
-        let backup = try Database(path: file, options: { var o = Self.existingFile; o.readOnly = true; return o }())
+        var readOnly = Self.existingFile
+        readOnly.readOnly = true
+        let backup = try Database(path: file, options: readOnly)
         defer { backup.close() }
         if let existing = try registry.tenant(slug) {
             guard existing.status == .suspended else {
@@ -143,19 +134,12 @@ public struct DataDirectory: Sendable {
             let live = try Database(path: target, options: Self.existingFile)
             defer { live.close() }
             try backup.backup(into: live)
-            try live.run("UPDATE replica SET replica_id = ?", [ReplicaID.random().rawValue])
+            try ReplicaStore.assignNewReplicaID(path: target)
             return try ReplicaStore.inspect(path: target)
         }
         let temporary = tenantsPath + "/.\(slug).restoring-\(Crypto.hex(try Crypto.randomBytes(6))).sqlite"
         do {
-            let copy = try Database(path: temporary, options: { var o = Database.Options(); o.walMode = false; return o }())
-            do {
-                try backup.backup(into: copy)
-                copy.close()
-            } catch {
-                copy.close()
-                throw error
-            }
+            try Self.copy(backup, toNewFile: temporary)
             try ReplicaStore.assignNewReplicaID(path: temporary)
             // Brings an older backup up to this program's schema before it is served.
             let migrated = try ReplicaStore(path: temporary, options: .init(schema: schema))
@@ -190,6 +174,17 @@ public struct DataDirectory: Sendable {
         return [path, path + "-wal"].reduce(0) { total, file in
             total + ((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int64) ?? 0)
         }
+    }
+
+    /// Copies `source` with the online backup API into a new file at `path`, as one
+    /// self-contained file (rollback journal, no -wal beside it to forget when moving it).
+    static func copy(_ source: Database, toNewFile path: String) throws {
+        var options = Database.Options()
+        options.walMode = false
+        let destination = try Database(path: path, options: options)
+        defer { destination.close() }
+        try source.backup(into: destination)
+        try destination.execute("PRAGMA journal_mode=DELETE")
     }
 
     static let existingFile: Database.Options = {

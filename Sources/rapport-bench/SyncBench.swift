@@ -55,14 +55,7 @@ struct SyncBench: AsyncParsableCommand {
         defer { server.stop() }
         let client = { (tenant: String, name: String) throws -> RapportClient in
             guard let credential = credentials[tenant]?.popLast() else { throw ValidationError("no device left in tenant \(tenant)") }
-            let store = try ReplicaStore(path: dir.path("\(name).sqlite"),
-                                         options: .init(schema: CRMSchema.current, replicaID: try credential.replicaID))
-            var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: tenant, secret: credential.secret,
-                                             trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
-            config.retry = RetryPolicy(maxAttempts: 10, initialDelay: .milliseconds(50), maxDelay: .seconds(2))
-            var logger = Logger(label: "bench")
-            logger.logLevel = .error
-            return try RapportClient(store: SharedReplicaStore(store, label: name), configuration: config, logger: logger)
+            return try benchDevice(credential, store: dir.path("\(name).sqlite"), port: server.port, data: data)
         }
 
         // 1. Initial sync of every record to an empty device.
@@ -137,6 +130,18 @@ struct SyncBench: AsyncParsableCommand {
             "openssl_s_server_per_cpu_second": floorRate, "ratio_to_floor": floorRate / rate,
         ])
     }
+}
+
+/// A device of an enrolled credential with its own store, syncing to a benchmarked server
+/// (`data` is the server's data directory, for its dev CA): patient retries, quiet logs.
+func benchDevice(_ credential: DeviceCredential, store path: String, port: Int, data: String) throws -> RapportClient {
+    let store = try ReplicaStore(path: path, options: .init(schema: CRMSchema.current, replicaID: try credential.replicaID))
+    var config = ClientConfiguration(host: "127.0.0.1", port: port, tenant: credential.tenant, secret: credential.secret,
+                                     trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
+    config.retry = RetryPolicy(maxAttempts: 10, initialDelay: .milliseconds(50), maxDelay: .seconds(2))
+    var logger = Logger(label: "bench")
+    logger.logLevel = .error
+    return try RapportClient(store: SharedReplicaStore(store, label: path), configuration: config, logger: logger)
 }
 
 func seconds(_ duration: Duration) -> Double {

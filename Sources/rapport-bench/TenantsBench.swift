@@ -1,7 +1,6 @@
 import ArgumentParser
 import CRM
 import Foundation
-import Logging
 import RapportClient
 import RapportServer
 import Registry
@@ -69,14 +68,7 @@ struct TenantsBench: AsyncParsableCommand {
         defer { server.stop() }
         let idleDescriptors = server.openFileDescriptors()
         let client = { (credential: DeviceCredential, name: String) throws -> RapportClient in
-            let store = try ReplicaStore(path: dir.path("devices/\(name).sqlite"),
-                                         options: .init(schema: CRMSchema.current, replicaID: try credential.replicaID))
-            var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: credential.tenant, secret: credential.secret,
-                                             trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
-            config.retry = RetryPolicy(maxAttempts: 10, initialDelay: .milliseconds(50), maxDelay: .seconds(2))
-            var logger = Logger(label: "bench")
-            logger.logLevel = .error
-            return try RapportClient(store: SharedReplicaStore(store, label: name), configuration: config, logger: logger)
+            try benchDevice(credential, store: dir.path("devices/\(name).sqlite"), port: server.port, data: data)
         }
         try FileManager.default.createDirectory(atPath: dir.path("devices"), withIntermediateDirectories: true)
 

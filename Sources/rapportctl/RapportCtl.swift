@@ -102,7 +102,7 @@ struct CtlFailure: Error {
         case let error as ReplicaStoreError:
             self.init(.badFile, error.description)
         case let error as SQLiteError:
-            self.init(error.isStorageFull || error.code == 10 /* SQLITE_IOERR */ ? .io : (error.isCorruption ? .badFile : .io), error.description)
+            self.init(error.isCorruption ? .badFile : .io, error.description)
         case let error as CRMError:
             self.init(.usage, "\(error)")
         case let error as CocoaError:

@@ -139,13 +139,11 @@ struct TenantCommand: AsyncParsableCommand {
             abstract: "Delete a tenant: refused from then on and hidden; its data is kept until 'tenant purge'.",
             discussion: "'tenant resume' brings a deleted tenant back as it was.")
         @OptionGroup var common: CommonOptions
-        @Argument var slug: String
-        @Option(help: ArgumentHelp("The tenant id again, to confirm.", valueName: "tenant"))
-        var confirm: String?
+        @OptionGroup var target: ConfirmedTenant
 
         func run() throws {
-            guard confirm == slug else { throw RegistryError.confirmationMismatch(expected: slug, got: confirm) }
-            try TenantCommand.setStatus(common, slug, .deleted, action: "tenant delete")
+            try target.confirmed()
+            try TenantCommand.setStatus(common, target.slug, .deleted, action: "tenant delete")
         }
     }
 
@@ -153,16 +151,26 @@ struct TenantCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Remove a deleted tenant for good: its store file, users and devices (the audit log keeps its history).")
         @OptionGroup var common: CommonOptions
-        @Argument var slug: String
-        @Option(help: ArgumentHelp("The tenant id again, to confirm.", valueName: "tenant"))
-        var confirm: String?
+        @OptionGroup var target: ConfirmedTenant
 
         func run() throws {
-            guard confirm == slug else { throw RegistryError.confirmationMismatch(expected: slug, got: confirm) }
+            try target.confirmed()
+            let slug = target.slug
             let registry = try common.registry()
             defer { registry.close() }
             try common.audited(registry, "tenant purge", tenant: slug) { try common.directory.purgeTenant(slug, in: registry) }
             common.emit(text: "purged tenant \(slug)\n", json: .object(["slug": .string(slug), "purged": .bool(true)]))
         }
+    }
+}
+
+/// A tenant named twice, for the commands that cannot be undone lightly.
+struct ConfirmedTenant: ParsableArguments {
+    @Argument var slug: String
+    @Option(help: ArgumentHelp("The tenant id again, to confirm.", valueName: "tenant"))
+    var confirm: String?
+
+    func confirmed() throws {
+        guard confirm == slug else { throw RegistryError.confirmationMismatch(expected: slug, got: confirm) }
     }
 }

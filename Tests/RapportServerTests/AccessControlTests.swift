@@ -22,12 +22,7 @@ final class RegistryServer: Sendable {
     init(tenants: [String] = ["acme", "globex"], maxOpenTenants: Int = 256) async throws {
         dir = try TemporaryDirectory()
         data = DataDirectory(dir.path("server"))
-        let registry = try data.openRegistry()
-        for tenant in tenants {
-            _ = try data.createTenant(tenant, name: tenant, schema: CRMSchema.current, in: registry)
-            try registry.addUser(tenant: tenant, email: "rep@\(tenant).example", name: "Rep", role: .rep)
-        }
-        registry.close()
+        _ = try ServerProcess.prepare(data: data.path, tenants: tenants, devicesPerTenant: 0, schema: CRMSchema.current)
         var config = SyncServer.Configuration(dataDirectory: data.path, port: 0, schema: CRMSchema.current, schemaVersion: CRMSchema.version)
         config.accessCheckInterval = .milliseconds(200)
         config.maxOpenTenants = maxOpenTenants
@@ -54,7 +49,7 @@ final class RegistryServer: Sendable {
 
     /// Enrolls a device through the protocol with a fresh code and gives it its own store.
     func enrolledDevice(_ name: String, tenant: String = "acme", user: String? = nil) async throws -> RapportClient {
-        let ticket = try admin { try $0.issueEnrollmentCode(tenant: tenant, user: user ?? "rep@\(tenant).example") }
+        let ticket = try admin { try $0.issueEnrollmentCode(tenant: tenant, user: user ?? "owner@\(tenant).example") }
         let enrollment = try await RapportClient.enroll(configuration: configuration(tenant: tenant), code: ticket.code, deviceName: name)
         return try device(name, enrollment: enrollment)
     }
@@ -97,9 +92,9 @@ func endOfLiveSession(_ live: LiveSync) async -> SyncError.Code? {
     @Test func aDeviceEnrollsOnceThroughTheProtocolAndSyncs() async throws {
         let f = try await RegistryServer()
         defer { Task { await f.stop() } }
-        let ticket = try f.admin { try $0.issueEnrollmentCode(tenant: "acme", user: "rep@acme.example") }
+        let ticket = try f.admin { try $0.issueEnrollmentCode(tenant: "acme", user: "owner@acme.example") }
         let enrollment = try await RapportClient.enroll(configuration: f.configuration(tenant: "acme"), code: ticket.code, deviceName: "laptop")
-        #expect(enrollment.user == "rep@acme.example")
+        #expect(enrollment.user == "owner@acme.example")
         #expect(enrollment.secret.count == 32)
         let device = try f.device("laptop", enrollment: enrollment)
         try device.local { _ = try $0.create("account", ["name": .text("Acme Corp")]) }
@@ -107,9 +102,9 @@ func endOfLiveSession(_ live: LiveSync) async -> SyncError.Code? {
 
         #expect(await syncErrorCode { _ = try await RapportClient.enroll(configuration: f.configuration(tenant: "acme"), code: ticket.code, deviceName: "again") } == .enrollmentCodeUsed)
         #expect(await syncErrorCode { _ = try await RapportClient.enroll(configuration: f.configuration(tenant: "acme"), code: "AAAAA-BBBBB-CCCCC-DDDDD", deviceName: "x") } == .invalidEnrollmentCode)
-        let other = try f.admin { try $0.issueEnrollmentCode(tenant: "globex", user: "rep@globex.example") }
+        let other = try f.admin { try $0.issueEnrollmentCode(tenant: "globex", user: "owner@globex.example") }
         #expect(await syncErrorCode { _ = try await RapportClient.enroll(configuration: f.configuration(tenant: "acme"), code: other.code, deviceName: "x") } == .invalidEnrollmentCode)
-        let brief = try f.admin { try $0.issueEnrollmentCode(tenant: "acme", user: "rep@acme.example", validFor: .milliseconds(200)) }
+        let brief = try f.admin { try $0.issueEnrollmentCode(tenant: "acme", user: "owner@acme.example", validFor: .milliseconds(200)) }
         try await Task.sleep(for: .milliseconds(400))
         #expect(await syncErrorCode { _ = try await RapportClient.enroll(configuration: f.configuration(tenant: "acme"), code: brief.code, deviceName: "x") } == .enrollmentCodeExpired)
         let devices = try f.admin { try $0.devices(tenant: "acme") }
@@ -157,7 +152,7 @@ func endOfLiveSession(_ live: LiveSync) async -> SyncError.Code? {
         #expect(try await fresh.sync().pulled == 20)
         try await device.sync()
 
-        try f.admin { try $0.setUserStatus(tenant: "acme", email: "rep@acme.example", .suspended) }
+        try f.admin { try $0.setUserStatus(tenant: "acme", email: "owner@acme.example", .suspended) }
         #expect(await syncErrorCode { try await device.sync() } == .userSuspended)
         try f.admin { try $0.setTenantStatus("acme", .deleted) }
         #expect(await syncErrorCode { try await device.sync() } == .unknownTenant)
@@ -188,7 +183,7 @@ func endOfLiveSession(_ live: LiveSync) async -> SyncError.Code? {
     @Test func aDeviceCannotWriteUnderAnotherReplicasId() async throws {
         let f = try await RegistryServer()
         defer { Task { await f.stop() } }
-        let ticket = try f.admin { try $0.issueEnrollmentCode(tenant: "acme", user: "rep@acme.example") }
+        let ticket = try f.admin { try $0.issueEnrollmentCode(tenant: "acme", user: "owner@acme.example") }
         let enrollment = try await RapportClient.enroll(configuration: f.configuration(tenant: "acme"), code: ticket.code, deviceName: "forger")
         // A write stamped with a colleague's id, made elsewhere and slipped into the forger's
         // store as if a downstream replica had sent it, so the forger pushes it under its own Hello.
