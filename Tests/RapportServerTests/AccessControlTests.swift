@@ -88,7 +88,7 @@ func endOfLiveSession(_ live: LiveSync) async -> SyncError.Code? {
     return nil
 }
 
-@Suite(.serialized) struct AccessControlTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct AccessControlTests {
     @Test func aDeviceEnrollsOnceThroughTheProtocolAndSyncs() async throws {
         let f = try await RegistryServer()
         defer { Task { await f.stop() } }

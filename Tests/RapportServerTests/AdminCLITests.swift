@@ -39,7 +39,7 @@ struct Ctl {
     }
 }
 
-@Suite(.serialized) struct AdminCLITests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct AdminCLITests {
     @Test func aCrashInTheMiddleOfTenantCreateLeavesNoTenant() throws {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))
