@@ -47,6 +47,22 @@ public struct ImportReport: Sendable, Equatable, Codable {
     }
 }
 
+/// An import stopped by the store (locked too long, disk full, damaged file), not by a row's
+/// content: nothing of the batch in hand was written. `report` counts what the batches before
+/// it committed; running the same import again creates nothing twice and finishes it.
+public struct ImportInterrupted: Error, CustomStringConvertible {
+    /// What the committed batches did.
+    public var report: ImportReport
+    /// The first CSV row of the batch that rolled back.
+    public var atRow: Int
+    public var cause: any Error
+
+    public var description: String {
+        "the import stopped at row \(atRow) because the store failed: \(cause). "
+            + "\(report.imported) record(s) of the rows before it are in; running the same import again finishes it without duplicates"
+    }
+}
+
 /// Imports records of one type from CSV into a store, as local writes that then sync.
 ///
 /// A bad row is reported (row, field, reason) and skipped, never blocking the good ones. A row
@@ -109,11 +125,19 @@ public struct CSVImporter {
         var start = rows.startIndex
         while start < rows.endIndex {
             let batch = rows[start..<min(start + max(1, options.batchSize), rows.endIndex)]
-            if options.dryRun {
-                for record in batch { run.importRow(record, into: &report) }
-            } else {
-                try store.transaction { for record in batch { run.importRow(record, into: &report) } }
+            var next = report
+            do {
+                if options.dryRun {
+                    for record in batch { try run.importRow(record, into: &next) }
+                } else {
+                    try store.transaction { for record in batch { try run.importRow(record, into: &next) } }
+                }
+            } catch {
+                // The batch rolled back whole; what earlier batches committed stays, and a
+                // re-run finds those rows imported and goes on from there.
+                throw ImportInterrupted(report: report, atRow: batch.first?.row ?? 0, cause: error)
             }
+            report = next
             start = batch.endIndex
         }
         return report
@@ -149,7 +173,9 @@ private struct ImportRun {
         var reason: String
     }
 
-    mutating func importRow(_ record: CSV.Record, into report: inout ImportReport) {
+    /// Imports one row, or records why it is rejected. Throws only what is not about the row:
+    /// a store that fails must stop the import, never pass for rejected rows.
+    mutating func importRow(_ record: CSV.Record, into report: inout ImportReport) throws {
         do {
             guard record.fields.count == header.count else {
                 throw Rejected(reason: "\(record.fields.count) field(s) where the header has \(header.count)")
@@ -186,8 +212,10 @@ private struct ImportRun {
             }
         } catch let rejected as Rejected {
             report.rejections.append(.init(row: record.row, field: rejected.field, column: rejected.column, reason: rejected.reason))
-        } catch {
+        } catch let error as ReplicaStoreError where error.isAboutTheRecord {
             // The store refused the write (its own validation): the row's savepoint rolled back.
+            report.rejections.append(.init(row: record.row, field: nil, column: nil, reason: String(describing: error)))
+        } catch let error as ModelError {
             report.rejections.append(.init(row: record.row, field: nil, column: nil, reason: String(describing: error)))
         }
     }

@@ -42,7 +42,7 @@ extension SyncServer {
                             logger[metadataKey: "tenant"] = "\(store.tenant)"
                             logger[metadataKey: "device"] = "\(id.device)"
                             machine.authenticated()
-                            let sequence = try await store.store.perform { $0.lastSequence }
+                            let sequence = try await store.store.perform { try $0.lastSequence }
                             var welcome = Rapport_V1_Welcome()
                             welcome.protocolVersion = SyncProtocolVersion.current
                             welcome.schemaVersion = configuration.schemaVersion
@@ -175,7 +175,7 @@ extension SyncServer {
                     results[index].reason = "\(error)"
                 }
             }
-            let before = store.lastSequence
+            let before = try store.lastSequence
             // Conflicts the device found are kept here too, so the device whose write lost
             // hears of them when it pulls. A malformed report is dropped, never fatal.
             let deviceConflicts = reported.compactMap { try? $0.decoded() }
@@ -191,7 +191,7 @@ extension SyncServer {
                 // reused dot, a reference to a record that does not exist): apply them one by
                 // one so only the offending ones are refused, never the batch. A record that
                 // references one later in the batch is tried again once that one is in.
-                report = ApplyReport(outcomes: [], conflicts: [], sequence: store.lastSequence)
+                report = ApplyReport(outcomes: [], conflicts: [], sequence: try store.lastSequence)
                 var kept: [(index: Int, state: RecordState)] = []
                 var pending = accepted
                 var failures: [Int: ReplicaStoreError] = [:]
@@ -230,7 +230,8 @@ extension SyncServer {
                 }
                 results[item.index].conflicts = (conflictsByRecord[item.state.id] ?? []).map(Rapport_V1_ConflictReport.init)
             }
-            return (results, store.lastSequence, store.lastSequence > before)
+            let sequence = try store.lastSequence
+            return (results, sequence, sequence > before)
         }
         let rejected = results.filter { $0.outcome == .rejected }.count
         if rejected > 0 { logger.notice("rejected pushed records", metadata: ["count": "\(rejected)", "first": "\(results.first { $0.outcome == .rejected }?.reason ?? "")"]) }
@@ -259,14 +260,15 @@ extension SyncServer {
         guard request.after <= UInt64(Int64.max) else { throw SyncError(.resyncRequired, "checkpoint out of range") }
         let after = Int64(request.after)
         return try await tenant.store.perform { store in
-            guard after <= store.lastSequence else {
-                throw SyncError(.resyncRequired, "checkpoint \(after) is ahead of this server's sequence \(store.lastSequence): pull from 0")
+            let sequence = try store.lastSequence
+            guard after <= sequence else {
+                throw SyncError(.resyncRequired, "checkpoint \(after) is ahead of this server's sequence \(sequence): pull from 0")
             }
             // The rows' bytes go out as they are: the device validates every record anyway.
             let changes = try store.encodedChanges(after: after, limit: limit)
             let last = changes.last?.sequence ?? after
             let remaining: (records: Int, bytes: Int)
-            if let backlog, backlog.after == after, backlog.sequence == store.lastSequence {
+            if let backlog, backlog.after == after, backlog.sequence == sequence {
                 // Nothing changed since the previous batch was counted: subtract this one.
                 let sent = changes.reduce(0) { $0 + $1.record.vector.count + $1.record.state.count }
                 remaining = (backlog.records - changes.count, backlog.bytes - sent)
@@ -280,7 +282,7 @@ extension SyncServer {
             batch.remainingBytes = UInt64(remaining.bytes)
             batch.conflicts = try store.conflicts(lostBy: device.rawValue, on: changes.map(\.record.id))
                 .map(Rapport_V1_ConflictReport.init)
-            return (batch, PullBacklog(after: last, sequence: store.lastSequence, records: remaining.records, bytes: remaining.bytes))
+            return (batch, PullBacklog(after: last, sequence: sequence, records: remaining.records, bytes: remaining.bytes))
         }
     }
 }

@@ -44,10 +44,16 @@ public struct EncodedChange: Sendable, Hashable {
 
 /// The persistent replica of a set of records: the same code on a device, a branch and the server.
 ///
-/// Every local write and every applied batch runs in one SQLite transaction, and the in-memory
-/// counters are rolled back with it, so a failure half-way leaves no trace. The store belongs to
-/// one thread at a time (it is not `Sendable`); a server puts each tenant's store behind a single
-/// serial executor, which also gives it the single writer it needs.
+/// Every local write and every applied batch runs in one SQLite transaction, so a failure
+/// half-way leaves no trace. A `ReplicaStore` belongs to one thread at a time (it is not
+/// `Sendable`); a server puts each tenant's store behind a serial executor.
+///
+/// Several handles may write one file at once, in one process or several (a server and an
+/// admin command, later several server nodes): each write transaction takes SQLite's write lock
+/// first (`BEGIN IMMEDIATE`) and then reads the replica header (counter, sequence, clock) as
+/// committed, so no handle works from its memory of them and no dot or sequence number is ever
+/// issued twice. Sequence numbers therefore also follow commit order across handles, which is
+/// what lets a peer's checkpoint ("everything after N") skip nothing.
 public final class ReplicaStore {
     /// How a store is opened.
     public struct Options: Sendable {
@@ -176,11 +182,12 @@ public final class ReplicaStore {
                 throw ReplicaStoreError.corrupt(path: path, reason: "replica identity row: \(error)")
             }
         } else {
-            replicaID = options.replicaID ?? ReplicaID.random()
             counter = 0
             sequence = 0
             clock = HybridLogicalClock(wallClock: options.wallClock)
-            try db.run("INSERT INTO replica VALUES (1, ?, 0, 0, 0)", [replicaID.rawValue])
+            // Another process may create the same new file at the same moment: the first row wins.
+            try db.run("INSERT OR IGNORE INTO replica VALUES (1, ?, 0, 0, 0)", [(options.replicaID ?? ReplicaID.random()).rawValue])
+            replicaID = try ReplicaID(try db.query("SELECT replica_id FROM replica", row: { $0.string(0) }).first ?? "")
         }
         try ensureFieldIndex()
     }
@@ -195,11 +202,41 @@ public final class ReplicaStore {
         db.close()
     }
 
-    /// The sequence number of the latest change in this store.
-    public var lastSequence: Int64 { sequence }
+    /// The sequence number of the latest change committed to this store, by this handle or any
+    /// other (inside a write transaction: including that transaction's own changes).
+    public var lastSequence: Int64 {
+        get throws { transactionState == nil ? try committedHeader().sequence : sequence }
+    }
 
-    /// The last timestamp this replica's clock issued or adopted.
-    public var lastTimestamp: HLCTimestamp { clock.last }
+    /// The last timestamp this replica's clock issued or adopted, as committed by any handle
+    /// (inside a write transaction: including that transaction's own).
+    public var lastTimestamp: HLCTimestamp {
+        get throws { transactionState == nil ? max(clock.last, try committedHeader().clock) : clock.last }
+    }
+
+    /// The replica header as the file holds it: what other handles have committed.
+    private func committedHeader() throws -> (counter: UInt64, sequence: Int64, clock: HLCTimestamp) {
+        let statement = try db.cached("SELECT counter, sequence, clock FROM replica WHERE singleton = 1")
+        statement.reset()
+        defer { statement.reset() }
+        guard try statement.step() else { throw ReplicaStoreError.corrupt(path: path, reason: "the replica identity row is missing") }
+        let (counter, sequence) = (statement.int64(0), statement.int64(1))
+        guard counter >= 0, sequence >= 0, let clock = try? HLCTimestamp(signed: statement.int64(2)) else {
+            throw ReplicaStoreError.corrupt(path: path, reason: "replica identity row: negative counter, sequence or clock")
+        }
+        return (UInt64(counter), sequence, clock)
+    }
+
+    /// Takes the header as committed, under the write lock, at the start of every write
+    /// transaction. Another handle's commits move it; what the rules derived from configuration
+    /// records may then be stale too, since that handle may have changed one.
+    private func adoptCommittedHeader() throws {
+        let committed = try committedHeader()
+        if committed.sequence != sequence { rulesCache = [:] }
+        counter = committed.counter
+        sequence = committed.sequence
+        clock.adopt(issued: committed.clock)
+    }
 
     // MARK: Transactions
 
@@ -209,13 +246,17 @@ public final class ReplicaStore {
     /// The outermost write also checks what local writes left (required fields, `RecordRules`)
     /// before it commits, and tells observers what changed once it has committed.
     func write<T>(_ body: () throws -> T) throws -> T {
-        let saved = (counter, sequence, clock)
+        var saved = (counter, sequence, clock)
         let outermost = transactionState == nil
-        if outermost { transactionState = TransactionState(id: sequence + 1, tracksChanges: feed.hasObservers) }
         let committed: TransactionState?
         let result: T
         do {
-            result = try db.transaction {
+            result = try db.transaction(.immediate) {
+                if outermost {
+                    try adoptCommittedHeader()
+                    saved = (counter, sequence, clock)
+                    transactionState = TransactionState(id: sequence + 1, tracksChanges: feed.hasObservers)
+                }
                 let result = try body()
                 if outermost { try checkWrittenRecords() }
                 if counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {

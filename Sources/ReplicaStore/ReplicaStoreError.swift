@@ -25,6 +25,17 @@ public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
     /// The resolution does not fit the conflict (restoring after a concurrent update, say).
     case invalidResolution(id: Int64, reason: String)
 
+    /// Whether the refusal is about what was asked of a record (invalid, missing, existing,
+    /// deleted) rather than about the store itself (its file damaged, foreign or too new).
+    /// Callers that skip refused records must stop on the others.
+    public var isAboutTheRecord: Bool {
+        switch self {
+        case .notAStore, .corrupt, .newerSchema: false
+        case .invalidRecord, .recordNotFound, .recordExists, .recordDeleted, .recordNotDeleted,
+             .conflictNotFound, .conflictClosed, .invalidResolution: true
+        }
+    }
+
     public var description: String {
         switch self {
         case let .notAStore(path, reason): return "\(path) is not a Rapport replica store: \(reason)"

@@ -90,6 +90,12 @@ public struct HybridLogicalClock: Sendable {
         return true
     }
 
+    /// Takes a timestamp this same replica issued elsewhere (another process writing the same
+    /// store) so later writes sort after it. Unlike `observe`, no drift check: it is our own.
+    public mutating func adopt(issued: HLCTimestamp) {
+        if issued > last { last = issued }
+    }
+
     private mutating func advance(past previous: HLCTimestamp, wall: UInt64) -> HLCTimestamp {
         let next: HLCTimestamp
         if wall > previous.wallMilliseconds {

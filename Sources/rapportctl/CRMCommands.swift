@@ -76,13 +76,24 @@ struct Import: ParsableCommand {
         }
         var options = CSVImporter.Options()
         options.dryRun = dryRun
-        let report = try common.audited(registry, dryRun ? "import (dry run)" : "import", tenant: tenant, detail: "\(type) from \(from)") {
-            let tenantRow = try registry.requireTenant(tenant)
-            guard tenantRow.status == .active else { throw RegistryError.tenantNotActive(tenant, status: tenantRow.status) }
-            let store = try common.directory.openStore(of: tenant, schema: CRMSchema.current)
-            defer { store.close() }
-            return try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data)
+        let report: ImportReport
+        do {
+            report = try common.audited(registry, dryRun ? "import (dry run)" : "import", tenant: tenant, detail: "\(type) from \(from)") {
+                let tenantRow = try registry.requireTenant(tenant)
+                guard tenantRow.status == .active else { throw RegistryError.tenantNotActive(tenant, status: tenantRow.status) }
+                let store = try common.directory.openStore(of: tenant, schema: CRMSchema.current)
+                defer { store.close() }
+                return try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data)
+            }
+        } catch let stopped as ImportInterrupted {
+            // What did go in is reported like a finished import, then the failure and its exit code.
+            try render(stopped.report)
+            throw CtlFailure(CtlFailure(stopped.cause)?.status ?? .io, stopped.description)
         }
+        try render(report)
+    }
+
+    private func render(_ report: ImportReport) throws {
         if common.json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

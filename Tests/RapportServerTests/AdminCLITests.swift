@@ -39,6 +39,55 @@ struct Ctl {
     }
 }
 
+extension Ctl {
+    /// Runs the command on a thread of its own, so that waiting for the process does not hold
+    /// one of the few threads async tests share while devices sync beside it.
+    func runDetached(_ arguments: [String]) async throws -> Result {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Swift.Result { try self.run(arguments) }) }
+        }
+    }
+}
+
+/// A `rapportd` process on a data directory that `rapportctl` administers, and devices
+/// enrolled through both, as an operator and a rep would.
+struct OperatedServer {
+    let dir: TemporaryDirectory
+    let data: String
+    let ctl: Ctl
+    let server: ServerProcess
+
+    /// Creates tenant `acme` with user anna@acme.example and starts the server.
+    init(_ dir: TemporaryDirectory) throws {
+        self.dir = dir
+        data = dir.path("data")
+        ctl = Ctl(data: data)
+        guard try ctl.run(["tenant", "create", "acme", "--name", "Acme Corp"]).status == 0,
+              try ctl.run(["user", "add", "--tenant", "acme", "--email", "anna@acme.example", "--name", "Anna", "--role", "rep"]).status == 0
+        else { throw BenchError("cannot set up tenant acme") }
+        server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data)
+    }
+
+    func configuration(secret: [UInt8] = [], tenant: String = "acme", attempts: Int = 2) -> ClientConfiguration {
+        var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: tenant, secret: secret,
+                                         trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
+        config.retry = RetryPolicy(maxAttempts: attempts, initialDelay: .milliseconds(20), maxDelay: .milliseconds(100))
+        return config
+    }
+
+    /// Enrolls a device of anna's with a code from `rapportctl device enroll`.
+    func enroll(_ name: String, attempts: Int = 2) async throws -> RapportClient {
+        let ticket = try ctl.run(["device", "enroll", "--tenant", "acme", "--user", "anna@acme.example", "--json"])
+        let code = try #require((ticket.json as? [String: Any])?["code"] as? String)
+        let enrollment = try await RapportClient.enroll(configuration: configuration(), code: code, deviceName: name)
+        let store = try ReplicaStore(path: dir.path("\(name).sqlite"),
+                                     options: .init(schema: CRMSchema.current, replicaID: try ReplicaID(enrollment.deviceID)))
+        return try RapportClient(store: SharedReplicaStore(store, label: name),
+                                 configuration: configuration(secret: enrollment.secret, attempts: attempts),
+                                 logger: ServerFixture.logger("test.\(name)"))
+    }
+}
+
 @Suite(.serialized, .timeLimit(.minutes(2))) struct AdminCLITests {
     @Test func aCrashInTheMiddleOfTenantCreateLeavesNoTenant() throws {
         let dir = try TemporaryDirectory()
@@ -83,31 +132,12 @@ struct Ctl {
 
     @Test func anOperatorEnrollsRevokesBacksUpAndRestoresWhileTheServerRuns() async throws {
         let dir = try TemporaryDirectory()
-        let data = dir.path("data")
-        let ctl = Ctl(data: data)
-        #expect(try ctl.run(["tenant", "create", "acme", "--name", "Acme Corp"]).status == 0)
-        #expect(try ctl.run(["user", "add", "--tenant", "acme", "--email", "anna@acme.example", "--name", "Anna", "--role", "rep"]).status == 0)
-        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data)
-        defer { server.stop() }
+        let operated = try OperatedServer(dir)
+        let (data, ctl) = (operated.data, operated.ctl)
+        defer { operated.server.stop() }
 
-        func configuration(secret: [UInt8] = [], tenant: String = "acme") -> ClientConfiguration {
-            var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: tenant, secret: secret,
-                                             trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
-            config.retry = RetryPolicy(maxAttempts: 2, initialDelay: .milliseconds(20), maxDelay: .milliseconds(100))
-            return config
-        }
-        func enroll(_ name: String) async throws -> RapportClient {
-            let ticket = try ctl.run(["device", "enroll", "--tenant", "acme", "--user", "anna@acme.example", "--json"])
-            let code = try #require((ticket.json as? [String: Any])?["code"] as? String)
-            let enrollment = try await RapportClient.enroll(configuration: configuration(), code: code, deviceName: name)
-            let store = try ReplicaStore(path: dir.path("\(name).sqlite"),
-                                         options: .init(schema: CRMSchema.current, replicaID: try ReplicaID(enrollment.deviceID)))
-            return try RapportClient(store: SharedReplicaStore(store, label: name), configuration: configuration(secret: enrollment.secret),
-                                     logger: ServerFixture.logger("test.\(name)"))
-        }
-
-        let laptop = try await enroll("laptop")
-        let phone = try await enroll("phone")
+        let laptop = try await operated.enroll("laptop")
+        let phone = try await operated.enroll("phone")
         try laptop.local { store in try store.transaction { for i in 0..<500 { _ = try store.create("account", ["name": .text("a\(i)")]) } } }
         try await laptop.sync()
 

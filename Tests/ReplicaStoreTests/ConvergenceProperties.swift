@@ -30,6 +30,20 @@ import Testing
             try Scenario(seed: seed, form: form).run()
         }
     }
+
+    /// The same invariants when one replica's file is written through three handles at once
+    /// (a server and admin commands on one tenant store): each write picks a handle at random,
+    /// and every handle must work from the counter, sequence and clock as committed, so that no
+    /// dot or sequence number is issued twice and peers pulling by checkpoint miss nothing.
+    @Test func severalHandlesWritingOneReplicaFile() async throws {
+        if let seed = ProcessInfo.processInfo.environment["RAPPORT_SEED"].flatMap(UInt64.init) {
+            try Scenario(seed: seed, form: seed % 2 == 0 ? .states : .encoded, handlesOfFirstReplica: 3).run()
+            return
+        }
+        await propertyCheck(count: max(1, Self.caseCount / 2), input: Gen.uint64(in: 0 ... .max)) { seed in
+            try Scenario(seed: seed, form: seed % 2 == 0 ? .states : .encoded, handlesOfFirstReplica: 3).run()
+        }
+    }
 }
 
 /// One random history and the bookkeeping that lets it be checked.
@@ -66,7 +80,14 @@ final class Scenario {
     var rng: SeededGenerator
     let dir: TemporaryDirectory
     let clocks: [ManualClock]
-    let stores: [ReplicaStore]
+    /// The handle each step uses for each replica; see `handles`.
+    var stores: [ReplicaStore]
+    /// Every open handle of each replica's file. Where a replica has several, each step uses
+    /// one of them at random.
+    let handles: [[ReplicaStore]]
+    /// The highest dot counter and sequence number each replica has issued so far: a later
+    /// write, through whichever handle, must issue higher ones.
+    var issued: [(counter: UInt64, sequence: Int64)]
     var records: [UUID] = []
     var writes: [TrackedWrite] = []
     var expectedPoints: [UUID: Int64] = [:]
@@ -74,14 +95,15 @@ final class Scenario {
     var inFlight: [Message] = []
     var delivered: [Message] = []
 
-    init(seed: UInt64, form: Form = .states) throws {
+    init(seed: UInt64, form: Form = .states, handlesOfFirstReplica: Int = 1) throws {
         self.seed = seed
         self.form = form
         rng = SeededGenerator(seed: seed)
-        dir = try TemporaryDirectory()
+        let dir = try TemporaryDirectory()
+        self.dir = dir
         let count = Int.random(in: 3...5, using: &rng)
         var clocks: [ManualClock] = []
-        var stores: [ReplicaStore] = []
+        var handles: [[ReplicaStore]] = []
         for i in 0..<count {
             // Clocks up to ten minutes apart, so timestamps and causality often disagree.
             let clock = ManualClock(1_700_000_000_000 + UInt64.random(in: 0...600_000, using: &rng))
@@ -89,10 +111,16 @@ final class Scenario {
             options.wallClock = { clock.read() }
             options.synchronous = .off
             clocks.append(clock)
-            stores.append(try ReplicaStore(path: dir.path("r\(i).sqlite"), options: options))
+            var replicaHandles: [ReplicaStore] = []
+            for _ in 0..<(i == 0 ? handlesOfFirstReplica : 1) {
+                replicaHandles.append(try ReplicaStore(path: dir.path("r\(i).sqlite"), options: options))
+            }
+            handles.append(replicaHandles)
         }
         self.clocks = clocks
-        self.stores = stores
+        self.handles = handles
+        self.stores = handles.map { $0[0] }
+        issued = Array(repeating: (0, 0), count: count)
         checkpoints = Array(repeating: Array(repeating: 0, count: count), count: count)
     }
 
@@ -119,6 +147,7 @@ final class Scenario {
 
     func step() throws {
         let r = Int.random(in: 0..<stores.count, using: &rng)
+        if handles[r].count > 1 { stores[r] = handles[r].randomElement(using: &rng)! }
         let clock = clocks[r]
         if Int.random(in: 0..<20, using: &rng) == 0 {
             clock.set(clock.read() - UInt64.random(in: 0...5_000, using: &rng))  // stepped back
@@ -222,6 +251,13 @@ final class Scenario {
         let before = try stores[r].record(id)?.vector ?? VersionVector()
         try body(stores[r])
         guard let after = try stores[r].record(id) else { return }
+        let counter = after.vector[stores[r].replicaID]
+        let sequence = try stores[r].lastSequence
+        if counter > before[stores[r].replicaID] {
+            #expect(counter > issued[r].counter, "seed \(seed): r\(r) issued dot counter \(counter) again (had reached \(issued[r].counter))")
+            #expect(sequence > issued[r].sequence, "seed \(seed): r\(r) issued sequence \(sequence) again (had reached \(issued[r].sequence))")
+            issued[r] = (max(counter, issued[r].counter), max(sequence, issued[r].sequence))
+        }
         for (field, state) in after.fields {
             guard case .register(let register) = state, !before.contains(register.dot) else { continue }
             for index in writes.indices where writes[index].record == id && writes[index].field == field && before.contains(writes[index].dot) {

@@ -32,7 +32,7 @@ import Testing
         #expect(try target.count(ofType: "contact") == 4)
         #expect(try target.dirtyCount() == 0)
         // The clock has seen the newest write, so local writes sort after it.
-        #expect(target.lastTimestamp >= source.lastTimestamp)
+        #expect(try target.lastTimestamp >= source.lastTimestamp)
     }
 
     @Test func itEndsWhereApplyEndsWithMergesAndConflicts() throws {

@@ -30,6 +30,6 @@ struct StoreSnapshot: Equatable {
         records = try store.changes(after: 0, limit: .max).map(\.state).sorted { $0.id.uuidString < $1.id.uuidString }
         conflicts = try store.conflicts(status: nil)
         dirty = try store.dirtyRecords().map(\.id).sorted { $0.uuidString < $1.uuidString }
-        sequence = store.lastSequence
+        sequence = try store.lastSequence
     }
 }
