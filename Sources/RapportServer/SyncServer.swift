@@ -170,7 +170,8 @@ public final class SyncServer: Sendable {
         logger.info("stopped")
     }
 
-    /// Every `accessCheckInterval`: re-reads the registry when it changed (and saves when devices
+    /// Every `accessCheckInterval`: announces to live sessions what other processes committed to
+    /// open stores, re-reads the registry when it changed (and saves when devices
     /// were last seen), ends the sessions of revoked devices, suspended users and suspended or
     /// deleted tenants with their own error code, and closes the stores of tenants no longer served.
     func watchAccess() async {
@@ -178,6 +179,7 @@ public final class SyncServer: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.accessCheckInterval)
             if Task.isCancelled { break }
+            for store in tenants.openStores { await store.announceOutsideCommits() }
             do {
                 guard try await NIOThreadPool.singleton.runIfActive({ try authenticator.refresh() }) else { continue }
             } catch {

@@ -12,10 +12,14 @@ public final class TenantStore: Sendable {
     /// The store, behind its single-writer queue.
     public let store: SharedReplicaStore
     private let subscribers = Mutex<[ObjectIdentifier: any Channel]>([:])
+    /// The highest sequence subscribers were told about (or that was committed when the store
+    /// opened), so commits made by other processes can be told apart and announced too.
+    private let announced: Mutex<Int64>
 
-    init(tenant: String, store: SharedReplicaStore) {
+    init(tenant: String, store: SharedReplicaStore, sequence: Int64) {
         self.tenant = tenant
         self.store = store
+        self.announced = Mutex(sequence)
     }
 
     /// Adds a session's channel to those told about new changes.
@@ -30,6 +34,7 @@ public final class TenantStore: Sendable {
     /// Tells every subscribed session but `origin` that the tenant's sequence reached `sequence`.
     /// Writing to a channel from here is safe: NIO hands the write to the channel's event loop.
     func announce(_ sequence: Int64, except origin: (any Channel)?) {
+        announced.withLock { $0 = max($0, sequence) }
         var notice = Rapport_V1_ChangesAvailable()
         notice.serverSequence = UInt64(sequence)
         var frame = Rapport_V1_Frame()
@@ -38,6 +43,17 @@ public final class TenantStore: Sendable {
         for channel in targets where origin.map({ ObjectIdentifier($0) != ObjectIdentifier(channel) }) ?? true {
             channel.writeAndFlush(frame, promise: nil)
         }
+    }
+
+    /// Announces what other processes committed to the store (`rapportctl import`, another
+    /// server node), which no session of this server announced, so live devices pull it
+    /// without waiting for their next push. Costs one read, and only for a store with
+    /// subscribers.
+    func announceOutsideCommits() async {
+        guard subscribers.withLock({ !$0.isEmpty }),
+              let sequence = try? await store.perform({ try $0.lastSequence }),
+              sequence > announced.withLock({ $0 }) else { return }
+        announce(sequence, except: nil)
     }
 }
 
@@ -103,6 +119,9 @@ public final class TenantPool: Sendable {
     /// The tenants whose stores are open now.
     public var openTenants: [String] { state.withLock { Array($0.entries.keys) } }
 
+    /// The stores open now.
+    var openStores: [TenantStore] { state.withLock { $0.entries.values.map(\.store) } }
+
     /// The tenant's store, opened if need be, leased until `release(tenant)`.
     ///
     /// Opening blocks on SQLite, so it runs on the caller's thread: callers are never event loops.
@@ -118,7 +137,8 @@ public final class TenantPool: Sendable {
             var options = ReplicaStore.Options(schema: schema)
             options.rules = rules
             let replica = try ReplicaStore(path: file, options: options)
-            let store = TenantStore(tenant: tenant, store: SharedReplicaStore(replica, label: "tenant.\(tenant)"))
+            let store = TenantStore(tenant: tenant, store: SharedReplicaStore(replica, label: "tenant.\(tenant)"),
+                                    sequence: try replica.lastSequence)
             let evicted = state.withLock { state -> [TenantStore] in
                 state.clock += 1
                 state.retired.remove(tenant)

@@ -88,4 +88,29 @@ import Testing
             #expect(try device.store.performSync { try $0.dirtyCount() } == 0)
         }
     }
+
+    /// What another process commits to a served store reaches live devices without their
+    /// asking: the server notices the store's sequence moved and announces it.
+    @Test func aLiveDeviceReceivesWhatAnImportCommitsBesideTheServer() async throws {
+        let dir = try TemporaryDirectory()
+        let operated = try OperatedServer(dir)
+        defer { operated.server.stop() }
+        let phone = try await operated.enroll("phone")
+        let live = phone.live()
+        var events = live.events.makeAsyncIterator()
+        guard case .connected? = await events.next(), case .synced? = await events.next() else {
+            Issue.record("the live session did not start")
+            return
+        }
+        try "last_name,email\nBabbage,charles@import.example\nSomerville,mary@import.example\n"
+            .write(toFile: dir.path("contacts.csv"), atomically: true, encoding: .utf8)
+        let imported = try await operated.ctl.runDetached(["import", "acme", "--type", "contact", "--from", dir.path("contacts.csv")])
+        #expect(imported.status == 0, "\(imported.error)")
+        var pulled = 0
+        while pulled < 2, let event = await events.next() {
+            if case .synced(let report) = event { pulled += report.pulled }
+        }
+        #expect(try phone.local { try $0.count(ofType: "contact") } == 2)
+        await live.stop()
+    }
 }
