@@ -50,7 +50,9 @@ let package = Package(
             ]
         ),
 
-        .target(name: "CRM", dependencies: ["ReplicaStore", "SyncModel"]),
+        // Roles and rights: who may read and write which records; pure, run by server and device alike.
+        .target(name: "Access", dependencies: ["SyncModel"]),
+        .target(name: "CRM", dependencies: ["Access", "ReplicaStore", "SyncModel"]),
         // The registry of tenants, users and devices, and the tenant files of a data directory.
         .target(name: "Registry", dependencies: ["SQLite", "SyncModel", "ReplicaStore", "TLS"]),
         .target(
@@ -122,7 +124,7 @@ let package = Package(
             "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
-        .testTarget(name: "CRMTests", dependencies: ["CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
+        .testTarget(name: "CRMTests", dependencies: ["Access", "CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
         .testTarget(name: "RapportServerTests", dependencies: [
             "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
             .product(name: "NIOEmbedded", package: "swift-nio"),
