@@ -1,6 +1,7 @@
 import ArgumentParser
 import CRM
 import Foundation
+import PrivateFiles
 import RapportDevice
 import Registry
 import ReplicaStore
@@ -107,6 +108,8 @@ struct CtlFailure: Error {
             self.init(.usage, "\(error)")
         case let error as CocoaError:
             self.init(.io, error.localizedDescription)
+        case let error as PrivateFileError:
+            self.init(.io, error.description)
         default:
             return nil
         }
