@@ -21,11 +21,13 @@ struct Ctl {
         var json: Any? { try? JSONSerialization.jsonObject(with: Data(output.utf8)) }
     }
 
+    /// Runs `rapportctl` with `arguments`, then `--data` unless `passingData` is false (the
+    /// arguments then say where the data is themselves).
     @discardableResult
-    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+    func run(_ arguments: [String], environment: [String: String] = [:], passingData: Bool = true) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments + ["--data", data]
+        process.arguments = arguments + (passingData ? ["--data", data] : [])
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -157,6 +159,29 @@ struct Ctl {
         #expect(records?["account"] == 700)
         let devices = try ctl.run(["device", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]]
         #expect(devices?.compactMap { $0["status"] as? String }.sorted() == ["active", "revoked"])
+    }
+
+    /// rapportd's startup hint puts --data before the subcommand; the common options work on
+    /// either side of it.
+    @Test func commonOptionsGoBeforeOrAfterTheSubcommand() throws {
+        let dir = try TemporaryDirectory()
+        let data = dir.path("data")
+        let ctl = Ctl(data: data)
+        #expect(try ctl.run(["--data", data, "tenant", "create", "acme"], passingData: false).status == 0)
+        #expect(try ctl.run(["--data=\(data)", "user", "add", "--tenant", "acme", "--email", "ana@acme.example", "--name", "Ana"],
+                            passingData: false).status == 0)
+        let enrolled = try ctl.run(["--data", data, "--json", "--actor", "ops", "device", "enroll", "--tenant", "acme",
+                                    "--user", "ana@acme.example"], passingData: false)
+        #expect(enrolled.status == 0, "\(enrolled.error)")
+        #expect((enrolled.json as? [String: Any])?["code"] is String, "\(enrolled.output)")
+        let after = try ctl.run(["audit", "--tenant", "acme", "--json"])
+        let actors = (after.json as? [[String: Any]])?.compactMap { $0["actor"] as? String }
+        #expect(actors?.contains("ops") == true, "\(after.output)")
+        // Before and after at once: the later --json is as good as the first.
+        #expect(try ctl.run(["--data", data, "tenant", "list", "--json"], passingData: false).json is [Any])
+        let unknown = try ctl.run(["--data", data, "no-such-command"], passingData: false)
+        #expect(unknown.status == 1)
+        #expect(unknown.error.contains("no-such-command"), "\(unknown.error)")
     }
 }
 
