@@ -183,6 +183,37 @@ struct Ctl {
         #expect(unknown.status == 1)
         #expect(unknown.error.contains("no-such-command"), "\(unknown.error)")
     }
+
+    /// The registry keeps the checkpoint a device reached, not the one it asked from: after a
+    /// pull of several batches, the end of the last one.
+    @Test func theDeviceListShowsTheCheckpointOfTheLastBatchPulled() async throws {
+        let dir = try TemporaryDirectory()
+        let data = dir.path("data")
+        let credentials = try ServerProcess.prepare(data: data, tenants: ["acme"], devicesPerTenant: 2, schema: CRMSchema.current)
+        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data)
+        defer { server.stop() }
+        func device(_ credential: DeviceCredential, batch: Int) throws -> RapportClient {
+            var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: "acme", secret: credential.secret,
+                                             trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
+            config.pullBatchSize = batch
+            let store = try ReplicaStore(path: dir.path("\(credential.deviceID).sqlite"),
+                                         options: .init(schema: CRMSchema.current, replicaID: try credential.replicaID))
+            return try RapportClient(store: SharedReplicaStore(store, label: credential.deviceID), configuration: config,
+                                     logger: ServerFixture.logger("test.device"))
+        }
+        let writer = try device(credentials["acme"]![0], batch: 2_000)
+        let reader = try device(credentials["acme"]![1], batch: 10)
+        try writer.local { store in try store.transaction { for i in 0..<25 { _ = try store.create("account", ["name": .text("a\(i)")]) } } }
+        try await writer.sync()
+        let report = try await reader.sync()
+        #expect(report.pulled == 25)
+        #expect(report.checkpoint >= 25)
+        // A graceful stop saves what the server noted about its devices.
+        server.stop()
+        let devices = try #require(try Ctl(data: data).run(["device", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]])
+        let listed = devices.first { $0["id"] as? String == reader.store.replicaID }
+        #expect((listed?["last_checkpoint"] as? Int).map(Int64.init) == report.checkpoint, "\(devices)")
+    }
 }
 
 @Suite struct CRMCommandTests {
