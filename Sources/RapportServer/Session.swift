@@ -120,8 +120,11 @@ extension SyncServer {
                 }
               } catch let error as SQLiteError {
                   // The client is told to come back later; the store rolled the batch back.
-                  logger.error("store failure; session closed", metadata: ["error": "\(error)"])
-                  try? await outbound.write(SyncError(.internal, "the server could not store the batch; retry later").frame)
+                  logger.error(error.isStorageFull ? "storage full; session closed" : "store failure; session closed",
+                               metadata: ["error": "\(error)"])
+                  let refusal = error.isStorageFull ? SyncError.storageFull()
+                      : SyncError(.internal, "the server could not store the batch; retry later")
+                  try? await outbound.write(refusal.frame)
               } catch let error as ReplicaStoreError {
                   logger.error("store failure; session closed", metadata: ["error": "\(error)"])
                   try? await outbound.write(SyncError(.internal, "the server could not store the batch; retry later").frame)

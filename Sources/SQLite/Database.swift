@@ -110,7 +110,8 @@ public final class Database {
         if rc != SQLITE_OK {
             var error = handle.error(code: rc, sql: sql)
             if let message {
-                error = SQLiteError(code: rc, extendedCode: error.extendedCode, message: String(cString: message), sql: sql, path: path)
+                error = SQLiteError(code: rc, extendedCode: error.extendedCode, message: String(cString: message), sql: sql, path: path,
+                                    systemErrno: error.systemErrno)
                 sqlite3_free(message)
             }
             throw error
