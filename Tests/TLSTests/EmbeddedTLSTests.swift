@@ -138,6 +138,8 @@ import Testing
         // TLS1_VERSION ... TLS1_1_VERSION at security level 0, which OpenSSL 3
         // requires before it will even offer these versions.
         configuration._unsafeProtocolOverride = (min: 0x0301, max: 0x0302, securityLevel: 0)
+        // A legacy client offers the suites those versions have (no AEAD suite exists before 1.2).
+        configuration._unsafeCipherList = "DEFAULT"
         let pair = try EmbeddedPair(client: try TLSContext(configuration: configuration), server: try pki.serverContext())
         defer { pair.finish() }
         try pair.shuttle()
