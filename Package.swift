@@ -37,10 +37,12 @@ let package = Package(
         .target(name: "CRapportOpenSSLShim", dependencies: ["COpenSSL"]),
 
         // Libraries, lowest layer first.
-        .target(name: "SQLite", dependencies: ["CSQLite"]),
+        // Owner-only files and folders, for everything Rapport writes.
+        .target(name: "PrivateFiles"),
+        .target(name: "SQLite", dependencies: ["CSQLite", "PrivateFiles"]),
         .target(name: "SyncModel"),
         .target(name: "ReplicaStore", dependencies: ["SQLite", "SyncModel"]),
-        .target(name: "TLS", dependencies: ["COpenSSL", "CRapportOpenSSLShim", .product(name: "NIOCore", package: "swift-nio")]),
+        .target(name: "TLS", dependencies: ["COpenSSL", "CRapportOpenSSLShim", "PrivateFiles", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "SyncProtocol",
             dependencies: [
@@ -54,11 +56,11 @@ let package = Package(
         .target(name: "Access", dependencies: ["SyncModel"]),
         .target(name: "CRM", dependencies: ["Access", "ReplicaStore", "SyncModel"]),
         // The registry of tenants, users and devices, and the tenant files of a data directory.
-        .target(name: "Registry", dependencies: ["SQLite", "SyncModel", "ReplicaStore", "TLS"]),
+        .target(name: "Registry", dependencies: ["PrivateFiles", "SQLite", "SyncModel", "ReplicaStore", "TLS"]),
         .target(
             name: "RapportServer",
             dependencies: [
-                "ReplicaStore", "Registry", "SQLite", "SyncModel", "SyncProtocol", "TLS",
+                "PrivateFiles", "ReplicaStore", "Registry", "SQLite", "SyncModel", "SyncProtocol", "TLS",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),
@@ -74,7 +76,7 @@ let package = Package(
         .target(
             name: "RapportDevice",
             dependencies: [
-                "RapportClient", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS",
+                "PrivateFiles", "RapportClient", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -99,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "rapportctl",
             dependencies: [
-                "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "RapportDevice",
+                "PrivateFiles", "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "RapportDevice",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -114,8 +116,8 @@ let package = Package(
 
         // Tests.
         // Support for tests and benchmarks: temp directories, seeded randomness, server processes.
-        .target(name: "TestSupport", dependencies: ["TLS", "Registry", "SyncModel"], path: "Tests/TestSupport"),
-        .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "TestSupport"]),
+        .target(name: "TestSupport", dependencies: ["PrivateFiles", "TLS", "Registry", "SyncModel"], path: "Tests/TestSupport"),
+        .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "PrivateFiles", "TestSupport"]),
         .testTarget(name: "SyncModelTests", dependencies: [
             "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
@@ -127,6 +129,7 @@ let package = Package(
         .testTarget(name: "CRMTests", dependencies: ["Access", "CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
         .testTarget(name: "RapportServerTests", dependencies: [
             "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
+            "PrivateFiles", "SQLite",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ] + nio),
         .testTarget(name: "RapportDeviceTests", dependencies: [

@@ -87,7 +87,9 @@ public final class RapportClient: Sendable {
                 return try await body(attempt)
             } catch {
                 guard attempt < configuration.retry.maxAttempts, Self.isRetryable(error), !Task.isCancelled else { throw error }
-                let delay = configuration.retry.delay(before: attempt)
+                var delay = configuration.retry.delay(before: attempt)
+                // The server's hint (a full disk) within the policy's cap, never shorter than the backoff.
+                if let hint = (error as? SyncError)?.retryAfter { delay = max(delay, min(hint, configuration.retry.maxDelay)) }
                 logger.info("sync failed, retrying", metadata: ["attempt": "\(attempt)", "delay": "\(delay)", "error": "\(error)"])
                 try await Task.sleep(for: delay)
                 attempt += 1

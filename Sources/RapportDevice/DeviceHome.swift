@@ -5,6 +5,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import PrivateFiles
 import RapportClient
 import ReplicaStore
 import SyncModel
@@ -173,12 +174,13 @@ public struct SyncState: Codable, Sendable, Equatable {
     }
 }
 
-/// The directory a device lives in, and the files in it:
+/// The directory a device lives in, and the files in it, all owner-only (the folder 0700, files
+/// 0600: the store holds the tenant's customers):
 ///
 /// | file | what |
 /// |---|---|
 /// | `device.json` | the ``DeviceProfile`` |
-/// | `secret` | the credential as hex, mode 0600 |
+/// | `secret` | the credential as hex |
 /// | `ca.pem` | a copy of the CA given at init |
 /// | `replica.sqlite` | the replica store (plus SQLite's `-wal` and `-shm`) |
 /// | `state.json` | the ``SyncState`` of the last sync |
@@ -258,7 +260,7 @@ public struct DeviceHome: Sendable, Equatable {
         }
 
         do {
-            try files.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try PrivateFiles.createDirectory(path)
             if force {
                 for file in [profilePath, secretPath, caPath, statePath, storePath, storePath + "-wal", storePath + "-shm"]
                 where files.fileExists(atPath: file) {
@@ -267,7 +269,7 @@ public struct DeviceHome: Sendable, Equatable {
             }
             let store = try ReplicaStore(path: storePath, options: .crm(replicaID: replicaID))
             store.close()
-            if let caPEM { try Self.write(caPEM, to: caPath, mode: 0o644) }
+            if let caPEM { try Self.write(caPEM, to: caPath) }
             try saveSecret(settings.secret)
             let profile = DeviceProfile(
                 deviceID: replicaID.rawValue, host: settings.server.host, port: settings.server.port,
@@ -322,7 +324,7 @@ public struct DeviceHome: Sendable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try encoder.encode(profile)
-        try Self.write(String(decoding: data, as: UTF8.self) + "\n", to: profilePath, mode: 0o644)
+        try Self.write(String(decoding: data, as: UTF8.self) + "\n", to: profilePath)
     }
 
     /// Reads `device.json`; a missing file means there is no device here.
@@ -344,7 +346,7 @@ public struct DeviceHome: Sendable, Equatable {
 
     /// Writes the secret as hex with mode 0600 from the start (never briefly world-readable).
     public func saveSecret(_ secret: [UInt8]) throws {
-        try Self.write(Crypto.hex(secret) + "\n", to: secretPath, mode: 0o600)
+        try Self.write(Crypto.hex(secret) + "\n", to: secretPath)
     }
 
     /// The credential bytes.
@@ -366,7 +368,7 @@ public struct DeviceHome: Sendable, Equatable {
     public func saveState(_ state: SyncState) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try Self.write(String(decoding: try encoder.encode(state), as: UTF8.self) + "\n", to: statePath, mode: 0o644)
+        try Self.write(String(decoding: try encoder.encode(state), as: UTF8.self) + "\n", to: statePath)
     }
 
     // MARK: Helpers
@@ -394,41 +396,14 @@ public struct DeviceHome: Sendable, Equatable {
         date.formatted(.iso8601)
     }
 
-    /// Writes to a temporary file created with `mode` and renames it over `path`, so a reader
-    /// never sees half a file and a secret is never readable by others, even for a moment.
-    static func write(_ text: String, to path: String, mode: mode_t) throws {
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw DeviceError.usage("cannot write \(path): \(String(cString: strerror(errno)))") }
-        var failure: String?
-        // The umask may have narrowed the mode at creation; make it exact.
-        if fchmod(fd, mode) != 0 { failure = String(cString: strerror(errno)) }
-        var bytes = Array(text.utf8)[...]
-        while failure == nil, !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { systemWrite(fd, $0.baseAddress, $0.count) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                failure = String(cString: strerror(errno))
-            } else {
-                bytes = bytes.dropFirst(written)
-            }
-        }
-        if failure == nil, fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
-        close(fd)
-        if failure == nil, rename(temporary, path) != 0 { failure = String(cString: strerror(errno)) }
-        if let failure {
-            unlink(temporary)
-            throw DeviceError.usage("cannot write \(path): \(failure)")
+    /// Writes owner-only (0600) and atomically (see `PrivateFiles.write`): a reader never sees
+    /// half a file and the secret is never readable by others, even for a moment.
+    static func write(_ text: String, to path: String) throws {
+        do {
+            try PrivateFiles.write(text, to: path)
+        } catch {
+            throw DeviceError.usage("cannot write \(path): \(String(cString: strerror(error.code)))")
         }
     }
 }
 
-/// Tenant slugs as the server accepts them, checked at init so a typo fails before any network.
-/// `write(2)`, named apart from `DeviceHome.write` and from the Glibc/Darwin module split.
-private func systemWrite(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int) -> Int {
-    #if canImport(Glibc)
-    Glibc.write(fd, buffer, count)
-    #else
-    Darwin.write(fd, buffer, count)
-    #endif
-}

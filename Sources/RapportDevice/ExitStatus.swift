@@ -14,7 +14,8 @@ public enum ExitStatus: Int32, Sendable, CaseIterable, CustomStringConvertible {
     case usage = 1
     /// The record, conflict or device named does not exist.
     case notFound = 2
-    /// The sync did not complete: the server is unreachable, went away, or broke the protocol.
+    /// The sync did not complete: the server is unreachable, went away, broke the protocol, or
+    /// its storage is full.
     /// Whatever was applied before the failure is kept; running `sync` again resumes.
     case syncFailed = 3
     /// The server refused this device (credential, tenant, revoked device) or TLS refused the
@@ -26,7 +27,7 @@ public enum ExitStatus: Int32, Sendable, CaseIterable, CustomStringConvertible {
         case .ok: "success"
         case .usage: "usage: bad argument or field value, unusable local file"
         case .notFound: "not found: record, conflict, or no device in the directory"
-        case .syncFailed: "sync failed: server unreachable, connection lost; sync again"
+        case .syncFailed: "sync failed: server unreachable, connection lost, server storage full; sync again"
         case .refused: "refused: credential, tenant, revoked device, TLS chain or pin"
         }
     }
@@ -85,6 +86,9 @@ public struct DeviceError: Error, Sendable, Equatable, CustomStringConvertible {
             case .authenticationFailed, .unknownTenant, .tenantSuspended, .deviceRevoked, .userSuspended,
                  .invalidEnrollmentCode, .enrollmentCodeExpired, .enrollmentCodeUsed, .permissionDenied:
                 return DeviceError(.refused, "the server refused this device: \(error.message)")
+            case .storageFull:
+                return DeviceError(.syncFailed, "the server's storage is full: it kept nothing of this sync and your "
+                                   + "changes are still on this device; sync again later (or tell the server's operator)")
             default:
                 return DeviceError(.syncFailed, "sync failed: \(error)")
             }

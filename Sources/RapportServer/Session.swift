@@ -29,6 +29,8 @@ extension SyncServer {
                 var machine = ServerSessionState(schemaVersion: configuration.schemaVersion, limits: configuration.limits)
                 var identity: SessionIdentity?
                 var backlog: PullBacklog?
+                // The end of the last batch sent: the device's checkpoint once it applies it.
+                var sentCheckpoint: Int64?
                 for try await frame in inbound {
                     entry.busy.store(true, ordering: .releasing)
                     defer { entry.busy.store(false, ordering: .releasing) }
@@ -90,6 +92,7 @@ extension SyncServer {
                             var reply = Rapport_V1_Frame()
                             (reply.pullBatch, backlog) = try await pull(request, from: tenant, for: device, backlog: backlog)
                             try await outbound.write(reply)
+                            sentCheckpoint = Int64(reply.pullBatch.lastSequence)
                         } catch let error as SyncError {
                             try await outbound.write(error.frame)
                         }
@@ -102,6 +105,11 @@ extension SyncServer {
                         try await outbound.write(error.frame)
                         return
                     case .close:
+                        // A client says Goodbye only after applying every batch it was sent, so
+                        // the last batch's end is now its checkpoint; no Pull will report it.
+                        if let identity, let sentCheckpoint, case .frame(let last) = frame, case .goodbye? = last.body {
+                            authenticator.recordActivity(of: identity, checkpoint: sentCheckpoint)
+                        }
                         logger.debug("session closed by the client")
                         return
                     }
@@ -112,8 +120,11 @@ extension SyncServer {
                 }
               } catch let error as SQLiteError {
                   // The client is told to come back later; the store rolled the batch back.
-                  logger.error("store failure; session closed", metadata: ["error": "\(error)"])
-                  try? await outbound.write(SyncError(.internal, "the server could not store the batch; retry later").frame)
+                  logger.error(error.isStorageFull ? "storage full; session closed" : "store failure; session closed",
+                               metadata: ["error": "\(error)"])
+                  let refusal = error.isStorageFull ? SyncError.storageFull()
+                      : SyncError(.internal, "the server could not store the batch; retry later")
+                  try? await outbound.write(refusal.frame)
               } catch let error as ReplicaStoreError {
                   logger.error("store failure; session closed", metadata: ["error": "\(error)"])
                   try? await outbound.write(SyncError(.internal, "the server could not store the batch; retry later").frame)

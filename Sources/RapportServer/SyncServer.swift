@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import PrivateFiles
 import Registry
 import ReplicaStore
 import Synchronization
@@ -78,7 +79,8 @@ public final class SyncServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.group = group
-        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        try PrivateFiles.createDirectory(configuration.dataDirectory)
+        Self.tightenLooseModes(in: configuration.dataDirectory, logger: logger)
         let chain: PEMSource, key: PEMSource
         if let chainPath = configuration.certificateChainPath, let keyPath = configuration.privateKeyPath {
             (chain, key) = (.file(chainPath), .file(keyPath))
@@ -103,6 +105,29 @@ public final class SyncServer: Sendable {
 
     /// How many tenant stores are open now (bounded by `maxOpenTenants` while unused).
     public var openTenantStores: Int { tenants.openCount }
+
+    /// Takes group and other access away from everything in the data directory, with a warning
+    /// naming what changed.
+    ///
+    /// Tightened rather than refused: data directories made before Rapport created its files
+    /// owner-only all have 0644 files, and an upgrade should not stop the server. Nothing of
+    /// Rapport's is meant for other users; a file that cannot be tightened is named in an error
+    /// line and the server still starts (the operator owns the decision about that file).
+    static func tightenLooseModes(in dataDirectory: String, logger: Logger) {
+        let loose = PrivateFiles.entries(under: dataDirectory).filter(\.isLoose)
+        guard !loose.isEmpty else { return }
+        var failed: [String] = []
+        for entry in loose {
+            do { try PrivateFiles.tighten(entry) } catch { failed.append(error.description) }
+        }
+        logger.warning("the data directory was readable by other users; made owner-only (folders 0700, files 0600)", metadata: [
+            "data": "\(dataDirectory)", "changed": "\(loose.count - failed.count)",
+            "examples": "\(loose.prefix(5).map(\.description).joined(separator: ", "))",
+        ])
+        if !failed.isEmpty {
+            logger.error("could not make these owner-only", metadata: ["data": "\(dataDirectory)", "failures": "\(failed.prefix(5))"])
+        }
+    }
 
     /// Binds the listening socket and starts accepting sessions.
     @discardableResult

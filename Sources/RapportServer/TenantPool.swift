@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import PrivateFiles
 import ReplicaStore
 import Synchronization
 import SyncModel
@@ -98,7 +99,7 @@ public final class TenantPool: Sendable {
     public init(directory: String, schema: Schema, rules: (any RecordRules)? = nil, capacity: Int = 256,
                 createsMissing: Bool = false, logger: Logger) throws {
         precondition(capacity > 0, "a pool holds at least one store")
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try PrivateFiles.createDirectory(directory)
         self.directory = directory
         self.schema = schema
         self.rules = rules

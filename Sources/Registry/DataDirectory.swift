@@ -1,4 +1,5 @@
 import Foundation
+import PrivateFiles
 import ReplicaStore
 import SQLite
 import SyncModel
@@ -12,6 +13,8 @@ import TLS
 /// <data>/tenants/<slug>.sqlite  one tenant's CRM data, nothing of any other tenant
 /// <data>/tls/                   the dev CA and server certificate when none is configured
 /// ```
+///
+/// Every folder is created 0700 and every file 0600 (`PrivateFiles`), whatever the umask.
 public struct DataDirectory: Sendable {
     public let path: String
 
@@ -29,7 +32,7 @@ public struct DataDirectory: Sendable {
 
     /// Opens the registry, creating the directory and the file on first use.
     public func openRegistry(now: @escaping @Sendable () -> Date = { Date() }) throws -> Registry {
-        try FileManager.default.createDirectory(atPath: tenantsPath, withIntermediateDirectories: true)
+        try PrivateFiles.createDirectory(tenantsPath)
         return try Registry(path: registryPath, now: now)
     }
 
@@ -52,7 +55,7 @@ public struct DataDirectory: Sendable {
         let final = try storePath(of: slug)
         if let existing = try registry.tenant(slug) { throw RegistryError.tenantExists(slug, status: existing.status) }
         let files = FileManager.default
-        try files.createDirectory(atPath: tenantsPath, withIntermediateDirectories: true)
+        try PrivateFiles.createDirectory(tenantsPath)
         // Leftovers of an earlier create of this slug that crashed.
         for leftover in (try? files.contentsOfDirectory(atPath: tenantsPath)) ?? [] where leftover.hasPrefix(".\(slug).creating-") {
             try? files.removeItem(atPath: tenantsPath + "/" + leftover)
@@ -218,10 +221,7 @@ extension DataDirectory {
             try registry.addUser(tenant: "dev", email: "dev@example.com", name: "Developer", role: .admin)
             return try registry.issueEnrollmentCode(tenant: "dev", user: "dev@example.com")
         }
-        guard FileManager.default.createFile(atPath: developmentCodePath, contents: Data((ticket.code + "\n").utf8),
-                                             attributes: [.posixPermissions: 0o600]) else {
-            throw RegistryError.invalidArgument("cannot write \(developmentCodePath)")
-        }
+        try PrivateFiles.write(ticket.code + "\n", to: developmentCodePath)
         return ticket
     }
 }

@@ -1,5 +1,6 @@
 import CSQLite
 import Foundation
+import PrivateFiles
 
 /// A connection to one SQLite file.
 ///
@@ -43,13 +44,27 @@ public final class Database {
     ///
     /// Opening checks that the file really is a SQLite database, so a corrupt or foreign file fails
     /// here with `SQLITE_NOTADB`, not later in the middle of some unrelated statement.
+    ///
+    /// A new file is created owner-only (0600) whatever the umask; SQLite gives its -wal, -shm
+    /// and journal files the main file's mode, so they are owner-only too.
     public init(path: String, options: Options = Options()) throws {
         var flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
         if options.readOnly {
             flags |= SQLITE_OPEN_READONLY
         } else {
             flags |= SQLITE_OPEN_READWRITE
-            if options.create { flags |= SQLITE_OPEN_CREATE }
+            if options.create {
+                flags |= SQLITE_OPEN_CREATE
+                // An empty file is a valid empty database; in-memory and URI names are no files.
+                if !path.isEmpty, path != ":memory:", !path.hasPrefix("file:") {
+                    do {
+                        try PrivateFiles.createFileIfMissing(path)
+                    } catch {
+                        throw SQLiteError(code: error.isStorageFull ? SQLITE_FULL : SQLITE_CANTOPEN,
+                                          message: error.description, path: path)
+                    }
+                }
+            }
         }
         var db: OpaquePointer?
         let rc = sqlite3_open_v2(path, &db, flags, nil)
@@ -95,7 +110,8 @@ public final class Database {
         if rc != SQLITE_OK {
             var error = handle.error(code: rc, sql: sql)
             if let message {
-                error = SQLiteError(code: rc, extendedCode: error.extendedCode, message: String(cString: message), sql: sql, path: path)
+                error = SQLiteError(code: rc, extendedCode: error.extendedCode, message: String(cString: message), sql: sql, path: path,
+                                    systemErrno: error.systemErrno)
                 sqlite3_free(message)
             }
             throw error

@@ -35,7 +35,8 @@ final class ConnectionHandle {
             extendedCode: sqlite3_extended_errcode(pointer),
             message: String(cString: sqlite3_errmsg(pointer)),
             sql: sql,
-            path: path
+            path: path,
+            systemErrno: code & 0xff == SQLITE_IOERR ? sqlite3_system_errno(pointer) : 0
         )
     }
 }

@@ -7,23 +7,33 @@ public struct SyncError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Whether trying again later can succeed (a busy or restarting server), as opposed to a
     /// request that will fail the same way every time (bad credentials, wrong version).
     public var retryable: Bool
+    /// How long the sender suggests waiting before a retry, when it has an opinion
+    /// (`retry_after_ms`; `nil` for 0, which means none).
+    public var retryAfter: Duration?
 
-    public init(_ code: Code, _ message: String, retryable: Bool? = nil) {
+    public init(_ code: Code, _ message: String, retryable: Bool? = nil, retryAfter: Duration? = nil) {
         self.code = code
         self.message = message
         self.retryable = retryable ?? Self.isRetryable(code)
+        self.retryAfter = retryAfter
+    }
+
+    /// The server could not store a batch because its disk is full; nothing of it was kept.
+    public static func storageFull() -> SyncError {
+        SyncError(.storageFull, "the server's storage is full, retry later", retryAfter: .seconds(30))
     }
 
     /// Whether the code, by itself, invites a retry (SPEC.md 2.6).
     public static func isRetryable(_ code: Code) -> Bool {
         switch code {
-        case .timeout, .serverBusy, .shuttingDown, .internal: true
+        case .timeout, .serverBusy, .shuttingDown, .internal, .storageFull: true
         default: false
         }
     }
 
     public init(_ frame: Rapport_V1_Error) {
-        self.init(frame.code, frame.message, retryable: frame.retryable)
+        self.init(frame.code, frame.message, retryable: frame.retryable,
+                  retryAfter: frame.retryAfterMs == 0 ? nil : .milliseconds(frame.retryAfterMs))
     }
 
     /// The error as a frame to send.
@@ -32,6 +42,10 @@ public struct SyncError: Error, Sendable, Equatable, CustomStringConvertible {
         error.code = code
         error.message = message
         error.retryable = retryable
+        if let retryAfter {
+            let (seconds, attoseconds) = retryAfter.components
+            error.retryAfterMs = UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+        }
         var frame = Rapport_V1_Frame()
         frame.error = error
         return frame

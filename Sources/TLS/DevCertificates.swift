@@ -1,5 +1,6 @@
 import COpenSSL
 import CRapportOpenSSLShim
+import PrivateFiles
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -82,7 +83,7 @@ public enum DevCertificates {
     }
 
     /// Returns the dev certificate files in `directory`, generating them first
-    /// if none exist. The key file is created with mode 0600.
+    /// if none exist. The folder is created 0700 and every file 0600.
     ///
     /// Throws rather than regenerating when only some files exist: a partial
     /// set means someone put files there, and silently replacing them would
@@ -96,14 +97,16 @@ public enum DevCertificates {
             throw TLSError(operation: .certificateGeneration,
                            message: "incomplete development certificate set in \(directory) (found \(present)); remove it to regenerate")
         }
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw TLSError(operation: .certificateGeneration, message: "cannot create \(directory): \(String(cString: strerror(errno)))")
-        }
         let bundle = try generate()
-        // Key last: its presence is what makes the set look complete to the next run.
-        try writeFile(paths.caCertificate, bundle.caCertificatePEM, mode: 0o644)
-        try writeFile(paths.serverCertificateChain, bundle.serverCertificateChainPEM, mode: 0o644)
-        try writeFile(paths.serverPrivateKey, bundle.serverPrivateKeyPEM, mode: 0o600)
+        do {
+            try PrivateFiles.createDirectory(directory)
+            // Key last: its presence is what makes the set look complete to the next run.
+            try PrivateFiles.write(bundle.caCertificatePEM, to: paths.caCertificate)
+            try PrivateFiles.write(bundle.serverCertificateChainPEM, to: paths.serverCertificateChain)
+            try PrivateFiles.write(bundle.serverPrivateKeyPEM, to: paths.serverPrivateKey)
+        } catch {
+            throw TLSError(operation: .certificateGeneration, message: error.description)
+        }
         return paths
     }
 
@@ -188,39 +191,5 @@ public enum DevCertificates {
             throw TLSError.fromQueue(.certificateGeneration, "cannot encode private key")
         }
         return bio.memoryContents()
-    }
-
-    /// Writes via a temporary file and rename so a crash never leaves a
-    /// truncated file behind; the mode is applied at creation so the key is
-    /// never briefly world-readable.
-    private static func writeFile(_ path: String, _ contents: String, mode: mode_t) throws {
-        func failure(_ what: String) -> TLSError {
-            TLSError(operation: .certificateGeneration, message: "\(what) \(path): \(String(cString: strerror(errno)))")
-        }
-        let temporary = path + ".tmp"
-        _ = unlink(temporary)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode)
-        guard fd >= 0 else { throw failure("cannot create") }
-        let bytes = Array(contents.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let error = failure("cannot write")
-                close(fd)
-                unlink(temporary)
-                throw error
-            }
-            offset += n
-        }
-        let synced = fsync(fd) == 0
-        let closed = close(fd) == 0
-        guard synced, closed else {
-            let error = failure("cannot sync")
-            unlink(temporary)
-            throw error
-        }
-        guard rename(temporary, path) == 0 else { throw failure("cannot rename into") }
     }
 }

@@ -56,6 +56,9 @@ public struct TLSConfiguration: Sendable {
     /// Test-only escape hatches to prove the TLS 1.2 floor is enforced by a peer.
     /// Internal so that production code cannot weaken the protocol floor.
     var _unsafeProtocolOverride: (min: Int32, max: Int32, securityLevel: Int32)?
+    /// Test-only: an OpenSSL TLS 1.2 cipher list instead of the AEAD-only default, to prove a
+    /// peer refuses the suites left out.
+    var _unsafeCipherList: String?
 
     /// A server presenting `certificateChain` (leaf first, then intermediates).
     public static func server(

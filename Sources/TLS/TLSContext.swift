@@ -51,6 +51,10 @@ public final class TLSContext: @unchecked Sendable {
                 throw TLSError.fromQueue(.configuration, "cannot set protocol version bounds")
             }
         }
+        // TLS 1.2 suites; TLS 1.3 has its own list (all AEAD) that this does not touch.
+        guard SSL_CTX_set_cipher_list(ctx, configuration._unsafeCipherList ?? Self.tls12CipherSuites) == 1 else {
+            throw TLSError.fromQueue(.configuration, "cannot set the TLS 1.2 cipher suites")
+        }
         // Renegotiation only adds attack surface (and would let SSL_write ask
         // for reads); releasing buffers keeps idle connections from pinning ~32 KiB.
         rapport_SSL_CTX_disable_renegotiation(ctx)
@@ -91,6 +95,14 @@ public final class TLSContext: @unchecked Sendable {
             SSL_CTX_set_alpn_select_cb(ctx, alpnSelectCallback, Unmanaged.passUnretained(self).toOpaque())
         }
     }
+
+    /// The TLS 1.2 suites offered and accepted: forward-secret key exchange (ECDHE) with an AEAD
+    /// cipher only. CBC suites are left out for their history of padding-oracle and Lucky13
+    /// attacks; ECDSA first because the dev certificates are P-256, RSA for operators' keys.
+    static let tls12CipherSuites = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305",
+    ].joined(separator: ":")
 
     deinit {
         SSL_CTX_free(handle)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CRM
 import Foundation
+import PrivateFiles
 import RapportDevice
 import Registry
 
@@ -117,7 +118,7 @@ struct ExportCSV: ParsableCommand {
     @Argument var tenant: String
     @Option(help: "The record type.")
     var type: String
-    @Option(help: ArgumentHelp("The file to write (standard output if omitted).", valueName: "file"))
+    @Option(help: ArgumentHelp("The file to write, owner-only (standard output if omitted).", valueName: "file"))
     var to: String?
 
     func run() throws {
@@ -130,7 +131,7 @@ struct ExportCSV: ParsableCommand {
             return try CSVExporter.export(store, type: type)
         }
         if let to {
-            try text.write(toFile: to, atomically: true, encoding: .utf8)
+            try PrivateFiles.write(text, to: to)
         } else {
             Output.standard(text)
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CRM
 import Foundation
+import PrivateFiles
 import RapportDevice
 import Registry
 import ReplicaStore
@@ -58,7 +59,10 @@ struct Restore: ParsableCommand {
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Export every record of a tenant as JSON lines, one file per record type.",
-        discussion: "Writes DIR/<type>.jsonl (one record per line, as 'rapport get --json' shows it) and DIR/manifest.json.")
+        discussion: """
+            Writes DIR/<type>.jsonl (one record per line, as 'rapport get --json' shows it) and \
+            DIR/manifest.json, readable only by their owner (DIR 0700 if created, files 0600).
+            """)
     @OptionGroup var common: CommonOptions
     @Argument var tenant: String
     @Option(help: ArgumentHelp("The directory to write (created if missing).", valueName: "dir"))
@@ -73,19 +77,19 @@ struct Export: ParsableCommand {
             _ = try registry.requireTenant(tenant, allowDeleted: true)
             let store = try common.directory.openStore(of: tenant, schema: CRMSchema.current)
             defer { store.close() }
-            try FileManager.default.createDirectory(atPath: to, withIntermediateDirectories: true)
+            try PrivateFiles.createDirectory(to)
             var counts: [String: Int] = [:]
             for type in store.schema.types.keys.sorted() {
                 let records = try store.records(ofType: type, includeDeleted: includeDeleted)
                 let lines = records.map { Presentation.json($0).rendered(pretty: false) + "\n" }.joined()
-                try lines.write(toFile: to + "/\(type).jsonl", atomically: true, encoding: .utf8)
+                try PrivateFiles.write(lines, to: to + "/\(type).jsonl")
                 counts[type] = records.count
             }
             let manifest = JSONValue.object([
                 "tenant": .string(tenant), "exported_at": jsonDate(Date()), "schema_version": .integer(Int64(CRMSchema.version)),
                 "records": .object(sorted: counts.mapValues { .integer(Int64($0)) }),
             ])
-            try (manifest.rendered() + "\n").write(toFile: to + "/manifest.json", atomically: true, encoding: .utf8)
+            try PrivateFiles.write(manifest.rendered() + "\n", to: to + "/manifest.json")
             return counts
         }
         common.emit(text: "exported \(counts.values.reduce(0, +)) records of tenant \(tenant) to \(to)\n",

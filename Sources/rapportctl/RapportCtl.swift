@@ -1,6 +1,7 @@
 import ArgumentParser
 import CRM
 import Foundation
+import PrivateFiles
 import RapportDevice
 import Registry
 import ReplicaStore
@@ -17,6 +18,7 @@ struct RapportCtl: AsyncParsableCommand {
             Works on the data directory of a running or stopped rapportd; a running server \
             applies changes (suspensions, revocations, new tenants) within a second, and ends \
             the sessions they concern. Every change is recorded in the audit log (rapportctl audit).
+            The common options (--data, --json, --actor) go before the subcommand or after it.
 
             Exit codes:
             \(CtlExit.documentation)
@@ -29,7 +31,8 @@ struct RapportCtl: AsyncParsableCommand {
     /// Replaces ArgumentParser's `main` to keep the documented exit codes.
     static func main() async {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(CommonOptions.movedAfterSubcommand(Array(CommandLine.arguments.dropFirst()),
+                                                                           subcommands: configuration.subcommands.map { $0._commandName }))
             if var command = command as? AsyncParsableCommand {
                 try await command.run()
             } else {
@@ -107,6 +110,8 @@ struct CtlFailure: Error {
             self.init(.usage, "\(error)")
         case let error as CocoaError:
             self.init(.io, error.localizedDescription)
+        case let error as PrivateFileError:
+            self.init(.io, error.description)
         default:
             return nil
         }
@@ -114,7 +119,15 @@ struct CtlFailure: Error {
 }
 
 /// The options every command takes.
+///
+/// Declared by each subcommand (ArgumentParser passes nothing down from the root), and also
+/// accepted before the subcommand, as in `rapportctl --data DIR device enroll ...` (rapportd's
+/// startup hint): `movedAfterSubcommand` rewrites that form before parsing.
 struct CommonOptions: ParsableArguments {
+    /// The options below that take a value, and those that do not, as written before a subcommand.
+    static let valueOptions: Set<String> = ["--data", "--actor"]
+    static let flags: Set<String> = ["--json"]
+
     @Option(name: .customLong("data"), help: "The server's data directory.")
     var dataDirectory = "rapport-data"
 
@@ -125,6 +138,33 @@ struct CommonOptions: ParsableArguments {
     var actor: String?
 
     var directory: DataDirectory { DataDirectory(URL(fileURLWithPath: dataDirectory).standardizedFileURL.path) }
+
+    /// `arguments` with the common options that precede the first subcommand moved after the
+    /// subcommand's own arguments (before a `--`, which ends the options), where the subcommand
+    /// parses them. When no known subcommand follows them they are dropped, so that the mistake
+    /// (an unknown command, `--help`) gets ArgumentParser's own message, not "unknown --data".
+    static func movedAfterSubcommand(_ arguments: [String], subcommands: [String]) -> [String] {
+        var leading: [String] = []
+        var index = arguments.startIndex
+        while index < arguments.endIndex {
+            let argument = arguments[index]
+            let name = String(argument.prefix { $0 != "=" })
+            if flags.contains(argument) || (valueOptions.contains(name) && argument.contains("=")) {
+                leading.append(argument)
+                index += 1
+            } else if valueOptions.contains(argument), index + 1 < arguments.endIndex {
+                leading += arguments[index...index + 1]
+                index += 2
+            } else {
+                break
+            }
+        }
+        guard !leading.isEmpty else { return arguments }
+        let rest = arguments[index...]
+        guard let first = rest.first, subcommands.contains(first) else { return Array(rest) }
+        let end = rest.firstIndex(of: "--") ?? rest.endIndex
+        return Array(rest[..<end]) + leading + Array(rest[end...])
+    }
 
     var actorName: String {
         if let actor, !actor.isEmpty { return actor }

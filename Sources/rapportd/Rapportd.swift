@@ -17,7 +17,11 @@ struct Rapportd: AsyncParsableCommand {
             certificate and, when the data directory has no tenant yet, a development tenant \
             'dev' whose enrollment code is written to DATA/dev-enrollment-code. Tenants, users \
             and devices are managed with rapportctl on the same data directory, while the \
-            server runs.
+            server runs. The code is printed only when standard output is a terminal, and never \
+            logged.
+
+            Everything in the data directory is owner-only (folders 0700, files 0600); at start, \
+            anything there that group or others can read is made owner-only, with a warning.
             """)
 
     @Option(help: "Address to listen on.")
@@ -77,8 +81,11 @@ struct Rapportd: AsyncParsableCommand {
             banner += "development CA for clients: \(ca)\n"
         }
         if let ticket {
+            // The code is a credential: shown to a person at a terminal, never to a log. When
+            // stdout is a pipe or a file (a supervisor, a log collector) only its file is named.
+            let code = isatty(STDOUT_FILENO) == 1 ? ticket.code : "\"$(cat \(directory.developmentCodePath))\""
             banner += "development tenant 'dev' created; enroll a device (code valid until \(ticket.expiresAt.formatted(.iso8601))):\n"
-            banner += "  rapport init --server \(host):\(boundPort) --tenant dev --enroll \(ticket.code)"
+            banner += "  rapport init --server \(host):\(boundPort) --tenant dev --enroll \(code)"
             banner += server.devCertificateAuthorityPath.map { " --ca \($0)" } ?? ""
             banner += "\nmore codes: rapportctl --data \(data) device enroll --tenant dev --user dev@example.com\n"
         }

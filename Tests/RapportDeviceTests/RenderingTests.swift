@@ -208,6 +208,12 @@ import TLS
         #expect(DeviceError.classify(SyncError(.authenticationFailed, "no")).status == .refused)
         #expect(DeviceError.classify(SyncError(.unknownTenant, "no")).status == .refused)
         #expect(DeviceError.classify(SyncError(.serverBusy, "later")).status == .syncFailed)
+        // As it arrives: through a frame, retryable, with its hint.
+        let received = SyncError(SyncError.storageFull().frame.error)
+        #expect(received == SyncError.storageFull() && received.retryable && received.retryAfter == .seconds(30))
+        let full = DeviceError.classify(received)
+        #expect(full.status == .syncFailed)
+        #expect(full.message.contains("storage is full") && full.message.contains("still on this device"), "\(full)")
         #expect(DeviceError.classify(TLSError(operation: .handshake, message: "bad chain")).status == .refused)
         #expect(DeviceError.classify(TLSError(operation: .pinVerification, message: "pin")).status == .refused)
         #expect(DeviceError.classify(TLSError(operation: .read, message: "reset")).status == .syncFailed)

@@ -21,11 +21,13 @@ struct Ctl {
         var json: Any? { try? JSONSerialization.jsonObject(with: Data(output.utf8)) }
     }
 
+    /// Runs `rapportctl` with `arguments`, then `--data` unless `passingData` is false (the
+    /// arguments then say where the data is themselves).
     @discardableResult
-    func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+    func run(_ arguments: [String], environment: [String: String] = [:], passingData: Bool = true) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments + ["--data", data]
+        process.arguments = arguments + (passingData ? ["--data", data] : [])
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -187,6 +189,60 @@ struct OperatedServer {
         #expect(records?["account"] == 700)
         let devices = try ctl.run(["device", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]]
         #expect(devices?.compactMap { $0["status"] as? String }.sorted() == ["active", "revoked"])
+    }
+
+    /// rapportd's startup hint puts --data before the subcommand; the common options work on
+    /// either side of it.
+    @Test func commonOptionsGoBeforeOrAfterTheSubcommand() throws {
+        let dir = try TemporaryDirectory()
+        let data = dir.path("data")
+        let ctl = Ctl(data: data)
+        #expect(try ctl.run(["--data", data, "tenant", "create", "acme"], passingData: false).status == 0)
+        #expect(try ctl.run(["--data=\(data)", "user", "add", "--tenant", "acme", "--email", "ana@acme.example", "--name", "Ana"],
+                            passingData: false).status == 0)
+        let enrolled = try ctl.run(["--data", data, "--json", "--actor", "ops", "device", "enroll", "--tenant", "acme",
+                                    "--user", "ana@acme.example"], passingData: false)
+        #expect(enrolled.status == 0, "\(enrolled.error)")
+        #expect((enrolled.json as? [String: Any])?["code"] is String, "\(enrolled.output)")
+        let after = try ctl.run(["audit", "--tenant", "acme", "--json"])
+        let actors = (after.json as? [[String: Any]])?.compactMap { $0["actor"] as? String }
+        #expect(actors?.contains("ops") == true, "\(after.output)")
+        // Before and after at once: the later --json is as good as the first.
+        #expect(try ctl.run(["--data", data, "tenant", "list", "--json"], passingData: false).json is [Any])
+        let unknown = try ctl.run(["--data", data, "no-such-command"], passingData: false)
+        #expect(unknown.status == 1)
+        #expect(unknown.error.contains("no-such-command"), "\(unknown.error)")
+    }
+
+    /// The registry keeps the checkpoint a device reached, not the one it asked from: after a
+    /// pull of several batches, the end of the last one.
+    @Test func theDeviceListShowsTheCheckpointOfTheLastBatchPulled() async throws {
+        let dir = try TemporaryDirectory()
+        let data = dir.path("data")
+        let credentials = try ServerProcess.prepare(data: data, tenants: ["acme"], devicesPerTenant: 2, schema: CRMSchema.current)
+        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data)
+        defer { server.stop() }
+        func device(_ credential: DeviceCredential, batch: Int) throws -> RapportClient {
+            var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: "acme", secret: credential.secret,
+                                             trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
+            config.pullBatchSize = batch
+            let store = try ReplicaStore(path: dir.path("\(credential.deviceID).sqlite"),
+                                         options: .init(schema: CRMSchema.current, replicaID: try credential.replicaID))
+            return try RapportClient(store: SharedReplicaStore(store, label: credential.deviceID), configuration: config,
+                                     logger: ServerFixture.logger("test.device"))
+        }
+        let writer = try device(credentials["acme"]![0], batch: 2_000)
+        let reader = try device(credentials["acme"]![1], batch: 10)
+        try writer.local { store in try store.transaction { for i in 0..<25 { _ = try store.create("account", ["name": .text("a\(i)")]) } } }
+        try await writer.sync()
+        let report = try await reader.sync()
+        #expect(report.pulled == 25)
+        #expect(report.checkpoint >= 25)
+        // A graceful stop saves what the server noted about its devices.
+        server.stop()
+        let devices = try #require(try Ctl(data: data).run(["device", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]])
+        let listed = devices.first { $0["id"] as? String == reader.store.replicaID }
+        #expect((listed?["last_checkpoint"] as? Int).map(Int64.init) == report.checkpoint, "\(devices)")
     }
 }
 

@@ -1,5 +1,6 @@
 import CSQLite
 import Foundation
+import PrivateFiles
 import SQLite
 import TestSupport
 import Testing
@@ -165,5 +166,32 @@ import Testing
             #expect(try reader.query("SELECT name FROM t") { $0.string(0) } == ["committed"])
         }
         #expect(try reader.scalarInt("SELECT count(*) FROM t") == 2)
+    }
+}
+
+/// Databases hold tenants' data: owner-only from their creation, with their -wal and -shm.
+@Suite(.serialized) struct OwnerOnlyFileTests {
+    @Test(arguments: [mode_t(0o022), mode_t(0o000)])
+    func newDatabasesTheirWALAndFoldersAreOwnerOnlyWhateverTheUmask(mask: mode_t) async throws {
+        let dir = try TemporaryDirectory()
+        let root = dir.path("data")
+        try await FileModes.withUmask(mask) {
+            try PrivateFiles.createDirectory(root + "/tenants/deeper")
+            let db = try Database(path: root + "/tenants/deeper/store.sqlite")
+            defer { db.close() }
+            try db.execute("CREATE TABLE t (x); INSERT INTO t VALUES (1)")
+            try PrivateFiles.write("hello\n", to: root + "/note")
+            let names = PrivateFiles.entries(under: root).map { String($0.path.dropFirst(root.count)) }
+            #expect(names == ["", "/note", "/tenants", "/tenants/deeper", "/tenants/deeper/store.sqlite",
+                              "/tenants/deeper/store.sqlite-shm", "/tenants/deeper/store.sqlite-wal"])
+            #expect(FileModes.notOwnerOnly(under: root).isEmpty, "\(FileModes.notOwnerOnly(under: root))")
+        }
+    }
+
+    @Test func aFolderThatCannotBeMadeIsReportedWithItsPath() throws {
+        let dir = try TemporaryDirectory()
+        try PrivateFiles.write("x", to: dir.path("file"))
+        let error = try #require(throws: PrivateFileError.self) { try PrivateFiles.createDirectory(dir.path("file/sub")) }
+        #expect(error.description.contains(dir.path("file")))
     }
 }

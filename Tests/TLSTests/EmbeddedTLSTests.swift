@@ -138,6 +138,8 @@ import Testing
         // TLS1_VERSION ... TLS1_1_VERSION at security level 0, which OpenSSL 3
         // requires before it will even offer these versions.
         configuration._unsafeProtocolOverride = (min: 0x0301, max: 0x0302, securityLevel: 0)
+        // A legacy client offers the suites those versions have (no AEAD suite exists before 1.2).
+        configuration._unsafeCipherList = "DEFAULT"
         let pair = try EmbeddedPair(client: try TLSContext(configuration: configuration), server: try pki.serverContext())
         defer { pair.finish() }
         try pair.shuttle()
@@ -147,6 +149,32 @@ import Testing
         let serverError = try #require(pair.serverRecorder.tlsErrors.first)
         #expect(serverError.description.contains("unsupported protocol"))
         #expect(!pair.clientRecorder.tlsErrors.isEmpty)
+    }
+
+    /// TLS 1.2 offers only ECDHE with AES-GCM or ChaCha20-Poly1305: a client offering nothing
+    /// but CBC suites finds no shared cipher; one offering an AEAD suite connects with TLS 1.2.
+    @Test(arguments: [
+        ("ECDHE-ECDSA-AES128-SHA", false), ("ECDHE-ECDSA-AES256-SHA384", false),
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", true), ("ECDHE-ECDSA-AES256-GCM-SHA384", true),
+        ("ECDHE-ECDSA-CHACHA20-POLY1305", true),
+    ])
+    func tls12AcceptsOnlyAEADSuites(suite: String, accepted: Bool) throws {
+        let pki = try TestPKI()
+        var configuration = pki.clientConfiguration()
+        configuration._unsafeProtocolOverride = (min: 0x0303, max: 0x0303, securityLevel: 1)
+        configuration._unsafeCipherList = suite
+        let pair = try EmbeddedPair(client: try TLSContext(configuration: configuration), server: try pki.serverContext())
+        defer { pair.finish() }
+        try pair.shuttle()
+
+        #expect(pair.clientRecorder.handshakeCompleted == accepted, "\(suite)")
+        #expect(pair.serverRecorder.handshakeCompleted == accepted, "\(suite)")
+        if accepted {
+            #expect(pair.serverHandler.negotiatedVersion == "TLSv1.2")
+        } else {
+            let serverError = try #require(pair.serverRecorder.tlsErrors.first)
+            #expect(serverError.description.contains("no shared cipher"), "\(serverError)")
+        }
     }
 
     @Test func garbageFromClientFailsCleanly() throws {

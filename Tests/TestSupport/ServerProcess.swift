@@ -24,10 +24,20 @@ public struct DeviceCredential: Sendable, Hashable {
 public final class ServerProcess: Sendable {
     public let process: Process
     public let port: Int
+    /// What the server printed to standard output up to the line with its port (or a little more).
+    public let banner: String
+    private let output: FileHandle
 
-    private init(process: Process, port: Int) {
+    private init(process: Process, port: Int, banner: String, output: FileHandle) {
         self.process = process
         self.port = port
+        self.banner = banner
+        self.output = output
+    }
+
+    /// Everything the server printed to standard output after `banner`, once it has exited.
+    public func remainingOutput() -> String {
+        String(decoding: output.readDataToEndOfFile(), as: UTF8.self)
     }
 
     /// `rapportd` (or another of our executables) from the same build as this program (a test
@@ -67,7 +77,10 @@ public final class ServerProcess: Sendable {
     }
 
     /// Starts the server on a free port and waits until it listens.
-    public static func start(binary: String, data: String, arguments: [String] = []) throws -> ServerProcess {
+    ///
+    /// - Parameter logFile: where its standard error (its log) goes; by default this process's.
+    ///   `arguments` come last, so a `--log-level` there wins over the default `warning`.
+    public static func start(binary: String, data: String, arguments: [String] = [], logFile: String? = nil) throws -> ServerProcess {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw BenchError("no rapportd at \(binary); build it first: swift build -c release --product rapportd")
         }
@@ -76,6 +89,10 @@ public final class ServerProcess: Sendable {
         process.arguments = ["--port", "0", "--data", data, "--log-level", "warning"] + arguments
         let output = Pipe()
         process.standardOutput = output
+        if let logFile {
+            _ = FileManager.default.createFile(atPath: logFile, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: logFile))
+        }
         try process.run()
         // The first line says where it listens: "rapportd serving DIR on HOST:PORT".
         var buffer = Data()
@@ -89,7 +106,8 @@ public final class ServerProcess: Sendable {
             process.terminate()
             throw BenchError("cannot read the port from rapportd's first line: \(line)")
         }
-        return ServerProcess(process: process, port: port)
+        return ServerProcess(process: process, port: port, banner: String(decoding: buffer, as: UTF8.self),
+                             output: output.fileHandleForReading)
     }
 
     public func stop() {

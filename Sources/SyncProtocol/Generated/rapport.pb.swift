@@ -618,6 +618,9 @@ public nonisolated struct Rapport_V1_Error: Sendable {
 
     /// a write the device may not make (another replica's id, say)
     case permissionDenied // = 21
+
+    /// the server's disk is full: nothing of the batch was kept; retry later
+    case storageFull // = 22
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -648,6 +651,7 @@ public nonisolated struct Rapport_V1_Error: Sendable {
       case 19: self = .enrollmentCodeUsed
       case 20: self = .userSuspended
       case 21: self = .permissionDenied
+      case 22: self = .storageFull
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -676,6 +680,7 @@ public nonisolated struct Rapport_V1_Error: Sendable {
       case .enrollmentCodeUsed: return 19
       case .userSuspended: return 20
       case .permissionDenied: return 21
+      case .storageFull: return 22
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -704,6 +709,7 @@ public nonisolated struct Rapport_V1_Error: Sendable {
       .enrollmentCodeUsed,
       .userSuspended,
       .permissionDenied,
+      .storageFull,
     ]
 
   }
@@ -1752,5 +1758,5 @@ nonisolated extension Rapport_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Rapport_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}MALFORMED_FRAME\0\u{1}FRAME_TOO_LARGE\0\u{1}UNEXPECTED_MESSAGE\0\u{1}UNSUPPORTED_PROTOCOL_VERSION\0\u{1}INCOMPATIBLE_SCHEMA\0\u{1}AUTHENTICATION_FAILED\0\u{1}UNKNOWN_TENANT\0\u{1}TENANT_SUSPENDED\0\u{1}DEVICE_REVOKED\0\u{1}BATCH_TOO_LARGE\0\u{1}TIMEOUT\0\u{1}SERVER_BUSY\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL\0\u{1}RESYNC_REQUIRED\0\u{1}INVALID_ENROLLMENT_CODE\0\u{1}UNKNOWN_MESSAGE_TYPE\0\u{1}ENROLLMENT_CODE_EXPIRED\0\u{1}ENROLLMENT_CODE_USED\0\u{1}USER_SUSPENDED\0\u{1}PERMISSION_DENIED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}MALFORMED_FRAME\0\u{1}FRAME_TOO_LARGE\0\u{1}UNEXPECTED_MESSAGE\0\u{1}UNSUPPORTED_PROTOCOL_VERSION\0\u{1}INCOMPATIBLE_SCHEMA\0\u{1}AUTHENTICATION_FAILED\0\u{1}UNKNOWN_TENANT\0\u{1}TENANT_SUSPENDED\0\u{1}DEVICE_REVOKED\0\u{1}BATCH_TOO_LARGE\0\u{1}TIMEOUT\0\u{1}SERVER_BUSY\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL\0\u{1}RESYNC_REQUIRED\0\u{1}INVALID_ENROLLMENT_CODE\0\u{1}UNKNOWN_MESSAGE_TYPE\0\u{1}ENROLLMENT_CODE_EXPIRED\0\u{1}ENROLLMENT_CODE_USED\0\u{1}USER_SUSPENDED\0\u{1}PERMISSION_DENIED\0\u{1}STORAGE_FULL\0")
 }
