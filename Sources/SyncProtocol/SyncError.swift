@@ -7,11 +7,15 @@ public struct SyncError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Whether trying again later can succeed (a busy or restarting server), as opposed to a
     /// request that will fail the same way every time (bad credentials, wrong version).
     public var retryable: Bool
+    /// How long the sender asks the client to wait before trying again (`retry_after_ms`), when
+    /// it says: a busy server spreads its returning clients out with it.
+    public var retryAfter: Duration?
 
-    public init(_ code: Code, _ message: String, retryable: Bool? = nil) {
+    public init(_ code: Code, _ message: String, retryable: Bool? = nil, retryAfter: Duration? = nil) {
         self.code = code
         self.message = message
         self.retryable = retryable ?? Self.isRetryable(code)
+        self.retryAfter = retryAfter
     }
 
     /// Whether the code, by itself, invites a retry (SPEC.md 2.6).
@@ -23,7 +27,8 @@ public struct SyncError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     public init(_ frame: Rapport_V1_Error) {
-        self.init(frame.code, frame.message, retryable: frame.retryable)
+        self.init(frame.code, frame.message, retryable: frame.retryable,
+                  retryAfter: frame.retryAfterMs == 0 ? nil : .milliseconds(frame.retryAfterMs))
     }
 
     /// The error as a frame to send.
@@ -32,10 +37,13 @@ public struct SyncError: Error, Sendable, Equatable, CustomStringConvertible {
         error.code = code
         error.message = message
         error.retryable = retryable
+        error.retryAfterMs = retryAfter?.wireMilliseconds ?? 0
         var frame = Rapport_V1_Frame()
         frame.error = error
         return frame
     }
 
-    public var description: String { "\(code) — \(message)\(retryable ? " (retryable)" : "")" }
+    public var description: String {
+        "\(code) — \(message)\(retryable ? " (retryable\(retryAfter.map { " after \($0)" } ?? ""))" : "")"
+    }
 }
