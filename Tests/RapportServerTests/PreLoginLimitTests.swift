@@ -89,6 +89,8 @@ extension ProtocolFaultTests {
         await again.close()
         await session.close()
         try await expectStillServes(fixture)
+        // Sessions, waiting connections and the busy answer alike gave their places back.
+        try await eventually("every connection to be counted out") { fixture.server.connectionCounts == (0, 0) }
         await fixture.stop()
     }
 
