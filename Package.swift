@@ -108,8 +108,9 @@ let package = Package(
         .executableTarget(
             name: "rapport-bench",
             dependencies: [
-                "RapportServer", "Registry", "ReplicaStore", "SQLite", "SyncModel", "RapportClient", "CRM", "TLS", "TestSupport",
-                .product(name: "Logging", package: "swift-log"),
+                "RapportServer", "Registry", "ReplicaStore", "SQLite", "SyncModel", "SyncProtocol", "RapportClient", "CRM", "TLS",
+                "TestSupport", .product(name: "Logging", package: "swift-log"),
+            ] + nio + [
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -59,6 +59,13 @@ public struct RetryPolicy: Sendable {
         let capped = min(doubled, maxDelay)
         return capped * Double.random(in: 0.5...1.0)
     }
+
+    /// The wait before attempt `attempt` after `error`: the backoff, or longer when the server
+    /// asked for a delay (`SERVER_BUSY`'s or `STORAGE_FULL`'s `retry_after_ms`), so a busy server
+    /// is not hit again before it said it could take the client; never longer than `maxDelay`.
+    public func delay(before attempt: Int, after error: any Error) -> Duration {
+        max(delay(before: attempt), min((error as? SyncError)?.retryAfter ?? .zero, maxDelay))
+    }
 }
 
 /// Why a sync failed on the client's side.

@@ -86,7 +86,7 @@ public final class LiveSync: Sendable {
                 sink.yield(.disconnected(error))
                 guard RapportClient.isRetryable(error) else { return }
                 failures += 1
-                try? await Task.sleep(for: client.configuration.retry.delay(before: min(failures, 16)))
+                try? await Task.sleep(for: client.configuration.retry.delay(before: min(failures, 16), after: error))
             }
         }
     }

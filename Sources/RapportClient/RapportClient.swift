@@ -87,9 +87,7 @@ public final class RapportClient: Sendable {
                 return try await body(attempt)
             } catch {
                 guard attempt < configuration.retry.maxAttempts, Self.isRetryable(error), !Task.isCancelled else { throw error }
-                var delay = configuration.retry.delay(before: attempt)
-                // The server's hint (a full disk) within the policy's cap, never shorter than the backoff.
-                if let hint = (error as? SyncError)?.retryAfter { delay = max(delay, min(hint, configuration.retry.maxDelay)) }
+                let delay = configuration.retry.delay(before: attempt, after: error)
                 logger.info("sync failed, retrying", metadata: ["attempt": "\(attempt)", "delay": "\(delay)", "error": "\(error)"])
                 try await Task.sleep(for: delay)
                 attempt += 1
@@ -105,6 +103,9 @@ public final class RapportClient: Sendable {
         case let error as TLSError:
             switch error.operation {
             case .read, .write: return true
+            // The server closed before the handshake was done (one over its connection cap does)
+            // rather than TLS refusing it: a refusal always carries OpenSSL's reason.
+            case .handshake: return error.verifyResult == nil && error.openSSLErrors.isEmpty
             default: return false
             }
         case let error as ClientError:

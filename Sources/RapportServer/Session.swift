@@ -11,7 +11,11 @@ import TLS
 extension SyncServer {
     /// Runs one session from Hello to close. Whatever the peer does, the only effects are on this
     /// connection and, through validated batches, on its own tenant's store.
-    func serve(_ connection: NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>) async {
+    ///
+    /// Until its Hello is accepted the connection counts as pre-login (`ticket`) and reads only
+    /// small frames (`frameLimit`); both change before `Welcome` goes out.
+    func serve(_ connection: NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>, frameLimit: FrameSizeLimit,
+               ticket: ConnectionGate.Ticket) async {
         var logger = self.logger
         logger[metadataKey: "peer"] = "\(connection.channel.remoteAddress?.description ?? "unknown")"
         let entry = sessions.add(connection.channel)
@@ -44,6 +48,8 @@ extension SyncServer {
                             logger[metadataKey: "tenant"] = "\(store.tenant)"
                             logger[metadataKey: "device"] = "\(id.device)"
                             machine.authenticated()
+                            frameLimit.establish()
+                            gate.loggedIn(ticket)
                             let sequence = try await store.store.perform { try $0.lastSequence }
                             var welcome = Rapport_V1_Welcome()
                             welcome.protocolVersion = SyncProtocolVersion.current

@@ -38,6 +38,18 @@ public final class SyncServer: Sendable {
         /// How often the server looks for revoked devices, suspended users and tenants, and
         /// ends their sessions: the bound on how long a revoked device keeps syncing.
         public var accessCheckInterval: Duration
+        /// Open connections at most, sessions, pre-login connections and busy answers together;
+        /// one more is closed as soon as it is accepted. Keep it under the process's file limit.
+        public var maxConnections: Int
+        /// Connections that have not logged in yet (TLS, Hello, Enroll), in all; one more is
+        /// answered `SERVER_BUSY` after its TLS handshake.
+        public var maxPreLoginConnections: Int
+        /// Connections from one IP address that have not logged in yet; one more is answered
+        /// `SERVER_BUSY`, so one peer cannot use up the pre-login connections of everyone.
+        public var maxPreLoginPerAddress: Int
+        /// The delay a `SERVER_BUSY` answer asks for, plus up to half of it again at random so
+        /// that the clients it turned away do not come back together.
+        public var busyRetryAfter: Duration
 
         public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = 7443,
                     schema: Schema, schemaVersion: UInt32) {
@@ -50,6 +62,10 @@ public final class SyncServer: Sendable {
             self.shutdownGracePeriod = .seconds(10)
             self.maxOpenTenants = 256
             self.accessCheckInterval = .seconds(1)
+            self.maxConnections = 4096
+            self.maxPreLoginConnections = 1024
+            self.maxPreLoginPerAddress = 64
+            self.busyRetryAfter = .seconds(1)
         }
     }
 
@@ -62,6 +78,7 @@ public final class SyncServer: Sendable {
     let authenticator: any Authenticator
     let group: any EventLoopGroup
     let sessions = SessionRegistry()
+    let gate: ConnectionGate
     private let running = Mutex<Running?>(nil)
 
     private struct Running: @unchecked Sendable {
@@ -79,6 +96,9 @@ public final class SyncServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.group = group
+        gate = ConnectionGate(limits: .init(total: configuration.maxConnections,
+                                            preLogin: configuration.maxPreLoginConnections,
+                                            preLoginPerAddress: configuration.maxPreLoginPerAddress))
         try PrivateFiles.createDirectory(configuration.dataDirectory)
         Self.tightenLooseModes(in: configuration.dataDirectory, logger: logger)
         let chain: PEMSource, key: PEMSource
@@ -129,32 +149,31 @@ public final class SyncServer: Sendable {
         }
     }
 
+    /// What the server makes of a connection it accepted (see `ConnectionGate`).
+    enum Accepted: Sendable {
+        case session(NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>, FrameSizeLimit, ConnectionGate.Ticket)
+        /// Answered `SERVER_BUSY` or dropped by its own handlers; nothing to serve.
+        case refused
+    }
+
     /// Binds the listening socket and starts accepting sessions.
     @discardableResult
     public func start() async throws -> Int {
-        let limits = configuration.limits
-        let tls = self.tls
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .bind(host: configuration.host, port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(TLSHandler(context: tls))
-                    try sync.addFrameCodec(maxFrameBytes: limits.maxFrameBytes)
-                    try sync.addHandler(SessionTimeoutHandler(
-                        handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.idleTimeout)))
-                    return try NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>(wrappingChannelSynchronously: channel)
-                }
+            .bind(host: configuration.host, port: configuration.port) { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.accept(channel) }
             }
         let port = server.channel.localAddress?.port ?? configuration.port
         let acceptLoop = Task { [self] in
             do {
                 try await server.executeThenClose { inbound in
                     try await withThrowingDiscardingTaskGroup { group in
-                        for try await connection in inbound {
-                            group.addTask { await self.serve(connection) }
+                        for try await accepted in inbound {
+                            guard case .session(let connection, let frameLimit, let ticket) = accepted else { continue }
+                            group.addTask { await self.serve(connection, frameLimit: frameLimit, ticket: ticket) }
                         }
                     }
                 }
@@ -167,6 +186,71 @@ public final class SyncServer: Sendable {
         logger.info("rapportd listening", metadata: ["address": "\(configuration.host):\(port)", "data": "\(configuration.dataDirectory)"])
         return port
     }
+
+    /// Sets up a connection just accepted, on its event loop: a session pipeline (TLS, frames
+    /// with the small pre-login limit, timeouts), or a `SERVER_BUSY` answer, or an immediate
+    /// close, as the connection caps decide.
+    func accept(_ channel: any Channel) throws -> Accepted {
+        let limits = configuration.limits
+        let address = channel.remoteAddress?.ipAddress ?? "unknown"
+        let sync = channel.pipeline.syncOperations
+        let ticket: ConnectionGate.Ticket
+        switch gate.admit(address: address) {
+        case .dropped:
+            logger.info("connection dropped: too many connections", metadata: [
+                "peer": "\(address)", "max_connections": "\(gate.limits.total)"])
+            try sync.addHandler(CloseAtOnceHandler())
+            return .refused
+        case .busy(let busyTicket, let reason):
+            logger.info("connection answered SERVER_BUSY", metadata: ["peer": "\(address)", "reason": "\(reason)"])
+            channel.closeFuture.whenComplete { [gate] _ in gate.release(busyTicket) }
+            let delay = configuration.busyRetryAfter * Double.random(in: 1.0...1.5)
+            try sync.addHandler(TLSHandler(context: tls))
+            try sync.addHandler(MessageToByteHandler(FrameEncoder()))
+            try sync.addHandler(BusyAnswerHandler(SyncError(.serverBusy, "server busy: \(reason); retry later",
+                                                            retryable: true, retryAfter: delay)))
+            try sync.addHandler(SessionTimeoutHandler(
+                handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.handshakeTimeout)))
+            return .refused
+        case .admitted(let admitted):
+            ticket = admitted
+        }
+        channel.closeFuture.whenComplete { [gate] _ in gate.release(ticket) }
+        let frameLimit = limits.frameSizeLimit()
+        try sync.addHandler(TLSHandler(context: tls))
+        try sync.addFrameCodec(limit: frameLimit)
+        try sync.addHandler(SessionTimeoutHandler(
+            handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.idleTimeout)))
+        // A few frames queued at most before reading stops: with the frame limit, this bounds
+        // what a session holds while the server works on its request (SPEC.md 2.5).
+        let inbound = NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>.Configuration(
+            backPressureStrategy: .init(lowWatermark: 1, highWatermark: 2))
+        let connection = try NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>(
+            wrappingChannelSynchronously: channel, configuration: inbound)
+        return .session(connection, frameLimit, ticket)
+    }
+
+    /// Raises this process's soft limit on open files to its hard limit, and returns the limit
+    /// now in force. Every connection is a descriptor and the usual soft limit (1,024) is far
+    /// below `maxConnections`; a process that opens many connections (a benchmark) needs it too.
+    public static func raiseFileDescriptorLimit() -> Int {
+        #if os(Linux)
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+        let resource = RLIMIT_NOFILE
+        #endif
+        var limit = rlimit()
+        guard getrlimit(resource, &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(resource, &raised) == 0 { limit = raised }
+        }
+        return Int(clamping: limit.rlim_cur)
+    }
+
+    /// Open connections now, and how many of them have not logged in (for tests and operators).
+    public var connectionCounts: (total: Int, preLogin: Int) { gate.current }
 
     /// Stops accepting, lets sessions finish the batch they are working on (then tells them the
     /// server is going away), waits for them up to the grace period, and closes the stores.

@@ -1,5 +1,6 @@
 import NIOCore
 import SwiftProtobuf
+import Synchronization
 
 /// What the frame decoder hands up: a frame, or the reason the byte stream cannot be trusted
 /// any more. A violation is a value rather than a thrown error so that the session can answer
@@ -9,19 +10,61 @@ public enum InboundFrame: Sendable {
     case invalid(SyncError)
 }
 
+/// The largest frame a connection accepts: small until its session is authenticated, the full
+/// limit after (SPEC.md 2.5), so that a peer nobody knows yet cannot make the server hold a
+/// large partial frame. Shared by the decoder, on the event loop, and the session, which
+/// raises it once `Hello` is accepted and before `Welcome` goes out.
+public final class FrameSizeLimit: Sendable {
+    /// The limit before login (Hello or Enroll).
+    public let preLoginBytes: Int
+    /// The limit of an authenticated session.
+    public let sessionBytes: Int
+    private let established = Atomic<Bool>(false)
+
+    public init(preLogin: Int, session: Int) {
+        preLoginBytes = preLogin
+        sessionBytes = session
+    }
+
+    /// One limit from the start, for peers that authenticate nobody (the client side).
+    public convenience init(_ bytes: Int) {
+        self.init(preLogin: bytes, session: bytes)
+        establish()
+    }
+
+    /// Whether the session limit applies.
+    public var isEstablished: Bool { established.load(ordering: .acquiring) }
+
+    /// The limit that applies now.
+    public var bytes: Int { isEstablished ? sessionBytes : preLoginBytes }
+
+    /// Switches to the session limit. Call before answering `Welcome`: a client sends nothing
+    /// more until it has it, so every later frame is measured against the session limit.
+    public func establish() {
+        established.store(true, ordering: .releasing)
+    }
+}
+
 /// Splits the byte stream into frames: a 4-byte big-endian length, then a protobuf `Frame`.
 ///
 /// A length over the limit, bytes that are not a `Frame`, a frame with a message type this
 /// version does not know, or a connection that ends in the middle of a frame each produce one
 /// `.invalid`; after that the decoder discards everything, because the stream has lost framing.
+/// The length is checked as soon as its 4 bytes are in, and nothing is reserved for the body:
+/// the buffer only ever holds bytes the peer actually sent, at most one frame under the limit.
 public struct FrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = InboundFrame
 
-    private let maxFrameBytes: Int
+    private let limit: FrameSizeLimit
     private var broken = false
 
     public init(maxFrameBytes: Int) {
-        self.maxFrameBytes = maxFrameBytes
+        self.limit = FrameSizeLimit(maxFrameBytes)
+    }
+
+    /// A decoder whose limit the session raises after login.
+    public init(limit: FrameSizeLimit) {
+        self.limit = limit
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
@@ -50,10 +93,12 @@ public struct FrameDecoder: ByteToMessageDecoder {
             return nil
         }
         guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) else { return nil }
+        let maxFrameBytes = limit.bytes
         guard Int(length) <= maxFrameBytes else {
             broken = true
             buffer.moveReaderIndex(to: buffer.writerIndex)
-            return .invalid(SyncError(.frameTooLarge, "frame of \(length) bytes exceeds the limit of \(maxFrameBytes)"))
+            let when = limit.isEstablished ? "" : " before login (Hello or Enroll)"
+            return .invalid(SyncError(.frameTooLarge, "frame of \(length) bytes exceeds the limit of \(maxFrameBytes)\(when)"))
         }
         guard buffer.readableBytes >= 4 + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
@@ -95,7 +140,12 @@ extension ChannelPipeline.SynchronousOperations {
     /// Adds the frame encoder and decoder, after whatever secures the connection (TLS), so that
     /// both ends of a session frame bytes the same way.
     public func addFrameCodec(maxFrameBytes: Int) throws {
+        try addFrameCodec(limit: FrameSizeLimit(maxFrameBytes))
+    }
+
+    /// Adds the frame codec with a limit the session can raise after login.
+    public func addFrameCodec(limit: FrameSizeLimit) throws {
         try addHandler(MessageToByteHandler(FrameEncoder()))
-        try addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)))
+        try addHandler(ByteToMessageHandler(FrameDecoder(limit: limit)))
     }
 }

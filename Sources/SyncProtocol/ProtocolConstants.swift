@@ -10,6 +10,9 @@ public enum SyncProtocolVersion {
 public struct SessionLimits: Sendable, Equatable {
     /// Largest frame accepted, length prefix excluded.
     public var maxFrameBytes: Int
+    /// Largest frame accepted before login (Hello or Enroll, both well under 1 KiB): a peer
+    /// that has not authenticated cannot make the server buffer more than this.
+    public var maxPreLoginFrameBytes: Int
     /// Most records in one push or pull batch.
     public var maxBatchRecords: Int
     /// How long a connection may take to finish TLS and say `Hello`.
@@ -19,14 +22,22 @@ public struct SessionLimits: Sendable, Equatable {
 
     public init(
         maxFrameBytes: Int = 16 << 20,
+        maxPreLoginFrameBytes: Int = 16 << 10,
         maxBatchRecords: Int = 2_000,
         handshakeTimeout: Duration = .seconds(10),
         idleTimeout: Duration = .seconds(60)
     ) {
         self.maxFrameBytes = maxFrameBytes
+        self.maxPreLoginFrameBytes = maxPreLoginFrameBytes
         self.maxBatchRecords = maxBatchRecords
         self.handshakeTimeout = handshakeTimeout
         self.idleTimeout = idleTimeout
+    }
+
+    /// The frame limit of one connection: the pre-login one until the session is authenticated
+    /// (never above the session limit).
+    public func frameSizeLimit() -> FrameSizeLimit {
+        FrameSizeLimit(preLogin: min(maxPreLoginFrameBytes, maxFrameBytes), session: maxFrameBytes)
     }
 
     /// The limits as `Welcome` carries them.
@@ -34,8 +45,15 @@ public struct SessionLimits: Sendable, Equatable {
         var limits = Rapport_V1_Limits()
         limits.maxFrameBytes = UInt32(clamping: maxFrameBytes)
         limits.maxBatchRecords = UInt32(clamping: maxBatchRecords)
-        let (seconds, attoseconds) = idleTimeout.components
-        limits.idleTimeoutMs = UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+        limits.idleTimeoutMs = idleTimeout.wireMilliseconds
         return limits
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, as the protocol's `_ms` fields carry them (clamped to their range).
+    var wireMilliseconds: UInt32 {
+        let (seconds, attoseconds) = components
+        return UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
     }
 }

@@ -7,8 +7,8 @@ public struct SyncError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Whether trying again later can succeed (a busy or restarting server), as opposed to a
     /// request that will fail the same way every time (bad credentials, wrong version).
     public var retryable: Bool
-    /// How long the sender suggests waiting before a retry, when it has an opinion
-    /// (`retry_after_ms`; `nil` for 0, which means none).
+    /// How long the sender asks the client to wait before trying again (`retry_after_ms`), when
+    /// it says: a busy server spreads its returning clients out with it.
     public var retryAfter: Duration?
 
     public init(_ code: Code, _ message: String, retryable: Bool? = nil, retryAfter: Duration? = nil) {
@@ -42,14 +42,13 @@ public struct SyncError: Error, Sendable, Equatable, CustomStringConvertible {
         error.code = code
         error.message = message
         error.retryable = retryable
-        if let retryAfter {
-            let (seconds, attoseconds) = retryAfter.components
-            error.retryAfterMs = UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
-        }
+        error.retryAfterMs = retryAfter?.wireMilliseconds ?? 0
         var frame = Rapport_V1_Frame()
         frame.error = error
         return frame
     }
 
-    public var description: String { "\(code) — \(message)\(retryable ? " (retryable)" : "")" }
+    public var description: String {
+        "\(code) — \(message)\(retryable ? " (retryable\(retryAfter.map { " after \($0)" } ?? ""))" : "")"
+    }
 }

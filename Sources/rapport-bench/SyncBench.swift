@@ -51,7 +51,10 @@ struct SyncBench: AsyncParsableCommand {
         try rows.create(in: source)
         source.close()
 
-        let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data)
+        // Every bench device connects from 127.0.0.1: the per-address cap on connections not
+        // logged in yet (meant for one peer among many) would turn most of them away.
+        let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data,
+                                             arguments: ["--max-prelogin-per-address", "\(max(64, sessions))"])
         defer { server.stop() }
         let client = { (tenant: String, name: String) throws -> RapportClient in
             guard let credential = credentials[tenant]?.popLast() else { throw ValidationError("no device left in tenant \(tenant)") }

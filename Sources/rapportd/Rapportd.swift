@@ -42,6 +42,18 @@ struct Rapportd: AsyncParsableCommand {
     @Option(help: "Tenant stores kept open while unused; least recently used are closed beyond it.")
     var maxOpenTenants = 256
 
+    @Option(help: "Open connections at most (sessions, connections not logged in yet, busy answers); more are closed at once.")
+    var maxConnections = 4096
+
+    @Option(name: .customLong("max-prelogin"), help: "Connections that have not logged in yet, in all; more are answered SERVER_BUSY.")
+    var maxPreLogin = 1024
+
+    @Option(name: .customLong("max-prelogin-per-address"), help: "Connections not logged in yet from one IP address; more are answered SERVER_BUSY.")
+    var maxPreLoginPerAddress = 64
+
+    @Option(help: "Seconds a connection has for its TLS handshake and Hello.")
+    var handshakeTimeout: Double = 10
+
     @Flag(help: "Do not make the development tenant 'dev' in an empty data directory.")
     var noDevTenant = false
 
@@ -54,6 +66,11 @@ struct Rapportd: AsyncParsableCommand {
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
         guard maxOpenTenants > 0 else { throw ValidationError("--max-open-tenants must be at least 1") }
+        for (name, value) in [("--max-connections", maxConnections), ("--max-prelogin", maxPreLogin),
+                              ("--max-prelogin-per-address", maxPreLoginPerAddress)] where value < 1 {
+            throw ValidationError("\(name) must be at least 1")
+        }
+        guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
     }
 
     func run() async throws {
@@ -71,6 +88,16 @@ struct Rapportd: AsyncParsableCommand {
         config.certificateChainPath = certificateChain
         config.privateKeyPath = privateKey
         config.maxOpenTenants = maxOpenTenants
+        config.maxConnections = maxConnections
+        config.maxPreLoginConnections = maxPreLogin
+        config.maxPreLoginPerAddress = maxPreLoginPerAddress
+        config.limits.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
+        let descriptors = SyncServer.raiseFileDescriptorLimit()
+        // Each connection is a descriptor; the stores, registry and logs need some more.
+        if descriptors < maxConnections + maxOpenTenants * 3 + 64 {
+            logger.warning("the file descriptor limit may be reached before --max-connections", metadata: [
+                "limit": "\(descriptors)", "max_connections": "\(maxConnections)"])
+        }
         let directory = DataDirectory(data)
         let ticket = noDevTenant ? nil : try directory.bootstrapDevelopmentTenant(schema: CRMSchema.current)
         let server = try SyncServer(configuration: config, logger: logger)

@@ -21,7 +21,8 @@ final class ServerFixture: Sendable {
 
     var caPath: String { server.devCertificateAuthorityPath! }
 
-    init(limits: SessionLimits = SessionLimits(), dir: TemporaryDirectory? = nil, port: Int = 0) async throws {
+    init(limits: SessionLimits = SessionLimits(), dir: TemporaryDirectory? = nil, port: Int = 0,
+         configure: (inout SyncServer.Configuration) -> Void = { _ in }) async throws {
         let dir = try dir ?? TemporaryDirectory()
         self.dir = dir
         var config = SyncServer.Configuration(dataDirectory: dir.path("server"), port: port,
@@ -29,6 +30,7 @@ final class ServerFixture: Sendable {
         config.limits = limits
         config.recordRules = CRMStoreRules()
         config.shutdownGracePeriod = .seconds(2)
+        configure(&config)
         server = try SyncServer(configuration: config,
                                 authenticator: StaticAuthenticator(secrets: ["acme": Self.secret, "globex": Self.secret]),
                                 logger: Self.logger("test.rapportd"))

@@ -47,6 +47,28 @@ struct FrameDecoderTests {
         #expect(decoder.next(&buffer).isNone)
     }
 
+    @Test func theLimitBeforeLoginAppliesUntilTheSessionIsEstablished() throws {
+        // A 600-byte ping: over a 512-byte pre-login limit, under the 4 KiB session one.
+        // Field 8 (ping, nonce 5), then an unknown field 15 of 588 bytes (length varint 0xcc 0x04).
+        let bytes = Self.lengthPrefixed([0x42, 0x02, 0x08, 0x05, 0x7a, 0xcc, 0x04] + [UInt8](repeating: 0x61, count: 588))
+        try #require(bytes.count - 4 == 595)
+
+        let early = FrameSizeLimit(preLogin: 512, session: 4096)
+        var refusing = FrameDecoder(limit: early)
+        // The prefix alone is enough to refuse, and the message says why this limit applies.
+        var prefix = ByteBuffer(bytes: bytes.prefix(4))
+        guard case .invalid(let error)? = refusing.next(&prefix) else { Issue.record("not refused on its prefix"); return }
+        #expect(error.code == .frameTooLarge)
+        #expect(error.message.contains("before login"), "\(error.message)")
+
+        let late = FrameSizeLimit(preLogin: 512, session: 4096)
+        var accepting = FrameDecoder(limit: late)
+        late.establish()
+        var whole = ByteBuffer(bytes: bytes)
+        guard case .frame(let frame)? = accepting.next(&whole) else { Issue.record("refused after login"); return }
+        #expect(frame.ping.nonce == 5)
+    }
+
     @Test func aFrameSplitAcrossReadsInTheMiddleOfItsPrefix() throws {
         let bytes = try Self.encoded(Self.ping(1), Self.ping(2))
         var decoder = FrameDecoder(maxFrameBytes: 1024)

@@ -132,8 +132,17 @@ public final class ServerProcess: Sendable {
 
     /// The server's peak resident memory (VmHWM).
     public func peakResidentMiB() -> Double {
+        memoryMiB("VmHWM")
+    }
+
+    /// The server's resident memory now (VmRSS).
+    public func residentMiB() -> Double {
+        memoryMiB("VmRSS")
+    }
+
+    private func memoryMiB(_ field: String) -> Double {
         guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
               let kib = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
         return kib / 1024
     }
