@@ -62,10 +62,14 @@ public struct RetryPolicy: Sendable {
 
     /// The wait before attempt `attempt` after `error`: the backoff, or longer when the server
     /// asked for a delay (`SERVER_BUSY`'s or `STORAGE_FULL`'s `retry_after_ms`), so a busy server
-    /// is not hit again before it said it could take the client; never longer than `maxDelay`.
+    /// is not hit again before it said it could take the client, even past `maxDelay`; at most
+    /// `longestServerHint`, so a broken or hostile server cannot park a device for days.
     public func delay(before attempt: Int, after error: any Error) -> Duration {
-        max(delay(before: attempt), min((error as? SyncError)?.retryAfter ?? .zero, maxDelay))
+        max(delay(before: attempt), min((error as? SyncError)?.retryAfter ?? .zero, Self.longestServerHint))
     }
+
+    /// The longest wait a server's `retry_after_ms` can impose.
+    public static let longestServerHint: Duration = .seconds(300)
 }
 
 /// Why a sync failed on the client's side.
