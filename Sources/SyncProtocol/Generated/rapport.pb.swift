@@ -28,6 +28,52 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated enum Rapport_V1_AccessLevel: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case accessNone // = 0
+
+  /// records the user owns, or that hang off one they own
+  case accessOwn // = 1
+
+  /// records owned within the user's team, or hanging off one
+  case accessTeam // = 2
+  case accessAll // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .accessNone
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .accessNone
+    case 1: self = .accessOwn
+    case 2: self = .accessTeam
+    case 3: self = .accessAll
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .accessNone: return 0
+    case .accessOwn: return 1
+    case .accessTeam: return 2
+    case .accessAll: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Rapport_V1_AccessLevel] = [
+    .accessNone,
+    .accessOwn,
+    .accessTeam,
+    .accessAll,
+  ]
+
+}
+
 /// One frame on the wire: a 4-byte big-endian length, then this message.
 public nonisolated struct Rapport_V1_Frame: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -269,11 +315,75 @@ public nonisolated struct Rapport_V1_Welcome: Sendable {
   /// Clears the value of `limits`. Subsequent reads from it will return its default value.
   public mutating func clearLimits() {self._limits = nil}
 
+  /// What the device's user may read and write (SPEC.md 2.9): the device runs the same check
+  /// before a change leaves it, so an app shows a refusal at once.
+  public var access: Rapport_V1_Access {
+    get {_access ?? Rapport_V1_Access()}
+    set {_access = newValue}
+  }
+  /// Returns true if `access` has been explicitly set.
+  public var hasAccess: Bool {self._access != nil}
+  /// Clears the value of `access`. Subsequent reads from it will return its default value.
+  public mutating func clearAccess() {self._access = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _limits: Rapport_V1_Limits? = nil
+  fileprivate var _access: Rapport_V1_Access? = nil
+}
+
+/// A user's rights in their tenant, as the server applies them to this session.
+public nonisolated struct Rapport_V1_Access: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// the user's e-mail
+  public var user: String = String()
+
+  /// empty for no team
+  public var team: String = String()
+
+  /// admin, manager or rep
+  public var role: String = String()
+
+  /// a type not listed: no access
+  public var types: [Rapport_V1_TypeRights] = []
+
+  /// e-mails of the team's users, the user included
+  public var teamMembers: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Rapport_V1_TypeRights: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var type: String = String()
+
+  public var read: Rapport_V1_AccessLevel = .accessNone
+
+  public var write: Rapport_V1_AccessLevel = .accessNone
+
+  public var create: Bool = false
+
+  public var delete: Rapport_V1_AccessLevel = .accessNone
+
+  /// never sent to this role, never written by it
+  public var hiddenFields: [String] = []
+
+  /// sent, never written by this role
+  public var readOnlyFields: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Rapport_V1_Limits: Sendable {
@@ -359,6 +469,10 @@ public nonisolated struct Rapport_V1_RecordResult: Sendable {
 
   /// conflicts the server found merging this record
   public var conflicts: [Rapport_V1_ConflictReport] = []
+
+  /// With REJECTED: PERMISSION_DENIED when the user's rights refuse the change (the reason
+  /// names the rule), REJECTED when the record is invalid, CODE_UNSPECIFIED from older servers.
+  public var code: Rapport_V1_Error.Code = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -519,6 +633,28 @@ public nonisolated struct Rapport_V1_PullBatch: Sendable {
 
   /// Conflicts on these records in which the pulling device's write lost.
   public var conflicts: [Rapport_V1_ConflictReport] = []
+
+  /// Records that left the device's scope (SPEC.md 2.9): the device removes its copy, which
+  /// still exists for others. Not a delete.
+  public var evictions: [Rapport_V1_Eviction] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Rapport_V1_Eviction: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// 16-byte UUID
+  public var recordID: Data = Data()
+
+  public var recordType: String = String()
+
+  /// e.g. "the account now belongs to someone outside your team"
+  public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -720,6 +856,10 @@ public nonisolated struct Rapport_V1_Error: Sendable {
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "rapport.v1"
+
+nonisolated extension Rapport_V1_AccessLevel: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACCESS_NONE\0\u{1}ACCESS_OWN\0\u{1}ACCESS_TEAM\0\u{1}ACCESS_ALL\0")
+}
 
 nonisolated extension Rapport_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Frame"
@@ -1137,7 +1277,7 @@ nonisolated extension Rapport_V1_Enrolled: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}schema_version\0\u{3}server_replica_id\0\u{3}server_sequence\0\u{1}limits\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}schema_version\0\u{3}server_replica_id\0\u{3}server_sequence\0\u{1}limits\0\u{1}access\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1150,6 +1290,7 @@ nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
       case 3: try { try decoder.decodeSingularStringField(value: &self.serverReplicaID) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.serverSequence) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._limits) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._access) }()
       default: break
       }
     }
@@ -1175,6 +1316,9 @@ nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     try { if let v = self._limits {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    try { if let v = self._access {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1184,6 +1328,117 @@ nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.serverReplicaID != rhs.serverReplicaID {return false}
     if lhs.serverSequence != rhs.serverSequence {return false}
     if lhs._limits != rhs._limits {return false}
+    if lhs._access != rhs._access {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rapport_V1_Access: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Access"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}user\0\u{1}team\0\u{1}role\0\u{1}types\0\u{3}team_members\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.user) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.team) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.role) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.types) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.teamMembers) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.user.isEmpty {
+      try visitor.visitSingularStringField(value: self.user, fieldNumber: 1)
+    }
+    if !self.team.isEmpty {
+      try visitor.visitSingularStringField(value: self.team, fieldNumber: 2)
+    }
+    if !self.role.isEmpty {
+      try visitor.visitSingularStringField(value: self.role, fieldNumber: 3)
+    }
+    if !self.types.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.types, fieldNumber: 4)
+    }
+    if !self.teamMembers.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.teamMembers, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rapport_V1_Access, rhs: Rapport_V1_Access) -> Bool {
+    if lhs.user != rhs.user {return false}
+    if lhs.team != rhs.team {return false}
+    if lhs.role != rhs.role {return false}
+    if lhs.types != rhs.types {return false}
+    if lhs.teamMembers != rhs.teamMembers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rapport_V1_TypeRights: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TypeRights"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}type\0\u{1}read\0\u{1}write\0\u{1}create\0\u{1}delete\0\u{3}hidden_fields\0\u{3}read_only_fields\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.read) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.write) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.create) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.delete) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.hiddenFields) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.readOnlyFields) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 1)
+    }
+    if self.read != .accessNone {
+      try visitor.visitSingularEnumField(value: self.read, fieldNumber: 2)
+    }
+    if self.write != .accessNone {
+      try visitor.visitSingularEnumField(value: self.write, fieldNumber: 3)
+    }
+    if self.create != false {
+      try visitor.visitSingularBoolField(value: self.create, fieldNumber: 4)
+    }
+    if self.delete != .accessNone {
+      try visitor.visitSingularEnumField(value: self.delete, fieldNumber: 5)
+    }
+    if !self.hiddenFields.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.hiddenFields, fieldNumber: 6)
+    }
+    if !self.readOnlyFields.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.readOnlyFields, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rapport_V1_TypeRights, rhs: Rapport_V1_TypeRights) -> Bool {
+    if lhs.type != rhs.type {return false}
+    if lhs.read != rhs.read {return false}
+    if lhs.write != rhs.write {return false}
+    if lhs.create != rhs.create {return false}
+    if lhs.delete != rhs.delete {return false}
+    if lhs.hiddenFields != rhs.hiddenFields {return false}
+    if lhs.readOnlyFields != rhs.readOnlyFields {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1356,7 +1611,7 @@ nonisolated extension Rapport_V1_PushResult: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecordResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outcome\0\u{1}reason\0\u{1}conflicts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outcome\0\u{1}reason\0\u{1}conflicts\0\u{1}code\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1367,6 +1622,7 @@ nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProto
       case 1: try { try decoder.decodeSingularEnumField(value: &self.outcome) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.conflicts) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.code) }()
       default: break
       }
     }
@@ -1382,6 +1638,9 @@ nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProto
     if !self.conflicts.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.conflicts, fieldNumber: 3)
     }
+    if self.code != .unspecified {
+      try visitor.visitSingularEnumField(value: self.code, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1389,6 +1648,7 @@ nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProto
     if lhs.outcome != rhs.outcome {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.conflicts != rhs.conflicts {return false}
+    if lhs.code != rhs.code {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1544,7 +1804,7 @@ nonisolated extension Rapport_V1_PullRequest: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Rapport_V1_PullBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PullBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}records\0\u{3}last_sequence\0\u{3}remaining_records\0\u{3}remaining_bytes\0\u{1}conflicts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}records\0\u{3}last_sequence\0\u{3}remaining_records\0\u{3}remaining_bytes\0\u{1}conflicts\0\u{1}evictions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1557,6 +1817,7 @@ nonisolated extension Rapport_V1_PullBatch: SwiftProtobuf.Message, SwiftProtobuf
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.remainingRecords) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.remainingBytes) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.conflicts) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.evictions) }()
       default: break
       }
     }
@@ -1578,6 +1839,9 @@ nonisolated extension Rapport_V1_PullBatch: SwiftProtobuf.Message, SwiftProtobuf
     if !self.conflicts.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.conflicts, fieldNumber: 5)
     }
+    if !self.evictions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.evictions, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1587,6 +1851,47 @@ nonisolated extension Rapport_V1_PullBatch: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.remainingRecords != rhs.remainingRecords {return false}
     if lhs.remainingBytes != rhs.remainingBytes {return false}
     if lhs.conflicts != rhs.conflicts {return false}
+    if lhs.evictions != rhs.evictions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rapport_V1_Eviction: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Eviction"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}record_id\0\u{3}record_type\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.recordID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.recordType) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.recordID.isEmpty {
+      try visitor.visitSingularBytesField(value: self.recordID, fieldNumber: 1)
+    }
+    if !self.recordType.isEmpty {
+      try visitor.visitSingularStringField(value: self.recordType, fieldNumber: 2)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rapport_V1_Eviction, rhs: Rapport_V1_Eviction) -> Bool {
+    if lhs.recordID != rhs.recordID {return false}
+    if lhs.recordType != rhs.recordType {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
