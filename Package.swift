@@ -46,7 +46,7 @@ let package = Package(
         .target(
             name: "SyncProtocol",
             dependencies: [
-                "SyncModel",
+                "Access", "SyncModel",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
