@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "Access", dependencies: ["SyncModel"]),
         .target(name: "CRM", dependencies: ["Access", "ReplicaStore", "SyncModel"]),
         // The registry of tenants, users and devices, and the tenant files of a data directory.
-        .target(name: "Registry", dependencies: ["PrivateFiles", "SQLite", "SyncModel", "ReplicaStore", "TLS"]),
+        .target(name: "Registry", dependencies: ["Access", "PrivateFiles", "SQLite", "SyncModel", "ReplicaStore", "TLS"]),
         .target(
             name: "RapportServer",
             dependencies: [

@@ -1,3 +1,4 @@
+import Access
 import CSQLite
 import Foundation
 import SQLite
@@ -110,6 +111,17 @@ public final class Registry {
                 result TEXT NOT NULL
             );
             CREATE INDEX audit_by_tenant ON audit (tenant, id);
+            """),
+        Migration(version: 2, "roles a tenant changed from the defaults", sql: """
+            -- A tenant's own definition of a role (JSON of Access.Role); a role without a row
+            -- has the server's defaults.
+            CREATE TABLE roles (
+                tenant TEXT NOT NULL REFERENCES tenants (slug) ON DELETE CASCADE,
+                name TEXT NOT NULL CHECK (name IN ('admin', 'manager', 'rep')),
+                definition TEXT NOT NULL,
+                updated_at INTEGER NOT NULL,
+                PRIMARY KEY (tenant, name)
+            ) WITHOUT ROWID;
             """),
     ]
 
@@ -281,6 +293,51 @@ public final class Registry {
         try db.run("UPDATE users SET role = ? WHERE id = ?", [role.rawValue, user.id])
     }
 
+    /// Moves a user to `team` (`nil`: no team). What the user may see and change follows at the
+    /// next sync of each of their devices.
+    public func setTeam(tenant: String, email: String, _ team: String?) throws {
+        let user = try requireUser(tenant: tenant, email: email)
+        let team = team?.trimmingCharacters(in: .whitespaces)
+        try db.run("UPDATE users SET team = ? WHERE id = ?", [team?.isEmpty == false ? team : nil, user.id])
+    }
+
+    // MARK: Roles
+
+    /// The roles the tenant defined itself, by name; a role not listed has the defaults.
+    public func roleOverrides(tenant: String) throws -> [String: Role] {
+        _ = try requireTenant(tenant)
+        return Dictionary(uniqueKeysWithValues: try db.query("SELECT name, definition FROM roles WHERE tenant = ?", [tenant]) {
+            ($0.string(0), try Self.role(named: $0.string(0), $0.string(1)))
+        })
+    }
+
+    /// Stores the tenant's definition of `role` (its name must be admin, manager or rep).
+    public func setRole(tenant: String, _ role: Role) throws {
+        _ = try requireTenant(tenant)
+        guard UserRole(rawValue: role.name) != nil else {
+            throw RegistryError.invalidArgument("a role is admin, manager or rep, not '\(role.name)'")
+        }
+        let definition = String(decoding: try JSONEncoder.sorted.encode(role), as: UTF8.self)
+        try db.run("INSERT OR REPLACE INTO roles (tenant, name, definition, updated_at) VALUES (?, ?, ?, ?)",
+                   [tenant, role.name, definition, nowMilliseconds])
+    }
+
+    /// Gives a role back its defaults.
+    public func resetRole(tenant: String, name: String) throws {
+        _ = try requireTenant(tenant)
+        try db.run("DELETE FROM roles WHERE tenant = ? AND name = ?", [tenant, name])
+    }
+
+    /// A stored definition; one that does not decode means the file was edited behind the
+    /// registry's back.
+    static func role(named name: String, _ json: String) throws -> Role {
+        do {
+            return try JSONDecoder().decode(Role.self, from: Data(json.utf8))
+        } catch {
+            throw RegistryError.badRegistryFile(path: "registry", reason: "role '\(name)' does not decode: \(error)")
+        }
+    }
+
     /// Suspends or resumes a user; removing also revokes the user's devices and unused codes.
     public func setUserStatus(tenant: String, email: String, _ status: UserStatus) throws {
         let user = try requireUser(tenant: tenant, email: email)
@@ -442,8 +499,17 @@ public final class Registry {
                                             status: DeviceStatus(rawValue: $0.string(4)) ?? .revoked,
                                             secretHash: $0.withBytes(5) { Array($0) })
             }
+            var users: [String: [String: AccessSnapshot.UserAccess]] = [:]
+            for user in try db.query("SELECT tenant, email, role, team FROM users WHERE status = 'active'", row: {
+                ($0.string(0), AccessSnapshot.UserAccess(email: $0.string(1), role: $0.string(2), team: $0.isNull(3) ? nil : $0.string(3)))
+            }) { users[user.0, default: [:]][user.1.email] = user.1 }
+            var roles: [String: [String: Role]] = [:]
+            for (tenant, name, definition) in try db.query("SELECT tenant, name, definition FROM roles", row: { ($0.string(0), $0.string(1), $0.string(2)) }) {
+                roles[tenant, default: [:]][name] = try Self.role(named: name, definition)
+            }
             return AccessSnapshot(tenants: Dictionary(tenants, uniquingKeysWith: { a, _ in a }),
-                                  devices: Dictionary(devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }))
+                                  devices: Dictionary(devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
+                                  users: users, roles: roles)
         }
     }
 }
@@ -460,12 +526,35 @@ public struct AccessSnapshot: Sendable {
         public var secretHash: [UInt8]
     }
 
+    /// An active user as rights see them.
+    public struct UserAccess: Sendable, Equatable {
+        public var email: String
+        public var role: String
+        public var team: String?
+    }
+
     public var tenants: [String: TenantStatus]
     public var devices: [String: DeviceAccess]
+    /// Active users by tenant, then e-mail.
+    public var users: [String: [String: UserAccess]]
+    /// Roles each tenant defined itself (`Registry.setRole`), by tenant, then name.
+    public var roles: [String: [String: Role]]
 
-    public init(tenants: [String: TenantStatus] = [:], devices: [String: DeviceAccess] = [:]) {
+    public init(tenants: [String: TenantStatus] = [:], devices: [String: DeviceAccess] = [:],
+                users: [String: [String: UserAccess]] = [:], roles: [String: [String: Role]] = [:]) {
         self.tenants = tenants
         self.devices = devices
+        self.users = users
+        self.roles = roles
+    }
+
+    /// What `user` of `tenant` may do now, with `defaults` for the roles the tenant left as
+    /// they are; `nil` for a user who is not active.
+    public func subject(tenant: String, user: String, defaults: [Role]) -> AccessSubject? {
+        guard let access = users[tenant]?[user.lowercased()] else { return nil }
+        let role = roles[tenant]?[access.role] ?? defaults.first { $0.name == access.role } ?? Role(name: access.role, types: [:])
+        let members = access.team.map { team in Set(users[tenant]?.values.filter { $0.team == team }.map(\.email) ?? []) } ?? []
+        return AccessSubject(user: access.email, team: access.team, role: role, teamMembers: members)
     }
 }
 
