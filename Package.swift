@@ -60,7 +60,7 @@ let package = Package(
         .target(
             name: "RapportServer",
             dependencies: [
-                "PrivateFiles", "ReplicaStore", "Registry", "SQLite", "SyncModel", "SyncProtocol", "TLS",
+                "Access", "PrivateFiles", "ReplicaStore", "Registry", "SQLite", "SyncModel", "SyncProtocol", "TLS",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),

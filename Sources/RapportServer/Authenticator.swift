@@ -1,3 +1,4 @@
+import Access
 import Foundation
 import Registry
 import Synchronization
@@ -48,6 +49,11 @@ public protocol Authenticator: Sendable {
     /// Whether a tenant's store file is made on first use (tests and embedding) or must exist
     /// (a registry creates it with the tenant).
     var createsTenantStores: Bool { get }
+
+    /// What the session's user may do now, with `defaults` for the roles their tenant left as
+    /// they are; `nil` when the authenticator knows no users (no rights are applied) or the
+    /// user is no longer active.
+    func subject(of identity: SessionIdentity, defaults: [Role]) -> AccessSubject?
 }
 
 extension Authenticator {
@@ -59,6 +65,7 @@ extension Authenticator {
     public func recordActivity(of identity: SessionIdentity, checkpoint: Int64?) {}
     public var createsTenantStores: Bool { false }
     public func isServing(tenant: String) -> Bool { true }
+    public func subject(of identity: SessionIdentity, defaults: [Role]) -> AccessSubject? { nil }
 }
 
 /// Credentials held in memory: one shared secret per tenant, any device id. For tests and for
@@ -184,6 +191,11 @@ public final class RegistryAuthenticator: Authenticator {
 
     public func isServing(tenant: String) -> Bool {
         snapshot.withLock { $0.tenants[tenant] == .active }
+    }
+
+    public func subject(of identity: SessionIdentity, defaults: [Role]) -> AccessSubject? {
+        guard let user = identity.user else { return nil }
+        return snapshot.withLock { $0.subject(tenant: identity.tenant, user: user, defaults: defaults) }
     }
 
     public func revocation(of identity: SessionIdentity) -> SyncError? {

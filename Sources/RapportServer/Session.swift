@@ -1,3 +1,4 @@
+import Access
 import Foundation
 import Logging
 import NIOCore
@@ -57,6 +58,9 @@ extension SyncServer {
                             welcome.serverReplicaID = store.store.replicaID
                             welcome.serverSequence = UInt64(sequence)
                             welcome.limits = configuration.limits.wire
+                            if let access = configuration.access, let subject = authenticator.subject(of: id, defaults: access.defaultRoles) {
+                                welcome.access = subject.wire
+                            }
                             var reply = Rapport_V1_Frame()
                             reply.welcome = welcome
                             try await outbound.write(reply)
@@ -84,8 +88,12 @@ extension SyncServer {
                         }
                         return
                     case .push(let request):
-                        guard let tenant, let device = identity?.device else { return }
-                        let (result, advanced) = try await push(request, into: tenant, from: device, logger: logger)
+                        guard let tenant, let identity else { return }
+                        // Rights as of now: a role or team changed a moment ago applies to this push.
+                        let policy = configuration.access.flatMap { access in
+                            authenticator.subject(of: identity, defaults: access.defaultRoles).map { AccessPolicy(model: access.ownership, subject: $0) }
+                        }
+                        let (result, advanced) = try await push(request, into: tenant, from: identity.device, policy: policy, logger: logger)
                         var reply = Rapport_V1_Frame()
                         reply.pushResult = result
                         try await outbound.write(reply)
@@ -168,14 +176,21 @@ extension SyncServer {
     /// Validates each pushed record, merges the valid ones in one transaction, and answers for
     /// every record in order. An invalid record is answered `REJECTED` with its reason and never
     /// stored; it does not keep the valid ones out.
+    ///
+    /// With a `policy`, each record is also checked against the writer's rights as the change it
+    /// makes to the stored record (create, fields, delete, owner), with records earlier in the
+    /// batch visible to the check; a refusal is answered `PERMISSION_DENIED` with the rule.
     func push(_ request: Rapport_V1_PushRequest, into tenant: TenantStore, from device: ReplicaID,
-              logger: Logger) async throws -> (Rapport_V1_PushResult, Bool) {
+              policy: AccessPolicy?, logger: Logger) async throws -> (Rapport_V1_PushResult, Bool) {
         let records = request.records
         let reported = request.conflicts
         let (results, sequence, advanced) = try await tenant.store.perform { store in
             var results = [Rapport_V1_RecordResult](repeating: Rapport_V1_RecordResult(), count: records.count)
             var accepted: [(index: Int, state: RecordState)] = []
             var seen = Set<UUID>()
+            // What each record of the batch will be once merged, for the rights of later ones
+            // (a contact pushed with its new account).
+            var proposed: [UUID: RecordState] = [:]
             for (index, record) in records.enumerated() {
                 do {
                     let state = try record.decoded()
@@ -183,10 +198,20 @@ extension SyncServer {
                         throw ModelError.malformedEncoding("record \(state.id) appears twice in one push")
                     }
                     try store.validate(state)
-                    // Only a record carrying other replicas' writes needs the stored state.
+                    // Only a record carrying other replicas' writes, or checked for rights, needs the stored state.
                     let foreign = state.vector.sortedEntries.contains { $0.replica != device }
-                    try state.checkAuthorship(by: device, against: foreign ? try store.record(state.id) : nil)
+                    let stored = foreign || policy != nil ? try store.record(state.id) : nil
+                    try state.checkAuthorship(by: device, against: stored)
+                    if let policy {
+                        let after = try stored.map { try Merge.merge(local: $0, remote: state).state } ?? state
+                        try policy.checkWrite(before: stored, after: after) { id in try proposed[id] ?? store.record(id) }
+                        proposed[state.id] = after
+                    }
                     accepted.append((index, state))
+                } catch let denied as AccessDenied {
+                    results[index].outcome = .rejected
+                    results[index].code = .permissionDenied
+                    results[index].reason = denied.description
                 } catch {
                     results[index].outcome = .rejected
                     results[index].reason = "\(error)"

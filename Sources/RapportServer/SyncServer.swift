@@ -1,3 +1,4 @@
+import Access
 import Foundation
 import Logging
 import NIOCore
@@ -30,6 +31,10 @@ public final class SyncServer: Sendable {
         /// The checks of pushed records that need the tenant's data (references, the tenant's
         /// pipeline and custom fields); `nil` checks the schema alone.
         public var recordRules: (any RecordRules)?
+        /// Users' rights, applied to every pushed record: how records are owned and the roles a
+        /// tenant has until it defines its own. `nil` applies none (a server whose
+        /// authenticator knows no users).
+        public var access: AccessConfiguration?
         public var schemaVersion: UInt32
         /// How long shutdown waits for sessions to finish their current batch.
         public var shutdownGracePeriod: Duration
@@ -66,6 +71,18 @@ public final class SyncServer: Sendable {
             self.maxPreLoginConnections = 1024
             self.maxPreLoginPerAddress = 64
             self.busyRetryAfter = .seconds(1)
+        }
+    }
+
+    /// What rights are measured by (see `Configuration.access`).
+    public struct AccessConfiguration: Sendable {
+        public var ownership: OwnershipModel
+        /// The roles of a tenant that has not defined them itself.
+        public var defaultRoles: [Role]
+
+        public init(ownership: OwnershipModel, defaultRoles: [Role]) {
+            self.ownership = ownership
+            self.defaultRoles = defaultRoles
         }
     }
 

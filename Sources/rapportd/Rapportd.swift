@@ -85,6 +85,7 @@ struct Rapportd: AsyncParsableCommand {
         var config = SyncServer.Configuration(dataDirectory: data, host: host, port: port,
                                               schema: CRMSchema.current, schemaVersion: CRMSchema.version)
         config.recordRules = CRMStoreRules()
+        config.access = .init(ownership: CRMAccess.ownership, defaultRoles: CRMAccess.defaultRoles)
         config.certificateChainPath = certificateChain
         config.privateKeyPath = privateKey
         config.maxOpenTenants = maxOpenTenants

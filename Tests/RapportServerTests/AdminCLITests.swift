@@ -59,13 +59,14 @@ struct OperatedServer {
     let ctl: Ctl
     let server: ServerProcess
 
-    /// Creates tenant `acme` with user anna@acme.example and starts the server.
+    /// Creates tenant `acme` with user anna@acme.example, an admin (so rights refuse nothing),
+    /// and starts the server.
     init(_ dir: TemporaryDirectory) throws {
         self.dir = dir
         data = dir.path("data")
         ctl = Ctl(data: data)
         guard try ctl.run(["tenant", "create", "acme", "--name", "Acme Corp"]).status == 0,
-              try ctl.run(["user", "add", "--tenant", "acme", "--email", "anna@acme.example", "--name", "Anna", "--role", "rep"]).status == 0
+              try ctl.run(["user", "add", "--tenant", "acme", "--email", "anna@acme.example", "--name", "Anna", "--role", "admin"]).status == 0
         else { throw BenchError("cannot set up tenant acme") }
         server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data)
     }
@@ -77,9 +78,9 @@ struct OperatedServer {
         return config
     }
 
-    /// Enrolls a device of anna's with a code from `rapportctl device enroll`.
-    func enroll(_ name: String, attempts: Int = 2) async throws -> RapportClient {
-        let ticket = try ctl.run(["device", "enroll", "--tenant", "acme", "--user", "anna@acme.example", "--json"])
+    /// Enrolls a device of `user` (by default anna's) with a code from `rapportctl device enroll`.
+    func enroll(_ name: String, user: String = "anna@acme.example", attempts: Int = 2) async throws -> RapportClient {
+        let ticket = try ctl.run(["device", "enroll", "--tenant", "acme", "--user", user, "--json"])
         let code = try #require((ticket.json as? [String: Any])?["code"] as? String)
         let enrollment = try await RapportClient.enroll(configuration: configuration(), code: code, deviceName: name)
         let store = try ReplicaStore(path: dir.path("\(name).sqlite"),

@@ -40,9 +40,14 @@ final class RawConnection: Sendable {
     /// Connects to the fixture. With `tls`, the TLS handshake is started at once (and
     /// `waitForHandshake` waits for it); bytes sent before it completes are held until it does.
     static func connect(to fixture: ServerFixture, tls: Bool) async throws -> RawConnection {
+        try await connect(port: fixture.port, caPath: fixture.caPath, tls: tls)
+    }
+
+    /// Connects to any server on 127.0.0.1 (a `rapportd` process) that `caPath` vouches for.
+    static func connect(port: Int, caPath: String, tls: Bool = true) async throws -> RawConnection {
         let inbox = Inbox()
         let context: TLSContext? = tls ? try TLSContext(configuration: .client(
-            trustRoots: .certificates(.file(fixture.caPath)), expectedHostname: "127.0.0.1",
+            trustRoots: .certificates(.file(caPath)), expectedHostname: "127.0.0.1",
             applicationProtocols: [SyncProtocolVersion.alpn])) : nil
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(10))
@@ -53,7 +58,7 @@ final class RawConnection: Sendable {
                     try sync.addHandler(Collector(inbox: inbox))
                 }
             }
-            .connect(host: "127.0.0.1", port: fixture.port).get()
+            .connect(host: "127.0.0.1", port: port).get()
         return RawConnection(channel: channel, inbox: inbox)
     }
 
