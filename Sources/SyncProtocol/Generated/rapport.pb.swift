@@ -471,7 +471,7 @@ public nonisolated struct Rapport_V1_RecordResult: Sendable {
   public var conflicts: [Rapport_V1_ConflictReport] = []
 
   /// With REJECTED: PERMISSION_DENIED when the user's rights refuse the change (the reason
-  /// names the rule), REJECTED when the record is invalid, CODE_UNSPECIFIED from older servers.
+  /// names the rule); CODE_UNSPECIFIED when the record is invalid, and from older servers.
   public var code: Rapport_V1_Error.Code = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
