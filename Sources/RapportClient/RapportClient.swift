@@ -185,6 +185,8 @@ public final class RapportClient: Sendable {
                         }
                     }
                     try store.logConflicts(conflicts)
+                    // Records evicted while they had changes to push go now that those are answered.
+                    try store.settleEvictions()
                 }
                 return (rejected, conflicts.count)
             }
@@ -254,9 +256,16 @@ public final class RapportClient: Sendable {
                     throw ClientError.invalidServerData("\(error)")
                 }
                 return try store.transaction {
+                    // Records that left this device's scope go first: one that comes back in
+                    // the same batch (its visible fields changed) is then taken in afresh.
+                    for eviction in batch.evictions {
+                        guard let id = eviction.recordID.withUnsafeBytes({ UUID(bytes: $0) }) else { throw ClientError.invalidServerData("an eviction's record id is not 16 bytes") }
+                        try store.evict([id], reason: eviction.reason)
+                    }
                     let report: ApplyReport
                     do {
                         report = try store.apply(encoded: records, from: .upstream, checkpoint: (peer, last))
+                        try store.settleEvictions(returned: records.map(\.id))
                     } catch ReplicaStoreError.invalidRecord(let error) {
                         // A malformed or invalid record: the server's data, refused whole.
                         throw ClientError.invalidServerData("\(error)")

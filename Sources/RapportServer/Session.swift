@@ -89,11 +89,8 @@ extension SyncServer {
                         return
                     case .push(let request):
                         guard let tenant, let identity else { return }
-                        // Rights as of now: a role or team changed a moment ago applies to this push.
-                        let policy = configuration.access.flatMap { access in
-                            authenticator.subject(of: identity, defaults: access.defaultRoles).map { AccessPolicy(model: access.ownership, subject: $0) }
-                        }
-                        let (result, advanced) = try await push(request, into: tenant, from: identity.device, policy: policy, logger: logger)
+                        let (result, advanced) = try await push(request, into: tenant, from: identity.device, policy: policy(of: identity),
+                                                                logger: logger)
                         var reply = Rapport_V1_Frame()
                         reply.pushResult = result
                         try await outbound.write(reply)
@@ -104,7 +101,8 @@ extension SyncServer {
                         authenticator.recordActivity(of: identity, checkpoint: request.after <= UInt64(Int64.max) ? Int64(request.after) : nil)
                         do {
                             var reply = Rapport_V1_Frame()
-                            (reply.pullBatch, backlog) = try await pull(request, from: tenant, for: device, backlog: backlog)
+                            (reply.pullBatch, backlog) = try await pull(request, from: tenant, for: device, policy: policy(of: identity),
+                                                                        backlog: backlog)
                             try await outbound.write(reply)
                             sentCheckpoint = Int64(reply.pullBatch.lastSequence)
                         } catch let error as SyncError {
@@ -148,6 +146,14 @@ extension SyncServer {
             logger.notice("connection failed in TLS", metadata: ["error": "\(error)"])
         } catch {
             logger.info("session ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The session user's rights as of now, so that a role or team changed a moment ago applies
+    /// to the next push or pull; `nil` when the server applies no rights.
+    func policy(of identity: SessionIdentity) -> AccessPolicy? {
+        configuration.access.flatMap { access in
+            authenticator.subject(of: identity, defaults: access.defaultRoles).map { AccessPolicy(model: access.ownership, subject: $0) }
         }
     }
 
@@ -295,12 +301,17 @@ extension SyncServer {
     }
 
     func pull(_ request: Rapport_V1_PullRequest, from tenant: TenantStore, for device: ReplicaID,
-              backlog: PullBacklog?) async throws -> (Rapport_V1_PullBatch, PullBacklog) {
+              policy: AccessPolicy?, backlog: PullBacklog?) async throws -> (Rapport_V1_PullBatch, PullBacklog?) {
         // 0 (proto3's default) leaves the batch size to the server.
         let maximum = UInt32(clamping: configuration.limits.maxBatchRecords)
         let limit = Int(request.limit == 0 ? maximum : min(request.limit, maximum))
         guard request.after <= UInt64(Int64.max) else { throw SyncError(.resyncRequired, "checkpoint out of range") }
         let after = Int64(request.after)
+        if let policy {
+            return (try await tenant.store.perform { store in
+                try self.scopedPull(after: after, limit: limit, store: store, device: device, policy: policy)
+            }, nil)
+        }
         return try await tenant.store.perform { store in
             let sequence = try store.lastSequence
             guard after <= sequence else {

@@ -133,7 +133,9 @@ public final class SyncServer: Sendable {
         let authenticator = try authenticator ?? RegistryAuthenticator(dataDirectory: directory)
         self.authenticator = authenticator
         tenants = try TenantPool(directory: directory.tenantsPath, schema: configuration.schema,
-                                 rules: configuration.recordRules, capacity: configuration.maxOpenTenants,
+                                 rules: configuration.recordRules,
+                                 indexedFields: Set(configuration.access.map { Array($0.ownership.parents.values.joined()) } ?? []),
+                                 capacity: configuration.maxOpenTenants,
                                  createsMissing: authenticator.createsTenantStores, logger: logger)
     }
 

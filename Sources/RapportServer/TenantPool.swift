@@ -83,6 +83,7 @@ public final class TenantPool: Sendable {
     private let schema: Schema
     /// The store-aware checks every tenant's store runs on pushed records.
     private let rules: (any RecordRules)?
+    private let indexedFields: Set<String>
     /// The most stores kept open while not in use.
     public let capacity: Int
     private let createsMissing: Bool
@@ -96,13 +97,16 @@ public final class TenantPool: Sendable {
     /// - Parameter directory: where tenant files live, one `<slug>.sqlite` each.
     /// - Parameter createsMissing: make a missing store file (tests, embedding) instead of refusing.
     /// - Parameter rules: the store-aware checks every tenant's store runs on pushed records.
-    public init(directory: String, schema: Schema, rules: (any RecordRules)? = nil, capacity: Int = 256,
-                createsMissing: Bool = false, logger: Logger) throws {
+    /// - Parameter indexedFields: fields the stores index (`ReplicaStore.Options.indexedFields`):
+    ///   the references scopes follow from a record to those hanging off it.
+    public init(directory: String, schema: Schema, rules: (any RecordRules)? = nil, indexedFields: Set<String> = [],
+                capacity: Int = 256, createsMissing: Bool = false, logger: Logger) throws {
         precondition(capacity > 0, "a pool holds at least one store")
         try PrivateFiles.createDirectory(directory)
         self.directory = directory
         self.schema = schema
         self.rules = rules
+        self.indexedFields = indexedFields
         self.capacity = capacity
         self.createsMissing = createsMissing
         self.logger = logger
@@ -137,6 +141,7 @@ public final class TenantPool: Sendable {
             }
             var options = ReplicaStore.Options(schema: schema)
             options.rules = rules
+            options.indexedFields = indexedFields
             let replica = try ReplicaStore(path: file, options: options)
             let store = TenantStore(tenant: tenant, store: SharedReplicaStore(replica, label: "tenant.\(tenant)"),
                                     sequence: try replica.lastSequence)

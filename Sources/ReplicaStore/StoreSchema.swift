@@ -83,5 +83,25 @@ enum StoreSchema {
                 fields TEXT NOT NULL
             );
             """),
+        Migration(version: 4, "scopes: what each downstream peer holds; evictions waiting for a push", sql: """
+            -- On a server: the records each device was sent and still holds, so a record that
+            -- leaves a device's scope is evicted from it, and only from a device that has it.
+            CREATE TABLE peer_records (
+                peer TEXT NOT NULL,
+                id BLOB NOT NULL,
+                PRIMARY KEY (peer, id)
+            ) WITHOUT ROWID;
+            -- On a server: the access a device's scope was last computed for (ScopeState JSON).
+            CREATE TABLE peer_scopes (
+                peer TEXT PRIMARY KEY,
+                state TEXT NOT NULL
+            ) WITHOUT ROWID;
+            -- On a device: records upstream evicted while they had unsynced changes; purged once
+            -- those are pushed and answered.
+            CREATE TABLE pending_evictions (
+                id BLOB PRIMARY KEY,
+                reason TEXT NOT NULL
+            ) WITHOUT ROWID;
+            """),
     ]
 }

@@ -42,8 +42,14 @@ import Testing
         #expect(welcome.access.team == "south")
         #expect(welcome.access.types.first { $0.type == "account" }?.hiddenFields == ["annual_revenue"])
 
-        // Sam (south) takes a north account: refused with the rule, kept in sam's conflict log.
-        try bypass("sam-phone", sam, operated) { try $0.update(north, ["owner": .text("sam@acme.example")]) }
+        // Sam (south) takes a north account, which his device never received: refused with the
+        // rule, kept in sam's conflict log.
+        #expect(try sam.local { try $0.record(north) } == nil, "a rep of another team does not receive it")
+        let northState = try #require(try anna.local { try $0.record(north) })
+        try bypass("sam-phone", sam, operated) { store in
+            try store.apply([northState])
+            try store.update(north, ["owner": .text("sam@acme.example")])
+        }
         let refused = try await pushDirty(of: sam, operated)
         #expect(refused.map(\.outcome) == [.rejected])
         #expect(refused.first?.code == .permissionDenied)

@@ -1,0 +1,103 @@
+import Foundation
+import SQLite
+import SyncModel
+
+// What a server keeps per downstream peer to give it only its scope (SPEC 2.9), and what a
+// device keeps of the records upstream took out of its scope.
+extension ReplicaStore {
+    // MARK: Server side
+
+    /// Whether `peer` was sent the record `id` and has not been told to drop it since.
+    public func isHeld(_ id: UUID, by peer: String) throws -> Bool {
+        let statement = try db.cached("SELECT 1 FROM peer_records WHERE peer = ? AND id = ?")
+        statement.reset()
+        defer { statement.reset() }
+        try statement.bind(text: peer, at: 1)
+        try statement.bind(uuid: id, at: 2)
+        return try statement.step()
+    }
+
+    /// Every record `peer` holds, as far as this store sent them.
+    public func heldRecords(by peer: String) throws -> [UUID] {
+        try db.query("SELECT id FROM peer_records WHERE peer = ?", [peer]) { row in
+            row.withBytes(0) { UUID(bytes: $0) } ?? UUID()
+        }
+    }
+
+    /// Notes that `peer` now holds (`held`) or no longer holds the records `ids`.
+    public func noteHeld(_ ids: [UUID], by peer: String, held: Bool) throws {
+        guard !ids.isEmpty else { return }
+        try write {
+            let statement = try db.cached(held ? "INSERT OR IGNORE INTO peer_records (peer, id) VALUES (?, ?)"
+                                               : "DELETE FROM peer_records WHERE peer = ? AND id = ?")
+            for id in ids {
+                statement.reset()
+                try statement.bind(text: peer, at: 1)
+                try statement.bind(uuid: id, at: 2)
+                try statement.step()
+            }
+            statement.reset()
+        }
+    }
+
+    /// What the peer's scope was last computed for, as its caller wrote it; `nil` before the
+    /// first time.
+    public func scopeState(of peer: String) throws -> String? {
+        try db.query("SELECT state FROM peer_scopes WHERE peer = ?", [peer]) { $0.string(0) }.first
+    }
+
+    public func setScopeState(_ state: String, of peer: String) throws {
+        try write { try db.run("INSERT OR REPLACE INTO peer_scopes (peer, state) VALUES (?, ?)", [peer, state]) }
+    }
+
+    // MARK: Device side
+
+    /// Takes records upstream said left this replica's scope out of the store: they still exist
+    /// for others, so this is no delete and nothing of it is pushed. A record with changes not
+    /// yet pushed stays until they have been pushed and answered (accepted, or refused and kept
+    /// in the conflict log), then goes. Conflict log entries stay. Returns the records kept for now.
+    @discardableResult
+    public func evict(_ ids: [UUID], reason: String) throws -> [UUID] {
+        try write {
+            var kept: [UUID] = []
+            for id in ids {
+                guard let (stored, _) = try load(id, decodeState: false) else { continue }
+                if stored.isDirty {
+                    try db.run("INSERT OR REPLACE INTO pending_evictions (id, reason) VALUES (?, ?)", [SQLiteValue.blob(Data(id.bytes)), .text(reason)])
+                    kept.append(id)
+                } else {
+                    try purge(id)
+                }
+            }
+            return kept
+        }
+    }
+
+    /// Records an eviction waits on (see `evict`).
+    public func pendingEvictions() throws -> [UUID] {
+        try db.query("SELECT id FROM pending_evictions") { row in row.withBytes(0) { UUID(bytes: $0) } ?? UUID() }
+    }
+
+    /// Carries out the evictions whose records have nothing left to push; a record that came
+    /// back into scope (upstream sent it again) is no longer waiting.
+    public func settleEvictions(returned: [UUID] = []) throws {
+        for id in returned { try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))]) }
+        for id in try pendingEvictions() {
+            guard let (stored, _) = try load(id, decodeState: false), !stored.isDirty else { continue }
+            try purge(id)
+        }
+    }
+
+    /// Removes a record's row, index entries and pending eviction, without a tombstone.
+    private func purge(_ id: UUID) throws {
+        guard let (_, state) = try load(id, decodeState: true) else { return }
+        if let state, !state.isDeleted {
+            // A tombstone has no index entries: going from the state to one removes the record's.
+            var gone = state
+            gone.liveness.isDeleted = true
+            try updateFieldIndex(gone, old: state)
+        }
+        try db.run("DELETE FROM records WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))])
+        try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))])
+    }
+}
