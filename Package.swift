@@ -41,7 +41,9 @@ let package = Package(
         .target(name: "PrivateFiles"),
         .target(name: "SQLite", dependencies: ["CSQLite", "PrivateFiles"]),
         .target(name: "SyncModel"),
-        .target(name: "ReplicaStore", dependencies: ["SQLite", "SyncModel"]),
+        // Roles and rights: who may read and write which records; pure, run by server and device alike.
+        .target(name: "Access", dependencies: ["SyncModel"]),
+        .target(name: "ReplicaStore", dependencies: ["Access", "SQLite", "SyncModel"]),
         .target(name: "TLS", dependencies: ["COpenSSL", "CRapportOpenSSLShim", "PrivateFiles", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "SyncProtocol",
@@ -52,8 +54,6 @@ let package = Package(
             ]
         ),
 
-        // Roles and rights: who may read and write which records; pure, run by server and device alike.
-        .target(name: "Access", dependencies: ["SyncModel"]),
         .target(name: "CRM", dependencies: ["Access", "ReplicaStore", "SyncModel"]),
         // The registry of tenants, users and devices, and the tenant files of a data directory.
         .target(name: "Registry", dependencies: ["PrivateFiles", "SQLite", "SyncModel", "ReplicaStore", "TLS"]),
@@ -124,7 +124,7 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "ReplicaStoreTests", dependencies: [
-            "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
+            "Access", "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "CRMTests", dependencies: ["Access", "CRM", "ReplicaStore", "SyncModel", "TestSupport"]),

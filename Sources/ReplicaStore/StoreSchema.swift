@@ -83,5 +83,14 @@ enum StoreSchema {
                 fields TEXT NOT NULL
             );
             """),
+        Migration(version: 4, "settings of this replica", sql: """
+            -- What this replica keeps about itself and never syncs (the rights its user was last
+            -- given, on a device), by key; written with the store's transactions, so a copy or a
+            -- restore of the file keeps them with the records they apply to.
+            CREATE TABLE local_settings (
+                key TEXT PRIMARY KEY,
+                value BLOB NOT NULL
+            ) WITHOUT ROWID;
+            """),
     ]
 }
