@@ -68,7 +68,7 @@ let package = Package(
         .target(
             name: "RapportClient",
             dependencies: [
-                "ReplicaStore", "SyncModel", "SyncProtocol", "TLS", "CRM",
+                "Access", "ReplicaStore", "SyncModel", "SyncProtocol", "TLS", "CRM",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),
@@ -129,12 +129,12 @@ let package = Package(
         ]),
         .testTarget(name: "CRMTests", dependencies: ["Access", "CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
         .testTarget(name: "RapportServerTests", dependencies: [
-            "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
+            "Access", "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
             "PrivateFiles", "SQLite",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ] + nio),
         .testTarget(name: "RapportDeviceTests", dependencies: [
-            "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "CRM", "TLS", "TestSupport",
+            "Access", "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "TestSupport"]),
