@@ -41,7 +41,9 @@ let package = Package(
         .target(name: "PrivateFiles"),
         .target(name: "SQLite", dependencies: ["CSQLite", "PrivateFiles"]),
         .target(name: "SyncModel"),
-        .target(name: "ReplicaStore", dependencies: ["SQLite", "SyncModel"]),
+        // Roles and rights: who may read and write which records; pure, run by server and device alike.
+        .target(name: "Access", dependencies: ["SyncModel"]),
+        .target(name: "ReplicaStore", dependencies: ["Access", "SQLite", "SyncModel"]),
         .target(name: "TLS", dependencies: ["COpenSSL", "CRapportOpenSSLShim", "PrivateFiles", .product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "SyncProtocol",
@@ -52,8 +54,6 @@ let package = Package(
             ]
         ),
 
-        // Roles and rights: who may read and write which records; pure, run by server and device alike.
-        .target(name: "Access", dependencies: ["SyncModel"]),
         .target(name: "CRM", dependencies: ["Access", "ReplicaStore", "SyncModel"]),
         // The registry of tenants, users and devices, and the tenant files of a data directory.
         .target(name: "Registry", dependencies: ["Access", "PrivateFiles", "SQLite", "SyncModel", "ReplicaStore", "TLS"]),
@@ -68,7 +68,7 @@ let package = Package(
         .target(
             name: "RapportClient",
             dependencies: [
-                "ReplicaStore", "SyncModel", "SyncProtocol", "TLS", "CRM",
+                "Access", "ReplicaStore", "SyncModel", "SyncProtocol", "TLS", "CRM",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),
@@ -124,17 +124,17 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "ReplicaStoreTests", dependencies: [
-            "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
+            "Access", "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "CRMTests", dependencies: ["Access", "CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
         .testTarget(name: "RapportServerTests", dependencies: [
-            "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
+            "Access", "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
             "PrivateFiles", "SQLite",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ] + nio),
         .testTarget(name: "RapportDeviceTests", dependencies: [
-            "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "CRM", "TLS", "TestSupport",
+            "Access", "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "TestSupport"]),

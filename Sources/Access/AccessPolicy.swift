@@ -8,6 +8,13 @@ public struct AccessDenied: Error, Equatable, Sendable, CustomStringConvertible 
     public var type: String
     public var reason: String
 
+    /// A refusal of a write to the record `record` of `type`, for `reason`.
+    public init(record: UUID, type: String, reason: String) {
+        self.record = record
+        self.type = type
+        self.reason = reason
+    }
+
     public var description: String { "\(type) \(record.uuidString.lowercased()): \(reason)" }
 }
 

@@ -24,13 +24,19 @@ public final class RapportClient: Sendable {
     let tls: TLSContext
     let logger: Logger
 
-    /// - Throws: `TLSError` when the trust roots or the pin cannot be loaded.
+    /// Also installs on the store the check of its user's rights kept from the last session
+    /// (see `adoptAccess(_:)`), so local writes are checked before any connection; this reads
+    /// the store on its queue and waits, like loading the trust roots, so not on an event loop.
+    ///
+    /// - Throws: `TLSError` when the trust roots or the pin cannot be loaded;
+    ///   `ReplicaStoreError` when the kept rights cannot be read.
     public init(store: SharedReplicaStore, configuration: ClientConfiguration,
                 logger: Logger = Logger(label: "rapport.client")) throws {
         self.store = store
         self.configuration = configuration
         self.logger = logger
         tls = try Self.tlsContext(configuration)
+        try store.performSync { try Self.installSavedAccessCheck(on: $0) }
     }
 
     static func tlsContext(_ configuration: ClientConfiguration) throws -> TLSContext {
@@ -70,6 +76,7 @@ public final class RapportClient: Sendable {
     public func sync(progress: (@Sendable (SyncProgress) -> Void)? = nil) async throws -> SyncReport {
         try await withRetries { attempt in
             var report = try await ClientSession.run(configuration: configuration, tls: tls, deviceID: store.replicaID, subscribe: false) { session in
+                try await adoptAccess(of: session.welcome)
                 var report = SyncReport()
                 try await push(&session, report: &report, progress: progress)
                 try await pull(&session, report: &report, progress: progress)

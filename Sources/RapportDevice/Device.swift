@@ -45,6 +45,13 @@ public final class Device: Sendable {
                 replica.close()
                 throw DeviceError.usage("\(home.storePath) belongs to replica \(replica.replicaID), not to device \(profile.deviceID)")
             }
+            // Offline too, a write the user's rights do not allow is refused here, not at the next sync.
+            do {
+                try RapportClient.installSavedAccessCheck(on: replica)
+            } catch {
+                replica.close()
+                throw error
+            }
             return Device(home: home, profile: profile, store: SharedReplicaStore(replica, label: profile.deviceID))
         } catch {
             throw DeviceError.classify(error)

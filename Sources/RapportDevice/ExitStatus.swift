@@ -18,8 +18,9 @@ public enum ExitStatus: Int32, Sendable, CaseIterable, CustomStringConvertible {
     /// its storage is full.
     /// Whatever was applied before the failure is kept; running `sync` again resumes.
     case syncFailed = 3
-    /// The server refused this device (credential, tenant, revoked device) or TLS refused the
-    /// server (certificate chain, name or pin). Retrying will not help until settings change.
+    /// The server refused this device (credential, tenant, revoked device), TLS refused the
+    /// server (certificate chain, name or pin), or the user's rights do not allow a change
+    /// (nothing of it was kept). Retrying will not help until settings change.
     case refused = 4
 
     public var description: String {
@@ -28,7 +29,7 @@ public enum ExitStatus: Int32, Sendable, CaseIterable, CustomStringConvertible {
         case .usage: "usage: bad argument or field value, unusable local file"
         case .notFound: "not found: record, conflict, or no device in the directory"
         case .syncFailed: "sync failed: server unreachable, connection lost, server storage full; sync again"
-        case .refused: "refused: credential, tenant, revoked device, TLS chain or pin"
+        case .refused: "refused: credential, tenant, revoked device, TLS chain or pin, or a change your rights do not allow"
         }
     }
 
@@ -74,6 +75,9 @@ public struct DeviceError: Error, Sendable, Equatable, CustomStringConvertible {
             switch error {
             case .recordNotFound, .conflictNotFound:
                 return DeviceError(.notFound, error.description)
+            case .accessDenied(let denied):
+                // Not a usage error: the command was right, the user's role forbids it.
+                return DeviceError(.refused, "not allowed: \(denied.reason) (\(denied.type) \(Device.text(denied.record))); nothing was changed")
             case .invalidRecord(let model):
                 return DeviceError(.usage, model.description)
             default:

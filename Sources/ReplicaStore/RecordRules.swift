@@ -46,6 +46,11 @@ public struct RecordLookup {
         try store.recordType(of: id)
     }
 
+    /// The record with `id`, deleted or not, as the open transaction left it.
+    public func record(_ id: UUID) throws -> RecordState? {
+        try store.record(id)
+    }
+
     /// The live records of `type`.
     public func records(ofType type: String) throws -> [RecordState] {
         try store.records(ofType: type)

@@ -1,3 +1,4 @@
+import Access
 import CSQLite
 import Foundation
 import SQLite
@@ -109,6 +110,12 @@ public final class ReplicaStore {
     /// The open write transaction, if any: nested writes join the outermost one.
     private var transactionState: TransactionState?
 
+    /// The rights this replica's own writes are checked against before they are kept (see
+    /// `LocalWriteCheck`); `nil` checks none. A device sets it when it learns its user's rights
+    /// (connecting, or opening with the rights it last received), so it can change at any time
+    /// between transactions; one set inside a transaction applies when that transaction ends.
+    public var localWriteCheck: (any LocalWriteCheck)?
+
     /// What the outermost write transaction collects until it commits.
     private struct TransactionState {
         /// Identifies the records one local transaction wrote, so a push keeps them together.
@@ -118,6 +125,10 @@ public final class ReplicaStore {
         /// states: checked when the transaction ends, for required fields and the store's rules.
         var toCheck: [UUID: RecordState] = [:]
         var toCheckOrder: [UUID] = []
+        /// Records this replica wrote itself, with their state before the transaction first
+        /// wrote them (`nil`: created by it), for `localWriteCheck`.
+        var localBefore: [UUID: RecordState?] = [:]
+        var localOrder: [UUID] = []
         /// A nested write rolled back to its savepoint, so some states in `toCheck` may be
         /// gone: the checks read the records again instead.
         var reloadToCheck = false
@@ -258,7 +269,10 @@ public final class ReplicaStore {
                     transactionState = TransactionState(id: sequence + 1, tracksChanges: feed.hasObservers)
                 }
                 let result = try body()
-                if outermost { try checkWrittenRecords() }
+                if outermost {
+                    try checkLocalWrites()
+                    try checkWrittenRecords()
+                }
                 if counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
                     try db.run("UPDATE replica SET counter = ?, sequence = ?, clock = ? WHERE singleton = 1",
                                [Int64(counter), sequence, clock.last.signedValue])
@@ -298,6 +312,36 @@ public final class ReplicaStore {
             try schema.checkRequired(record)
             try options.rules?.check(record, in: RecordLookup(self))
         }
+    }
+
+    /// The end of a transaction, before the rules: every record this replica wrote must be a
+    /// change `localWriteCheck` allows, judged as the transaction leaves it and against the
+    /// store as the transaction leaves it, so a record may be given to its owner, or the record
+    /// it hangs off created, later in the same transaction. A refusal by rights comes first:
+    /// when a write is not allowed at all, whether it is complete does not matter.
+    private func checkLocalWrites() throws {
+        guard let check = localWriteCheck, let state = transactionState else { return }
+        let lookup = RecordLookup(self)
+        for id in state.localOrder {
+            // States are read again: `toCheck` holds live records only, and a nested write
+            // rolled back to its savepoint may have undone what was noted.
+            guard let after = try record(id) else { continue }  // its creation was rolled back
+            let before = state.localBefore[id] ?? nil
+            if after == before { continue }  // every write to it was rolled back
+            do {
+                try check.check(before: before, after: after, in: lookup)
+            } catch let denied as AccessDenied {
+                throw ReplicaStoreError.accessDenied(denied)
+            }
+        }
+    }
+
+    /// Notes that this replica writes the record `id`, which stood as `before` until now.
+    /// Only the first write of a transaction counts: the check judges the transaction whole.
+    private func noteLocalWrite(_ id: UUID, before: RecordState?) {
+        guard transactionState != nil, transactionState?.localBefore[id] == nil else { return }
+        transactionState?.localBefore[id] = .some(before)
+        transactionState?.localOrder.append(id)
     }
 
     /// Notes a record's state for `checkWrittenRecords`.
@@ -548,6 +592,7 @@ public final class ReplicaStore {
             let state = RecordState.created(id: id, type: type, fields: values, dot: dot, timestamp: timestamp)
             try save(state, replacing: nil, old: nil, dirty: true)
             noteForChecks(state)
+            noteLocalWrite(id, before: nil)
             return state
         }
     }
@@ -603,11 +648,13 @@ public final class ReplicaStore {
             guard let (stored, loaded) = try load(id, decodeState: true), var state = loaded else {
                 throw ReplicaStoreError.recordNotFound(id)
             }
+            let before = state
             let (dot, timestamp) = try nextWrite()
             try change(&state, dot, timestamp)
             try save(state, replacing: stored.sequence, old: loaded, dirty: true)
             try supersedeConflicts(of: state)
             noteForChecks(state)
+            noteLocalWrite(id, before: before)
             return state
         }
     }

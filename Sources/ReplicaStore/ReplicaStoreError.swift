@@ -1,3 +1,4 @@
+import Access
 import Foundation
 import SQLite
 import SyncModel
@@ -24,6 +25,9 @@ public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
     case conflictClosed(id: Int64, status: String)
     /// The resolution does not fit the conflict (restoring after a concurrent update, say).
     case invalidResolution(id: Int64, reason: String)
+    /// The store's `LocalWriteCheck` refused a local write: the user's rights do not allow it.
+    /// The whole transaction was rolled back. The reason is the server's own words for it.
+    case accessDenied(AccessDenied)
 
     /// Whether the refusal is about what was asked of a record (invalid, missing, existing,
     /// deleted) rather than about the store itself (its file damaged, foreign or too new).
@@ -32,7 +36,7 @@ public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .notAStore, .corrupt, .newerSchema: false
         case .invalidRecord, .recordNotFound, .recordExists, .recordDeleted, .recordNotDeleted,
-             .conflictNotFound, .conflictClosed, .invalidResolution: true
+             .conflictNotFound, .conflictClosed, .invalidResolution, .accessDenied: true
         }
     }
 
@@ -50,6 +54,7 @@ public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
         case let .conflictNotFound(id): return "no conflict \(id)"
         case let .conflictClosed(id, status): return "conflict \(id) is already \(status)"
         case let .invalidResolution(id, reason): return "conflict \(id): \(reason)"
+        case let .accessDenied(denied): return "not allowed: \(denied)"
         }
     }
 }

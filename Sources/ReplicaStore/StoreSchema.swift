@@ -83,7 +83,16 @@ enum StoreSchema {
                 fields TEXT NOT NULL
             );
             """),
-        Migration(version: 4, "scopes: what each downstream peer holds; evictions waiting for a push", sql: """
+        Migration(version: 4, "settings of this replica", sql: """
+            -- What this replica keeps about itself and never syncs (the rights its user was last
+            -- given, on a device), by key; written with the store's transactions, so a copy or a
+            -- restore of the file keeps them with the records they apply to.
+            CREATE TABLE local_settings (
+                key TEXT PRIMARY KEY,
+                value BLOB NOT NULL
+            ) WITHOUT ROWID;
+            """),
+        Migration(version: 5, "scopes: what each downstream peer holds; evictions waiting for a push", sql: """
             -- On a server: the records each device was sent and still holds, so a record that
             -- leaves a device's scope is evicted from it, and only from a device that has it.
             CREATE TABLE peer_records (

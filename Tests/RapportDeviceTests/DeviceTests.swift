@@ -1,8 +1,11 @@
+import Access
 import CRM
 import Foundation
+import RapportClient
 import RapportDevice
 import ReplicaStore
 import SyncModel
+import SyncProtocol
 import TestSupport
 import Testing
 import TLS
@@ -33,6 +36,30 @@ import TLS
         #expect(record.values["annual_revenue"] == .real(2e6))
         #expect(try device.list(type: "account").map(\.id) == [created.record.id])
         #expect(try device.status().dirtyCount == 1)
+    }
+
+    @Test func aWriteTheUsersRightsRefuseExitsRefusedWithTheRuleAndKeepsNothingEvenOffline() throws {
+        let account = try device.put(type: "account", id: nil, assignments: ["name=North Ltd", "owner=nina@acme.example"]).record
+        // Rights a session's Welcome gave, kept in the store: a device opened later, offline, checks with them.
+        let rep = try #require(CRMAccess.defaultRoles.first { $0.name == "rep" })
+        let nina = AccessSubject(user: "nina@acme.example", team: "north", role: rep, teamMembers: [])
+        try device.store.performSync { try RapportClient.adoptAccess(nina.wire, on: $0) }
+        let offline = try Device.open(device.home)
+        defer { offline.close() }
+        let dirty = try offline.status().dirtyCount
+
+        let error = try #require(#expect(throws: DeviceError.self) {
+            try offline.put(type: "account", id: Device.text(account.id), assignments: ["annual_revenue=2e6", "tier=gold"])
+        })
+        #expect(error.status == .refused)
+        #expect(error.message.contains("reps may not write the field annual_revenue"), "\(error.message)")
+        #expect(try offline.record(Device.text(account.id)) == account)
+        let stage = try #require(#expect(throws: DeviceError.self) {
+            try offline.put(type: "pipeline_stage", id: nil, assignments: ["name=Pilot", "position=3", "probability=40"])
+        })
+        #expect(stage.status == .refused && stage.message.contains("reps may not create pipeline_stages"))
+        #expect(try offline.status().dirtyCount == dirty)
+        #expect(try offline.put(type: "account", id: Device.text(account.id), assignments: ["tier=gold"]).record.values["tier"] == .text("gold"))
     }
 
     @Test func aBadArgumentWritesNothing() throws {
