@@ -19,7 +19,8 @@ final class RegistryServer: Sendable {
     let port: Int
     var caPath: String { server.devCertificateAuthorityPath! }
 
-    init(tenants: [String] = ["acme", "globex"], maxOpenTenants: Int = 256) async throws {
+    init(tenants: [String] = ["acme", "globex"], maxOpenTenants: Int = 256,
+         access: SyncServer.AccessConfiguration? = nil) async throws {
         dir = try TemporaryDirectory()
         data = DataDirectory(dir.path("server"))
         _ = try ServerProcess.prepare(data: data.path, tenants: tenants, devicesPerTenant: 0, schema: CRMSchema.current)
@@ -27,6 +28,7 @@ final class RegistryServer: Sendable {
         config.accessCheckInterval = .milliseconds(200)
         config.maxOpenTenants = maxOpenTenants
         config.shutdownGracePeriod = .seconds(2)
+        config.access = access
         server = try SyncServer(configuration: config, logger: ServerFixture.logger("test.rapportd"))
         port = try await server.start()
     }

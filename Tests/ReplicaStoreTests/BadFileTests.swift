@@ -44,7 +44,7 @@ import Testing
             try raw.execute("PRAGMA user_version = 99")
             raw.close()
         }
-        #expect(throws: ReplicaStoreError.newerSchema(path: dir.path("A.sqlite"), found: 99, supported: 4)) {
+        #expect(throws: ReplicaStoreError.newerSchema(path: dir.path("A.sqlite"), found: 99, supported: ReplicaStore.supportedSchemaVersion)) {
             try openStore(dir, "A")
         }
     }
