@@ -117,6 +117,7 @@ enum MessageTarget {
         }
         // The server keeps the device's conflict reports it can read and drops the others.
         let conflicts = request.conflicts.compactMap { try? $0.decoded() }
+        for conflict in conflicts { checkWireRoundTrip(conflict) }
         if let first = conflicts.first, !results.isEmpty {
             results[0].conflicts = [Rapport_V1_ConflictReport(first)]
         }
@@ -124,6 +125,19 @@ enum MessageTarget {
         result.batchID = request.batchID
         result.results = results
         return result
+    }
+
+    /// A conflict the server keeps is sent on to the device whose write lost, in the same form.
+    static func checkWireRoundTrip(_ conflict: Conflict) {
+        let wire = Rapport_V1_ConflictReport(conflict)
+        do {
+            // Compared as messages: a real that is NaN is unequal to itself.
+            guard Rapport_V1_ConflictReport(try wire.decoded()) == wire else {
+                violated("messages: a conflict report, encoded again, decodes to another conflict: \(conflict)")
+            }
+        } catch {
+            violated("messages: a conflict report, encoded again, does not decode: \(error); \(conflict)")
+        }
     }
 
     /// A state that came off the wire goes back on it (a pull, a conflict) in the same encoding.
