@@ -42,7 +42,7 @@ for target in "${targets[@]}"; do
     # New inputs go to the first directory only: the committed ones stay as they are.
     if RAPPORT_FUZZ_TARGET="$target" "$binary" -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$crashes/" "${inputs[@]}" >"$scratch/$target.log" 2>&1; then
-        grep -E '^#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec' "$scratch/$target.log" || true
+        grep -E '^#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec' "$scratch/$target.log" || true
     else
         tail -n 60 "$scratch/$target.log"
         echo "== $target FAILED: input in $crashes/ (log: $scratch/$target.log)"
