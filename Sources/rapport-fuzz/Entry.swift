@@ -50,6 +50,10 @@ func runFuzzerDriver(
 enum Fuzz {
     static func main() {
         _ = selectedTarget
+        // The Swift runtime's backtracer handles these signals from startup, and libFuzzer
+        // leaves a handler it finds in place: a trap would print a backtrace and exit without
+        // libFuzzer saving the input that caused it.
+        for signal in [SIGILL, SIGTRAP, SIGSEGV, SIGBUS, SIGFPE, SIGABRT] { Foundation.signal(signal, SIG_DFL) }
         var argc = CommandLine.argc
         var argv = CommandLine.unsafeArgv
         exit(runFuzzerDriver(&argc, &argv, fuzzTestOneInput))
