@@ -101,7 +101,11 @@ enum Replay {
 
     static func files(at url: URL) -> [URL] {
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { return [] }
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            // A mistyped path must not pass as a replay of nothing.
+            FileHandle.standardError.write(Data("no such file or directory: \(url.path)\n".utf8))
+            exit(1)
+        }
         guard isDirectory.boolValue else { return [url] }
         let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
         return names.filter { !$0.hasPrefix(".") }.sorted().map { url.appendingPathComponent($0) }
