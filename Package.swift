@@ -22,6 +22,7 @@ let package = Package(
         .executable(name: "rapport", targets: ["rapport"]),
         .executable(name: "rapportctl", targets: ["rapportctl"]),
         .executable(name: "rapport-bench", targets: ["rapport-bench"]),
+        .executable(name: "rapport-fuzz", targets: ["rapport-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -112,6 +113,19 @@ let package = Package(
                 "TestSupport", .product(name: "Logging", package: "swift-log"),
             ] + nio + [
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // Fuzz targets for what a peer's bytes reach first: frames, messages, records. Built
+        // with -DRAPPORT_FUZZ and -sanitize=fuzzer it is a libFuzzer binary (scripts/fuzz.sh);
+        // otherwise a plain tool that replays inputs through the same checks.
+        .executableTarget(
+            name: "rapport-fuzz",
+            dependencies: [
+                "SyncModel", "SyncProtocol", "CRM",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
 
