@@ -15,6 +15,10 @@ struct ScopeState: Codable, Equatable {
     var members: [String]
     var role: Role
     var stale = false
+    /// While a pull from 0 is under way: the tenant sequence it brings the device up to. Until
+    /// the device's checkpoint reaches it, batches come from the records the user may read
+    /// (found through the indexes by owner and by reference), not from every change.
+    var catchUpTo: Int64?
 
     init(_ subject: AccessSubject) {
         user = subject.user
@@ -24,6 +28,7 @@ struct ScopeState: Codable, Equatable {
     }
 
     func sameAccess(as other: ScopeState) -> Bool {
+        // catchUpTo and stale are progress, not access.
         user == other.user && team == other.team && members == other.members && role == other.role
     }
 
@@ -90,6 +95,16 @@ extension SyncServer {
                     }
                 }
                 state = current
+                state.catchUpTo = sequence > 0 ? sequence : nil
+                // Held records deleted since: their tombstones, which the catch-up (live
+                // records only) would not bring.
+                for id in try store.heldRecords(by: peer) where !evicted.contains(id) {
+                    if let record = try store.record(id), record.isDeleted, try policy.mayRead(record, lookup: store.record) {
+                        batch.records.append(Rapport_V1_Record(stripped(record, policy)))
+                        sent.append(id)
+                        sentSet.insert(id)
+                    }
+                }
             }
             /// Sends or evicts one record; when its standing changed for this device, the
             /// records that hang off it changed standing with it although they did not change,
@@ -117,7 +132,24 @@ extension SyncServer {
             }
             var last = after
             var scanned = false
-            scan: while batch.records.count < limit {
+            if let target = state.catchUpTo, after < target {
+                // Catching up: what the user may read, in sequence order, up to the target.
+                let visible = try visibleChanges(in: store, policy: policy, children: children)
+                    .filter { $0.sequence > after && $0.sequence <= target && !sentSet.contains($0.state.id) }
+                let taken = visible.prefix(max(0, limit - batch.records.count))
+                for change in taken {
+                    batch.records.append(Rapport_V1_Record(stripped(change.state, policy)))
+                    sent.append(change.state.id)
+                    sentSet.insert(change.state.id)
+                    last = change.sequence
+                }
+                if taken.count == visible.count {
+                    // Caught up: the checkpoint may pass every change up to the target.
+                    last = target
+                    state.catchUpTo = nil
+                }
+            }
+            scan: while batch.records.count < limit && state.catchUpTo == nil {
                 let changes = try store.changes(after: last, limit: max(limit, 256))
                 if changes.isEmpty { scanned = true; break }
                 for change in changes {
@@ -136,6 +168,39 @@ extension SyncServer {
         }
         batch.conflicts = try store.conflicts(lostBy: peer, on: sent).map(Rapport_V1_ConflictReport.init)
         return batch
+    }
+
+    /// The live records the user may read now, in sequence order, found from the records they
+    /// own or their team owns (the index by owner) and what hangs off those (the index by
+    /// reference), plus every record of the types the role reads all of: work in proportion to
+    /// the scope, not to the tenant.
+    private func visibleChanges(in store: ReplicaStore, policy: AccessPolicy,
+                                children: [String: [(type: String, field: String)]]) throws -> [Change] {
+        let subject = policy.subject
+        let ownerField = policy.model.ownerField
+        let allTypes = Set(store.schema.types.keys.filter { subject.role.rights(for: $0).read == .all })
+        var candidates: [UUID: Change] = [:]
+        for change in try store.liveChanges(ofTypes: allTypes) { candidates[change.state.id] = change }
+        var queue: [Change] = []
+        let owners = Array(subject.teamMembers)
+        for (name, type) in store.schema.types where !allTypes.contains(name) && type.fields[ownerField] != nil {
+            for change in try store.indexedChanges(ofType: name, where: ownerField, in: owners) where candidates[change.state.id] == nil {
+                candidates[change.state.id] = change
+                queue.append(change)
+            }
+        }
+        while let parent = queue.popLast() {
+            for (type, field) in children[parent.state.type] ?? [] where !allTypes.contains(type) {
+                let id = parent.state.id.uuidString
+                for change in try store.indexedChanges(ofType: type, where: field, in: [id, id.lowercased()]) where candidates[change.state.id] == nil {
+                    candidates[change.state.id] = change
+                    queue.append(change)
+                }
+            }
+        }
+        return try candidates.values
+            .filter { try policy.mayRead($0.state) { id in try candidates[id]?.state ?? store.record(id) } }
+            .sorted { $0.sequence < $1.sequence }
     }
 
     /// The record as the role may see it: without its hidden fields.

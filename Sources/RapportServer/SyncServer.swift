@@ -134,7 +134,7 @@ public final class SyncServer: Sendable {
         self.authenticator = authenticator
         tenants = try TenantPool(directory: directory.tenantsPath, schema: configuration.schema,
                                  rules: configuration.recordRules,
-                                 indexedFields: Set(configuration.access.map { Array($0.ownership.parents.values.joined()) } ?? []),
+                                 indexedFields: Set(configuration.access.map { Array($0.ownership.parents.values.joined()) + [$0.ownership.ownerField] } ?? []),
                                  capacity: configuration.maxOpenTenants,
                                  createsMissing: authenticator.createsTenantStores, logger: logger)
     }

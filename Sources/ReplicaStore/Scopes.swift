@@ -101,3 +101,32 @@ extension ReplicaStore {
         try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))])
     }
 }
+
+extension ReplicaStore {
+    /// The live records of `type` whose indexed `field` holds one of `values`, with their
+    /// sequence numbers: how a server finds a user's records by owner, and the records hanging
+    /// off one by reference, at a cost in proportion to what it finds. `field` must be one of
+    /// `Options.indexedFields`.
+    public func indexedChanges(ofType type: String, where field: String, in values: [String]) throws -> [Change] {
+        precondition(options.indexedFields.contains(field), "\(field) is not indexed in this store")
+        var found: [Change] = []
+        let statement = try db.cached("""
+            SELECT r.seq, r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON r.id = f.id
+            WHERE f.type = ? AND f.field = ? AND f.value = ? AND r.deleted = 0
+            """)
+        for value in values {
+            found += try statement.query([type, field, value]) { Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1)) }
+        }
+        return found
+    }
+
+    /// The live records of the given types with their sequence numbers, in one pass over the
+    /// records: for the types a user reads all of.
+    public func liveChanges(ofTypes types: Set<String>) throws -> [Change] {
+        guard !types.isEmpty else { return [] }
+        let list = types.sorted().map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: ", ")
+        return try db.query("SELECT seq, id, type, vector, state FROM records WHERE deleted = 0 AND type IN (\(list)) ORDER BY seq") {
+            Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1))
+        }
+    }
+}
