@@ -101,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "rapportctl",
             dependencies: [
-                "PrivateFiles", "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "RapportDevice",
+                "Access", "PrivateFiles", "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "RapportDevice",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -130,7 +130,7 @@ let package = Package(
         .testTarget(name: "CRMTests", dependencies: ["Access", "CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
         .testTarget(name: "RapportServerTests", dependencies: [
             "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
-            "PrivateFiles", "SQLite",
+            "Access", "PrivateFiles", "SQLite",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ] + nio),
         .testTarget(name: "RapportDeviceTests", dependencies: [
