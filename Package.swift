@@ -102,7 +102,7 @@ let package = Package(
         .executableTarget(
             name: "rapportctl",
             dependencies: [
-                "PrivateFiles", "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "RapportDevice",
+                "Access", "PrivateFiles", "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "RapportDevice",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

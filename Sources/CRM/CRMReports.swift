@@ -24,6 +24,10 @@ public struct CRMReports {
         self.init(store: store, rules: try CRMRules(store: store, now: now))
     }
 
+    /// The tenant's `setting` records whose value does not parse: the reports use each key's
+    /// default instead, and should be shown with these so the admin can correct them.
+    public var settingProblems: [SettingProblem] { rules.settingProblems }
+
     // MARK: Sales
 
     /// One stage of the pipeline: its opportunities, their amount and the amount weighted by the

@@ -10,22 +10,30 @@ import SyncModel
 public struct CRMRules: Sendable {
     public let settings: CRMSettings
     public let pipeline: CRMPipeline
+    /// The tenant's `setting` records that hold a value their key cannot take: `settings` has
+    /// the key's default instead, and whoever shows results should show these beside them.
+    public let settingProblems: [SettingProblem]
     /// The moment the rules are evaluated at, in seconds since 1970.
     public let now: Int64
     /// `now`'s day, in days since 1970 (UTC).
     public var today: Int64 { now.floorDivided(by: CRMDate.secondsPerDay) }
 
     /// Rules evaluated at `now`.
-    public init(settings: CRMSettings = CRMSettings(), pipeline: CRMPipeline = .default, now: Date) {
+    public init(settings: CRMSettings = CRMSettings(), pipeline: CRMPipeline = .default, now: Date,
+                settingProblems: [SettingProblem] = []) {
         self.settings = settings
         self.pipeline = pipeline
+        self.settingProblems = settingProblems
         self.now = CRMDate.seconds(now)
     }
 
     /// Rules with the settings and pipeline of the tenant whose records `store` holds: what a
-    /// replica uses so that its results match every other replica's.
+    /// replica uses so that its results match every other replica's. A setting whose value does
+    /// not parse has its default and is listed in `settingProblems`.
     public init(store: ReplicaStore, now: Date) throws {
-        self.init(settings: try CRMSettings.load(from: store), pipeline: try CRMPipeline.load(from: store), now: now)
+        let loaded = try CRMSettings.load(from: store)
+        self.init(settings: loaded.settings, pipeline: try CRMPipeline.load(from: store), now: now,
+                  settingProblems: loaded.problems)
     }
 
     // MARK: Tiering

@@ -85,59 +85,118 @@ public struct CRMSettings: Sendable, Equatable, Codable {
         return keys
     }()
 
-    /// The settings of the tenant whose records `store` holds, defaults where none is set.
+    /// The settings of the tenant whose records `store` holds, defaults where none is set, and
+    /// the `setting` records whose value their key cannot take.
     ///
-    /// - Throws: `CRMError.invalidSetting` naming the key and value, rather than silently running
-    ///   the rules on a default the admin did not choose.
-    public static func load(from store: ReplicaStore) throws -> CRMSettings {
-        var pairs: [(String, String)] = []
+    /// Lenient, because one bad record (a value written before the store rules refused it, or
+    /// by an older version) must not stop every report and rule of the tenant: such a setting
+    /// keeps its default and is returned as a `SettingProblem` for the caller to show, rather
+    /// than silently running the rules on a default the admin did not choose.
+    public static func load(from store: ReplicaStore) throws -> (settings: CRMSettings, problems: [SettingProblem]) {
+        var settings = CRMSettings()
+        var problems: [SettingProblem] = []
         for record in try store.records(ofType: "setting") {
-            if let key = record.text("key") { pairs.append((key, record.text("value") ?? "")) }
+            guard let key = record.text("key") else { continue }
+            let value = record.text("value") ?? ""
+            do {
+                try settings.apply(key: key, value: value)
+            } catch .invalidSetting(_, _, let expected) {
+                problems.append(SettingProblem(key: key, record: record.id, value: value, expected: expected))
+            } catch {
+                // `apply` throws only `invalidSetting`.
+            }
         }
-        return try CRMSettings(pairs)
+        return (settings, problems.sorted { ($0.key, $0.record.uuidString) < ($1.key, $1.record.uuidString) })
     }
 
     /// Settings from key/value pairs; later pairs win, unknown keys are ignored.
+    ///
+    /// - Throws: `CRMError.invalidSetting` naming the key and value of the first pair whose value
+    ///   its key cannot take.
     public init(_ pairs: [(key: String, value: String)]) throws {
         self.init()
-        for (key, raw) in pairs {
-            let value = raw.trimmingCharacters(in: .whitespaces)
-            func number(positive: Bool = true) throws -> Double {
-                guard let number = Double(value), number.isFinite, positive ? number >= 0 : true else {
-                    throw CRMError.invalidSetting(key: key, value: raw, expected: "a number of at least 0")
-                }
-                return number
-            }
-            func days() throws -> Int {
-                guard let days = Int(value), days > 0 else {
-                    throw CRMError.invalidSetting(key: key, value: raw, expected: "a whole number of days above 0")
-                }
-                return days
-            }
-            switch key {
-            case "tier.vip": tiers.vip = try number()
-            case "tier.gold": tiers.gold = try number()
-            case "tier.silver": tiers.silver = try number()
-            case "tier.bronze": tiers.bronze = try number()
-            case "churn.inactivity_days": churnInactivityDays = try days()
-            case "churn.activity_period_days": activityPeriodDays = try days()
-            case "renewal.window_days": renewalWindowDays = try days()
-            case "churn.activity_drop_share":
-                let share = try number()
-                guard share <= 1 else { throw CRMError.invalidSetting(key: key, value: raw, expected: "a share from 0 to 1") }
-                activityDropShare = share
-            default:
-                let parts = key.split(separator: ".")
-                guard parts.count == 3, parts[0] == "sla", let current = sla[String(parts[1])] else { continue }
-                var updated = current
-                switch parts[2] {
-                case "response_hours": updated.responseHours = try number()
-                case "resolution_hours": updated.resolutionHours = try number()
-                default: continue
-                }
-                sla[String(parts[1])] = updated
-            }
+        for (key, value) in pairs { try apply(key: key, value: value) }
+    }
+
+    /// What a value of `key` must look like when `value` is not one (`nil`: it is, or the key is
+    /// not one this version knows). The store rules refuse such a `setting` record with it.
+    public static func expectedForm(ofKey key: String, value: String) -> String? {
+        var settings = CRMSettings()
+        do {
+            try settings.apply(key: key, value: value)
+            return nil
+        } catch .invalidSetting(_, _, let expected) {
+            return expected
+        } catch {
+            return nil
         }
+    }
+
+    /// Sets `key` to `value`; an unknown key changes nothing, so that a setting a newer version
+    /// adds is ignored rather than refused.
+    mutating func apply(key: String, value raw: String) throws(CRMError) {
+        let value = raw.trimmingCharacters(in: .whitespaces)
+        func number() throws(CRMError) -> Double {
+            guard let number = Double(value), number.isFinite, number >= 0 else {
+                throw CRMError.invalidSetting(key: key, value: raw, expected: "a number of at least 0")
+            }
+            return number
+        }
+        func days() throws(CRMError) -> Int {
+            guard let days = Int(value), days > 0 else {
+                throw CRMError.invalidSetting(key: key, value: raw, expected: "a whole number of days above 0")
+            }
+            return days
+        }
+        switch key {
+        case "tier.vip": tiers.vip = try number()
+        case "tier.gold": tiers.gold = try number()
+        case "tier.silver": tiers.silver = try number()
+        case "tier.bronze": tiers.bronze = try number()
+        case "churn.inactivity_days": churnInactivityDays = try days()
+        case "churn.activity_period_days": activityPeriodDays = try days()
+        case "renewal.window_days": renewalWindowDays = try days()
+        case "churn.activity_drop_share":
+            guard let share = Double(value), share.isFinite, share >= 0, share <= 1 else {
+                throw CRMError.invalidSetting(key: key, value: raw, expected: "a share from 0 to 1")
+            }
+            activityDropShare = share
+        default:
+            let parts = key.split(separator: ".")
+            guard parts.count == 3, parts[0] == "sla", let current = sla[String(parts[1])] else { return }
+            var updated = current
+            switch parts[2] {
+            case "response_hours": updated.responseHours = try number()
+            case "resolution_hours": updated.resolutionHours = try number()
+            default: return
+            }
+            sla[String(parts[1])] = updated
+        }
+    }
+}
+
+/// A `setting` record whose value its key cannot take. The rules and reports run with the
+/// key's default instead and report this, so that one bad record neither stops them for the
+/// whole tenant nor goes unnoticed.
+public struct SettingProblem: Sendable, Equatable, Codable, CustomStringConvertible {
+    /// The setting's key (`churn.inactivity_days`).
+    public var key: String
+    /// The `setting` record holding the value, to correct or delete.
+    public var record: UUID
+    /// The value as stored.
+    public var value: String
+    /// What a value of the key must look like ("a whole number of days above 0").
+    public var expected: String
+
+    public init(key: String, record: UUID, value: String, expected: String) {
+        self.key = key
+        self.record = record
+        self.value = value
+        self.expected = expected
+    }
+
+    public var description: String {
+        "setting '\(key)' (record \(record.uuidString.lowercased())) is '\(value)', expected \(expected); its default is used"
     }
 }
 

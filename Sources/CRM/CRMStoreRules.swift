@@ -10,7 +10,9 @@ import SyncModel
 ///   the merge's tombstone points at the survivor); another tenant's id is simply not found;
 /// - an opportunity's stage is one of the tenant's pipeline stages (`PipelineStage`);
 /// - values of the tenant's custom fields fit their definitions (`CustomField`), and a
-///   definition names a new, valid field of an entity that takes custom fields.
+///   definition names a new, valid field of an entity that takes custom fields;
+/// - a `setting` of a key this version knows holds a value that key can take (`CRMSettings`);
+///   a key it does not know is kept as it is, for the newer version that wrote it.
 public struct CRMStoreRules: RecordRules {
     public init() {}
 
@@ -44,6 +46,15 @@ public struct CRMStoreRules: RecordRules {
             }
         case "custom_field":
             try checkDefinition(state, in: store)
+        case "setting":
+            if case .text(let key)? = state.fields["key"]?.value {
+                var value = ""
+                if case .text(let text)? = state.fields["value"]?.value { value = text }
+                if let expected = CRMSettings.expectedForm(ofKey: key, value: value) {
+                    throw ModelError.invalidFieldValue(record: record, field: "value", reason:
+                        "'\(value)' is not a value for setting '\(key)': expected \(expected)")
+                }
+            }
         default:
             break
         }

@@ -141,7 +141,9 @@ public final class RapportClient: Sendable {
 
     /// Runs `body` with the CRM's rules and reports over the local data, as of `now`: the same
     /// code and the same tenant settings (they sync as records) the server uses, so a device
-    /// offline shows the figures the server would.
+    /// offline shows the figures the server would. A tenant setting whose value does not parse
+    /// does not fail the reports: its default is used and `CRMReports.settingProblems` names
+    /// it, for the app to show beside the figures.
     public func reports<T: Sendable>(now: Date = Date(), _ body: @escaping @Sendable (CRMReports) throws -> T) async throws -> T {
         try await store.perform { try body(try CRMReports(store: $0, now: now)) }
     }

@@ -34,7 +34,10 @@ struct Report: ParsableCommand {
         let store = try common.directory.openStore(of: tenant, schema: CRMSchema.current)
         defer { store.close() }
         let format: ReportFormat = common.json ? .json : csv ? .csv : .table
-        Output.standard(try CRMReports(store: store, now: now).render(report, as: format))
+        let reports = try CRMReports(store: store, now: now)
+        Output.standard(try reports.render(report, as: format))
+        // On standard error only: the JSON and CSV on standard output keep their shape.
+        for problem in reports.settingProblems { Output.error("warning: \(problem)") }
     }
 }
 

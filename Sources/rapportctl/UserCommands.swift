@@ -8,8 +8,8 @@ extension UserRole: ExpressibleByArgument {}
 struct UserCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "user",
-        abstract: "Add, list, suspend, resume and remove a tenant's users.",
-        subcommands: [Add.self, List.self, SetRole.self, Suspend.self, Resume.self, Remove.self])
+        abstract: "Add, list, change, suspend, resume and remove a tenant's users.",
+        subcommands: [Add.self, List.self, SetRole.self, SetTeam.self, Suspend.self, Resume.self, Remove.self])
 
     static func json(_ user: User) -> JSONValue {
         .object([
@@ -81,6 +81,31 @@ struct UserCommand: ParsableCommand {
         }
     }
 
+    struct SetTeam: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-team",
+            abstract: "Move a user to a team, or out of any (--no-team): team rights follow within a second.")
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var target: Target
+        @Option(help: "The team.")
+        var team: String?
+        @Flag(help: "Take the user out of any team.")
+        var noTeam = false
+
+        func validate() throws {
+            guard (team != nil) != noTeam else { throw ValidationError("give --team TEAM or --no-team") }
+            if let team, team.trimmingCharacters(in: .whitespaces).isEmpty {
+                throw ValidationError("--team is empty; give --no-team to take the user out of any team")
+            }
+        }
+
+        func run() throws {
+            try UserCommand.change(common, target, "user set-team", detail: team ?? "no team") { registry in
+                try registry.setTeam(tenant: target.tenant, email: target.email, noTeam ? nil : team)
+            }
+        }
+    }
+
     struct Suspend: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Suspend a user: the user's devices are refused (live sessions end within seconds).")
         @OptionGroup var common: CommonOptions
@@ -115,6 +140,7 @@ struct UserCommand: ParsableCommand {
         defer { registry.close() }
         try common.audited(registry, action, tenant: target.tenant, detail: "\(target.email) \(detail)") { try body(registry) }
         let user = try registry.requireUser(tenant: target.tenant, email: target.email)
-        common.emit(text: "\(user.email): \(user.role.rawValue), \(user.status.rawValue)\n", json: UserCommand.json(user))
+        common.emit(text: "\(user.email): \(user.role.rawValue), \(user.team.map { "team \($0)" } ?? "no team"), \(user.status.rawValue)\n",
+                    json: UserCommand.json(user))
     }
 }

@@ -145,6 +145,29 @@ func invalid(_ record: UUID, _ field: String, _ reason: String) -> ReplicaStoreE
 }
 
 extension CRMRulesTests {
+    /// A setting of a known key must hold a value the key can take, on a local write and in a
+    /// batch from downstream; a key this version does not know is kept for the version that does.
+    @Test func aSettingWithABadValueIsRefused() throws {
+        let bad = UUID()
+        let refusal = invalid(bad, "value", "'soon' is not a value for setting 'churn.inactivity_days': expected a whole number of days above 0")
+        #expect(throws: refusal) {
+            try store.create("setting", id: bad, ["key": .text("churn.inactivity_days"), "value": .text("soon")])
+        }
+        let good = try store.create("setting", ["key": .text("churn.inactivity_days"), "value": .text("30")]).id
+        #expect(throws: ReplicaStoreError.self) { try store.update(good, ["value": .text("-3")]) }
+        #expect(try store.record(good)?.values["value"] == .text("30"))
+        #expect(throws: ReplicaStoreError.self) { try store.create("setting", ["key": .text("tier.vip"), "value": .text("lots")]) }
+        try store.create("setting", ["key": .text("some.future.key"), "value": .text("whatever")])
+
+        let lenient = try ReplicaStore(path: dir.path("lenient-settings.sqlite"),
+                                       options: .init(schema: CRMSchema.current, replicaID: try ReplicaID("lenient")))
+        let pushed = try lenient.create("setting", id: bad, ["key": .text("churn.inactivity_days"), "value": .text("soon")])
+        let server = try openCRMStore(dir, "server")
+        #expect(throws: refusal) { try server.apply([pushed], from: .downstream) }
+        #expect(throws: refusal) { try server.apply(encoded: [EncodedRecord(pushed)], from: .downstream) }
+        #expect(try server.record(bad) == nil)
+    }
+
     /// A write that fails inside a larger transaction is rolled back alone; the checks at the
     /// end see the records as they are, not the states the failed write left behind.
     @Test func aFailedNestedWriteLeavesNoStaleStateToCheck() throws {

@@ -7,7 +7,7 @@ import Testing
 @Suite struct SettingsTests {
     @Test func defaultsWithoutSettingRecords() throws {
         let f = try Fixture()
-        let settings = try CRMSettings.load(from: f.store)
+        let settings = try CRMSettings.load(from: f.store).settings
         #expect(settings == CRMSettings())
         #expect(settings.tiers.vip == 1_000_000 && settings.tiers.bronze == 100_000)
         #expect(settings.sla["urgent"] == .init(responseHours: 1, resolutionHours: 8))
@@ -21,7 +21,7 @@ import Testing
         try f.setting("churn.activity_drop_share", "0.25")
         try f.setting("renewal.window_days", "14")
         try f.setting("some.future.key", "whatever")
-        let settings = try CRMSettings.load(from: f.store)
+        let settings = try CRMSettings.load(from: f.store).settings
         #expect(settings.tiers.gold == 400_000)
         #expect(settings.sla["high"] == .init(responseHours: 2, resolutionHours: 24))
         #expect(settings.churnInactivityDays == 30)
@@ -34,6 +34,34 @@ import Testing
             try CRMSettings([("churn.inactivity_days", "soon")])
         }
         #expect(throws: CRMError.self) { try CRMSettings([("churn.activity_drop_share", "1.5")]) }
+    }
+
+    /// A rep's setting with a bad value (written before the store rules refused it) must not
+    /// fail every report of the tenant: the key keeps its default and the record is named.
+    @Test func aBadSettingFallsBackToItsDefaultAndIsReported() throws {
+        let f = try Fixture()
+        try f.setting("tier.gold", "400000")
+        let bad = try f.store.create("setting", ["key": .text("churn.inactivity_days"), "value": .text("soon")]).id
+        let loaded = try CRMSettings.load(from: f.store)
+        #expect(loaded.settings.churnInactivityDays == CRMSettings().churnInactivityDays)
+        #expect(loaded.settings.tiers.gold == 400_000, "the good settings still apply")
+        #expect(loaded.problems == [SettingProblem(key: "churn.inactivity_days", record: bad, value: "soon",
+                                                   expected: "a whole number of days above 0")])
+        #expect("\(loaded.problems[0])".contains("churn.inactivity_days") && "\(loaded.problems[0])".contains(bad.uuidString.lowercased()))
+
+        let reports = try CRMReports(store: f.store, now: Fixture.now)
+        #expect(reports.settingProblems == loaded.problems)
+        _ = try reports.churnRisks()
+        _ = try reports.pipeline()
+        #expect(try CRMRules(store: f.store, now: Fixture.now).settings.churnInactivityDays == 90)
+    }
+
+    @Test func theExpectedFormOfAKnownKeysBadValue() {
+        #expect(CRMSettings.expectedForm(ofKey: "churn.inactivity_days", value: "30") == nil)
+        #expect(CRMSettings.expectedForm(ofKey: "churn.inactivity_days", value: "0") == "a whole number of days above 0")
+        #expect(CRMSettings.expectedForm(ofKey: "sla.urgent.response_hours", value: "-1") == "a number of at least 0")
+        #expect(CRMSettings.expectedForm(ofKey: "churn.activity_drop_share", value: "1.5") == "a share from 0 to 1")
+        #expect(CRMSettings.expectedForm(ofKey: "some.future.key", value: "anything") == nil)
     }
 
     @Test func pipelineFromStageRecordsOrDefault() throws {
