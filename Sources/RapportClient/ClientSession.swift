@@ -54,7 +54,7 @@ struct ClientSession {
             hello.client = "RapportClient/1"
             var frame = Rapport_V1_Frame()
             frame.hello = hello
-            try await outbound.write(frame)
+            try await Self.writeFirst(frame, outbound, &iterator)
             let welcome = try await Self.awaitReply(&iterator, timeout: configuration.connectTimeout) { frame -> Rapport_V1_Welcome? in
                 if case .welcome(let welcome)? = frame.body { welcome } else { nil }
             }
@@ -80,7 +80,7 @@ struct ClientSession {
             enroll.client = "RapportClient/1"
             var frame = Rapport_V1_Frame()
             frame.enroll = enroll
-            try await outbound.write(frame)
+            try await Self.writeFirst(frame, outbound, &iterator)
             return try await Self.awaitReply(&iterator, timeout: configuration.connectTimeout) { frame -> Rapport_V1_Enrolled? in
                 if case .enrolled(let enrolled)? = frame.body { enrolled } else { nil }
             }
@@ -122,6 +122,23 @@ struct ClientSession {
             }
             var iterator = stream.makeAsyncIterator()
             return try await body(&iterator, outbound, continuation)
+        }
+    }
+
+    /// Writes the session's first frame. It goes out once the TLS handshake completes; when the
+    /// handshake fails instead (a certificate that does not verify), the write only learns that
+    /// the channel closed, and the reason, which the reader saw, is the error worth reporting.
+    private static func writeFirst(_ frame: Rapport_V1_Frame, _ outbound: NIOAsyncChannelOutboundWriter<Rapport_V1_Frame>,
+                                   _ iterator: inout AsyncStream<SessionInput>.AsyncIterator) async throws {
+        do {
+            try await outbound.write(frame)
+        } catch {
+            while let input = await iterator.next() {
+                guard case .ended(let reason) = input else { continue }
+                if let reason { throw Self.failure(reason) }
+                break
+            }
+            throw error
         }
     }
 
