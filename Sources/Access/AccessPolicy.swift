@@ -42,14 +42,18 @@ public struct AccessPolicy: Sendable {
     private func relation(of state: RecordState, lookup: Lookup, depth: Int) rethrows -> Relation {
         var relation = subject.relation(toOwner: text(state, model.ownerField))
         guard relation != .own, depth < 4 else { return relation }
-        for field in model.parents[state.type] ?? [] {
-            guard let id = text(state, field).flatMap(UUID.init(uuidString:)) else { continue }
-            if let parent = try lookup(id) {
-                relation = max(relation, try self.relation(of: parent, lookup: lookup, depth: depth + 1))
-            }
-            break  // the first reference present is what the record hangs off
+        if let id = parent(of: state), let parent = try lookup(id) {
+            relation = max(relation, try self.relation(of: parent, lookup: lookup, depth: depth + 1))
         }
         return relation
+    }
+
+    /// The record `state` hangs off: the first of its parent references that is set.
+    public func parent(of state: RecordState) -> UUID? {
+        for field in model.parents[state.type] ?? [] {
+            if let id = text(state, field).flatMap(UUID.init(uuidString:)) { return id }
+        }
+        return nil
     }
 
     /// Whether the subject may read `state`.

@@ -79,54 +79,104 @@ extension SyncServer {
         }
         try store.transaction {
             var state = previous ?? current
+            func send(_ record: RecordState) {
+                batch.records.append(Rapport_V1_Record(stripped(record, policy)))
+                sent.append(record.id)
+                sentSet.insert(record.id)
+            }
+            func holds(_ id: UUID) throws -> Bool {
+                if sentSet.contains(id) { return true }
+                return try store.isHeld(id, by: peer) && !evicted.contains(id)
+            }
+            /// Whether a record the device holds or is sent hangs off `record`, which must then
+            /// stay on the device for it to be valid there (an account of a visible contact).
+            func isNeeded(_ record: RecordState) throws -> Bool {
+                for (type, field) in children[record.type] ?? [] {
+                    for value in Set([record.id.uuidString, record.id.uuidString.lowercased()]) {
+                        for child in try store.indexedChanges(ofType: type, where: field, in: [value])
+                        where policy.parent(of: child.state) == record.id {
+                            if try holds(child.state.id) { return true }
+                        }
+                    }
+                }
+                return false
+            }
+            /// Sends what `record` hangs off, up the chain, that the device does not hold yet.
+            func sendDependencies(of record: RecordState) throws {
+                var next = policy.parent(of: record)
+                for _ in 0..<4 {
+                    guard let id = next, !(try holds(id)), let parent = try store.record(id), !parent.isDeleted else { return }
+                    send(parent)
+                    next = policy.parent(of: parent)
+                }
+            }
+            /// Takes `record` off the device, and then what it hung off if nothing else needs it.
+            func evictWithDependencies(_ record: RecordState, _ reason: String) throws {
+                evict(record, reason)
+                var next = policy.parent(of: record)
+                for _ in 0..<4 {
+                    guard let id = next, try store.isHeld(id, by: peer), !evicted.contains(id), !sentSet.contains(id),
+                          let parent = try store.record(id), try !policy.mayRead(parent, lookup: store.record),
+                          try !isNeeded(parent) else { return }
+                    evict(parent, "no longer needed by what \(policy.subject.user) may see")
+                    next = policy.parent(of: parent)
+                }
+            }
+            var catchUp: [Change] = []
             if after == 0 {
-                // A pull from 0: whatever the device holds that it may no longer see goes, and
-                // so does what it holds of a type whose hidden fields changed (sent again below
-                // with the fields its role sees now).
+                // A pull from 0: what the device may see now (with what that hangs off), and
+                // whatever it holds beyond that goes, as does what it holds of a type whose
+                // hidden fields changed (sent again with the fields its role sees now).
+                catchUp = try visibleChanges(in: store, policy: policy, children: children)
+                let keep = Set(catchUp.map(\.state.id))
                 if let previous {
                     for id in try store.heldRecords(by: peer) {
                         guard let record = try store.record(id) else { continue }
                         let hiddenChanged = previous.role.rights(for: record.type).hiddenFields != policy.subject.role.rights(for: record.type).hiddenFields
-                        if try !policy.mayRead(record, lookup: store.record) {
+                        if !keep.contains(id) && !record.isDeleted {
                             evict(record, "no longer visible to \(policy.subject.user) (\(policy.subject.role.name), team \(policy.subject.team ?? "none"))")
                         } else if hiddenChanged {
                             evict(record, "the fields \(policy.subject.role.name)s see changed; it comes again")
+                        } else if record.isDeleted, try policy.mayRead(record, lookup: store.record) {
+                            // Deleted since it was sent: its tombstone, which the catch-up
+                            // (live records only) would not bring.
+                            send(record)
                         }
                     }
                 }
                 state = current
                 state.catchUpTo = sequence > 0 ? sequence : nil
-                // Held records deleted since: their tombstones, which the catch-up (live
-                // records only) would not bring.
-                for id in try store.heldRecords(by: peer) where !evicted.contains(id) {
-                    if let record = try store.record(id), record.isDeleted, try policy.mayRead(record, lookup: store.record) {
-                        batch.records.append(Rapport_V1_Record(stripped(record, policy)))
-                        sent.append(id)
-                        sentSet.insert(id)
-                    }
-                }
             }
             /// Sends or evicts one record; when its standing changed for this device, the
             /// records that hang off it changed standing with it although they did not change,
             /// so they are considered too (through the server's index by reference).
             func consider(_ record: RecordState, isChange: Bool, depth: Int = 0) throws {
-                guard !sentSet.contains(record.id) else { return }
-                let held = try store.isHeld(record.id, by: peer) && !evicted.contains(record.id)
+                guard !sentSet.contains(record.id), !evicted.contains(record.id) else { return }
+                let held = try holds(record.id)
                 let visible = try policy.mayRead(record, lookup: store.record)
                 if visible && (isChange || !held) && !(record.isDeleted && !held) {
-                    batch.records.append(Rapport_V1_Record(stripped(record, policy)))
-                    sent.append(record.id)
-                    sentSet.insert(record.id)
-                } else if !visible && held {
-                    evict(record, "now outside what \(policy.subject.user) may see")
+                    send(record)
+                    try sendDependencies(of: record)
                 }
-                guard visible != held, !record.isDeleted, depth < 3 else { return }
-                for (type, field) in children[record.type] ?? [] {
-                    for value in Set([record.id.uuidString, record.id.uuidString.lowercased()]) {
-                        for child in try store.records(ofType: type, where: field, equals: value) {
-                            guard batch.records.count < limit * 2 else { state.stale = true; return }
-                            try consider(child, isChange: false, depth: depth + 1)
+                // Before deciding about a record the device may no longer see: what hangs off
+                // it may go first, and then nothing needs it any more. A record that changed and
+                // is visible may have been held only as what another hangs off: what hangs off
+                // it may have become visible with it.
+                if visible != held || (visible && isChange), !record.isDeleted, depth < 3 {
+                    for (type, field) in children[record.type] ?? [] {
+                        for value in Set([record.id.uuidString, record.id.uuidString.lowercased()]) {
+                            for child in try store.indexedChanges(ofType: type, where: field, in: [value]) {
+                                guard batch.records.count < limit * 2 else { state.stale = true; return }
+                                try consider(child.state, isChange: false, depth: depth + 1)
+                            }
                         }
+                    }
+                }
+                if !visible && held {
+                    if try isNeeded(record) {
+                        if isChange { send(record) }  // a dependency that changed
+                    } else {
+                        try evictWithDependencies(record, "now outside what \(policy.subject.user) may see")
                     }
                 }
             }
@@ -134,13 +184,11 @@ extension SyncServer {
             var scanned = false
             if let target = state.catchUpTo, after < target {
                 // Catching up: what the user may read, in sequence order, up to the target.
-                let visible = try visibleChanges(in: store, policy: policy, children: children)
+                let visible = try (after == 0 ? catchUp : visibleChanges(in: store, policy: policy, children: children))
                     .filter { $0.sequence > after && $0.sequence <= target && !sentSet.contains($0.state.id) }
                 let taken = visible.prefix(max(0, limit - batch.records.count))
                 for change in taken {
-                    batch.records.append(Rapport_V1_Record(stripped(change.state, policy)))
-                    sent.append(change.state.id)
-                    sentSet.insert(change.state.id)
+                    send(change.state)
                     last = change.sequence
                 }
                 if taken.count == visible.count {
@@ -198,9 +246,18 @@ extension SyncServer {
                 }
             }
         }
-        return try candidates.values
-            .filter { try policy.mayRead($0.state) { id in try candidates[id]?.state ?? store.record(id) } }
-            .sorted { $0.sequence < $1.sequence }
+        var visible = try candidates.values.filter { try policy.mayRead($0.state) { id in try candidates[id]?.state ?? store.record(id) } }
+        // And what those hang off, for them to be valid on the device.
+        var included = Set(visible.map(\.state.id))
+        for change in visible {
+            var next = policy.parent(of: change.state)
+            while let id = next, !included.contains(id), let parent = try candidates[id] ?? store.change(of: id), !parent.state.isDeleted {
+                included.insert(id)
+                visible.append(parent)
+                next = policy.parent(of: parent.state)
+            }
+        }
+        return visible.sorted { $0.sequence < $1.sequence }
     }
 
     /// The record as the role may see it: without its hidden fields.

@@ -130,3 +130,11 @@ extension ReplicaStore {
         }
     }
 }
+
+extension ReplicaStore {
+    /// The record `id` with the sequence number of its latest change.
+    public func change(of id: UUID) throws -> Change? {
+        guard let (stored, state) = try load(id, decodeState: true), let state else { return nil }
+        return Change(sequence: stored.sequence, state: state)
+    }
+}

@@ -13,7 +13,8 @@ import Testing
 /// The scope invariants through a real server on its registry: random users in random teams
 /// with random roles, random reassignments, team moves and role changes, interleaved with
 /// random edits on devices that go offline and sync at random. After every sync, the device
-/// holds exactly the live records its user may read now and no field its role hides; at the
+/// holds exactly the live records its user may read now, with what they hang off, and no field
+/// its role hides; at the
 /// end, no write was lost: each is in the server's state, overwritten by a later accepted write,
 /// or in a conflict log (refused with its reason, or lost to a concurrent one).
 ///
@@ -155,15 +156,32 @@ final class ScopeScenario {
             return
         }
         let policy = AccessPolicy(model: CRMAccess.ownership, subject: subject)
+        // What the user may read, and what that hangs off (for it to be valid on the device).
         var expected: Set<UUID> = []
         for id in records {
-            guard let record = try serverStore.record(id), !record.isDeleted else { continue }
-            if try policy.mayRead(record, lookup: serverStore.record) { expected.insert(id) }
+            guard let record = try serverStore.record(id), !record.isDeleted, try policy.mayRead(record, lookup: serverStore.record) else { continue }
+            expected.insert(id)
+            var next = policy.parent(of: record)
+            while let parent = next, let state = try serverStore.record(parent), !state.isDeleted {
+                expected.insert(parent)
+                next = policy.parent(of: state)
+            }
         }
         let held = try device.local { store in
             try records.compactMap { try store.record($0) }.filter { !$0.isDeleted }
         }
-        #expect(Set(held.map(\.id)) == expected, "seed \(seed): \(user) (\(subject.role.name), \(subject.team ?? "no team")) holds \(held.count) records, may read \(expected.count)")
+        let heldIDs = Set(held.map(\.id))
+        func describe(_ ids: Set<UUID>) throws -> String {
+            try ids.map { id in
+                let record = try serverStore.record(id)
+                return "\(record?.type ?? "?") owner \(record?.values["owner"].map { "\($0)" } ?? "none") parent \(record.flatMap { policy.parent(of: $0) }?.uuidString.prefix(8) ?? "none") id \(id.uuidString.prefix(8))"
+            }.joined(separator: "; ")
+        }
+        let (missing, extra) = (try describe(expected.subtracting(heldIDs)), try describe(heldIDs.subtracting(expected)))
+        #expect(heldIDs == expected, """
+            seed \(seed): \(user) (\(subject.role.name), \(subject.team ?? "no team")) holds \(held.count) records, may read \(expected.count); \
+            missing: \(missing); extra: \(extra)
+            """)
         for record in held {
             let hidden = subject.role.rights(for: record.type).hiddenFields
             #expect(hidden.allSatisfy { record.fields[$0] == nil }, "seed \(seed): \(user) holds a hidden field of \(record.type) \(record.id)")
