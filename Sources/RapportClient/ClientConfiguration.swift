@@ -113,6 +113,8 @@ public struct SyncReport: Sendable, Equatable {
     public var pushed = 0
     public var rejected = 0
     public var pulled = 0
+    /// Records the server took out of this device's scope (SPEC 2.9): removed here, not deleted.
+    public var evicted = 0
     /// Conflicts logged on this device during the sync, found here or reported by the server.
     public var conflicts = 0
     /// The server sequence this device has applied up to.

@@ -36,7 +36,7 @@ public final class RapportClient: Sendable {
         self.configuration = configuration
         self.logger = logger
         tls = try Self.tlsContext(configuration)
-        try store.performSync { try Self.installSavedAccessCheck(on: $0) }
+        _ = try store.performSync { try Self.installSavedAccessCheck(on: $0) }
     }
 
     static func tlsContext(_ configuration: ClientConfiguration) throws -> TLSContext {
@@ -286,6 +286,7 @@ public final class RapportClient: Sendable {
             done += batch.records.count
             bytesDone += batch.records.reduce(0) { $0 + $1.vector.count + $1.state.count }
             report.pulled += batch.records.count
+            report.evicted += batch.evictions.count
             report.conflicts += applied
             progress?(SyncProgress(phase: .pull, recordsDone: done, recordsTotal: done + Int(batch.remainingRecords),
                                    bytesDone: bytesDone, bytesTotal: bytesDone + Int(batch.remainingBytes)))

@@ -153,6 +153,7 @@ public enum Presentation {
             "pushed": .integer(Int64(report.pushed)),
             "pulled": .integer(Int64(report.pulled)),
             "rejected": .integer(Int64(report.rejected)),
+            "evicted": .integer(Int64(report.evicted)),
             "conflicts": .integer(Int64(report.conflicts)),
             "open_conflicts": .integer(Int64(openConflicts)),
             "checkpoint": .integer(report.checkpoint),
@@ -166,6 +167,9 @@ public enum Presentation {
             + "rejected \(report.rejected), conflicts \(report.conflicts)\n"
         if report.rejected > 0 {
             text += "the server rejected \(report.rejected) change\(report.rejected == 1 ? "" : "s"): see 'rapport conflicts'\n"
+        }
+        if report.evicted > 0 {
+            text += "\(report.evicted) record\(report.evicted == 1 ? "" : "s") left this device: no longer visible to its user (not deleted)\n"
         }
         if openConflicts > 0 {
             text += "\(openConflicts) open conflict\(openConflicts == 1 ? "" : "s"): see 'rapport conflicts', settle with 'rapport resolve'\n"

@@ -70,6 +70,7 @@ extension SyncServer {
         var sent: [UUID] = []
         var sentSet: Set<UUID> = []
         func evict(_ state: RecordState, _ reason: String) {
+            guard !evicted.contains(state.id) else { return }
             var eviction = Rapport_V1_Eviction()
             eviction.recordID = Data(state.id.bytes)
             eviction.recordType = state.type

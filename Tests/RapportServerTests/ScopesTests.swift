@@ -62,6 +62,7 @@ import Testing
         try nina.local { _ = try $0.update(ada, ["title": .text("Countess")]) }
         let report = try await nina.sync()
         #expect(report.rejected == 1)
+        #expect(report.evicted == 2)
         #expect(try holds(nina).isEmpty, "North Ltd and Ada, which hangs off it, left nina's device")
         #expect(try nina.local { try $0.record(ada) } == nil, "evicted, not a tombstone")
         let refusals = try nina.local { try $0.conflicts() }.filter { $0.conflict.kind == .rejected && $0.conflict.recordID == ada }
