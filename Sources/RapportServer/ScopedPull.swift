@@ -15,6 +15,9 @@ struct ScopeState: Codable, Equatable {
     var members: [String]
     var role: Role
     var stale = false
+    /// The device was given every record unscoped (its user saw everything), so which it
+    /// holds was not written down: should its access narrow, any record may be one to evict.
+    var everything = false
     /// While a pull from 0 is under way: the tenant sequence it brings the device up to. Until
     /// the device's checkpoint reaches it, batches come from the records the user may read
     /// (found through the indexes by owner and by reference), not from every change.
@@ -28,7 +31,7 @@ struct ScopeState: Codable, Equatable {
     }
 
     func sameAccess(as other: ScopeState) -> Bool {
-        // catchUpTo and stale are progress, not access.
+        // catchUpTo, stale and everything are progress, not access.
         user == other.user && team == other.team && members == other.members && role == other.role
     }
 
@@ -45,8 +48,11 @@ extension SyncServer {
     ///
     /// Every change after the checkpoint is looked at once, so an incremental pull costs what
     /// changed since, as an unscoped one does; a record's standing reads the records it hangs off.
+    ///
+    /// Returns `nil` when the user sees every record of every type with every field (an admin):
+    /// the caller then sends the changes as they are, at the cost of an unscoped pull.
     func scopedPull(after: Int64, limit: Int, store: ReplicaStore, device: ReplicaID,
-                    policy: AccessPolicy) throws -> Rapport_V1_PullBatch {
+                    policy: AccessPolicy) throws -> Rapport_V1_PullBatch? {
         let peer = device.rawValue
         let sequence = try store.lastSequence
         guard after <= sequence else {
@@ -56,6 +62,17 @@ extension SyncServer {
         let previous = ScopeState.decoded(try store.scopeState(of: peer))
         if after > 0, previous.map({ !$0.sameAccess(as: current) || $0.stale }) ?? true {
             throw SyncError(.resyncRequired, "what this device may see changed (role, team or records it depends on): pull again from 0")
+        }
+        let seesEverything = store.schema.types.keys.allSatisfy { type in
+            let rights = policy.subject.role.rights(for: type)
+            return rights.read == .all && rights.hiddenFields.isEmpty
+        }
+        if seesEverything {
+            var state = current
+            state.everything = true
+            if state != previous { try store.setScopeState(state.encoded, of: peer) }
+            catchUps.withLock { $0[peer] = nil }
+            return nil
         }
         // For each type, the reference fields of other types that hang records off it.
         var children: [String: [(type: String, field: String)]] = [:]
@@ -69,7 +86,7 @@ extension SyncServer {
         var evicted: Set<UUID> = []
         var sent: [UUID] = []
         var sentSet: Set<UUID> = []
-        func evict(_ state: RecordState, _ reason: String) {
+        func evict(_ state: (id: UUID, type: String), _ reason: String) {
             guard !evicted.contains(state.id) else { return }
             var eviction = Rapport_V1_Eviction()
             eviction.recordID = Data(state.id.bytes)
@@ -113,13 +130,13 @@ extension SyncServer {
             }
             /// Takes `record` off the device, and then what it hung off if nothing else needs it.
             func evictWithDependencies(_ record: RecordState, _ reason: String) throws {
-                evict(record, reason)
+                evict((record.id, record.type), reason)
                 var next = policy.parent(of: record)
                 for _ in 0..<4 {
                     guard let id = next, try store.isHeld(id, by: peer), !evicted.contains(id), !sentSet.contains(id),
                           let parent = try store.record(id), try !policy.mayRead(parent, lookup: store.record),
                           try !isNeeded(parent) else { return }
-                    evict(parent, "no longer needed by what \(policy.subject.user) may see")
+                    evict((parent.id, parent.type), "no longer needed by what \(policy.subject.user) may see")
                     next = policy.parent(of: parent)
                 }
             }
@@ -130,14 +147,19 @@ extension SyncServer {
                 // hidden fields changed (sent again with the fields its role sees now).
                 catchUp = try visibleChanges(in: store, policy: policy, children: children)
                 let keep = Set(catchUp.map(\.state.id))
+                catchUps.withLock { $0[peer] = catchUp.map { ($0.sequence, $0.state.id) } }
                 if let previous {
-                    for id in try store.heldRecords(by: peer) {
+                    // A device that was given everything may hold any record.
+                    let mayHold = previous.everything ? try store.recordIDs().map(\.id) : try store.heldRecords(by: peer)
+                    for id in mayHold {
                         guard let record = try store.record(id) else { continue }
                         let hiddenChanged = previous.role.rights(for: record.type).hiddenFields != policy.subject.role.rights(for: record.type).hiddenFields
                         if !keep.contains(id) && !record.isDeleted {
-                            evict(record, "no longer visible to \(policy.subject.user) (\(policy.subject.role.name), team \(policy.subject.team ?? "none"))")
+                            evict((record.id, record.type), "no longer visible to \(policy.subject.user) (\(policy.subject.role.name), team \(policy.subject.team ?? "none"))")
+                        } else if previous.everything && !keep.contains(id) {
+                            evict((record.id, record.type), "no longer visible to \(policy.subject.user)")
                         } else if hiddenChanged {
-                            evict(record, "the fields \(policy.subject.role.name)s see changed; it comes again")
+                            evict((record.id, record.type), "the fields \(policy.subject.role.name)s see changed; it comes again")
                         } else if record.isDeleted, try policy.mayRead(record, lookup: store.record) {
                             // Deleted since it was sent: its tombstone, which the catch-up
                             // (live records only) would not bring.
@@ -185,17 +207,28 @@ extension SyncServer {
             var scanned = false
             if let target = state.catchUpTo, after < target {
                 // Catching up: what the user may read, in sequence order, up to the target.
-                let visible = try (after == 0 ? catchUp : visibleChanges(in: store, policy: policy, children: children))
-                    .filter { $0.sequence > after && $0.sequence <= target && !sentSet.contains($0.state.id) }
-                let taken = visible.prefix(max(0, limit - batch.records.count))
-                for change in taken {
-                    send(change.state)
-                    last = change.sequence
+                // What it was when the pull from 0 began, kept by this server; recomputed after
+                // a restart. A record that changed since (its sequence past the target) comes
+                // with the changes after the target.
+                var list = catchUps.withLock { $0[peer] }
+                if list == nil {
+                    list = try visibleChanges(in: store, policy: policy, children: children).map { ($0.sequence, $0.state.id) }
+                    catchUps.withLock { $0[peer] = list }
                 }
-                if taken.count == visible.count {
+                let pending = list!.drop { $0.sequence <= after }.prefix { $0.sequence <= target }
+                var taken = 0
+                for (sequence, id) in pending {
+                    guard batch.records.count < limit else { break }
+                    taken += 1
+                    last = sequence
+                    guard !sentSet.contains(id), let change = try store.change(of: id), change.sequence <= target else { continue }
+                    send(change.state)
+                }
+                if taken == pending.count {
                     // Caught up: the checkpoint may pass every change up to the target.
                     last = target
                     state.catchUpTo = nil
+                    catchUps.withLock { $0[peer] = nil }
                 }
             }
             scan: while batch.records.count < limit && state.catchUpTo == nil {

@@ -307,10 +307,10 @@ extension SyncServer {
         let limit = Int(request.limit == 0 ? maximum : min(request.limit, maximum))
         guard request.after <= UInt64(Int64.max) else { throw SyncError(.resyncRequired, "checkpoint out of range") }
         let after = Int64(request.after)
-        if let policy {
-            return (try await tenant.store.perform { store in
-                try self.scopedPull(after: after, limit: limit, store: store, device: device, policy: policy)
-            }, nil)
+        if let policy, let batch = try await tenant.store.perform({ store in
+            try self.scopedPull(after: after, limit: limit, store: store, device: device, policy: policy)
+        }) {
+            return (batch, nil)
         }
         return try await tenant.store.perform { store in
             let sequence = try store.lastSequence

@@ -95,6 +95,9 @@ public final class SyncServer: Sendable {
     let authenticator: any Authenticator
     let group: any EventLoopGroup
     let sessions = SessionRegistry()
+    /// For each device pulling from 0 under rights: the records it may read as of the start, by
+    /// sequence, so each batch of the catch-up reads its part instead of computing the scope again.
+    let catchUps = Mutex<[String: [(sequence: Int64, id: UUID)]]>([:])
     let gate: ConnectionGate
     private let running = Mutex<Running?>(nil)
 

@@ -138,3 +138,10 @@ extension ReplicaStore {
         return Change(sequence: stored.sequence, state: state)
     }
 }
+
+extension ReplicaStore {
+    /// The id and type of every record, deleted ones included, without decoding any.
+    public func recordIDs() throws -> [(id: UUID, type: String)] {
+        try db.query("SELECT id, type FROM records") { row in (row.withBytes(0) { UUID(bytes: $0) } ?? UUID(), row.string(1)) }
+    }
+}

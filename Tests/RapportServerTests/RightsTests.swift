@@ -72,6 +72,10 @@ import Testing
         #expect(Set(ninas.map { $0.reason.components(separatedBy: ": ").last ?? "" })
                 == ["reps may not create pipeline_stages", "reps may not write the field annual_revenue"])
 
+        // The admin's configuration write goes through.
+        try anna.local { _ = try $0.create("pipeline_stage", ["name": .text("Pilot"), "position": .integer(3), "probability": .integer(40)]) }
+        #expect(try await anna.sync().rejected == 0, "an admin writes the tenant's configuration")
+
         // A role changed by the operator applies at the device's next push.
         try bypass("nick-phone", nick, operated) { _ = try $0.delete(north2) }
         #expect(try await pushDirty(of: nick, operated).map(\.code) == [.permissionDenied])
@@ -85,7 +89,8 @@ import Testing
         #expect(held.values["phone"] == .text("+44 20 7946 0000"))
         #expect(held.values["annual_revenue"] == nil)
         #expect(try anna.local { try $0.record(north2)?.isDeleted } == true)
-        #expect(try anna.local { try $0.records(ofType: "pipeline_stage") }.allSatisfy { $0.values["name"] != .text("Pilot") })
+        #expect(try anna.local { try $0.records(ofType: "pipeline_stage") }.filter { $0.values["name"] == .text("Pilot") }.count == 1,
+                "only the admin's Pilot stage, not nina's")
     }
 
     /// Writes to the store file of `device` (enrolled as `name`) through a handle of its own,
