@@ -106,6 +106,10 @@ public struct OwnershipModel: Sendable {
         self.ownerField = ownerField
         self.parents = parents
     }
+
+    /// The fields a server indexes to find a user's records (by owner) and what hangs off a
+    /// record (by reference) in proportion to what it finds.
+    public var indexedFields: Set<String> { Set(parents.values.joined()).union([ownerField]) }
 }
 
 /// Who acts: a user with their team and role, as the registry knows them now.

@@ -137,7 +137,7 @@ public final class SyncServer: Sendable {
         self.authenticator = authenticator
         tenants = try TenantPool(directory: directory.tenantsPath, schema: configuration.schema,
                                  rules: configuration.recordRules,
-                                 indexedFields: Set(configuration.access.map { Array($0.ownership.parents.values.joined()) + [$0.ownership.ownerField] } ?? []),
+                                 indexedFields: configuration.access?.ownership.indexedFields ?? [],
                                  capacity: configuration.maxOpenTenants,
                                  createsMissing: authenticator.createsTenantStores, logger: logger)
     }

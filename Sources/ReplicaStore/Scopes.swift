@@ -81,10 +81,15 @@ extension ReplicaStore {
     /// Carries out the evictions whose records have nothing left to push; a record that came
     /// back into scope (upstream sent it again) is no longer waiting.
     public func settleEvictions(returned: [UUID] = []) throws {
-        for id in returned { try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))]) }
-        for id in try pendingEvictions() {
-            guard let (stored, _) = try load(id, decodeState: false), !stored.isDirty else { continue }
-            try purge(id)
+        let pending = try pendingEvictions()
+        guard !pending.isEmpty else { return }  // the common case: one read, nothing to do
+        let back = Set(returned)
+        for id in pending {
+            if back.contains(id) {
+                try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))])
+            } else if let (stored, _) = try load(id, decodeState: false), !stored.isDirty {
+                try purge(id)
+            }
         }
     }
 

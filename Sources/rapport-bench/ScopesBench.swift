@@ -265,7 +265,7 @@ struct ScopesTenant {
     /// transaction.
     func write(to path: String, accounts indexes: [Int]) throws {
         var options = ReplicaStore.Options(schema: CRMSchema.current)
-        options.indexedFields = Set(CRMAccess.ownership.parents.values.joined())
+        options.indexedFields = CRMAccess.ownership.indexedFields
         let store = try ReplicaStore(path: path, options: options)
         defer { store.close() }
         let industries = ["Software", "Retail", "Manufacturing", "Finance", "Health", "Logistics"]
