@@ -313,6 +313,12 @@ public final class SyncServer: Sendable {
             for store in tenants.openStores { await store.announceOutsideCommits() }
             do {
                 guard try await NIOThreadPool.singleton.runIfActive({ try authenticator.refresh() }) else { continue }
+                // Who may see what may have changed (a role, a team): live devices pull, and
+                // a device whose access changed is told to pull again from 0 and loses what
+                // it may no longer see, without waiting for its next push.
+                if configuration.access != nil {
+                    for store in tenants.openStores { await store.announceToAll() }
+                }
             } catch {
                 logger.error("cannot re-read the registry; access rules unchanged", metadata: ["error": "\(error)"])
                 continue

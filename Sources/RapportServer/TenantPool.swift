@@ -46,6 +46,13 @@ public final class TenantStore: Sendable {
         }
     }
 
+    /// Tells every subscribed session to pull, whatever the sequence: after a change of the
+    /// registry that may change what each of them may see.
+    func announceToAll() async {
+        guard subscribers.withLock({ !$0.isEmpty }), let sequence = try? await store.perform({ try $0.lastSequence }) else { return }
+        announce(sequence, except: nil)
+    }
+
     /// Announces what other processes committed to the store (`rapportctl import`, another
     /// server node), which no session of this server announced, so live devices pull it
     /// without waiting for their next push. Costs one read, and only for a store with

@@ -84,6 +84,36 @@ import Testing
         #expect(try holds(nina).isEmpty)
     }
 
+    /// A rep's role narrowed by the operator while the rep's device is live: the device loses
+    /// what its user may no longer see without pushing anything.
+    @Test func aLiveDeviceLosesWhatItsUserMayNoLongerSeeWithoutAsking() async throws {
+        let dir = try TemporaryDirectory()
+        let operated = try OperatedServer(dir)
+        defer { operated.server.stop() }
+        #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
+                                      "--role", "rep", "--team", "north"]).status == 0)
+        let anna = try await operated.enroll("anna-laptop")
+        let north = try anna.local { try $0.create("account", ["name": .text("North Ltd"), "owner": .text("nina@acme.example")]).id }
+        try await anna.sync()
+        let nina = try await operated.enroll("nina-phone", user: "nina@acme.example")
+        let live = nina.live()
+        var events = live.events.makeAsyncIterator()
+        guard case .connected? = await events.next(), case .synced? = await events.next() else {
+            Issue.record("the live session did not start")
+            return
+        }
+        #expect(try nina.local { try $0.record(north) } != nil)
+        let narrowed = try operated.ctl.run(["role", "set", "rep", "--tenant", "acme", "account",
+                                             "--read", "none", "--write", "none", "--delete", "none", "--no-create"])
+        #expect(narrowed.status == 0, "\(narrowed.error)")
+        var evicted = 0
+        while evicted == 0, let event = await events.next() {
+            if case .synced(let report) = event { evicted += report.evicted }
+        }
+        #expect(try nina.local { try $0.record(north) } == nil)
+        await live.stop()
+    }
+
     /// Every PullBatch of a pull from 0 as the server sends it to `device`.
     func rawPullFromZero(_ device: RapportClient, _ operated: OperatedServer) async throws -> [Rapport_V1_PullBatch] {
         let connection = try await RawConnection.connect(port: operated.server.port, caPath: operated.data + "/tls/ca.pem")
