@@ -313,23 +313,25 @@ public final class SyncServer: Sendable {
             for store in tenants.openStores { await store.announceOutsideCommits() }
             do {
                 guard try await NIOThreadPool.singleton.runIfActive({ try authenticator.refresh() }) else { continue }
-                // Who may see what may have changed (a role, a team): live devices pull, and
-                // a device whose access changed is told to pull again from 0 and loses what
-                // it may no longer see, without waiting for its next push.
-                if configuration.access != nil {
-                    for store in tenants.openStores { await store.announceToAll() }
-                }
             } catch {
                 logger.error("cannot re-read the registry; access rules unchanged", metadata: ["error": "\(error)"])
                 continue
             }
+            var ended = Set<ObjectIdentifier>()
             for (entry, identity) in sessions.identified() {
                 guard let refusal = authenticator.revocation(of: identity) else { continue }
                 logger.notice("ending session: access withdrawn", metadata: [
                     "tenant": "\(identity.tenant)", "device": "\(identity.device)", "code": "\(refusal.code)"])
+                ended.insert(ObjectIdentifier(entry.channel))
                 entry.channel.writeAndFlush(refusal.frame).whenComplete { _ in entry.channel.close(promise: nil) }
             }
             tenants.retire(Set(tenants.openTenants.filter { !authenticator.isServing(tenant: $0) }))
+            // Who may see what may have changed (a role, a team): the live devices that stay
+            // pull, and one whose access changed is told to pull again from 0 and loses what its
+            // user may no longer see, without waiting for its next push.
+            if configuration.access != nil {
+                for store in tenants.openStores { await store.announceToAll(except: ended) }
+            }
         }
     }
 }

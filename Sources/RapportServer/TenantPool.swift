@@ -46,11 +46,17 @@ public final class TenantStore: Sendable {
         }
     }
 
-    /// Tells every subscribed session to pull, whatever the sequence: after a change of the
-    /// registry that may change what each of them may see.
-    func announceToAll() async {
+    /// Tells every subscribed session but those `ending` to pull, whatever the sequence: after a
+    /// change of the registry that may change what each of them may see.
+    func announceToAll(except ending: Set<ObjectIdentifier>) async {
         guard subscribers.withLock({ !$0.isEmpty }), let sequence = try? await store.perform({ try $0.lastSequence }) else { return }
-        announce(sequence, except: nil)
+        var notice = Rapport_V1_ChangesAvailable()
+        notice.serverSequence = UInt64(sequence)
+        var frame = Rapport_V1_Frame()
+        frame.changesAvailable = notice
+        for channel in subscribers.withLock({ Array($0.values) }) where !ending.contains(ObjectIdentifier(channel)) {
+            channel.writeAndFlush(frame, promise: nil)
+        }
     }
 
     /// Announces what other processes committed to the store (`rapportctl import`, another

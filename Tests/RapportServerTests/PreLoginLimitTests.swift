@@ -10,7 +10,9 @@ import Testing
 /// TLS and helpers as the other protocol faults.
 extension ProtocolFaultTests {
     @Test func aPreLoginLengthPrefixOverThePreLoginLimitIsRefusedBeforeItsBody() async throws {
-        let fixture = try await ServerFixture()
+        // A handshake timeout far beyond a loaded machine's handshakes, so that only the frame
+        // under test can make the server close (it once closed before the write under load).
+        let fixture = try await ServerFixture(limits: SessionLimits(handshakeTimeout: .seconds(120)))
         let limit = SessionLimits().maxPreLoginFrameBytes
         for declared in [limit + 1, 15 << 20] {
             let connection = try await RawConnection.tls(to: fixture)
