@@ -126,17 +126,25 @@ struct ClientSession {
     }
 
     /// Writes the session's first frame. It goes out once the TLS handshake completes; when the
-    /// handshake fails instead (a certificate that does not verify), the write only learns that
-    /// the channel closed, and the reason, which the reader saw, is the error worth reporting.
+    /// handshake fails instead (a certificate that does not verify), or the server answered and
+    /// closed first (SERVER_BUSY), the write only learns that the channel closed, and what the
+    /// reader saw is the error worth reporting.
     private static func writeFirst(_ frame: Rapport_V1_Frame, _ outbound: NIOAsyncChannelOutboundWriter<Rapport_V1_Frame>,
                                    _ iterator: inout AsyncStream<SessionInput>.AsyncIterator) async throws {
         do {
             try await outbound.write(frame)
         } catch {
-            while let input = await iterator.next() {
-                guard case .ended(let reason) = input else { continue }
-                if let reason { throw Self.failure(reason) }
-                break
+            // What the server said before it closed (SERVER_BUSY) or why the connection ended.
+            reading: while let input = await iterator.next() {
+                switch input {
+                case .inbound(.frame(let frame)):
+                    if case .error(let refusal)? = frame.body { throw SyncError(refusal) }
+                case .ended(let reason):
+                    if let reason { throw Self.failure(reason) }
+                    break reading
+                default:
+                    continue
+                }
             }
             throw error
         }
