@@ -173,11 +173,14 @@ extension SyncServer {
             /// Sends or evicts one record; when its standing changed for this device, the
             /// records that hang off it changed standing with it although they did not change,
             /// so they are considered too (through the server's index by reference).
+            var considered: Set<UUID> = []
             func consider(_ record: RecordState, isChange: Bool, depth: Int = 0) throws {
-                guard !sentSet.contains(record.id), !evicted.contains(record.id) else { return }
-                let held = try holds(record.id)
+                guard !evicted.contains(record.id), considered.insert(record.id).inserted else { return }
+                // Held before this batch: a record sent in it already, as what another hangs
+                // off, may still have become visible now and bring what hangs off it.
+                let held = try store.isHeld(record.id, by: peer)
                 let visible = try policy.mayRead(record, lookup: store.record)
-                if visible && (isChange || !held) && !(record.isDeleted && !held) {
+                if visible && (isChange || !held) && !(record.isDeleted && !held) && !sentSet.contains(record.id) {
                     send(record)
                     try sendDependencies(of: record)
                 }
@@ -197,7 +200,7 @@ extension SyncServer {
                 }
                 if !visible && held {
                     if try isNeeded(record) {
-                        if isChange { send(record) }  // a dependency that changed
+                        if isChange && !sentSet.contains(record.id) { send(record) }  // a dependency that changed
                     } else {
                         try evictWithDependencies(record, "now outside what \(policy.subject.user) may see")
                     }
