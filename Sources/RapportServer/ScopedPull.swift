@@ -109,13 +109,9 @@ extension SyncServer {
             /// Whether a record the device holds or is sent hangs off `record`, which must then
             /// stay on the device for it to be valid there (an account of a visible contact).
             func isNeeded(_ record: RecordState) throws -> Bool {
-                for (type, field) in children[record.type] ?? [] {
-                    for value in Set([record.id.uuidString, record.id.uuidString.lowercased()]) {
-                        for child in try store.indexedChanges(ofType: type, where: field, in: [value])
-                        where policy.parent(of: child.state) == record.id {
-                            if try holds(child.state.id) { return true }
-                        }
-                    }
+                for child in try hangingOff(record.id, type: record.type, in: store, children: children)
+                where policy.parent(of: child.state) == record.id {
+                    if try holds(child.state.id) { return true }
                 }
                 return false
             }
@@ -189,13 +185,9 @@ extension SyncServer {
                 // is visible may have been held only as what another hangs off: what hangs off
                 // it may have become visible with it.
                 if visible != held || (visible && isChange), !record.isDeleted, depth < 3 {
-                    for (type, field) in children[record.type] ?? [] {
-                        for value in Set([record.id.uuidString, record.id.uuidString.lowercased()]) {
-                            for child in try store.indexedChanges(ofType: type, where: field, in: [value]) {
-                                guard batch.records.count < limit * 2 else { state.stale = true; return }
-                                try consider(child.state, isChange: false, depth: depth + 1)
-                            }
-                        }
+                    for child in try hangingOff(record.id, type: record.type, in: store, children: children) {
+                        guard batch.records.count < limit * 2 else { state.stale = true; return }
+                        try consider(child.state, isChange: false, depth: depth + 1)
                     }
                 }
                 if !visible && held {
@@ -275,12 +267,10 @@ extension SyncServer {
             }
         }
         while let parent = queue.popLast() {
-            for (type, field) in children[parent.state.type] ?? [] where !allTypes.contains(type) {
-                let id = parent.state.id.uuidString
-                for change in try store.indexedChanges(ofType: type, where: field, in: [id, id.lowercased()]) where candidates[change.state.id] == nil {
-                    candidates[change.state.id] = change
-                    queue.append(change)
-                }
+            for change in try hangingOff(parent.state.id, type: parent.state.type, in: store, children: children, skipping: allTypes)
+            where candidates[change.state.id] == nil {
+                candidates[change.state.id] = change
+                queue.append(change)
             }
         }
         var visible = try candidates.values.filter { try policy.mayRead($0.state) { id in try candidates[id]?.state ?? store.record(id) } }
@@ -295,6 +285,16 @@ extension SyncServer {
             }
         }
         return visible.sorted { $0.sequence < $1.sequence }
+    }
+
+    /// The live records that reference `id` (a record of `type`) through a field they hang off
+    /// by, found through the index by reference; an id may be written in either case.
+    private func hangingOff(_ id: UUID, type: String, in store: ReplicaStore,
+                            children: [String: [(type: String, field: String)]], skipping: Set<String> = []) throws -> [Change] {
+        let spellings = [id.uuidString, id.uuidString.lowercased()]
+        return try (children[type] ?? []).filter { !skipping.contains($0.type) }.flatMap { child in
+            try store.indexedChanges(ofType: child.type, where: child.field, in: spellings)
+        }
     }
 
     /// The record as the role may see it: without its hidden fields.
