@@ -137,8 +137,38 @@ public struct CRMRules: Sendable {
     /// The response and resolution deadlines of a case of `priority` opened at `openedAt`
     /// (seconds since 1970); `nil` for a priority the tenant has no SLA for.
     public func deadlines(priority: String, openedAt: Int64) -> (response: Int64, resolution: Int64)? {
-        guard let sla = settings.sla[priority] else { return nil }
-        return (openedAt + Int64((sla.responseHours * 3600).rounded()), openedAt + Int64((sla.resolutionHours * 3600).rounded()))
+        deadlines(priority: priority, type: nil, severity: nil, segment: nil, openedAt: openedAt)
+    }
+
+    /// The deadlines of a case by everything that sets its level of service: its priority's SLA;
+    /// for a complaint, the stricter of that and its severity's (`CRMSettings.complaintSLA`);
+    /// for a core account's case, those hours times `coreSLAFactor`. `nil` when neither the
+    /// priority nor the severity has an SLA.
+    public func deadlines(priority: String?, type: String?, severity: String?, segment: String?, openedAt: Int64)
+        -> (response: Int64, resolution: Int64)?
+    {
+        var hours: (response: Double, resolution: Double)?
+        if let priority, let sla = settings.sla[priority] { hours = (sla.responseHours, sla.resolutionHours) }
+        if type == "complaint", let severity, let sla = settings.complaintSLA[severity] {
+            hours = (min(hours?.response ?? .infinity, sla.responseHours), min(hours?.resolution ?? .infinity, sla.resolutionHours))
+        }
+        guard var hours else { return nil }
+        if segment == "core" { hours = (hours.response * settings.coreSLAFactor, hours.resolution * settings.coreSLAFactor) }
+        return (openedAt + Int64((hours.response * 3600).rounded()), openedAt + Int64((hours.resolution * 3600).rounded()))
+    }
+
+    // MARK: Value segments
+
+    /// The value segment of an account from its contribution (won revenue and won deals over
+    /// the last 12 months), its growth potential (open pipeline), its strategic fit (flagged by
+    /// a manager) and its recent activity: core by contribution or fit, potential by pipeline,
+    /// regular when it bought or is being worked with, marginal otherwise.
+    public func segment(wonRevenue: Double, wonDeals: Int, openPipeline: Double, recentActivities: Int, strategic: Bool) -> String {
+        let t = settings.segments
+        if strategic || wonRevenue >= t.coreRevenue || (t.coreOrders > 0 && wonDeals >= t.coreOrders) { return "core" }
+        if openPipeline >= t.potentialPipeline && openPipeline > 0 { return "potential" }
+        if wonRevenue > 0 || wonDeals > 0 || recentActivities >= t.regularActivities { return "regular" }
+        return "marginal"
     }
 
     /// Whether a case missed a deadline: answered after `response_due` (or still unanswered

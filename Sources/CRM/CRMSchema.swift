@@ -11,8 +11,9 @@ import SyncModel
 /// and SLAs) is stored as records of the tenant (`pipeline_stage`, `custom_field`, `setting`), so
 /// it syncs like everything else.
 public enum CRMSchema {
-    /// Bumped whenever a type or a field is added.
-    public static let version: UInt32 = 2
+    /// Bumped whenever a type or a field is added. 3: value segments, complaints (case type and
+    /// severity, escalation), renewal flag, manual overrides of computed fields, consent warnings.
+    public static let version: UInt32 = 3
 
     // The allowed values of the choice fields, for validation, imports and reports.
     public static let lifecycleStages = ["prospect", "target", "customer", "core", "churned"]
@@ -28,6 +29,12 @@ public enum CRMSchema {
     public static let casePriorities = ["urgent", "high", "normal", "low"]
     public static let caseStatuses = ["new", "open", "pending", "resolved", "closed"]
     public static let caseChannels = ["email", "phone", "web", "chat", "visit"]
+    public static let caseTypes = ["question", "request", "complaint", "incident"]
+    /// How grave a complaint is; a graver one gets a stricter SLA (`CRMSettings.complaintSLA`).
+    public static let complaintSeverities = ["minor", "major", "critical"]
+    /// Value segments (maintenance strategy): core customers get the best service, potential
+    /// ones are developed, regular ones served at optimised cost, marginal ones reviewed.
+    public static let valueSegments = ["core", "potential", "regular", "marginal"]
     public static let campaignTypes = ["email", "event", "webinar", "direct_mail", "advertising", "other"]
     public static let campaignStatuses = ["planned", "active", "completed", "aborted"]
     public static let memberStatuses = ["targeted", "sent", "opened", "responded", "attended", "unsubscribed"]
@@ -47,6 +54,10 @@ public enum CRMSchema {
             ("consent_marketing", .boolean, nil), ("consent_data_processing", .boolean, nil),
             ("renewal_date", .text, .formatted(.date)), ("churn_risk", .boolean, nil),
             ("merged_into", .text, .references("account")),
+            // Computed by the server's rules (see `CRMDerivedFields`), never typed by hand unless
+            // the tenant allows an override, which `overrides` then lists.
+            ("value_segment", .text, .oneOf(valueSegments)), ("renewal_due", .boolean, nil),
+            ("strategic", .boolean, nil), ("overrides", .text, nil),
         ]),
         type("contact", [
             ("first_name", .text, nil), ("last_name", .text, .required), ("title", .text, nil),
@@ -97,6 +108,8 @@ public enum CRMSchema {
             ("account", .text, .references("account")), ("contact", .text, .references("contact")),
             ("opportunity", .text, .references("opportunity")), ("case", .text, .references("case")),
             ("owner", .text, .formatted(.email)), ("call_outcome", .text, .oneOf(callOutcomes)),
+            // Set instead of refusing the activity when the tenant flags consent violations.
+            ("consent_warning", .text, nil),
         ]),
         type("case", [
             ("number", .text, .required), ("account", .text, .references("account")),
@@ -108,6 +121,8 @@ public enum CRMSchema {
             ("first_response_at", .text, .formatted(.dateTime)), ("resolved_at", .text, .formatted(.dateTime)),
             ("closed_at", .text, .formatted(.dateTime)), ("sla_breached", .boolean, nil),
             ("satisfaction", .integer, .range(1, 5)), ("nps", .integer, .range(0, 10)),
+            ("type", .text, .oneOf(caseTypes)), ("severity", .text, .oneOf(complaintSeverities)),
+            ("escalated_at", .text, .formatted(.dateTime)), ("overrides", .text, nil),
         ]),
         type("campaign", [
             ("name", .text, .required), ("type", .text, .oneOf(campaignTypes)),
@@ -118,7 +133,7 @@ public enum CRMSchema {
         type("campaign_member", [
             ("campaign", .text, .references("campaign", required: true)), ("contact", .text, .references("contact")),
             ("lead", .text, .references("lead")), ("status", .text, .oneOf(memberStatuses)),
-            ("responded_at", .text, .formatted(.dateTime)),
+            ("responded_at", .text, .formatted(.dateTime)), ("consent_warning", .text, nil),
         ]),
         // Tenant configuration, synced to devices so rules compute the same everywhere.
         type("pipeline_stage", [

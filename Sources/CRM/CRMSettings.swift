@@ -71,6 +71,43 @@ public struct CRMSettings: Sendable, Equatable, Codable {
     /// opportunity is open on them.
     public var renewalWindowDays = 60
 
+    /// By complaint severity (`CRMSchema.complaintSeverities`): a complaint's deadlines are the
+    /// stricter of these and its priority's.
+    public var complaintSLA: [String: SLA] = [
+        "critical": SLA(responseHours: 1, resolutionHours: 8),
+        "major": SLA(responseHours: 2, resolutionHours: 24),
+        "minor": SLA(responseHours: 4, resolutionHours: 48),
+    ]
+    /// A core account's cases get their SLA hours multiplied by this (0.5: twice as fast).
+    public var coreSLAFactor = 0.5
+    /// Days after a case closes that its satisfaction follow-up is due.
+    public var followUpDays = 1
+
+    /// The thresholds of the value segments (`CRMSchema.valueSegments`), each over the last 12
+    /// months unless said otherwise.
+    public struct SegmentThresholds: Sendable, Equatable, Codable {
+        /// Won revenue from which an account is core (its contribution).
+        public var coreRevenue: Double = 250_000
+        /// Won deals from which an account is core, whatever their amounts.
+        public var coreOrders = 5
+        /// Open pipeline (amounts of open opportunities) from which an account is potential.
+        public var potentialPipeline: Double = 100_000
+        /// Activities in the last `activityPeriodDays` from which an account with no won
+        /// revenue is still regular rather than marginal.
+        public var regularActivities = 3
+        public init() {}
+    }
+    public var segments = SegmentThresholds()
+
+    /// What a write that breaks a contact's consent gets: refused (the default), or accepted
+    /// with a `consent_warning` on the record for a manager to review.
+    public enum ConsentEnforcement: String, Sendable, Equatable, Codable { case refuse, flag }
+    public var consentEnforcement = ConsentEnforcement.refuse
+
+    /// The computed fields (`type.field`, as `account.tier`) a user may set by hand; the rules
+    /// then leave the value alone and the record lists the field in `overrides`.
+    public var overridable: Set<String> = []
+
     /// The defaults.
     public init() {}
 
@@ -78,10 +115,16 @@ public struct CRMSettings: Sendable, Equatable, Codable {
     public static let keys: [String] = {
         var keys = ["tier.vip", "tier.gold", "tier.silver", "tier.bronze",
                     "churn.inactivity_days", "churn.activity_drop_share", "churn.activity_period_days",
-                    "renewal.window_days"]
+                    "renewal.window_days", "sla.core_factor", "case.follow_up_days",
+                    "segment.core_revenue", "segment.core_orders", "segment.potential_pipeline",
+                    "segment.regular_activities", "consent.enforcement"]
         for priority in CRMSchema.casePriorities {
             keys += ["sla.\(priority).response_hours", "sla.\(priority).resolution_hours"]
         }
+        for severity in CRMSchema.complaintSeverities {
+            keys += ["sla.complaint.\(severity).response_hours", "sla.complaint.\(severity).resolution_hours"]
+        }
+        keys += CRMDerivedFields.all.map { "override.\($0)" }
         return keys
     }()
 
@@ -142,6 +185,12 @@ public struct CRMSettings: Sendable, Equatable, Codable {
             }
             return number
         }
+        func count() throws(CRMError) -> Int {
+            guard let count = Int(value), count >= 0 else {
+                throw CRMError.invalidSetting(key: key, value: raw, expected: "a whole number of at least 0")
+            }
+            return count
+        }
         func days() throws(CRMError) -> Int {
             guard let days = Int(value), days > 0 else {
                 throw CRMError.invalidSetting(key: key, value: raw, expected: "a whole number of days above 0")
@@ -156,21 +205,45 @@ public struct CRMSettings: Sendable, Equatable, Codable {
         case "churn.inactivity_days": churnInactivityDays = try days()
         case "churn.activity_period_days": activityPeriodDays = try days()
         case "renewal.window_days": renewalWindowDays = try days()
+        case "case.follow_up_days": followUpDays = try days()
+        case "segment.core_revenue": segments.coreRevenue = try number()
+        case "segment.potential_pipeline": segments.potentialPipeline = try number()
+        case "segment.core_orders": segments.coreOrders = try count()
+        case "segment.regular_activities": segments.regularActivities = try count()
+        case "sla.core_factor":
+            guard let factor = Double(value), factor.isFinite, factor > 0, factor <= 1 else {
+                throw CRMError.invalidSetting(key: key, value: raw, expected: "a factor above 0 and at most 1")
+            }
+            coreSLAFactor = factor
+        case "consent.enforcement":
+            guard let enforcement = ConsentEnforcement(rawValue: value) else {
+                throw CRMError.invalidSetting(key: key, value: raw, expected: "refuse or flag")
+            }
+            consentEnforcement = enforcement
+        case _ where key.hasPrefix("override."):
+            let field = String(key.dropFirst("override.".count))
+            guard CRMDerivedFields.all.contains(field) else { return }
+            switch value.lowercased() {
+            case "true", "yes", "allowed": overridable.insert(field)
+            case "false", "no", "refused", "": overridable.remove(field)
+            default: throw CRMError.invalidSetting(key: key, value: raw, expected: "true or false")
+            }
         case "churn.activity_drop_share":
             guard let share = Double(value), share.isFinite, share >= 0, share <= 1 else {
                 throw CRMError.invalidSetting(key: key, value: raw, expected: "a share from 0 to 1")
             }
             activityDropShare = share
         default:
-            let parts = key.split(separator: ".")
-            guard parts.count == 3, parts[0] == "sla", let current = sla[String(parts[1])] else { return }
-            var updated = current
-            switch parts[2] {
+            let parts = key.split(separator: ".").map(String.init)
+            guard parts.first == "sla", parts.count == 3 || (parts.count == 4 && parts[1] == "complaint") else { return }
+            let name = parts[parts.count - 2]
+            guard var updated = parts.count == 3 ? sla[name] : complaintSLA[name] else { return }
+            switch parts[parts.count - 1] {
             case "response_hours": updated.responseHours = try number()
             case "resolution_hours": updated.resolutionHours = try number()
             default: return
             }
-            sla[String(parts[1])] = updated
+            if parts.count == 3 { sla[name] = updated } else { complaintSLA[name] = updated }
         }
     }
 }
