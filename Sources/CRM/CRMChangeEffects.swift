@@ -246,12 +246,18 @@ public struct CRMChangeEffects: ChangeEffects {
     }
 
     /// Whether an account's lifecycle stage is one a user may set: before the first sale, or
-    /// churned; customer or core only for an account with a won deal.
+    /// churned; customer or core only for an account with a win to show for it: a deal won now,
+    /// or one whose stage history records a win (the device that won it moved the lifecycle,
+    /// and a colleague's later change of the deal does not undo the sale having happened).
     private func lifecycleIsEarned(_ account: RecordState, _ context: inout Context) throws -> Bool {
         guard let stage = account.text("lifecycle_stage"), stage == "customer" || stage == "core" else { return true }
         let pipeline = try context.stages()
-        return try context.store.records(ofType: "opportunity", where: "account", equals: account.id.uuidString)
-            .contains { pipeline.stage($0.text("stage"))?.won == true }
+        for deal in try context.store.records(ofType: "opportunity", where: "account", equals: account.id.uuidString) {
+            if pipeline.stage(deal.text("stage"))?.won == true { return true }
+            let history = try context.store.records(ofType: "stage_change", where: "opportunity", equals: deal.id.uuidString)
+            if history.contains(where: { pipeline.stage($0.text("to_stage"))?.won == true }) { return true }
+        }
+        return false
     }
 
     private static func why(_ field: String) -> String {

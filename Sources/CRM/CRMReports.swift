@@ -279,8 +279,48 @@ public struct CRMReports {
         public var cells: [String] { [value, String(accounts), ReportNumber.percent(share)] }
     }
 
-    /// Accounts by tier, in tier order, as stored (run `CRMEffects.applyComputed` to refresh).
+    /// Accounts by tier, in tier order, as stored (the server's scheduled rules keep it).
     public func tierDistribution() throws -> [DistributionRow] { try distribution("tier", order: CRMSchema.tiers) }
+
+    /// Accounts of one tier and value segment, with the revenue they won over the last 12 months.
+    public struct ValueRow: ReportRow, Equatable {
+        /// `""` for accounts without a tier (or segment) yet.
+        public var tier: String
+        public var segment: String
+        public var accounts: Int
+        public var wonRevenue: Double
+        /// Of all won revenue over the last 12 months.
+        public var revenueShare: Double
+        public static let columns = ["tier", "segment", "accounts", "won_revenue_12m", "revenue_share_percent"]
+        public var cells: [String] {
+            [tier, segment, String(accounts), ReportNumber.money(wonRevenue), ReportNumber.percent(revenueShare)]
+        }
+    }
+
+    /// Accounts by tier and value segment (as stored), with their share of the revenue won over
+    /// the last 12 months: whether the service levels go where the revenue is.
+    public func tiersAndSegments() throws -> [ValueRow] {
+        let revenue = rules.wonRevenue(try store.records(ofType: "opportunity"))
+        var rows: [String: ValueRow] = [:]
+        try store.scan("account", fields: ["tier", "value_segment", "merged_into"]) { id, values in
+            guard values[2] == .null else { return }
+            let tier: String = if case .text(let v) = values[0] { v } else { "" }
+            let segment: String = if case .text(let v) = values[1] { v } else { "" }
+            rows["\(tier)/\(segment)", default: ValueRow(tier: tier, segment: segment, accounts: 0, wonRevenue: 0, revenueShare: 0)]
+                .accounts += 1
+            rows["\(tier)/\(segment)"]!.wonRevenue += revenue[id] ?? 0
+        }
+        let total = rows.values.reduce(0) { $0 + $1.wonRevenue }
+        func rank(_ row: ValueRow) -> (Int, Int, String, String) {
+            (CRMSchema.tiers.firstIndex(of: row.tier) ?? CRMSchema.tiers.count,
+             CRMSchema.valueSegments.firstIndex(of: row.segment) ?? CRMSchema.valueSegments.count, row.tier, row.segment)
+        }
+        return rows.values.map { row in
+            var row = row
+            row.revenueShare = total > 0 ? row.wonRevenue / total : 0
+            return row
+        }.sorted { rank($0) < rank($1) }
+    }
 
     /// Accounts by lifecycle stage, in lifecycle order.
     public func lifecycleDistribution() throws -> [DistributionRow] {
@@ -362,7 +402,7 @@ public struct CRMReports {
 /// The reports by name, for a command line (`rapportctl report pipeline --csv`) or an app menu.
 public enum CRMReport: String, Sendable, CaseIterable, Codable {
     case pipeline, forecast, winRates = "win-rates", leadConversion = "lead-conversion", activities = "activities"
-    case cases, satisfaction, tiers, lifecycle, churnRisk = "churn-risk", renewals
+    case cases, satisfaction, tiers, segments, lifecycle, churnRisk = "churn-risk", renewals
 
     /// What the report shows, for help texts.
     public var summary: String {
@@ -375,6 +415,7 @@ public enum CRMReport: String, Sendable, CaseIterable, Codable {
         case .cases: "open and breached cases by priority"
         case .satisfaction: "NPS and average satisfaction"
         case .tiers: "accounts by tier"
+        case .segments: "accounts by tier and value segment, with their share of revenue won in 12 months"
         case .lifecycle: "accounts by lifecycle stage"
         case .churnRisk: "accounts at risk of churning"
         case .renewals: "renewals due with no open opportunity"
@@ -394,6 +435,7 @@ extension CRMReports {
         case .cases: try format.render(casesByPriority())
         case .satisfaction: try format.render(satisfaction())
         case .tiers: try format.render(tierDistribution())
+        case .segments: try format.render(tiersAndSegments())
         case .lifecycle: try format.render(lifecycleDistribution())
         case .churnRisk: try format.render(churnRisks())
         case .renewals: try format.render(renewals())

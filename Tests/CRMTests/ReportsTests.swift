@@ -120,6 +120,20 @@ import Testing
         #expect(try reports.lifecycleDistribution()[1].accounts == 2)
     }
 
+    @Test func tiersAndSegmentsWithTheirShareOfRevenue() throws {
+        let a = try f.account("A", lifecycle: "customer", ["tier": .text("gold"), "value_segment": .text("core")])
+        let b = try f.account("B", lifecycle: "customer", ["tier": .text("gold"), "value_segment": .text("regular")])
+        try f.account("C", ["value_segment": .text("marginal")])
+        try f.opportunity(a, stage: "closed_won", amount: 300, closed: Fixture.day(-10))
+        try f.opportunity(b, stage: "closed_won", amount: 100, closed: Fixture.day(-10))
+        try f.opportunity(b, stage: "closed_won", amount: 900, closed: Fixture.day(-400))  // over 12 months ago
+        #expect(try reports.tiersAndSegments() == [
+            .init(tier: "gold", segment: "core", accounts: 1, wonRevenue: 300, revenueShare: 0.75),
+            .init(tier: "gold", segment: "regular", accounts: 1, wonRevenue: 100, revenueShare: 0.25),
+            .init(tier: "", segment: "marginal", accounts: 1, wonRevenue: 0, revenueShare: 0),
+        ])
+    }
+
     @Test func churnRiskListAndRenewals() throws {
         let quiet = try f.account("Quiet", lifecycle: "customer")
         let dropping = try f.account("Dropping", lifecycle: "prospect", renewal: Fixture.day(5))
