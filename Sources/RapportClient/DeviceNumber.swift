@@ -1,19 +1,18 @@
+import CRM
 import Foundation
 import ReplicaStore
 import SyncProtocol
 
 /// The device's number in its tenant (SPEC.md 2.3), which the registry gives it at enrollment:
-/// the CRM puts it in the case numbers the device makes offline (`C7-0042`). It is kept in the
-/// replica store, like the rights (`DeviceAccess.swift`), so the CRM reads it offline from the
-/// store it writes cases to, whatever app embeds the client.
+/// the CRM puts it in the case numbers the device makes offline (`C7-0042`, see `CaseNumbers`).
+/// It is kept in the replica store, like the rights (`DeviceAccess.swift`), so the CRM reads it
+/// offline from the store it writes cases to, whatever app embeds the client.
 extension RapportClient {
-    /// The local setting the device's number is kept under, as decimal text in UTF-8 (`"7"`).
-    public static let deviceNumberSetting = "device.number"
-
     /// Keeps the device number a server sent (in Enrolled or Welcome) in the store's local
-    /// settings. `nil` or 0 (a server that does not number devices) keeps whatever was kept
-    /// before: a number, once given, is the device's for good, and forgetting it would stop the
-    /// device from numbering cases.
+    /// setting `CaseNumbers.deviceNumberSetting`, as decimal text in UTF-8 (`"7"`). `nil` or 0
+    /// (a server that does not number devices) keeps whatever was kept before: a number, once
+    /// given, is the device's for good, and forgetting it would change the prefix of the cases
+    /// the device opens next.
     ///
     /// An app that enrolls with `enroll(configuration:code:deviceName:)` calls this with
     /// `Enrollment.deviceNumber` once it has created the device's store; every sync repeats it
@@ -22,8 +21,8 @@ extension RapportClient {
         guard let number, number > 0 else { return }
         let text = Data(String(number).utf8)
         // The usual case, the same number as last time, costs no write.
-        if try store.localSetting(deviceNumberSetting) != text {
-            try store.setLocalSetting(deviceNumberSetting, text)
+        if try store.localSetting(CaseNumbers.deviceNumberSetting) != text {
+            try store.setLocalSetting(CaseNumbers.deviceNumberSetting, text)
         }
     }
 

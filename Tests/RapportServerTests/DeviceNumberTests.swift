@@ -10,14 +10,13 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(2))) struct DeviceNumberTests {
     /// The number a store keeps, as the CRM reads it.
     func keptNumber(_ store: ReplicaStore) throws -> String? {
-        try store.localSetting(RapportClient.deviceNumberSetting).map { String(decoding: $0, as: UTF8.self) }
+        try store.localSetting(CaseNumbers.deviceNumberSetting).map { String(decoding: $0, as: UTF8.self) }
     }
 
     @Test func twoEnrolledDevicesKeepDistinctNumbersInTheirStores() async throws {
         let dir = try TemporaryDirectory()
         let operated = try OperatedServer(dir)
         defer { operated.server.stop() }
-        #expect(RapportClient.deviceNumberSetting == "device.number", "the key the CRM reads")
 
         // The laptop enrolls as a user does, `rapport init --enroll`: the number comes in
         // Enrolled and is in the new store before it ever syncs.
@@ -33,6 +32,9 @@ import Testing
             let laptop = try ReplicaStore(path: home + "/replica.sqlite", options: .crm())
             defer { laptop.close() }
             #expect(try keptNumber(laptop) == "1")
+            // What the number is for: the laptop's first case, opened offline.
+            let opened = try CRMStore(store: laptop, user: "anna@acme.example").create(ServiceCase(number: "", subject: "printer"))
+            #expect(try laptop.record(opened.id)?.text("number") == "C1-0001")
         }
 
         // The phone's store is made without the number, as by a client older than numbers:
