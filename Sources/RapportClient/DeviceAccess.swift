@@ -27,11 +27,6 @@ extension RapportClient {
         try await store.perform { try Self.adoptAccess(access, on: $0) }
     }
 
-    /// Takes the rights of a session that has just opened, before anything is pushed.
-    func adoptAccess(of welcome: Rapport_V1_Welcome) async throws {
-        try await adoptAccess(welcome.hasAccess ? welcome.access : nil)
-    }
-
     /// The rights local writes are checked against now, `nil` when none are known: for an app
     /// that hides what its user may not do.
     public func access() async throws -> AccessSubject? {

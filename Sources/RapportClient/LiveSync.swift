@@ -54,7 +54,7 @@ public final class LiveSync: Sendable {
                 try await ClientSession.run(configuration: client.configuration, tls: client.tls, deviceID: client.store.replicaID,
                                             subscribe: true, onOpen: { continuation in self.inject.withLock { $0 = continuation } }) { session in
                     failures = 0
-                    try await client.adoptAccess(of: session.welcome)
+                    try await client.adopt(session.welcome)
                     sink.yield(.connected)
                     let keepAlive = Task { [inject = session.inject, interval = client.configuration.keepAliveInterval] in
                         while !Task.isCancelled {

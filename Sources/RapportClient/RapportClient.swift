@@ -54,6 +54,9 @@ public final class RapportClient: Sendable {
         public var tenant: String
         /// The e-mail of the user the device belongs to.
         public var user: String
+        /// The device's number in its tenant, `nil` from a server that does not number devices:
+        /// keep it in the new store with `keepDeviceNumber(_:on:)`.
+        public var deviceNumber: UInt32?
     }
 
     /// Trades a one-time enrollment code (from `rapportctl device enroll`) for this device's id
@@ -67,7 +70,8 @@ public final class RapportClient: Sendable {
         guard !reply.deviceID.isEmpty, reply.secret.count >= 16 else {
             throw ClientError.protocolViolation("the server's enrollment answer has no device id or secret")
         }
-        return Enrollment(deviceID: reply.deviceID, secret: Array(reply.secret), tenant: reply.tenant, user: reply.user)
+        return Enrollment(deviceID: reply.deviceID, secret: Array(reply.secret), tenant: reply.tenant, user: reply.user,
+                          deviceNumber: reply.deviceNumber == 0 ? nil : reply.deviceNumber)
     }
 
     /// Pushes every local change, then pulls every change of others, retrying with backoff when
@@ -76,7 +80,7 @@ public final class RapportClient: Sendable {
     public func sync(progress: (@Sendable (SyncProgress) -> Void)? = nil) async throws -> SyncReport {
         try await withRetries { attempt in
             var report = try await ClientSession.run(configuration: configuration, tls: tls, deviceID: store.replicaID, subscribe: false) { session in
-                try await adoptAccess(of: session.welcome)
+                try await adopt(session.welcome)
                 var report = SyncReport()
                 try await push(&session, report: &report, progress: progress)
                 try await pull(&session, report: &report, progress: progress)

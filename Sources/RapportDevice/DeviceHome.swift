@@ -78,6 +78,9 @@ public struct DeviceSettings: Sendable {
     public var pin: String?
     /// The device's replica id; random when `nil`.
     public var deviceID: String?
+    /// The device's number in its tenant, from enrollment; kept in the new store for the CRM's
+    /// case numbers (`RapportClient.keepDeviceNumber`). `nil` leaves it to the first sync.
+    public var deviceNumber: UInt32?
 
     /// Settings for `DeviceHome.initialize`; nothing is checked until then.
     public init(server: ServerAddress, tenant: String, secret: [UInt8], caFile: String? = nil, pin: String? = nil,
@@ -268,7 +271,8 @@ public struct DeviceHome: Sendable, Equatable {
                 }
             }
             let store = try ReplicaStore(path: storePath, options: .crm(replicaID: replicaID))
-            store.close()
+            defer { store.close() }
+            try RapportClient.keepDeviceNumber(settings.deviceNumber, on: store)
             if let caPEM { try Self.write(caPEM, to: caPath) }
             try saveSecret(settings.secret)
             let profile = DeviceProfile(
@@ -285,9 +289,10 @@ public struct DeviceHome: Sendable, Equatable {
     }
 
     /// Creates a device by enrolling it: trades the one-time `code` (from `rapportctl device
-    /// enroll`) for the device id and secret the server issues, then writes the device as
-    /// `initialize` does. `settings.secret` and `settings.deviceID` are ignored. Settings are
-    /// checked before the server is contacted, so a mistake does not use up the code.
+    /// enroll`) for the device id, secret and number the server issues, then writes the device
+    /// as `initialize` does. `settings.secret`, `settings.deviceID` and `settings.deviceNumber`
+    /// are ignored. Settings are checked before the server is contacted, so a mistake does not
+    /// use up the code.
     @discardableResult
     public func enroll(_ settings: DeviceSettings, code: String, deviceName: String, force: Bool = false,
                        now: Date = Date()) async throws(DeviceError) -> DeviceProfile {
@@ -314,6 +319,7 @@ public struct DeviceHome: Sendable, Equatable {
         var enrolled = settings
         enrolled.secret = enrollment.secret
         enrolled.deviceID = enrollment.deviceID
+        enrolled.deviceNumber = enrollment.deviceNumber
         return try initialize(enrolled, force: force, now: now)
     }
 

@@ -12,11 +12,15 @@ public struct SessionIdentity: Sendable, Hashable {
     public var device: ReplicaID
     /// The e-mail of the device's user, when the authenticator knows users.
     public var user: String?
+    /// The device's number in its tenant (`RegisteredDevice.number`), sent in Welcome; `nil`
+    /// when the authenticator does not number devices.
+    public var deviceNumber: UInt32?
 
-    public init(tenant: String, device: ReplicaID, user: String? = nil) {
+    public init(tenant: String, device: ReplicaID, user: String? = nil, deviceNumber: UInt32? = nil) {
         self.tenant = tenant
         self.device = device
         self.user = user
+        self.deviceNumber = deviceNumber
     }
 }
 
@@ -136,7 +140,7 @@ public final class RegistryAuthenticator: Authenticator {
         guard let entry, matches, entry.tenant == tenant else {
             throw SyncError(.authenticationFailed, "unknown device or wrong secret for tenant '\(tenant)'")
         }
-        let identity = SessionIdentity(tenant: tenant, device: device, user: entry.user)
+        let identity = SessionIdentity(tenant: tenant, device: device, user: entry.user, deviceNumber: UInt32(exactly: entry.number))
         if let refusal = Self.refusal(identity, in: current) { throw refusal }
         return identity
     }
@@ -164,6 +168,7 @@ public final class RegistryAuthenticator: Authenticator {
         reply.secret = Data(enrollment.secret)
         reply.tenant = tenant
         reply.user = enrollment.device.user
+        reply.deviceNumber = UInt32(exactly: enrollment.device.number) ?? 0
         return reply
     }
 

@@ -58,6 +58,7 @@ extension SyncServer {
                             welcome.serverReplicaID = store.store.replicaID
                             welcome.serverSequence = UInt64(sequence)
                             welcome.limits = configuration.limits.wire
+                            welcome.deviceNumber = id.deviceNumber ?? 0
                             if let access = configuration.access, let subject = authenticator.subject(of: id, defaults: access.defaultRoles) {
                                 welcome.access = subject.wire
                             }

@@ -54,6 +54,10 @@ public struct RegisteredDevice: Codable, Sendable, Equatable {
     /// The device's replica id: every write it makes carries it.
     public var id: String
     public var tenant: String
+    /// 1, 2, 3, ... within the tenant in enrollment order, never reused, not even after the
+    /// device is revoked: case numbers the device makes offline carry it (`C7-0042`), so they
+    /// are unique in the tenant without asking the server.
+    public var number: Int64
     public var user: String
     public var name: String
     public var status: DeviceStatus

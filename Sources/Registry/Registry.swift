@@ -123,6 +123,36 @@ public final class Registry {
                 PRIMARY KEY (tenant, name)
             ) WITHOUT ROWID;
             """),
+        // SQLite cannot add a NOT NULL column without a default nor a table constraint, so the
+        // table is rebuilt; nothing references it by foreign key.
+        Migration(version: 3, "a number per device within its tenant", sql: """
+            -- number: 1, 2, 3, ... per tenant in enrollment order, never reused (revoked devices
+            -- keep theirs). A device puts it in the case numbers it makes offline (C7-0042), so
+            -- two devices never make the same one.
+            CREATE TABLE devices_numbered (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL REFERENCES tenants (slug) ON DELETE CASCADE,
+                number INTEGER NOT NULL CHECK (number > 0),
+                user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                secret_hash BLOB NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+                enrolled_at INTEGER NOT NULL,
+                revoked_at INTEGER,
+                last_seen INTEGER,
+                last_checkpoint INTEGER,
+                UNIQUE (tenant, number)
+            ) WITHOUT ROWID;
+            -- Enrollment order, the order `devices(tenant:)` listed them in until now.
+            INSERT INTO devices_numbered (id, tenant, number, user_id, name, secret_hash, status, enrolled_at,
+                                          revoked_at, last_seen, last_checkpoint)
+                SELECT id, tenant, row_number() OVER (PARTITION BY tenant ORDER BY enrolled_at, id), user_id, name,
+                       secret_hash, status, enrolled_at, revoked_at, last_seen, last_checkpoint
+                FROM devices;
+            DROP TABLE devices;
+            ALTER TABLE devices_numbered RENAME TO devices;
+            CREATE INDEX devices_by_tenant ON devices (tenant, user_id);
+            """),
     ]
 
     // MARK: Time
@@ -357,16 +387,16 @@ public final class Registry {
     // MARK: Devices
 
     private static let deviceColumns = """
-        d.id, d.tenant, u.email, d.name, d.status, d.enrolled_at, d.revoked_at, d.last_seen, d.last_checkpoint
+        d.id, d.tenant, u.email, d.name, d.status, d.enrolled_at, d.revoked_at, d.last_seen, d.last_checkpoint, d.number
         """
     private static func device(_ row: Statement) -> RegisteredDevice {
-        RegisteredDevice(id: row.string(0), tenant: row.string(1), user: row.string(2), name: row.string(3),
+        RegisteredDevice(id: row.string(0), tenant: row.string(1), number: row.int64(9), user: row.string(2), name: row.string(3),
                status: DeviceStatus(rawValue: row.string(4)) ?? .revoked, enrolledAt: date(row.int64(5)),
                revokedAt: optionalDate(row, 6), lastSeen: optionalDate(row, 7),
                lastCheckpoint: row.isNull(8) ? nil : row.int64(8))
     }
 
-    /// The tenant's devices, optionally of one user.
+    /// The tenant's devices, optionally of one user, in enrollment order (by number).
     public func devices(tenant: String, user email: String? = nil) throws -> [RegisteredDevice] {
         _ = try requireTenant(tenant)
         var sql = "SELECT \(Self.deviceColumns) FROM devices d JOIN users u ON u.id = d.user_id WHERE d.tenant = ?"
@@ -375,7 +405,7 @@ public final class Registry {
             sql += " AND u.email = ?"
             values.append(try requireUser(tenant: tenant, email: email).email)
         }
-        return try db.query(sql + " ORDER BY d.enrolled_at, d.id", values, row: Self.device)
+        return try db.query(sql + " ORDER BY d.number", values, row: Self.device)
     }
 
     public func device(_ id: String) throws -> RegisteredDevice? {
@@ -443,6 +473,9 @@ public final class Registry {
 
     /// Trades a code for a new device and its secret, once: the code is marked used in the same
     /// transaction that creates the device, so two devices racing with one code get one device.
+    /// The device's number is the tenant's highest so far plus one, taken in that transaction:
+    /// it holds the write lock from its start (`BEGIN IMMEDIATE`), so two enrollments at once,
+    /// from any connections or processes, never take the same number.
     public func enroll(tenant: String, code: String, deviceName: String) throws -> Enrollment {
         let hash = Data(Crypto.sha256(Array(Self.normalizedCode(code).utf8)))
         let name = String(deviceName.trimmingCharacters(in: .whitespacesAndNewlines).prefix(200))
@@ -474,9 +507,11 @@ public final class Registry {
             let id = ReplicaID.random()
             let secret = try Crypto.randomBytes(32)
             let at = nowMilliseconds
+            // Revoked devices keep their rows, so max() never hands out a number again.
             try db.run("""
-                INSERT INTO devices (id, tenant, user_id, name, secret_hash, status, enrolled_at) VALUES (?, ?, ?, ?, ?, 'active', ?)
-                """, [id.rawValue, tenant, row.userID, name.isEmpty ? "device" : name, Data(Crypto.sha256(secret)), at])
+                INSERT INTO devices (id, tenant, number, user_id, name, secret_hash, status, enrolled_at)
+                VALUES (?, ?, (SELECT coalesce(max(number), 0) + 1 FROM devices WHERE tenant = ?), ?, ?, ?, 'active', ?)
+                """, [id.rawValue, tenant, tenant, row.userID, name.isEmpty ? "device" : name, Data(Crypto.sha256(secret)), at])
             try db.run("UPDATE enrollment_codes SET used_at = ?, device_id = ? WHERE code_hash = ?", [at, id.rawValue, hash])
             try appendAudit(actor: "device:\(id.rawValue)", action: "device enrolled", tenant: tenant,
                             detail: "user \(row.email), name \(name)", result: "ok")
@@ -492,9 +527,9 @@ public final class Registry {
         try db.transaction(.deferred) {
             let tenants = try db.query("SELECT slug, status FROM tenants") { ($0.string(0), TenantStatus(rawValue: $0.string(1)) ?? .suspended) }
             let devices = try db.query("""
-                SELECT d.id, d.tenant, u.email, u.status, d.status, d.secret_hash FROM devices d JOIN users u ON u.id = d.user_id
+                SELECT d.id, d.tenant, u.email, u.status, d.status, d.secret_hash, d.number FROM devices d JOIN users u ON u.id = d.user_id
                 """) {
-                AccessSnapshot.DeviceAccess(id: $0.string(0), tenant: $0.string(1), user: $0.string(2),
+                AccessSnapshot.DeviceAccess(id: $0.string(0), tenant: $0.string(1), number: $0.int64(6), user: $0.string(2),
                                             userStatus: UserStatus(rawValue: $0.string(3)) ?? .suspended,
                                             status: DeviceStatus(rawValue: $0.string(4)) ?? .revoked,
                                             secretHash: $0.withBytes(5) { Array($0) })
@@ -519,6 +554,8 @@ public struct AccessSnapshot: Sendable {
     public struct DeviceAccess: Sendable, Equatable {
         public var id: String
         public var tenant: String
+        /// The device's number within its tenant (`RegisteredDevice.number`).
+        public var number: Int64
         public var user: String
         public var userStatus: UserStatus
         public var status: DeviceStatus

@@ -11,7 +11,7 @@ struct DeviceCommand: ParsableCommand {
 
     static func json(_ device: RegisteredDevice) -> JSONValue {
         .object([
-            "id": .string(device.id), "tenant": .string(device.tenant), "user": .string(device.user),
+            "id": .string(device.id), "tenant": .string(device.tenant), "number": .integer(device.number), "user": .string(device.user),
             "name": .string(device.name), "status": .string(device.status.rawValue),
             "enrolled_at": jsonDate(device.enrolledAt), "revoked_at": jsonDate(device.revokedAt),
             "last_seen": jsonDate(device.lastSeen), "last_checkpoint": device.lastCheckpoint.map { JSONValue.integer($0) } ?? .null,
@@ -55,7 +55,12 @@ struct DeviceCommand: ParsableCommand {
     }
 
     struct List: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List a tenant's devices, with when each last synced.")
+        static let configuration = CommandConfiguration(
+            abstract: "List a tenant's devices, with when each last synced.",
+            discussion: """
+                NO is the device's number in the tenant (1, 2, 3, ... in enrollment order, never \
+                reused): the cases a device opens are numbered C<NO>-0001, C<NO>-0002, ...
+                """)
         @OptionGroup var common: CommonOptions
         @Option(help: "The tenant.")
         var tenant: String
@@ -67,9 +72,10 @@ struct DeviceCommand: ParsableCommand {
             defer { registry.close() }
             let devices = try registry.devices(tenant: tenant, user: user)
             let rows = devices.map { (device: RegisteredDevice) -> [String] in
-                [device.id, device.user, device.name, device.status.rawValue, iso(device.lastSeen), device.lastCheckpoint.map { String($0) } ?? "-"]
+                [String(device.number), device.id, device.user, device.name, device.status.rawValue, iso(device.lastSeen),
+                 device.lastCheckpoint.map { String($0) } ?? "-"]
             }
-            common.emit(text: Output.table(["DEVICE", "USER", "NAME", "STATUS", "LAST SEEN", "CHECKPOINT"], rows),
+            common.emit(text: Output.table(["NO", "DEVICE", "USER", "NAME", "STATUS", "LAST SEEN", "CHECKPOINT"], rows),
                         json: .array(devices.map(DeviceCommand.json)))
         }
     }

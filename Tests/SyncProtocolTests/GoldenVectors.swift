@@ -10,7 +10,7 @@ import SyncProtocol
 /// by name, counter contributions by replica), see `CanonicalRecordEncoding`.
 enum GoldenVectors {
     static let names = [
-        "hello", "welcome", "push", "push_result", "pull", "pull_batch",
+        "hello", "enrolled", "welcome", "push", "push_result", "pull", "pull_batch",
         "changes_available", "ping", "pong", "goodbye", "error",
     ]
 
@@ -128,7 +128,16 @@ enum GoldenVectors {
             limits.maxBatchRecords = 2000
             limits.idleTimeoutMs = 60_000
             welcome.limits = limits
+            welcome.deviceNumber = 7
             frame.welcome = welcome
+        case "enrolled":
+            var enrolled = Rapport_V1_Enrolled()
+            enrolled.deviceID = "ana-laptop"
+            enrolled.secret = Data((1...32).map { UInt8($0) })
+            enrolled.tenant = "acme"
+            enrolled.user = "ana@acme.example"
+            enrolled.deviceNumber = 7
+            frame.enrolled = enrolled
         case "push":
             var push = Rapport_V1_PushRequest()
             push.batchID = 42

@@ -286,6 +286,10 @@ public nonisolated struct Rapport_V1_Enrolled: Sendable {
   /// the e-mail of the user the device belongs to
   public var user: String = String()
 
+  /// The device's number in its tenant (1, 2, 3, ..., never reused), the prefix of the case
+  /// numbers it makes offline (C7-0042); 0 from a server that does not number devices.
+  public var deviceNumber: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -325,6 +329,10 @@ public nonisolated struct Rapport_V1_Welcome: Sendable {
   public var hasAccess: Bool {self._access != nil}
   /// Clears the value of `access`. Subsequent reads from it will return its default value.
   public mutating func clearAccess() {self._access = nil}
+
+  /// The device's number in its tenant, as in Enrolled; repeated on every session so a device
+  /// enrolled before numbers existed learns it. 0 when the server does not number devices.
+  public var deviceNumber: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1232,7 +1240,7 @@ nonisolated extension Rapport_V1_Enroll: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Rapport_V1_Enrolled: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Enrolled"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_id\0\u{1}secret\0\u{1}tenant\0\u{1}user\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}device_id\0\u{1}secret\0\u{1}tenant\0\u{1}user\0\u{3}device_number\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1244,6 +1252,7 @@ nonisolated extension Rapport_V1_Enrolled: SwiftProtobuf.Message, SwiftProtobuf.
       case 2: try { try decoder.decodeSingularBytesField(value: &self.secret) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.tenant) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.user) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.deviceNumber) }()
       default: break
       }
     }
@@ -1262,6 +1271,9 @@ nonisolated extension Rapport_V1_Enrolled: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.user.isEmpty {
       try visitor.visitSingularStringField(value: self.user, fieldNumber: 4)
     }
+    if self.deviceNumber != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deviceNumber, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1270,6 +1282,7 @@ nonisolated extension Rapport_V1_Enrolled: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.secret != rhs.secret {return false}
     if lhs.tenant != rhs.tenant {return false}
     if lhs.user != rhs.user {return false}
+    if lhs.deviceNumber != rhs.deviceNumber {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1277,7 +1290,7 @@ nonisolated extension Rapport_V1_Enrolled: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}schema_version\0\u{3}server_replica_id\0\u{3}server_sequence\0\u{1}limits\0\u{1}access\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}schema_version\0\u{3}server_replica_id\0\u{3}server_sequence\0\u{1}limits\0\u{1}access\0\u{3}device_number\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1291,6 +1304,7 @@ nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.serverSequence) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._limits) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._access) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.deviceNumber) }()
       default: break
       }
     }
@@ -1319,6 +1333,9 @@ nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     try { if let v = self._access {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     } }()
+    if self.deviceNumber != 0 {
+      try visitor.visitSingularUInt32Field(value: self.deviceNumber, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1329,6 +1346,7 @@ nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.serverSequence != rhs.serverSequence {return false}
     if lhs._limits != rhs._limits {return false}
     if lhs._access != rhs._access {return false}
+    if lhs.deviceNumber != rhs.deviceNumber {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
