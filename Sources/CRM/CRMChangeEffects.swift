@@ -78,14 +78,15 @@ public struct CRMChangeEffects: ChangeEffects {
             return loaded
         }
 
-        /// Writes the values of `changes` that differ from what the record holds now, if this
-        /// replica may; returns whether it wrote.
+        /// Writes the values of `changes` that differ from what `record` holds, if this replica
+        /// may; returns whether it wrote. `record` may be a state from before an earlier write
+        /// of this run: then a value may be written again, which changes nothing.
         @discardableResult
-        func update(_ id: UUID, _ changes: [String: FieldValue]) throws -> Bool {
-            guard let record = try store.record(id), !record.isDeleted else { return false }
+        func update(_ record: RecordState, _ changes: [String: FieldValue]) throws -> Bool {
+            guard !record.isDeleted else { return false }
             let differing = changes.filter { record.fields[$0.key]?.value ?? .null != $0.value }
-            guard !differing.isEmpty, store.mayWrite(differing, to: record, type: record.type, id: id) else { return false }
-            try store.update(id, differing)
+            guard !differing.isEmpty, store.mayWrite(differing, to: record, type: record.type, id: record.id) else { return false }
+            try store.update(record.id, differing)
             return true
         }
 
@@ -127,10 +128,8 @@ public struct CRMChangeEffects: ChangeEffects {
                 values["closed_at"] = .text(CRMDate.format(instant: statusTime))
             }
         }
-        try context.update(record.id, values)
-        if status == "closed", let current = try context.store.record(record.id) {
-            try makeFollowUp(of: current, &context)
-        }
+        try context.update(record, values)
+        if status == "closed" { try makeFollowUp(of: record.id, record.values.merging(values) { $1 }, &context) }
     }
 
     /// The id of the satisfaction follow-up of a case: one per case, whichever replica closed it.
@@ -139,17 +138,21 @@ public struct CRMChangeEffects: ChangeEffects {
     }
 
     /// The satisfaction follow-up of a closed case: a task for the case's owner, due
-    /// `followUpDays` after the case closed.
-    private func makeFollowUp(of record: RecordState, _ context: inout Context) throws {
-        let closed = record.text("closed_at").flatMap(CRMDate.instant) ?? context.now
-        var values: [String: FieldValue] = [
-            "kind": .text("task"), "status": .text("open"), "case": .text(record.id.uuidString),
-            "subject": .text("Satisfaction follow-up: " + (record.text("number").map { "case \($0)" } ?? "case")
-                + (record.text("subject").map { " (\($0))" } ?? "")),
+    /// `followUpDays` after the case closed. `values` are the case's, as just written.
+    private func makeFollowUp(of caseID: UUID, _ values: [String: FieldValue], _ context: inout Context) throws {
+        func text(_ field: String) -> String? {
+            if case .text(let value)? = values[field], !value.isEmpty { return value }
+            return nil
+        }
+        let closed = text("closed_at").flatMap(CRMDate.instant) ?? context.now
+        var task: [String: FieldValue] = [
+            "kind": .text("task"), "status": .text("open"), "case": .text(caseID.uuidString),
+            "subject": .text("Satisfaction follow-up: " + (text("number").map { "case \($0)" } ?? "case")
+                + (text("subject").map { " (\($0))" } ?? "")),
             "due_at": .text(CRMDate.format(instant: closed + Int64(context.settings.followUpDays) * CRMDate.secondsPerDay)),
         ]
-        for field in ["account", "contact", "owner"] { if let v = record.text(field) { values[field] = .text(v) } }
-        try context.createOnce("activity", id: Self.followUpID(forCase: record.id), values)
+        for field in ["account", "contact", "owner"] { if let v = text(field) { task[field] = .text(v) } }
+        try context.createOnce("activity", id: Self.followUpID(forCase: caseID), task)
     }
 
     // MARK: Opportunities
@@ -189,7 +192,7 @@ public struct CRMChangeEffects: ChangeEffects {
         if stage.closed, record.text("closed_at") == nil {
             values["closed_at"] = .text(CRMDate.format(day: changedAt.floorDivided(by: CRMDate.secondsPerDay)))
         }
-        try context.update(record.id, values)
+        try context.update(record, values)
         if stage.won, let accountID = record.reference("account"), let account = try context.store.record(accountID), !account.isDeleted {
             var accountValues: [String: FieldValue] = [:]
             if !CRMDerivedFields.overridden(account.text("overrides")).contains("lifecycle_stage"),
@@ -201,7 +204,7 @@ public struct CRMChangeEffects: ChangeEffects {
                !CRMDerivedFields.overridden(account.text("overrides")).contains("churn_risk") {
                 accountValues["churn_risk"] = .bool(false)
             }
-            try context.update(accountID, accountValues)
+            try context.update(account, accountValues)
         }
     }
 
@@ -214,7 +217,7 @@ public struct CRMChangeEffects: ChangeEffects {
         where change.wrote(kind) && !change.wrote(kind + "_at") {
             if let time = Self.writeTime(of: kind, in: record) { values[kind + "_at"] = .text(CRMDate.format(instant: time)) }
         }
-        try context.update(record.id, values)
+        try context.update(record, values)
     }
 
     // MARK: Computed fields
@@ -242,7 +245,7 @@ public struct CRMChangeEffects: ChangeEffects {
             overridden.insert(field)
         }
         let value = CRMDerivedFields.overridesValue(overridden)
-        if value != (record.text("overrides") ?? "") { try context.update(record.id, ["overrides": .text(value)]) }
+        if value != (record.text("overrides") ?? "") { try context.update(record, ["overrides": .text(value)]) }
     }
 
     /// Whether an account's lifecycle stage is one a user may set: before the first sale, or
@@ -302,7 +305,7 @@ public struct CRMChangeEffects: ChangeEffects {
         case .refuse:
             throw ModelError.invalidFieldValue(record: record.id.uuidString, field: "contact", reason: violation)
         case .flag:
-            try context.update(record.id, ["consent_warning": .text(violation)])
+            try context.update(record, ["consent_warning": .text(violation)])
         }
     }
 

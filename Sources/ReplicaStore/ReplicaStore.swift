@@ -139,6 +139,8 @@ public final class ReplicaStore {
         /// when the store has effects.
         var effectsBefore: [UUID: (state: RecordState?, origin: StoreChanges.Origin, byEffects: Bool)] = [:]
         var effectsOrder: [UUID] = []
+        /// The latest state of each of those records, when the write had it at hand.
+        var effectsAfter: [UUID: RecordState] = [:]
         /// Whether the effects are writing now: their changes are marked as theirs.
         var runningEffects = false
         /// Records changed by anything, for observers; collected only when there are some.
@@ -361,8 +363,10 @@ public final class ReplicaStore {
     /// Notes that a record changes, locally or from downstream, for the next round of effects.
     /// Only the first change since the last round counts: effects see each record's change
     /// whole.
-    private func noteForEffects(_ id: UUID, before: RecordState?, origin: StoreChanges.Origin) {
-        guard options.effects != nil, transactionState != nil, transactionState?.effectsBefore[id] == nil else { return }
+    private func noteForEffects(_ id: UUID, before: RecordState?, after: RecordState?, origin: StoreChanges.Origin) {
+        guard options.effects != nil, transactionState != nil else { return }
+        transactionState?.effectsAfter[id] = after
+        guard transactionState?.effectsBefore[id] == nil else { return }
         let byEffects = transactionState?.runningEffects == true
         transactionState?.effectsBefore[id] = (before, origin, byEffects)
         transactionState?.effectsOrder.append(id)
@@ -387,11 +391,14 @@ public final class ReplicaStore {
             guard let state = transactionState, !state.effectsOrder.isEmpty else { return }
             transactionState?.effectsBefore = [:]
             transactionState?.effectsOrder = []
+            transactionState?.effectsAfter = [:]
             var changes: [RecordChange] = []
             changes.reserveCapacity(state.effectsOrder.count)
             for id in state.effectsOrder {
-                // Read again: a nested write rolled back to its savepoint may have undone it.
-                guard let noted = state.effectsBefore[id], let after = try record(id), after != noted.state else { continue }
+                // Read again where the write did not keep the state, or where a nested write
+                // rolled back to its savepoint may have undone it.
+                let kept = state.reloadToCheck ? nil : state.effectsAfter[id]
+                guard let noted = state.effectsBefore[id], let after = try kept ?? record(id), after != noted.state else { continue }
                 changes.append(RecordChange(before: noted.state, after: after, origin: noted.origin, isEffect: noted.byEffects))
             }
             if !changes.isEmpty { try effects.apply(changes, in: self) }
@@ -647,7 +654,7 @@ public final class ReplicaStore {
             try save(state, replacing: nil, old: nil, dirty: true)
             noteForChecks(state)
             noteLocalWrite(id, before: nil)
-            noteForEffects(id, before: nil, origin: .local)
+            noteForEffects(id, before: nil, after: state, origin: .local)
             return state
         }
     }
@@ -710,7 +717,7 @@ public final class ReplicaStore {
             try supersedeConflicts(of: state)
             noteForChecks(state)
             noteLocalWrite(id, before: before)
-            noteForEffects(id, before: before, origin: .local)
+            noteForEffects(id, before: before, after: state, origin: .local)
             return state
         }
     }
@@ -817,9 +824,9 @@ public final class ReplicaStore {
         try statement.step()
         guard db.changes == 1 else { return false }
         sequence += 1
-        if origin == .downstream { noteForEffects(record.id, before: nil, origin: .downstream) }
         let validation = try schema.validate(record, rules: origin != .upstream)
-        if let state = validation.decodedState {
+        var decoded = validation.decodedState
+        if let state = decoded {
             sequence -= 1  // `save` takes the next number again: the one the row has
             try save(state, replacing: sequence + 1, old: nil, dirty: dirty)
             try checkRules(state, from: origin)
@@ -831,8 +838,10 @@ public final class ReplicaStore {
                 let state = try record.decoded()
                 try updateFieldIndex(state, old: nil)
                 try checkRules(state, from: origin)
+                decoded = state
             }
         }
+        if origin == .downstream { noteForEffects(record.id, before: nil, after: decoded, origin: .downstream) }
         clock.observe(validation.latestTimestamp)
         return true
     }
@@ -907,7 +916,7 @@ public final class ReplicaStore {
                  dirty: staysDirty(from: origin, existing: existing, holdsRemoteVector: result.state.vector == remote.vector),
                  encodedVector: result.outcome == .applied ? encodedVector : nil)
         if local != nil { try supersedeConflicts(of: result.state) }
-        if origin == .downstream { noteForEffects(remote.id, before: local, origin: .downstream) }
+        if origin == .downstream { noteForEffects(remote.id, before: local, after: result.state, origin: .downstream) }
         for conflict in result.conflicts { try log(conflict) }
         try checkRules(result.state, from: origin)
         return Applied(outcome: result.outcome, conflicts: result.conflicts)

@@ -6,7 +6,8 @@ import SQLite
 import SyncModel
 
 /// The CRM on a device's data: a contact import against a plain SQLite insert of the same rows,
-/// and the pipeline report against a plain SQL GROUP BY over the same opportunities.
+/// and the pipeline report against a plain SQL GROUP BY over the same opportunities; on the
+/// server's: the rule pass after a batch against applying it without rules.
 struct CRMBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crm",
@@ -30,6 +31,7 @@ struct CRMBench: ParsableCommand {
         let report = Reporter(bench: "crm")
         try importFigures(dir, report)
         try pipelineFigures(dir, report)
+        try effectsFigures(dir, report)
     }
 
     /// Salesforce-shaped contact rows: distinct e-mails and phones, 1,000 companies.
