@@ -78,10 +78,12 @@ public struct DeviceSettings: Sendable {
     public var pin: String?
     /// The device's replica id; random when `nil`.
     public var deviceID: String?
+    /// The e-mail of the user the device belongs to, when known (enrollment says).
+    public var user: String?
 
     /// Settings for `DeviceHome.initialize`; nothing is checked until then.
     public init(server: ServerAddress, tenant: String, secret: [UInt8], caFile: String? = nil, pin: String? = nil,
-                serverName: String? = nil, deviceID: String? = nil) {
+                serverName: String? = nil, deviceID: String? = nil, user: String? = nil) {
         self.server = server
         self.tenant = tenant
         self.secret = secret
@@ -89,6 +91,7 @@ public struct DeviceSettings: Sendable {
         self.pin = pin
         self.serverName = serverName
         self.deviceID = deviceID
+        self.user = user
     }
 }
 
@@ -116,10 +119,14 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
     public var schemaVersion: UInt32
     /// ISO 8601, for the user's information only.
     public var createdAt: String
+    /// The e-mail of the user the device belongs to, as enrollment gave it; `nil` for a device
+    /// made with a secret (its user is then known from its first sync on, see `Device.user`).
+    public var user: String?
 
     /// A profile in the current format.
     public init(deviceID: String, host: String, port: Int, serverName: String, tenant: String,
-                caFile: String?, pin: String?, schemaVersion: UInt32 = CRMSchema.version, createdAt: String) {
+                caFile: String?, pin: String?, schemaVersion: UInt32 = CRMSchema.version, createdAt: String,
+                user: String? = nil) {
         self.format = Self.currentFormat
         self.deviceID = deviceID
         self.host = host
@@ -130,6 +137,7 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
         self.pin = pin
         self.schemaVersion = schemaVersion
         self.createdAt = createdAt
+        self.user = user
     }
 
     /// The host and port together.
@@ -137,7 +145,7 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
 
     /// Snake case, like the `--json` output, so one convention serves people reading both.
     enum CodingKeys: String, CodingKey {
-        case format, host, port, tenant, pin
+        case format, host, port, tenant, pin, user
         case deviceID = "device_id"
         case serverName = "server_name"
         case caFile = "ca_file"
@@ -274,7 +282,7 @@ public struct DeviceHome: Sendable, Equatable {
             let profile = DeviceProfile(
                 deviceID: replicaID.rawValue, host: settings.server.host, port: settings.server.port,
                 serverName: settings.serverName ?? settings.server.host, tenant: settings.tenant,
-                caFile: caPEM == nil ? nil : "ca.pem", pin: pin, createdAt: Self.timestamp(now))
+                caFile: caPEM == nil ? nil : "ca.pem", pin: pin, createdAt: Self.timestamp(now), user: settings.user)
             try saveProfile(profile)
             return profile
         } catch let error as DeviceError {
@@ -314,6 +322,7 @@ public struct DeviceHome: Sendable, Equatable {
         var enrolled = settings
         enrolled.secret = enrollment.secret
         enrolled.deviceID = enrollment.deviceID
+        enrolled.user = enrollment.user
         return try initialize(enrolled, force: force, now: now)
     }
 
