@@ -3,12 +3,20 @@ import ReplicaStore
 import SyncModel
 
 extension ReplicaStore.Options {
-    /// How a CRM store opens: the CRM schema, its rules, and indexes on the fields the typed
-    /// queries, merges and reports look records up by.
-    public static func crm(replicaID: ReplicaID? = nil) -> Self {
+    /// How a CRM store opens: the CRM schema, its rules, what follows from changes
+    /// (`CRMChangeEffects`), and indexes on the fields the typed queries, merges and reports
+    /// look records up by.
+    ///
+    /// - Parameter role: `.device` for an app's or a device's store (the default), whose every
+    ///   write is checked; `.authority` for the tenant's server and the tools that write its
+    ///   store. Every handle of one store file must open it alike.
+    public static func crm(replicaID: ReplicaID? = nil, role: CRMChangeEffects.Role = .device) -> Self {
         var options = Self(schema: CRMSchema.current, replicaID: replicaID)
         options.rules = CRMStoreRules()
-        options.indexedFields = CRMSchema.indexedFields
+        options.effects = CRMChangeEffects(role: role)
+        // With the references access scopes follow, so the server's handle and a tool's
+        // handle on one store keep the same indexes (a handle with other indexes rebuilds them).
+        options.indexedFields = CRMSchema.indexedFields.union(CRMAccess.ownership.indexedFields)
         options.searchFields = CRMSchema.searchFields
         return options
     }
@@ -45,21 +53,20 @@ public struct CRMStore {
 
     // MARK: Create, read, update, delete
 
-    /// Creates the entity's record. An opportunity's first stage is recorded as a stage change
-    /// and, when it has no probability, takes the stage's.
+    /// Creates the entity's record. What follows from it (an opportunity's first stage-change
+    /// entry and probability, a case's number and deadlines) the store's effects write in the
+    /// same transaction.
     @discardableResult
     public func create<E: CRMEntity>(_ entity: E) throws -> E {
         try store.transaction {
-            var entity = entity
-            if var opportunity = entity as? Opportunity {
-                if opportunity.probability == nil { opportunity.probability = try probability(of: opportunity.stage) }
-                entity = opportunity as! E
-            }
             let values = entity.fieldValues.filter { name, value in
                 value != .null && !E.fields.contains { $0.name == name && $0.isCounter }
             }
-            let record = try store.create(E.recordType, id: entity.id, values)
-            if let opportunity = entity as? Opportunity { try recordStageChange(of: opportunity.id, from: nil, to: opportunity.stage) }
+            let created = try store.create(E.recordType, id: entity.id, values)
+            try store.settleEffects()
+            if created.type == "opportunity", let user { try recordWhoChanged(stageOf: created, user) }
+            // Read back: the effects may have completed it.
+            guard let record = try store.record(entity.id) else { throw ReplicaStoreError.recordNotFound(entity.id) }
             return E(record)
         }
     }
@@ -71,9 +78,9 @@ public struct CRMStore {
     }
 
     /// Writes the fields of `entity` that differ from its record, as one write: untouched
-    /// fields keep their versions, so they never conflict with a colleague's edit of them. An
-    /// opportunity whose stage changes gets a stage change record, and the new stage's
-    /// probability unless the update sets one too.
+    /// fields keep their versions, so they never conflict with a colleague's edit of them.
+    /// What follows (an opportunity's stage-change entry and probability, a closed case's
+    /// follow-up) the store's effects write in the same transaction.
     @discardableResult
     public func update<E: CRMEntity>(_ entity: E) throws -> E {
         try store.transaction {
@@ -81,18 +88,15 @@ public struct CRMStore {
                 throw ReplicaStoreError.recordNotFound(entity.id)
             }
             let before = stored.values
-            var values = entity.fieldValues
-            if let opportunity = entity as? Opportunity, case .text(let old)? = before["stage"], old != opportunity.stage {
-                if values["probability"] == before["probability"] {
-                    values["probability"] = try probability(of: opportunity.stage).map { .integer(Int64($0)) } ?? .null
-                }
-                try recordStageChange(of: opportunity.id, from: old, to: opportunity.stage)
-            }
-            let changed = values.filter { name, value in
+            let changed = entity.fieldValues.filter { name, value in
                 (before[name] ?? .null) != value && !E.fields.contains { $0.name == name && $0.isCounter }
             }
             guard !changed.isEmpty else { return E(stored) }
-            return E(try store.update(entity.id, changed))
+            let updated = try store.update(entity.id, changed)
+            try store.settleEffects()
+            if changed["stage"] != nil, let user { try recordWhoChanged(stageOf: updated, user) }
+            guard let record = try store.record(entity.id) else { throw ReplicaStoreError.recordNotFound(entity.id) }
+            return E(record)
         }
     }
 
@@ -179,18 +183,13 @@ public struct CRMStore {
 
     // MARK: Helpers
 
-    private func probability(of stage: String) throws -> Int? {
-        try pipeline().first { $0.name == stage }?.probability
-    }
-
-    private func recordStageChange(of opportunity: UUID, from: String?, to: String) throws {
-        var change = StageChange(id: UUID())
-        change.opportunity = opportunity
-        change.fromStage = from
-        change.toStage = to
-        change.changedAt = timestamp()
-        change.changedBy = user
-        try store.create(StageChange.recordType, id: change.id, change.fieldValues.filter { $0.value != .null })
+    /// Names `user` on the stage-change entry the store's effects made for the write that set
+    /// `opportunity`'s stage: the store knows the write, this typed API knows who made it.
+    private func recordWhoChanged(stageOf opportunity: RecordState, _ user: String) throws {
+        guard case .register(let stage)? = opportunity.fields["stage"] else { return }
+        let entry = CRMChangeEffects.stageChangeID(opportunity: opportunity.id, write: stage.dot)
+        guard let record = try store.record(entry), !record.isDeleted, record.text("changed_by") != user else { return }
+        try store.update(entry, ["changed_by": .text(user)])
     }
 
     /// Now as the schema's instants are written: ISO 8601, UTC, whole seconds.

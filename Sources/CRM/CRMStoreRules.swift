@@ -16,7 +16,7 @@ import SyncModel
 public struct CRMStoreRules: RecordRules {
     public init() {}
 
-    public var configurationTypes: Set<String> { ["pipeline_stage", "custom_field"] }
+    public var configurationTypes: Set<String> { ["pipeline_stage", "custom_field", "setting"] }
 
     public func extraFields(ofType type: String, in store: RecordLookup) throws -> Set<String> {
         Set((try CustomField.all(in: store)[type] ?? [:]).keys)

@@ -27,10 +27,12 @@ public final class SyncServer: Sendable {
         public var certificateChainPath: String?
         public var privateKeyPath: String?
         public var limits: SessionLimits
-        public var schema: Schema
-        /// The checks of pushed records that need the tenant's data (references, the tenant's
-        /// pipeline and custom fields); `nil` checks the schema alone.
-        public var recordRules: (any RecordRules)?
+        /// How every tenant store opens: its schema, the checks of pushed records that need the
+        /// tenant's data (`rules`), what follows from accepted changes (`effects`), its field
+        /// indexes. The server adds the fields its access scopes follow to the indexes. Tools
+        /// that write a tenant's store beside the server must open it alike.
+        public var storeOptions: ReplicaStore.Options
+        public var schema: Schema { storeOptions.schema }
         /// Users' rights, applied to every pushed record: how records are owned and the roles a
         /// tenant has until it defines its own. `nil` applies none (a server whose
         /// authenticator knows no users).
@@ -62,7 +64,7 @@ public final class SyncServer: Sendable {
             self.host = host
             self.port = port
             self.limits = SessionLimits()
-            self.schema = schema
+            self.storeOptions = ReplicaStore.Options(schema: schema)
             self.schemaVersion = schemaVersion
             self.shutdownGracePeriod = .seconds(10)
             self.maxOpenTenants = 256
@@ -135,9 +137,10 @@ public final class SyncServer: Sendable {
         let directory = DataDirectory(configuration.dataDirectory)
         let authenticator = try authenticator ?? RegistryAuthenticator(dataDirectory: directory)
         self.authenticator = authenticator
-        tenants = try TenantPool(directory: directory.tenantsPath, schema: configuration.schema,
-                                 rules: configuration.recordRules,
-                                 indexedFields: configuration.access?.ownership.indexedFields ?? [],
+        var storeOptions = configuration.storeOptions
+        storeOptions.replicaID = nil
+        storeOptions.indexedFields.formUnion(configuration.access?.ownership.indexedFields ?? [])
+        tenants = try TenantPool(directory: directory.tenantsPath, options: storeOptions,
                                  capacity: configuration.maxOpenTenants,
                                  createsMissing: authenticator.createsTenantStores, logger: logger)
     }

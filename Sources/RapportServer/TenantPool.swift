@@ -93,10 +93,8 @@ public final class TenantPool: Sendable {
     }
 
     private let directory: String
-    private let schema: Schema
-    /// The store-aware checks every tenant's store runs on pushed records.
-    private let rules: (any RecordRules)?
-    private let indexedFields: Set<String>
+    /// How each tenant's store opens.
+    private let options: ReplicaStore.Options
     /// The most stores kept open while not in use.
     public let capacity: Int
     private let createsMissing: Bool
@@ -108,18 +106,15 @@ public final class TenantPool: Sendable {
     private let logger: Logger
 
     /// - Parameter directory: where tenant files live, one `<slug>.sqlite` each.
+    /// - Parameter options: how each tenant's store opens (schema, rules, effects, indexes; the
+    ///   indexes include the references scopes follow from a record to those hanging off it).
     /// - Parameter createsMissing: make a missing store file (tests, embedding) instead of refusing.
-    /// - Parameter rules: the store-aware checks every tenant's store runs on pushed records.
-    /// - Parameter indexedFields: fields the stores index (`ReplicaStore.Options.indexedFields`):
-    ///   the references scopes follow from a record to those hanging off it.
-    public init(directory: String, schema: Schema, rules: (any RecordRules)? = nil, indexedFields: Set<String> = [],
+    public init(directory: String, options: ReplicaStore.Options,
                 capacity: Int = 256, createsMissing: Bool = false, logger: Logger) throws {
         precondition(capacity > 0, "a pool holds at least one store")
         try PrivateFiles.createDirectory(directory)
         self.directory = directory
-        self.schema = schema
-        self.rules = rules
-        self.indexedFields = indexedFields
+        self.options = options
         self.capacity = capacity
         self.createsMissing = createsMissing
         self.logger = logger
@@ -152,9 +147,6 @@ public final class TenantPool: Sendable {
             guard createsMissing || FileManager.default.fileExists(atPath: file) else {
                 throw ReplicaStoreError.notAStore(path: file, reason: "tenant '\(tenant)' has no store file")
             }
-            var options = ReplicaStore.Options(schema: schema)
-            options.rules = rules
-            options.indexedFields = indexedFields
             let replica = try ReplicaStore(path: file, options: options)
             let store = TenantStore(tenant: tenant, store: SharedReplicaStore(replica, label: "tenant.\(tenant)"),
                                     sequence: try replica.lastSequence)

@@ -163,12 +163,17 @@ public struct DataDirectory: Sendable {
 
     /// Opens a tenant's store for reading or admin writes beside a running server. Never creates
     /// a file: a tenant without one is reported, not silently re-made empty.
-    public func openStore(of tenant: String, schema: Schema) throws -> ReplicaStore {
+    ///
+    /// - Parameter options: how the server opens the store (its rules, effects and indexes), so
+    ///   that writes made here are checked, followed and indexed exactly as the server's are.
+    public func openStore(of tenant: String, options: ReplicaStore.Options) throws -> ReplicaStore {
         let path = try storePath(of: tenant)
         guard FileManager.default.fileExists(atPath: path) else {
             throw ReplicaStoreError.notAStore(path: path, reason: "the tenant's store file is missing")
         }
-        return try ReplicaStore(path: path, options: .init(schema: schema))
+        var options = options
+        options.replicaID = nil
+        return try ReplicaStore(path: path, options: options)
     }
 
     /// Size on disk of a tenant's store: the file and its write-ahead log.

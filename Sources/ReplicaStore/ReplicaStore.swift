@@ -78,6 +78,8 @@ public final class ReplicaStore {
         public var indexedFields: Set<String> = []
         /// Text fields whose words are indexed for `search(_:ofType:)`, such as names.
         public var searchFields: Set<String> = []
+        /// What follows from changes (see `ChangeEffects`); `nil` for none.
+        public var effects: (any ChangeEffects)?
 
         public init(schema: Schema, replicaID: ReplicaID? = nil) {
             self.schema = schema
@@ -132,6 +134,13 @@ public final class ReplicaStore {
         /// A nested write rolled back to its savepoint, so some states in `toCheck` may be
         /// gone: the checks read the records again instead.
         var reloadToCheck = false
+        /// Records written locally or taken from downstream since the last round of effects,
+        /// with their state before (`nil`: new) and where the change came from; collected only
+        /// when the store has effects.
+        var effectsBefore: [UUID: (state: RecordState?, origin: StoreChanges.Origin, byEffects: Bool)] = [:]
+        var effectsOrder: [UUID] = []
+        /// Whether the effects are writing now: their changes are marked as theirs.
+        var runningEffects = false
         /// Records changed by anything, for observers; collected only when there are some.
         var tracksChanges: Bool
         var changed: [UUID: String] = [:]
@@ -270,7 +279,12 @@ public final class ReplicaStore {
                 }
                 let result = try body()
                 if outermost {
+                    // Rights first: a write the user may not make at all is refused as such,
+                    // whatever its effects; then the effects' own writes are checked too.
                     try checkLocalWrites()
+                    let checked = transactionState?.localOrder.count ?? 0
+                    try runEffects()
+                    try checkLocalWrites(from: checked)
                     try checkWrittenRecords()
                 }
                 if counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
@@ -319,10 +333,10 @@ public final class ReplicaStore {
     /// store as the transaction leaves it, so a record may be given to its owner, or the record
     /// it hangs off created, later in the same transaction. A refusal by rights comes first:
     /// when a write is not allowed at all, whether it is complete does not matter.
-    private func checkLocalWrites() throws {
-        guard let check = localWriteCheck, let state = transactionState else { return }
+    private func checkLocalWrites(from start: Int = 0) throws {
+        guard let check = localWriteCheck, let state = transactionState, start < state.localOrder.count else { return }
         let lookup = RecordLookup(self)
-        for id in state.localOrder {
+        for id in state.localOrder[start...] {
             // States are read again: `toCheck` holds live records only, and a nested write
             // rolled back to its savepoint may have undone what was noted.
             guard let after = try record(id) else { continue }  // its creation was rolled back
@@ -342,6 +356,46 @@ public final class ReplicaStore {
         guard transactionState != nil, transactionState?.localBefore[id] == nil else { return }
         transactionState?.localBefore[id] = .some(before)
         transactionState?.localOrder.append(id)
+    }
+
+    /// Notes that a record changes, locally or from downstream, for the next round of effects.
+    /// Only the first change since the last round counts: effects see each record's change
+    /// whole.
+    private func noteForEffects(_ id: UUID, before: RecordState?, origin: StoreChanges.Origin) {
+        guard options.effects != nil, transactionState != nil, transactionState?.effectsBefore[id] == nil else { return }
+        let byEffects = transactionState?.runningEffects == true
+        transactionState?.effectsBefore[id] = (before, origin, byEffects)
+        transactionState?.effectsOrder.append(id)
+    }
+
+    /// Runs the store's effects on what the open write transaction changed so far, so that its
+    /// caller reads what follows from its writes before the transaction ends (a typed API that
+    /// returns the record it wrote). What it changes afterwards has its effects when the
+    /// transaction ends, as usual. Outside a transaction, or without effects, does nothing.
+    public func settleEffects() throws {
+        guard transactionState != nil else { return }
+        try write { try runEffects() }
+    }
+
+    /// The end of a transaction, before its checks: runs the store's effects on what the
+    /// transaction changed, then on what they changed, round by round.
+    private func runEffects() throws {
+        guard let effects = options.effects, transactionState?.runningEffects == false else { return }
+        transactionState?.runningEffects = true
+        defer { transactionState?.runningEffects = false }
+        for _ in 0..<Self.maxEffectRounds {
+            guard let state = transactionState, !state.effectsOrder.isEmpty else { return }
+            transactionState?.effectsBefore = [:]
+            transactionState?.effectsOrder = []
+            var changes: [RecordChange] = []
+            changes.reserveCapacity(state.effectsOrder.count)
+            for id in state.effectsOrder {
+                // Read again: a nested write rolled back to its savepoint may have undone it.
+                guard let noted = state.effectsBefore[id], let after = try record(id), after != noted.state else { continue }
+                changes.append(RecordChange(before: noted.state, after: after, origin: noted.origin, isEffect: noted.byEffects))
+            }
+            if !changes.isEmpty { try effects.apply(changes, in: self) }
+        }
     }
 
     /// Notes a record's state for `checkWrittenRecords`.
@@ -593,6 +647,7 @@ public final class ReplicaStore {
             try save(state, replacing: nil, old: nil, dirty: true)
             noteForChecks(state)
             noteLocalWrite(id, before: nil)
+            noteForEffects(id, before: nil, origin: .local)
             return state
         }
     }
@@ -655,6 +710,7 @@ public final class ReplicaStore {
             try supersedeConflicts(of: state)
             noteForChecks(state)
             noteLocalWrite(id, before: before)
+            noteForEffects(id, before: before, origin: .local)
             return state
         }
     }
@@ -761,6 +817,7 @@ public final class ReplicaStore {
         try statement.step()
         guard db.changes == 1 else { return false }
         sequence += 1
+        if origin == .downstream { noteForEffects(record.id, before: nil, origin: .downstream) }
         let validation = try schema.validate(record, rules: origin != .upstream)
         if let state = validation.decodedState {
             sequence -= 1  // `save` takes the next number again: the one the row has
@@ -850,6 +907,7 @@ public final class ReplicaStore {
                  dirty: staysDirty(from: origin, existing: existing, holdsRemoteVector: result.state.vector == remote.vector),
                  encodedVector: result.outcome == .applied ? encodedVector : nil)
         if local != nil { try supersedeConflicts(of: result.state) }
+        if origin == .downstream { noteForEffects(remote.id, before: local, origin: .downstream) }
         for conflict in result.conflicts { try log(conflict) }
         try checkRules(result.state, from: origin)
         return Applied(outcome: result.outcome, conflicts: result.conflicts)

@@ -31,7 +31,7 @@ struct Report: ParsableCommand {
         let registry = try common.registry()
         defer { registry.close() }
         _ = try registry.requireTenant(tenant, allowDeleted: true)
-        let store = try common.directory.openStore(of: tenant, schema: CRMSchema.current)
+        let store = try common.directory.openStore(of: tenant, options: .crm(role: .authority))
         defer { store.close() }
         let format: ReportFormat = common.json ? .json : csv ? .csv : .table
         let reports = try CRMReports(store: store, now: now)
@@ -85,7 +85,7 @@ struct Import: ParsableCommand {
             report = try common.audited(registry, dryRun ? "import (dry run)" : "import", tenant: tenant, detail: "\(type) from \(from)") {
                 let tenantRow = try registry.requireTenant(tenant)
                 guard tenantRow.status == .active else { throw RegistryError.tenantNotActive(tenant, status: tenantRow.status) }
-                let store = try common.directory.openStore(of: tenant, schema: CRMSchema.current)
+                let store = try common.directory.openStore(of: tenant, options: .crm(role: .authority))
                 defer { store.close() }
                 return try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data)
             }
@@ -129,7 +129,7 @@ struct ExportCSV: ParsableCommand {
         defer { registry.close() }
         let text = try common.audited(registry, "export-csv", tenant: tenant, detail: "\(type) to \(to ?? "stdout")") {
             _ = try registry.requireTenant(tenant, allowDeleted: true)
-            let store = try common.directory.openStore(of: tenant, schema: CRMSchema.current)
+            let store = try common.directory.openStore(of: tenant, options: .crm(role: .authority))
             defer { store.close() }
             return try CSVExporter.export(store, type: type)
         }

@@ -75,7 +75,7 @@ struct Export: ParsableCommand {
         defer { registry.close() }
         let counts = try common.audited(registry, "export", tenant: tenant, detail: to) { () throws -> [String: Int] in
             _ = try registry.requireTenant(tenant, allowDeleted: true)
-            let store = try common.directory.openStore(of: tenant, schema: CRMSchema.current)
+            let store = try common.directory.openStore(of: tenant, options: .crm(role: .authority))
             defer { store.close() }
             try PrivateFiles.createDirectory(to)
             var counts: [String: Int] = [:]
@@ -140,7 +140,7 @@ struct Stats: ParsableCommand {
     }
 
     func collect(_ tenant: Tenant, _ registry: Registry) throws -> TenantStats {
-        let store = try common.directory.openStore(of: tenant.slug, schema: CRMSchema.current)
+        let store = try common.directory.openStore(of: tenant.slug, options: .crm(role: .authority))
         defer { store.close() }
         var records: [String: Int] = [:]
         for type in store.schema.types.keys { records[type] = try store.count(ofType: type) }

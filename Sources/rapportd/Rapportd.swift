@@ -84,7 +84,7 @@ struct Rapportd: AsyncParsableCommand {
         let data = URL(fileURLWithPath: dataDirectory).standardizedFileURL.path
         var config = SyncServer.Configuration(dataDirectory: data, host: host, port: port,
                                               schema: CRMSchema.current, schemaVersion: CRMSchema.version)
-        config.recordRules = CRMStoreRules()
+        config.storeOptions = .crm(role: .authority)
         config.access = .init(ownership: CRMAccess.ownership, defaultRoles: CRMAccess.defaultRoles)
         config.certificateChainPath = certificateChain
         config.privateKeyPath = privateKey

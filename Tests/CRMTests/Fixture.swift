@@ -11,9 +11,21 @@ final class Fixture {
     let directory: TemporaryDirectory
     let store: ReplicaStore
 
-    init() throws {
+    /// - Parameter options: how the store opens; the schema alone (no rules, no effects) by
+    ///   default, so a test sees exactly what it writes.
+    init(options: ReplicaStore.Options = .init(schema: CRMSchema.current)) throws {
         directory = try TemporaryDirectory()
-        store = try ReplicaStore(path: directory.path("tenant.sqlite"), options: .init(schema: CRMSchema.current))
+        store = try ReplicaStore(path: directory.path("tenant.sqlite"), options: options)
+    }
+
+    /// A CRM store as a device or the server opens it, with its effects, at `Fixture.now` (the
+    /// clock of writes and of the effects alike, plus `offset` seconds).
+    static func crmOptions(role: CRMChangeEffects.Role, offset: TimeInterval = 0) -> ReplicaStore.Options {
+        var options = ReplicaStore.Options.crm(role: role)
+        let now = now.addingTimeInterval(offset)
+        options.wallClock = { UInt64(now.timeIntervalSince1970 * 1000) }
+        options.effects = CRMChangeEffects(role: role, now: { now })
+        return options
     }
 
     deinit { store.close() }

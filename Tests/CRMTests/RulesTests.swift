@@ -218,54 +218,6 @@ import Testing
 }
 
 @Suite struct EffectsTests {
-    @Test func newCaseGetsDeadlinesFromItsPriority() throws {
-        let f = try Fixture()
-        let effects = CRMEffects(store: f.store, rules: CRMRules(now: Fixture.now))
-        let id = try f.supportCase("C-1", priority: "high")
-        let stamped = try effects.setCaseDeadlines(id)
-        #expect(stamped.text("opened_at") == "2025-06-15T12:00:00Z")
-        #expect(stamped.text("response_due") == "2025-06-15T16:00:00Z")
-        #expect(stamped.text("resolution_due") == "2025-06-16T12:00:00Z")
-        let before = try f.store.lastSequence
-        try effects.setCaseDeadlines(id)
-        #expect(try f.store.lastSequence == before)  // nothing changed, nothing written
-    }
-
-    @Test func closingACaseCreatesOneFollowUp() throws {
-        let f = try Fixture()
-        let account = try f.account("A")
-        let id = try f.supportCase("C-2", priority: "low", ["account": .text(account.uuidString), "owner": .text("bob@example.com")])
-        let effects = CRMEffects(store: f.store, rules: CRMRules(now: Fixture.now))
-        let followUp = try f.store.transaction { try effects.caseClosed(id) }
-        #expect(try effects.caseClosed(id) == followUp)
-        let activity = try f.read(followUp)
-        #expect(activity.text("kind") == "task" && activity.text("status") == "open")
-        #expect(activity.reference("case") == id && activity.reference("account") == account)
-        #expect(activity.text("owner") == "bob@example.com")
-        #expect(activity.text("due_at") == "2025-06-16T12:00:00Z")
-        #expect(activity.text("subject") == "Satisfaction follow-up: broken C-2")
-        #expect(try f.read(id).text("status") == "closed")
-        #expect(try f.read(id).text("closed_at") == "2025-06-15T12:00:00Z")
-        #expect(try f.store.count(ofType: "activity") == 1)
-    }
-
-    @Test func wonOpportunityMakesProspectACustomer() throws {
-        let f = try Fixture()
-        let account = try f.account("A", lifecycle: "prospect", ["churn_risk": .bool(true)])
-        let deal = try f.opportunity(account, stage: "closed_won", amount: 5)
-        let open = try f.opportunity(account, stage: "proposal", amount: 5)
-        let effects = CRMEffects(store: f.store, rules: CRMRules(now: Fixture.now))
-        try effects.opportunityWon(open)
-        #expect(try f.read(account).text("lifecycle_stage") == "prospect")
-        try effects.opportunityWon(deal)
-        #expect(try f.read(account).text("lifecycle_stage") == "customer")
-        #expect(try f.read(account).flag("churn_risk") == false)
-        #expect(try f.read(deal).text("closed_at") == "2025-06-15")
-        let core = try f.account("Core", lifecycle: "core")
-        try effects.opportunityWon(try f.opportunity(core, stage: "closed_won", amount: 1))
-        #expect(try f.read(core).text("lifecycle_stage") == "core")
-    }
-
     @Test func applyComputedWritesOnlyChanges() throws {
         let f = try Fixture()
         let big = try f.account("Big", lifecycle: "customer")

@@ -28,7 +28,7 @@ final class ServerFixture: Sendable {
         var config = SyncServer.Configuration(dataDirectory: dir.path("server"), port: port,
                                               schema: CRMSchema.current, schemaVersion: CRMSchema.version)
         config.limits = limits
-        config.recordRules = CRMStoreRules()
+        config.storeOptions = .crm(role: .authority)
         config.shutdownGracePeriod = .seconds(2)
         configure(&config)
         server = try SyncServer(configuration: config,
@@ -53,10 +53,13 @@ final class ServerFixture: Sendable {
         return config
     }
 
-    /// A device with its own store file.
-    func device(_ name: String, tenant: String = "acme", configure: (inout ClientConfiguration) -> Void = { _ in }) throws -> RapportClient {
-        let store = try ReplicaStore(path: dir.path("\(name).sqlite"),
-                                     options: .crm(replicaID: try ReplicaID(name)))
+    /// A device with its own store file, opened as an app opens it (`.crm`) unless `options`
+    /// say otherwise (a client without the CRM's effects, as an integration might be).
+    func device(_ name: String, tenant: String = "acme", options: ReplicaStore.Options = .crm(),
+                configure: (inout ClientConfiguration) -> Void = { _ in }) throws -> RapportClient {
+        var options = options
+        options.replicaID = try ReplicaID(name)
+        let store = try ReplicaStore(path: dir.path("\(name).sqlite"), options: options)
         var config = configuration(tenant: tenant)
         configure(&config)
         return try RapportClient(store: SharedReplicaStore(store, label: name), configuration: config, logger: Self.logger("test.\(name)"))
@@ -64,7 +67,8 @@ final class ServerFixture: Sendable {
 
     /// The server's own store of `tenant`.
     func tenantStore(_ tenant: String = "acme") throws -> ReplicaStore {
-        try ReplicaStore(path: dir.path("server") + "/tenants/\(tenant).sqlite", options: .init(schema: CRMSchema.current))
+        // Opened as the server opens it: a handle with other field indexes would rebuild them.
+        try ReplicaStore(path: dir.path("server") + "/tenants/\(tenant).sqlite", options: .crm(role: .authority))
     }
 }
 

@@ -61,14 +61,17 @@ import TLS
         try await alice.sync()
         #expect(try alice.local { try $0.record(id)?.values["stage"] } == .text("closed_lost"))
         #expect(try bob.local { try $0.record(id)?.values["stage"] } == .text("closed_lost"))
-        // Alice's value lost; her device has the conflict with her value in it.
+        // Alice's value lost; her device has the conflict with her value in it. What each
+        // device's rules set from its stage (probability, closed_at) lost with it, beside it.
         let entries = try alice.local { try $0.conflicts() }
-        #expect(entries.count == 1)
-        #expect(entries.first?.conflict.loser.value == .text("closed_won"))
-        #expect(entries.first?.conflict.winner.value == .text("closed_lost"))
-        // Bob's push was merged on the server, which reported the conflict to him too.
-        #expect(bobReport.conflicts == 1)
-        #expect(try fixture.tenantStore().conflicts().count == 1)
+        #expect(Set(entries.compactMap(\.conflict.field)) == ["stage", "probability", "closed_at"])
+        let stage = entries.first { $0.conflict.field == "stage" }
+        #expect(stage?.conflict.loser.value == .text("closed_won"))
+        #expect(stage?.conflict.winner.value == .text("closed_lost"))
+        #expect(try alice.local { try $0.record(id)?.values["probability"] } == .integer(0))
+        // Bob's push was merged on the server, which reported the conflicts to him too.
+        #expect(bobReport.conflicts == entries.count)
+        #expect(try fixture.tenantStore().conflicts().count == entries.count)
         await fixture.stop()
     }
 

@@ -210,7 +210,7 @@ final class RegistryFixture: Sendable {
 @Suite struct BackupTests {
     /// Fills the tenant's store with accounts, as the server would.
     func fill(_ f: RegistryFixture, _ tenant: String, count: Int, from start: Int = 0) throws {
-        let store = try f.data.openStore(of: tenant, schema: CRMSchema.current)
+        let store = try f.data.openStore(of: tenant, options: .crm(role: .authority))
         defer { store.close() }
         try store.transaction {
             for i in start..<(start + count) { try store.create("account", ["name": .text("account \(i)"), "region": .text("r\(i % 7)")]) }

@@ -1,0 +1,370 @@
+import Access
+import Foundation
+import ReplicaStore
+import SyncModel
+
+/// The CRM's business policy where data changes: what follows from a change, written in the
+/// same transaction as the change, on the server after every accepted batch and on a device
+/// when its app writes (see `ChangeEffects`).
+///
+/// What follows:
+/// - a case gets its number (`C<device>-<n>`, see `CaseNumbers`), `opened_at`, and its
+///   response and resolution deadlines from its priority, type, complaint severity and its
+///   account's value segment; `resolved_at` and `closed_at` when its status gets there; its
+///   satisfaction follow-up task when it closes;
+/// - an opportunity whose stage changes gets a stage-change entry, the stage's probability
+///   (unless a later write set one), `closed_at` when it closes, and a win moves its account's
+///   lifecycle to customer;
+/// - a contact's consent change is stamped with when it was given or withdrawn.
+///
+/// What is refused (or, for consent where the tenant configures it, flagged):
+/// - a computed field (`CRMDerivedFields`) typed by a user, unless the tenant allows an
+///   override of it, which the record's `overrides` then lists;
+/// - a call or an e-mail logged to a contact who withdrew consent to it (or is not to be
+///   called), and a contact without e-mail consent added to an e-mail campaign.
+///
+/// Every value is derived from the change itself (a stage change is stamped with the time of
+/// the write that made it, a follow-up is due a set time after the case's `closed_at`) and
+/// every record made has an id derived from its cause, so the device that made a change and
+/// the server that receives it compute the same values and the same records: the sync merges
+/// them into one instead of keeping two.
+public struct CRMChangeEffects: ChangeEffects {
+    /// Who the store belongs to, which decides whose writes of computed fields are trusted.
+    public enum Role: Sendable {
+        /// The tenant's server: its own writes (its rules, an operator's tools) are trusted,
+        /// writes from devices below are checked.
+        case authority
+        /// A device: every write its app makes is checked.
+        case device
+    }
+
+    public let role: Role
+    /// The clock for values that are not derived from a write (a case opened without a time).
+    public let now: @Sendable () -> Date
+
+    public init(role: Role, now: @escaping @Sendable () -> Date = Date.init) {
+        self.role = role
+        self.now = now
+    }
+
+    public func apply(_ changes: [RecordChange], in store: ReplicaStore) throws {
+        let settings = try CRMSettings.cached(in: store)
+        var context = Context(store: store, settings: settings, now: CRMDate.seconds(now()))
+        for change in changes where !change.after.isDeleted {
+            if !change.isEffect {
+                try checkComputedFields(change, &context)
+                try checkConsent(change, &context)
+            }
+            switch change.after.type {
+            case "case": try caseChanged(change, &context)
+            case "opportunity": try opportunityChanged(change, &context)
+            case "contact": try contactChanged(change, &context)
+            default: break
+            }
+        }
+    }
+
+    /// What one run of the effects reads more than once.
+    struct Context {
+        let store: ReplicaStore
+        let settings: CRMSettings
+        let now: Int64
+        var pipeline: CRMPipeline?
+
+        mutating func stages() throws -> CRMPipeline {
+            if let pipeline { return pipeline }
+            let loaded = CRMPipeline(stages: try PipelineStage.pipeline(in: RecordLookup(store)))
+            pipeline = loaded
+            return loaded
+        }
+
+        /// Writes the values of `changes` that differ from what the record holds now, if this
+        /// replica may; returns whether it wrote.
+        @discardableResult
+        func update(_ id: UUID, _ changes: [String: FieldValue]) throws -> Bool {
+            guard let record = try store.record(id), !record.isDeleted else { return false }
+            let differing = changes.filter { record.fields[$0.key]?.value ?? .null != $0.value }
+            guard !differing.isEmpty, store.mayWrite(differing, to: record, type: record.type, id: id) else { return false }
+            try store.update(id, differing)
+            return true
+        }
+
+        /// Creates a record unless one with its id exists (made by another replica, or
+        /// deleted by a user: a deleted follow-up stays deleted), if this replica may.
+        func createOnce(_ type: String, id: UUID, _ values: [String: FieldValue]) throws {
+            guard try store.recordType(of: id) == nil, store.mayWrite(values, to: nil, type: type, id: id) else { return }
+            try store.create(type, id: id, values)
+        }
+    }
+
+    // MARK: Cases
+
+    private func caseChanged(_ change: RecordChange, _ context: inout Context) throws {
+        let record = change.after
+        var values: [String: FieldValue] = [:]
+        if record.text("number") == nil {
+            values["number"] = .text(try CaseNumbers.next(in: context.store, role: role))
+        }
+        // Opened when it was created, by whichever replica created it.
+        let openedAt = record.text("opened_at").flatMap(CRMDate.instant) ?? Self.seconds(of: record.liveness.timestamp)
+        values["opened_at"] = .text(CRMDate.format(instant: openedAt))
+        let levelChanged = change.before == nil || ["priority", "type", "severity", "opened_at"].contains(where: change.wrote)
+        if levelChanged || record.text("response_due") == nil {
+            let segment = try record.reference("account").flatMap { try context.store.record($0) }?.text("value_segment")
+            if let due = CRMRules(settings: context.settings, now: Date(timeIntervalSince1970: TimeInterval(context.now)))
+                .deadlines(priority: record.text("priority"), type: record.text("type"), severity: record.text("severity"),
+                           segment: segment, openedAt: openedAt) {
+                values["response_due"] = .text(CRMDate.format(instant: due.response))
+                values["resolution_due"] = .text(CRMDate.format(instant: due.resolution))
+            }
+        }
+        let status = record.text("status")
+        if change.wrote("status"), let statusTime = Self.writeTime(of: "status", in: record) {
+            if status == "resolved" || status == "closed", record.text("resolved_at") == nil {
+                values["resolved_at"] = .text(CRMDate.format(instant: statusTime))
+            }
+            if status == "closed", record.text("closed_at") == nil {
+                values["closed_at"] = .text(CRMDate.format(instant: statusTime))
+            }
+        }
+        try context.update(record.id, values)
+        if status == "closed", let current = try context.store.record(record.id) {
+            try makeFollowUp(of: current, &context)
+        }
+    }
+
+    /// The id of the satisfaction follow-up of a case: one per case, whichever replica closed it.
+    public static func followUpID(forCase caseID: UUID) -> UUID {
+        DerivedID.make("case-satisfaction-follow-up", caseID.uuidString.lowercased())
+    }
+
+    /// The satisfaction follow-up of a closed case: a task for the case's owner, due
+    /// `followUpDays` after the case closed.
+    private func makeFollowUp(of record: RecordState, _ context: inout Context) throws {
+        let closed = record.text("closed_at").flatMap(CRMDate.instant) ?? context.now
+        var values: [String: FieldValue] = [
+            "kind": .text("task"), "status": .text("open"), "case": .text(record.id.uuidString),
+            "subject": .text("Satisfaction follow-up: " + (record.text("number").map { "case \($0)" } ?? "case")
+                + (record.text("subject").map { " (\($0))" } ?? "")),
+            "due_at": .text(CRMDate.format(instant: closed + Int64(context.settings.followUpDays) * CRMDate.secondsPerDay)),
+        ]
+        for field in ["account", "contact", "owner"] { if let v = record.text(field) { values[field] = .text(v) } }
+        try context.createOnce("activity", id: Self.followUpID(forCase: record.id), values)
+    }
+
+    // MARK: Opportunities
+
+    /// The id of the stage-change entry for the write that set an opportunity's stage: the
+    /// write's dot names it, so every replica that sees the write names the entry alike.
+    public static func stageChangeID(opportunity: UUID, write: Dot) -> UUID {
+        DerivedID.make("stage-change", opportunity.uuidString.lowercased() + "/" + write.description)
+    }
+
+    private func opportunityChanged(_ change: RecordChange, _ context: inout Context) throws {
+        let record = change.after
+        guard change.wrote("stage"), case .register(let stageWrite)? = record.fields["stage"],
+              let stageName = record.text("stage") else { return }
+        let changedAt = Self.seconds(of: stageWrite.timestamp)
+        let from = change.before?.text("stage")
+        var entry: [String: FieldValue] = [
+            "opportunity": .text(record.id.uuidString), "to_stage": .text(stageName),
+            "changed_at": .text(CRMDate.format(instant: changedAt)),
+        ]
+        if let from, from != stageName { entry["from_stage"] = .text(from) }
+        // A device knows its user from the rights it holds; the server leaves who to the write.
+        if role == .device, let user = (context.store.localWriteCheck as? AccessPolicy)?.subject.user {
+            entry["changed_by"] = .text(user)
+        }
+        try context.createOnce("stage_change", id: Self.stageChangeID(opportunity: record.id, write: stageWrite.dot), entry)
+
+        guard let stage = try context.stages().stage(stageName) else { return }
+        var values: [String: FieldValue] = [:]
+        // A probability written with or after the stage was chosen by someone; an older one
+        // belongs to the previous stage.
+        var probabilityIsOlder = true
+        if case .register(let probability)? = record.fields["probability"], probability.value != .null {
+            probabilityIsOlder = probability.timestamp < stageWrite.timestamp
+        }
+        if probabilityIsOlder { values["probability"] = .integer(Int64(stage.probability)) }
+        if stage.closed, record.text("closed_at") == nil {
+            values["closed_at"] = .text(CRMDate.format(day: changedAt.floorDivided(by: CRMDate.secondsPerDay)))
+        }
+        try context.update(record.id, values)
+        if stage.won, let accountID = record.reference("account"), let account = try context.store.record(accountID), !account.isDeleted {
+            var accountValues: [String: FieldValue] = [:]
+            if !CRMDerivedFields.overridden(account.text("overrides")).contains("lifecycle_stage"),
+               let next = CRMRules.lifecycleAfterWin(account.text("lifecycle_stage")) {
+                accountValues["lifecycle_stage"] = .text(next)
+            }
+            // Churn risk is the server's to compute: a device does not write it.
+            if role == .authority, account.flag("churn_risk"),
+               !CRMDerivedFields.overridden(account.text("overrides")).contains("churn_risk") {
+                accountValues["churn_risk"] = .bool(false)
+            }
+            try context.update(accountID, accountValues)
+        }
+    }
+
+    // MARK: Contacts
+
+    private func contactChanged(_ change: RecordChange, _ context: inout Context) throws {
+        let record = change.after
+        var values: [String: FieldValue] = [:]
+        for kind in ["consent_email", "consent_calls", "consent_data_processing"]
+        where change.wrote(kind) && !change.wrote(kind + "_at") {
+            if let time = Self.writeTime(of: kind, in: record) { values[kind + "_at"] = .text(CRMDate.format(instant: time)) }
+        }
+        try context.update(record.id, values)
+    }
+
+    // MARK: Computed fields
+
+    /// Refuses a computed field a user typed (see `CRMDerivedFields`). The server trusts its
+    /// own writes; a lifecycle moved to customer or core is a user's to make only with a won
+    /// deal to show for it, which is how a device records the win it just made.
+    private func checkComputedFields(_ change: RecordChange, _ context: inout Context) throws {
+        if role == .authority && change.origin == .local { return }
+        let computed = CRMDerivedFields.fields(of: change.after.type)
+        guard !computed.isEmpty else { return }
+        let record = change.after
+        var overridden = CRMDerivedFields.overridden(record.text("overrides"))
+        let before = CRMDerivedFields.overridden(change.before?.text("overrides"))
+        for field in overridden.subtracting(before) where !context.settings.overridable.contains("\(record.type).\(field)") {
+            throw ModelError.invalidFieldValue(record: record.id.uuidString, field: "overrides", reason:
+                "this tenant does not allow '\(field)' of a \(record.type) to be set by hand")
+        }
+        for field in computed where change.wrote(field) {
+            if field == "lifecycle_stage", try lifecycleIsEarned(record, &context) { continue }
+            guard context.settings.overridable.contains("\(record.type).\(field)") else {
+                throw ModelError.invalidFieldValue(record: record.id.uuidString, field: field, reason:
+                    "\(field) is computed by the tenant's rules (\(Self.why(field))); this tenant does not allow setting it by hand")
+            }
+            overridden.insert(field)
+        }
+        let value = CRMDerivedFields.overridesValue(overridden)
+        if value != (record.text("overrides") ?? "") { try context.update(record.id, ["overrides": .text(value)]) }
+    }
+
+    /// Whether an account's lifecycle stage is one a user may set: before the first sale, or
+    /// churned; customer or core only for an account with a won deal.
+    private func lifecycleIsEarned(_ account: RecordState, _ context: inout Context) throws -> Bool {
+        guard let stage = account.text("lifecycle_stage"), stage == "customer" || stage == "core" else { return true }
+        let pipeline = try context.stages()
+        return try context.store.records(ofType: "opportunity", where: "account", equals: account.id.uuidString)
+            .contains { pipeline.stage($0.text("stage"))?.won == true }
+    }
+
+    private static func why(_ field: String) -> String {
+        switch field {
+        case "tier": "from won revenue over 12 months"
+        case "churn_risk": "from activity and wins"
+        case "value_segment": "from revenue, pipeline, activity and strategic fit"
+        case "renewal_due": "from the renewal date and open opportunities"
+        case "lifecycle_stage": "customer and core follow from a won deal"
+        case "sla_breached": "from the case's deadlines"
+        default: "by a rule"
+        }
+    }
+
+    // MARK: Consent
+
+    /// Refuses (or flags, as the tenant configures) a call or e-mail to a contact who withdrew
+    /// consent to it, and a contact without e-mail consent in an e-mail campaign. Judged when
+    /// the record is made or pointed at another contact, against the consent as it stood when
+    /// the activity happened, so a call made before a withdrawal stays editable.
+    private func checkConsent(_ change: RecordChange, _ context: inout Context) throws {
+        let record = change.after
+        let violation: String?
+        switch record.type {
+        case "activity":
+            guard ["call", "email"].contains(record.text("kind") ?? ""),
+                  ["kind", "contact", "occurred_at", "due_at"].contains(where: change.wrote),
+                  let contactID = record.reference("contact"), let contact = try context.store.record(contactID) else { return }
+            let time = (record.text("occurred_at") ?? record.text("due_at")).flatMap(CRMDate.instant) ?? context.now
+            violation = record.text("kind") == "call" ? Self.callViolation(contact, at: time) : Self.emailViolation(contact, at: time)
+        case "campaign_member":
+            guard ["contact", "campaign"].contains(where: change.wrote),
+                  let contactID = record.reference("contact"), let contact = try context.store.record(contactID),
+                  let campaign = try record.reference("campaign").flatMap({ try context.store.record($0) }),
+                  campaign.text("type") == "email", contact.text("consent_email") != "granted" else { return }
+            violation = "\(Self.name(of: contact)) has not consented to e-mail, so cannot be in the e-mail campaign '\(campaign.text("name") ?? "")'"
+        default:
+            return
+        }
+        guard let violation else { return }
+        switch context.settings.consentEnforcement {
+        case .refuse:
+            throw ModelError.invalidFieldValue(record: record.id.uuidString, field: "contact", reason: violation)
+        case .flag:
+            try context.update(record.id, ["consent_warning": .text(violation)])
+        }
+    }
+
+    private static func callViolation(_ contact: RecordState, at time: Int64) -> String? {
+        if contact.flag("do_not_call") { return "\(name(of: contact)) is marked do-not-call" }
+        return withdrawal(contact, "consent_calls", at: time).map { "\(name(of: contact)) withdrew consent to calls on \($0)" }
+    }
+
+    private static func emailViolation(_ contact: RecordState, at time: Int64) -> String? {
+        withdrawal(contact, "consent_email", at: time).map { "\(name(of: contact)) withdrew consent to e-mail on \($0)" }
+    }
+
+    /// When consent `kind` was withdrawn, if it was by `time` (a withdrawal without a time
+    /// counts from always).
+    private static func withdrawal(_ contact: RecordState, _ kind: String, at time: Int64) -> String? {
+        guard contact.text(kind) == "withdrawn" else { return nil }
+        guard let at = contact.text(kind + "_at"), let withdrawn = CRMDate.instant(at) else { return "an unknown date" }
+        return withdrawn <= time ? at : nil
+    }
+
+    private static func name(of contact: RecordState) -> String {
+        let name = [contact.text("first_name"), contact.text("last_name")].compactMap { $0 }.joined(separator: " ")
+        return name.isEmpty ? "contact \(contact.id.uuidString.lowercased())" : name
+    }
+
+    // MARK: Time
+
+    /// Seconds since 1970 of a write's timestamp.
+    static func seconds(of timestamp: HLCTimestamp) -> Int64 { Int64(timestamp.wallMilliseconds / 1000) }
+
+    /// When the value of `field` was written.
+    static func writeTime(of field: String, in record: RecordState) -> Int64? {
+        guard case .register(let register)? = record.fields[field] else { return nil }
+        return seconds(of: register.timestamp)
+    }
+}
+
+/// Case numbers made without coordination: `C<device number>-<n>`, where the tenant's registry
+/// gave the device its number when it enrolled and `n` counts the cases this replica opened;
+/// the server's own are `CS-<n>`. Chosen over a number the server assigns at sync: a rep who
+/// opens a case offline tells the customer its number at once, and it never changes.
+public enum CaseNumbers {
+    /// The local setting under which a device keeps the number its registry gave it.
+    public static let deviceNumberSetting = "device.number"
+    static let counterSetting = "crm.case_counter"
+
+    /// The next case number of this replica, counted in the open transaction.
+    static func next(in store: ReplicaStore, role: CRMChangeEffects.Role) throws -> String {
+        let last = try store.localSetting(counterSetting).flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 0
+        try store.setLocalSetting(counterSetting, Data(String(last + 1).utf8))
+        return prefix(in: store, role: role) + "-" + String(format: "%04d", last + 1)
+    }
+
+    /// `CS` on the server; `C<number>` on a device that knows its number; before it does (never
+    /// connected since an upgrade), `CR` and the start of its replica id, unique in practice.
+    static func prefix(in store: ReplicaStore, role: CRMChangeEffects.Role) -> String {
+        if role == .authority { return "CS" }
+        if let data = try? store.localSetting(deviceNumberSetting), let number = Int(String(decoding: data, as: UTF8.self)) {
+            return "C\(number)"
+        }
+        return "CR" + store.replicaID.rawValue.filter(\.isHexDigit).prefix(6).uppercased()
+    }
+}
+
+extension CRMSettings {
+    /// The tenant's settings as `store` holds them, kept by the store until a `setting` record
+    /// changes. Problems are left to reports, which show them.
+    static func cached(in store: ReplicaStore) throws -> CRMSettings {
+        try RecordLookup(store).cached("crm.settings") { try load(from: store).settings }
+    }
+}
