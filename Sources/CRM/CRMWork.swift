@@ -8,9 +8,9 @@ import SyncModel
 //
 // These write only what the user means (a case's subject and priority, a deal's new stage,
 // a case's `closed` status); what follows from it (a case's number and deadlines, stamps,
-// probabilities, follow-up tasks) is the store's effects' to write, when the transaction ends,
-// on every replica alike. So each operation that needs those reads its record back after its
-// transaction, and called inside a caller's own transaction it returns the record before them.
+// probabilities, follow-up tasks) is the store's effects' to write (`CRMChangeEffects`), in the
+// same transaction, on every replica alike. Each operation settles the effects before it reads
+// its record back, so what it returns is complete, inside a caller's transaction too.
 
 extension CRMStore {
     // MARK: Cases
@@ -23,7 +23,7 @@ extension CRMStore {
     ///   - type: one of `CRMSchema.caseTypes`; `severity` (one of `CRMSchema.complaintSeverities`)
     ///     grades a complaint.
     ///   - channel: how the customer got in touch, one of `CRMSchema.caseChannels`.
-    /// - Returns: the case as stored once the transaction (and its effects) ended.
+    /// - Returns: the case with what its effects wrote (number, `opened_at`, deadlines).
     /// - Throws: `ReplicaStoreError.invalidRecord` naming the field for a value the schema or the
     ///   store's rules refuse (an account that does not exist, say); nothing is written then.
     @discardableResult
@@ -37,8 +37,13 @@ extension CRMStore {
             ("description", description), ("channel", channel), ("owner", user),
         ]
         for (field, value) in optional { if let value { values[field] = .text(value) } }
-        try store.create(ServiceCase.recordType, id: id, values)
-        return try stored(ServiceCase.self, id)
+        // Not `create(_:)`, whose entity would write an empty number: it is the effects' to assign.
+        return try store.transaction {
+            try store.create(ServiceCase.recordType, id: id, values)
+            try store.settleEffects()
+            guard let created = try get(ServiceCase.self, id) else { throw ReplicaStoreError.recordNotFound(id) }
+            return created
+        }
     }
 
     /// Answers a case: stamps `first_response_at` with now unless it was answered before,
@@ -49,19 +54,18 @@ extension CRMStore {
     ///   error naming `status` for a case that is resolved or closed already.
     @discardableResult
     public func respond(toCase id: UUID, note: String? = nil) throws -> (serviceCase: ServiceCase, note: Activity?) {
-        let noteID: UUID? = try store.transaction {
+        try store.transaction {
             var serviceCase = try openServiceCase(id, doing: "answer")
             if serviceCase.status == "new" { serviceCase.status = "open" }
             if serviceCase.firstResponseAt == nil { serviceCase.firstResponseAt = timestamp() }
-            try update(serviceCase)
-            guard let note else { return nil }
+            serviceCase = try update(serviceCase)
+            guard let note else { return (serviceCase, nil) }
             var activity = Activity(kind: "note", subject: note, account: serviceCase.account, contact: serviceCase.contact, owner: user)
             activity.serviceCase = id
             activity.status = "done"
             activity.occurredAt = timestamp()
-            return try create(activity).id
+            return (serviceCase, try create(activity))
         }
-        return (try stored(ServiceCase.self, id), try noteID.map { try stored(Activity.self, $0) })
     }
 
     /// Closes a case (status `closed`), with the customer's satisfaction (1 to 5) when given.
@@ -75,9 +79,8 @@ extension CRMStore {
             guard serviceCase.status != "closed" else { throw refusal(id, "status", "case \(Self.label(serviceCase)) is closed already") }
             serviceCase.status = "closed"
             if let satisfaction { serviceCase.satisfaction = satisfaction }
-            try update(serviceCase)
+            return try update(serviceCase)
         }
-        return try stored(ServiceCase.self, id)
     }
 
     /// The case whose `number` is `number` (compared without regard to case and surrounding
@@ -112,8 +115,7 @@ extension CRMStore {
         activity.occurredAt = moment.map { CRMDate.format(instant: CRMDate.seconds($0)) } ?? timestamp()
         activity.durationMinutes = minutes
         activity.callOutcome = outcome
-        let id = try create(activity).id
-        return try stored(Activity.self, id)
+        return try create(activity)
     }
 
     /// The open tasks (activities of kind `task` whose status is `open`, or unset: nobody marked
@@ -143,9 +145,8 @@ extension CRMStore {
             try checkStage(stage, of: id)
             guard var opportunity = try get(Opportunity.self, id) else { throw ReplicaStoreError.recordNotFound(id) }
             opportunity.stage = stage
-            try update(opportunity)
+            return try update(opportunity)
         }
-        return try stored(Opportunity.self, id)
     }
 
     /// Throws an invalid record error listing the tenant's stages unless `stage` is one of them.
@@ -261,12 +262,6 @@ extension CRMStore {
     /// A case as people name it: its number, else its id.
     static func label(_ serviceCase: ServiceCase) -> String {
         serviceCase.number.isEmpty ? serviceCase.id.uuidString.lowercased() : serviceCase.number
-    }
-
-    /// The entity as the store holds it now, after the effects of the transaction that wrote it.
-    private func stored<E: CRMEntity>(_ type: E.Type, _ id: UUID) throws -> E {
-        guard let entity = try get(type, id) else { throw ReplicaStoreError.recordNotFound(id) }
-        return entity
     }
 
     private func refusal(_ record: UUID, _ field: String, _ reason: String) -> ReplicaStoreError {

@@ -147,9 +147,24 @@ import Testing
 
             let moved = try ana.run(["opportunity", "stage", deal, "negotiation", "--json"])
             #expect(moved.status == 0, "\(moved.error)")
-            #expect(try fields(moved.json)["stage"] as? String == "negotiation")
-            let history = try ana.list("stage_change", ["--where", "opportunity=\(deal)", "--where", "to_stage=negotiation"])
+            let negotiating = try fields(moved.json)
+            #expect(negotiating["stage"] as? String == "negotiation")
+            // What follows from the stage the store's effects wrote: its probability and history.
+            #expect(negotiating["probability"] as? Int == 75)
+            let history = try #require(try ana.run(["list", "stage_change", "--where", "opportunity=\(deal)",
+                                                    "--where", "to_stage=negotiation", "--json"]).json as? [[String: Any]])
             #expect(history.count == 1)
+            let entry = try fields(history.first)
+            #expect(entry["from_stage"] as? String == "prospecting")
+            #expect(entry["changed_by"] as? String == "ana@acme.example")
+
+            // A win closes the deal and makes the account a customer, as its 360 view shows.
+            let won = try fields(ana.run(["opportunity", "stage", deal, "closed_won", "--json"]).json)
+            #expect(won["probability"] as? Int == 100)
+            #expect(won["closed_at"] is String)
+            let view = try #require(try ana.run(["account", "show", account, "--json"]).json as? [String: Any])
+            #expect((view["account"] as? [String: Any])?["lifecycle_stage"] as? String == "customer")
+            #expect((view["open_opportunities"] as? [Any])?.isEmpty == true)
 
             let refused = try ana.run(["opportunity", "stage", deal, "won"])
             #expect(refused.status == 1)
@@ -158,7 +173,7 @@ import Testing
             let notADeal = try ana.run(["opportunity", "stage", account, "proposal"])
             #expect(notADeal.status == 1)
             #expect(notADeal.error.contains("is an account, not an opportunity"), "\(notADeal.error)")
-            #expect(try fields(ana.run(["get", deal, "--json"]).json)["stage"] as? String == "negotiation")
+            #expect(try fields(ana.run(["get", deal, "--json"]).json)["stage"] as? String == "closed_won")
         }
     }
 
@@ -257,6 +272,13 @@ import Testing
             #expect(badTime.error.contains("not an ISO 8601 instant"), "\(badTime.error)")
             let badKind = try ana.run(["log", "email", "--subject", "x"])
             #expect(badKind.status == 1)
+            // A contact who withdrew consent to calls may be visited, not called.
+            let withdrawn = try ana.create("contact", ["first_name=Carl", "last_name=Quiet", "account=\(account)",
+                                                       "consent_calls=withdrawn"])
+            let refusedCall = try ana.run(["log", "call", "--subject", "Offer", "--contact", withdrawn])
+            #expect(refusedCall.status == 1)
+            #expect(refusedCall.error.contains("Carl Quiet withdrew consent to calls"), "\(refusedCall.error)")
+            #expect(try ana.run(["log", "visit", "--subject", "Offer", "--contact", withdrawn]).status == 0)
 
             // Tasks: open ones of this user by due date; done ones and others' are left out.
             for (subject, extra) in [("Later", ["due_at=2999-01-01T00:00:00Z"]), ("Overdue", ["due_at=2001-01-01T00:00:00Z"]),
