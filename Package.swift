@@ -77,7 +77,7 @@ let package = Package(
         .target(
             name: "RapportDevice",
             dependencies: [
-                "PrivateFiles", "RapportClient", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS",
+                "Access", "PrivateFiles", "RapportClient", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -136,9 +136,17 @@ public final class RapportClient: Sendable {
         try await store.perform { $0.observeChanges() }
     }
 
-    /// Runs `body` with the typed CRM operations over the local store, on the store's queue.
+    /// Runs `body` with the typed CRM operations over the local store, on the store's queue:
+    /// entities and queries, lead conversion and merges, and a rep's work (`openCase`,
+    /// `respond(toCase:note:)`, `closeCase`, `log`, `tasks(of:)`, `moveOpportunity`,
+    /// `overview(ofAccount:)`), the same operations the `rapport` command line runs.
     ///
-    /// - Parameter user: the acting user's e-mail address, recorded with stage changes.
+    /// ```swift
+    /// let overview = try await client.crm(user: "ana@acme.example") { try $0.overview(ofAccount: id) }
+    /// ```
+    ///
+    /// - Parameter user: the acting user's e-mail address: recorded with stage changes, and
+    ///   the owner of the cases and activities the rep's operations create.
     public func crm<T: Sendable>(user: String? = nil, _ body: @escaping @Sendable (CRMStore) throws -> T) async throws -> T {
         try await store.perform { try body(CRMStore(store: $0, user: user)) }
     }

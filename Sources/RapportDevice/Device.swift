@@ -1,3 +1,4 @@
+import Access
 import CRM
 import Foundation
 import Logging
@@ -20,15 +21,19 @@ public final class Device: Sendable {
     /// The schema values are checked against: the one this program was built with, which is
     /// also what the server is told in Hello.
     public var schema: Schema { CRMSchema.current }
+    /// The e-mail of the user the device belongs to: from enrollment, else from the rights the
+    /// server sent at the last sync; `nil` for a device made with a secret that never synced.
+    public let user: String?
 
     /// Drops the client's log lines: a command prints its own summary, and a library caller
     /// that wants the details passes its own logger.
     public static let quietLogger = Logger(label: "rapport.device") { _ in SwiftLogNoOpLogHandler() }
 
-    private init(home: DeviceHome, profile: DeviceProfile, store: SharedReplicaStore) {
+    private init(home: DeviceHome, profile: DeviceProfile, store: SharedReplicaStore, user: String?) {
         self.home = home
         self.profile = profile
         self.store = store
+        self.user = user
     }
 
     /// Opens the device in `home`.
@@ -46,13 +51,15 @@ public final class Device: Sendable {
                 throw DeviceError.usage("\(home.storePath) belongs to replica \(replica.replicaID), not to device \(profile.deviceID)")
             }
             // Offline too, a write the user's rights do not allow is refused here, not at the next sync.
+            let rights: AccessSubject?
             do {
-                try RapportClient.installSavedAccessCheck(on: replica)
+                rights = try RapportClient.installSavedAccessCheck(on: replica)
             } catch {
                 replica.close()
                 throw error
             }
-            return Device(home: home, profile: profile, store: SharedReplicaStore(replica, label: profile.deviceID))
+            return Device(home: home, profile: profile, store: SharedReplicaStore(replica, label: profile.deviceID),
+                          user: profile.user ?? rights?.user)
         } catch {
             throw DeviceError.classify(error)
         }
@@ -132,10 +139,22 @@ public final class Device: Sendable {
         return state
     }
 
-    /// Records of `type` in change order (the most recently changed last).
-    public func list(type: String, includeDeleted: Bool = false) throws(DeviceError) -> [RecordState] {
-        _ = try ValueParser.recordType(type, in: schema)
-        return try withStore { try $0.records(ofType: type, includeDeleted: includeDeleted) }
+    /// Records of `type` in change order (the most recently changed last): all of them, or
+    /// the live ones whose fields hold the values of `conditions` (`field=value` arguments),
+    /// at most `limit`.
+    public func list(type: String, includeDeleted: Bool = false, where conditions: [String] = [],
+                     limit: Int? = nil) throws(DeviceError) -> [RecordState] {
+        let recordType = try ValueParser.recordType(type, in: schema)
+        var parsed: [(field: String, value: FieldValue)] = []
+        for condition in conditions {
+            parsed.append(try ValueParser.parseCondition(condition, recordType: recordType))
+        }
+        guard parsed.isEmpty else {
+            guard !includeDeleted else { throw .usage("--where finds live records only; leave out --deleted") }
+            return try crm { try $0.records(ofType: type, where: parsed, limit: limit) }
+        }
+        let all = try withStore { try $0.records(ofType: type, includeDeleted: includeDeleted) }
+        return limit.map { Array(all.prefix(max($0, 0))) } ?? all
     }
 
     /// Deletes a record; it stays as a tombstone that syncs and can be restored.

@@ -81,10 +81,12 @@ public struct DeviceSettings: Sendable {
     /// The device's number in its tenant, from enrollment; kept in the new store for the CRM's
     /// case numbers (`RapportClient.keepDeviceNumber`). `nil` leaves it to the first sync.
     public var deviceNumber: UInt32?
+    /// The e-mail of the user the device belongs to, when known (enrollment says).
+    public var user: String?
 
     /// Settings for `DeviceHome.initialize`; nothing is checked until then.
     public init(server: ServerAddress, tenant: String, secret: [UInt8], caFile: String? = nil, pin: String? = nil,
-                serverName: String? = nil, deviceID: String? = nil) {
+                serverName: String? = nil, deviceID: String? = nil, user: String? = nil) {
         self.server = server
         self.tenant = tenant
         self.secret = secret
@@ -92,6 +94,7 @@ public struct DeviceSettings: Sendable {
         self.pin = pin
         self.serverName = serverName
         self.deviceID = deviceID
+        self.user = user
     }
 }
 
@@ -119,10 +122,14 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
     public var schemaVersion: UInt32
     /// ISO 8601, for the user's information only.
     public var createdAt: String
+    /// The e-mail of the user the device belongs to, as enrollment gave it; `nil` for a device
+    /// made with a secret (its user is then known from its first sync on, see `Device.user`).
+    public var user: String?
 
     /// A profile in the current format.
     public init(deviceID: String, host: String, port: Int, serverName: String, tenant: String,
-                caFile: String?, pin: String?, schemaVersion: UInt32 = CRMSchema.version, createdAt: String) {
+                caFile: String?, pin: String?, schemaVersion: UInt32 = CRMSchema.version, createdAt: String,
+                user: String? = nil) {
         self.format = Self.currentFormat
         self.deviceID = deviceID
         self.host = host
@@ -133,6 +140,7 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
         self.pin = pin
         self.schemaVersion = schemaVersion
         self.createdAt = createdAt
+        self.user = user
     }
 
     /// The host and port together.
@@ -140,7 +148,7 @@ public struct DeviceProfile: Codable, Sendable, Equatable {
 
     /// Snake case, like the `--json` output, so one convention serves people reading both.
     enum CodingKeys: String, CodingKey {
-        case format, host, port, tenant, pin
+        case format, host, port, tenant, pin, user
         case deviceID = "device_id"
         case serverName = "server_name"
         case caFile = "ca_file"
@@ -278,7 +286,7 @@ public struct DeviceHome: Sendable, Equatable {
             let profile = DeviceProfile(
                 deviceID: replicaID.rawValue, host: settings.server.host, port: settings.server.port,
                 serverName: settings.serverName ?? settings.server.host, tenant: settings.tenant,
-                caFile: caPEM == nil ? nil : "ca.pem", pin: pin, createdAt: Self.timestamp(now))
+                caFile: caPEM == nil ? nil : "ca.pem", pin: pin, createdAt: Self.timestamp(now), user: settings.user)
             try saveProfile(profile)
             return profile
         } catch let error as DeviceError {
@@ -320,6 +328,7 @@ public struct DeviceHome: Sendable, Equatable {
         enrolled.secret = enrollment.secret
         enrolled.deviceID = enrollment.deviceID
         enrolled.deviceNumber = enrollment.deviceNumber
+        enrolled.user = enrollment.user
         return try initialize(enrolled, force: force, now: now)
     }
 

@@ -118,6 +118,17 @@ public enum ValueParser {
         return .add(field: field, amount: sign * amount)
     }
 
+    /// Parses one `field=value` condition of `list --where`: the value is read by the field's
+    /// kind (a counter's total as an integer), and `field=` matches records where it is unset.
+    public static func parseCondition(_ argument: String, recordType: RecordType) throws(DeviceError) -> (field: String, value: FieldValue) {
+        guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex else {
+            throw .usage("'\(argument.prefix(60))' is not field=value")
+        }
+        let field = String(argument[..<equals])
+        let kind = try kind(of: field, in: recordType)
+        return (field, try parse(String(argument[argument.index(after: equals)...]), kind: kind == .counter ? .integer : kind, field: field))
+    }
+
     /// Parses every assignment of one `put`; a field named twice is refused rather than letting
     /// the last one silently win.
     public static func parseEdit(_ arguments: [String], type: String, schema: Schema) throws(DeviceError) -> RecordEdit {

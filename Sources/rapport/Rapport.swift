@@ -1,4 +1,5 @@
 import ArgumentParser
+import CRM
 import Foundation
 import Logging
 import RapportDevice
@@ -18,6 +19,13 @@ struct Rapport: AsyncParsableCommand {
             same field are kept as conflicts: list them with 'rapport conflicts', settle them \
             with 'rapport resolve'.
 
+            The CRM work, offline too: 'account show' (an account's 360 view), 'lead convert', \
+            'opportunity stage', 'case open|respond|close', 'log call|visit|meeting', 'tasks', \
+            'list TYPE --where field=value', 'report NAME'.
+
+            Record types: \(CRMSchema.current.types.keys.sorted().joined(separator: ", ")). \
+            'rapport types' shows each type's fields and the values they take.
+
             Commands that print take --json for scripts; errors go to standard error.
 
             Exit codes:
@@ -26,6 +34,8 @@ struct Rapport: AsyncParsableCommand {
         subcommands: [
             Init.self, Put.self, Get.self, List.self, Delete.self, Restore.self,
             Sync.self, Conflicts.self, Resolve.self, Status.self,
+            AccountCommand.self, LeadCommand.self, OpportunityCommand.self, CaseCommand.self, Log.self, Tasks.self,
+            ReportCommand.self, Types.self,
         ])
 
     /// Replaces ArgumentParser's `main` only to keep the documented exit codes: its own would

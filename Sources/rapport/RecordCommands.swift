@@ -28,7 +28,7 @@ struct Put: ParsableCommand {
     @OptionGroup var device: DeviceOptions
     @OptionGroup var output: OutputOptions
 
-    @Argument(help: "The record type: account, contact, opportunity or activity.")
+    @Argument(help: "The record type ('rapport types' lists them).")
     var type: String
 
     @Argument(help: ArgumentHelp("An optional record id to update, then field=value, field+=N or field-=N.",
@@ -76,6 +76,12 @@ struct List: ParsableCommand {
             The table shows the id and every field that holds a value in some listed record, \
             cut to the terminal width ($COLUMNS, else 100); --fields picks the columns. \
             --json prints every record whole.
+
+            --where field=value (repeatable) keeps the live records whose field holds the value \
+            (read like a 'put' value; 'field=' for unset ones; record ids in any case); \
+            --limit N keeps the first N.
+
+            Example: rapport list opportunity --where stage=proposal --where owner=ana@acme.example
             """)
 
     @OptionGroup var device: DeviceOptions
@@ -90,9 +96,19 @@ struct List: ParsableCommand {
     @Option(help: ArgumentHelp("Columns to show, comma-separated.", valueName: "field,..."))
     var fields: String?
 
+    @Option(name: .customLong("where"), help: ArgumentHelp("Only records whose field holds the value.", valueName: "field=value"))
+    var conditions: [String] = []
+
+    @Option(help: ArgumentHelp("At most this many records.", valueName: "n"))
+    var limit: Int?
+
+    func validate() throws {
+        if let limit, limit < 0 { throw ValidationError("--limit must be at least 0") }
+    }
+
     func run() throws {
         let records = try device.withDevice { device in
-            let records = try device.list(type: type, includeDeleted: deleted)
+            let records = try device.list(type: type, includeDeleted: deleted, where: conditions, limit: limit)
             if let fields {
                 let recordType = try ValueParser.recordType(type, in: device.schema)
                 for field in fields.split(separator: ",") {
@@ -103,7 +119,7 @@ struct List: ParsableCommand {
         }
         let columns = fields.map { $0.split(separator: ",").map(String.init) }
         let text = records.isEmpty
-            ? "no \(deleted ? "" : "live ")\(type) records\n"
+            ? (conditions.isEmpty ? "no \(deleted ? "" : "live ")\(type) records\n" : "no \(type) records match\n")
             : Presentation.table(records, fields: columns, showDeleted: deleted, width: Output.width)
         output.emit(text: text, json: .array(records.map { Presentation.json($0) }))
     }

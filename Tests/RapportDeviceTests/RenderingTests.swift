@@ -230,3 +230,19 @@ import TLS
         }
     }
 }
+
+@Suite struct TypeHelpTests {
+    @Test func eachFieldSaysWhatItTakes() throws {
+        let types = CRMSchema.current.types
+        let account = try #require(types["account"]), opportunity = try #require(types["opportunity"])
+        let contact = try #require(types["contact"])
+        #expect(Presentation.allowedValues(of: "tier", in: account) == "text; one of vip, gold, silver, bronze, standard; computed by the CRM's rules")
+        #expect(Presentation.allowedValues(of: "loyalty_points", in: account) == "counter (change with +=N, -=N)")
+        #expect(Presentation.allowedValues(of: "annual_revenue", in: account) == "real; at least 0")
+        #expect(Presentation.allowedValues(of: "account", in: opportunity) == "text; required; id of an account")
+        #expect(Presentation.allowedValues(of: "probability", in: opportunity) == "integer; 0 to 100")
+        #expect(Presentation.allowedValues(of: "stage", in: opportunity).hasSuffix(
+            "a stage of the tenant's pipeline (by default prospecting, qualification, proposal, negotiation, closed_won, closed_lost)"))
+        #expect(Presentation.allowedValues(of: "birthday", in: contact) == "text; date (YYYY-MM-DD)")
+    }
+}

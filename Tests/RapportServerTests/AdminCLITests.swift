@@ -13,31 +13,13 @@ struct Ctl {
     let data: String
     let binary = ServerProcess.defaultBinary(named: "rapportctl")
 
-    struct Result {
-        var status: Int32
-        var output: String
-        var error: String
-        /// The output parsed as JSON (for --json).
-        var json: Any? { try? JSONSerialization.jsonObject(with: Data(output.utf8)) }
-    }
+    typealias Result = ToolResult
 
     /// Runs `rapportctl` with `arguments`, then `--data` unless `passingData` is false (the
     /// arguments then say where the data is themselves).
     @discardableResult
     func run(_ arguments: [String], environment: [String: String] = [:], passingData: Bool = true) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments + (passingData ? ["--data", data] : [])
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let output = out.fileHandleForReading.readDataToEndOfFile()
-        let error = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self),
-                      error: String(decoding: error, as: UTF8.self))
+        try ToolProcess.run(binary, arguments + (passingData ? ["--data", data] : []), environment: environment)
     }
 }
 

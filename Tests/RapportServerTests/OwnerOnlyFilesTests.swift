@@ -10,16 +10,8 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(2))) struct OwnerOnlyFilesTests {
     /// Runs a `rapport` (device CLI) process.
     func rapport(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ServerProcess.defaultBinary(named: "rapport"))
-        process.arguments = arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        let output = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        let result = try ToolProcess.run(ServerProcess.defaultBinary(named: "rapport"), arguments)
+        return (result.status, result.output + result.error)
     }
 
     @Test(arguments: [mode_t(0o022), mode_t(0o000)])
