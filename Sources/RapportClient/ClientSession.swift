@@ -134,20 +134,27 @@ struct ClientSession {
         do {
             try await outbound.write(frame)
         } catch {
-            // What the server said before it closed (SERVER_BUSY) or why the connection ended.
-            reading: while let input = await iterator.next() {
-                switch input {
-                case .inbound(.frame(let frame)):
-                    if case .error(let refusal)? = frame.body { throw SyncError(refusal) }
-                case .ended(let reason):
-                    if let reason { throw Self.failure(reason) }
-                    break reading
-                default:
-                    continue
-                }
-            }
-            throw error
+            try await explain(failedWrite: error, &iterator)
         }
+    }
+
+    /// Throws what a failed write means: a write learns only that the channel closed, while the
+    /// server may have said why before it closed (SERVER_BUSY before login, DEVICE_REVOKED in a
+    /// live session) or the connection may have ended for a reason of its own (a TLS failure).
+    private static func explain(failedWrite error: any Error,
+                                _ iterator: inout AsyncStream<SessionInput>.AsyncIterator) async throws -> Never {
+        reading: while let input = await iterator.next() {
+            switch input {
+            case .inbound(.frame(let frame)):
+                if case .error(let refusal)? = frame.body { throw SyncError(refusal) }
+            case .ended(let reason):
+                if let reason { throw Self.failure(reason) }
+                break reading
+            default:
+                continue
+            }
+        }
+        throw error
     }
 
     /// Waits for the server's answer to the first frame: the expected message or an Error.
@@ -180,9 +187,14 @@ struct ClientSession {
         }
     }
 
-    /// Sends one frame.
-    func send(_ frame: Rapport_V1_Frame) async throws {
-        try await outbound.write(frame)
+    /// Sends one frame; when the connection closed under it, throws the server's reason if it
+    /// gave one.
+    mutating func send(_ frame: Rapport_V1_Frame) async throws {
+        do {
+            try await outbound.write(frame)
+        } catch {
+            try await Self.explain(failedWrite: error, &inputs)
+        }
     }
 
     /// The next input the caller must act on. Announcements and pongs are folded into the
