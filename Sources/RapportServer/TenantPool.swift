@@ -131,6 +131,27 @@ public final class TenantPool: Sendable {
         return directory + "/" + tenant + ".sqlite"
     }
 
+    /// How every handle of this server opens a tenant's store. One set of options for all: a
+    /// handle opened with other index fields would rebuild the field index of the whole store,
+    /// and leave the other handles' entries stale.
+    private var storeOptions: ReplicaStore.Options {
+        var options = ReplicaStore.Options(schema: schema)
+        options.rules = rules
+        options.indexedFields = indexedFields
+        return options
+    }
+
+    /// A handle of the tenant's store of its own, apart from the pool's, for work that runs
+    /// beside the sessions (`ScheduledTenantWork`) and must not hold up their queue: its write
+    /// transactions interleave with theirs in SQLite. Never creates a file. The caller closes it.
+    func openSeparateHandle(_ tenant: String) throws -> ReplicaStore {
+        let file = path(of: tenant)
+        guard FileManager.default.fileExists(atPath: file) else {
+            throw ReplicaStoreError.notAStore(path: file, reason: "tenant '\(tenant)' has no store file")
+        }
+        return try ReplicaStore(path: file, options: storeOptions)
+    }
+
     /// How many stores are open now.
     public var openCount: Int { state.withLock { $0.entries.count } }
 
@@ -152,10 +173,7 @@ public final class TenantPool: Sendable {
             guard createsMissing || FileManager.default.fileExists(atPath: file) else {
                 throw ReplicaStoreError.notAStore(path: file, reason: "tenant '\(tenant)' has no store file")
             }
-            var options = ReplicaStore.Options(schema: schema)
-            options.rules = rules
-            options.indexedFields = indexedFields
-            let replica = try ReplicaStore(path: file, options: options)
+            let replica = try ReplicaStore(path: file, options: storeOptions)
             let store = TenantStore(tenant: tenant, store: SharedReplicaStore(replica, label: "tenant.\(tenant)"),
                                     sequence: try replica.lastSequence)
             let evicted = state.withLock { state -> [TenantStore] in
