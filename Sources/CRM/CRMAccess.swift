@@ -1,5 +1,6 @@
 import Access
 import Foundation
+import ReplicaStore
 
 /// Rights over the CRM's records: what each record hangs off, and the roles a tenant starts
 /// with, as a sales organisation would recognise them.
@@ -44,5 +45,18 @@ public enum CRMAccess {
         }
         types["campaign"] = campaign
         return types
+    }
+}
+
+extension ReplicaStore.Options {
+    /// How `rapportd` opens a tenant's store: the CRM schema, its store rules, and the field
+    /// index its scopes read (`CRMAccess.ownership`). A handle opened beside a running server
+    /// must use the same options: with other index fields, opening would rebuild the index of
+    /// the whole store and leave the server's handle maintaining entries another config lacks.
+    public static func crmTenant() -> Self {
+        var options = Self(schema: CRMSchema.current)
+        options.rules = CRMStoreRules()
+        options.indexedFields = CRMAccess.ownership.indexedFields
+        return options
     }
 }

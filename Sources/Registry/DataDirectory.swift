@@ -164,11 +164,16 @@ public struct DataDirectory: Sendable {
     /// Opens a tenant's store for reading or admin writes beside a running server. Never creates
     /// a file: a tenant without one is reported, not silently re-made empty.
     public func openStore(of tenant: String, schema: Schema) throws -> ReplicaStore {
+        try openStore(of: tenant, options: .init(schema: schema))
+    }
+
+    /// `openStore(of:schema:)` with the store opened as `options` say (rules, field index).
+    public func openStore(of tenant: String, options: ReplicaStore.Options) throws -> ReplicaStore {
         let path = try storePath(of: tenant)
         guard FileManager.default.fileExists(atPath: path) else {
             throw ReplicaStoreError.notAStore(path: path, reason: "the tenant's store file is missing")
         }
-        return try ReplicaStore(path: path, options: .init(schema: schema))
+        return try ReplicaStore(path: path, options: options)
     }
 
     /// Size on disk of a tenant's store: the file and its write-ahead log.
