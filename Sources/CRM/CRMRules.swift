@@ -258,8 +258,8 @@ public struct CRMRules: Sendable {
         DerivedID.make("case-escalation", caseID.uuidString.lowercased() + ":" + deadline.rawValue)
     }
 
-    /// Whether the activity `id` about `supportCase` is one of its escalations. Told by the id,
-    /// which a user cannot give another activity, rather than by a field a user could edit.
+    /// Whether the activity `id` about `supportCase` is one of its escalations: told by its
+    /// derived id rather than by a field (a subject, a kind) that a user edits freely.
     public static func isEscalation(_ id: UUID, ofCase supportCase: UUID?) -> Bool {
         guard let supportCase else { return false }
         return CaseDeadline.allCases.contains { escalationID(forCase: supportCase, $0) == id }
