@@ -1,5 +1,6 @@
 import Access
 import Foundation
+import ReplicaStore
 
 /// Rights over the CRM's records: what each record hangs off, and the roles a tenant starts
 /// with, as a sales organisation would recognise them.

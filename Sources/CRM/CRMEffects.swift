@@ -20,48 +20,12 @@ public struct CRMEffects {
         self.init(store: store, rules: try CRMRules(store: store, now: now))
     }
 
-    /// How many records `applyComputed` changed, per rule.
-    public struct Applied: Sendable, Equatable, Codable {
-        public var tiers = 0
-        public var churnFlags = 0
-        public var breaches = 0
-        public init(tiers: Int = 0, churnFlags: Int = 0, breaches: Int = 0) {
-            self.tiers = tiers
-            self.churnFlags = churnFlags
-            self.breaches = breaches
-        }
-    }
-
-    /// Writes the computed tier and churn flag of every account and the breach flag of every
-    /// case where the stored value differs, in one transaction. Running it again, or on another
-    /// replica with the same data, writes nothing.
+    /// Writes what the rules compute from time and data (tiers, churn and renewal flags, value
+    /// segments, SLA breaches, escalations) where the stored value differs: the scheduled pass
+    /// (`CRMScheduledPass`) with these rules. Running it again, or on another replica with the
+    /// same data, writes nothing.
     @discardableResult
-    public func applyComputed() throws -> Applied {
-        try store.transaction {
-            let accounts = try store.records(ofType: "account")
-            let opportunities = try store.records(ofType: "opportunity")
-            let activities = try store.records(ofType: "activity")
-            let contacts = try store.records(ofType: "contact")
-            let tiers = rules.tiers(accounts: accounts, opportunities: opportunities)
-            let risks = rules.churnRisks(accounts: accounts, opportunities: opportunities, activities: activities, contacts: contacts)
-            var applied = Applied()
-            for account in accounts {
-                let tierChanged = account.text("tier") != tiers[account.id]
-                let riskChanged = account.flag("churn_risk") != risks.contains(account.id)
-                guard tierChanged || riskChanged else { continue }
-                var changes: [String: FieldValue] = [:]
-                if tierChanged, let tier = tiers[account.id] { changes["tier"] = .text(tier); applied.tiers += 1 }
-                if riskChanged { changes["churn_risk"] = .bool(risks.contains(account.id)); applied.churnFlags += 1 }
-                try store.update(account.id, changes)
-            }
-            for supportCase in try store.records(ofType: "case") {
-                let breached = rules.isBreached(supportCase)
-                if supportCase.flag("sla_breached") != breached {
-                    try store.update(supportCase.id, ["sla_breached": .bool(breached)])
-                    applied.breaches += 1
-                }
-            }
-            return applied
-        }
+    public func applyComputed(manager: @escaping (String) -> String? = { _ in nil }) throws -> CRMScheduledPass.Report {
+        try CRMScheduledPass(rules: rules, manager: manager).run(on: store)
     }
 }

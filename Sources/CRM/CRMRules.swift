@@ -49,21 +49,32 @@ public struct CRMRules: Sendable {
     }
 
     /// Whether an opportunity is won in this tenant's pipeline.
-    public func isWon(_ opportunity: RecordState) -> Bool { pipeline.stage(opportunity.text("stage"))?.won == true }
+    public func isWon(_ opportunity: RecordState) -> Bool { isWon(stage: opportunity.text("stage")) }
+
+    /// Whether an opportunity in `stage` is won in this tenant's pipeline.
+    public func isWon(stage: String?) -> Bool { pipeline.stage(stage)?.won == true }
 
     /// Whether an opportunity is still open: its stage is not a closed one. A stage the pipeline
     /// does not know counts as open, so an opportunity is never silently dropped from follow-up.
-    public func isOpen(_ opportunity: RecordState) -> Bool { pipeline.stage(opportunity.text("stage"))?.closed != true }
+    public func isOpen(_ opportunity: RecordState) -> Bool { isOpen(stage: opportunity.text("stage")) }
 
-    /// Won revenue per account over the last 12 months (365 days up to and including today),
-    /// by each won opportunity's `closed_at` day. A won opportunity without `closed_at` has no
-    /// date to place it in the window and is not counted (`CRMEffects.opportunityWon` sets it).
+    /// Whether an opportunity in `stage` is still open (see `isOpen(_:)`).
+    public func isOpen(stage: String?) -> Bool { pipeline.stage(stage)?.closed != true }
+
+    /// Whether a won deal closed on `closedAt` (`closed_at`, a day) counts for the last 12
+    /// months: 365 days up to and including today. Without a date it cannot be placed in the
+    /// window and does not count (`CRMEffects.opportunityWon` sets it).
+    public func isInRevenueWindow(closedAt: String?) -> Bool {
+        guard let closed = closedAt.flatMap(CRMDate.day) else { return false }
+        return closed > today - 365 && closed <= today
+    }
+
+    /// Won revenue per account over the last 12 months (`isInRevenueWindow`), by each won
+    /// opportunity's `closed_at` day.
     public func wonRevenue(_ opportunities: [RecordState]) -> [UUID: Double] {
         var revenue: [UUID: Double] = [:]
         for opportunity in opportunities where isWon(opportunity) {
-            guard let account = opportunity.reference("account"),
-                  let closed = opportunity.text("closed_at").flatMap(CRMDate.day),
-                  closed > today - 365, closed <= today else { continue }
+            guard let account = opportunity.reference("account"), isInRevenueWindow(closedAt: opportunity.text("closed_at")) else { continue }
             revenue[account, default: 0] += opportunity.number("amount") ?? 0
         }
         return revenue
@@ -90,12 +101,35 @@ public struct CRMRules: Sendable {
     /// When an activity happened (or is due), in seconds since 1970; `nil` for a cancelled one
     /// or one without a time.
     static func activityTime(_ activity: RecordState) -> Int64? {
-        guard activity.text("status") != "cancelled" else { return nil }
-        return (activity.text("occurred_at") ?? activity.text("due_at")).flatMap(CRMDate.instant)
+        activityTime(status: activity.text("status"), occurredAt: activity.text("occurred_at"), dueAt: activity.text("due_at"))
+    }
+
+    /// `activityTime(_:)` from the activity's fields.
+    static func activityTime(status: String?, occurredAt: String?, dueAt: String?) -> Int64? {
+        guard status != "cancelled" else { return nil }
+        return (occurredAt ?? dueAt).flatMap(CRMDate.instant)
+    }
+
+    /// Whether something that happened at `time` keeps an account from being a churn risk: it
+    /// falls in the last `churnInactivityDays` days.
+    func isInChurnWindow(_ time: Int64) -> Bool {
+        time > now - Int64(settings.churnInactivityDays) * CRMDate.secondsPerDay && time <= now
+    }
+
+    /// Whether an account at `lifecycle` can churn: customers and core accounts; prospects never
+    /// bought.
+    static func canChurn(lifecycle: String?) -> Bool { lifecycle == "customer" || lifecycle == "core" }
+
+    /// Whether an activity at `time` falls in the latest activity period (`activityPeriodDays`
+    /// up to now), which value segments and activity drops count.
+    func isInActivityPeriod(_ time: Int64) -> Bool {
+        time > now - Int64(settings.activityPeriodDays) * CRMDate.secondsPerDay && time <= now
     }
 
     /// The account each activity concerns: its own `account`, else its opportunity's or its
     /// contact's account, so a call logged against a contact still counts for the company.
+    /// Escalations (`isEscalation`) are left out: a task the rules made for a manager is no
+    /// work with the customer.
     static func activityAccounts(_ activities: [RecordState], opportunities: [RecordState], contacts: [RecordState])
         -> [(account: UUID, time: Int64)]
     {
@@ -104,32 +138,36 @@ public struct CRMRules: Sendable {
         var contactAccount: [UUID: UUID] = [:]
         for c in contacts { contactAccount[c.id] = c.reference("account") }
         return activities.compactMap { activity in
-            guard let time = activityTime(activity),
-                  let account = activity.reference("account")
-                    ?? activity.reference("opportunity").flatMap({ opportunityAccount[$0] })
-                    ?? activity.reference("contact").flatMap({ contactAccount[$0] }) else { return nil }
+            guard !isEscalation(activity.id, ofCase: activity.reference("case")), let time = activityTime(activity),
+                  let account = account(ofActivity: activity.reference("account"), opportunity: activity.reference("opportunity"),
+                                        contact: activity.reference("contact"),
+                                        opportunityAccount: opportunityAccount, contactAccount: contactAccount) else { return nil }
             return (account, time)
         }
+    }
+
+    /// The account an activity concerns (see `activityAccounts`) from its references.
+    static func account(ofActivity account: UUID?, opportunity: UUID?, contact: UUID?,
+                        opportunityAccount: [UUID: UUID], contactAccount: [UUID: UUID]) -> UUID? {
+        account ?? opportunity.flatMap { opportunityAccount[$0] } ?? contact.flatMap { contactAccount[$0] }
     }
 
     /// The customer and core accounts with neither an activity nor a won deal in the last
     /// `churnInactivityDays` days. Prospects are not at risk of churning: they never bought.
     public func churnRisks(accounts: [RecordState], opportunities: [RecordState], activities: [RecordState],
                            contacts: [RecordState] = []) -> Set<UUID> {
-        let since = now - Int64(settings.churnInactivityDays) * CRMDate.secondsPerDay
         var recent = Set<UUID>()
         for (account, time) in Self.activityAccounts(activities, opportunities: opportunities, contacts: contacts)
-        where time > since && time <= now {
+        where isInChurnWindow(time) {
             recent.insert(account)
         }
         for opportunity in opportunities where isWon(opportunity) {
             if let account = opportunity.reference("account"),
-               let closed = opportunity.text("closed_at").flatMap(CRMDate.instant), closed > since, closed <= now {
+               let closed = opportunity.text("closed_at").flatMap(CRMDate.instant), isInChurnWindow(closed) {
                 recent.insert(account)
             }
         }
-        return Set(accounts.filter { ["customer", "core"].contains($0.text("lifecycle_stage")) && !recent.contains($0.id) }
-            .map(\.id))
+        return Set(accounts.filter { Self.canChurn(lifecycle: $0.text("lifecycle_stage")) && !recent.contains($0.id) }.map(\.id))
     }
 
     // MARK: SLA
@@ -175,18 +213,66 @@ public struct CRMRules: Sendable {
     /// past it), or resolved after `resolution_due` (or still unresolved past it). A case
     /// without deadlines has nothing to breach.
     public func isBreached(_ supportCase: RecordState) -> Bool {
+        isBreached { supportCase.text($0) }
+    }
+
+    /// `isBreached(_:)` from a case's fields as `text` reads them by name.
+    public func isBreached(_ text: (String) -> String?) -> Bool {
         func missed(_ due: String, _ doneFields: [String]) -> Bool {
-            guard let deadline = supportCase.text(due).flatMap(CRMDate.instant) else { return false }
-            let done = doneFields.lazy.compactMap { supportCase.text($0).flatMap(CRMDate.instant) }.first
-            return (done ?? now) > deadline
+            guard let deadline = text(due).flatMap(CRMDate.instant) else { return false }
+            for field in doneFields {
+                if let done = text(field).flatMap(CRMDate.instant) { return done > deadline }
+            }
+            return now > deadline
         }
         return missed("response_due", ["first_response_at", "resolved_at", "closed_at"])
             || missed("resolution_due", ["resolved_at", "closed_at"])
     }
 
+    /// A deadline of a case, which an escalation names.
+    public enum CaseDeadline: String, Sendable, CaseIterable, Codable {
+        case response, resolution
+    }
+
+    /// The deadlines of a case (its fields as `text` reads them by name) that passed with their
+    /// work undone while it is still open, and that were not escalated since they passed
+    /// (`escalated_at` before the deadline, or unset): what the server escalates now. A case
+    /// answered late is past needing a push for its answer, so only what is still undone counts.
+    public func deadlinesToEscalate(_ text: (String) -> String?) -> [CaseDeadline] {
+        guard Self.isOpenCase(status: text("status")) else { return [] }
+        let escalated = text("escalated_at").flatMap(CRMDate.instant)
+        func passed(_ due: String, undone doneFields: [String]) -> Bool {
+            guard let deadline = text(due).flatMap(CRMDate.instant), now > deadline,
+                  doneFields.allSatisfy({ text($0) == nil }) else { return false }
+            return escalated.map { $0 < deadline } ?? true
+        }
+        var missed: [CaseDeadline] = []
+        if passed("response_due", undone: ["first_response_at", "resolved_at", "closed_at"]) { missed.append(.response) }
+        if passed("resolution_due", undone: ["resolved_at", "closed_at"]) { missed.append(.resolution) }
+        return missed
+    }
+
+    /// The id of the escalation activity of a case's missed deadline: derived from its cause,
+    /// so it is made once however many passes (or replicas) see the deadline missed.
+    public static func escalationID(forCase caseID: UUID, _ deadline: CaseDeadline) -> UUID {
+        DerivedID.make("case-escalation", caseID.uuidString.lowercased() + ":" + deadline.rawValue)
+    }
+
+    /// Whether the activity `id` about `supportCase` is one of its escalations: told by its
+    /// derived id rather than by a field (a subject, a kind) that a user edits freely.
+    public static func isEscalation(_ id: UUID, ofCase supportCase: UUID?) -> Bool {
+        guard let supportCase else { return false }
+        return CaseDeadline.allCases.contains { escalationID(forCase: supportCase, $0) == id }
+    }
+
     /// Whether a case is still being worked on.
     public static func isOpenCase(_ supportCase: RecordState) -> Bool {
-        !["resolved", "closed"].contains(supportCase.text("status") ?? "")
+        isOpenCase(status: supportCase.text("status"))
+    }
+
+    /// Whether a case in `status` is still being worked on.
+    public static func isOpenCase(status: String?) -> Bool {
+        !["resolved", "closed"].contains(status ?? "")
     }
 
     // MARK: Warnings
@@ -213,7 +299,7 @@ public struct CRMRules: Sendable {
         let period = Int64(settings.activityPeriodDays) * CRMDate.secondsPerDay
         var counts: [UUID: (previous: Int, current: Int)] = [:]
         for (account, time) in Self.activityAccounts(activities, opportunities: opportunities, contacts: contacts) {
-            if time > now - period && time <= now {
+            if isInActivityPeriod(time) {
                 counts[account, default: (0, 0)].current += 1
             } else if time > now - 2 * period && time <= now - period {
                 counts[account, default: (0, 0)].previous += 1
@@ -231,11 +317,15 @@ public struct CRMRules: Sendable {
     public func renewalsWithoutOpportunity(accounts: [RecordState], opportunities: [RecordState]) -> [UUID] {
         let worked = Set(opportunities.filter(isOpen).compactMap { $0.reference("account") })
         return accounts.compactMap { account in
-            guard let renewal = account.text("renewal_date").flatMap(CRMDate.day),
-                  renewal >= today, renewal <= today + Int64(settings.renewalWindowDays),
-                  !worked.contains(account.id) else { return nil }
-            return account.id
+            isRenewalDue(renewalDate: account.text("renewal_date"), hasOpenOpportunity: worked.contains(account.id)) ? account.id : nil
         }
+    }
+
+    /// Whether an account renewing on `renewalDate` (a day) needs a renewal worked on: the date
+    /// falls between today and `renewalWindowDays` from now and no opportunity is open on it.
+    public func isRenewalDue(renewalDate: String?, hasOpenOpportunity: Bool) -> Bool {
+        guard !hasOpenOpportunity, let renewal = renewalDate.flatMap(CRMDate.day) else { return false }
+        return renewal >= today && renewal <= today + Int64(settings.renewalWindowDays)
     }
 }
 

@@ -6,19 +6,10 @@ import SyncModel
 /// fail on it.
 extension RecordState {
     /// The text of `field`, `nil` when it is unset, empty or not text.
-    public func text(_ field: String) -> String? {
-        guard case .text(let value)? = fields[field]?.value, !value.isEmpty else { return nil }
-        return value
-    }
+    public func text(_ field: String) -> String? { fields[field]?.value.crmText }
 
     /// The number in `field` (real or integer), `nil` when it is unset or not a number.
-    public func number(_ field: String) -> Double? {
-        switch fields[field]?.value {
-        case .real(let value)?: value
-        case .integer(let value)?: Double(value)
-        default: nil
-        }
-    }
+    public func number(_ field: String) -> Double? { fields[field]?.value.crmNumber }
 
     /// The integer in `field`, `nil` when it is unset or not an integer.
     public func integer(_ field: String) -> Int64? {
@@ -27,15 +18,34 @@ extension RecordState {
     }
 
     /// The boolean in `field`; unset reads as `false`, as a checkbox nobody ticked.
-    public func flag(_ field: String) -> Bool {
-        guard case .bool(let value)? = fields[field]?.value else { return false }
+    public func flag(_ field: String) -> Bool { fields[field]?.value.crmFlag ?? false }
+
+    /// The id in a reference field, `nil` when it is unset or not a UUID.
+    public func reference(_ field: String) -> UUID? { fields[field]?.value.crmReference }
+}
+
+/// The same reads on a value alone, for rules that read projected fields (`ReplicaStore.scan`)
+/// rather than whole records: one definition, so both read a value alike.
+extension FieldValue {
+    var crmText: String? {
+        guard case .text(let value) = self, !value.isEmpty else { return nil }
         return value
     }
 
-    /// The id in a reference field, `nil` when it is unset or not a UUID.
-    public func reference(_ field: String) -> UUID? {
-        text(field).flatMap(UUID.init(uuidString:))
+    var crmNumber: Double? {
+        switch self {
+        case .real(let value): value
+        case .integer(let value): Double(value)
+        default: nil
+        }
     }
+
+    var crmFlag: Bool {
+        guard case .bool(let value) = self else { return false }
+        return value
+    }
+
+    var crmReference: UUID? { crmText.flatMap(UUID.init(uuidString:)) }
 }
 
 /// The two date forms of the CRM schema, `YYYY-MM-DD` days and `YYYY-MM-DDTHH:MM:SSZ` instants,

@@ -58,6 +58,14 @@ public protocol Authenticator: Sendable {
     /// they are; `nil` when the authenticator knows no users (no rights are applied) or the
     /// user is no longer active.
     func subject(of identity: SessionIdentity, defaults: [Role]) -> AccessSubject?
+
+    /// The tenants whose sessions may run now, for the work the server does on every tenant
+    /// (`ScheduledTenantWork`); empty when the authenticator does not list them.
+    var servedTenants: [String] { get }
+
+    /// The active users of `tenant` as rights see them (e-mail, role, team): the directory
+    /// scheduled work consults (who manages whom). Empty when the authenticator knows no users.
+    func users(of tenant: String) -> [AccessSnapshot.UserAccess]
 }
 
 extension Authenticator {
@@ -70,6 +78,8 @@ extension Authenticator {
     public var createsTenantStores: Bool { false }
     public func isServing(tenant: String) -> Bool { true }
     public func subject(of identity: SessionIdentity, defaults: [Role]) -> AccessSubject? { nil }
+    public var servedTenants: [String] { [] }
+    public func users(of tenant: String) -> [AccessSnapshot.UserAccess] { [] }
 }
 
 /// Credentials held in memory: one shared secret per tenant, any device id. For tests and for
@@ -201,6 +211,14 @@ public final class RegistryAuthenticator: Authenticator {
     public func subject(of identity: SessionIdentity, defaults: [Role]) -> AccessSubject? {
         guard let user = identity.user else { return nil }
         return snapshot.withLock { $0.subject(tenant: identity.tenant, user: user, defaults: defaults) }
+    }
+
+    public var servedTenants: [String] {
+        snapshot.withLock { $0.tenants.filter { $0.value == .active }.keys.sorted() }
+    }
+
+    public func users(of tenant: String) -> [AccessSnapshot.UserAccess] {
+        snapshot.withLock { $0.users[tenant].map { $0.values.sorted { $0.email < $1.email } } ?? [] }
     }
 
     public func revocation(of identity: SessionIdentity) -> SyncError? {

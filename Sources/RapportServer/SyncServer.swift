@@ -57,6 +57,9 @@ public final class SyncServer: Sendable {
         /// The delay a `SERVER_BUSY` answer asks for, plus up to half of it again at random so
         /// that the clients it turned away do not come back together.
         public var busyRetryAfter: Duration
+        /// Work run on every served tenant's store at an interval (the CRM's scheduled rule
+        /// pass); `nil` runs none.
+        public var scheduledWork: ScheduledTenantWork?
 
         public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = 7443,
                     schema: Schema, schemaVersion: UInt32) {
@@ -108,6 +111,7 @@ public final class SyncServer: Sendable {
         var channel: any Channel
         var acceptLoop: Task<Void, Never>
         var accessWatch: Task<Void, Never>
+        var scheduled: Task<Void, Never>?
         var port: Int
     }
 
@@ -207,7 +211,10 @@ public final class SyncServer: Sendable {
             }
         }
         let accessWatch = Task { [self] in await watchAccess() }
-        running.withLock { $0 = Running(channel: server.channel, acceptLoop: acceptLoop, accessWatch: accessWatch, port: port) }
+        let scheduled = configuration.scheduledWork.map { work in Task { [self] in await runScheduled(work) } }
+        running.withLock {
+            $0 = Running(channel: server.channel, acceptLoop: acceptLoop, accessWatch: accessWatch, scheduled: scheduled, port: port)
+        }
         logger.info("rapportd listening", metadata: ["address": "\(configuration.host):\(port)", "data": "\(configuration.dataDirectory)"])
         return port
     }
@@ -284,6 +291,7 @@ public final class SyncServer: Sendable {
         logger.info("shutting down", metadata: ["sessions": "\(sessions.count)"])
         try? await current.channel.close()
         current.accessWatch.cancel()
+        current.scheduled?.cancel()
         sessions.shutDown()
         let grace = configuration.shutdownGracePeriod
         let finished = await withTaskGroup(of: Bool.self) { group in
@@ -299,6 +307,8 @@ public final class SyncServer: Sendable {
             await current.acceptLoop.value
         }
         await current.accessWatch.value
+        // The run in hand stops after its current chunk and closes its own store handle.
+        await current.scheduled?.value
         _ = try? await NIOThreadPool.singleton.runIfActive { [authenticator] in try authenticator.refresh() }
         await tenants.closeAll()
         logger.info("stopped")

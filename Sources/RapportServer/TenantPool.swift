@@ -126,6 +126,18 @@ public final class TenantPool: Sendable {
         return directory + "/" + tenant + ".sqlite"
     }
 
+    /// A handle of the tenant's store of its own, apart from the pool's, for work that runs
+    /// beside the sessions (`ScheduledTenantWork`) and must not hold up their queue: its write
+    /// transactions interleave with theirs in SQLite. Never creates a file. The caller closes it.
+    func openSeparateHandle(_ tenant: String) throws -> ReplicaStore {
+        let file = path(of: tenant)
+        guard FileManager.default.fileExists(atPath: file) else {
+            throw ReplicaStoreError.notAStore(path: file, reason: "tenant '\(tenant)' has no store file")
+        }
+        // Opened as the pool's: a handle with other field indexes would rebuild the store's.
+        return try ReplicaStore(path: file, options: options)
+    }
+
     /// How many stores are open now.
     public var openCount: Int { state.withLock { $0.entries.count } }
 

@@ -7,8 +7,15 @@ extension ReplicaStore {
     /// change order, decoding nothing else: for reports that aggregate a few fields of many
     /// records (see `RecordCodec.Projection`).
     public func scan(_ type: String, fields: [String], _ body: (UUID, [FieldValue]) throws -> Void) throws {
+        try scanWithSequence(type, fields: fields) { id, _, values in try body(id, values) }
+    }
+
+    /// `scan(_:fields:_:)` with the sequence number of each record's latest change, so that a
+    /// caller writing back what it computed from the values can tell, by `change(of:)`, whether
+    /// the record changed in between.
+    public func scanWithSequence(_ type: String, fields: [String], _ body: (UUID, Int64, [FieldValue]) throws -> Void) throws {
         let projection = RecordCodec.Projection(fields)
-        let statement = try db.cached("SELECT id, state FROM records WHERE type = ? AND deleted = 0 ORDER BY seq")
+        let statement = try db.cached("SELECT id, state, seq FROM records WHERE type = ? AND deleted = 0 ORDER BY seq")
         statement.reset()
         defer { statement.reset() }
         try statement.bind(text: type, at: 1)
@@ -22,7 +29,7 @@ extension ReplicaStore {
             } catch let error as ModelError {
                 throw ReplicaStoreError.corrupt(path: path, reason: "record \(id.uuidString): \(error)")
             }
-            try body(id, values)
+            try body(id, statement.int64(2), values)
         }
     }
 }

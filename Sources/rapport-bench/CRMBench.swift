@@ -6,18 +6,22 @@ import SQLite
 import SyncModel
 
 /// The CRM on a device's data: a contact import against a plain SQLite insert of the same rows,
-/// and the pipeline report against a plain SQL GROUP BY over the same opportunities; on the
-/// server's: the rule pass after a batch against applying it without rules.
+/// and the pipeline report against a plain SQL GROUP BY over the same opportunities; on a
+/// server's: the rule pass after a batch against applying it without rules, and the scheduled
+/// rule pass over a large tenant against reading its records.
 struct CRMBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crm",
-        abstract: "Import a generated contact CSV and run the pipeline report, each against its floor.")
+        abstract: "Import a generated contact CSV, run the pipeline report and the scheduled rule pass, each against its floor.")
 
     @Option(help: "Rows of the generated contact CSV.")
     var contacts = 100_000
 
     @Option(help: "Opportunities for the pipeline report.")
     var opportunities = 100_000
+
+    @Option(help: "Accounts of the tenant the scheduled rule pass runs over, with 2 contacts, 1.5 opportunities, 3 activities and 0.5 cases each.")
+    var accounts = 100_000
 
     @Option(help: "Runs of each report; the median is reported.")
     var runs = 7
@@ -26,12 +30,13 @@ struct CRMBench: ParsableCommand {
     var directory: String?
 
     mutating func run() throws {
-        guard contacts > 0, opportunities > 0, runs > 0 else { throw ValidationError("counts must be positive") }
+        guard contacts > 0, opportunities > 0, accounts > 1, runs > 0 else { throw ValidationError("counts must be positive") }
         let dir = try BenchDirectory(directory)
         let report = Reporter(bench: "crm")
         try importFigures(dir, report)
         try pipelineFigures(dir, report)
         try effectsFigures(dir, report)
+        try scheduledPassFigures(dir, report)
     }
 
     /// Salesforce-shaped contact rows: distinct e-mails and phones, 1,000 companies.

@@ -54,6 +54,9 @@ struct Rapportd: AsyncParsableCommand {
     @Option(help: "Seconds a connection has for its TLS handshake and Hello.")
     var handshakeTimeout: Double = 10
 
+    @Option(help: "Seconds between runs of the rule pass over every active tenant (tiers, churn and renewal flags, value segments, SLA breaches, escalations); 0 disables it.")
+    var rulesInterval: Double = 300
+
     @Flag(help: "Do not make the development tenant 'dev' in an empty data directory.")
     var noDevTenant = false
 
@@ -71,6 +74,7 @@ struct Rapportd: AsyncParsableCommand {
             throw ValidationError("\(name) must be at least 1")
         }
         guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
+        guard rulesInterval >= 0, rulesInterval.isFinite else { throw ValidationError("--rules-interval must be 0 (off) or a number of seconds") }
     }
 
     func run() async throws {
@@ -93,6 +97,7 @@ struct Rapportd: AsyncParsableCommand {
         config.maxPreLoginConnections = maxPreLogin
         config.maxPreLoginPerAddress = maxPreLoginPerAddress
         config.limits.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
+        if rulesInterval > 0 { config.scheduledWork = Self.rulePass(every: .milliseconds(Int64(rulesInterval * 1000))) }
         let descriptors = SyncServer.raiseFileDescriptorLimit()
         // Each connection is a descriptor; the stores, registry and logs need some more.
         if descriptors < maxConnections + maxOpenTenants * 3 + 64 {
@@ -122,6 +127,18 @@ struct Rapportd: AsyncParsableCommand {
         let signal = await Self.waitForTerminationSignal()
         logger.info("received \(signal)")
         await server.shutdown()
+    }
+
+    /// The CRM's scheduled rule pass as the server's work on every tenant: escalations go to
+    /// the case owner's manager in the registry's directory.
+    static func rulePass(every interval: Duration) -> ScheduledTenantWork {
+        ScheduledTenantWork(name: "rules pass", interval: interval) { context, store in
+            let directory = context.users.map { CRMScheduledPass.DirectoryUser(email: $0.email, role: $0.role, team: $0.team) }
+            var pass = CRMScheduledPass(now: context.now, manager: CRMScheduledPass.managers(in: directory))
+            pass.isCancelled = context.isCancelled
+            let report = try pass.run(on: store)
+            return ScheduledTenantWork.Outcome(recordsWritten: report.recordsWritten, details: report.logDetails)
+        }
     }
 
     /// Waits for SIGINT or SIGTERM, which then no longer kill the process: shutdown is ours.

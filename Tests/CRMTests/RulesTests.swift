@@ -223,18 +223,22 @@ import Testing
         let big = try f.account("Big", lifecycle: "customer")
         let quiet = try f.account("Quiet", lifecycle: "customer", ["tier": .text("standard")])
         try f.opportunity(big, stage: "closed_won", amount: 250_000, closed: Fixture.day(-3))
+        // Bought long ago: a regular customer gone quiet (a marginal one is not flagged).
+        try f.opportunity(quiet, stage: "closed_won", amount: 50_000, closed: Fixture.day(-200))
         let late = try f.supportCase("C-3", priority: "urgent", ["response_due": .text(Fixture.instant(days: -1))])
         let fine = try f.supportCase("C-4", priority: "urgent", ["response_due": .text(Fixture.instant(days: 1)),
                                                                  "sla_breached": .bool(false)])
         let effects = CRMEffects(store: f.store, rules: CRMRules(now: Fixture.now))
-        #expect(try effects.applyComputed() == .init(tiers: 1, churnFlags: 1, breaches: 1))
+        let applied = try effects.applyComputed()
+        #expect(applied.written == .init(tiers: 1, churnFlags: 1, segments: 2, breaches: 1, escalations: 1))
+        #expect(applied.recordsWritten == 4, "two accounts, the late case and its escalation")
         #expect(try f.read(big).text("tier") == "silver")
         #expect(try f.read(big).flag("churn_risk") == false)
         #expect(try f.read(quiet).flag("churn_risk") == true)
         #expect(try f.read(late).flag("sla_breached") == true)
         #expect(try f.read(fine).flag("sla_breached") == false)
         let before = try f.store.lastSequence
-        #expect(try effects.applyComputed() == .init())
+        #expect(try effects.applyComputed().recordsWritten == 0)
         #expect(try f.store.lastSequence == before)
     }
 }

@@ -42,15 +42,15 @@ struct OperatedServer {
     let server: ServerProcess
 
     /// Creates tenant `acme` with user anna@acme.example, an admin (so rights refuse nothing),
-    /// and starts the server.
-    init(_ dir: TemporaryDirectory) throws {
+    /// and starts the server with `arguments`, its log going to `logFile` when given.
+    init(_ dir: TemporaryDirectory, arguments: [String] = [], logFile: String? = nil) throws {
         self.dir = dir
         data = dir.path("data")
         ctl = Ctl(data: data)
         guard try ctl.run(["tenant", "create", "acme", "--name", "Acme Corp"]).status == 0,
               try ctl.run(["user", "add", "--tenant", "acme", "--email", "anna@acme.example", "--name", "Anna", "--role", "admin"]).status == 0
         else { throw BenchError("cannot set up tenant acme") }
-        server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data)
+        server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data, arguments: arguments, logFile: logFile)
     }
 
     func configuration(secret: [UInt8] = [], tenant: String = "acme", attempts: Int = 2) -> ClientConfiguration {
