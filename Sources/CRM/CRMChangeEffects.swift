@@ -109,14 +109,18 @@ public struct CRMChangeEffects: ChangeEffects {
         // Opened when it was created, by whichever replica created it.
         let openedAt = record.text("opened_at").flatMap(CRMDate.instant) ?? Self.seconds(of: record.liveness.timestamp)
         values["opened_at"] = .text(CRMDate.format(instant: openedAt))
-        let levelChanged = change.before == nil || ["priority", "type", "severity", "opened_at"].contains(where: change.wrote)
-        if levelChanged || record.text("response_due") == nil {
+        // Deadlines given with a new case (an import, an integration) are kept; a later change
+        // of what sets the level of service moves them.
+        let levelChanged = change.before != nil && ["priority", "type", "severity", "opened_at"].contains(where: change.wrote)
+        if levelChanged || record.text("response_due") == nil || record.text("resolution_due") == nil {
             let segment = try record.reference("account").flatMap { try context.store.record($0) }?.text("value_segment")
             if let due = CRMRules(settings: context.settings, now: Date(timeIntervalSince1970: TimeInterval(context.now)))
                 .deadlines(priority: record.text("priority"), type: record.text("type"), severity: record.text("severity"),
                            segment: segment, openedAt: openedAt) {
-                values["response_due"] = .text(CRMDate.format(instant: due.response))
-                values["resolution_due"] = .text(CRMDate.format(instant: due.resolution))
+                if levelChanged || record.text("response_due") == nil { values["response_due"] = .text(CRMDate.format(instant: due.response)) }
+                if levelChanged || record.text("resolution_due") == nil {
+                    values["resolution_due"] = .text(CRMDate.format(instant: due.resolution))
+                }
             }
         }
         let status = record.text("status")

@@ -32,7 +32,9 @@ import Testing
         let due = try #require(CRMRules(now: Date()).deadlines(priority: "urgent", openedAt: opened))
         let (account, supportCase) = try laptop.local { store in
             try store.transaction {
-                let account = try store.create("account", ["name": .text("Acme Corp"), "lifecycle_stage": .text("customer")]).id
+                // A customer without a won deal here: a prospect as far as the rules go (a device
+                // may not make it a customer by hand).
+                let account = try store.create("account", ["name": .text("Acme Corp"), "lifecycle_stage": .text("target")]).id
                 let supportCase = try store.create("case", [
                     "number": .text("C-42"), "subject": .text("Line down"), "priority": .text("urgent"), "status": .text("open"),
                     "owner": .text("ben@acme.example"), "account": .text(account.uuidString),
@@ -92,7 +94,8 @@ import Testing
                                          "amount": .real(300_000), "closed_at": .text("2025-06-01")])
         let supportCase = try store.create("case", [
             "number": .text("C-1"), "subject": .text("Broken"), "priority": .text("high"), "status": .text("open"),
-            "owner": .text("ben@acme.example"), "response_due": .text("2025-06-10T09:00:00Z"),
+            "owner": .text("ben@acme.example"), "opened_at": .text("2025-06-10T05:00:00Z"),
+            "response_due": .text("2025-06-10T09:00:00Z"),
         ]).id
         store.close()
 
@@ -100,9 +103,11 @@ import Testing
         #expect(first.status == 0, "\(first.error)")
         let report = try #require(first.json as? [String: Any])
         let written = try #require(report["written"] as? [String: Int])
-        #expect(written["tiers"] == 1 && written["segments"] == 1 && written["breaches"] == 1 && written["escalations"] == 1)
+        // The case was opened with a response deadline; its resolution deadline (high: 24 hours)
+        // the store's effects stamped when it was created. Both have passed.
+        #expect(written["tiers"] == 1 && written["segments"] == 1 && written["breaches"] == 1 && written["escalations"] == 2, "\(report)")
         #expect(written["churnFlags"] == 0)
-        #expect(report["recordsWritten"] as? Int == 3 && report["recordsRead"] as? Int == 3)
+        #expect(report["recordsWritten"] as? Int == 4 && report["recordsRead"] as? Int == 3)
         #expect(report["at"] as? String == "2025-06-15T12:00:00Z")
 
         let again = try ctl.run(["rules", "run", "--tenant", "acme", "--at", "2025-06-15T12:00:00Z", "--json"])
