@@ -50,6 +50,7 @@ public struct CRMChangeEffects: ChangeEffects {
     public func apply(_ changes: [RecordChange], in store: ReplicaStore) throws {
         let settings = try CRMSettings.cached(in: store)
         var context = Context(store: store, settings: settings, now: CRMDate.seconds(now()))
+        for change in changes { context.changed[change.after.id] = change.after }
         for change in changes where !change.after.isDeleted {
             if !change.isEffect {
                 try checkComputedFields(change, &context)
@@ -70,6 +71,17 @@ public struct CRMChangeEffects: ChangeEffects {
         let settings: CRMSettings
         let now: Int64
         var pipeline: CRMPipeline?
+        /// The records of this round's changes, as they were handed in: a batch from a device
+        /// that ran the rules brings the records they made and the records they read, so most
+        /// look-ups need no query.
+        var changed: [UUID: RecordState] = [:]
+
+        /// The record with `id` as this round knows it, else as the store holds it. A state
+        /// handed in may predate a write of this round; what is read here is only compared and
+        /// written where it differs, so that costs at most a write of an equal value.
+        func record(_ id: UUID) throws -> RecordState? {
+            try changed[id] ?? store.record(id)
+        }
 
         mutating func stages() throws -> CRMPipeline {
             if let pipeline { return pipeline }
@@ -93,7 +105,7 @@ public struct CRMChangeEffects: ChangeEffects {
         /// Creates a record unless one with its id exists (made by another replica, or
         /// deleted by a user: a deleted follow-up stays deleted), if this replica may.
         func createOnce(_ type: String, id: UUID, _ values: [String: FieldValue]) throws {
-            guard try store.recordType(of: id) == nil, store.mayWrite(values, to: nil, type: type, id: id) else { return }
+            guard changed[id] == nil, try store.recordType(of: id) == nil, store.mayWrite(values, to: nil, type: type, id: id) else { return }
             try store.create(type, id: id, values)
         }
     }
@@ -113,7 +125,7 @@ public struct CRMChangeEffects: ChangeEffects {
         // of what sets the level of service moves them.
         let levelChanged = change.before != nil && ["priority", "type", "severity", "opened_at"].contains(where: change.wrote)
         if levelChanged || record.text("response_due") == nil || record.text("resolution_due") == nil {
-            let segment = try record.reference("account").flatMap { try context.store.record($0) }?.text("value_segment")
+            let segment = try record.reference("account").flatMap { try context.record($0) }?.text("value_segment")
             if let due = CRMRules(settings: context.settings, now: Date(timeIntervalSince1970: TimeInterval(context.now)))
                 .deadlines(priority: record.text("priority"), type: record.text("type"), severity: record.text("severity"),
                            segment: segment, openedAt: openedAt) {
@@ -197,7 +209,7 @@ public struct CRMChangeEffects: ChangeEffects {
             values["closed_at"] = .text(CRMDate.format(day: changedAt.floorDivided(by: CRMDate.secondsPerDay)))
         }
         try context.update(record, values)
-        if stage.won, let accountID = record.reference("account"), let account = try context.store.record(accountID), !account.isDeleted {
+        if stage.won, let accountID = record.reference("account"), let account = try context.record(accountID), !account.isDeleted {
             var accountValues: [String: FieldValue] = [:]
             if !CRMDerivedFields.overridden(account.text("overrides")).contains("lifecycle_stage"),
                let next = CRMRules.lifecycleAfterWin(account.text("lifecycle_stage")) {
@@ -292,13 +304,13 @@ public struct CRMChangeEffects: ChangeEffects {
         case "activity":
             guard ["call", "email"].contains(record.text("kind") ?? ""),
                   ["kind", "contact", "occurred_at", "due_at"].contains(where: change.wrote),
-                  let contactID = record.reference("contact"), let contact = try context.store.record(contactID) else { return }
+                  let contactID = record.reference("contact"), let contact = try context.record(contactID) else { return }
             let time = (record.text("occurred_at") ?? record.text("due_at")).flatMap(CRMDate.instant) ?? context.now
             violation = record.text("kind") == "call" ? Self.callViolation(contact, at: time) : Self.emailViolation(contact, at: time)
         case "campaign_member":
             guard ["contact", "campaign"].contains(where: change.wrote),
-                  let contactID = record.reference("contact"), let contact = try context.store.record(contactID),
-                  let campaign = try record.reference("campaign").flatMap({ try context.store.record($0) }),
+                  let contactID = record.reference("contact"), let contact = try context.record(contactID),
+                  let campaign = try record.reference("campaign").flatMap({ try context.record($0) }),
                   campaign.text("type") == "email", contact.text("consent_email") != "granted" else { return }
             violation = "\(Self.name(of: contact)) has not consented to e-mail, so cannot be in the e-mail campaign '\(campaign.text("name") ?? "")'"
         default:
