@@ -167,7 +167,10 @@ public struct CRMRules: Sendable {
                 recent.insert(account)
             }
         }
-        return Set(accounts.filter { Self.canChurn(lifecycle: $0.text("lifecycle_stage")) && !recent.contains($0.id) }.map(\.id))
+        // A marginal account is reviewed, not followed up for churn (as the scheduled pass has it).
+        return Set(accounts.filter {
+            Self.canChurn(lifecycle: $0.text("lifecycle_stage")) && $0.text("value_segment") != "marginal" && !recent.contains($0.id)
+        }.map(\.id))
     }
 
     // MARK: SLA

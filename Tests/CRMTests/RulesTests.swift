@@ -157,6 +157,9 @@ import Testing
         #expect(try risks(rules) == [quiet])
         let strict = CRMRules(settings: try CRMSettings([("churn.inactivity_days", "20")]), now: Fixture.now)
         #expect(try risks(strict) == [quiet, called, bought])
+        // A marginal account is reviewed, not followed up for churn.
+        try f.store.update(quiet, ["value_segment": .text("marginal")])
+        #expect(try risks(rules).isEmpty)
     }
 
     @Test func slaDeadlinesAndBreaches() throws {
