@@ -15,7 +15,8 @@ import SyncModel
 /// - an opportunity whose stage changes gets a stage-change entry, the stage's probability
 ///   (unless a later write set one), `closed_at` when it closes, and a win moves its account's
 ///   lifecycle to customer;
-/// - a contact's consent change is stamped with when it was given or withdrawn.
+/// - a contact's consent change is stamped with when it was given or withdrawn;
+/// - a lead marked converted by a plain write gets the account and contact a conversion makes.
 ///
 /// What is refused (or, for consent where the tenant configures it, flagged):
 /// - a computed field (`CRMDerivedFields`) typed by a user, unless the tenant allows an
@@ -60,6 +61,7 @@ public struct CRMChangeEffects: ChangeEffects {
             case "case": try caseChanged(change, &context)
             case "opportunity": try opportunityChanged(change, &context)
             case "contact": try contactChanged(change, &context)
+            case "lead": try leadChanged(change, &context)
             default: break
             }
         }
@@ -222,6 +224,39 @@ public struct CRMChangeEffects: ChangeEffects {
             }
             try context.update(account, accountValues)
         }
+    }
+
+    // MARK: Leads
+
+    /// A lead marked converted by a plain write (a generic editor, an integration) rather than
+    /// by `CRMStore.convert`: the account and contact a conversion makes, with ids derived from
+    /// the lead, so that replicas converting it offline make them once.
+    private func leadChanged(_ change: RecordChange, _ context: inout Context) throws {
+        let lead = change.after
+        guard change.wrote("status"), lead.text("status") == "converted", lead.reference("converted_contact") == nil else { return }
+        let key = lead.id.uuidString.lowercased()
+        let person = [lead.text("first_name"), lead.text("last_name")].compactMap { $0 }.joined(separator: " ")
+        var account = lead.reference("converted_account")
+        if account == nil {
+            let id = DerivedID.make("lead-conversion-account", key)
+            var values: [String: FieldValue] = ["name": .text(lead.text("company") ?? (person.isEmpty ? "Lead \(key.prefix(8))" : person)),
+                                                "lifecycle_stage": .text("prospect")]
+            for (from, to) in [("owner", "owner"), ("phone", "phone")] { if let v = lead.text(from) { values[to] = .text(v) } }
+            try context.createOnce("account", id: id, values)
+            if try context.record(id) != nil { account = id }
+        }
+        let contactID = DerivedID.make("lead-conversion-contact", key)
+        var contact: [String: FieldValue] = ["last_name": .text(lead.text("last_name") ?? person)]
+        for field in ["first_name", "title", "email", "phone", "owner"] { if let v = lead.text(field) { contact[field] = .text(v) } }
+        if let account { contact["account"] = .text(account.uuidString) }
+        try context.createOnce("contact", id: contactID, contact)
+        guard try context.record(contactID) != nil else { return }
+        var values: [String: FieldValue] = ["converted_contact": .text(contactID.uuidString)]
+        if let account { values["converted_account"] = .text(account.uuidString) }
+        if lead.text("converted_at") == nil, let time = Self.writeTime(of: "status", in: lead) {
+            values["converted_at"] = .text(CRMDate.format(instant: time))
+        }
+        try context.update(lead, values)
     }
 
     // MARK: Contacts

@@ -113,6 +113,27 @@ import Testing
         #expect(try f.read(contact).text("consent_calls_at") == "2025-06-01T09:00:00Z")
     }
 
+    @Test func aLeadMarkedConvertedByAPlainWriteIsConvertedOnce() throws {
+        let f = try Fixture(options: Fixture.crmOptions(role: .device))
+        let lead = try f.store.create("lead", ["first_name": .text("Ada"), "last_name": .text("Lovelace"), "company": .text("Engines"),
+                                               "email": .text("ada@engines.example"), "status": .text("qualified")]).id
+        try f.store.update(lead, ["status": .text("converted")])
+        let converted = try f.read(lead)
+        let account = try #require(converted.reference("converted_account"))
+        let contact = try #require(converted.reference("converted_contact"))
+        #expect(try f.read(account).text("name") == "Engines" && f.read(account).text("lifecycle_stage") == "prospect")
+        #expect(try f.read(contact).text("email") == "ada@engines.example" && f.read(contact).reference("account") == account)
+        #expect(converted.text("converted_at") == "2025-06-15T12:00:00Z")
+        // Another replica converting the same lead offline makes the same records.
+        let other = try Fixture(options: Fixture.crmOptions(role: .authority))
+        try other.store.create("lead", id: lead, ["last_name": .text("Lovelace"), "company": .text("Engines"), "status": .text("converted")])
+        #expect(try other.read(lead).reference("converted_contact") == contact)
+        // Converting through the typed API makes nothing more.
+        let typed = try f.store.create("lead", ["last_name": .text("Byron"), "status": .text("new")]).id
+        try CRMStore(store: f.store).convert(lead: typed)
+        #expect(try f.store.count(ofType: "contact") == 2 && f.store.count(ofType: "account") == 2)
+    }
+
     // MARK: Refusals
 
     @Test func aComputedFieldTypedByAUserIsRefusedUnlessTheTenantAllowsAnOverride() throws {
