@@ -186,7 +186,8 @@ extension SyncServer {
     ///
     /// With a `policy`, each record is also checked against the writer's rights as the change it
     /// makes to the stored record (create, fields, delete, owner), with records earlier in the
-    /// batch visible to the check; a refusal is answered `PERMISSION_DENIED` with the rule.
+    /// batch visible to the check; a refusal is answered `PERMISSION_DENIED` with the rule, as
+    /// is a record carrying a write under another replica's id that the server never had.
     func push(_ request: Rapport_V1_PushRequest, into tenant: TenantStore, from device: ReplicaID,
               policy: AccessPolicy?, logger: Logger) async throws -> (Rapport_V1_PushResult, Bool) {
         let records = request.records
@@ -208,7 +209,15 @@ extension SyncServer {
                     // Only a record carrying other replicas' writes, or checked for rights, needs the stored state.
                     let foreign = state.vector.sortedEntries.contains { $0.replica != device }
                     let stored = foreign || policy != nil ? try store.record(state.id) : nil
-                    try state.checkAuthorship(by: device, against: stored)
+                    do {
+                        try state.checkAuthorship(by: device, against: stored)
+                    } catch {
+                        // Not a malformed record but a write this device may not make.
+                        results[index].outcome = .rejected
+                        results[index].code = .permissionDenied
+                        results[index].reason = "\(error)"
+                        continue
+                    }
                     if let policy {
                         let after = try stored.map { try Merge.merge(local: $0, remote: state).state } ?? state
                         try policy.checkWrite(before: stored, after: after) { id in try proposed[id] ?? store.record(id) }

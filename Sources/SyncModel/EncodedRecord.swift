@@ -153,17 +153,25 @@ enum CanonicalRecordCheck {
         guard try reader.byte() == RecordCodec.formatVersion else { throw refused }
         let deleted = try reader.byte()
         guard deleted <= 1 else { throw refused }
-        try reader.dot(within: counters)
+        let livenessPosition = try reader.position(below: counters.count)
+        let livenessCounter = try reader.canonicalVarint()
+        guard livenessCounter >= 1, livenessCounter <= counters[livenessPosition] else { throw refused }
         var latest = try reader.canonicalTimestamp()
         // Deletion context: ascending positions, no zero counters (the vector drops those), each
-        // covered by the vector.
+        // covered by the vector; none for a live record, and a deletion's holds its own dot
+        // (`Liveness.init`): the other forms decode to that one, and are encoded again.
+        let contextCount = try reader.canonicalCount(limit: counters.count)
+        guard deleted == 1 || contextCount == 0 else { throw refused }
+        var holdsOwnDot = deleted == 0
         var previous = -1
-        for _ in 0..<(try reader.canonicalCount(limit: counters.count)) {
+        for _ in 0..<contextCount {
             let position = try reader.position(below: counters.count)
             let counter = try reader.canonicalVarint()
             guard position > previous, counter >= 1, counter <= counters[position] else { throw refused }
             previous = position
+            if position == livenessPosition && counter >= livenessCounter { holdsOwnDot = true }
         }
+        guard holdsOwnDot else { throw refused }
         var previousName = UnsafeRawBufferPointer(start: nil, count: 0)
         var next = 0  // the first declared field not before the current name
         var requiredHeld = 0

@@ -41,11 +41,8 @@ extension RecordState {
     /// Marks the record deleted. Its fields stay in the state: a concurrent update can still be
     /// merged into them, and a restore brings them back.
     public mutating func delete(dot: Dot, timestamp: HLCTimestamp) {
-        let context = vector
         vector.add(dot)
-        var deletionContext = context
-        deletionContext.add(dot)
-        liveness = Liveness(isDeleted: true, dot: dot, timestamp: timestamp.later(than: liveness.timestamp), deletionContext: deletionContext)
+        liveness = Liveness(isDeleted: true, dot: dot, timestamp: timestamp.later(than: liveness.timestamp), deletionContext: vector)
     }
 
     /// Brings a deleted record back with the field values it holds.

@@ -7,15 +7,24 @@ public struct Liveness: Hashable, Sendable {
     /// The write that created, deleted or restored the record.
     public var dot: Dot
     public var timestamp: HLCTimestamp
-    /// For a deletion, the record's version vector when it was deleted: writes it covers were
-    /// deliberately deleted, writes it does not cover were concurrent with the delete.
+    /// For a deletion, the record's version vector as the delete left it (so it contains the
+    /// delete's own dot): writes it covers were deliberately deleted, writes it does not cover
+    /// were concurrent with the delete. Empty for a live record.
     public var deletionContext: VersionVector
 
+    /// A liveness in its one canonical form (Protocol/SPEC.md 3.3): a deletion's context gets
+    /// the delete's own dot, a live record's context is dropped.
+    ///
+    /// Without this one delete could travel as two states (a context with or without its own
+    /// dot, which mean the same), and the merge, which keeps the winning liveness whole, would
+    /// keep whichever it saw first: replicas would disagree on bytes that mean the same thing.
     public init(isDeleted: Bool, dot: Dot, timestamp: HLCTimestamp, deletionContext: VersionVector = VersionVector()) {
         self.isDeleted = isDeleted
         self.dot = dot
         self.timestamp = timestamp
-        self.deletionContext = deletionContext
+        var context = isDeleted ? deletionContext : VersionVector()
+        if isDeleted { context.add(dot) }
+        self.deletionContext = context
     }
 
     var register: RegisterState { RegisterState(value: .bool(isDeleted), dot: dot, timestamp: timestamp) }

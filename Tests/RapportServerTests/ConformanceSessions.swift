@@ -184,10 +184,10 @@ enum ConformanceSessions {
                 KitStep(connect: true), try hello(), welcome(),
                 KitStep(send: try frame(#"{"push": {"batchId": "7", "records": [\#(pushed)]}}"#, records: records)),
                 KitStep(
-                    note: "reasons are for people: the kit does not fix their wording. No code is set on these refusals, the foreign dot's included (the server answers it as an invalid record, not PERMISSION_DENIED)",
+                    note: "reasons are for people: the kit does not fix their wording. The foreign dot is refused with PERMISSION_DENIED (SPEC 2.6); the invalid records carry no code",
                     expect: json("""
                         {"pushResult": {"batchId": "7", "serverSequence": "any", "results": [
-                          {"outcome": "REJECTED", "reason": "any"}, {"outcome": "REJECTED", "reason": "any"},
+                          {"outcome": "REJECTED", "code": "PERMISSION_DENIED", "reason": "any"}, {"outcome": "REJECTED", "reason": "any"},
                           {"outcome": "REJECTED", "reason": "any"}, {"outcome": "APPLIED"}, {"outcome": "REJECTED", "reason": "any"}]}}
                         """)),
                 ping, pong,

@@ -39,16 +39,18 @@ final class RawConnection: Sendable {
 
     /// Connects to the fixture. With `tls`, the TLS handshake is started at once (and
     /// `waitForHandshake` waits for it); bytes sent before it completes are held until it does.
-    static func connect(to fixture: ServerFixture, tls: Bool) async throws -> RawConnection {
-        try await connect(port: fixture.port, caPath: fixture.caPath, tls: tls)
+    /// - Parameter alpn: the ALPN names the client offers (none: no ALPN extension).
+    static func connect(to fixture: ServerFixture, tls: Bool, alpn: [String] = [SyncProtocolVersion.alpn]) async throws -> RawConnection {
+        try await connect(port: fixture.port, caPath: fixture.caPath, tls: tls, alpn: alpn)
     }
 
     /// Connects to any server on 127.0.0.1 (a `rapportd` process) that `caPath` vouches for.
-    static func connect(port: Int, caPath: String, tls: Bool = true) async throws -> RawConnection {
+    static func connect(port: Int, caPath: String, tls: Bool = true,
+                        alpn: [String] = [SyncProtocolVersion.alpn]) async throws -> RawConnection {
         let inbox = Inbox()
         let context: TLSContext? = tls ? try TLSContext(configuration: .client(
             trustRoots: .certificates(.file(caPath)), expectedHostname: "127.0.0.1",
-            applicationProtocols: [SyncProtocolVersion.alpn])) : nil
+            applicationProtocols: alpn)) : nil
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
@@ -153,6 +155,9 @@ final class RawConnection: Sendable {
 
     /// Whether the connection has closed (without waiting).
     var isClosed: Bool { inbox.state.withLock { $0.closed } }
+
+    /// The errors the pipeline reported (a refused handshake, a close without close_notify).
+    var errors: [String] { inbox.state.withLock { $0.errors } }
 
     /// Every raw byte received above TLS (or on the socket without TLS).
     var receivedBytes: [UInt8] { inbox.state.withLock { $0.received } }

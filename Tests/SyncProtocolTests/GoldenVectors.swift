@@ -41,7 +41,7 @@ enum GoldenVectors {
         type: "contact",
         vector: try! VersionVector([ana: 7, ben: 4]),
         liveness: Liveness(isDeleted: true, dot: dot(ben, 4), timestamp: time(6_000, 1),
-                           deletionContext: try! VersionVector([ana: 5, ben: 3])),
+                           deletionContext: try! VersionVector([ana: 5, ben: 4])),
         fields: [
             "first_name": register(.text("Ada"), dot(ana, 1), time(1_000)),
             "last_name": register(.text("Lovelace"), dot(ana, 1), time(1_000)),

@@ -217,7 +217,7 @@ public nonisolated struct Rapport_V1_Hello: Sendable {
   /// 1
   public var protocolVersion: UInt32 = 0
 
-  /// the client's CRM schema version
+  /// the client's CRM schema version (Protocol/schema.json); refused only if newer than the server's
   public var schemaVersion: UInt32 = 0
 
   /// tenant slug
@@ -303,6 +303,7 @@ public nonisolated struct Rapport_V1_Welcome: Sendable {
 
   public var protocolVersion: UInt32 = 0
 
+  /// the server's: the schema pushes are checked against (SPEC.md 4.2)
   public var schemaVersion: UInt32 = 0
 
   public var serverReplicaID: String = String()
@@ -449,6 +450,8 @@ public nonisolated struct Rapport_V1_PushRequest: Sendable {
   public init() {}
 }
 
+/// The answer covers each record up to the vector it was pushed with: that is the vector a
+/// device acknowledges (SPEC.md 1.6), so none is sent back.
 public nonisolated struct Rapport_V1_PushResult: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -479,7 +482,9 @@ public nonisolated struct Rapport_V1_RecordResult: Sendable {
   public var conflicts: [Rapport_V1_ConflictReport] = []
 
   /// With REJECTED: PERMISSION_DENIED when the user's rights refuse the change (the reason
-  /// names the rule); CODE_UNSPECIFIED when the record is invalid, and from older servers.
+  /// names the rule) or the record carries a write under another replica's id that the server
+  /// never had; CODE_UNSPECIFIED when the record is invalid (schema, rules, encoding, a second
+  /// copy in one push), and from older servers.
   public var code: Rapport_V1_Error.Code = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -706,7 +711,7 @@ public nonisolated struct Rapport_V1_Pong: Sendable {
   public init() {}
 }
 
-/// Either side, before closing on purpose.
+/// Either side, before closing on purpose; the TLS connection then ends with close_notify.
 public nonisolated struct Rapport_V1_Goodbye: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -760,7 +765,7 @@ public nonisolated struct Rapport_V1_Error: Sendable {
     case enrollmentCodeUsed // = 19
     case userSuspended // = 20
 
-    /// a write the device may not make (another replica's id, say)
+    /// in a RecordResult: a write the user's rights refuse, or under another replica's id
     case permissionDenied // = 21
 
     /// the server's disk is full: nothing of the batch was kept; retry later
