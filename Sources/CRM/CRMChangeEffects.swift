@@ -306,9 +306,11 @@ public struct CRMChangeEffects: ChangeEffects {
     private func lifecycleIsEarned(_ account: RecordState, _ context: inout Context) throws -> Bool {
         guard let stage = account.text("lifecycle_stage"), stage == "customer" || stage == "core" else { return true }
         let pipeline = try context.stages()
-        for deal in try context.store.records(ofType: "opportunity", where: "account", equals: account.id.uuidString) {
+        // References may be written in either case (the typed API writes upper, other clients lower).
+        let crm = CRMStore(store: context.store)
+        for deal in try crm.referencing("opportunity", "account", account.id) {
             if pipeline.stage(deal.text("stage"))?.won == true { return true }
-            let history = try context.store.records(ofType: "stage_change", where: "opportunity", equals: deal.id.uuidString)
+            let history = try crm.referencing("stage_change", "opportunity", deal.id)
             if history.contains(where: { pipeline.stage($0.text("to_stage"))?.won == true }) { return true }
         }
         return false

@@ -147,8 +147,12 @@ import Testing
         // Lifecycle: customer needs a won deal.
         #expect(throws: ReplicaStoreError.self) { try f.store.update(account, ["lifecycle_stage": .text("customer")]) }
         try f.store.update(account, ["lifecycle_stage": .text("target")])
-        try f.opportunity(account, stage: "closed_won", amount: 10)
+        // A win written by a client that spells ids in lower case counts too.
+        try f.store.create("opportunity", ["name": .text("deal"), "account": .text(account.uuidString.lowercased()),
+                                           "stage": .text("closed_won"), "amount": .real(10)])
         #expect(try f.read(account).text("lifecycle_stage") == "customer")
+        try f.store.update(account, ["lifecycle_stage": .text("target")])
+        try f.store.update(account, ["lifecycle_stage": .text("customer")])
 
         try f.setting("override.account.tier", "true")
         try f.store.update(account, ["tier": .text("vip")])
