@@ -228,17 +228,23 @@ public final class Device: Sendable {
         public var recordCounts: [String: Int]
         /// `nil` until the first successful sync.
         public var lastSync: SyncState?
+        /// The e-mail of the user the device belongs to, when known (see `Device.user`).
+        public var user: String?
+        /// The number the tenant's registry gave the device, which its case numbers carry
+        /// (`C<number>-<n>`); `nil` until enrollment or a sync told it.
+        public var deviceNumber: String?
     }
 
     /// Counts from the store and the last sync's outcome; works offline.
     public func status() throws(DeviceError) -> Status {
         let types = schema.types.keys.sorted()
-        let (dirty, open, counts) = try withStore { store in
+        let (dirty, open, counts, number) = try withStore { store in
             (try store.dirtyCount(), try store.conflicts(status: .open).count,
-             Dictionary(uniqueKeysWithValues: try types.map { ($0, try store.count(ofType: $0)) }))
+             Dictionary(uniqueKeysWithValues: try types.map { ($0, try store.count(ofType: $0)) }),
+             try store.localSetting(CaseNumbers.deviceNumberSetting).map { String(decoding: $0, as: UTF8.self) })
         }
         return Status(profile: profile, home: home.path, dirtyCount: dirty, openConflicts: open,
-                      recordCounts: counts, lastSync: home.loadState())
+                      recordCounts: counts, lastSync: home.loadState(), user: user, deviceNumber: number)
     }
 
     // MARK: Sync

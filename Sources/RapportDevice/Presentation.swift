@@ -189,6 +189,8 @@ public enum Presentation {
         let profile = status.profile
         return .object([
             "device_id": .string(profile.deviceID),
+            "device_number": .optional(status.deviceNumber),
+            "user": .optional(status.user),
             "home": .string(status.home),
             "server": .string(profile.server.description),
             "server_name": .string(profile.serverName),
@@ -210,7 +212,8 @@ public enum Presentation {
         let records = status.recordCounts.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         let lastSync = status.lastSync.map { "\($0.lastSyncAt), checkpoint \($0.checkpoint)" } ?? "never"
         let rows = [
-            ["device", profile.deviceID],
+            ["device", profile.deviceID + (status.deviceNumber.map { " (number \($0) in its tenant)" } ?? "")],
+            ["user", status.user ?? "not known yet (sync once)"],
             ["home", status.home],
             ["server", profile.server.description + (profile.serverName == profile.host ? "" : " (certificate name \(profile.serverName))")],
             ["tenant", profile.tenant],

@@ -107,7 +107,9 @@ extension SyncServer {
             var metadata: Logger.Metadata = [
                 "tenant": "\(tenant)", "written": "\(outcome.recordsWritten)", "seconds": "\(String(format: "%.3f", seconds))"]
             for (key, value) in outcome.details { metadata[key] = "\(value)" }
-            logger.info("\(work.name) done", metadata: metadata)
+            // A pass that changed nothing is the usual case on a server with many tenants: worth
+            // a line only when debugging.
+            logger.log(level: outcome.recordsWritten > 0 ? .info : .debug, "\(work.name) done", metadata: metadata)
         case .failure(let error):
             logger.error("\(work.name) failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
         }

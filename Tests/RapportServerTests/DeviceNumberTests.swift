@@ -36,6 +36,10 @@ import Testing
             let opened = try CRMStore(store: laptop, user: "anna@acme.example").create(ServiceCase(number: "", subject: "printer"))
             #expect(try laptop.record(opened.id)?.text("number") == "C1-0001")
         }
+        // `rapport status` tells the user which number and which user the device has.
+        let status = try OwnerOnlyFilesTests().rapport(["status", "--home", home, "--json"])
+        let fields = try #require(try JSONSerialization.jsonObject(with: Data(status.output.utf8)) as? [String: Any], "\(status.output)")
+        #expect(fields["device_number"] as? String == "1" && fields["user"] as? String == "anna@acme.example", "\(fields)")
 
         // The phone's store is made without the number, as by a client older than numbers:
         // it learns it from Welcome at its first sync.
