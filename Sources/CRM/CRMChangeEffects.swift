@@ -405,6 +405,12 @@ public enum CaseNumbers {
     public static let deviceNumberSetting = "device.number"
     static let counterSetting = "crm.case_counter"
 
+    /// The number this replica's registry gave it, as `deviceNumberSetting` keeps it; `nil`
+    /// before it is known (and on the server, which has none).
+    public static func deviceNumber(in store: ReplicaStore) throws -> Int? {
+        try store.localSetting(deviceNumberSetting).flatMap { Int(String(decoding: $0, as: UTF8.self)) }
+    }
+
     /// The next case number of this replica, counted in the open transaction.
     static func next(in store: ReplicaStore, role: CRMChangeEffects.Role) throws -> String {
         let last = try store.localSetting(counterSetting).flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 0
@@ -416,7 +422,7 @@ public enum CaseNumbers {
     /// connected since an upgrade), `CR` and the start of its replica id, unique in practice.
     static func prefix(in store: ReplicaStore, role: CRMChangeEffects.Role) -> String {
         if role == .authority { return "CS" }
-        if let data = try? store.localSetting(deviceNumberSetting), let number = Int(String(decoding: data, as: UTF8.self)) {
+        if let number = try? deviceNumber(in: store) {
             return "C\(number)"
         }
         return "CR" + store.replicaID.rawValue.filter(\.isHexDigit).prefix(6).uppercased()

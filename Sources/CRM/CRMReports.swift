@@ -204,8 +204,8 @@ public struct CRMReports {
     }
 
     /// Open and breached cases by priority, every priority listed, most urgent first. Breaches
-    /// are computed at the report's clock, so they are right even where `applyComputed` has not
-    /// run yet.
+    /// are computed at the report's clock, so they are right even where the scheduled pass
+    /// (`CRMScheduledPass`) has not run yet.
     public func casesByPriority() throws -> [CasePriorityRow] {
         var rows = Dictionary(uniqueKeysWithValues: CRMSchema.casePriorities.map {
             ($0, CasePriorityRow(priority: $0, cases: 0, open: 0, breached: 0, openBreached: 0))

@@ -5,8 +5,9 @@ import SyncModel
 /// The business rules of the CRM as pure functions of records, settings and a clock reading.
 ///
 /// Pure so that the server and every device compute the same tiers, flags and deadlines from
-/// the same data: nothing here reads the wall clock, and only loading the settings reads a store. `CRMEffects` reads a store,
-/// runs these and writes what changed.
+/// the same data: nothing here reads the wall clock, and only loading the settings reads a store.
+/// `CRMChangeEffects` (where data changes) and `CRMScheduledPass` (as time passes) read a store,
+/// run these and write what changed.
 public struct CRMRules: Sendable {
     public let settings: CRMSettings
     public let pipeline: CRMPipeline
@@ -63,7 +64,7 @@ public struct CRMRules: Sendable {
 
     /// Whether a won deal closed on `closedAt` (`closed_at`, a day) counts for the last 12
     /// months: 365 days up to and including today. Without a date it cannot be placed in the
-    /// window and does not count (`CRMEffects.opportunityWon` sets it).
+    /// window and does not count (`CRMChangeEffects` sets it when a deal closes).
     public func isInRevenueWindow(closedAt: String?) -> Bool {
         guard let closed = closedAt.flatMap(CRMDate.day) else { return false }
         return closed > today - 365 && closed <= today

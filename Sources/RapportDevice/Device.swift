@@ -241,7 +241,7 @@ public final class Device: Sendable {
         let (dirty, open, counts, number) = try withStore { store in
             (try store.dirtyCount(), try store.conflicts(status: .open).count,
              Dictionary(uniqueKeysWithValues: try types.map { ($0, try store.count(ofType: $0)) }),
-             try store.localSetting(CaseNumbers.deviceNumberSetting).map { String(decoding: $0, as: UTF8.self) })
+             try CaseNumbers.deviceNumber(in: store).map(String.init))
         }
         return Status(profile: profile, home: home.path, dirtyCount: dirty, openConflicts: open,
                       recordCounts: counts, lastSync: home.loadState(), user: user, deviceNumber: number)

@@ -221,7 +221,7 @@ import Testing
 }
 
 @Suite struct EffectsTests {
-    @Test func applyComputedWritesOnlyChanges() throws {
+    @Test func theScheduledPassWritesOnlyChanges() throws {
         let f = try Fixture()
         let big = try f.account("Big", lifecycle: "customer")
         let quiet = try f.account("Quiet", lifecycle: "customer", ["tier": .text("standard")])
@@ -231,8 +231,8 @@ import Testing
         let late = try f.supportCase("C-3", priority: "urgent", ["response_due": .text(Fixture.instant(days: -1))])
         let fine = try f.supportCase("C-4", priority: "urgent", ["response_due": .text(Fixture.instant(days: 1)),
                                                                  "sla_breached": .bool(false)])
-        let effects = CRMEffects(store: f.store, rules: CRMRules(now: Fixture.now))
-        let applied = try effects.applyComputed()
+        let pass = CRMScheduledPass(rules: CRMRules(now: Fixture.now))
+        let applied = try pass.run(on: f.store)
         #expect(applied.written == .init(tiers: 1, churnFlags: 1, segments: 2, breaches: 1, escalations: 1))
         #expect(applied.recordsWritten == 4, "two accounts, the late case and its escalation")
         #expect(try f.read(big).text("tier") == "silver")
@@ -241,7 +241,7 @@ import Testing
         #expect(try f.read(late).flag("sla_breached") == true)
         #expect(try f.read(fine).flag("sla_breached") == false)
         let before = try f.store.lastSequence
-        #expect(try effects.applyComputed().recordsWritten == 0)
+        #expect(try pass.run(on: f.store).recordsWritten == 0)
         #expect(try f.store.lastSequence == before)
     }
 }
