@@ -61,7 +61,7 @@ let package = Package(
         .target(
             name: "RapportServer",
             dependencies: [
-                "Access", "PrivateFiles", "ReplicaStore", "Registry", "SQLite", "SyncModel", "SyncProtocol", "TLS",
+                "Access", "PrivateFiles", "RapportClient", "ReplicaStore", "Registry", "SQLite", "SyncModel", "SyncProtocol", "TLS",
                 .product(name: "Logging", package: "swift-log"),
             ] + nio
         ),
@@ -94,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "rapportd",
             dependencies: [
-                "RapportServer", "Registry", "CRM",
+                "PrivateFiles", "RapportServer", "Registry", "CRM", "TLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ] + nio

@@ -24,6 +24,14 @@ public struct ClientConfiguration: Sendable {
     public var connectTimeout: Duration = .seconds(10)
     /// How often a live session pings an otherwise quiet server, below its idle timeout.
     public var keepAliveInterval: Duration = .seconds(20)
+    /// The id to authenticate as when it is not the store's replica id: a branch office's
+    /// credential, which stays while its store takes a new replica id after a restore
+    /// (SPEC.md 6.4). `nil` for a device, which authenticates as its store.
+    public var credentialID: String?
+    /// Whether this client relays the writes of devices it serves (a branch office): a record
+    /// upstream refuses is then put back to upstream's state and the refusal passed on to the
+    /// device that made it (`ReplicaStore.revertRefused`), instead of kept as a local value.
+    public var relaysForDevices = false
 
     public init(host: String, port: Int, tenant: String, secret: [UInt8], trustRoots: TrustRoots,
                 schemaVersion: UInt32, serverName: String? = nil, serverKeyPin: String? = nil) {

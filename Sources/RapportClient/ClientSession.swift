@@ -10,6 +10,8 @@ enum SessionInput: Sendable {
     /// The app changed local data and wants it pushed.
     case localChange
     case keepAlive
+    /// A timer went off: returned to the session's loop (an upstream link's periodic work).
+    case tick
     /// The connection ended; `nil` when the server closed it cleanly.
     case ended((any Error)?)
 }
@@ -170,7 +172,7 @@ struct ClientSession {
                 throw ClientError.protocolViolation("\(error)")
             case .ended(let error):
                 throw Self.failure(error)
-            case .localChange, .keepAlive:
+            case .localChange, .keepAlive, .tick:
                 continue
             }
         }
@@ -220,6 +222,8 @@ struct ClientSession {
                 throw Self.failure(error)
             case .localChange:
                 localChangePending = true
+                return input
+            case .tick:
                 return input
             case .keepAlive:
                 var ping = Rapport_V1_Frame()

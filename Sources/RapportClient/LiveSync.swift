@@ -51,7 +51,7 @@ public final class LiveSync: Sendable {
         var failures = 0
         while !Task.isCancelled {
             do {
-                try await ClientSession.run(configuration: client.configuration, tls: client.tls, deviceID: client.store.replicaID,
+                try await ClientSession.run(configuration: client.configuration, tls: client.tls, deviceID: client.sessionID,
                                             subscribe: true, onOpen: { continuation in self.inject.withLock { $0 = continuation } }) { session in
                     failures = 0
                     try await client.adopt(session.welcome)

@@ -79,7 +79,7 @@ public final class RapportClient: Sendable {
     @discardableResult
     public func sync(progress: (@Sendable (SyncProgress) -> Void)? = nil) async throws -> SyncReport {
         try await withRetries { attempt in
-            var report = try await ClientSession.run(configuration: configuration, tls: tls, deviceID: store.replicaID, subscribe: false) { session in
+            var report = try await ClientSession.run(configuration: configuration, tls: tls, deviceID: sessionID, subscribe: false) { session in
                 try await adopt(session.welcome)
                 var report = SyncReport()
                 try await push(&session, report: &report, progress: progress)
@@ -90,6 +90,9 @@ public final class RapportClient: Sendable {
             return report
         }
     }
+
+    /// Who this client says it is in Hello.
+    var sessionID: String { configuration.credentialID ?? store.replicaID }
 
     func withRetries<T: Sendable>(_ body: (Int) async throws -> T) async throws -> T {
         var attempt = 1
@@ -200,7 +203,12 @@ public final class RapportClient: Sendable {
                         for report in outcome.conflicts { conflicts.append(try report.decoded(record: state.id, type: state.type)) }
                         if outcome.outcome == .rejected {
                             rejected += 1
-                            try store.reject(state.id, upTo: state.vector, reason: outcome.reason)
+                            if self.configuration.relaysForDevices {
+                                let upstream = outcome.hasServerState ? try? outcome.serverState.decoded() : nil
+                                try store.revertRefused(state.id, upstream: upstream, upTo: state.vector, reason: outcome.reason)
+                            } else {
+                                try store.reject(state.id, upTo: state.vector, reason: outcome.reason)
+                            }
                         } else {
                             try store.acknowledge(state.id, upTo: state.vector)
                         }

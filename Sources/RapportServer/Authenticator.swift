@@ -15,12 +15,27 @@ public struct SessionIdentity: Sendable, Hashable {
     /// The device's number in its tenant (`RegisteredDevice.number`), sent in Welcome; `nil`
     /// when the authenticator does not number devices.
     public var deviceNumber: UInt32?
+    /// Set when the peer is a branch office (a relaying replica, SPEC.md 6), `nil` for a device.
+    public var branch: BranchRelay?
 
-    public init(tenant: String, device: ReplicaID, user: String? = nil, deviceNumber: UInt32? = nil) {
+    public init(tenant: String, device: ReplicaID, user: String? = nil, deviceNumber: UInt32? = nil, branch: BranchRelay? = nil) {
         self.tenant = tenant
         self.device = device
         self.user = user
         self.deviceNumber = deviceNumber
+        self.branch = branch
+    }
+}
+
+/// What a branch session relays for.
+public struct BranchRelay: Sendable, Hashable {
+    public var name: String
+    /// The e-mails of the users whose devices it serves; `nil` for every user of the tenant.
+    public var users: Set<String>?
+
+    public init(name: String, users: Set<String>?) {
+        self.name = name
+        self.users = users
     }
 }
 
@@ -66,6 +81,23 @@ public protocol Authenticator: Sendable {
     /// The active users of `tenant` as rights see them (e-mail, role, team): the directory
     /// scheduled work consults (who manages whom). Empty when the authenticator knows no users.
     func users(of tenant: String) -> [AccessSnapshot.UserAccess]
+
+    /// Whether a branch session may bring new writes made under `replica`'s id: its own store's
+    /// (any generation), those of the devices it serves and, for a branch of the whole tenant,
+    /// those of every replica of the tenant (it passes on what the centre sent it). Always
+    /// `false` for a device session.
+    func mayRelay(_ replica: ReplicaID, for identity: SessionIdentity) -> Bool
+
+    /// The user of the device `replica` of `tenant`, whose rights apply to the writes a branch
+    /// relays for it; `nil` for a replica that is not one of the tenant's devices.
+    func user(ofDevice replica: ReplicaID, tenant: String) -> String?
+
+    /// The part of the registry a branch needs (`BranchDirectory`), encoded as sent.
+    func directory(for identity: SessionIdentity) throws -> Data
+
+    /// Records the replica id a branch's store has now; returns `true` when the branch had a
+    /// different one before (it was restored or rebuilt).
+    func registerReplica(_ replica: ReplicaID, of identity: SessionIdentity) throws -> Bool
 }
 
 extension Authenticator {
@@ -80,6 +112,12 @@ extension Authenticator {
     public func subject(of identity: SessionIdentity, defaults: [Role]) -> AccessSubject? { nil }
     public var servedTenants: [String] { [] }
     public func users(of tenant: String) -> [AccessSnapshot.UserAccess] { [] }
+    public func mayRelay(_ replica: ReplicaID, for identity: SessionIdentity) -> Bool { false }
+    public func user(ofDevice replica: ReplicaID, tenant: String) -> String? { nil }
+    public func directory(for identity: SessionIdentity) throws -> Data {
+        throw SyncError(.unexpectedMessage, "this server has no branches")
+    }
+    public func registerReplica(_ replica: ReplicaID, of identity: SessionIdentity) throws -> Bool { false }
 }
 
 /// Credentials held in memory: one shared secret per tenant, any device id. For tests and for
@@ -145,12 +183,18 @@ public final class RegistryAuthenticator: Authenticator {
             throw SyncError(.unknownTenant, "no tenant \(TenantID.quoted(tenant)) on this server")
         }
         let entry = current.devices[device.rawValue]
-        let matches = Crypto.constantTimeEquals(Crypto.sha256(secret), entry?.secretHash ?? decoyHash)
+        let branch = entry == nil ? current.branches[device.rawValue] : nil
+        let matches = Crypto.constantTimeEquals(Crypto.sha256(secret), entry?.secretHash ?? branch?.secretHash ?? decoyHash)
+        let identity: SessionIdentity
         // A device of another tenant is refused exactly like an unknown one.
-        guard let entry, matches, entry.tenant == tenant else {
+        if let entry, matches, entry.tenant == tenant {
+            identity = SessionIdentity(tenant: tenant, device: device, user: entry.user, deviceNumber: UInt32(exactly: entry.number))
+        } else if let branch, matches, branch.tenant == tenant {
+            identity = SessionIdentity(tenant: tenant, device: device, deviceNumber: UInt32(exactly: branch.number),
+                                       branch: BranchRelay(name: branch.name, users: branch.users))
+        } else {
             throw SyncError(.authenticationFailed, "unknown device or wrong secret for tenant '\(tenant)'")
         }
-        let identity = SessionIdentity(tenant: tenant, device: device, user: entry.user, deviceNumber: UInt32(exactly: entry.number))
         if let refusal = Self.refusal(identity, in: current) { throw refusal }
         return identity
     }
@@ -221,6 +265,39 @@ public final class RegistryAuthenticator: Authenticator {
         snapshot.withLock { $0.users[tenant].map { $0.values.sorted { $0.email < $1.email } } ?? [] }
     }
 
+    public func mayRelay(_ replica: ReplicaID, for identity: SessionIdentity) -> Bool {
+        guard let relay = identity.branch else { return false }
+        if replica == identity.device { return true }
+        return snapshot.withLock { snapshot in
+            if snapshot.branches[identity.device.rawValue]?.replicas.contains(replica.rawValue) == true { return true }
+            if let device = snapshot.devices[replica.rawValue], device.tenant == identity.tenant {
+                return relay.users?.contains(device.user) ?? true
+            }
+            // A branch of the whole tenant holds what every other replica wrote, and passes it
+            // on again when the centre lost it (restored from a backup).
+            guard relay.users == nil else { return false }
+            return snapshot.branches.values.contains { $0.tenant == identity.tenant && ($0.id == replica.rawValue || $0.replicas.contains(replica.rawValue)) }
+        }
+    }
+
+    public func user(ofDevice replica: ReplicaID, tenant: String) -> String? {
+        snapshot.withLock { snapshot in
+            snapshot.devices[replica.rawValue].flatMap { $0.tenant == tenant ? $0.user : nil }
+        }
+    }
+
+    public func directory(for identity: SessionIdentity) throws -> Data {
+        guard identity.branch != nil else { throw SyncError(.unexpectedMessage, "only a branch asks for the directory") }
+        return try connection.withLock { try $0.registry.directory(forBranch: identity.device.rawValue).encoded() }
+    }
+
+    public func registerReplica(_ replica: ReplicaID, of identity: SessionIdentity) throws -> Bool {
+        guard identity.branch != nil else { return false }
+        let renewed = try connection.withLock { try $0.registry.recordBranchReplica(branch: identity.device.rawValue, replica: replica.rawValue) }
+        try reloadIfChanged(force: true)
+        return renewed
+    }
+
     public func revocation(of identity: SessionIdentity) -> SyncError? {
         let current = snapshot.withLock { $0 }
         return Self.refusal(identity, in: current)
@@ -242,6 +319,15 @@ public final class RegistryAuthenticator: Authenticator {
             return SyncError(.tenantSuspended, "tenant '\(identity.tenant)' is suspended; ask its administrator")
         case .active?:
             break
+        }
+        if identity.branch != nil {
+            guard let branch = snapshot.branches[identity.device.rawValue], branch.tenant == identity.tenant else {
+                return SyncError(.deviceRevoked, "branch \(identity.device) is no longer registered")
+            }
+            guard branch.status == .active else {
+                return SyncError(.deviceRevoked, "branch '\(branch.name)' (\(identity.device)) was revoked; enroll it again")
+            }
+            return nil
         }
         guard let device = snapshot.devices[identity.device.rawValue], device.tenant == identity.tenant else {
             return SyncError(.deviceRevoked, "device \(identity.device) is no longer registered")

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Registry
 import ReplicaStore
 import SQLite
 import SyncModel
@@ -78,8 +79,13 @@ extension SyncServer {
                         do {
                             let authenticator = self.authenticator
                             var reply = Rapport_V1_Frame()
-                            reply.enrolled = try await NIOThreadPool.singleton.runIfActive {
-                                try authenticator.enroll(tenant: request.tenant, code: request.code, deviceName: request.deviceName)
+                            if let link = branch.withLock({ $0 }), link.tenant.tenant == request.tenant {
+                                // Codes are made at the centre: a branch passes the enrollment on.
+                                reply.enrolled = try await link.enroll(request)
+                            } else {
+                                reply.enrolled = try await NIOThreadPool.singleton.runIfActive {
+                                    try authenticator.enroll(tenant: request.tenant, code: request.code, deviceName: request.deviceName)
+                                }
                             }
                             logger.notice("device enrolled", metadata: ["device": "\(reply.enrolled.deviceID)", "user": "\(reply.enrolled.user)"])
                             try await outbound.write(reply)
@@ -90,12 +96,14 @@ extension SyncServer {
                         return
                     case .push(let request):
                         guard let tenant, let identity else { return }
-                        let (result, advanced) = try await push(request, into: tenant, from: identity.device, policy: policy(of: identity),
-                                                                logger: logger)
+                        let (result, advanced) = try await push(request, into: tenant, from: identity, logger: logger)
                         var reply = Rapport_V1_Frame()
                         reply.pushResult = result
                         try await outbound.write(reply)
-                        if advanced { tenant.announce(Int64(result.serverSequence), except: connection.channel) }
+                        if advanced {
+                            tenant.announce(Int64(result.serverSequence), except: connection.channel)
+                            if let link = branch.withLock({ $0 }), link.tenant.tenant == tenant.tenant { link.link.pushNow() }
+                        }
                     case .pull(let request):
                         guard let tenant, let identity else { return }
                         let device = identity.device
@@ -108,6 +116,17 @@ extension SyncServer {
                             sentCheckpoint = Int64(reply.pullBatch.lastSequence)
                         } catch let error as SyncError {
                             try await outbound.write(error.frame)
+                        }
+                    case .directory(let request):
+                        guard let identity else { return }
+                        do {
+                            var reply = Rapport_V1_Frame()
+                            reply.directoryUpdate = try await directory(request, for: identity, logger: logger)
+                            try await outbound.write(reply)
+                        } catch let error as SyncError {
+                            logger.notice("directory request refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+                            try await outbound.write(error.frame)
+                            return
                         }
                     case .reply(let reply):
                         try await outbound.write(reply)
@@ -188,11 +207,40 @@ extension SyncServer {
     /// makes to the stored record (create, fields, delete, owner), with records earlier in the
     /// batch visible to the check; a refusal is answered `PERMISSION_DENIED` with the rule, as
     /// is a record carrying a write under another replica's id that the server never had.
-    func push(_ request: Rapport_V1_PushRequest, into tenant: TenantStore, from device: ReplicaID,
-              policy: AccessPolicy?, logger: Logger) async throws -> (Rapport_V1_PushResult, Bool) {
+    ///
+    /// A branch (SPEC.md 6.2) may bring the writes of the devices it serves: each record is
+    /// checked against the rights of the users whose devices made its new writes, and a refused
+    /// record's answer carries this server's state of it, for the branch to put its copy back.
+    func push(_ request: Rapport_V1_PushRequest, into tenant: TenantStore, from identity: SessionIdentity,
+              logger: Logger) async throws -> (Rapport_V1_PushResult, Bool) {
         let records = request.records
         let reported = request.conflicts
+        let device = identity.device
+        let relays = identity.branch != nil
+        let policy = relays ? nil : policy(of: identity)
+        let authenticator = self.authenticator
+        let access = configuration.access
+        /// The rights a record's new writes are checked against: the session user's, or for a
+        /// branch those of each device's user whose writes the record brings.
+        @Sendable func policies(for state: RecordState, stored: RecordState?) -> [AccessPolicy] {
+            guard relays else { return policy.map { [$0] } ?? [] }
+            guard let access else { return [] }
+            return state.vector.sortedEntries.compactMap { replica, counter -> AccessPolicy? in
+                guard counter > (stored?.vector[replica] ?? 0),
+                      let user = authenticator.user(ofDevice: replica, tenant: identity.tenant),
+                      let subject = authenticator.subject(of: SessionIdentity(tenant: identity.tenant, device: replica, user: user),
+                                                          defaults: access.defaultRoles) else { return nil }
+                return AccessPolicy(model: access.ownership, subject: subject)
+            }
+        }
+        let rule = relays ? "branch '\(identity.branch?.name ?? "")' may relay only the writes of the devices it serves"
+                          : "a device may only write under its own id \(device)"
         let (results, sequence, advanced) = try await tenant.store.perform { store in
+            // Writes under this store's ids from before a restore are its own, come back.
+            let former = try store.formerReplicaIDs
+            let mayCarry: (ReplicaID) -> Bool = { replica in
+                replica == device || former.contains(replica) || (relays && authenticator.mayRelay(replica, for: identity))
+            }
             var results = [Rapport_V1_RecordResult](repeating: Rapport_V1_RecordResult(), count: records.count)
             var accepted: [(index: Int, state: RecordState)] = []
             var seen = Set<UUID>()
@@ -208,9 +256,9 @@ extension SyncServer {
                     try store.validate(state)
                     // Only a record carrying other replicas' writes, or checked for rights, needs the stored state.
                     let foreign = state.vector.sortedEntries.contains { $0.replica != device }
-                    let stored = foreign || policy != nil ? try store.record(state.id) : nil
+                    let stored = foreign || policy != nil || relays ? try store.record(state.id) : nil
                     do {
-                        try state.checkAuthorship(by: device, against: stored)
+                        try state.checkAuthorship(against: stored, as: rule, mayCarry: mayCarry)
                     } catch {
                         // Not a malformed record but a write this device may not make.
                         results[index].outcome = .rejected
@@ -218,9 +266,12 @@ extension SyncServer {
                         results[index].reason = "\(error)"
                         continue
                     }
-                    if let policy {
+                    let writers = policies(for: state, stored: stored)
+                    if !writers.isEmpty {
                         let after = try stored.map { try Merge.merge(local: $0, remote: state).state } ?? state
-                        try policy.checkWrite(before: stored, after: after) { id in try proposed[id] ?? store.record(id) }
+                        for writer in writers {
+                            try writer.checkWrite(before: stored, after: after) { id in try proposed[id] ?? store.record(id) }
+                        }
                         proposed[state.id] = after
                     }
                     accepted.append((index, state))
@@ -288,6 +339,13 @@ extension SyncServer {
                 }
                 results[item.index].conflicts = (conflictsByRecord[item.state.id] ?? []).map(Rapport_V1_ConflictReport.init)
             }
+            if relays {
+                for index in results.indices where results[index].outcome == .rejected {
+                    guard let id = records[index].id.withUnsafeBytes({ UUID(bytes: $0) }),
+                          let current = try store.record(id) else { continue }
+                    results[index].serverState = Rapport_V1_Record(current)
+                }
+            }
             let sequence = try store.lastSequence
             return (results, sequence, sequence > before)
         }
@@ -298,6 +356,40 @@ extension SyncServer {
         result.results = results
         result.serverSequence = UInt64(sequence)
         return (result, advanced)
+    }
+
+    /// Answers a branch's DirectoryRequest: records the replica id its store has now (a new
+    /// one means it was restored or rebuilt, which is logged), then sends the directory unless
+    /// the branch's digest shows it has it already.
+    func directory(_ request: Rapport_V1_DirectoryRequest, for identity: SessionIdentity,
+                   logger: Logger) async throws -> Rapport_V1_DirectoryUpdate {
+        guard identity.branch != nil else { throw SyncError(.unexpectedMessage, "only a branch asks for the directory") }
+        let authenticator = self.authenticator
+        return try await NIOThreadPool.singleton.runIfActive {
+            if !request.replicaID.isEmpty {
+                guard let replica = try? ReplicaID(request.replicaID) else {
+                    throw SyncError(.malformedFrame, "'\(request.replicaID.prefix(64))' is not a replica id")
+                }
+                do {
+                    if try authenticator.registerReplica(replica, of: identity) {
+                        logger.notice("branch has a new replica id: it was restored from a backup or rebuilt", metadata: ["replica": "\(replica)"])
+                    }
+                } catch let error as SyncError {
+                    throw error
+                } catch {
+                    throw SyncError(.permissionDenied, "the branch's replica id cannot be taken: \(error)")
+                }
+            }
+            let data = try authenticator.directory(for: identity)
+            var update = Rapport_V1_DirectoryUpdate()
+            update.digest = BranchDirectory.digest(of: data)
+            if update.digest == request.digest {
+                update.unchanged = true
+            } else {
+                update.directory = data
+            }
+            return update
+        }
     }
 
     /// The next batch of changes after the client's checkpoint.

@@ -21,6 +21,8 @@ struct ServerSessionState {
         case enroll(Rapport_V1_Enroll)
         case push(Rapport_V1_PushRequest)
         case pull(Rapport_V1_PullRequest)
+        /// A branch asks for the centre's directory (SPEC.md 6.3).
+        case directory(Rapport_V1_DirectoryRequest)
         case reply(Rapport_V1_Frame)
         /// Send the error, then close.
         case fail(SyncError)
@@ -66,6 +68,8 @@ struct ServerSessionState {
             return .push(push)
         case (.established, .pull(let pull)?):
             return .pull(pull)
+        case (.established, .directoryRequest(let request)?):
+            return .directory(request)
         case (.established, .ping(let ping)?):
             var pong = Rapport_V1_Pong()
             pong.nonce = ping.nonce

@@ -60,6 +60,8 @@ public final class SyncServer: Sendable {
         /// Work run on every served tenant's store at an interval (the CRM's scheduled rule
         /// pass); `nil` runs none.
         public var scheduledWork: ScheduledTenantWork?
+        /// Set on a branch office's server: the centre whose tenant it replicates (SPEC.md 6).
+        public var upstream: UpstreamConfiguration?
 
         public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = 7443,
                     schema: Schema, schemaVersion: UInt32) {
@@ -105,6 +107,8 @@ public final class SyncServer: Sendable {
     let catchUps = Mutex<[String: [(sequence: Int64, id: UUID)]]>([:])
     let gate: ConnectionGate
     private let running = Mutex<Running?>(nil)
+    /// A branch server's link to its centre, while it runs.
+    let branch = Mutex<BranchUpstream?>(nil)
 
     private struct Running: @unchecked Sendable {
         // Safe: the channel is only closed (a thread-safe NIO call), the task only awaited.
@@ -144,6 +148,8 @@ public final class SyncServer: Sendable {
         var storeOptions = configuration.storeOptions
         storeOptions.replicaID = nil
         storeOptions.indexedFields.formUnion(configuration.access?.ownership.indexedFields ?? [])
+        // A branch keeps what its devices push dirty until the centre took it.
+        if configuration.upstream != nil { storeOptions.forwardsDownstreamChanges = true }
         tenants = try TenantPool(directory: directory.tenantsPath, options: storeOptions,
                                  capacity: configuration.maxOpenTenants,
                                  createsMissing: authenticator.createsTenantStores, logger: logger)
@@ -209,6 +215,10 @@ public final class SyncServer: Sendable {
             } catch {
                 logger.error("accept loop ended", metadata: ["error": "\(error)"])
             }
+        }
+        if let upstream = configuration.upstream {
+            let started = try await startUpstream(upstream)
+            branch.withLock { $0 = started }
         }
         let accessWatch = Task { [self] in await watchAccess() }
         let scheduled = configuration.scheduledWork.map { work in Task { [self] in await runScheduled(work) } }
@@ -290,6 +300,13 @@ public final class SyncServer: Sendable {
         guard let current = running.withLock({ state in defer { state = nil }; return state }) else { return }
         logger.info("shutting down", metadata: ["sessions": "\(sessions.count)"])
         try? await current.channel.close()
+        // The link stops after the batch in hand, which commits with its checkpoint.
+        if let link = branch.withLock({ $0 }) {
+            await link.link.stop()
+            link.saveStatus(upstream: configuration.upstream.map { "\($0.host):\($0.port)" } ?? "", logger: logger)
+            branch.withLock { $0 = nil }
+            tenants.release(link.tenant.tenant)
+        }
         current.accessWatch.cancel()
         current.scheduled?.cancel()
         sessions.shutDown()
@@ -324,6 +341,11 @@ public final class SyncServer: Sendable {
             try? await Task.sleep(for: configuration.accessCheckInterval)
             if Task.isCancelled { break }
             for store in tenants.openStores { await store.announceOutsideCommits() }
+            if let link = branch.withLock({ $0 }), let upstream = configuration.upstream {
+                _ = try? await NIOThreadPool.singleton.runIfActive { [logger] in
+                    link.saveStatus(upstream: "\(upstream.host):\(upstream.port)", logger: logger)
+                }
+            }
             do {
                 guard try await NIOThreadPool.singleton.runIfActive({ try authenticator.refresh() }) else { continue }
             } catch {

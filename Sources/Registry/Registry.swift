@@ -153,6 +153,40 @@ public final class Registry {
             ALTER TABLE devices_numbered RENAME TO devices;
             CREATE INDEX devices_by_tenant ON devices (tenant, user_id);
             """),
+        Migration(version: 4, "branch offices: replicas that relay for the devices they serve", sql: """
+            -- A branch is a replica (id is its replica id) that serves devices of its tenant and
+            -- relays their writes to this server. users: JSON array of the e-mails it serves, or
+            -- NULL for every user of the tenant. number: from the same sequence as the devices'
+            -- (never reused), so the case numbers a branch makes are unique in the tenant too.
+            CREATE TABLE branches (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL REFERENCES tenants (slug) ON DELETE CASCADE,
+                number INTEGER NOT NULL CHECK (number > 0),
+                name TEXT NOT NULL,
+                users TEXT,
+                secret_hash BLOB NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+                enrolled_at INTEGER NOT NULL,
+                revoked_at INTEGER,
+                last_seen INTEGER,
+                last_checkpoint INTEGER,
+                UNIQUE (tenant, number)
+            ) WITHOUT ROWID;
+            -- The replica ids a branch's store had (SPEC.md 6.4): a restored or rebuilt branch
+            -- takes a new one, so it never issues a write id twice; its writes under any of them
+            -- are its own.
+            CREATE TABLE branch_replicas (
+                replica_id TEXT PRIMARY KEY,
+                branch TEXT NOT NULL REFERENCES branches (id) ON DELETE CASCADE,
+                first_seen INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            -- At a branch: the centre's directory it last adopted (SPEC.md 6.3), one row.
+            CREATE TABLE upstream_directory (
+                tenant TEXT PRIMARY KEY,
+                digest TEXT NOT NULL,
+                adopted_at INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            """),
     ]
 
     // MARK: Time
@@ -428,8 +462,13 @@ public final class Registry {
                 UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?),
                     last_checkpoint = coalesce(?, last_checkpoint) WHERE id = ?
                 """)
+            let branch = try db.cached("""
+                UPDATE branches SET last_seen = max(coalesce(last_seen, 0), ?),
+                    last_checkpoint = coalesce(?, last_checkpoint) WHERE id = ?
+                """)
             for (id, entry) in activity {
                 try update.run([Self.milliseconds(entry.seen), entry.checkpoint, id])
+                if db.changes == 0 { try branch.run([Self.milliseconds(entry.seen), entry.checkpoint, id]) }
             }
         }
     }
@@ -510,8 +549,9 @@ public final class Registry {
             // Revoked devices keep their rows, so max() never hands out a number again.
             try db.run("""
                 INSERT INTO devices (id, tenant, number, user_id, name, secret_hash, status, enrolled_at)
-                VALUES (?, ?, (SELECT coalesce(max(number), 0) + 1 FROM devices WHERE tenant = ?), ?, ?, ?, 'active', ?)
-                """, [id.rawValue, tenant, tenant, row.userID, name.isEmpty ? "device" : name, Data(Crypto.sha256(secret)), at])
+                VALUES (?, ?, ?, ?, ?, ?, 'active', ?)
+                """, [id.rawValue, tenant, try nextReplicaNumber(tenant: tenant), row.userID, name.isEmpty ? "device" : name,
+                      Data(Crypto.sha256(secret)), at])
             try db.run("UPDATE enrollment_codes SET used_at = ?, device_id = ? WHERE code_hash = ?", [at, id.rawValue, hash])
             try appendAudit(actor: "device:\(id.rawValue)", action: "device enrolled", tenant: tenant,
                             detail: "user \(row.email), name \(name)", result: "ok")
@@ -542,9 +582,11 @@ public final class Registry {
             for (tenant, name, definition) in try db.query("SELECT tenant, name, definition FROM roles", row: { ($0.string(0), $0.string(1), $0.string(2)) }) {
                 roles[tenant, default: [:]][name] = try Self.role(named: name, definition)
             }
-            return AccessSnapshot(tenants: Dictionary(tenants, uniquingKeysWith: { a, _ in a }),
-                                  devices: Dictionary(devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
-                                  users: users, roles: roles)
+            var snapshot = AccessSnapshot(tenants: Dictionary(tenants, uniquingKeysWith: { a, _ in a }),
+                                          devices: Dictionary(devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
+                                          users: users, roles: roles)
+            snapshot.branches = try branchAccess()
+            return snapshot
         }
     }
 }
@@ -576,6 +618,8 @@ public struct AccessSnapshot: Sendable {
     public var users: [String: [String: UserAccess]]
     /// Roles each tenant defined itself (`Registry.setRole`), by tenant, then name.
     public var roles: [String: [String: Role]]
+    /// Branch offices, by replica id (`Registry.enrollBranch`).
+    public var branches: [String: BranchAccess] = [:]
 
     public init(tenants: [String: TenantStatus] = [:], devices: [String: DeviceAccess] = [:],
                 users: [String: [String: UserAccess]] = [:], roles: [String: [String: Role]] = [:]) {

@@ -118,7 +118,7 @@ extension ReplicaStore {
             column += 5
         }
         try statement.bind(integer: Int64(clamping: options.wallClock()), at: 15)
-        try statement.bind(reason.map { SQLiteValue.text($0) } ?? .null, at: 16)
+        try statement.bind((reason ?? conflict.reason).map { SQLiteValue.text($0) } ?? .null, at: 16)
         try statement.step()
     }
 
@@ -202,7 +202,8 @@ extension ReplicaStore {
                 }
                 let field = row.string(3)
                 let conflict = Conflict(kind: kind, recordID: record, recordType: row.string(2),
-                                        field: field.isEmpty ? nil : field, winner: try side(5), loser: try side(10))
+                                        field: field.isEmpty ? nil : field, winner: try side(5), loser: try side(10),
+                                        reason: row.isNull(18) ? nil : row.string(18))
                 return ConflictEntry(id: row.int64(0), conflict: conflict, detectedAt: UInt64(max(0, row.int64(15))),
                                      status: status, resolution: row.isNull(17) ? nil : row.string(17),
                                      reason: row.isNull(18) ? nil : row.string(18))

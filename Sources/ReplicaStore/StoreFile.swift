@@ -63,7 +63,32 @@ extension ReplicaStore {
     public static func assignNewReplicaID(path: String, _ id: ReplicaID = .random()) throws {
         let db = try Database(path: path, options: { var o = Database.Options(); o.create = false; return o }())
         defer { db.close() }
-        try db.run("UPDATE replica SET replica_id = ?", [id.rawValue])
+        try db.transaction {
+            // The writes made under the old id stay in the records: peers that hold more of
+            // them than the backup did push them back, and the receiver must recognise them as
+            // its own (`formerReplicaIDs`).
+            let former = try db.query("SELECT replica_id FROM replica", row: { $0.string(0) })
+            let known = try db.query("SELECT value FROM local_settings WHERE key = ?", [formerIDsSetting]) { $0.data(0) }.first
+                .flatMap { try? JSONDecoder().decode([String].self, from: $0) } ?? []
+            let ids = Array(Set(known + former)).sorted()
+            try db.run("INSERT OR REPLACE INTO local_settings (key, value) VALUES (?, ?)", [formerIDsSetting, try JSONEncoder().encode(ids)])
+            try db.run("UPDATE replica SET replica_id = ?", [id.rawValue])
+        }
+    }
+}
+
+/// Local setting: the replica ids this store had before it was restored (JSON array).
+let formerIDsSetting = "replica.former_ids"
+
+extension ReplicaStore {
+    /// The ids this store's replica had before restores gave it new ones: writes under them are
+    /// the store's own, made before the restore, and come back from peers that held them.
+    public var formerReplicaIDs: Set<ReplicaID> {
+        get throws {
+            guard let data = try localSetting(formerIDsSetting),
+                  let ids = try? JSONDecoder().decode([String].self, from: data) else { return [] }
+            return Set(ids.compactMap { try? ReplicaID($0) })
+        }
     }
 }
 
@@ -76,6 +101,12 @@ extension ReplicaStore {
     ///
     /// Without this, writes the device had pushed after the backup was taken would be missing
     /// from the restored server forever, since the device considered them acknowledged.
+    /// Whether this store has pulled from an upstream other than `peer`: a first session with
+    /// `peer` is then a restored or replaced upstream, not a first sync.
+    public func knowsOtherUpstream(than peer: String) throws -> Bool {
+        try db.scalarInt("SELECT EXISTS (SELECT 1 FROM peer_checkpoints WHERE peer != ?)", [peer]) == 1
+    }
+
     @discardableResult
     public func adoptUpstream(_ peer: String) throws -> Bool {
         let known = try db.query("SELECT peer FROM peer_checkpoints", row: { $0.string(0) })

@@ -9,24 +9,34 @@ extension RecordState {
     ///
     /// - Parameter stored: the receiver's state of the record, `nil` when it has none.
     public func checkAuthorship(by device: ReplicaID, against stored: RecordState?) throws(ModelError) {
+        try checkAuthorship(against: stored, as: "a device may only write under its own id \(device)") { $0 == device }
+    }
+
+    /// The same check for a peer that may carry the writes of several replicas: a branch relays
+    /// those of the devices it serves (SPEC.md 6.2). `mayCarry` says whose new writes the peer
+    /// may bring; writes of anyone else must be ones the receiver already has.
+    ///
+    /// - Parameter rule: what the peer may do, for the refusal's reason.
+    public func checkAuthorship(against stored: RecordState?, as rule: String,
+                                mayCarry: (ReplicaID) -> Bool) throws(ModelError) {
         let record = id.uuidString
         func forged(_ what: String) -> ModelError {
-            .invalidFieldValue(record: record, field: what, reason: "carries a write of another replica that the server never had; a device may only write under its own id \(device)")
+            .invalidFieldValue(record: record, field: what, reason: "carries a write of another replica that the server never had; \(rule)")
         }
-        for (replica, counter) in vector.sortedEntries where replica != device {
+        for (replica, counter) in vector.sortedEntries where !mayCarry(replica) {
             guard let stored, stored.vector[replica] >= counter else { throw forged("(version \(replica):\(counter))") }
         }
         guard let stored else { return }
-        if liveness.dot.replica != device, liveness != stored.liveness, !stored.liveness.register.beats(liveness.register) {
+        if !mayCarry(liveness.dot.replica), liveness != stored.liveness, !stored.liveness.register.beats(liveness.register) {
             throw forged("(existence)")
         }
         for (name, field) in fields {
             switch field {
-            case .register(let mine) where mine.dot.replica != device:
+            case .register(let mine) where !mayCarry(mine.dot.replica):
                 guard case .register(let theirs)? = stored.fields[name], mine == theirs || theirs.beats(mine) else { throw forged(name) }
             case .counter(let mine):
                 let theirs: CounterState? = if case .counter(let c)? = stored.fields[name] { c } else { nil }
-                for (replica, contribution) in mine.contributions where replica != device {
+                for (replica, contribution) in mine.contributions where !mayCarry(replica) {
                     guard let known = theirs?.contributions[replica],
                           known.lastCounter > contribution.lastCounter || known == contribution else { throw forged(name) }
                 }

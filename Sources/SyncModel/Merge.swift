@@ -43,14 +43,19 @@ public struct Conflict: Hashable, Sendable {
     public var winner: ConflictSide
     /// What it does not hold any more.
     public var loser: ConflictSide
+    /// Why an upstream refused the write, for a `rejected` conflict passed on to the device
+    /// that made it (SPEC.md 6.2); `nil` for conflicts a merge found.
+    public var reason: String?
 
-    public init(kind: ConflictKind, recordID: UUID, recordType: String, field: String?, winner: ConflictSide, loser: ConflictSide) {
+    public init(kind: ConflictKind, recordID: UUID, recordType: String, field: String?, winner: ConflictSide, loser: ConflictSide,
+                reason: String? = nil) {
         self.kind = kind
         self.recordID = recordID
         self.recordType = recordType
         self.field = field
         self.winner = winner
         self.loser = loser
+        self.reason = reason
     }
 }
 

@@ -36,6 +36,7 @@ extension Rapport_V1_ConflictReport {
         recordType = conflict.recordType
         winner = Rapport_V1_ConflictSide(conflict.winner)
         loser = Rapport_V1_ConflictSide(conflict.loser)
+        reason = conflict.reason ?? ""
     }
 
     /// The conflict, naming the record it carries itself.
@@ -50,7 +51,7 @@ extension Rapport_V1_ConflictReport {
     public func decoded(record: UUID, type: String) throws -> Conflict {
         guard let kind = ConflictKind(rawValue: kind) else { throw ModelError.malformedEncoding("unknown conflict kind '\(self.kind)'") }
         return Conflict(kind: kind, recordID: record, recordType: type, field: field.isEmpty ? nil : field,
-                        winner: try winner.decoded(), loser: try loser.decoded())
+                        winner: try winner.decoded(), loser: try loser.decoded(), reason: reason.isEmpty ? nil : String(reason.prefix(2000)))
     }
 }
 

@@ -109,6 +109,11 @@ struct Stats: ParsableCommand {
         var tenant: Tenant
         var records: [String: Int]
         var devices: [RegisteredDevice]
+        var branches: [RegisteredBranch]
+        /// The tenant's sequence, for how far each branch lags.
+        var sequence: Int64
+        /// On a branch: its link to the centre, as its server last wrote it.
+        var upstream: [String: Any]?
         var bytes: Int64
         var openConflicts: Int
         var lastSync: Date? { devices.compactMap(\.lastSeen).max() }
@@ -126,6 +131,14 @@ struct Stats: ParsableCommand {
                 [device.id, device.user, device.status.rawValue, iso(device.lastSeen), device.lastCheckpoint.map { String($0) } ?? "-"]
             }
             text += "\n" + Output.table(["DEVICE", "USER", "STATUS", "LAST SYNC", "CHECKPOINT"], rows)
+            if !stats.branches.isEmpty {
+                let rows = stats.branches.map { (branch: RegisteredBranch) -> [String] in
+                    [branch.id, branch.name, branch.status.rawValue, iso(branch.lastSeen), branch.lastCheckpoint.map { String($0) } ?? "-",
+                     branch.lastCheckpoint.map { String(max(0, stats.sequence - $0)) } ?? "-"]
+                }
+                text += "\n" + Output.table(["BRANCH", "NAME", "STATUS", "LAST SYNC", "CHECKPOINT", "BEHIND"], rows)
+            }
+            if let link = stats.upstream { text += "\n" + Self.describe(link: link) }
             common.emit(text: text, json: json(stats))
         } else {
             let all = try registry.tenants().map { try collect($0, registry) }
@@ -144,7 +157,13 @@ struct Stats: ParsableCommand {
         defer { store.close() }
         var records: [String: Int] = [:]
         for type in store.schema.types.keys { records[type] = try store.count(ofType: type) }
+        var upstream: [String: Any]?
+        if let data = FileManager.default.contents(atPath: common.directory.path + "/upstream-status.json"),
+           let file = try? JSONSerialization.jsonObject(with: data) as? [String: Any], file["tenant"] as? String == tenant.slug {
+            upstream = file
+        }
         return TenantStats(tenant: tenant, records: records, devices: try registry.devices(tenant: tenant.slug),
+                           branches: try registry.branches(tenant: tenant.slug), sequence: try store.lastSequence, upstream: upstream,
                            bytes: try common.directory.storeSize(of: tenant.slug),
                            openConflicts: try store.conflicts(status: .open).count)
     }
@@ -155,6 +174,38 @@ struct Stats: ParsableCommand {
             "records": .object(sorted: stats.records.mapValues { .integer(Int64($0)) }),
             "store_bytes": .integer(stats.bytes), "open_conflicts": .integer(Int64(stats.openConflicts)),
             "last_sync": jsonDate(stats.lastSync), "devices": .array(stats.devices.map(DeviceCommand.json)),
+            "sequence": .integer(stats.sequence),
+            "branches": .array(stats.branches.map { BranchCommand.json($0, replicas: []) }),
+            "upstream": stats.upstream.map(Self.json(link:)) ?? .null,
+        ])
+    }
+
+    /// A branch's link as `rapportd` left it in `upstream-status.json`.
+    static func describe(link file: [String: Any]) -> String {
+        let link = file["link"] as? [String: Any] ?? [:]
+        let connected = link["connected"] as? Bool ?? false
+        let since = link["since"] as? String ?? "-"
+        var text = "upstream link to \(file["upstream"] as? String ?? "?"): \(connected ? "connected" : "not connected") since \(since)\n"
+        let centreSequence = (link["centreSequence"] as? NSNumber)?.int64Value ?? 0
+        let checkpoint = (link["checkpoint"] as? NSNumber)?.int64Value ?? 0
+        text += "  changes waiting to go up: \((link["waiting"] as? NSNumber)?.intValue ?? 0)"
+        text += ", behind the centre: \(max(0, centreSequence - checkpoint)) (checkpoint \(checkpoint) of \(centreSequence))\n"
+        if let error = link["lastError"] as? String, !connected { text += "  last error: \(error)\n" }
+        if let restored = link["centreRestoredAt"] as? String { text += "  the centre was found restored (new identity) at \(restored)\n" }
+        text += "  status written \(file["updatedAt"] as? String ?? "-") by the branch's rapportd\n"
+        return text
+    }
+
+    static func json(link file: [String: Any]) -> JSONValue {
+        let link = file["link"] as? [String: Any] ?? [:]
+        let centreSequence = (link["centreSequence"] as? NSNumber)?.int64Value ?? 0
+        let checkpoint = (link["checkpoint"] as? NSNumber)?.int64Value ?? 0
+        return .object([
+            "upstream": .optional(file["upstream"] as? String), "connected": .bool(link["connected"] as? Bool ?? false),
+            "since": .optional(link["since"] as? String), "waiting": .integer((link["waiting"] as? NSNumber)?.int64Value ?? 0),
+            "centre_sequence": .integer(centreSequence), "checkpoint": .integer(checkpoint), "behind": .integer(max(0, centreSequence - checkpoint)),
+            "last_error": .optional(link["lastError"] as? String), "centre_restored_at": .optional(link["centreRestoredAt"] as? String),
+            "updated_at": .optional(file["updatedAt"] as? String),
         ])
     }
 }

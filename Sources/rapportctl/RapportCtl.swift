@@ -24,7 +24,7 @@ struct RapportCtl: AsyncParsableCommand {
             \(CtlExit.documentation)
             """,
         subcommands: [
-            TenantCommand.self, UserCommand.self, RoleCommand.self, DeviceCommand.self, Backup.self, Restore.self,
+            TenantCommand.self, UserCommand.self, RoleCommand.self, DeviceCommand.self, BranchCommand.self, Backup.self, Restore.self,
             Export.self, Stats.self, Audit.self, Report.self, Import.self, ExportCSV.self, RulesCommand.self,
             SchemaCommand.self,
         ])

@@ -3,8 +3,10 @@ import CRM
 import Dispatch
 import Foundation
 import Logging
+import PrivateFiles
 import RapportServer
 import Registry
+import TLS
 
 /// The Rapport server: serves sync sessions over TLS for every tenant in a data directory.
 @main
@@ -60,6 +62,18 @@ struct Rapportd: AsyncParsableCommand {
     @Flag(help: "Do not make the development tenant 'dev' in an empty data directory.")
     var noDevTenant = false
 
+    @Option(help: ArgumentHelp("Run as a branch office: replicate the credential's tenant from the centre at HOST:PORT, serving local devices whether or not the centre is reachable.", valueName: "host:port"))
+    var upstream: String?
+
+    @Option(help: ArgumentHelp("PEM CA certificate(s) the centre's certificate must chain to.", valueName: "file"))
+    var upstreamCa: String?
+
+    @Option(help: ArgumentHelp("The branch credential from 'rapportctl branch enroll' at the centre (default: DATA/branch-credential.json, where the first start keeps a copy).", valueName: "file"))
+    var upstreamCredential: String?
+
+    @Option(help: ArgumentHelp("The name the centre's certificate carries, when not the host of --upstream.", valueName: "name"))
+    var upstreamServerName: String?
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -75,6 +89,12 @@ struct Rapportd: AsyncParsableCommand {
         }
         guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
         guard rulesInterval >= 0, rulesInterval.isFinite else { throw ValidationError("--rules-interval must be 0 (off) or a number of seconds") }
+        if upstream != nil {
+            guard upstreamAddress != nil else { throw ValidationError("--upstream takes HOST:PORT") }
+            guard upstreamCa != nil else { throw ValidationError("--upstream needs --upstream-ca, the CA of the centre's certificate") }
+        } else if upstreamCa != nil || upstreamCredential != nil || upstreamServerName != nil {
+            throw ValidationError("--upstream-ca, --upstream-credential and --upstream-server-name go with --upstream")
+        }
     }
 
     func run() async throws {
@@ -97,7 +117,14 @@ struct Rapportd: AsyncParsableCommand {
         config.maxPreLoginConnections = maxPreLogin
         config.maxPreLoginPerAddress = maxPreLoginPerAddress
         config.limits.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
-        if rulesInterval > 0 { config.scheduledWork = Self.rulePass(every: .milliseconds(Int64(rulesInterval * 1000))) }
+        // A branch leaves the scheduled pass to the centre: the same rules run there on the
+        // whole tenant, and a branch would write the same values again under its own id.
+        if rulesInterval > 0 && upstream == nil { config.scheduledWork = Self.rulePass(every: .milliseconds(Int64(rulesInterval * 1000))) }
+        if let (host, port) = upstreamAddress, let ca = upstreamCa {
+            let credential = try Self.branchCredential(upstreamCredential, data: data)
+            config.upstream = UpstreamConfiguration(host: host, port: port, trustRoots: .certificates(.file(ca)),
+                                                    serverName: upstreamServerName, credential: credential)
+        }
         let descriptors = SyncServer.raiseFileDescriptorLimit()
         // Each connection is a descriptor; the stores, registry and logs need some more.
         if descriptors < maxConnections + maxOpenTenants * 3 + 64 {
@@ -105,11 +132,15 @@ struct Rapportd: AsyncParsableCommand {
                 "limit": "\(descriptors)", "max_connections": "\(maxConnections)"])
         }
         let directory = DataDirectory(data)
-        let ticket = noDevTenant ? nil : try directory.bootstrapDevelopmentTenant(schema: CRMSchema.current)
+        // A branch's tenants come from its centre; it makes no development tenant.
+        let ticket = noDevTenant || upstream != nil ? nil : try directory.bootstrapDevelopmentTenant(schema: CRMSchema.current)
         let server = try SyncServer(configuration: config, logger: logger)
         let boundPort = try await server.start()
 
         var banner = "rapportd serving \(data) on \(host):\(boundPort)\n"
+        if let branch = config.upstream {
+            banner += "branch '\(branch.credential.name)' of tenant '\(branch.credential.tenant)' at \(branch.host):\(branch.port)\n"
+        }
         if let ca = server.devCertificateAuthorityPath {
             banner += "development CA for clients: \(ca)\n"
         }
@@ -127,6 +158,42 @@ struct Rapportd: AsyncParsableCommand {
         let signal = await Self.waitForTerminationSignal()
         logger.info("received \(signal)")
         await server.shutdown()
+    }
+
+    /// `--upstream` as host and port.
+    var upstreamAddress: (String, Int)? {
+        guard let upstream, let colon = upstream.lastIndex(of: ":"), let port = Int(upstream[upstream.index(after: colon)...]),
+              (1...65535).contains(port), colon > upstream.startIndex else { return nil }
+        return (String(upstream[..<colon]), port)
+    }
+
+    /// The branch credential: read from `path` and kept in the data directory (owner-only), so
+    /// that later starts need only `--upstream`; or the kept copy when no path is given.
+    static func branchCredential(_ path: String?, data: String) throws -> BranchCredential {
+        let kept = data + "/branch-credential.json"
+        let source = path ?? kept
+        let bytes: Data
+        do {
+            bytes = try Data(contentsOf: URL(fileURLWithPath: source))
+        } catch {
+            throw ValidationError(path == nil ? "no branch credential: give --upstream-credential FILE (from 'rapportctl branch enroll' at the centre)"
+                                              : "cannot read the branch credential \(source): \(error.localizedDescription)")
+        }
+        let credential: BranchCredential
+        do {
+            credential = try JSONDecoder().decode(BranchCredential.self, from: bytes)
+        } catch {
+            throw ValidationError("\(source) is not a branch credential: \(error)")
+        }
+        if let existing = try? Data(contentsOf: URL(fileURLWithPath: kept)),
+           let previous = try? JSONDecoder().decode(BranchCredential.self, from: existing), previous.tenant != credential.tenant {
+            throw ValidationError("this data directory is a branch of tenant '\(previous.tenant)'; the credential is for '\(credential.tenant)'")
+        }
+        if path != nil {
+            try PrivateFiles.createDirectory(data)
+            try PrivateFiles.write(Array(bytes), to: kept)
+        }
+        return credential
     }
 
     /// The CRM's scheduled rule pass as the server's work on every tenant: escalations go to

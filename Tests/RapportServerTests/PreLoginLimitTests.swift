@@ -30,10 +30,10 @@ extension ProtocolFaultTests {
         let fixture = try await ServerFixture()
         let limit = SessionLimits().maxPreLoginFrameBytes
         let hello = try Rapport_V1_Frame.helloFrame().serializedBytes() as [UInt8]
-        // An unknown field (number 15, LEN) fills the frame up to the limit; the Hello is intact.
-        let paddingHeader = 1 + 2                          // tag, 2-byte length
+        // An unknown field (number 100, LEN) fills the frame up to the limit; the Hello is intact.
+        let paddingHeader = 2 + 2                          // 2-byte tag, 2-byte length
         let padding = limit - hello.count - paddingHeader
-        let body = hello + [0x7a] + varint(UInt64(padding)) + [UInt8](repeating: 0x61, count: padding)
+        let body = hello + unknownField100 + varint(UInt64(padding)) + [UInt8](repeating: 0x61, count: padding)
         try #require(body.count == limit)
         let connection = try await RawConnection.tls(to: fixture)
         try await connection.send(bytes: lengthPrefixed(body))
@@ -53,9 +53,9 @@ extension ProtocolFaultTests {
         // A 4 MiB ping: far over the pre-login limit, under the session's 16 MiB.
         let size = 4 << 20
         var body: [UInt8] = [0x42, 0x02, 0x08, 0x09]    // field 8 (ping), 2 bytes: nonce = 9
-        let paddingHeader = 1 + varint(UInt64(size)).count
+        let paddingHeader = 2 + varint(UInt64(size)).count
         let padding = size - body.count - paddingHeader
-        body += [0x7a] + varint(UInt64(padding)) + [UInt8](repeating: 0x62, count: padding)
+        body += unknownField100 + varint(UInt64(padding)) + [UInt8](repeating: 0x62, count: padding)
         try #require(body.count == size)
         try await connection.send(bytes: lengthPrefixed(body))
         let reply = try await connection.nextFrame()
@@ -155,3 +155,6 @@ extension ProtocolFaultTests {
         }
     }
 }
+
+/// The tag of field 100 with wire type LEN: a field no Frame has, for padding.
+let unknownField100: [UInt8] = [0xa2, 0x06]

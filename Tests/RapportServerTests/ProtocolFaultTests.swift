@@ -52,11 +52,11 @@ import Testing
         let limit = 64 << 10
         let fixture = try await ServerFixture(limits: SessionLimits(maxFrameBytes: limit))
         let (connection, _) = try await RawConnection.established(to: fixture)
-        // Ping with nonce 7, padded with an unknown field (number 15) up to exactly `limit` bytes.
+        // Ping with nonce 7, padded with an unknown field (number 100) up to exactly `limit` bytes.
         var body: [UInt8] = [0x42, 0x02, 0x08, 0x07]   // field 8 (ping), 2 bytes: nonce = 7
-        let paddingHeader = 1 + 3                         // tag 15/LEN, 3-byte length
+        let paddingHeader = 2 + 3                         // tag 100/LEN, 3-byte length
         let padding = limit - body.count - paddingHeader
-        body += [0x7a] + varint(UInt64(padding)) + [UInt8](repeating: 0x61, count: padding)
+        body += unknownField100 + varint(UInt64(padding)) + [UInt8](repeating: 0x61, count: padding)
         #expect(body.count == limit)
         try await connection.send(bytes: lengthPrefixed(body))
         let reply = try await connection.nextFrame()

@@ -49,9 +49,9 @@ struct FrameDecoderTests {
 
     @Test func theLimitBeforeLoginAppliesUntilTheSessionIsEstablished() throws {
         // A 600-byte ping: over a 512-byte pre-login limit, under the 4 KiB session one.
-        // Field 8 (ping, nonce 5), then an unknown field 15 of 588 bytes (length varint 0xcc 0x04).
-        let bytes = Self.lengthPrefixed([0x42, 0x02, 0x08, 0x05, 0x7a, 0xcc, 0x04] + [UInt8](repeating: 0x61, count: 588))
-        try #require(bytes.count - 4 == 595)
+        // Field 8 (ping, nonce 5), then an unknown field 100 of 588 bytes (length varint 0xcc 0x04).
+        let bytes = Self.lengthPrefixed([0x42, 0x02, 0x08, 0x05, 0xa2, 0x06, 0xcc, 0x04] + [UInt8](repeating: 0x61, count: 588))
+        try #require(bytes.count - 4 == 596)
 
         let early = FrameSizeLimit(preLogin: 512, session: 4096)
         var refusing = FrameDecoder(limit: early)

@@ -186,6 +186,22 @@ public nonisolated struct Rapport_V1_Frame: Sendable {
     set {body = .enrolled(newValue)}
   }
 
+  public var directoryRequest: Rapport_V1_DirectoryRequest {
+    get {
+      if case .directoryRequest(let v)? = body {return v}
+      return Rapport_V1_DirectoryRequest()
+    }
+    set {body = .directoryRequest(newValue)}
+  }
+
+  public var directoryUpdate: Rapport_V1_DirectoryUpdate {
+    get {
+      if case .directoryUpdate(let v)? = body {return v}
+      return Rapport_V1_DirectoryUpdate()
+    }
+    set {body = .directoryUpdate(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -202,6 +218,8 @@ public nonisolated struct Rapport_V1_Frame: Sendable {
     case error(Rapport_V1_Error)
     case enroll(Rapport_V1_Enroll)
     case enrolled(Rapport_V1_Enrolled)
+    case directoryRequest(Rapport_V1_DirectoryRequest)
+    case directoryUpdate(Rapport_V1_DirectoryUpdate)
 
   }
 
@@ -487,6 +505,17 @@ public nonisolated struct Rapport_V1_RecordResult: Sendable {
   /// copy in one push), and from older servers.
   public var code: Rapport_V1_Error.Code = .unspecified
 
+  /// With REJECTED, to a branch (a relaying replica, SPEC.md 6): the server's state of the
+  /// record, so the branch can put its copy back to it; absent when the server has none.
+  public var serverState: Rapport_V1_Record {
+    get {_serverState ?? Rapport_V1_Record()}
+    set {_serverState = newValue}
+  }
+  /// Returns true if `serverState` has been explicitly set.
+  public var hasServerState: Bool {self._serverState != nil}
+  /// Clears the value of `serverState`. Subsequent reads from it will return its default value.
+  public mutating func clearServerState() {self._serverState = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Outcome: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -544,6 +573,8 @@ public nonisolated struct Rapport_V1_RecordResult: Sendable {
   }
 
   public init() {}
+
+  fileprivate var _serverState: Rapport_V1_Record? = nil
 }
 
 /// A conflict as one replica logged it; others keep a copy in their own log (SPEC.md 1.5).
@@ -580,6 +611,9 @@ public nonisolated struct Rapport_V1_ConflictReport: Sendable {
   public var recordID: Data = Data()
 
   public var recordType: String = String()
+
+  /// kind "rejected": why the server refused the write (SPEC.md 6.2)
+  public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -866,6 +900,44 @@ public nonisolated struct Rapport_V1_Error: Sendable {
   public init() {}
 }
 
+/// Branch -> centre, within an established session of a branch credential (SPEC.md 6.3): asks
+/// for the part of the centre's registry the branch needs to serve its devices.
+public nonisolated struct Rapport_V1_DirectoryRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// of the directory the branch holds; empty for none
+  public var digest: String = String()
+
+  /// the replica id the branch's store has now (SPEC.md 6.4)
+  public var replicaID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Centre -> branch, the answer to DirectoryRequest.
+public nonisolated struct Rapport_V1_DirectoryUpdate: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// SHA-256 (hex) of `directory`
+  public var digest: String = String()
+
+  /// the branch's digest is current: `directory` is empty
+  public var unchanged: Bool = false
+
+  /// JSON (SPEC.md 6.3): tenant, users, roles, devices, the branch
+  public var directory: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "rapport.v1"
@@ -876,7 +948,7 @@ nonisolated extension Rapport_V1_AccessLevel: SwiftProtobuf._ProtoNameProviding 
 
 nonisolated extension Rapport_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Frame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}push\0\u{3}push_result\0\u{1}pull\0\u{3}pull_batch\0\u{3}changes_available\0\u{1}ping\0\u{1}pong\0\u{1}goodbye\0\u{1}error\0\u{1}enroll\0\u{1}enrolled\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}push\0\u{3}push_result\0\u{1}pull\0\u{3}pull_batch\0\u{3}changes_available\0\u{1}ping\0\u{1}pong\0\u{1}goodbye\0\u{1}error\0\u{1}enroll\0\u{1}enrolled\0\u{3}directory_request\0\u{3}directory_update\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1053,6 +1125,32 @@ nonisolated extension Rapport_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Me
           self.body = .enrolled(v)
         }
       }()
+      case 14: try {
+        var v: Rapport_V1_DirectoryRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .directoryRequest(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .directoryRequest(v)
+        }
+      }()
+      case 15: try {
+        var v: Rapport_V1_DirectoryUpdate?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .directoryUpdate(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .directoryUpdate(v)
+        }
+      }()
       default: break
       }
     }
@@ -1115,6 +1213,14 @@ nonisolated extension Rapport_V1_Frame: SwiftProtobuf.Message, SwiftProtobuf._Me
     case .enrolled?: try {
       guard case .enrolled(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    }()
+    case .directoryRequest?: try {
+      guard case .directoryRequest(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+    }()
+    case .directoryUpdate?: try {
+      guard case .directoryUpdate(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
     }()
     case nil: break
     }
@@ -1634,7 +1740,7 @@ nonisolated extension Rapport_V1_PushResult: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecordResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outcome\0\u{1}reason\0\u{1}conflicts\0\u{1}code\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outcome\0\u{1}reason\0\u{1}conflicts\0\u{1}code\0\u{3}server_state\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1646,12 +1752,17 @@ nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProto
       case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.conflicts) }()
       case 4: try { try decoder.decodeSingularEnumField(value: &self.code) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._serverState) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.outcome != .unspecified {
       try visitor.visitSingularEnumField(value: self.outcome, fieldNumber: 1)
     }
@@ -1664,6 +1775,9 @@ nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProto
     if self.code != .unspecified {
       try visitor.visitSingularEnumField(value: self.code, fieldNumber: 4)
     }
+    try { if let v = self._serverState {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1672,6 +1786,7 @@ nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProto
     if lhs.reason != rhs.reason {return false}
     if lhs.conflicts != rhs.conflicts {return false}
     if lhs.code != rhs.code {return false}
+    if lhs._serverState != rhs._serverState {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1683,7 +1798,7 @@ nonisolated extension Rapport_V1_RecordResult.Outcome: SwiftProtobuf._ProtoNameP
 
 nonisolated extension Rapport_V1_ConflictReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ConflictReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}field\0\u{1}winner\0\u{1}loser\0\u{3}record_id\0\u{3}record_type\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}field\0\u{1}winner\0\u{1}loser\0\u{3}record_id\0\u{3}record_type\0\u{1}reason\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1697,6 +1812,7 @@ nonisolated extension Rapport_V1_ConflictReport: SwiftProtobuf.Message, SwiftPro
       case 4: try { try decoder.decodeSingularMessageField(value: &self._loser) }()
       case 5: try { try decoder.decodeSingularBytesField(value: &self.recordID) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.recordType) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       default: break
       }
     }
@@ -1725,6 +1841,9 @@ nonisolated extension Rapport_V1_ConflictReport: SwiftProtobuf.Message, SwiftPro
     if !self.recordType.isEmpty {
       try visitor.visitSingularStringField(value: self.recordType, fieldNumber: 6)
     }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1735,6 +1854,7 @@ nonisolated extension Rapport_V1_ConflictReport: SwiftProtobuf.Message, SwiftPro
     if lhs._loser != rhs._loser {return false}
     if lhs.recordID != rhs.recordID {return false}
     if lhs.recordType != rhs.recordType {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2087,4 +2207,79 @@ nonisolated extension Rapport_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Rapport_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}MALFORMED_FRAME\0\u{1}FRAME_TOO_LARGE\0\u{1}UNEXPECTED_MESSAGE\0\u{1}UNSUPPORTED_PROTOCOL_VERSION\0\u{1}INCOMPATIBLE_SCHEMA\0\u{1}AUTHENTICATION_FAILED\0\u{1}UNKNOWN_TENANT\0\u{1}TENANT_SUSPENDED\0\u{1}DEVICE_REVOKED\0\u{1}BATCH_TOO_LARGE\0\u{1}TIMEOUT\0\u{1}SERVER_BUSY\0\u{1}SHUTTING_DOWN\0\u{1}INTERNAL\0\u{1}RESYNC_REQUIRED\0\u{1}INVALID_ENROLLMENT_CODE\0\u{1}UNKNOWN_MESSAGE_TYPE\0\u{1}ENROLLMENT_CODE_EXPIRED\0\u{1}ENROLLMENT_CODE_USED\0\u{1}USER_SUSPENDED\0\u{1}PERMISSION_DENIED\0\u{1}STORAGE_FULL\0")
+}
+
+nonisolated extension Rapport_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DirectoryRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{3}replica_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.digest) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.replicaID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 1)
+    }
+    if !self.replicaID.isEmpty {
+      try visitor.visitSingularStringField(value: self.replicaID, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rapport_V1_DirectoryRequest, rhs: Rapport_V1_DirectoryRequest) -> Bool {
+    if lhs.digest != rhs.digest {return false}
+    if lhs.replicaID != rhs.replicaID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rapport_V1_DirectoryUpdate: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DirectoryUpdate"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{1}unchanged\0\u{1}directory\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.digest) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.unchanged) }()
+      case 3: try { try decoder.decodeSingularBytesField(value: &self.directory) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.digest.isEmpty {
+      try visitor.visitSingularStringField(value: self.digest, fieldNumber: 1)
+    }
+    if self.unchanged != false {
+      try visitor.visitSingularBoolField(value: self.unchanged, fieldNumber: 2)
+    }
+    if !self.directory.isEmpty {
+      try visitor.visitSingularBytesField(value: self.directory, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rapport_V1_DirectoryUpdate, rhs: Rapport_V1_DirectoryUpdate) -> Bool {
+    if lhs.digest != rhs.digest {return false}
+    if lhs.unchanged != rhs.unchanged {return false}
+    if lhs.directory != rhs.directory {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }

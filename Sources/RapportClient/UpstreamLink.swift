@@ -1,0 +1,258 @@
+import Foundation
+import Logging
+import NIOPosix
+import Synchronization
+import SyncProtocol
+import TLS
+
+/// The branch office's side of its link to the centre (SPEC.md 6): one live session that
+/// pushes what the branch's devices wrote, pulls what the rest of the tenant wrote, and keeps
+/// the branch's copy of the centre's directory (users, roles, devices) current. It reconnects
+/// with exponential backoff and jitter for as long as it runs; the branch serves its devices
+/// whether or not it is connected.
+///
+/// Everything it does is batch by batch with the store's checkpoints, like a device's sync: a
+/// link cut or a process killed at any point resumes where it stopped.
+public final class UpstreamLink: Sendable {
+    /// What the link knows of itself, for `rapportctl stats` and the log.
+    public struct Status: Sendable, Codable, Equatable {
+        public var connected = false
+        /// When the link last connected (while connected) or last went down (while not).
+        public var since: Date?
+        /// Why the last connection failed or ended.
+        public var lastError: String?
+        /// The centre's replica id, as of the last session.
+        public var centre: String?
+        /// The centre's sequence as last heard (Welcome or an announcement).
+        public var centreSequence: UInt64 = 0
+        /// The branch's checkpoint on the centre's sequence.
+        public var checkpoint: Int64 = 0
+        /// Records with changes not yet taken by the centre.
+        public var waiting = 0
+        /// When a push and pull last completed.
+        public var lastSync: Date?
+        /// When the centre was last found with a new identity (restored from a backup).
+        public var centreRestoredAt: Date?
+        /// Digest of the directory adopted last.
+        public var directory: String?
+        /// Sessions opened since the link started.
+        public var sessions = 0
+
+        public init() {}
+
+        /// Changes the centre has that the branch has not pulled yet.
+        public var lag: UInt64 { centreSequence > UInt64(max(checkpoint, 0)) ? centreSequence - UInt64(checkpoint) : 0 }
+    }
+
+    /// How the branch keeps the centre's directory: the digest it holds, and adopting a new one
+    /// (called off the event loops; may block on the branch's registry).
+    public struct Directory: Sendable {
+        public var digest: @Sendable () throws -> String?
+        public var adopt: @Sendable (_ directory: Data, _ digest: String) throws -> Void
+
+        public init(digest: @escaping @Sendable () throws -> String?, adopt: @escaping @Sendable (Data, String) throws -> Void) {
+            self.digest = digest
+            self.adopt = adopt
+        }
+    }
+
+    /// The sync engine over the branch's store, authenticating with the branch credential.
+    public let client: RapportClient
+    let directory: Directory
+    let logger: Logger
+    /// How often the directory is asked for while connected: how soon a revocation at the
+    /// centre reaches the branch.
+    let directoryInterval: Duration
+    /// Called after changes from the centre were applied, for the branch to announce them to
+    /// its live devices, and with every status change.
+    let onPulled: @Sendable () -> Void
+    let onStatus: @Sendable (Status) -> Void
+    private let state = Mutex<Status>(Status())
+    private let inject = Mutex<AsyncStream<SessionInput>.Continuation?>(nil)
+    private let pushRequested = Atomic<Bool>(false)
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    public init(client: RapportClient, directory: Directory, directoryInterval: Duration = .seconds(2),
+                logger: Logger = Logger(label: "rapport.upstream"),
+                onPulled: @escaping @Sendable () -> Void = {}, onStatus: @escaping @Sendable (Status) -> Void = { _ in }) {
+        self.client = client
+        self.directory = directory
+        self.directoryInterval = directoryInterval
+        self.logger = logger
+        self.onPulled = onPulled
+        self.onStatus = onStatus
+    }
+
+    /// The link as of now.
+    public var status: Status { state.withLock { $0 } }
+
+    /// Starts the link; it runs until `stop()`.
+    public func start() {
+        let work = Task { [self] in await run() }
+        task.withLock { $0 = work }
+    }
+
+    /// Asks for the branch's changes to be pushed now (a device pushed to the branch).
+    public func pushNow() {
+        pushRequested.store(true, ordering: .releasing)
+        _ = inject.withLock { $0?.yield(.localChange) }
+    }
+
+    /// Ends the link after the batch in hand (each batch commits with its checkpoint, so what
+    /// was not sent is sent by the next start).
+    public func stop() async {
+        let work = task.withLock { $0 }
+        work?.cancel()
+        await work?.value
+    }
+
+    private func update(_ change: (inout Status) -> Void) {
+        let status = state.withLock { change(&$0); return $0 }
+        onStatus(status)
+    }
+
+    private func run() async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                try await ClientSession.run(configuration: client.configuration, tls: client.tls, deviceID: client.sessionID,
+                                            subscribe: true, onOpen: { continuation in self.inject.withLock { $0 = continuation } }) { session in
+                    failures = 0
+                    try await self.serve(&session)
+                }
+            } catch {
+                inject.withLock { $0 = nil }
+                if Task.isCancelled { break }
+                failures += 1
+                let delay = client.configuration.retry.delay(before: min(failures, 16), after: error)
+                let wasConnected = status.connected
+                update {
+                    if $0.connected || $0.since == nil { $0.since = Date() }
+                    $0.connected = false
+                    $0.lastError = "\(error)"
+                }
+                // Once per outage at notice level; the retries that follow at debug.
+                if wasConnected || failures == 1 {
+                    logger.notice("upstream link down; retrying with backoff", metadata: ["error": "\(error)", "retry_in": "\(delay)"])
+                } else {
+                    logger.debug("upstream link still down", metadata: ["error": "\(error)", "attempt": "\(failures)", "retry_in": "\(delay)"])
+                }
+                try? await Task.sleep(for: delay)
+            }
+        }
+        update {
+            $0.connected = false
+            $0.since = Date()
+        }
+    }
+
+    /// One connected session: directory, push, pull, then push and pull as either side has
+    /// news, and the directory every `directoryInterval`.
+    private func serve(_ session: inout ClientSession) async throws {
+        try await client.adopt(session.welcome)
+        let centre = session.welcome.serverReplicaID
+        let restored = try await client.store.perform { store -> Bool in
+            // Checked before the push, which would otherwise adopt the new identity silently.
+            let known = try store.checkpoint(for: centre)
+            let others = try store.knowsOtherUpstream(than: centre)
+            return known == 0 && others
+        }
+        if restored {
+            logger.warning("the centre has a new identity (restored from a backup or replaced): pushing everything this branch holds again and pulling from the start",
+                           metadata: ["centre": "\(centre)"])
+        }
+        update {
+            $0.connected = true
+            $0.since = Date()
+            $0.lastError = nil
+            $0.centre = centre
+            $0.centreSequence = session.welcome.serverSequence
+            $0.sessions += 1
+            if restored { $0.centreRestoredAt = Date() }
+        }
+        logger.info("upstream link connected", metadata: ["centre": "\(centre)", "centre_sequence": "\(session.welcome.serverSequence)"])
+        try await exchangeDirectory(&session)
+        try await syncOnce(&session, push: true, pull: true)
+        let ticker = Task { [inject = session.inject] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                inject.yield(.tick)
+            }
+        }
+        defer { ticker.cancel() }
+        let keepAlive = Task { [inject = session.inject, interval = client.configuration.keepAliveInterval] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                inject.yield(.keepAlive)
+            }
+        }
+        defer { keepAlive.cancel() }
+        var lastDirectory = ContinuousClock.now
+        while !Task.isCancelled {
+            let input = try await session.next()
+            let push = pushRequested.exchange(false, ordering: .acquiringAndReleasing) || session.localChangePending
+            session.localChangePending = false
+            var pull = false
+            if case .inbound(.frame(let frame)) = input, case .changesAvailable(let notice)? = frame.body {
+                pull = true
+                update { $0.centreSequence = max($0.centreSequence, notice.serverSequence) }
+            }
+            if case .tick = input, ContinuousClock.now - lastDirectory >= directoryInterval {
+                lastDirectory = .now
+                try await exchangeDirectory(&session)
+            }
+            if push || pull { try await syncOnce(&session, push: push, pull: pull) }
+        }
+    }
+
+    private func syncOnce(_ session: inout ClientSession, push: Bool, pull: Bool) async throws {
+        var report = SyncReport()
+        if push { try await client.push(&session, report: &report, progress: nil) }
+        if pull {
+            try await client.pull(&session, report: &report, progress: nil)
+            if report.pulled > 0 || report.evicted > 0 { onPulled() }
+        }
+        if report.rejected > 0 {
+            logger.notice("the centre refused records the branch relayed; put back and passed on to their devices",
+                          metadata: ["count": "\(report.rejected)"])
+        }
+        let centre = session.welcome.serverReplicaID
+        let (waiting, checkpoint) = try await client.store.perform { (try $0.dirtyCount(), try $0.checkpoint(for: centre)) }
+        update {
+            $0.waiting = waiting
+            $0.checkpoint = checkpoint
+            $0.centreSequence = max($0.centreSequence, UInt64(max(checkpoint, 0)))
+            $0.lastSync = Date()
+        }
+    }
+
+    /// Fetches the centre's directory now over a session of its own (the link's exchange runs
+    /// every `directoryInterval`): after a device enrolled through the branch, so its first
+    /// session here finds it.
+    public func refreshDirectory() async throws {
+        try await ClientSession.run(configuration: client.configuration, tls: client.tls, deviceID: client.sessionID, subscribe: false) { session in
+            try await exchangeDirectory(&session)
+        }
+    }
+
+    private func exchangeDirectory(_ session: inout ClientSession) async throws {
+        var request = Rapport_V1_DirectoryRequest()
+        let directory = self.directory
+        request.digest = try await NIOThreadPool.singleton.runIfActive { try directory.digest() ?? "" }
+        request.replicaID = client.store.replicaID
+        var frame = Rapport_V1_Frame()
+        frame.directoryRequest = request
+        let answer = try await session.request(frame)
+        guard case .directoryUpdate(let update)? = answer.body else {
+            throw ClientError.protocolViolation("expected DirectoryUpdate")
+        }
+        guard !update.unchanged else { return }
+        guard Crypto.hex(Crypto.sha256(Array(update.directory))) == update.digest else {
+            throw ClientError.invalidServerData("the centre's directory does not match its digest")
+        }
+        let (data, digest) = (update.directory, update.digest)
+        try await NIOThreadPool.singleton.runIfActive { try directory.adopt(data, digest) }
+        self.update { $0.directory = update.digest }
+        logger.info("adopted the centre's directory", metadata: ["digest": "\(update.digest.prefix(12))"])
+    }
+}

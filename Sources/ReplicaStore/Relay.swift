@@ -1,0 +1,75 @@
+import Foundation
+import SyncModel
+
+extension ReplicaStore {
+    /// At a replica that relays for others (a branch office, SPEC.md 6.2): upstream refused a
+    /// record this store passed on, and `upstream` is upstream's state of it (`nil` when it has
+    /// none). Upstream is authoritative, so the writes it refused are taken back here with a
+    /// new local write that puts each refused field to upstream's value (or deletes a record
+    /// upstream does not have): that write wins everywhere, reaches the device that made the
+    /// refused change at its next pull, and the refusal is logged as a `rejected` conflict
+    /// lost by that device's write, so the device hears why with the record.
+    ///
+    /// The refused writes are those of the record that upstream does not have; the conflict
+    /// names the newest of them made by another replica than this store (the device), so that
+    /// an effect this store ran on the change does not take its place.
+    ///
+    /// - Returns: whether the record changed.
+    @discardableResult
+    public func revertRefused(_ id: UUID, upstream: RecordState?, upTo vector: VersionVector, reason: String) throws -> Bool {
+        try write {
+            guard let local = try record(id) else { return false }
+            func refused(_ dot: Dot) -> Bool { (upstream?.vector[dot.replica] ?? 0) < dot.counter }
+            var writes: [(field: String?, side: ConflictSide)] = []
+            if refused(local.liveness.dot) {
+                writes.append((nil, ConflictSide(value: nil, dot: local.liveness.dot, timestamp: local.liveness.timestamp,
+                                                 isDeletion: local.isDeleted)))
+            }
+            for (name, field) in local.fields {
+                if case .register(let register) = field, refused(register.dot) {
+                    writes.append((name, ConflictSide(value: register.value, dot: register.dot, timestamp: register.timestamp)))
+                }
+            }
+            let others = writes.filter { $0.side.dot.replica != replicaID }
+            guard let lost = (others.isEmpty ? writes : others).max(by: { $0.side.timestamp < $1.side.timestamp }) else {
+                // Nothing here is newer than upstream's state: only stop pushing it.
+                try reject(id, upTo: vector, reason: reason)
+                return false
+            }
+            let kept: ConflictSide
+            if let upstream {
+                if let field = lost.field, case .register(let theirs)? = upstream.fields[field] {
+                    kept = ConflictSide(value: theirs.value, dot: theirs.dot, timestamp: theirs.timestamp)
+                } else {
+                    kept = ConflictSide(value: nil, dot: upstream.liveness.dot, timestamp: upstream.liveness.timestamp,
+                                        isDeletion: upstream.isDeleted)
+                }
+            } else {
+                kept = ConflictSide(value: nil, dot: lost.side.dot, timestamp: lost.side.timestamp, isDeletion: true)
+            }
+            try log(Conflict(kind: .rejected, recordID: id, recordType: local.type, field: lost.field, winner: kept, loser: lost.side),
+                    reason: reason)
+            // Put back what upstream holds.
+            guard let upstream, !upstream.isDeleted else {
+                if !local.isDeleted { _ = try delete(id) }
+                return !local.isDeleted
+            }
+            var changed = false
+            if local.isDeleted {
+                _ = try restore(id)
+                changed = true
+            }
+            var values: [String: FieldValue] = [:]
+            for write in writes {
+                guard let field = write.field else { continue }
+                let theirs: FieldValue = if case .register(let register)? = upstream.fields[field] { register.value } else { .null }
+                if theirs != write.side.value { values[field] = theirs }
+            }
+            if !values.isEmpty {
+                _ = try update(id, values)
+                changed = true
+            }
+            return changed
+        }
+    }
+}
