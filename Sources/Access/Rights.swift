@@ -135,3 +135,28 @@ public struct AccessSubject: Sendable, Equatable {
         return teamMembers.contains(owner) ? .team : .other
     }
 }
+
+extension AccessSubject {
+    /// One subject that reads at least what any of `subjects` reads: what a branch office that
+    /// serves those users holds (SPEC.md 6.2), so that the scope code that serves one user
+    /// serves a branch unchanged. Per type it takes the widest read level among them, with
+    /// `own` widened to `team` over all their teams (a subject has one e-mail, and the users
+    /// are several), and hides only the fields hidden from every one of them who reads the
+    /// type. The branch may therefore hold records of the users' teammates that none of its
+    /// users reads (their own-level types), never records outside their teams; its devices
+    /// still receive exactly their own users' scopes. It may write nothing: a branch's relayed
+    /// writes are checked against each device user's own rights.
+    public static func readingUnion(of subjects: [AccessSubject], name: String) -> AccessSubject {
+        var members = Set<String>()
+        for subject in subjects { members.formUnion(subject.teamMembers) }
+        var types: [String: TypeRights] = [:]
+        for type in Set(subjects.flatMap { $0.role.types.keys }) {
+            let readers = subjects.map { $0.role.rights(for: type) }.filter { $0.read != .none }
+            guard var level = readers.map(\.read).max() else { continue }
+            if level == .own { level = .team }
+            let hidden = readers.dropFirst().reduce(readers[0].hiddenFields) { $0.intersection($1.hiddenFields) }
+            types[type] = TypeRights(read: level, hiddenFields: hidden)
+        }
+        return AccessSubject(user: name, team: name, role: Role(name: "branch", types: types), teamMembers: members)
+    }
+}

@@ -171,10 +171,19 @@ extension SyncServer {
 
     /// The session user's rights as of now, so that a role or team changed a moment ago applies
     /// to the next push or pull; `nil` when the server applies no rights.
+    ///
+    /// For a branch, what it may read: every record for a branch of the whole tenant (`nil`),
+    /// otherwise the union of what its users read (`AccessSubject.readingUnion`).
     func policy(of identity: SessionIdentity) -> AccessPolicy? {
-        configuration.access.flatMap { access in
-            authenticator.subject(of: identity, defaults: access.defaultRoles).map { AccessPolicy(model: access.ownership, subject: $0) }
+        guard let access = configuration.access else { return nil }
+        if let branch = identity.branch {
+            guard let users = branch.users else { return nil }
+            let subjects = users.sorted().compactMap {
+                authenticator.subject(of: SessionIdentity(tenant: identity.tenant, device: identity.device, user: $0), defaults: access.defaultRoles)
+            }
+            return AccessPolicy(model: access.ownership, subject: .readingUnion(of: subjects, name: "branch \(branch.name)"))
         }
+        return authenticator.subject(of: identity, defaults: access.defaultRoles).map { AccessPolicy(model: access.ownership, subject: $0) }
     }
 
     /// Checks a Hello's identity and credential and leases the tenant's store (released when
