@@ -144,6 +144,7 @@ public final class UpstreamLink: Sendable {
             $0.connected = false
             $0.since = Date()
         }
+        logger.info("upstream link stopped")
     }
 
     /// One connected session: directory, push, pull, then push and pull as either side has

@@ -1,11 +1,11 @@
 import ArgumentParser
 import CRM
-import Dispatch
 import Foundation
 import Logging
 import PrivateFiles
 import RapportServer
 import Registry
+import ServiceLifecycle
 import TLS
 
 /// The Rapport server: serves sync sessions over TLS for every tenant in a data directory.
@@ -155,9 +155,11 @@ struct Rapportd: AsyncParsableCommand {
         }
         // Unbuffered, so a supervisor or script reading stdout sees the port at once.
         FileHandle.standardOutput.write(Data(banner.utf8))
-        let signal = await Self.waitForTerminationSignal()
-        logger.info("received \(signal)")
-        await server.shutdown()
+        // SIGTERM or SIGINT shuts the services down in reverse order: a branch's link first,
+        // after the batch in hand (each commits with its checkpoint), then the server.
+        let services: [any Service] = [server] + (server.upstreamService.map { [$0] } ?? [])
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
     }
 
     /// `--upstream` as host and port.
@@ -206,24 +208,5 @@ struct Rapportd: AsyncParsableCommand {
             let report = try pass.run(on: store)
             return ScheduledTenantWork.Outcome(recordsWritten: report.recordsWritten, details: report.logDetails)
         }
-    }
-
-    /// Waits for SIGINT or SIGTERM, which then no longer kill the process: shutdown is ours.
-    static func waitForTerminationSignal() async -> String {
-        let names = [SIGINT: "SIGINT", SIGTERM: "SIGTERM"]
-        let (stream, continuation) = AsyncStream<String>.makeStream()
-        var sources: [any DispatchSourceSignal] = []
-        for (number, name) in names {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number)
-            source.setEventHandler { continuation.yield(name) }
-            source.resume()
-            sources.append(source)
-        }
-        for await name in stream {
-            sources.forEach { $0.cancel() }
-            return name
-        }
-        return "end of signal stream"
     }
 }
