@@ -162,6 +162,10 @@ public final class RegistryAuthenticator: Authenticator {
     /// Set by every re-read, cleared by `refresh`: a re-read done for an authentication must
     /// still make the watcher look at live sessions.
     private let reloadedSinceRefresh = Atomic<Bool>(false)
+    /// Counts the re-reads of the registry: what was derived from it before is stale after.
+    private let snapshotGeneration = Atomic<Int>(0)
+    /// The directory last sent to each branch, by branch id, with the generation it was read at.
+    private let directories = Mutex<[String: (generation: Int, data: Data)]>([:])
     /// Compared against when the device is unknown, so an unknown id takes as long as a bad secret.
     private let decoyHash = Crypto.sha256(Array("rapport: no such device".utf8))
 
@@ -243,6 +247,7 @@ public final class RegistryAuthenticator: Authenticator {
             connection.dataVersion = version
             let fresh = try connection.registry.accessSnapshot()
             snapshot.withLock { $0 = fresh }
+            snapshotGeneration.add(1, ordering: .releasing)
             reloadedSinceRefresh.store(true, ordering: .releasing)
             return true
         }
@@ -288,11 +293,20 @@ public final class RegistryAuthenticator: Authenticator {
 
     public func directory(for identity: SessionIdentity) throws -> Data {
         guard identity.branch != nil else { throw SyncError(.unexpectedMessage, "only a branch asks for the directory") }
-        return try connection.withLock { try $0.registry.directory(forBranch: identity.device.rawValue).encoded() }
+        // Branches ask every few seconds; the registry is read again only after it changed.
+        try reloadIfChanged()
+        let generation = snapshotGeneration.load(ordering: .acquiring)
+        let branch = identity.device.rawValue
+        if let cached = directories.withLock({ $0[branch] }), cached.generation == generation { return cached.data }
+        let data = try connection.withLock { try $0.registry.directory(forBranch: branch).encoded() }
+        directories.withLock { $0[branch] = (generation, data) }
+        return data
     }
 
     public func registerReplica(_ replica: ReplicaID, of identity: SessionIdentity) throws -> Bool {
         guard identity.branch != nil else { return false }
+        // Asked with every directory request: known replicas cost no registry write.
+        if snapshot.withLock({ $0.branches[identity.device.rawValue]?.replicas.contains(replica.rawValue) == true }) { return false }
         let renewed = try connection.withLock { try $0.registry.recordBranchReplica(branch: identity.device.rawValue, replica: replica.rawValue) }
         try reloadIfChanged(force: true)
         return renewed
