@@ -418,13 +418,15 @@ public enum CaseNumbers {
         return prefix(in: store, role: role) + "-" + String(format: "%04d", last + 1)
     }
 
-    /// `CS` on the server; `C<number>` on a device that knows its number; before it does (never
-    /// connected since an upgrade), `CR` and the start of its replica id, unique in practice.
+    /// `C<number>` on a device or a branch office that knows its number (the registry numbers
+    /// both from one sequence); `CS` on the centre, which has none; before a device or branch
+    /// knows it (never connected since an upgrade), `CR` and the start of its replica id,
+    /// unique in practice.
     static func prefix(in store: ReplicaStore, role: CRMChangeEffects.Role) -> String {
-        if role == .authority { return "CS" }
         if let number = try? deviceNumber(in: store) {
             return "C\(number)"
         }
+        if role == .authority && !store.relaysDownstream { return "CS" }
         return "CR" + store.replicaID.rawValue.filter(\.isHexDigit).prefix(6).uppercased()
     }
 }

@@ -203,7 +203,7 @@ public final class RapportClient: Sendable {
                         for report in outcome.conflicts { conflicts.append(try report.decoded(record: state.id, type: state.type)) }
                         if outcome.outcome == .rejected {
                             rejected += 1
-                            if self.configuration.relaysForDevices {
+                            if self.configuration.relaysForDevices && outcome.takeBack {
                                 let upstream = outcome.hasServerState ? try? outcome.serverState.decoded() : nil
                                 try store.revertRefused(state.id, upstream: upstream, upTo: state.vector, reason: outcome.reason)
                             } else {

@@ -49,10 +49,15 @@ public final class UpstreamLink: Sendable {
     public struct Directory: Sendable {
         public var digest: @Sendable () throws -> String?
         public var adopt: @Sendable (_ directory: Data, _ digest: String) throws -> Void
+        /// The centre refuses the tenant's sessions (suspended or deleted there): the branch
+        /// stops serving it too, until a directory says it is active again.
+        public var tenantRefused: @Sendable (_ refusal: SyncError) throws -> Void
 
-        public init(digest: @escaping @Sendable () throws -> String?, adopt: @escaping @Sendable (Data, String) throws -> Void) {
+        public init(digest: @escaping @Sendable () throws -> String?, adopt: @escaping @Sendable (Data, String) throws -> Void,
+                    tenantRefused: @escaping @Sendable (SyncError) throws -> Void = { _ in }) {
             self.digest = digest
             self.adopt = adopt
+            self.tenantRefused = tenantRefused
         }
     }
 
@@ -123,6 +128,14 @@ public final class UpstreamLink: Sendable {
             } catch {
                 inject.withLock { $0 = nil }
                 if Task.isCancelled { break }
+                if let refusal = error as? SyncError, [.tenantSuspended, .unknownTenant].contains(refusal.code) {
+                    let directory = self.directory
+                    do {
+                        try await NIOThreadPool.singleton.runIfActive { try directory.tenantRefused(refusal) }
+                    } catch {
+                        logger.error("cannot stop serving the tenant the centre refuses", metadata: ["error": "\(error)"])
+                    }
+                }
                 failures += 1
                 let delay = client.configuration.retry.delay(before: min(failures, 16), after: error)
                 let wasConnected = status.connected

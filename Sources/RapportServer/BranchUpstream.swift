@@ -141,6 +141,12 @@ private final class DirectoryMirror: Sendable {
                     throw RegistryError.invalidArgument("the centre sent the directory of tenant '\(directory.tenant.slug)', this branch serves '\(tenant)'")
                 }
                 _ = try registry.withLock { try $0.adopt(directory, digest: digest) }
+            },
+            tenantRefused: { [self] _ in
+                try registry.withLock { registry in
+                    guard try registry.tenant(tenant)?.status == .active else { return }
+                    try registry.suspendForCentre(tenant: tenant)
+                }
             })
     }
 }

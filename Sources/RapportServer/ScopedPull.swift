@@ -52,7 +52,7 @@ extension SyncServer {
     /// Returns `nil` when the user sees every record of every type with every field (an admin):
     /// the caller then sends the changes as they are, at the cost of an unscoped pull.
     func scopedPull(after: Int64, limit: Int, store: ReplicaStore, device: ReplicaID,
-                    policy: AccessPolicy) throws -> Rapport_V1_PullBatch? {
+                    policy: AccessPolicy, relays: Bool = false) throws -> Rapport_V1_PullBatch? {
         let peer = device.rawValue
         let sequence = try store.lastSequence
         guard after <= sequence else {
@@ -243,7 +243,7 @@ extension SyncServer {
             batch.remainingRecords = UInt64(remaining.records)
             batch.remainingBytes = UInt64(remaining.bytes)
         }
-        batch.conflicts = try store.conflicts(lostBy: peer, on: sent).map(Rapport_V1_ConflictReport.init)
+        batch.conflicts = try (relays ? store.conflicts(on: sent) : store.conflicts(lostBy: peer, on: sent)).map(Rapport_V1_ConflictReport.init)
         return batch
     }
 

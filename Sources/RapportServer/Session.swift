@@ -111,7 +111,7 @@ extension SyncServer {
                         do {
                             var reply = Rapport_V1_Frame()
                             (reply.pullBatch, backlog) = try await pull(request, from: tenant, for: device, policy: policy(of: identity),
-                                                                        backlog: backlog)
+                                                                        relays: identity.branch != nil, backlog: backlog)
                             try await outbound.write(reply)
                             sentCheckpoint = Int64(reply.pullBatch.lastSequence)
                         } catch let error as SyncError {
@@ -231,14 +231,19 @@ extension SyncServer {
         let access = configuration.access
         /// The rights a record's new writes are checked against: the session user's, or for a
         /// branch those of each device's user whose writes the record brings.
-        @Sendable func policies(for state: RecordState, stored: RecordState?) -> [AccessPolicy] {
+        ///
+        /// A relayed write of a user who is no longer active here is refused: the branch let it
+        /// in with the directory it had, and the centre decides.
+        @Sendable func policies(for state: RecordState, stored: RecordState?) throws -> [AccessPolicy] {
             guard relays else { return policy.map { [$0] } ?? [] }
             guard let access else { return [] }
-            return state.vector.sortedEntries.compactMap { replica, counter -> AccessPolicy? in
+            return try state.vector.sortedEntries.compactMap { replica, counter -> AccessPolicy? in
                 guard counter > (stored?.vector[replica] ?? 0),
-                      let user = authenticator.user(ofDevice: replica, tenant: identity.tenant),
-                      let subject = authenticator.subject(of: SessionIdentity(tenant: identity.tenant, device: replica, user: user),
-                                                          defaults: access.defaultRoles) else { return nil }
+                      let user = authenticator.user(ofDevice: replica, tenant: identity.tenant) else { return nil }
+                guard let subject = authenticator.subject(of: SessionIdentity(tenant: identity.tenant, device: replica, user: user),
+                                                          defaults: access.defaultRoles) else {
+                    throw AccessDenied(record: state.id, type: state.type, reason: "\(user) is no longer an active user of this tenant")
+                }
                 return AccessPolicy(model: access.ownership, subject: subject)
             }
         }
@@ -251,6 +256,8 @@ extension SyncServer {
                 replica == device || former.contains(replica) || (relays && authenticator.mayRelay(replica, for: identity))
             }
             var results = [Rapport_V1_RecordResult](repeating: Rapport_V1_RecordResult(), count: records.count)
+            // Refused for carrying writes the peer may not relay, not for what its devices wrote.
+            var forged = Set<Int>()
             var accepted: [(index: Int, state: RecordState)] = []
             var seen = Set<UUID>()
             // What each record of the batch will be once merged, for the rights of later ones
@@ -270,12 +277,13 @@ extension SyncServer {
                         try state.checkAuthorship(against: stored, as: rule, mayCarry: mayCarry)
                     } catch {
                         // Not a malformed record but a write this device may not make.
+                        forged.insert(index)
                         results[index].outcome = .rejected
                         results[index].code = .permissionDenied
                         results[index].reason = "\(error)"
                         continue
                     }
-                    let writers = policies(for: state, stored: stored)
+                    let writers = try policies(for: state, stored: stored)
                     if !writers.isEmpty {
                         let after = try stored.map { try Merge.merge(local: $0, remote: state).state } ?? state
                         for writer in writers {
@@ -349,7 +357,8 @@ extension SyncServer {
                 results[item.index].conflicts = (conflictsByRecord[item.state.id] ?? []).map(Rapport_V1_ConflictReport.init)
             }
             if relays {
-                for index in results.indices where results[index].outcome == .rejected {
+                for index in results.indices where results[index].outcome == .rejected && !forged.contains(index) {
+                    results[index].takeBack = true
                     guard let id = records[index].id.withUnsafeBytes({ UUID(bytes: $0) }),
                           let current = try store.record(id) else { continue }
                     results[index].serverState = Rapport_V1_Record(current)
@@ -411,15 +420,18 @@ extension SyncServer {
         var bytes: Int
     }
 
+    ///
+    /// A branch (`relays`) gets every conflict logged on the records sent, whoever's write lost:
+    /// the devices behind it learn of theirs from it (SPEC.md 6.2).
     func pull(_ request: Rapport_V1_PullRequest, from tenant: TenantStore, for device: ReplicaID,
-              policy: AccessPolicy?, backlog: PullBacklog?) async throws -> (Rapport_V1_PullBatch, PullBacklog?) {
+              policy: AccessPolicy?, relays: Bool = false, backlog: PullBacklog?) async throws -> (Rapport_V1_PullBatch, PullBacklog?) {
         // 0 (proto3's default) leaves the batch size to the server.
         let maximum = UInt32(clamping: configuration.limits.maxBatchRecords)
         let limit = Int(request.limit == 0 ? maximum : min(request.limit, maximum))
         guard request.after <= UInt64(Int64.max) else { throw SyncError(.resyncRequired, "checkpoint out of range") }
         let after = Int64(request.after)
         if let policy, let batch = try await tenant.store.perform({ store in
-            try self.scopedPull(after: after, limit: limit, store: store, device: device, policy: policy)
+            try self.scopedPull(after: after, limit: limit, store: store, device: device, policy: policy, relays: relays)
         }) {
             return (batch, nil)
         }
@@ -444,7 +456,8 @@ extension SyncServer {
             batch.lastSequence = UInt64(last)
             batch.remainingRecords = UInt64(remaining.records)
             batch.remainingBytes = UInt64(remaining.bytes)
-            batch.conflicts = try store.conflicts(lostBy: device.rawValue, on: changes.map(\.record.id))
+            let ids = changes.map(\.record.id)
+            batch.conflicts = try (relays ? store.conflicts(on: ids) : store.conflicts(lostBy: device.rawValue, on: ids))
                 .map(Rapport_V1_ConflictReport.init)
             return (batch, PullBacklog(after: last, sequence: sequence, records: remaining.records, bytes: remaining.bytes))
         }

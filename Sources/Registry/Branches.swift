@@ -6,7 +6,9 @@ import TLS
 
 /// A branch office's replica as the centre's registry knows it.
 public struct RegisteredBranch: Codable, Sendable, Equatable {
-    /// The branch's replica id: the writes it makes itself (its rules' effects) carry it.
+    /// The branch's id, its credential's: what it authenticates as. The writes it makes itself
+    /// (its rules' effects) carry its store's replica id, which it announces to the centre
+    /// (`recordBranchReplica`) and which changes when the branch is restored.
     public var id: String
     public var tenant: String
     /// From the same sequence as the tenant's device numbers, never reused.
@@ -268,6 +270,16 @@ extension Registry {
     /// The digest of the directory this branch last adopted, `nil` before the first.
     public func adoptedDirectoryDigest(tenant: String) throws -> String? {
         try db.query("SELECT digest FROM upstream_directory WHERE tenant = ?", [tenant], row: { $0.string(0) }).first
+    }
+
+    /// Suspends the tenant here because the centre refuses its sessions, and forgets the
+    /// directory adopted last, so that the next one (the tenant active again) is adopted even if
+    /// nothing else in it changed.
+    public func suspendForCentre(tenant slug: String) throws {
+        try audited(actor: "centre", action: "tenant suspend", tenant: slug, detail: "the centre refuses the tenant's sessions") {
+            try setTenantStatus(slug, .suspended)
+            try db.run("DELETE FROM upstream_directory WHERE tenant = ?", [slug])
+        }
     }
 
     /// Makes this registry's tenant, users, roles and devices what the centre's directory says,

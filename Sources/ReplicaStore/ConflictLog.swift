@@ -84,9 +84,16 @@ extension ReplicaStore {
                                     timestamp: newest?.timestamp ?? state.liveness.timestamp)
             try log(Conflict(kind: .rejected, recordID: id, recordType: state.type, field: nil, winner: side, loser: side),
                     reason: reason)
-            if stored.isDirty && vector.covers(stored.vector) {
-                try db.run("UPDATE records SET dirty = 0 WHERE seq = ?", [stored.sequence])
-            }
+            try settle(id, upTo: vector)
+        }
+    }
+
+    /// Stops pushing a refused state: the record is no longer dirty unless it changed since the
+    /// state `vector` describes was sent.
+    func settle(_ id: UUID, upTo vector: VersionVector) throws {
+        guard let (stored, _) = try load(id, decodeState: false) else { return }
+        if stored.isDirty && vector.covers(stored.vector) {
+            try db.run("UPDATE records SET dirty = 0 WHERE seq = ?", [stored.sequence])
         }
     }
 

@@ -51,7 +51,7 @@ extension ReplicaStore {
                     reason: reason)
             // Put back what upstream holds.
             guard let upstream, !upstream.isDeleted else {
-                if !local.isDeleted { _ = try delete(id) }
+                if !local.isDeleted { _ = try delete(id) } else { try settle(id, upTo: vector) }
                 return !local.isDeleted
             }
             var changed = false
@@ -69,6 +69,8 @@ extension ReplicaStore {
                 _ = try update(id, values)
                 changed = true
             }
+            // Nothing to put back (only counters, say): stop pushing the refused state.
+            if !changed { try settle(id, upTo: vector) }
             return changed
         }
     }

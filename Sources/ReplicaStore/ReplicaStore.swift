@@ -94,6 +94,10 @@ public final class ReplicaStore {
     public let schema: Schema
     let db: Database
     let options: Options
+
+    /// Whether this store passes what its downstream replicas push on upstream: a branch
+    /// office's store (`Options.forwardsDownstreamChanges`).
+    public var relaysDownstream: Bool { options.forwardsDownstreamChanges }
     private var counter: UInt64
     private var sequence: Int64
     private var clock: HybridLogicalClock

@@ -93,6 +93,12 @@ extension ReplicaStore {
 }
 
 extension ReplicaStore {
+    /// Whether this store has pulled from an upstream other than `peer`: a first session with
+    /// `peer` is then a restored or replaced upstream, not a first sync.
+    public func knowsOtherUpstream(than peer: String) throws -> Bool {
+        try db.scalarInt("SELECT EXISTS (SELECT 1 FROM peer_checkpoints WHERE peer != ?)", [peer]) == 1
+    }
+
     /// Called with the upstream replica's id at the start of every session. When this store has
     /// synced with an upstream before but never with this one, the upstream was restored from a
     /// backup or replaced (a restored store takes a new id): everything here is marked dirty so
@@ -101,12 +107,6 @@ extension ReplicaStore {
     ///
     /// Without this, writes the device had pushed after the backup was taken would be missing
     /// from the restored server forever, since the device considered them acknowledged.
-    /// Whether this store has pulled from an upstream other than `peer`: a first session with
-    /// `peer` is then a restored or replaced upstream, not a first sync.
-    public func knowsOtherUpstream(than peer: String) throws -> Bool {
-        try db.scalarInt("SELECT EXISTS (SELECT 1 FROM peer_checkpoints WHERE peer != ?)", [peer]) == 1
-    }
-
     @discardableResult
     public func adoptUpstream(_ peer: String) throws -> Bool {
         let known = try db.query("SELECT peer FROM peer_checkpoints", row: { $0.string(0) })

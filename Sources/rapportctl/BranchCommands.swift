@@ -90,7 +90,7 @@ struct BranchCommand: ParsableCommand {
             discussion: """
                 The branch keeps serving its devices with the directory it last saw, and keeps \
                 what they write until it is enrolled again (a new credential, the same data \
-                directory: everything it holds is then pushed). Its devices can also sync at the \
+                directory: what is still waiting goes up then). Its devices can also sync at the \
                 centre or another branch directly.
                 """)
         @OptionGroup var common: CommonOptions

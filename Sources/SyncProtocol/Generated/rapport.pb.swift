@@ -516,6 +516,12 @@ public nonisolated struct Rapport_V1_RecordResult: Sendable {
   /// Clears the value of `serverState`. Subsequent reads from it will return its default value.
   public mutating func clearServerState() {self._serverState = nil}
 
+  /// With REJECTED, to a branch: the refused writes are those of the devices it serves (their
+  /// rights, the tenant's rules, validation), so it takes them back with a write of its own
+  /// and passes the refusal to the device (SPEC.md 6.2). False when the record carries writes
+  /// the branch may not relay: it keeps them and stops pushing that state.
+  public var takeBack: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Outcome: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -1740,7 +1746,7 @@ nonisolated extension Rapport_V1_PushResult: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecordResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outcome\0\u{1}reason\0\u{1}conflicts\0\u{1}code\0\u{3}server_state\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outcome\0\u{1}reason\0\u{1}conflicts\0\u{1}code\0\u{3}server_state\0\u{3}take_back\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1753,6 +1759,7 @@ nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProto
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.conflicts) }()
       case 4: try { try decoder.decodeSingularEnumField(value: &self.code) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._serverState) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.takeBack) }()
       default: break
       }
     }
@@ -1778,6 +1785,9 @@ nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProto
     try { if let v = self._serverState {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if self.takeBack != false {
+      try visitor.visitSingularBoolField(value: self.takeBack, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1787,6 +1797,7 @@ nonisolated extension Rapport_V1_RecordResult: SwiftProtobuf.Message, SwiftProto
     if lhs.conflicts != rhs.conflicts {return false}
     if lhs.code != rhs.code {return false}
     if lhs._serverState != rhs._serverState {return false}
+    if lhs.takeBack != rhs.takeBack {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
