@@ -234,6 +234,17 @@ struct ClientSession {
         throw ClientError.connectionLost("the session's input stream ended")
     }
 
+    /// Feeds `input` to this session every `interval` until the task is cancelled (keep-alive
+    /// pings, a link's periodic work).
+    func repeating(_ input: SessionInput, every interval: Duration) -> Task<Void, Never> {
+        Task { [inject] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                inject.yield(input)
+            }
+        }
+    }
+
     /// Sends `request` and returns the server's answer, skipping what comes in between.
     mutating func request(_ request: Rapport_V1_Frame) async throws -> Rapport_V1_Frame {
         try await send(request)

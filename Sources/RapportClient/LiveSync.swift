@@ -19,59 +19,44 @@ public enum LiveEvent: Sendable {
 public final class LiveSync: Sendable {
     /// The events, in order. Finishes after `.stopped`.
     public let events: AsyncStream<LiveEvent>
-    private let inject = Mutex<AsyncStream<SessionInput>.Continuation?>(nil)
-    private let pushRequested = Atomic<Bool>(false)
-    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let control = SessionControl()
 
     init(client: RapportClient) {
         let (events, sink) = AsyncStream<LiveEvent>.makeStream()
         self.events = events
-        let work = Task { [self] in
+        control.start { [self] in
             await run(client: client, sink: sink)
             sink.yield(.stopped)
             sink.finish()
         }
-        task.withLock { $0 = work }
     }
 
     /// Asks for local changes to be pushed now.
-    public func pushNow() {
-        pushRequested.store(true, ordering: .releasing)
-        _ = inject.withLock { $0?.yield(.localChange) }
-    }
+    public func pushNow() { control.pushNow() }
 
     /// Ends the session and waits until it has closed.
-    public func stop() async {
-        let work = task.withLock { $0 }
-        work?.cancel()
-        await work?.value
-    }
+    public func stop() async { await control.stop() }
 
     private func run(client: RapportClient, sink: AsyncStream<LiveEvent>.Continuation) async {
         var failures = 0
         while !Task.isCancelled {
             do {
                 try await ClientSession.run(configuration: client.configuration, tls: client.tls, deviceID: client.sessionID,
-                                            subscribe: true, onOpen: { continuation in self.inject.withLock { $0 = continuation } }) { session in
+                                            subscribe: true, onOpen: { continuation in self.control.attach(continuation) }) { session in
                     failures = 0
                     try await client.adopt(session.welcome)
                     sink.yield(.connected)
-                    let keepAlive = Task { [inject = session.inject, interval = client.configuration.keepAliveInterval] in
-                        while !Task.isCancelled {
-                            try? await Task.sleep(for: interval)
-                            inject.yield(.keepAlive)
-                        }
-                    }
+                    let keepAlive = session.repeating(.keepAlive, every: client.configuration.keepAliveInterval)
                     defer { keepAlive.cancel() }
                     var report = SyncReport()
-                    pushRequested.store(false, ordering: .releasing)
+                    _ = control.takePushRequest()
                     try await client.push(&session, report: &report, progress: nil)
                     try await client.pull(&session, report: &report, progress: nil)
                     sink.yield(.synced(report))
                     while !Task.isCancelled {
                         let input = try await session.next()
                         var report = SyncReport()
-                        if pushRequested.exchange(false, ordering: .acquiringAndReleasing) || session.localChangePending {
+                        if control.takePushRequest() || session.localChangePending {
                             session.localChangePending = false
                             try await client.push(&session, report: &report, progress: nil)
                         }
@@ -82,7 +67,7 @@ public final class LiveSync: Sendable {
                     }
                 }
             } catch {
-                inject.withLock { $0 = nil }
+                control.attach(nil)
                 if Task.isCancelled { return }
                 sink.yield(.disconnected(error))
                 guard RapportClient.isRetryable(error) else { return }

@@ -73,9 +73,7 @@ public final class UpstreamLink: Sendable {
     let onPulled: @Sendable () -> Void
     let onStatus: @Sendable (Status) -> Void
     private let state = Mutex<Status>(Status())
-    private let inject = Mutex<AsyncStream<SessionInput>.Continuation?>(nil)
-    private let pushRequested = Atomic<Bool>(false)
-    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let control = SessionControl()
 
     public init(client: RapportClient, directory: Directory, directoryInterval: Duration = .seconds(2),
                 logger: Logger = Logger(label: "rapport.upstream"),
@@ -93,23 +91,15 @@ public final class UpstreamLink: Sendable {
 
     /// Starts the link; it runs until `stop()`.
     public func start() {
-        let work = Task { [self] in await run() }
-        task.withLock { $0 = work }
+        control.start { [self] in await run() }
     }
 
     /// Asks for the branch's changes to be pushed now (a device pushed to the branch).
-    public func pushNow() {
-        pushRequested.store(true, ordering: .releasing)
-        _ = inject.withLock { $0?.yield(.localChange) }
-    }
+    public func pushNow() { control.pushNow() }
 
     /// Ends the link after the batch in hand (each batch commits with its checkpoint, so what
     /// was not sent is sent by the next start).
-    public func stop() async {
-        let work = task.withLock { $0 }
-        work?.cancel()
-        await work?.value
-    }
+    public func stop() async { await control.stop() }
 
     private func update(_ change: (inout Status) -> Void) {
         let status = state.withLock { change(&$0); return $0 }
@@ -121,12 +111,12 @@ public final class UpstreamLink: Sendable {
         while !Task.isCancelled {
             do {
                 try await ClientSession.run(configuration: client.configuration, tls: client.tls, deviceID: client.sessionID,
-                                            subscribe: true, onOpen: { continuation in self.inject.withLock { $0 = continuation } }) { session in
+                                            subscribe: true, onOpen: { continuation in self.control.attach(continuation) }) { session in
                     failures = 0
                     try await self.serve(&session)
                 }
             } catch {
-                inject.withLock { $0 = nil }
+                control.attach(nil)
                 if Task.isCancelled { break }
                 if let refusal = error as? SyncError, [.tenantSuspended, .unknownTenant].contains(refusal.code) {
                     let directory = self.directory
@@ -187,24 +177,14 @@ public final class UpstreamLink: Sendable {
         logger.info("upstream link connected", metadata: ["centre": "\(centre)", "centre_sequence": "\(session.welcome.serverSequence)"])
         try await exchangeDirectory(&session)
         try await syncOnce(&session, push: true, pull: true)
-        let ticker = Task { [inject = session.inject] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(1))
-                inject.yield(.tick)
-            }
-        }
+        let ticker = session.repeating(.tick, every: .seconds(1))
         defer { ticker.cancel() }
-        let keepAlive = Task { [inject = session.inject, interval = client.configuration.keepAliveInterval] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
-                inject.yield(.keepAlive)
-            }
-        }
+        let keepAlive = session.repeating(.keepAlive, every: client.configuration.keepAliveInterval)
         defer { keepAlive.cancel() }
         var lastDirectory = ContinuousClock.now
         while !Task.isCancelled {
             let input = try await session.next()
-            let push = pushRequested.exchange(false, ordering: .acquiringAndReleasing) || session.localChangePending
+            let push = control.takePushRequest() || session.localChangePending
             session.localChangePending = false
             var pull = false
             if case .inbound(.frame(let frame)) = input, case .changesAvailable(let notice)? = frame.body {

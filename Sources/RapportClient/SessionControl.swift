@@ -1,0 +1,38 @@
+import Synchronization
+
+/// What a long-running session loop (`LiveSync`, `UpstreamLink`) shares with the code that
+/// drives it: its task, a way into the open session's inputs, and whether a push was asked for
+/// while no session was open (the next session starts with one anyway).
+final class SessionControl: Sendable {
+    private let inject = Mutex<AsyncStream<SessionInput>.Continuation?>(nil)
+    private let pushRequested = Atomic<Bool>(false)
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    /// Runs `body` as the loop's task.
+    func start(_ body: @escaping @Sendable () async -> Void) {
+        let work = Task { await body() }
+        task.withLock { $0 = work }
+    }
+
+    /// The inputs of the session now open, or `nil` once it closed.
+    func attach(_ continuation: AsyncStream<SessionInput>.Continuation?) {
+        inject.withLock { $0 = continuation }
+    }
+
+    func pushNow() {
+        pushRequested.store(true, ordering: .releasing)
+        _ = inject.withLock { $0?.yield(.localChange) }
+    }
+
+    /// Whether a push was asked for since the last look, clearing the request.
+    func takePushRequest() -> Bool {
+        pushRequested.exchange(false, ordering: .acquiringAndReleasing)
+    }
+
+    /// Cancels the loop and waits until it has ended.
+    func stop() async {
+        let work = task.withLock { $0 }
+        work?.cancel()
+        await work?.value
+    }
+}
