@@ -19,9 +19,14 @@ final class SessionControl: Sendable {
         inject.withLock { $0 = continuation }
     }
 
-    func pushNow() {
+    /// Asks for a push; returns whether a session was open to hear it now.
+    @discardableResult
+    func pushNow() -> Bool {
         pushRequested.store(true, ordering: .releasing)
-        _ = inject.withLock { $0?.yield(.localChange) }
+        return inject.withLock { inject in
+            inject?.yield(.localChange)
+            return inject != nil
+        }
     }
 
     /// Whether a push was asked for since the last look, clearing the request.

@@ -94,8 +94,18 @@ public final class UpstreamLink: Sendable {
         control.start { [self] in await run() }
     }
 
-    /// Asks for the branch's changes to be pushed now (a device pushed to the branch).
-    public func pushNow() { control.pushNow() }
+    /// Asks for the branch's changes to be pushed now (a device pushed to the branch). While
+    /// the link is down, the count of changes waiting is brought up to date instead: it is what
+    /// an operator looks at during an outage, and a session's sync is what sets it otherwise.
+    public func pushNow() {
+        if !control.pushNow() { Task { [self] in await countWaitingWhileDown() } }
+    }
+
+    /// Brings `waiting` up to date while the link is down (a session's sync sets it otherwise).
+    private func countWaitingWhileDown() async {
+        guard let waiting = try? await client.store.perform({ try $0.dirtyCount() }) else { return }
+        update { if !$0.connected { $0.waiting = waiting } }
+    }
 
     /// Ends the link after the batch in hand (each batch commits with its checkpoint, so what
     /// was not sent is sent by the next start).
@@ -134,6 +144,8 @@ public final class UpstreamLink: Sendable {
                     $0.connected = false
                     $0.lastError = "\(error)"
                 }
+                // What devices pushed while this session was ending waits too.
+                await countWaitingWhileDown()
                 // Once per outage at notice level; the retries that follow at debug.
                 if wasConnected || failures == 1 {
                     logger.notice("upstream link down; retrying with backoff", metadata: ["error": "\(error)", "retry_in": "\(delay)"])
@@ -155,11 +167,12 @@ public final class UpstreamLink: Sendable {
     private func serve(_ session: inout ClientSession) async throws {
         try await client.adopt(session.welcome)
         let centre = session.welcome.serverReplicaID
-        let restored = try await client.store.perform { store -> Bool in
+        let (restored, checkpoint, waiting) = try await client.store.perform { store -> (Bool, Int64, Int) in
             // Checked before the push, which would otherwise adopt the new identity silently.
             let known = try store.checkpoint(for: centre)
-            let others = try store.knowsOtherUpstream(than: centre)
-            return known == 0 && others
+            let restored = try known == 0 && store.knowsOtherUpstream(than: centre)
+            // What goes up in this session: the dirty records, or all of them for a restored centre.
+            return (restored, known, restored ? try store.pendingChanges(after: 0).records : try store.dirtyCount())
         }
         if restored {
             logger.warning("the centre has a new identity (restored from a backup or replaced): pushing everything this branch holds again and pulling from the start",
@@ -171,6 +184,10 @@ public final class UpstreamLink: Sendable {
             $0.lastError = nil
             $0.centre = centre
             $0.centreSequence = session.welcome.serverSequence
+            // Connected is not caught up: until this session's first sync, what waits and how far
+            // behind this centre the branch is are as of the connection.
+            $0.waiting = waiting
+            $0.checkpoint = checkpoint
             $0.sessions += 1
             if restored { $0.centreRestoredAt = Date() }
         }

@@ -243,7 +243,20 @@ extension SyncServer {
             batch.remainingRecords = UInt64(remaining.records)
             batch.remainingBytes = UInt64(remaining.bytes)
         }
-        batch.conflicts = try (relays ? store.conflicts(on: sent) : store.conflicts(lostBy: peer, on: sent)).map(Rapport_V1_ConflictReport.init)
+        // And those on records that leave the device: a write of its that upstream refused (a
+        // branch relaying it, SPEC 6.2) is news for its log even when the record goes, as it is
+        // when the device's own push is refused. The winning value, which its user may no
+        // longer read, is left out. A branch gets every conflict on them, whoever's write lost.
+        let leaving = Array(evicted.subtracting(sent))
+        func conflicts(on ids: [UUID]) throws -> [Conflict] {
+            try relays ? store.conflicts(on: ids) : store.conflicts(lostBy: peer, on: ids)
+        }
+        let lost = try conflicts(on: sent) + conflicts(on: leaving).map { conflict in
+            var conflict = conflict
+            conflict.winner.value = nil
+            return conflict
+        }
+        batch.conflicts = lost.map(Rapport_V1_ConflictReport.init)
         return batch
     }
 

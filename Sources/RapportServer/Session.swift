@@ -230,16 +230,20 @@ extension SyncServer {
         let authenticator = self.authenticator
         let access = configuration.access
         /// The rights a record's new writes are checked against: the session user's, or for a
-        /// branch those of each device's user whose writes the record brings.
+        /// branch those of each device's user whose new writes still stand in the record (in its
+        /// existence, a field or a counter's contribution). A device's write that a later write
+        /// of the record replaced, which the vector alone still shows, changes nothing here: the
+        /// branch putting back a value this server refused must not be refused for it again.
         ///
         /// A relayed write of a user who is no longer active here is refused: the branch let it
         /// in with the directory it had, and the centre decides.
         @Sendable func policies(for state: RecordState, stored: RecordState?) throws -> [AccessPolicy] {
             guard relays else { return policy.map { [$0] } ?? [] }
             guard let access else { return [] }
-            return try state.vector.sortedEntries.compactMap { replica, counter -> AccessPolicy? in
-                guard counter > (stored?.vector[replica] ?? 0),
-                      let user = authenticator.user(ofDevice: replica, tenant: identity.tenant) else { return nil }
+            let standing = Set(([state.liveness.dot] + state.fields.values.flatMap(\.dots))
+                .filter { $0.counter > (stored?.vector[$0.replica] ?? 0) }.map(\.replica))
+            return try standing.sorted { $0.rawValue < $1.rawValue }.compactMap { replica -> AccessPolicy? in
+                guard let user = authenticator.user(ofDevice: replica, tenant: identity.tenant) else { return nil }
                 guard let subject = authenticator.subject(of: SessionIdentity(tenant: identity.tenant, device: replica, user: user),
                                                           defaults: access.defaultRoles) else {
                     throw AccessDenied(record: state.id, type: state.type, reason: "\(user) is no longer an active user of this tenant")

@@ -403,35 +403,6 @@ import Testing
     }
 }
 
-/// `rapport` run with some arguments always given (the device's home).
-struct CLI {
-    let binary: String
-    var fixed: [String] = []
-
-    func run(_ arguments: [String]) throws -> ToolResult {
-        // A wide terminal, so texts asserted on are never cut.
-        try ToolProcess.run(binary, arguments + fixed, environment: ["COLUMNS": "400"])
-    }
-
-    /// Creates a record with `put --json` and returns its id.
-    func create(_ type: String, _ assignments: [String]) throws -> String {
-        let result = try run(["put", type] + assignments + ["--json"])
-        guard result.status == 0, let id = (result.json as? [String: Any])?["id"] as? String else {
-            throw BenchError("put \(type) \(assignments) failed (\(result.status)): \(result.error)")
-        }
-        return id
-    }
-
-    /// The ids `list TYPE --json` prints, in its order.
-    func list(_ type: String, _ options: [String] = []) throws -> [String] {
-        let result = try run(["list", type] + options + ["--json"])
-        guard result.status == 0, let records = result.json as? [[String: Any]] else {
-            throw BenchError("list \(type) \(options) failed (\(result.status)): \(result.error)")
-        }
-        return records.compactMap { $0["id"] as? String }
-    }
-}
-
 /// A `rapportd` process serving tenant `acme`, with two reps of team north (ana and ben) made
 /// by `rapportctl`, and devices enrolled with codes from it.
 struct CRMServer {

@@ -44,3 +44,38 @@ public enum ToolProcess {
                           error: String(decoding: error, as: UTF8.self))
     }
 }
+
+/// `rapport` (or another of our executables) run with some arguments always given (the
+/// device's home).
+public struct CLI: Sendable {
+    public let binary: String
+    public var fixed: [String]
+
+    public init(binary: String, fixed: [String] = []) {
+        self.binary = binary
+        self.fixed = fixed
+    }
+
+    public func run(_ arguments: [String]) throws -> ToolResult {
+        // A wide terminal, so texts asserted on are never cut.
+        try ToolProcess.run(binary, arguments + fixed, environment: ["COLUMNS": "400"])
+    }
+
+    /// Creates a record with `put --json` and returns its id.
+    public func create(_ type: String, _ assignments: [String]) throws -> String {
+        let result = try run(["put", type] + assignments + ["--json"])
+        guard result.status == 0, let id = (result.json as? [String: Any])?["id"] as? String else {
+            throw BenchError("put \(type) \(assignments) failed (\(result.status)): \(result.error)")
+        }
+        return id
+    }
+
+    /// The ids `list TYPE --json` prints, in its order.
+    public func list(_ type: String, _ options: [String] = []) throws -> [String] {
+        let result = try run(["list", type] + options + ["--json"])
+        guard result.status == 0, let records = result.json as? [[String: Any]] else {
+            throw BenchError("list \(type) \(options) failed (\(result.status)): \(result.error)")
+        }
+        return records.compactMap { $0["id"] as? String }
+    }
+}
