@@ -62,15 +62,12 @@ struct BranchBench: AsyncParsableCommand {
         // The accounts, written straight into the centre's store in one transaction, opened with
         // the server's indexes so that it does not rebuild them at its first session. The rows are
         // valid accounts; the CRM's rules and effects are left out of this load (an import beside
-        // the server would run them), they do not change what a branch pulls.
+        // the server would run them): they do not change what a branch pulls.
         let rows = BenchRows(.crmAccount, count: records)
-        var loadOptions = ReplicaStore.Options.crm(role: .authority)
-        loadOptions.rules = nil
-        loadOptions.effects = nil
         let centreStorePath = centreData + "/tenants/\(catchUpTenant).sqlite"
         let centreID: String, centreSequence: Int64
         do {
-            let store = try ReplicaStore(path: centreStorePath, options: loadOptions)
+            let store = try ReplicaStore(path: centreStorePath, options: .benchTenantLoad)
             defer { store.close() }
             try rows.create(in: store)
             (centreID, centreSequence) = (store.replicaID.rawValue, try store.lastSequence)

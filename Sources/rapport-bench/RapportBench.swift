@@ -72,6 +72,20 @@ struct StoreBench: ParsableCommand {
     }
 }
 
+extension ReplicaStore.Options {
+    /// A tenant's store as `rapportd` opens it (`.crm(role: .authority)`: the CRM's field
+    /// indexes and name search) but without the CRM's rules and effects, for writing generated
+    /// records straight into a tenant's file before the server starts. The server then opens it
+    /// without rebuilding its field index, which a store written with other indexes makes it do
+    /// at its first session, inside whatever that session measures.
+    static var benchTenantLoad: Self {
+        var options = Self.crm(role: .authority)
+        options.rules = nil
+        options.effects = nil
+        return options
+    }
+}
+
 /// A working directory that is removed afterwards unless the user named it.
 final class BenchDirectory {
     let url: URL

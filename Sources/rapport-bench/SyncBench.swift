@@ -49,9 +49,7 @@ struct SyncBench: AsyncParsableCommand {
                                                     schema: CRMSchema.current)
         // Indexed as rapportd indexes a tenant store, so that the measured sync does not include
         // building the index once, as a store that was never served would need.
-        var serverOptions = ReplicaStore.Options(schema: CRMSchema.current)
-        serverOptions.indexedFields = CRMAccess.ownership.indexedFields
-        let source = try ReplicaStore(path: data + "/tenants/bench.sqlite", options: serverOptions)
+        let source = try ReplicaStore(path: data + "/tenants/bench.sqlite", options: .benchTenantLoad)
         try rows.create(in: source)
         source.close()
 
