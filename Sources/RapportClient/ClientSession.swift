@@ -30,6 +30,11 @@ struct ClientSession {
     var announcedSequence: UInt64 = 0
     /// The app asked for a push while the session was busy.
     var localChangePending = false
+    /// A `ChangesAvailable` came while the session waited for an answer: `next()` hands it on
+    /// before reading further, so the caller pulls what it announced. (The pull in hand may
+    /// have been composed before the change was committed; dropping the announcement left the
+    /// change unpulled until another one came.)
+    private var announcementWhileBusy = false
 
     private init(welcome: Rapport_V1_Welcome, outbound: NIOAsyncChannelOutboundWriter<Rapport_V1_Frame>,
                  inputs: AsyncStream<SessionInput>.AsyncIterator, inject: AsyncStream<SessionInput>.Continuation) {
@@ -200,8 +205,22 @@ struct ClientSession {
     }
 
     /// The next input the caller must act on. Announcements and pongs are folded into the
-    /// session's state; an `Error` frame or the end of the connection is thrown.
+    /// session's state; an `Error` frame or the end of the connection is thrown. An
+    /// announcement that came while the session waited for an answer comes first.
     mutating func next() async throws -> SessionInput {
+        if announcementWhileBusy {
+            announcementWhileBusy = false
+            var notice = Rapport_V1_ChangesAvailable()
+            notice.serverSequence = announcedSequence
+            var frame = Rapport_V1_Frame()
+            frame.changesAvailable = notice
+            return .inbound(.frame(frame))
+        }
+        return try await read()
+    }
+
+    /// The next input from the connection or the app (see `next()`).
+    private mutating func read() async throws -> SessionInput {
         while let input = await inputs.next() {
             switch input {
             case .inbound(.frame(let frame)):
@@ -254,8 +273,11 @@ struct ClientSession {
     /// The server's answer to the oldest request not yet answered (answers come in order).
     mutating func response() async throws -> Rapport_V1_Frame {
         while true {
-            if case .inbound(.frame(let frame)) = try await next() {
-                if case .changesAvailable? = frame.body { continue }
+            if case .inbound(.frame(let frame)) = try await read() {
+                if case .changesAvailable? = frame.body {
+                    announcementWhileBusy = true
+                    continue
+                }
                 return frame
             }
         }

@@ -12,7 +12,7 @@ struct RapportBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rapport-bench",
         abstract: "Measure Rapport against floors measured in the same run.",
-        subcommands: [StoreBench.self, SyncBench.self, TenantsBench.self, CRMBench.self, HostileBench.self, ScopesBench.self])
+        subcommands: [StoreBench.self, SyncBench.self, TenantsBench.self, CRMBench.self, HostileBench.self, ScopesBench.self, BranchBench.self])
 }
 
 struct StoreBench: ParsableCommand {
@@ -69,6 +69,20 @@ struct StoreBench: ParsableCommand {
         let indexedDevice = try ReplicaStore(path: dir.path("crm-indexed.sqlite"), options: .crm())
         let applyIndexed = try measure { try indexedDevice.apply(encoded: pulled) }
         report.figure("apply_new_crm_accounts_indexed", applyIndexed, records: records, floor: accountFloor, target: nil)
+    }
+}
+
+extension ReplicaStore.Options {
+    /// A tenant's store as `rapportd` opens it (`.crm(role: .authority)`: the CRM's field
+    /// indexes and name search) but without the CRM's rules and effects, for writing generated
+    /// records straight into a tenant's file before the server starts. The server then opens it
+    /// without rebuilding its field index, which a store written with other indexes makes it do
+    /// at its first session, inside whatever that session measures.
+    static var benchTenantLoad: Self {
+        var options = Self.crm(role: .authority)
+        options.rules = nil
+        options.effects = nil
+        return options
     }
 }
 

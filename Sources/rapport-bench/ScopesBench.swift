@@ -264,9 +264,7 @@ struct ScopesTenant {
     /// Writes the accounts at `indexes` and what hangs off them into a tenant store, in one
     /// transaction.
     func write(to path: String, accounts indexes: [Int]) throws {
-        var options = ReplicaStore.Options(schema: CRMSchema.current)
-        options.indexedFields = CRMAccess.ownership.indexedFields
-        let store = try ReplicaStore(path: path, options: options)
+        let store = try ReplicaStore(path: path, options: .benchTenantLoad)
         defer { store.close() }
         let industries = ["Software", "Retail", "Manufacturing", "Finance", "Health", "Logistics"]
         try store.transaction {

@@ -49,9 +49,7 @@ struct SyncBench: AsyncParsableCommand {
                                                     schema: CRMSchema.current)
         // Indexed as rapportd indexes a tenant store, so that the measured sync does not include
         // building the index once, as a store that was never served would need.
-        var serverOptions = ReplicaStore.Options(schema: CRMSchema.current)
-        serverOptions.indexedFields = CRMAccess.ownership.indexedFields
-        let source = try ReplicaStore(path: data + "/tenants/bench.sqlite", options: serverOptions)
+        let source = try ReplicaStore(path: data + "/tenants/bench.sqlite", options: .benchTenantLoad)
         try rows.create(in: source)
         source.close()
 
@@ -140,9 +138,13 @@ struct SyncBench: AsyncParsableCommand {
 }
 
 /// A device of an enrolled credential with its own store, syncing to a benchmarked server
-/// (`data` is the server's data directory, for its dev CA): patient retries, quiet logs.
-func benchDevice(_ credential: DeviceCredential, store path: String, port: Int, data: String) throws -> RapportClient {
-    let store = try ReplicaStore(path: path, options: .init(schema: CRMSchema.current, replicaID: try credential.replicaID))
+/// (`data` is the server's data directory, for its dev CA): patient retries, quiet logs. The
+/// store opens with `options` (by default the CRM's schema alone) under the device's replica id.
+func benchDevice(_ credential: DeviceCredential, store path: String, port: Int, data: String,
+                 options: ReplicaStore.Options = .init(schema: CRMSchema.current)) throws -> RapportClient {
+    var options = options
+    options.replicaID = try credential.replicaID
+    let store = try ReplicaStore(path: path, options: options)
     var config = ClientConfiguration(host: "127.0.0.1", port: port, tenant: credential.tenant, secret: credential.secret,
                                      trustRoots: .certificates(.file(data + "/tls/ca.pem")), schemaVersion: CRMSchema.version)
     config.retry = RetryPolicy(maxAttempts: 10, initialDelay: .milliseconds(50), maxDelay: .seconds(2))

@@ -248,4 +248,41 @@ import TLS
         await bobLive.stop()
         await fixture.stop()
     }
+
+    /// A live device busy pushing its own changes still pulls a colleague's: the announcement
+    /// mostly comes while its session waits for a push's answer, and must not be dropped there.
+    @Test func aLiveDeviceBusyPushingStillPullsWhatWasAnnouncedMeanwhile() async throws {
+        let fixture = try await ServerFixture()
+        let alice = try fixture.device("alice"), bob = try fixture.device("bob")
+        let id = try alice.local { try $0.create("account", ["name": .text("edit 0")]).id }
+        try await alice.sync()
+        try await bob.sync()
+        let bobLive = bob.live()
+        var bobEvents = bobLive.events.makeAsyncIterator()
+        _ = await bobEvents.next()
+        _ = await bobEvents.next()
+        rounds: for round in 1...10 {
+            let expected = FieldValue.text("edit \(round)")
+            try alice.local { _ = try $0.update(id, ["name": expected]) }
+            let edit = Task { try await alice.sync() }
+            let deadline = ContinuousClock.now + .seconds(5)
+            var pushes = 0
+            while try bob.local({ try $0.record(id)?.values["name"] }) != expected {
+                guard ContinuousClock.now < deadline else {
+                    Issue.record("round \(round): bob pushed \(pushes) times in 5 s and never pulled alice's edit")
+                    break rounds
+                }
+                try bob.local { _ = try $0.create("account", ["name": .text("bob \(round)-\(pushes)")]) }
+                pushes += 1
+                bobLive.pushNow()
+                guard case .synced? = await bobEvents.next() else {
+                    Issue.record("bob's live session ended")
+                    break rounds
+                }
+            }
+            _ = try await edit.value
+        }
+        await bobLive.stop()
+        await fixture.stop()
+    }
 }
