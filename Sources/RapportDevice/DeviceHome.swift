@@ -335,6 +335,46 @@ public struct DeviceHome: Sendable, Equatable {
     // MARK: Files
 
     /// Writes `device.json` (pretty, sorted keys, so it diffs well), replacing it atomically.
+    /// Points the device at another server of its tenant (a branch office, or the centre), with
+    /// that server's CA and pin: the credential, the store and its unsynced changes stay. The
+    /// next sync finds a server it has not synced with, so it pushes everything it holds and
+    /// pulls from the start (SPEC.md 6.4): nothing is duplicated or lost.
+    ///
+    /// - Parameter caFile: the new server's CA; `nil` keeps the current one, as `pin` does.
+    @discardableResult
+    public func moveServer(to server: ServerAddress, serverName: String? = nil, caFile: String?, pin: String?) throws(DeviceError) -> DeviceProfile {
+        var profile = try loadProfile()
+        if let serverName, serverName.isEmpty || serverName.contains(where: \.isWhitespace) {
+            throw .usage("invalid server name '\(serverName)'")
+        }
+        let pin = try pin.map { pin throws(DeviceError) in try Self.normalizePin(pin) }
+        var caPEM: String?
+        if let caFile {
+            do {
+                caPEM = try String(contentsOfFile: caFile, encoding: .utf8)
+                _ = try SPKIPin.sha256Hex(certificatePEM: caPEM ?? "")
+            } catch {
+                throw .usage("cannot use --ca \(caFile): \(error is TLSError ? "\(error)" : error.localizedDescription)")
+            }
+        }
+        profile.host = server.host
+        profile.port = server.port
+        profile.serverName = serverName ?? server.host
+        if let pin { profile.pin = pin }
+        do {
+            if let caPEM {
+                try Self.write(caPEM, to: caPath)
+                profile.caFile = "ca.pem"
+            }
+            try saveProfile(profile)
+        } catch let error as DeviceError {
+            throw error
+        } catch {
+            throw DeviceError.classify(error)
+        }
+        return profile
+    }
+
     public func saveProfile(_ profile: DeviceProfile) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

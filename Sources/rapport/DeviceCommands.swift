@@ -260,3 +260,41 @@ struct Resolve: ParsableCommand {
             json: .object(["conflict": Presentation.json(entry), "record": Presentation.json(record)]))
     }
 }
+
+struct Server: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Point this device at another server of its tenant: a branch office, or the centre.",
+        discussion: """
+            For a rep visiting another office: the device keeps its credential, its data and its \
+            unsynced changes. Its next sync pushes everything it holds and pulls from the start \
+            (a new server), so nothing is duplicated or lost. The server must serve the device's \
+            user (a branch of every user, one naming them, or the centre). Without an address, \
+            shows the current one.
+            """)
+    @OptionGroup var device: DeviceOptions
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: ArgumentHelp("The server, HOST:PORT (port 7443 if omitted).", valueName: "host:port"))
+    var server: String?
+
+    @Option(help: ArgumentHelp("PEM file of the CA that signed the new server's certificate (default: keep the current CA).", valueName: "file"))
+    var ca: String?
+
+    @Option(help: ArgumentHelp("SHA-256 (hex) of the new server key's SubjectPublicKeyInfo.", valueName: "sha256hex"))
+    var pin: String?
+
+    @Option(help: ArgumentHelp("The name the new server's certificate carries, when not its host.", valueName: "name"))
+    var serverName: String?
+
+    func run() throws {
+        let home = device.deviceHome
+        var profile = try home.loadProfile()
+        if let server {
+            profile = try home.moveServer(to: try ServerAddress(parsing: server), serverName: serverName, caFile: ca, pin: pin)
+        }
+        output.emit(text: "server \(profile.server), tenant \(profile.tenant)\(server == nil ? "" : "; the next sync pushes everything this device holds and pulls from the start")\n",
+                    json: .object(["server": .string(profile.server.description), "server_name": .string(profile.serverName),
+                                   "tenant": .string(profile.tenant)]))
+    }
+}
+

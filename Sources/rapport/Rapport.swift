@@ -33,7 +33,7 @@ struct Rapport: AsyncParsableCommand {
             """,
         subcommands: [
             Init.self, Put.self, Get.self, List.self, Delete.self, Restore.self,
-            Sync.self, Conflicts.self, Resolve.self, Status.self,
+            Sync.self, Conflicts.self, Resolve.self, Status.self, Server.self,
             AccountCommand.self, LeadCommand.self, OpportunityCommand.self, CaseCommand.self, Log.self, Tasks.self,
             ReportCommand.self, Types.self,
         ])

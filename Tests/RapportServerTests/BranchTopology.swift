@@ -150,17 +150,11 @@ final class BranchTopology {
         return FieldDevice(name: name, id: id, home: home, cli: CLI(binary: rapport, fixed: ["--home", home]))
     }
 
-    /// Points a device's home at another server, as an operator moving a rep's laptop to
-    /// another office does: `rapport` has no command for it, so the profile's port and the CA
-    /// copy in the home are rewritten (the home's files, `DeviceHome`).
+    /// Points a device at another server, as a rep visiting another office does:
+    /// `rapport server HOST:PORT --ca CA`.
     func move(_ device: FieldDevice, to branch: Branch?) throws {
-        let profilePath = device.home + "/device.json"
-        var profile = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: profilePath))) as? [String: Any])
-        profile["port"] = branch?.port ?? centrePort
-        try JSONSerialization.data(withJSONObject: profile, options: [.prettyPrinted, .sortedKeys])
-            .write(to: URL(fileURLWithPath: profilePath))
-        let ca = try Data(contentsOf: URL(fileURLWithPath: branch?.ca ?? centreCA))
-        try ca.write(to: URL(fileURLWithPath: device.home + "/ca.pem"))
+        let moved = try device.cli.run(["server", "127.0.0.1:\(branch?.port ?? centrePort)", "--ca", branch?.ca ?? centreCA])
+        guard moved.status == 0 else { throw BenchError("rapport server for \(device.name) failed (\(moved.status)): \(moved.error)") }
     }
 
     // MARK: What each server says and holds
