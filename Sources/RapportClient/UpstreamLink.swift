@@ -251,6 +251,10 @@ public final class UpstreamLink: Sendable {
         let directory = self.directory
         request.digest = try await NIOThreadPool.singleton.runIfActive { try directory.digest() ?? "" }
         request.replicaID = client.store.replicaID
+        // A live link pulls only when told, so the centre would otherwise see the checkpoint of
+        // its last pull request, one batch behind what the branch applied.
+        let centre = session.welcome.serverReplicaID
+        request.checkpoint = UInt64(max(0, try await client.store.perform { try $0.checkpoint(for: centre) }))
         var frame = Rapport_V1_Frame()
         frame.directoryRequest = request
         let answer = try await session.request(frame)

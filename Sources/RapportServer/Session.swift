@@ -387,6 +387,9 @@ extension SyncServer {
                    logger: Logger) async throws -> Rapport_V1_DirectoryUpdate {
         guard identity.branch != nil else { throw SyncError(.unexpectedMessage, "only a branch asks for the directory") }
         let authenticator = self.authenticator
+        if request.checkpoint > 0, request.checkpoint <= UInt64(Int64.max) {
+            authenticator.recordActivity(of: identity, checkpoint: Int64(request.checkpoint))
+        }
         return try await NIOThreadPool.singleton.runIfActive {
             if !request.replicaID.isEmpty {
                 guard let replica = try? ReplicaID(request.replicaID) else {

@@ -919,6 +919,9 @@ public nonisolated struct Rapport_V1_DirectoryRequest: Sendable {
   /// the replica id the branch's store has now (SPEC.md 6.4)
   public var replicaID: String = String()
 
+  /// the branch's checkpoint on the centre's sequence, for operators
+  public var checkpoint: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2222,7 +2225,7 @@ nonisolated extension Rapport_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Rapport_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DirectoryRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{3}replica_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}digest\0\u{3}replica_id\0\u{1}checkpoint\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2232,6 +2235,7 @@ nonisolated extension Rapport_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftP
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.digest) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.replicaID) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.checkpoint) }()
       default: break
       }
     }
@@ -2244,12 +2248,16 @@ nonisolated extension Rapport_V1_DirectoryRequest: SwiftProtobuf.Message, SwiftP
     if !self.replicaID.isEmpty {
       try visitor.visitSingularStringField(value: self.replicaID, fieldNumber: 2)
     }
+    if self.checkpoint != 0 {
+      try visitor.visitSingularUInt64Field(value: self.checkpoint, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rapport_V1_DirectoryRequest, rhs: Rapport_V1_DirectoryRequest) -> Bool {
     if lhs.digest != rhs.digest {return false}
     if lhs.replicaID != rhs.replicaID {return false}
+    if lhs.checkpoint != rhs.checkpoint {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
