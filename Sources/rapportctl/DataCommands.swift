@@ -110,6 +110,8 @@ struct Stats: ParsableCommand {
         var records: [String: Int]
         var devices: [RegisteredDevice]
         var branches: [RegisteredBranch]
+        /// The replica ids each branch's store has had: more than one, it was restored or rebuilt.
+        var branchReplicas: [String: [String]]
         /// The tenant's sequence, for how far each branch lags.
         var sequence: Int64
         /// On a branch: its link to the centre, as its server last wrote it.
@@ -134,9 +136,12 @@ struct Stats: ParsableCommand {
             if !stats.branches.isEmpty {
                 let rows = stats.branches.map { (branch: RegisteredBranch) -> [String] in
                     [branch.id, branch.name, branch.status.rawValue, iso(branch.lastSeen), branch.lastCheckpoint.map { String($0) } ?? "-",
-                     branch.lastCheckpoint.map { String(max(0, stats.sequence - $0)) } ?? "-"]
+                     branch.lastCheckpoint.map { String(max(0, stats.sequence - $0)) } ?? "-",
+                     String(stats.branchReplicas[branch.id]?.count ?? 0)]
                 }
-                text += "\n" + Output.table(["BRANCH", "NAME", "STATUS", "LAST SYNC", "CHECKPOINT", "BEHIND"], rows)
+                text += "\n" + Output.table(["BRANCH", "NAME", "STATUS", "LAST SYNC", "CHECKPOINT", "BEHIND", "REPLICAS"], rows)
+                let restored = stats.branches.filter { (stats.branchReplicas[$0.id]?.count ?? 0) > 1 }.map(\.name)
+                if !restored.isEmpty { text += "restored or rebuilt (more than one replica id): \(restored.joined(separator: ", "))\n" }
             }
             if let link = stats.upstream { text += "\n" + Self.describe(link: link) }
             common.emit(text: text, json: json(stats))
@@ -162,8 +167,10 @@ struct Stats: ParsableCommand {
            let file = try? JSONSerialization.jsonObject(with: data) as? [String: Any], file["tenant"] as? String == tenant.slug {
             upstream = file
         }
+        let branches = try registry.branches(tenant: tenant.slug)
         return TenantStats(tenant: tenant, records: records, devices: try registry.devices(tenant: tenant.slug),
-                           branches: try registry.branches(tenant: tenant.slug), sequence: try store.lastSequence, upstream: upstream,
+                           branches: branches, branchReplicas: try Dictionary(uniqueKeysWithValues: branches.map { ($0.id, try registry.branchReplicas(branch: $0.id)) }),
+                           sequence: try store.lastSequence, upstream: upstream,
                            bytes: try common.directory.storeSize(of: tenant.slug),
                            openConflicts: try store.conflicts(status: .open).count)
     }
@@ -175,7 +182,7 @@ struct Stats: ParsableCommand {
             "store_bytes": .integer(stats.bytes), "open_conflicts": .integer(Int64(stats.openConflicts)),
             "last_sync": jsonDate(stats.lastSync), "devices": .array(stats.devices.map(DeviceCommand.json)),
             "sequence": .integer(stats.sequence),
-            "branches": .array(stats.branches.map { BranchCommand.json($0, replicas: []) }),
+            "branches": .array(stats.branches.map { BranchCommand.json($0, replicas: stats.branchReplicas[$0.id] ?? []) }),
             "upstream": stats.upstream.map(Self.json(link:)) ?? .null,
         ])
     }
