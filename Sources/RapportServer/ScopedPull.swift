@@ -169,9 +169,14 @@ extension SyncServer {
             /// Sends or evicts one record; when its standing changed for this device, the
             /// records that hang off it changed standing with it although they did not change,
             /// so they are considered too (through the server's index by reference).
-            var considered: Set<UUID> = []
+            /// The records looked at in this batch, and whether as a change. A record looked at
+            /// first as what hangs off a changed record (and not sent then, since the device
+            /// holds it) is looked at again when its own change comes later in the batch.
+            var considered: [UUID: Bool] = [:]
             func consider(_ record: RecordState, isChange: Bool, depth: Int = 0) throws {
-                guard !evicted.contains(record.id), considered.insert(record.id).inserted else { return }
+                guard !evicted.contains(record.id) else { return }
+                if let asChange = considered[record.id], asChange || !isChange { return }
+                considered[record.id] = isChange
                 // Held before this batch: a record sent in it already, as what another hangs
                 // off, may still have become visible now and bring what hangs off it.
                 let held = try store.isHeld(record.id, by: peer)
