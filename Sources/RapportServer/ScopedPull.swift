@@ -271,6 +271,15 @@ extension SyncServer {
                 queue.append(change)
             }
         }
+        // A live record hanging off a deleted one the user may read (a contact of an account
+        // deleted since) is readable through it, as rights and incremental pulls see it; the
+        // index by owner holds live records only, so such parents are found among the
+        // tombstones of the types records hang off (a pull from 0 is rare: this reads them all).
+        let parentTypes = Set(children.keys).subtracting(allTypes)
+        for tombstone in try store.deletedChanges(ofTypes: parentTypes)
+        where try policy.mayRead(tombstone.state, lookup: store.record) {
+            queue.append(tombstone)
+        }
         while let parent = queue.popLast() {
             for change in try hangingOff(parent.state.id, type: parent.state.type, in: store, children: children, skipping: allTypes)
             where candidates[change.state.id] == nil {
