@@ -230,12 +230,16 @@ extension SyncServer {
         let authenticator = self.authenticator
         let access = configuration.access
         /// The rights a record's new writes are checked against: the session user's, or for a
-        /// branch those of each device's user whose writes the record brings.
+        /// branch those of each device's user whose writes the record brings. A device's dot
+        /// that is new here but whose write the state no longer holds (the branch put the
+        /// record back after this server refused that write) brings nothing to check: checking
+        /// it would refuse the put-back itself, again at every push.
         @Sendable func policies(for state: RecordState, stored: RecordState?) -> [AccessPolicy] {
             guard relays else { return policy.map { [$0] } ?? [] }
             guard let access else { return [] }
             return state.vector.sortedEntries.compactMap { replica, counter -> AccessPolicy? in
-                guard counter > (stored?.vector[replica] ?? 0),
+                let known = stored?.vector[replica] ?? 0
+                guard counter > known, state.holdsWrite(of: replica, after: known),
                       let user = authenticator.user(ofDevice: replica, tenant: identity.tenant),
                       let subject = authenticator.subject(of: SessionIdentity(tenant: identity.tenant, device: replica, user: user),
                                                           defaults: access.defaultRoles) else { return nil }
