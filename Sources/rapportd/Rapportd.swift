@@ -98,6 +98,9 @@ struct Rapportd: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Before the server starts and the banner says where it listens: a supervisor may stop
+        // it as soon as it knows the port.
+        let termination = await TerminationSignals()
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -155,7 +158,7 @@ struct Rapportd: AsyncParsableCommand {
         }
         // Unbuffered, so a supervisor or script reading stdout sees the port at once.
         FileHandle.standardOutput.write(Data(banner.utf8))
-        let signal = await Self.waitForTerminationSignal()
+        let signal = await termination.next()
         logger.info("received \(signal)")
         await server.shutdown()
     }
@@ -208,18 +211,39 @@ struct Rapportd: AsyncParsableCommand {
         }
     }
 
-    /// Waits for SIGINT or SIGTERM, which then no longer kill the process: shutdown is ours.
-    static func waitForTerminationSignal() async -> String {
+}
+
+/// SIGINT and SIGTERM, which once this is made no longer kill the process: shutdown is ours.
+///
+/// Made before the server starts, and made only once the dispatch sources are registered: a
+/// signal is ignored from `signal(_, SIG_IGN)` until its source takes it over, which happens
+/// later on another thread, so one that came in between (a server stopped just after it printed
+/// its port) was lost, and the server never stopped.
+struct TerminationSignals {
+    private let stream: AsyncStream<String>
+    private let sources: [any DispatchSourceSignal]
+
+    init() async {
         let names = [SIGINT: "SIGINT", SIGTERM: "SIGTERM"]
         let (stream, continuation) = AsyncStream<String>.makeStream()
+        let registered = DispatchGroup()
         var sources: [any DispatchSourceSignal] = []
         for (number, name) in names {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number)
             source.setEventHandler { continuation.yield(name) }
+            registered.enter()
+            source.setRegistrationHandler { registered.leave() }
             source.resume()
             sources.append(source)
         }
+        await withCheckedContinuation { done in registered.notify(queue: .global()) { done.resume() } }
+        self.stream = stream
+        self.sources = sources
+    }
+
+    /// Waits for the first of them; returns its name.
+    func next() async -> String {
         for await name in stream {
             sources.forEach { $0.cancel() }
             return name
