@@ -230,16 +230,21 @@ extension SyncServer {
         let authenticator = self.authenticator
         let access = configuration.access
         /// The rights a record's new writes are checked against: the session user's, or for a
-        /// branch those of each device's user whose writes the record brings. A device's dot
-        /// that is new here but whose write the state no longer holds (the branch put the
-        /// record back after this server refused that write) brings nothing to check: checking
-        /// it would refuse the put-back itself, again at every push.
+        /// branch those of each device's user whose writes the record brings. What a branch
+        /// sends when it puts back a record this server refused brings nothing of the device
+        /// to check (checking it would refuse the put-back itself, again at every push): a
+        /// device's dot whose write the state no longer holds (overwritten by the put-back),
+        /// and the writes in a tombstone the branch made of a record this server has no live
+        /// copy of (a creation it refused: they are dead there, as deleted records keep their
+        /// fields, and come back only with a restore, whose writer's rights are checked).
         @Sendable func policies(for state: RecordState, stored: RecordState?) -> [AccessPolicy] {
             guard relays else { return policy.map { [$0] } ?? [] }
             guard let access else { return [] }
+            let deadHere = state.isDeleted && (stored?.isDeleted ?? true)
             return state.vector.sortedEntries.compactMap { replica, counter -> AccessPolicy? in
                 let known = stored?.vector[replica] ?? 0
                 guard counter > known, state.holdsWrite(of: replica, after: known),
+                      !(deadHere && state.liveness.dot.replica != replica),
                       let user = authenticator.user(ofDevice: replica, tenant: identity.tenant),
                       let subject = authenticator.subject(of: SessionIdentity(tenant: identity.tenant, device: replica, user: user),
                                                           defaults: access.defaultRoles) else { return nil }
