@@ -66,11 +66,12 @@ extension ReplicaStore {
                 _ = try restore(id)
                 changed = true
             }
+            // Every refused field is written, even to the value it holds: the refused write must
+            // leave the state, or upstream finds it there again and refuses the put-back too.
             var values: [String: FieldValue] = [:]
             for write in writes {
                 guard let field = write.field else { continue }
-                let theirs: FieldValue = if case .register(let register)? = upstream.fields[field] { register.value } else { .null }
-                if theirs != write.side.value { values[field] = theirs }
+                values[field] = if case .register(let register)? = upstream.fields[field] { register.value } else { .null }
             }
             if !values.isEmpty {
                 _ = try update(id, values)

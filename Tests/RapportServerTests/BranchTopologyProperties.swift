@@ -60,7 +60,8 @@ import Testing
 }
 
 /// The centre refusing what a branch relayed, step by step (the random cases reach it rarely):
-/// ben writes to his account at a branch cut off from the centre (or adds a contact to it),
+/// ben writes to his account at a branch cut off from the centre (a new value or the one it
+/// has, or he adds a contact to it),
 /// anna's device there writes to it too in one variant, and the admin at the centre gives the
 /// account to anna meanwhile. The
 /// centre refuses the relayed record, the branch puts it back, and then everything must heal
@@ -68,7 +69,7 @@ import Testing
 /// replica alike, and every write in the state or in a conflict log.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct BranchRefusalTests {
     enum Variant: String, CaseIterable, CustomStringConvertible {
-        case field, fieldsOfTwoDevices, created, counter
+        case field, sameValue, fieldsOfTwoDevices, created, counter
         var description: String { rawValue }
     }
 
@@ -103,7 +104,9 @@ extension TopologyScenario {
         try await setUp()
         let (admin, colleague, ben) = (0, 3, 4)  // centre-anna, b2-anna, b2-ben
         let id = randomUUID()
-        try local(admin, id) { store in _ = try store.create("account", id: id, ["name": .text("North Ltd"), "owner": .text(Self.ben)]) }
+        try local(admin, id) { store in
+            _ = try store.create("account", id: id, ["name": .text("North Ltd"), "industry": .text("Engines"), "owner": .text(Self.ben)])
+        }
         records.append(id)
         guard case .success = await sync(admin) else { throw BenchError("the admin cannot sync") }
         let deadline = ContinuousClock.now + .seconds(15)
@@ -117,8 +120,12 @@ extension TopologyScenario {
         note("SIGKILL centre")
         switch variant {
         case .field, .fieldsOfTwoDevices:
-            try local(ben, id) { store in _ = try store.update(id, ["industry": .text("Engines")]) }
+            try local(ben, id) { store in _ = try store.update(id, ["industry": .text("Looms")]) }
             note("b2-ben writes [industry]")
+        case .sameValue:
+            // The value it has: the put-back must still take ben's write out of the state.
+            try local(ben, id) { store in _ = try store.update(id, ["industry": .text("Engines")]) }
+            note("b2-ben writes [industry] to the value it has")
         case .created:
             let contact = randomUUID()
             try local(ben, contact) { store in
