@@ -169,9 +169,14 @@ extension SyncServer {
             /// Sends or evicts one record; when its standing changed for this device, the
             /// records that hang off it changed standing with it although they did not change,
             /// so they are considered too (through the server's index by reference).
-            var considered: Set<UUID> = []
+            /// The records looked at in this batch, and whether as a change. A record looked at
+            /// first as what hangs off a changed record (and not sent then, since the device
+            /// holds it) is looked at again when its own change comes later in the batch.
+            var considered: [UUID: Bool] = [:]
             func consider(_ record: RecordState, isChange: Bool, depth: Int = 0) throws {
-                guard !evicted.contains(record.id), considered.insert(record.id).inserted else { return }
+                guard !evicted.contains(record.id) else { return }
+                if let asChange = considered[record.id], asChange || !isChange { return }
+                considered[record.id] = isChange
                 // Held before this batch: a record sent in it already, as what another hangs
                 // off, may still have become visible now and bring what hangs off it.
                 let held = try store.isHeld(record.id, by: peer)
@@ -278,6 +283,15 @@ extension SyncServer {
                 candidates[change.state.id] = change
                 queue.append(change)
             }
+        }
+        // A live record hanging off a deleted one the user may read (a contact of an account
+        // deleted since) is readable through it, as rights and incremental pulls see it; the
+        // index by owner holds live records only, so such parents are found among the
+        // tombstones of the types records hang off (a pull from 0 is rare: this reads them all).
+        let parentTypes = Set(children.keys).subtracting(allTypes)
+        for tombstone in try store.deletedChanges(ofTypes: parentTypes)
+        where try policy.mayRead(tombstone.state, lookup: store.record) {
+            queue.append(tombstone)
         }
         while let parent = queue.popLast() {
             for change in try hangingOff(parent.state.id, type: parent.state.type, in: store, children: children, skipping: allTypes)

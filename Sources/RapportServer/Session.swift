@@ -230,20 +230,25 @@ extension SyncServer {
         let authenticator = self.authenticator
         let access = configuration.access
         /// The rights a record's new writes are checked against: the session user's, or for a
-        /// branch those of each device's user whose new writes still stand in the record (in its
-        /// existence, a field or a counter's contribution). A device's write that a later write
-        /// of the record replaced, which the vector alone still shows, changes nothing here: the
-        /// branch putting back a value this server refused must not be refused for it again.
+        /// branch those of each device's user whose writes the record brings. What a branch
+        /// sends when it puts back a record this server refused brings nothing of the device
+        /// to check (checking it would refuse the put-back itself, again at every push): a
+        /// device's dot whose write the state no longer holds (overwritten by the put-back),
+        /// and the writes in a tombstone the branch made of a record this server has no live
+        /// copy of (a creation it refused: they are dead there, as deleted records keep their
+        /// fields, and come back only with a restore, whose writer's rights are checked).
         ///
         /// A relayed write of a user who is no longer active here is refused: the branch let it
         /// in with the directory it had, and the centre decides.
         @Sendable func policies(for state: RecordState, stored: RecordState?) throws -> [AccessPolicy] {
             guard relays else { return policy.map { [$0] } ?? [] }
             guard let access else { return [] }
-            let standing = Set(([state.liveness.dot] + state.fields.values.flatMap(\.dots))
-                .filter { $0.counter > (stored?.vector[$0.replica] ?? 0) }.map(\.replica))
-            return try standing.sorted { $0.rawValue < $1.rawValue }.compactMap { replica -> AccessPolicy? in
-                guard let user = authenticator.user(ofDevice: replica, tenant: identity.tenant) else { return nil }
+            let deadHere = state.isDeleted && (stored?.isDeleted ?? true)
+            return try state.vector.sortedEntries.compactMap { replica, counter -> AccessPolicy? in
+                let known = stored?.vector[replica] ?? 0
+                guard counter > known, state.holdsWrite(of: replica, after: known),
+                      !(deadHere && state.liveness.dot.replica != replica),
+                      let user = authenticator.user(ofDevice: replica, tenant: identity.tenant) else { return nil }
                 guard let subject = authenticator.subject(of: SessionIdentity(tenant: identity.tenant, device: replica, user: user),
                                                           defaults: access.defaultRoles) else {
                     throw AccessDenied(record: state.id, type: state.type, reason: "\(user) is no longer an active user of this tenant")

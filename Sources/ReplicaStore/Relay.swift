@@ -10,9 +10,10 @@ extension ReplicaStore {
     /// refused change at its next pull, and the refusal is logged as a `rejected` conflict
     /// lost by that device's write, so the device hears why with the record.
     ///
-    /// The refused writes are those of the record that upstream does not have; the conflict
-    /// names the newest of them made by another replica than this store (the device), so that
-    /// an effect this store ran on the change does not take its place.
+    /// The refused writes are those of the record that upstream does not have; a conflict is
+    /// logged for each of them made by another replica than this store (a device), so that
+    /// every device whose write is taken back hears it, and an effect this store ran on the
+    /// change takes no device's place (the newest write is logged when all are this store's).
     ///
     /// - Returns: whether the record changed.
     @discardableResult
@@ -31,24 +32,30 @@ extension ReplicaStore {
                 }
             }
             let others = writes.filter { $0.side.dot.replica != replicaID }
-            guard let lost = (others.isEmpty ? writes : others).max(by: { $0.side.timestamp < $1.side.timestamp }) else {
+            let newest = writes.max(by: { $0.side.timestamp < $1.side.timestamp })
+            guard let newest else {
                 // Nothing here is newer than upstream's state: only stop pushing it.
                 try reject(id, upTo: vector, reason: reason)
                 return false
             }
-            let kept: ConflictSide
-            if let upstream {
-                if let field = lost.field, case .register(let theirs)? = upstream.fields[field] {
-                    kept = ConflictSide(value: theirs.value, dot: theirs.dot, timestamp: theirs.timestamp)
+            // Every refused write of a device is logged, each lost by its device, so that each
+            // device that wrote to the record hears that its write was taken back (the record
+            // is refused whole, whoever's write upstream refused).
+            for lost in others.isEmpty ? [newest] : others {
+                let kept: ConflictSide
+                if let upstream {
+                    if let field = lost.field, case .register(let theirs)? = upstream.fields[field] {
+                        kept = ConflictSide(value: theirs.value, dot: theirs.dot, timestamp: theirs.timestamp)
+                    } else {
+                        kept = ConflictSide(value: nil, dot: upstream.liveness.dot, timestamp: upstream.liveness.timestamp,
+                                            isDeletion: upstream.isDeleted)
+                    }
                 } else {
-                    kept = ConflictSide(value: nil, dot: upstream.liveness.dot, timestamp: upstream.liveness.timestamp,
-                                        isDeletion: upstream.isDeleted)
+                    kept = ConflictSide(value: nil, dot: lost.side.dot, timestamp: lost.side.timestamp, isDeletion: true)
                 }
-            } else {
-                kept = ConflictSide(value: nil, dot: lost.side.dot, timestamp: lost.side.timestamp, isDeletion: true)
+                try log(Conflict(kind: .rejected, recordID: id, recordType: local.type, field: lost.field, winner: kept, loser: lost.side),
+                        reason: reason)
             }
-            try log(Conflict(kind: .rejected, recordID: id, recordType: local.type, field: lost.field, winner: kept, loser: lost.side),
-                    reason: reason)
             // Put back what upstream holds.
             guard let upstream, !upstream.isDeleted else {
                 if !local.isDeleted { _ = try delete(id) } else { try settle(id, upTo: vector) }
@@ -59,11 +66,12 @@ extension ReplicaStore {
                 _ = try restore(id)
                 changed = true
             }
+            // Every refused field is written, even to the value it holds: the refused write must
+            // leave the state, or upstream finds it there again and refuses the put-back too.
             var values: [String: FieldValue] = [:]
             for write in writes {
                 guard let field = write.field else { continue }
-                let theirs: FieldValue = if case .register(let register)? = upstream.fields[field] { register.value } else { .null }
-                if theirs != write.side.value { values[field] = theirs }
+                values[field] = if case .register(let register)? = upstream.fields[field] { register.value } else { .null }
             }
             if !values.isEmpty {
                 _ = try update(id, values)

@@ -125,6 +125,17 @@ extension ReplicaStore {
         return found
     }
 
+    /// The deleted records of the given types with their sequence numbers: a live record that
+    /// hangs off one stands to a user through it as through a live one, and tombstones have no
+    /// entries in the field index.
+    public func deletedChanges(ofTypes types: Set<String>) throws -> [Change] {
+        guard !types.isEmpty else { return [] }
+        let list = types.sorted().map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: ", ")
+        return try db.query("SELECT seq, id, type, vector, state FROM records WHERE deleted = 1 AND type IN (\(list)) ORDER BY seq") {
+            Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1))
+        }
+    }
+
     /// The live records of the given types with their sequence numbers, in one pass over the
     /// records: for the types a user reads all of.
     public func liveChanges(ofTypes types: Set<String>) throws -> [Change] {

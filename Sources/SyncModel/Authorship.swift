@@ -46,3 +46,22 @@ extension RecordState {
         }
     }
 }
+
+extension RecordState {
+    /// Whether this state holds a write of `replica` newer than its `counter`: the record's
+    /// existence, a field, or a counter contribution under that id. A dot that is only in the
+    /// vector (its write was overwritten since, as when a branch puts back what upstream
+    /// refused) brings nothing of `replica` to check.
+    public func holdsWrite(of replica: ReplicaID, after counter: UInt64) -> Bool {
+        if liveness.dot.replica == replica && liveness.dot.counter > counter { return true }
+        for field in fields.values {
+            switch field {
+            case .register(let register):
+                if register.dot.replica == replica && register.dot.counter > counter { return true }
+            case .counter(let state):
+                if let contribution = state.contributions[replica], contribution.lastCounter > counter { return true }
+            }
+        }
+        return false
+    }
+}

@@ -114,6 +114,67 @@ import Testing
         await live.stop()
     }
 
+    /// A record the device holds that changed after what it hangs off, both since the device's
+    /// last pull: the change of the parent makes the server look at what hangs off it (unchanged
+    /// as far as that look goes), and the child's own change, later in the same batch, must
+    /// still be sent.
+    @Test func aChangeOfWhatHangsOffAChangedRecordReachesTheDeviceInTheSameBatch() async throws {
+        let dir = try TemporaryDirectory()
+        let operated = try OperatedServer(dir)
+        defer { operated.server.stop() }
+        #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
+                                      "--role", "rep", "--team", "north"]).status == 0)
+        let anna = try await operated.enroll("anna-laptop")
+        let (north, ada) = try anna.local { store in
+            try store.transaction { () -> (UUID, UUID) in
+                let north = try store.create("account", ["name": .text("North Ltd"), "owner": .text("nina@acme.example")]).id
+                let ada = try store.create("contact", ["last_name": .text("Lovelace"), "account": .text(north.uuidString)]).id
+                return (north, ada)
+            }
+        }
+        try await anna.sync()
+        let nina = try await operated.enroll("nina-phone", user: "nina@acme.example")
+        try await nina.sync()
+        #expect(try nina.local { try $0.record(ada)?.values["title"] } == nil)
+        // The account changes first, then the contact that hangs off it.
+        try anna.local { _ = try $0.update(north, ["industry": .text("Engines")]) }
+        try anna.local { _ = try $0.update(ada, ["title": .text("Countess")]) }
+        try await anna.sync()
+        let report = try await nina.sync()
+        #expect(try nina.local { try $0.record(north)?.values["industry"] } == .text("Engines"))
+        #expect(try nina.local { try $0.record(ada)?.values["title"] } == .text("Countess"), "pulled \(report.pulled)")
+    }
+
+    /// A contact of an account deleted since stands to the account's owner through it: a device
+    /// pulling from 0 (a new device of the owner) gets it, as one that held the account does.
+    @Test func aPullFromZeroBringsWhatHangsOffADeletedRecordTheUserMayRead() async throws {
+        let dir = try TemporaryDirectory()
+        let operated = try OperatedServer(dir)
+        defer { operated.server.stop() }
+        #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
+                                      "--role", "rep", "--team", "north"]).status == 0)
+        let anna = try await operated.enroll("anna-laptop")
+        _ = try anna.local { try $0.create("account", ["name": .text("South plc"), "owner": .text("anna@acme.example")]) }
+        try await anna.sync()
+        let phone = try await operated.enroll("nina-phone", user: "nina@acme.example")
+        try await phone.sync()
+        let (north, ada) = try anna.local { store in
+            try store.transaction { () -> (UUID, UUID) in
+                let north = try store.create("account", ["name": .text("North Ltd"), "owner": .text("nina@acme.example")]).id
+                let ada = try store.create("contact", ["last_name": .text("Lovelace"), "account": .text(north.uuidString)]).id
+                return (north, ada)
+            }
+        }
+        try anna.local { _ = try $0.delete(north) }
+        try await anna.sync()
+        try await phone.sync()
+        #expect(try phone.local { try $0.record(ada).map { !$0.isDeleted } } == true, "an incremental pull brings Ada")
+        let tablet = try await operated.enroll("nina-tablet", user: "nina@acme.example")
+        try await tablet.sync()
+        #expect(try tablet.local { try $0.record(ada).map { !$0.isDeleted } } == true, "a pull from 0 brings Ada too")
+        #expect(try tablet.local { try $0.record(north) } == nil, "not the tombstone of what she never held")
+    }
+
     /// Every PullBatch of a pull from 0 as the server sends it to `device`.
     func rawPullFromZero(_ device: RapportClient, _ operated: OperatedServer) async throws -> [Rapport_V1_PullBatch] {
         let connection = try await RawConnection.connect(port: operated.server.port, caPath: operated.data + "/tls/ca.pem")
