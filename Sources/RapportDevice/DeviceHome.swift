@@ -248,15 +248,7 @@ public struct DeviceHome: Sendable, Equatable {
             throw .usage("give --ca FILE (the CA that signed the server's certificate), --pin SHA256HEX, or both")
         }
         let pin = try settings.pin.map { pin throws(DeviceError) in try Self.normalizePin(pin) }
-        var caPEM: String?
-        if let caFile = settings.caFile {
-            do {
-                caPEM = try String(contentsOfFile: caFile, encoding: .utf8)
-                _ = try SPKIPin.sha256Hex(certificatePEM: caPEM ?? "")
-            } catch {
-                throw .usage("cannot use --ca \(caFile): \(error is TLSError ? "\(error)" : error.localizedDescription)")
-            }
-        }
+        let caPEM = try settings.caFile.map { file throws(DeviceError) in try Self.readCA(file) }
         let replicaID: ReplicaID
         do {
             replicaID = try settings.deviceID.map { try ReplicaID($0) } ?? ReplicaID.random()
@@ -348,15 +340,7 @@ public struct DeviceHome: Sendable, Equatable {
             throw .usage("invalid server name '\(serverName)'")
         }
         let pin = try pin.map { pin throws(DeviceError) in try Self.normalizePin(pin) }
-        var caPEM: String?
-        if let caFile {
-            do {
-                caPEM = try String(contentsOfFile: caFile, encoding: .utf8)
-                _ = try SPKIPin.sha256Hex(certificatePEM: caPEM ?? "")
-            } catch {
-                throw .usage("cannot use --ca \(caFile): \(error is TLSError ? "\(error)" : error.localizedDescription)")
-            }
-        }
+        let caPEM = try caFile.map { file throws(DeviceError) in try Self.readCA(file) }
         profile.host = server.host
         profile.port = server.port
         profile.serverName = serverName ?? server.host
@@ -439,6 +423,17 @@ public struct DeviceHome: Sendable, Equatable {
     }
 
     /// Accepts a pin as admins paste it (any case, `:` separators) and stores it canonically.
+    /// The PEM of a `--ca` file, checked to hold a certificate.
+    static func readCA(_ file: String) throws(DeviceError) -> String {
+        do {
+            let pem = try String(contentsOfFile: file, encoding: .utf8)
+            _ = try SPKIPin.sha256Hex(certificatePEM: pem)
+            return pem
+        } catch {
+            throw .usage("cannot use --ca \(file): \(error is TLSError ? "\(error)" : error.localizedDescription)")
+        }
+    }
+
     public static func normalizePin(_ text: String) throws(DeviceError) -> String {
         let hex = text.replacingOccurrences(of: ":", with: "").lowercased()
         guard hex.count == 64, hex.allSatisfy(\.isHexDigit) else {
