@@ -16,9 +16,9 @@ import Testing
 /// Each case makes random edits on every device (creates, field writes and clears, counter
 /// increments, reassignments, deletes, restores; and, now and then, a write of ben's at a branch
 /// cut off from the centre to an account the admin gives away there meanwhile), while servers
-/// are killed with SIGKILL (at rest,
-/// in the middle of a device's sync, or just after one, while a branch's link pushes), branches
-/// are stopped, and everything is restarted on the same data directory and port at random.
+/// are killed with SIGKILL (at rest, in the middle of a device's sync, or just after one, while
+/// a branch's link pushes), branches are stopped with SIGTERM, and everything is restarted on
+/// the same data directory and port at random.
 /// Then everything heals: servers up, rounds of device syncs until nothing moves and each
 /// branch's `rapportctl stats` shows its link connected with nothing waiting and nothing
 /// behind. Then, with the servers stopped:
@@ -31,7 +31,8 @@ import Testing
 ///   made on a device that had seen it, or is in a conflict log (lost to a concurrent write, or
 ///   refused with the reason); a write kept in the state under a concurrent delete is logged too;
 /// - the admin's counter increments add up (ben's are left out: see `BranchRefusalTests`);
-/// - nothing waits to be pushed anywhere, and no server exited on its own.
+/// - nothing waits to be pushed anywhere, no server exited on its own, and every one stopped
+///   on SIGTERM.
 ///
 /// Users: anna, an admin, and ben, a rep (team north, alone in it), whose device at the second
 /// branch (and, in half the cases, one at the first) works within his scope: the centre checks
