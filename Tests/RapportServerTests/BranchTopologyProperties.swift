@@ -946,7 +946,7 @@ final class TopologyScenario {
     func checkScope(_ held: [UUID: RecordState], of holder: String, policy: AccessPolicy, reference: [UUID: RecordState],
                     keptRefused: Set<UUID>) {
         var expected: Set<UUID> = []
-        for (id, record) in reference where !record.isDeleted && ["account", "contact"].contains(record.type) && !keptRefused.contains(id) {
+        for (id, record) in reference where !record.isDeleted && ["account", "contact"].contains(record.type) {
             guard policy.mayRead(record, lookup: { reference[$0] }) else { continue }
             expected.insert(id)
             var next = policy.parent(of: record)
@@ -955,6 +955,7 @@ final class TopologyScenario {
                 next = policy.parent(of: state)
             }
         }
+        expected.subtract(keptRefused)
         let live = Set(held.values.filter { !$0.isDeleted && ["account", "contact"].contains($0.type) }.map(\.id)).subtracting(keptRefused)
         if live != expected {
             fail("\(holder) holds \(live.count) live records, may read \(expected.count): missing \(expected.subtracting(live).map(short)), extra \(live.subtracting(expected).map(short))")
