@@ -188,8 +188,10 @@ extension SyncServer {
                 // Before deciding about a record the device may no longer see: what hangs off
                 // it may go first, and then nothing needs it any more. A record that changed and
                 // is visible may have been held only as what another hangs off: what hangs off
-                // it may have become visible with it.
-                if visible != held || (visible && isChange), !record.isDeleted, depth < 3 {
+                // it may have become visible with it. A deletion alone changes nothing for what
+                // hangs off (rights read through deleted records), but a tombstone whose own
+                // standing changed (given away and deleted since the last pull) takes it along.
+                if visible != held || (visible && isChange && !record.isDeleted), depth < 3 {
                     for child in try hangingOff(record.id, type: record.type, in: store, children: children) {
                         guard batch.records.count < limit * 2 else { state.stale = true; return }
                         try consider(child.state, isChange: false, depth: depth + 1)

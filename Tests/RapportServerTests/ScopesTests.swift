@@ -175,6 +175,36 @@ import Testing
         #expect(try tablet.local { try $0.record(north) } == nil, "not the tombstone of what she never held")
     }
 
+    /// An account given away and deleted before the rep's device pulls: the contact that hangs
+    /// off it leaves the device with it, as a pull from 0 would leave it out.
+    @Test func whatHangsOffARecordGivenAwayAndDeletedLeavesTheDevice() async throws {
+        let dir = try TemporaryDirectory()
+        let operated = try OperatedServer(dir)
+        defer { operated.server.stop() }
+        #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
+                                      "--role", "rep", "--team", "north"]).status == 0)
+        let anna = try await operated.enroll("anna-laptop")
+        let (north, ada) = try anna.local { store in
+            try store.transaction { () -> (UUID, UUID) in
+                let north = try store.create("account", ["name": .text("North Ltd"), "owner": .text("nina@acme.example")]).id
+                let ada = try store.create("contact", ["last_name": .text("Lovelace"), "account": .text(north.uuidString)]).id
+                return (north, ada)
+            }
+        }
+        try await anna.sync()
+        let phone = try await operated.enroll("nina-phone", user: "nina@acme.example")
+        try await phone.sync()
+        #expect(try phone.local { try $0.record(ada) } != nil)
+        try anna.local { _ = try $0.update(north, ["owner": .text("anna@acme.example")]) }
+        try anna.local { _ = try $0.delete(north) }
+        try await anna.sync()
+        try await phone.sync()
+        #expect(try phone.local { try $0.record(ada) } == nil, "Ada hangs off an account nina no longer owns")
+        let tablet = try await operated.enroll("nina-tablet", user: "nina@acme.example")
+        try await tablet.sync()
+        #expect(try tablet.local { try $0.record(ada) } == nil, "nor does a pull from 0 bring her")
+    }
+
     /// Every PullBatch of a pull from 0 as the server sends it to `device`.
     func rawPullFromZero(_ device: RapportClient, _ operated: OperatedServer) async throws -> [Rapport_V1_PullBatch] {
         let connection = try await RawConnection.connect(port: operated.server.port, caPath: operated.data + "/tls/ca.pem")
