@@ -136,6 +136,11 @@ extension SyncServer {
                     next = policy.parent(of: parent)
                 }
             }
+            // What the branch's own upstream took away (a branch office's store): it is gone from
+            // here, so no change would show this device that it must go.
+            for queued in try store.takePeerEvictions(for: peer) {
+                evict((queued.id, queued.type), queued.reason)
+            }
             var catchUp: [Change] = []
             if after == 0 {
                 // A pull from 0: what the device may see now (with what that hangs off), and

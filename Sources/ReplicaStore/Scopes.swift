@@ -50,6 +50,18 @@ extension ReplicaStore {
         try write { try db.run("INSERT OR REPLACE INTO peer_scopes (peer, state) VALUES (?, ?)", [peer, state]) }
     }
 
+    /// The evictions from upstream waiting for `peer` (see `evict`), removed from the queue: the
+    /// caller sends them in the transaction it calls this in.
+    public func takePeerEvictions(for peer: String) throws -> [(id: UUID, type: String, reason: String)] {
+        try write {
+            let queued = try db.query("SELECT id, type, reason FROM peer_evictions WHERE peer = ?", [peer]) { row in
+                (id: row.withBytes(0) { UUID(bytes: $0) } ?? UUID(), type: row.string(1), reason: row.string(2))
+            }
+            if !queued.isEmpty { try db.run("DELETE FROM peer_evictions WHERE peer = ?", [peer]) }
+            return queued
+        }
+    }
+
     // MARK: Device side
 
     /// Takes records upstream said left this replica's scope out of the store: they still exist
@@ -57,11 +69,21 @@ extension ReplicaStore {
     /// yet pushed stays until they have been pushed and answered (accepted, or refused and kept
     /// in the conflict log), then goes. Conflict log entries stay. Returns the records kept for now.
     @discardableResult
+    ///
+    /// A store that relays for downstream replicas (a branch office) passes the eviction on:
+    /// each downstream peer that holds the record is told at its next pull (`takePeerEvictions`).
     public func evict(_ ids: [UUID], reason: String) throws -> [UUID] {
         try write {
             var kept: [UUID] = []
             for id in ids {
                 guard let (stored, _) = try load(id, decodeState: false) else { continue }
+                if relaysDownstream {
+                    try db.run("""
+                        INSERT OR REPLACE INTO peer_evictions (peer, id, type, reason)
+                        SELECT peer, id, ?, ? FROM peer_records WHERE id = ?
+                        """, [stored.type, reason, SQLiteValue.blob(Data(id.bytes))])
+                    try db.run("DELETE FROM peer_records WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))])
+                }
                 if stored.isDirty {
                     try db.run("INSERT OR REPLACE INTO pending_evictions (id, reason) VALUES (?, ?)", [SQLiteValue.blob(Data(id.bytes)), .text(reason)])
                     kept.append(id)

@@ -112,5 +112,16 @@ enum StoreSchema {
                 reason TEXT NOT NULL
             ) WITHOUT ROWID;
             """),
+        Migration(version: 6, "a branch: evictions from upstream to pass on to the devices that hold the records", sql: """
+            -- On a branch office: records its upstream took out of its scope that a device of
+            -- the branch holds, to evict from that device at its next pull (SPEC.md 6.1).
+            CREATE TABLE peer_evictions (
+                peer TEXT NOT NULL,
+                id BLOB NOT NULL,
+                type TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                PRIMARY KEY (peer, id)
+            ) WITHOUT ROWID;
+            """),
     ]
 }
