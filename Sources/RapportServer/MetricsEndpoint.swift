@@ -69,6 +69,11 @@ public final class MetricsEndpoint: Service, Sendable {
     public func run() async throws {
         if channel.withLock({ $0 }) == nil { try await start() }
         try? await gracefulShutdown()
+        await stopListening()
+    }
+
+    /// Closes the listening socket; connections open on it finish their request.
+    public func stopListening() async {
         try? await channel.withLock({ $0 })?.close()
     }
 }

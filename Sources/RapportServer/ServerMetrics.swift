@@ -115,7 +115,7 @@ public final class ServerMetrics: Sendable {
         tlsFailures = Dictionary(uniqueKeysWithValues: TLSError.FailureReason.allCases.map {
             ($0, counter("tls_handshake_failures", tlsHelp, [("reason", $0.rawValue)]))
         })
-        protocolViolations = counter("protocol_violations", "Sessions closed after a protocol violation (malformed, oversize or unexpected frames).")
+        protocolViolations = counter("protocol_violations", "Sessions closed for a protocol error: malformed, oversize or unexpected frames, wrong versions.")
         let timeoutHelp = "Connections closed for silence: handshake (no Hello within --handshake-timeout, TLS included) or idle."
         handshakeTimeouts = counter("timeouts", timeoutHelp, [("phase", "handshake")])
         idleTimeouts = counter("timeouts", timeoutHelp, [("phase", "idle")])

@@ -278,7 +278,7 @@ public final class SyncServer: Sendable {
             try sync.addHandler(BusyAnswerHandler(SyncError(.serverBusy, "server busy: \(reason); retry later",
                                                             retryable: true, retryAfter: delay)))
             try sync.addHandler(SessionTimeoutHandler(
-                handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.handshakeTimeout), metrics: metrics))
+                handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.handshakeTimeout)))
             return .refused
         case .admitted(let admitted):
             metrics.connectionsAdmitted.increment()
