@@ -26,6 +26,8 @@ public final class MetricsEndpoint: Service, Sendable {
     private let logger: Logger
     private let channel = Mutex<(any Channel)?>(nil)
 
+    /// An endpoint for `server`'s metrics and health at `host`:`port` (0 picks a free port);
+    /// nothing listens until `start()` or `run()`.
     public init(serving server: SyncServer, host: String, port: Int,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
         self.server = server

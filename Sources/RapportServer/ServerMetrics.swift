@@ -75,11 +75,15 @@ public final class ServerMetrics: Sendable {
     static let batchBuckets: [Duration] = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
         .map { Duration.microseconds(Int64($0 * 1000)) }
 
+    /// `rapport_<base>_<unit>`, with the help text Prometheus shows.
+    private static func name(_ base: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "rapport", metricName: base, unitName: unit, helpText: help)
+    }
+
+    /// A registry with every metric of a server in it, counters at zero.
     public init() {
         let registry = self.registry
-        func name(_ base: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
-            MetricNameDescriptor(namespace: "rapport", metricName: base, unitName: unit, helpText: help)
-        }
+        let name = Self.name
         func counter(_ base: String, _ help: String, _ labels: [(String, String)] = []) -> Counter {
             registry.makeCounter(descriptor: name(base, "total", help), labels: labels)
         }
@@ -147,7 +151,7 @@ public final class ServerMetrics: Sendable {
     /// The gauges of a branch's link (a centre has none).
     func upstreamGauges() -> UpstreamGauges {
         func gauge(_ base: String, _ unit: String, _ help: String) -> Gauge {
-            registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "rapport", metricName: base, unitName: unit, helpText: help))
+            registry.makeGauge(descriptor: Self.name(base, unit, help))
         }
         return UpstreamGauges(
             connected: gauge("upstream_connected", "", "A branch's link to its centre: 1 connected, 0 not."),
