@@ -135,8 +135,19 @@ public final class ServerMetrics: Sendable {
         refusals[code]?.increment()
     }
 
-    func pushed(_ outcome: Rapport_V1_RecordResult.Outcome) {
-        pushedRecords[outcome]?.increment()
+    /// Counts an answered push: the batch, its time, each record's outcome and conflicts.
+    func pushed(_ result: Rapport_V1_PushResult, in duration: Duration) {
+        pushDuration.record(duration)
+        pushes.increment()
+        // Tallied first: one atomic add per outcome, not one per record of a large batch.
+        var outcomes: [Rapport_V1_RecordResult.Outcome: Int64] = [:]
+        var found: Int64 = 0
+        for record in result.results {
+            outcomes[record.outcome, default: 0] += 1
+            found += Int64(record.conflicts.count)
+        }
+        for (outcome, count) in outcomes { pushedRecords[outcome]?.increment(by: count) }
+        if found > 0 { conflicts.increment(by: found) }
     }
 
     func handshakeFailed(_ reason: TLSError.FailureReason) {

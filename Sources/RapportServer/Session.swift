@@ -102,12 +102,7 @@ extension SyncServer {
                         guard let tenant, let identity else { return }
                         let started = ContinuousClock.now
                         let (result, advanced) = try await push(request, into: tenant, from: identity, logger: logger)
-                        metrics.pushDuration.record(ContinuousClock.now - started)
-                        metrics.pushes.increment()
-                        for record in result.results {
-                            metrics.pushed(record.outcome)
-                            metrics.conflicts.increment(by: Int64(record.conflicts.count))
-                        }
+                        metrics.pushed(result, in: ContinuousClock.now - started)
                         var reply = Rapport_V1_Frame()
                         reply.pushResult = result
                         try await outbound.write(reply)
