@@ -7,6 +7,7 @@ import RapportClient
 import RapportServer
 import ReplicaStore
 import SyncModel
+import Synchronization
 import SyncProtocol
 import TestSupport
 import Testing
@@ -162,6 +163,53 @@ import TLS
         await endpoint.stopListening()
         await quiet.stop()
     }
+
+    /// A registry that cannot be re-read makes the server unhealthy (503 with the reason) until
+    /// a re-read succeeds again.
+    @Test func anUnreadableRegistryMakesTheServerUnhealthyUntilItReadsAgain() async throws {
+        let dir = try TemporaryDirectory()
+        var config = SyncServer.Configuration(dataDirectory: dir.path("server"), port: 0, schema: CRMSchema.current,
+                                              schemaVersion: CRMSchema.version)
+        config.storeOptions = .crm(role: .authority)
+        config.accessCheckInterval = .milliseconds(20)
+        config.shutdownGracePeriod = .seconds(2)
+        let registry = UnreliableRegistry()
+        let server = try SyncServer(configuration: config, authenticator: registry, logger: ServerFixture.logger("test.rapportd"))
+        #expect(server.health.reason == "not listening")
+        try await server.start()
+        let endpoint = MetricsEndpoint(serving: server, host: "127.0.0.1", port: 0, logger: ServerFixture.logger("test.metrics"))
+        let metrics = MetricsClient(base: "http://127.0.0.1:\(try await endpoint.start())")
+        #expect(try await metrics.get("/health").status == 200)
+
+        registry.failing.withLock { $0 = true }
+        let unhealthy = try await waitFor("/health to answer 503") { server.health.isHealthy ? nil : server.health }
+        #expect(unhealthy.reason?.hasPrefix("registry unreadable: ") == true, "\(unhealthy.json)")
+        let answer = try await metrics.get("/health")
+        #expect(answer.status == 503 && answer.body.contains("registry unreadable"), "\(answer.body)")
+
+        registry.failing.withLock { $0 = false }
+        try await waitFor("/health to answer 200 again") { server.health.isHealthy ? true : nil }
+        #expect(try await metrics.get("/health").status == 200)
+        await server.shutdown()
+        await endpoint.stopListening()
+    }
+}
+
+/// An authenticator whose registry re-read fails while `failing` is set.
+final class UnreliableRegistry: Authenticator {
+    let failing = Mutex(false)
+    private let secrets = StaticAuthenticator(secrets: ["acme": ServerFixture.secret])
+
+    func authenticate(tenant: String, device: ReplicaID, secret: [UInt8]) throws -> SessionIdentity {
+        try secrets.authenticate(tenant: tenant, device: device, secret: secret)
+    }
+
+    func refresh() throws -> Bool {
+        if failing.withLock({ $0 }) { throw BenchError("registry.sqlite: disk I/O error") }
+        return false
+    }
+
+    var createsTenantStores: Bool { true }
 }
 
 /// The parsed Prometheus text exposition: each sample by metric name and label set.
