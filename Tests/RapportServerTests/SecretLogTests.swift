@@ -28,6 +28,10 @@ import Testing
         // A used code offered again is refused, at the centre and through the branch.
         #expect(try initialize("eve", code: codes[0], port: centrePort, ca: topology.centreCA).status != 0)
         #expect(try initialize("eve2", code: codes[1], port: branch.port, ca: branch.ca).status != 0)
+        // A valid code mistyped (its last character changed) is refused; neither form is logged.
+        let spare = try code()
+        let typo = String(spare.dropLast()) + (spare.last == "A" ? "B" : "A")
+        #expect(try initialize("eve3", code: typo, port: centrePort, ca: topology.centreCA).status != 0)
         for home in ["ana", "ben"] {
             let device = CLI(binary: topology.rapport, fixed: ["--home", topology.dir.path(home)])
             _ = try device.create("contact", ["first_name=\(home)", "last_name=Secretless"])
@@ -50,7 +54,7 @@ import Testing
         #expect((link["rapport_upstream_last_sync_timestamp_seconds"] ?? 0) > 0)
 
         var secrets: [(what: String, text: String)] = []
-        for (index, code) in codes.enumerated() {
+        for (index, code) in (codes + [spare, typo]).enumerated() {
             secrets += [("enrollment code \(index)", code), ("enrollment code \(index) without dashes", code.replacingOccurrences(of: "-", with: ""))]
         }
         for home in ["ana", "ben"] {
