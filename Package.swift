@@ -152,6 +152,7 @@ let package = Package(
             "Access", "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
             "PrivateFiles", "SQLite",
             .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
         ] + nio),
         .testTarget(name: "RapportDeviceTests", dependencies: [
             "Access", "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS", "TestSupport",
