@@ -40,6 +40,7 @@ final class ConnectionGate: Sendable {
     private struct Counts {
         var total = 0
         var preLogin = 0
+        var busy = 0
         var preLoginByAddress: [String: Int] = [:]
     }
 
@@ -57,10 +58,12 @@ final class ConnectionGate: Sendable {
             counts.total += 1
             let fromAddress = counts.preLoginByAddress[address, default: 0]
             if fromAddress >= limits.preLoginPerAddress {
+                counts.busy += 1
                 return .busy(Ticket(address: address, phase: .busy),
                              reason: "\(fromAddress) connections from \(address) have not logged in yet")
             }
             if counts.preLogin >= limits.preLogin {
+                counts.busy += 1
                 return .busy(Ticket(address: address, phase: .busy),
                              reason: "\(counts.preLogin) connections have not logged in yet")
             }
@@ -87,6 +90,7 @@ final class ConnectionGate: Sendable {
             ticket.phase.withLock { phase in
                 if phase == .released { return }
                 if phase == .preLogin { Self.leavePreLogin(ticket.address, &counts) }
+                if phase == .busy { counts.busy -= 1 }
                 phase = .released
                 counts.total -= 1
             }
@@ -96,6 +100,11 @@ final class ConnectionGate: Sendable {
     /// Open connections now, and how many of them have not logged in.
     var current: (total: Int, preLogin: Int) {
         counts.withLock { ($0.total, $0.preLogin) }
+    }
+
+    /// Open connections by phase: not logged in yet, in a session, being answered busy.
+    var phases: (preLogin: Int, session: Int, busy: Int) {
+        counts.withLock { ($0.preLogin, $0.total - $0.preLogin - $0.busy, $0.busy) }
     }
 
     private static func leavePreLogin(_ address: String, _ counts: inout Counts) {
