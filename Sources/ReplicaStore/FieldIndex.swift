@@ -6,6 +6,12 @@ import SyncModel
 /// owner's opportunities or an account's contacts cannot afford on a large tenant. The fields
 /// apps query are kept in `field_index`, maintained with the record row in the same
 /// transaction, on local writes and on applies from sync alike.
+///
+/// Except while a pull from the start runs (`deferFieldIndex(of:)`): inserting each record's
+/// entries at random places of a b-tree that outgrows SQLite's cache, and committing it batch
+/// after batch, made an initial sync several times slower than the same sync without the index,
+/// so the types it brings are written without entries and indexed in one sorted pass when it
+/// ends (`completeFieldIndex()`). Queries on a deferred type read its records instead.
 extension ReplicaStore {
     /// The name under which words of search fields are indexed: no field may be called ''.
     static let searchKey = ""
@@ -28,9 +34,10 @@ extension ReplicaStore {
         var words: [String]
     }
 
-    /// Whether records of `type` have entries in the index.
-    func indexes(_ type: String) -> Bool {
-        indexedFieldsByType[type] != nil
+    /// Whether writing a record of `type` writes its index entries now: it has indexed
+    /// fields, and its entries are not deferred.
+    func maintainsIndex(of type: String) -> Bool {
+        indexedFieldsByType[type] != nil && !deferredIndexTypes.contains(type)
     }
 
     /// The index entries of a state: (field, value) pairs, the words of search fields under
@@ -58,6 +65,7 @@ extension ReplicaStore {
     /// old state, so the table needs no second index by record, and an edit that leaves the
     /// indexed fields alone writes nothing here.
     func updateFieldIndex(_ state: RecordState, old: RecordState?) throws {
+        guard !deferredIndexTypes.contains(state.type) else { return }  // built whole at the end
         let entries = indexEntries(state)
         let previous = old.map(indexEntries) ?? []
         guard !entries.isEmpty || !previous.isEmpty else { return }
@@ -104,11 +112,109 @@ extension ReplicaStore {
         guard built != config else { return }
         try write {
             try db.run("DELETE FROM field_index")
-            let types = schema.types.keys.filter(indexes)
-            for type in types {
-                for state in try records(ofType: type) { try updateFieldIndex(state, old: nil) }
-            }
+            try db.run("DELETE FROM field_index_deferred")
+            deferredIndexTypes = []
+            for type in indexedFieldsByType.keys.sorted() { try buildFieldIndex(of: type) }
             try db.run("INSERT OR REPLACE INTO field_index_config (singleton, fields) VALUES (1, ?)", [config])
+        }
+    }
+
+    // MARK: Deferred entries
+
+    /// Stops writing the index entries of those of `types` that have indexed fields, from now
+    /// until `completeFieldIndex()` builds them: for a pull from the start, whose records are
+    /// then stored without entries and indexed in one sorted pass at its end. Takes effect in
+    /// the open transaction (with the batch it precedes) or, outside one, at once; recorded in
+    /// the file, so a sync killed half-way leaves the types deferred, never half indexed.
+    ///
+    /// Queries on a deferred type give the same answers, reading its records instead of the
+    /// index; the index is only slower to have.
+    public func deferFieldIndex(of types: some Sequence<String>) throws {
+        let wanted = Set(types).filter { indexedFieldsByType[$0] != nil }
+        guard !wanted.isEmpty else { return }
+        try write {
+            for type in wanted.subtracting(deferredIndexTypes).sorted() {
+                try db.run("INSERT OR IGNORE INTO field_index_deferred (type) VALUES (?)", [type])
+                deferredIndexTypes.insert(type)
+            }
+        }
+    }
+
+    /// The types whose index entries are deferred (`deferFieldIndex(of:)`), as committed.
+    public func deferredFieldIndexTypes() throws -> Set<String> {
+        isWriting ? deferredIndexTypes : try committedDeferredIndexTypes()
+    }
+
+    /// Builds the index entries of every deferred type and ends their deferral: one
+    /// transaction per type, so readers and local writes wait for one type at most. Does
+    /// nothing when no type is deferred, so a sync can call it at the end of every pull, and
+    /// the pull after one killed half-way finishes what that one deferred.
+    public func completeFieldIndex() throws {
+        for type in try committedDeferredIndexTypes().sorted() {
+            try write {
+                guard deferredIndexTypes.contains(type) else { return }  // another handle built it
+                try db.run("DELETE FROM field_index_deferred WHERE type = ?", [type])
+                deferredIndexTypes.remove(type)
+                try buildFieldIndex(of: type)
+            }
+        }
+    }
+
+    func committedDeferredIndexTypes() throws -> Set<String> {
+        guard !indexedFieldsByType.isEmpty else { return [] }
+        return Set(try db.query("SELECT type FROM field_index_deferred") { $0.string(0) })
+    }
+
+    /// Replaces the entries of `type` by those of its live records, inserted in key order, so
+    /// that every insert appends to the b-tree instead of landing on a page anywhere in it.
+    /// Only the indexed fields are decoded (`scan`); the entries are those `indexEntries` gives.
+    private func buildFieldIndex(of type: String) throws {
+        guard let fields = indexedFieldsByType[type] else { return }
+        try db.run("DELETE FROM field_index WHERE type = ?", [type])
+        var byField: [String: [(value: String, id: UUID)]] = [:]
+        let projected = fields.values + fields.words
+        try scan(type, fields: projected) { id, values in
+            for (index, value) in values.enumerated() {
+                guard case .text(let text) = value else { continue }
+                if index < fields.values.count {
+                    byField[projected[index], default: []].append((text, id))
+                } else {
+                    for word in Self.words(text) { byField[Self.searchKey, default: []].append((word, id)) }
+                }
+            }
+        }
+        let insert = try db.cached("INSERT INTO field_index (type, field, value, id) VALUES (?, ?, ?, ?)")
+        for field in byField.keys.sorted() {
+            var entries = byField.removeValue(forKey: field)!
+            // String order is the UTF-8 byte order SQLite keeps for normalised text; only the
+            // speed of the inserts depends on it.
+            entries.sort { a, b in
+                a.value != b.value ? a.value < b.value : withUnsafeBytes(of: a.id.uuid) { x in
+                    withUnsafeBytes(of: b.id.uuid) { y in x.lexicographicallyPrecedes(y) }
+                }
+            }
+            var previous: (value: String, id: UUID)?
+            for entry in entries {
+                // A word twice in one record, or in two of its search fields, is one entry.
+                if let previous, previous.id == entry.id, previous.value == entry.value { continue }
+                previous = entry
+                insert.reset()
+                try insert.bind(text: type, at: 1)
+                try insert.bind(text: field, at: 2)
+                try insert.bind(text: entry.value, at: 3)
+                try insert.bind(uuid: entry.id, at: 4)
+                try insert.step()
+            }
+        }
+    }
+
+    /// Runs `body` in one read snapshot, so that whether a type is deferred and what the index
+    /// holds are read from the same state of the file (WAL: readers never wait for the writer).
+    func withIndexSnapshot<T>(of type: String, _ body: (_ deferred: Bool) throws -> T) throws -> T {
+        if isWriting { return try body(deferredIndexTypes.contains(type)) }
+        guard indexedFieldsByType[type] != nil else { return try body(false) }
+        return try db.transaction(.deferred) {
+            try body(try db.scalarInt("SELECT 1 FROM field_index_deferred WHERE type = ?", [type]) != nil)
         }
     }
 
@@ -117,13 +223,15 @@ extension ReplicaStore {
     /// Reads the index when `field` is one of `Options.indexedFields`; otherwise reads every
     /// record of the type, so the answer is the same either way and only the cost differs.
     public func records(ofType type: String, where field: String, equals value: String) throws -> [RecordState] {
-        guard options.indexedFields.contains(field) else {
-            return try records(ofType: type).filter { $0.fields[field]?.value == .text(value) }
+        try withIndexSnapshot(of: type) { deferred in
+            guard options.indexedFields.contains(field), !deferred else {
+                return try records(ofType: type).filter { $0.fields[field]?.value == .text(value) }
+            }
+            return try db.query("""
+                SELECT r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON r.id = f.id
+                WHERE f.type = ? AND f.field = ? AND f.value = ? AND r.deleted = 0 ORDER BY r.seq
+                """, [type, field, value]) { try decodeRow($0) }
         }
-        return try db.query("""
-            SELECT r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON r.id = f.id
-            WHERE f.type = ? AND f.field = ? AND f.value = ? AND r.deleted = 0 ORDER BY r.seq
-            """, [type, field, value]) { try decodeRow($0) }
     }
 
     /// The live records of `type` with, for every word of `text`, a word in one of their
@@ -133,11 +241,14 @@ extension ReplicaStore {
         let words = Self.words(text)
         guard let first = words.max(by: { $0.count < $1.count }) else { return [] }
         // The longest word narrows the index range most; the others are checked on the records.
-        let candidates = try db.query("""
-            SELECT r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON r.id = f.id
-            WHERE f.type = ? AND f.field = ? AND f.value >= ? AND f.value < ? AND r.deleted = 0
-            GROUP BY r.id ORDER BY r.seq
-            """, [type, Self.searchKey, first, first + "\u{10FFFF}"]) { try decodeRow($0) }
+        let candidates = try withIndexSnapshot(of: type) { deferred in
+            guard !deferred else { return try records(ofType: type) }
+            return try db.query("""
+                SELECT r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON r.id = f.id
+                WHERE f.type = ? AND f.field = ? AND f.value >= ? AND f.value < ? AND r.deleted = 0
+                GROUP BY r.id ORDER BY r.seq
+                """, [type, Self.searchKey, first, first + "\u{10FFFF}"]) { try decodeRow($0) }
+        }
         return Array(candidates.lazy.filter { state in
             let held = state.fields.compactMap { name, field -> [String]? in
                 guard self.options.searchFields.contains(name), case .text(let text) = field.value else { return nil }
