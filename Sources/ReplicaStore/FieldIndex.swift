@@ -171,40 +171,51 @@ extension ReplicaStore {
     private func buildFieldIndex(of type: String) throws {
         guard let fields = indexedFieldsByType[type] else { return }
         try db.run("DELETE FROM field_index WHERE type = ?", [type])
-        var byField: [String: [(value: String, id: UUID)]] = [:]
-        let projected = fields.values + fields.words
-        try scan(type, fields: projected) { id, values in
+        // One list per field name, the words under `searchKey`.
+        let names = Array(Set(fields.values + (fields.words.isEmpty ? [] : [Self.searchKey]))).sorted()
+        var lists = [[SortedEntry]](repeating: [], count: names.count)
+        let valueList = fields.values.map { names.firstIndex(of: $0)! }
+        let wordList = names.firstIndex(of: Self.searchKey)
+        try scan(type, fields: fields.values + fields.words) { id, values in
             for (index, value) in values.enumerated() {
                 guard case .text(let text) = value else { continue }
-                if index < fields.values.count {
-                    byField[projected[index], default: []].append((text, id))
-                } else {
-                    for word in Self.words(text) { byField[Self.searchKey, default: []].append((word, id)) }
+                if index < valueList.count {
+                    lists[valueList[index]].append(SortedEntry(text, id))
+                } else if let wordList {
+                    for word in Self.words(text) { lists[wordList].append(SortedEntry(word, id)) }
                 }
             }
         }
-        let insert = try db.cached("INSERT INTO field_index (type, field, value, id) VALUES (?, ?, ?, ?)")
-        for field in byField.keys.sorted() {
-            var entries = byField.removeValue(forKey: field)!
-            // String order is the UTF-8 byte order SQLite keeps for normalised text; only the
-            // speed of the inserts depends on it.
-            entries.sort { a, b in
-                a.value != b.value ? a.value < b.value : withUnsafeBytes(of: a.id.uuid) { x in
-                    withUnsafeBytes(of: b.id.uuid) { y in x.lexicographicallyPrecedes(y) }
-                }
+        for (name, var entries) in zip(names, lists) {
+            entries.sort()
+            // A word twice in one record, or in two of its search fields, is one entry.
+            var unique: [SortedEntry] = []
+            unique.reserveCapacity(entries.count)
+            for entry in entries where unique.last != entry { unique.append(entry) }
+            try insertSorted(unique, type: type, field: name)
+        }
+    }
+
+    /// Inserts entries of one field, many rows per statement: most of the cost of inserting a
+    /// row one statement at a time is running the statement, not the b-tree.
+    private func insertSorted(_ entries: [SortedEntry], type: String, field: String) throws {
+        let rows = 64
+        let many = try db.cached("INSERT INTO field_index (type, field, value, id) VALUES "
+                                 + Array(repeating: "(?1, ?2, ?, ?)", count: rows).joined(separator: ", "))
+        let one = try db.cached("INSERT INTO field_index (type, field, value, id) VALUES (?1, ?2, ?, ?)")
+        var start = 0
+        while start < entries.count {
+            let statement = entries.count - start >= rows ? many : one
+            let count = statement === many ? rows : 1
+            statement.reset()
+            try statement.bind(text: type, at: 1)
+            try statement.bind(text: field, at: 2)
+            for (offset, entry) in entries[start..<start + count].enumerated() {
+                try statement.bind(text: entry.value, at: Int32(3 + 2 * offset))
+                try statement.bind(uuid: entry.id, at: Int32(4 + 2 * offset))
             }
-            var previous: (value: String, id: UUID)?
-            for entry in entries {
-                // A word twice in one record, or in two of its search fields, is one entry.
-                if let previous, previous.id == entry.id, previous.value == entry.value { continue }
-                previous = entry
-                insert.reset()
-                try insert.bind(text: type, at: 1)
-                try insert.bind(text: field, at: 2)
-                try insert.bind(text: entry.value, at: 3)
-                try insert.bind(uuid: entry.id, at: 4)
-                try insert.step()
-            }
+            try statement.step()
+            start += count
         }
     }
 
@@ -256,5 +267,46 @@ extension ReplicaStore {
             }.joined()
             return words.allSatisfy { word in held.contains { $0.hasPrefix(word) } }
         }.prefix(limit))
+    }
+}
+
+/// An index entry of one field, ordered as SQLite orders the table's key: the value's UTF-8
+/// bytes, then the id's. The first eight bytes of the value, kept as a number, decide most
+/// comparisons without reading either string.
+struct SortedEntry: Comparable {
+    let value: String
+    let id: UUID
+    private let prefix: UInt64
+
+    init(_ value: String, _ id: UUID) {
+        self.value = value
+        self.id = id
+        var prefix: UInt64 = 0, taken = 0
+        for byte in value.utf8.prefix(8) {
+            prefix |= UInt64(byte) << (56 - 8 * taken)
+            taken += 1
+        }
+        self.prefix = prefix
+    }
+
+    static func < (a: Self, b: Self) -> Bool { compare(a, b) < 0 }
+
+    /// Equal bytes, not equal strings: two spellings of one text are two keys to SQLite.
+    static func == (a: Self, b: Self) -> Bool { a.prefix == b.prefix && compare(a, b) == 0 }
+
+    private static func compare(_ a: Self, _ b: Self) -> Int {
+        if a.prefix != b.prefix { return a.prefix < b.prefix ? -1 : 1 }
+        var x = a.value, y = b.value
+        let order = x.withUTF8 { x in
+            y.withUTF8 { y in
+                let common = min(x.count, y.count)
+                let compared = common == 0 ? 0 : memcmp(x.baseAddress!, y.baseAddress!, common)
+                return compared != 0 ? Int(compared) : x.count - y.count
+            }
+        }
+        if order != 0 { return order }
+        return withUnsafeBytes(of: a.id.uuid) { x in
+            withUnsafeBytes(of: b.id.uuid) { y in Int(memcmp(x.baseAddress!, y.baseAddress!, 16)) }
+        }
     }
 }

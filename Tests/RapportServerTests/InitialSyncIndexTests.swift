@@ -91,7 +91,7 @@ import Testing
         }
         for account in accounts.prefix(20) {
             let truth = try store.records(ofType: "contact").filter { $0.fields["account"]?.value == .text(account.id.uuidString) }.map(\.id)
-            #expect(try store.records(ofType: "contact", where: "account", equals: account.id.uuidString).map(\.id) == truth, when)
+            #expect(try store.records(ofType: "contact", where: "account", equals: account.id.uuidString).map(\.id) == truth, "\(when)")
         }
     }
 
