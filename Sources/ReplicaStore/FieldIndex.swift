@@ -99,8 +99,31 @@ extension ReplicaStore {
     /// Lower-cased words, split at anything that is not a letter or a digit. Scalars rather
     /// than characters: a name is split the same way, at a fraction of the cost.
     static func words(_ text: String) -> [String] {
-        text.lowercased().unicodeScalars.split { !$0.properties.isAlphabetic && $0.properties.numericType == nil }
+        if let ascii = asciiWords(text) { return ascii }
+        return text.lowercased().unicodeScalars.split { !$0.properties.isAlphabetic && $0.properties.numericType == nil }
             .map { String(String.UnicodeScalarView($0)) }
+    }
+
+    /// `words` of an ASCII text, from its bytes: the same words (ASCII letters and digits are
+    /// its only letters and digits), without looking up each scalar's properties, which was
+    /// most of the cost of indexing a name. `nil` for any other text.
+    private static func asciiWords(_ text: String) -> [String]? {
+        var text = text
+        return text.withUTF8 { bytes -> [String]? in
+            var words: [String] = []
+            var word: [UInt8] = []
+            for byte in bytes {
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): word.append(byte)
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"): word.append(byte + 32)
+                case 0x80...: return nil
+                default:
+                    if !word.isEmpty { words.append(String(decoding: word, as: UTF8.self)); word.removeAll(keepingCapacity: true) }
+                }
+            }
+            if !word.isEmpty { words.append(String(decoding: word, as: UTF8.self)) }
+            return words
+        }
     }
 
     /// Builds the index again when the options name other fields than the index was built for
@@ -186,12 +209,15 @@ extension ReplicaStore {
                 }
             }
         }
-        for (name, var entries) in zip(names, lists) {
-            entries.sort()
+        for (name, entries) in zip(names, lists) {
+            // Positions are sorted rather than the entries: moving an entry moves its string,
+            // whose reference counting cost more than comparing.
+            var order = Array(entries.indices)
+            order.sort { entries[$0] < entries[$1] }
             // A word twice in one record, or in two of its search fields, is one entry.
             var unique: [SortedEntry] = []
             unique.reserveCapacity(entries.count)
-            for entry in entries where unique.last != entry { unique.append(entry) }
+            for index in order where unique.last != entries[index] { unique.append(entries[index]) }
             try insertSorted(unique, type: type, field: name)
         }
     }
