@@ -13,7 +13,7 @@ import Testing
     init() throws { dir = try TemporaryDirectory() }
 
     static let cities = ["Lyon", "Oslo", "Porto", "Quito", "Lima", "Riga", "Bern"]
-    static let words = ["anna", "an", "smith", "ber", "zed", "o", "holm", "x"]
+    static let words = ["anna", "an", "smith", "ber", "zed", "zo", "zoë", "o", "holm", "å", "ångs", "x"]
 
     func open(_ name: String) throws -> ReplicaStore {
         var options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID(name))
@@ -27,7 +27,7 @@ import Testing
     func source(contacts: Int = 1_200) throws -> [EncodedRecord] {
         let source = try open("source")
         defer { source.close() }
-        let given = ["Anna", "Annabel", "Bert", "Berta", "Zed", "Olga"], family = ["Smith", "Holm", "Smithers", "Ode"]
+        let given = ["Anna", "Annabel", "Bert", "Berta", "Zed", "Zoë"], family = ["Smith", "Holm", "Smithers", "Ångström"]
         try source.transaction {
             var ids: [UUID] = []
             for i in 0..<contacts {
