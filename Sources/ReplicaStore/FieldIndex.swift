@@ -210,10 +210,12 @@ extension ReplicaStore {
             }
         }
         for (name, entries) in zip(names, lists) {
-            // Positions are sorted rather than the entries: moving an entry moves its string,
-            // whose reference counting cost more than comparing.
+            // Positions are sorted rather than the entries, by the values' first bytes kept
+            // apart: moving or reading an entry copies its string, whose reference counting
+            // cost more than comparing. The strings are read only where the first bytes tie.
+            let prefixes = entries.map(\.prefix)
             var order = Array(entries.indices)
-            order.sort { entries[$0] < entries[$1] }
+            order.sort { prefixes[$0] != prefixes[$1] ? prefixes[$0] < prefixes[$1] : entries[$0] < entries[$1] }
             // A word twice in one record, or in two of its search fields, is one entry.
             var unique: [SortedEntry] = []
             unique.reserveCapacity(entries.count)
@@ -302,7 +304,8 @@ extension ReplicaStore {
 struct SortedEntry: Comparable {
     let value: String
     let id: UUID
-    private let prefix: UInt64
+    /// The first eight bytes of the value, big-endian, zero-padded.
+    let prefix: UInt64
 
     init(_ value: String, _ id: UUID) {
         self.value = value
