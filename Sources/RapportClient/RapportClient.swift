@@ -234,6 +234,10 @@ public final class RapportClient: Sendable {
               progress: (@Sendable (SyncProgress) -> Void)?) async throws {
         let peer = session.welcome.serverReplicaID
         var checkpoint = try await store.perform { try $0.checkpoint(for: peer) }
+        // A pull from the start (an initial sync, a resync) writes the records of the types it
+        // brings without their field index entries, and builds those once at its end: many
+        // times cheaper than keeping the index batch by batch (`deferFieldIndex(of:)`).
+        var fromStart = checkpoint == 0
         var done = 0, bytesDone = 0
         func request(after: Int64) -> Rapport_V1_Frame {
             var request = Rapport_V1_PullRequest()
@@ -255,6 +259,7 @@ public final class RapportClient: Sendable {
                 logger.notice("server asks for a resync", metadata: ["reason": "\(error.message)"])
                 try await store.perform { try $0.resetCheckpoint(for: peer) }
                 checkpoint = 0
+                fromStart = true
                 try await session.send(request(after: 0))
                 continue
             }
@@ -269,6 +274,7 @@ public final class RapportClient: Sendable {
             // while this device writes, instead of each side waiting for the other.
             if more { try await session.send(request(after: Int64(batch.lastSequence))) }
             let last = Int64(batch.lastSequence)
+            let deferIndex = fromStart
             let applied = try await store.perform { store in
                 // Not decoded: records new to this store are validated on their bytes and kept
                 // as they came, which is most of an initial sync (see `apply(encoded:)`).
@@ -291,6 +297,7 @@ public final class RapportClient: Sendable {
                         guard let id = eviction.recordID.withUnsafeBytes({ UUID(bytes: $0) }) else { throw ClientError.invalidServerData("an eviction's record id is not 16 bytes") }
                         try store.evict([id], reason: eviction.reason)
                     }
+                    if deferIndex { try store.deferFieldIndex(of: records.map(\.type)) }
                     let report: ApplyReport
                     do {
                         report = try store.apply(encoded: records, from: .upstream, checkpoint: (peer, last))
@@ -311,6 +318,8 @@ public final class RapportClient: Sendable {
             progress?(SyncProgress(phase: .pull, recordsDone: done, recordsTotal: done + Int(batch.remainingRecords),
                                    bytesDone: bytesDone, bytesTotal: bytesDone + Int(batch.remainingBytes)))
         }
+        // Also what an earlier pull from the start left deferred when it was cut short.
+        try await store.perform { try $0.completeFieldIndex() }
         report.checkpoint = checkpoint
     }
 }

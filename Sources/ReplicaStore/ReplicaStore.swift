@@ -107,6 +107,9 @@ public final class ReplicaStore {
     private var insertStatement: Statement?
     private var insertIfNewStatement: Statement?
     var indexInsertStatement: Statement?
+    /// The types whose index entries are deferred (`deferFieldIndex(of:)`), read from the file
+    /// at the start of every write transaction, since another handle may have built them.
+    var deferredIndexTypes: Set<String> = []
     /// What `RecordRules` derived from the store's configuration records (`RecordLookup.cached`).
     var rulesCache: [String: Any] = [:]
     private let configurationTypes: Set<String>
@@ -115,6 +118,8 @@ public final class ReplicaStore {
     private let feed = ChangeFeed()
     /// The open write transaction, if any: nested writes join the outermost one.
     private var transactionState: TransactionState?
+    /// Whether a write transaction of this handle is open.
+    var isWriting: Bool { transactionState != nil }
 
     /// The rights this replica's own writes are checked against before they are kept (see
     /// `LocalWriteCheck`); `nil` checks none. A device sets it when it learns its user's rights
@@ -280,6 +285,7 @@ public final class ReplicaStore {
             result = try db.transaction(.immediate) {
                 if outermost {
                     try adoptCommittedHeader()
+                    deferredIndexTypes = try committedDeferredIndexTypes()
                     saved = (counter, sequence, clock)
                     transactionState = TransactionState(id: sequence + 1, tracksChanges: feed.hasObservers)
                 }
@@ -308,6 +314,8 @@ public final class ReplicaStore {
                 transactionState = nil
             } else {
                 transactionState?.reloadToCheck = true
+                // A deferral the savepoint undid must not keep this transaction from indexing.
+                if let committed = try? committedDeferredIndexTypes() { deferredIndexTypes = committed }
             }
             if let error = error as? ModelError { throw ReplicaStoreError.invalidRecord(error) }
             throw error
@@ -838,7 +846,7 @@ public final class ReplicaStore {
             noteChange(record.id, type: record.type)
             // Decoding is needed only for what the bytes cannot answer in place: index entries
             // and the rules of a batch from downstream.
-            if !validation.isDeleted && (indexes(record.type) || (origin == .downstream && options.rules != nil)) {
+            if !validation.isDeleted && (maintainsIndex(of: record.type) || (origin == .downstream && options.rules != nil)) {
                 let state = try record.decoded()
                 try updateFieldIndex(state, old: nil)
                 try checkRules(state, from: origin)

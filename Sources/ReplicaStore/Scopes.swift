@@ -136,15 +136,23 @@ extension ReplicaStore {
     /// `Options.indexedFields`.
     public func indexedChanges(ofType type: String, where field: String, in values: [String]) throws -> [Change] {
         precondition(options.indexedFields.contains(field), "\(field) is not indexed in this store")
-        var found: [Change] = []
-        let statement = try db.cached("""
-            SELECT r.seq, r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON r.id = f.id
-            WHERE f.type = ? AND f.field = ? AND f.value = ? AND r.deleted = 0
-            """)
-        for value in values {
-            found += try statement.query([type, field, value]) { Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1)) }
+        return try withIndexSnapshot(of: type) { deferred in
+            if deferred {  // a branch catching up from the start: its entries come at the end
+                let wanted = Set(values)
+                return try liveChanges(ofTypes: [type]).filter {
+                    if case .text(let text)? = $0.state.fields[field]?.value { wanted.contains(text) } else { false }
+                }
+            }
+            var found: [Change] = []
+            let statement = try db.cached("""
+                SELECT r.seq, r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON r.id = f.id
+                WHERE f.type = ? AND f.field = ? AND f.value = ? AND r.deleted = 0
+                """)
+            for value in values {
+                found += try statement.query([type, field, value]) { Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1)) }
+            }
+            return found
         }
-        return found
     }
 
     /// The deleted records of the given types with their sequence numbers: a live record that

@@ -123,5 +123,16 @@ enum StoreSchema {
                 PRIMARY KEY (peer, id)
             ) WITHOUT ROWID;
             """),
+        Migration(version: 7, "field index entries deferred during a pull from the start", sql: """
+            -- Types whose field_index entries are not kept up to date: a pull from the start
+            -- (an initial sync) stores their records without entries and builds the entries in
+            -- one sorted pass when it ends (ReplicaStore.completeFieldIndex). While a type is
+            -- listed here, queries on it read its records instead of the index, so a reader
+            -- never sees a partial index, and a sync killed half-way leaves a store that answers
+            -- right and builds the entries at the end of its next pull.
+            CREATE TABLE field_index_deferred (
+                type TEXT PRIMARY KEY
+            ) WITHOUT ROWID;
+            """),
     ]
 }

@@ -120,6 +120,10 @@ struct Sync: AsyncParsableCommand {
             retried with backoff; if the sync still fails it exits 3, keeping everything \
             applied so far, and the next sync resumes. A refused credential or a server \
             certificate that does not verify exits 4 at once.
+
+            The first sync (and one after the server was restored) builds the lookup index \
+            of what it brought when it ends; meanwhile other commands, run beside it, read \
+            every record of a type instead: the same answers, later ones faster.
             """)
 
     @OptionGroup var device: DeviceOptions

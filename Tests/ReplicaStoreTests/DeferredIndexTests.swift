@@ -1,0 +1,149 @@
+import Foundation
+import ReplicaStore
+import SyncModel
+import TestSupport
+import Testing
+
+/// A pull from the start defers the field index of the types it brings and builds it at its end
+/// (`deferFieldIndex(of:)`, `completeFieldIndex()`): queries answer exactly what reading every
+/// record answers before, during (through another handle, as another process reads) and after,
+/// also when the deferring handle is gone half-way, as after a crash.
+@Suite struct DeferredIndexTests {
+    let dir: TemporaryDirectory
+    init() throws { dir = try TemporaryDirectory() }
+
+    static let cities = ["Lyon", "Oslo", "Porto", "Quito", "Lima", "Riga", "Bern"]
+    static let words = ["anna", "an", "smith", "ber", "zed", "zo", "zoë", "o", "holm", "å", "ångs", "x"]
+
+    func open(_ name: String) throws -> ReplicaStore {
+        var options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID(name))
+        options.indexedFields = ["city"]
+        options.searchFields = ["name"]
+        return try ReplicaStore(path: dir.path("\(name).sqlite"), options: options)
+    }
+
+    /// A source with contacts in seven cities, some renamed, moved or deleted after their
+    /// creation, and accounts, as a server would send them.
+    func source(contacts: Int = 1_200) throws -> [EncodedRecord] {
+        let source = try open("source")
+        defer { source.close() }
+        let given = ["Anna", "Annabel", "Bert", "Berta", "Zed", "Zoë"], family = ["Smith", "Holm", "Smithers", "Ångström"]
+        try source.transaction {
+            var ids: [UUID] = []
+            for i in 0..<contacts {
+                ids.append(try source.create("contact", ["name": .text("\(given[i % 6]) \(family[i % 4])-\(i)"),
+                                                         "city": .text(Self.cities[i % 7])]).id)
+                if i % 10 == 0 { try source.create("account", ["name": .text("Account \(i)")]) }
+            }
+            for (n, id) in ids.enumerated() where n % 9 == 0 { try source.update(id, ["city": .text(Self.cities[(n + 3) % 7])]) }
+            for (n, id) in ids.enumerated() where n % 13 == 0 { try source.delete(id) }
+            for (n, id) in ids.enumerated() where n % 17 == 0 && n % 13 != 0 { try source.update(id, ["city": .null, "name": .text("Olga Nobody \(n)")]) }
+        }
+        return try source.encodedChanges(after: 0, limit: .max).map(\.record)
+    }
+
+    /// What the queries must answer: read from every record, never from the index.
+    func expectExact(_ store: ReplicaStore, _ comment: Comment? = nil) throws {
+        let contacts = try store.records(ofType: "contact")
+        for city in Self.cities {
+            let truth = contacts.filter { $0.fields["city"]?.value == .text(city) }.map(\.id)
+            #expect(try store.records(ofType: "contact", where: "city", equals: city).map(\.id) == truth, "\(city) \(comment ?? "")")
+        }
+        for word in Self.words {
+            let truth = contacts.filter { state in
+                guard case .text(let name)? = state.fields["name"]?.value else { return false }
+                return name.lowercased().split { !$0.isLetter && !$0.isNumber }.contains { $0.hasPrefix(word) }
+            }.map(\.id)
+            #expect(try store.search(word, ofType: "contact", limit: .max).map(\.id) == truth, "'\(word)' \(comment ?? "")")
+        }
+    }
+
+    /// Applies `records` in batches the way a pull from the start does, checking the answers of
+    /// a second handle on the file after every batch.
+    func pull(_ records: [EncodedRecord], into store: ReplicaStore, batch: Int = 250, reader: ReplicaStore? = nil,
+              stopAfter: Int = .max) throws {
+        for (n, start) in stride(from: 0, to: records.count, by: batch).enumerated() where n < stopAfter {
+            let slice = Array(records[start..<min(start + batch, records.count)])
+            try store.transaction {
+                try store.deferFieldIndex(of: slice.map(\.type))
+                try store.apply(encoded: slice, checkpoint: ("server", Int64(start + slice.count)))
+            }
+            if let reader {
+                #expect(try reader.deferredFieldIndexTypes() == ["contact", "account"])
+                try expectExact(reader, "after batch \(n)")
+            }
+        }
+    }
+
+    @Test func queriesAreExactDuringAndAfterADeferredPull() throws {
+        let records = try source()
+        let device = try open("device"), reader = try open("device")
+        try pull(records, into: device, reader: reader, stopAfter: 2)
+        // The app writes while the sync runs: those records are indexed with the rest.
+        let contacts = try device.records(ofType: "contact")
+        try device.update(contacts[0].id, ["city": .text("Oslo"), "name": .text("Anna Moved")])
+        try device.delete(contacts[1].id)
+        try device.create("contact", ["name": .text("Zed Local"), "city": .text("Bern")])
+        try expectExact(reader, "after local writes")
+        let applied = 2 * 250
+        try pull(Array(records[applied...]), into: device, reader: reader)
+
+        #expect(try device.deferredFieldIndexTypes() == ["contact", "account"])
+        try device.completeFieldIndex()
+        #expect(try device.deferredFieldIndexTypes().isEmpty)
+        #expect(try reader.deferredFieldIndexTypes().isEmpty)
+        try expectExact(device, "built")
+        try expectExact(reader, "built, other handle")
+
+        // The built index is kept by every later write, as before.
+        let kept = try device.records(ofType: "contact")
+        try device.update(kept[5].id, ["city": .text("Riga")])
+        try device.delete(kept[6].id)
+        try device.create("contact", ["name": .text("Anna After"), "city": .text("Lyon")])
+        try expectExact(device, "after the build")
+    }
+
+    @Test func aSyncCutShortLeavesTheTypesDeferredAndTheNextPullBuildsThem() throws {
+        let records = try source()
+        do {
+            let device = try open("device")
+            try pull(records, into: device, stopAfter: 3)
+            device.close()  // committed batches are all a killed process leaves, too
+        }
+        let reopened = try open("device")
+        #expect(try reopened.deferredFieldIndexTypes() == ["contact", "account"])
+        #expect(try reopened.checkpoint(for: "server") == 750)
+        try expectExact(reopened, "reopened, deferred")
+        // The pull that resumes is not from the start: it keeps what is indexed indexed, and
+        // builds what the cut one deferred when it ends.
+        for start in stride(from: 750, to: records.count, by: 250) {
+            try reopened.apply(encoded: Array(records[start..<min(start + 250, records.count)]))
+        }
+        try expectExact(reopened, "resumed, deferred")
+        try reopened.completeFieldIndex()
+        #expect(try reopened.deferredFieldIndexTypes().isEmpty)
+        try expectExact(reopened, "resumed, built")
+        #expect(try reopened.count(ofType: "contact") == (try open("source").count(ofType: "contact")))
+    }
+
+    @Test func aDeferralInABatchThatFailsIsUndoneWithIt() throws {
+        let records = try source(contacts: 100)
+        let device = try open("device")
+        var broken = records[3]
+        broken.state = [0xFF, 0xFF]
+        #expect(throws: ReplicaStoreError.self) {
+            try device.transaction {
+                try device.deferFieldIndex(of: ["contact"])
+                try device.apply(encoded: Array(records[0..<3]) + [broken])
+            }
+        }
+        #expect(try device.deferredFieldIndexTypes().isEmpty)
+        #expect(try device.count(ofType: "contact") == 0)
+        try device.apply(encoded: records)
+        #expect(try device.deferredFieldIndexTypes().isEmpty)
+        try expectExact(device)
+        // A type without indexed fields is never deferred.
+        try device.deferFieldIndex(of: ["nothing"])
+        #expect(try device.deferredFieldIndexTypes().isEmpty)
+    }
+}
