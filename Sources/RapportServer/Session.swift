@@ -52,7 +52,8 @@ extension SyncServer {
                             machine.authenticated()
                             frameLimit.establish()
                             gate.loggedIn(ticket)
-                            let sequence = try await store.store.perform { try $0.lastSequence }
+                            let tenantName = store.tenant
+                            let (sequence, retention) = try await store.store.perform { (try $0.lastSequence, try self.wireRetention(of: $0, tenant: tenantName)) }
                             var welcome = Rapport_V1_Welcome()
                             welcome.protocolVersion = SyncProtocolVersion.current
                             welcome.schemaVersion = configuration.schemaVersion
@@ -60,6 +61,7 @@ extension SyncServer {
                             welcome.serverSequence = UInt64(sequence)
                             welcome.limits = configuration.limits.wire
                             welcome.deviceNumber = id.deviceNumber ?? 0
+                            if let retention { welcome.retention = retention }
                             if let access = configuration.access, let subject = authenticator.subject(of: id, defaults: access.defaultRoles) {
                                 welcome.access = subject.wire
                             }
@@ -444,6 +446,7 @@ extension SyncServer {
         let after = Int64(request.after)
         if let policy, let batch = try await tenant.store.perform({ store in
             try self.scopedPull(after: after, limit: limit, store: store, device: device, policy: policy, relays: relays)
+                .map { batch in try Self.checkNotPurged(after: after, in: store); return batch }
         }) {
             return (batch, nil)
         }
@@ -454,6 +457,7 @@ extension SyncServer {
             }
             // The rows' bytes go out as they are: the device validates every record anyway.
             let changes = try store.encodedChanges(after: after, limit: limit)
+            try Self.checkNotPurged(after: after, in: store)
             let last = changes.last?.sequence ?? after
             let remaining: (records: Int, bytes: Int)
             if let backlog, backlog.after == after, backlog.sequence == sequence {

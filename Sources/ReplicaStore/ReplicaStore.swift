@@ -184,6 +184,9 @@ public final class ReplicaStore {
             guard version <= StoreSchema.migrations.count else {
                 throw ReplicaStoreError.newerSchema(path: path, found: version, supported: StoreSchema.migrations.count)
             }
+            // Before the first table: a file takes its vacuum mode when it is created
+            // (Retention.swift gives free pages back with it).
+            if objects == 0 { try db.execute("PRAGMA auto_vacuum = INCREMENTAL") }
             try db.execute("PRAGMA journal_mode=WAL")
             if objects == 0 { try db.execute("PRAGMA application_id = \(StoreSchema.applicationID)") }
             try db.migrate(StoreSchema.migrations)
