@@ -263,6 +263,10 @@ extension SyncServer {
         let (results, sequence, advanced) = try await tenant.store.perform { store in
             // Writes under this store's ids from before a restore are its own, come back.
             let former = try store.formerReplicaIDs
+            // A record this store no longer holds may be one whose tombstone it purged (SPEC 1.8):
+            // the writes of others it carries can no longer be checked, and refusing them would
+            // lose the pusher's own work on it; its rights are checked as for a creation.
+            let purged = try store.purgedThrough > 0
             let mayCarry: (ReplicaID) -> Bool = { replica in
                 replica == device || former.contains(replica) || (relays && authenticator.mayRelay(replica, for: identity))
             }
@@ -285,7 +289,7 @@ extension SyncServer {
                     let foreign = state.vector.sortedEntries.contains { $0.replica != device }
                     let stored = foreign || policy != nil || relays ? try store.record(state.id) : nil
                     do {
-                        try state.checkAuthorship(against: stored, as: rule, mayCarry: mayCarry)
+                        if stored != nil || !purged { try state.checkAuthorship(against: stored, as: rule, mayCarry: mayCarry) }
                     } catch {
                         // Not a malformed record but a write this device may not make.
                         forged.insert(index)
