@@ -918,7 +918,12 @@ public final class ReplicaStore {
         try schema.validate(remote, rules: origin != .upstream)
         clock.observe(remote.latestTimestamp)
         let local = existing == nil ? nil : try record(remote.id)
-        let result = try Merge.merge(local: local, remote: remote)
+        // Upstream had every write of a copy with nothing to push (it sent or acknowledged
+        // them), and its states only grow: one that lacks some forgot them, with the tombstone
+        // it purged past the horizon (SPEC 1.8). What it has now is the record; merging would
+        // bring back history that it can no longer take (its authorship check cannot prove it).
+        let forgotten = origin == .upstream && existing?.isDirty == false && local.map { !remote.vector.covers($0.vector) } == true
+        let result = try Merge.merge(local: forgotten ? nil : local, remote: remote)
         try save(result.state, replacing: existing?.sequence, old: local,
                  dirty: staysDirty(from: origin, existing: existing, holdsRemoteVector: result.state.vector == remote.vector),
                  encodedVector: result.outcome == .applied ? encodedVector : nil)
