@@ -462,7 +462,10 @@ extension SyncServer {
             // The rows' bytes go out as they are: the device validates every record anyway.
             let changes = try store.encodedChanges(after: after, limit: limit)
             try Self.checkNotPurged(after: after, in: store)
-            let last = changes.last?.sequence ?? after
+            // At the end, the checkpoint is the store's sequence, which a purged or dropped record
+            // may have held (SPEC 1.8): everything up to it was read, and a checkpoint below
+            // what the store purged would be answered with a resync at every pull.
+            let last = changes.count < limit ? max(changes.last?.sequence ?? after, sequence) : changes.last?.sequence ?? after
             let remaining: (records: Int, bytes: Int)
             if let backlog, backlog.after == after, backlog.sequence == sequence {
                 // Nothing changed since the previous batch was counted: subtract this one.

@@ -438,6 +438,13 @@ public final class ReplicaStore {
         feed.subscribe()
     }
 
+    /// Takes the next change sequence number for a change no record carries (a resync that
+    /// dropped records, SPEC 1.8), so peers whose checkpoint is below it can be told.
+    func takeSequenceNumber() -> Int64 {
+        sequence += 1
+        return sequence
+    }
+
     /// A fresh dot and timestamp for one local write.
     func nextWrite() throws -> (Dot, HLCTimestamp) {
         counter += 1

@@ -243,8 +243,9 @@ extension ReplicaStore {
     /// this store held at its start that upstream did not send again and that have no changes
     /// to push (upstream purged their deletion, or they left this replica's scope meanwhile);
     /// records with changes to push stay and go up with the next push. Returns how many were
-    /// dropped. A store that serves downstream peers (a branch office) then counts everything
-    /// up to its sequence as purged, so that its own peers resync too and drop them as well.
+    /// dropped. When it dropped any, the store takes a sequence number and counts everything up
+    /// to it as purged, so that its own peers (a branch office's devices) resync too and drop
+    /// them as well.
     @discardableResult
     public func finishResync() throws -> Int {
         try write {
@@ -257,7 +258,9 @@ extension ReplicaStore {
             }
             try db.run("DELETE FROM resync_unseen")
             try setLocalSetting(Self.resyncPeerSetting, nil)
-            if !ids.isEmpty { try raisePurgedThrough(to: try lastSequence) }
+            // Peers that pulled these records have checkpoints up to the sequence: a number above
+            // it, which no record carries, tells every one of them to resync.
+            if !ids.isEmpty { try raisePurgedThrough(to: takeSequenceNumber()) }
             return ids.count
         }
     }
