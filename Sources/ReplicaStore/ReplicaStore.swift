@@ -101,6 +101,8 @@ public final class ReplicaStore {
     private var counter: UInt64
     private var sequence: Int64
     private var clock: HybridLogicalClock
+    /// Whether upstream announced a retention (it purges tombstones), read once (`upstreamPurges`).
+    var upstreamPurgesCache: Bool?
     /// The statements run once per record of a batch, held here so that a batch does not look
     /// them up by their SQL text (hashing it) for every record.
     private var presenceStatement: Statement?
@@ -925,11 +927,12 @@ public final class ReplicaStore {
         try schema.validate(remote, rules: origin != .upstream)
         clock.observe(remote.latestTimestamp)
         let local = existing == nil ? nil : try record(remote.id)
-        // Upstream had every write of a copy with nothing to push (it sent or acknowledged
+        // An upstream that purges (it announced its retention) had every write of a copy with nothing to push (it sent or acknowledged
         // them), and its states only grow: one that lacks some forgot them, with the tombstone
         // it purged past the horizon (SPEC 1.8). What it has now is the record; merging would
         // bring back history that it can no longer take (its authorship check cannot prove it).
-        let forgotten = origin == .upstream && existing?.isDirty == false && local.map { !remote.vector.covers($0.vector) } == true
+        let forgets = origin == .upstream && existing?.isDirty == false ? try upstreamPurges : false
+        let forgotten = forgets && local.map { !remote.vector.covers($0.vector) } == true
         let result = try Merge.merge(local: forgotten ? nil : local, remote: remote)
         try save(result.state, replacing: existing?.sequence, old: local,
                  dirty: staysDirty(from: origin, existing: existing, holdsRemoteVector: result.state.vector == remote.vector),

@@ -108,6 +108,18 @@ extension ReplicaStore {
     public func setUpstreamRetention(_ policy: RetentionPolicy?) throws {
         guard try upstreamRetention != policy else { return }
         try setLocalSetting(Self.upstreamRetentionSetting, try policy.map { try JSONEncoder().encode($0) })
+        upstreamPurgesCache = policy != nil
+    }
+
+    /// Whether this store's upstream purges tombstones: then a state it sends may lack writes
+    /// it once had (`integrate`).
+    var upstreamPurges: Bool {
+        get throws {
+            if let cached = upstreamPurgesCache { return cached }
+            let purges = try localSetting(Self.upstreamRetentionSetting) != nil
+            upstreamPurgesCache = purges
+            return purges
+        }
     }
 
     /// The number of tombstones the store holds.
