@@ -59,7 +59,7 @@ struct Rapportd: AsyncParsableCommand {
     @Option(help: "Seconds between runs of the rule pass over every active tenant (tiers, churn and renewal flags, value segments, SLA breaches, escalations); 0 disables it.")
     var rulesInterval: Double = 300
 
-    @Option(help: "Seconds between housekeeping runs over every active tenant: tombstones and closed conflicts past the tenant's horizons purged ('rapportctl tenant retention'), stores and registry compacted; 0 disables it.")
+    @Option(help: "Seconds between housekeeping runs over every active tenant: tombstones and closed conflicts past the tenant's horizons purged ('rapportctl retention set'), stores and registry compacted; 0 disables it.")
     var housekeepingInterval: Double = 3600
 
     @Flag(help: "Do not make the development tenant 'dev' in an empty data directory.")
