@@ -931,8 +931,12 @@ public final class ReplicaStore {
         // them), and its states only grow: one that lacks some forgot them, with the tombstone
         // it purged past the horizon (SPEC 1.8). What it has now is the record; merging would
         // bring back history that it can no longer take (its authorship check cannot prove it).
-        let forgets = origin == .upstream && existing?.isDirty == false ? try upstreamPurges : false
-        let forgotten = forgets && local.map { !remote.vector.covers($0.vector) } == true
+        // Only a tombstone: upstream forgets nothing of live records, and a copy whose change
+        // upstream refused (kept here, in the log as `rejected`) is not a forgotten one.
+        let forgets = origin == .upstream && existing?.isDirty == false && local?.isDeleted == true ? try upstreamPurges : false
+        let refusedHere = forgets ? try db.scalarInt("SELECT EXISTS (SELECT 1 FROM conflicts WHERE record = ? AND kind = 'rejected')",
+                                                     [SQLiteValue.blob(Data(remote.id.bytes))]) == 1 : false
+        let forgotten = forgets && !refusedHere && local.map { !remote.vector.covers($0.vector) } == true
         let result = try Merge.merge(local: forgotten ? nil : local, remote: remote)
         try save(result.state, replacing: existing?.sequence, old: local,
                  dirty: staysDirty(from: origin, existing: existing, holdsRemoteVector: result.state.vector == remote.vector),
