@@ -129,6 +129,9 @@ public struct SyncReport: Sendable, Equatable {
     public var checkpoint: Int64 = 0
     /// Connection attempts it took.
     public var attempts = 0
+    /// Records dropped at the end of a resync (SPEC 1.8): the server purged their deletion, or
+    /// they left this device's scope; none had anything left to push.
+    public var dropped = 0
 
     public init() {}
 }

@@ -233,7 +233,11 @@ public final class RapportClient: Sendable {
     func pull(_ session: inout ClientSession, report: inout SyncReport,
               progress: (@Sendable (SyncProgress) -> Void)?) async throws {
         let peer = session.welcome.serverReplicaID
-        var checkpoint = try await store.perform { try $0.checkpoint(for: peer) }
+        let retention = session.welcome.hasRetention ? RetentionPolicy(session.welcome.retention) : nil
+        var checkpoint = try await store.perform { store in
+            try store.setUpstreamRetention(retention)
+            return try store.checkpoint(for: peer)
+        }
         // A pull from the start (an initial sync, a resync) writes the records of the types it
         // brings without their field index entries, and builds those once at its end: many
         // times cheaper than keeping the index batch by batch (`deferFieldIndex(of:)`).
@@ -256,8 +260,15 @@ public final class RapportClient: Sendable {
             } catch let error as SyncError where error.code == .resyncRequired {
                 // The server does not know our checkpoint (restored from a backup, say): pull
                 // everything again; merging makes the repeats harmless.
-                logger.notice("server asks for a resync", metadata: ["reason": "\(error.message)"])
-                try await store.perform { try $0.resetCheckpoint(for: peer) }
+                logger.notice("server asks for a resync", metadata: ["reason": "\(error.message)", "purged_through": "\(error.purgedThrough)"])
+                if error.purgedThrough > 0 {
+                    // It purged deletions this device never saw (SPEC 1.8): what this device has
+                    // to push goes first, then the fresh copy, then what it did not bring goes.
+                    try await push(&session, report: &report, progress: progress)
+                    try await store.perform { try $0.beginResync(with: peer) }
+                } else {
+                    try await store.perform { try $0.resetCheckpoint(for: peer) }
+                }
                 checkpoint = 0
                 fromStart = true
                 try await session.send(request(after: 0))
@@ -302,6 +313,7 @@ public final class RapportClient: Sendable {
                     do {
                         report = try store.apply(encoded: records, from: .upstream, checkpoint: (peer, last))
                         try store.settleEvictions(returned: records.map(\.id))
+                        try store.noteSeenInResync(records.map(\.id))
                     } catch ReplicaStoreError.invalidRecord(let error) {
                         // A malformed or invalid record: the server's data, refused whole.
                         throw ClientError.invalidServerData("\(error)")
@@ -321,6 +333,24 @@ public final class RapportClient: Sendable {
         // Also what an earlier pull from the start left deferred when it was cut short.
         try await store.perform { try $0.completeFieldIndex() }
         report.checkpoint = checkpoint
+        let (dropped, purge) = try await store.perform { store -> (Int, PurgeReport?) in
+            // A resync ends with the pull that brought the whole fresh copy, here or in a later
+            // session when this one was cut (the resync's state is in the store).
+            let dropped = try store.resyncPeer() == nil ? 0 : try store.finishResync()
+            return (dropped, try retention.map { try store.purgeExpired($0) })
+        }
+        report.dropped = dropped
+        if dropped > 0 { logger.notice("resync done: dropped records the server no longer has", metadata: ["dropped": "\(dropped)"]) }
+        if let purge, purge.tombstonesPurged + purge.conflictsPurged > 0 {
+            logger.info("purged past the tenant's horizons", metadata: ["tombstones": "\(purge.tombstonesPurged)", "conflicts": "\(purge.conflictsPurged)"])
+        }
+    }
+}
+
+extension RetentionPolicy {
+    /// The horizons a server announced in Welcome.
+    init(_ wire: Rapport_V1_Retention) {
+        self.init(tombstoneHorizon: Int64(clamping: wire.tombstoneHorizonMs), conflictHorizon: Int64(clamping: wire.conflictHorizonMs))
     }
 }
 

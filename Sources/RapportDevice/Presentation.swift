@@ -154,6 +154,7 @@ public enum Presentation {
             "pulled": .integer(Int64(report.pulled)),
             "rejected": .integer(Int64(report.rejected)),
             "evicted": .integer(Int64(report.evicted)),
+            "dropped": .integer(Int64(report.dropped)),
             "conflicts": .integer(Int64(report.conflicts)),
             "open_conflicts": .integer(Int64(openConflicts)),
             "checkpoint": .integer(report.checkpoint),
@@ -170,6 +171,9 @@ public enum Presentation {
         }
         if report.evicted > 0 {
             text += "\(report.evicted) record\(report.evicted == 1 ? "" : "s") left this device: no longer visible to its user (not deleted)\n"
+        }
+        if report.dropped > 0 {
+            text += "resynced: \(report.dropped) record\(report.dropped == 1 ? "" : "s") the server no longer has left this device (deleted long ago elsewhere, or out of view)\n"
         }
         if openConflicts > 0 {
             text += "\(openConflicts) open conflict\(openConflicts == 1 ? "" : "s"): see 'rapport conflicts', settle with 'rapport resolve'\n"

@@ -1,6 +1,7 @@
 import Access
 import Foundation
 import Registry
+import ReplicaStore
 import Synchronization
 import SyncModel
 import SyncProtocol
@@ -98,6 +99,9 @@ public protocol Authenticator: Sendable {
     /// Records the replica id a branch's store has now; returns `true` when the branch had a
     /// different one before (it was restored or rebuilt).
     func registerReplica(_ replica: ReplicaID, of identity: SessionIdentity) throws -> Bool
+    /// How long the tenant keeps tombstones and closed conflicts (its registry settings, the
+    /// standard horizons when unset); `nil` when this server does not purge (no registry).
+    func retention(of tenant: String) -> RetentionPolicy?
 }
 
 extension Authenticator {
@@ -118,6 +122,7 @@ extension Authenticator {
         throw SyncError(.unexpectedMessage, "this server has no branches")
     }
     public func registerReplica(_ replica: ReplicaID, of identity: SessionIdentity) throws -> Bool { false }
+    public func retention(of tenant: String) -> RetentionPolicy? { nil }
 }
 
 /// Credentials held in memory: one shared secret per tenant, any device id. For tests and for
@@ -125,10 +130,15 @@ extension Authenticator {
 public struct StaticAuthenticator: Authenticator {
     /// Tenant slug to SHA-256 of its secret.
     let secretHashes: [String: [UInt8]]
+    /// The horizons every tenant keeps (`retention(of:)`); `nil`: this server purges nothing.
+    let retention: RetentionPolicy?
 
-    public init(secrets: [String: [UInt8]]) {
+    public init(secrets: [String: [UInt8]], retention: RetentionPolicy? = nil) {
         secretHashes = secrets.mapValues { Crypto.sha256($0) }
+        self.retention = retention
     }
+
+    public func retention(of tenant: String) -> RetentionPolicy? { secretHashes[tenant] == nil ? nil : retention }
 
     public func authenticate(tenant: String, device: ReplicaID, secret: [UInt8]) throws -> SessionIdentity {
         guard let expected = secretHashes[tenant] else {
@@ -264,6 +274,10 @@ public final class RegistryAuthenticator: Authenticator {
 
     public var servedTenants: [String] {
         snapshot.withLock { $0.tenants.filter { $0.value == .active }.keys.sorted() }
+    }
+
+    public func retention(of tenant: String) -> RetentionPolicy? {
+        snapshot.withLock { $0.retention[tenant] ?? .standard }
     }
 
     public func users(of tenant: String) -> [AccessSnapshot.UserAccess] {

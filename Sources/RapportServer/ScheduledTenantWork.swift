@@ -40,11 +40,15 @@ public struct ScheduledTenantWork: Sendable {
         /// Becomes true when the server shuts down: the work should stop at its next safe
         /// point, leaving the rest to the next run.
         public var isCancelled: @Sendable () -> Bool
+        /// The tenant's retention horizons from the registry; `nil` without one.
+        public var retention: RetentionPolicy?
 
-        public init(tenant: String, now: Date, users: [AccessSnapshot.UserAccess], isCancelled: @escaping @Sendable () -> Bool) {
+        public init(tenant: String, now: Date, users: [AccessSnapshot.UserAccess], retention: RetentionPolicy? = nil,
+                    isCancelled: @escaping @Sendable () -> Bool) {
             self.tenant = tenant
             self.now = now
             self.users = users
+            self.retention = retention
             self.isCancelled = isCancelled
         }
     }
@@ -83,7 +87,7 @@ extension SyncServer {
     private func run(_ work: ScheduledTenantWork, on tenant: String, queue: DispatchQueue) async {
         let stopping = StopFlag()
         let context = ScheduledTenantWork.Context(tenant: tenant, now: Date(), users: authenticator.users(of: tenant),
-                                                  isCancelled: { stopping.isSet })
+                                                  retention: authenticator.retention(of: tenant), isCancelled: { stopping.isSet })
         let tenants = self.tenants
         let clock = ContinuousClock()
         let start = clock.now

@@ -250,6 +250,8 @@ extension SyncServer {
             try store.noteHeld(Array(evicted), by: peer, held: false)
             try store.noteHeld(sent, by: peer, held: true)
             if state != previous { try store.setScopeState(state.encoded, of: peer) }
+            // Read to the end: the checkpoint may pass a sequence no record holds any more (SPEC 1.8).
+            if scanned { last = max(last, sequence) }
             let remaining = scanned ? (records: 0, bytes: 0) : try store.pendingChanges(after: last)
             batch.lastSequence = UInt64(last)
             batch.remainingRecords = UInt64(remaining.records)

@@ -53,7 +53,8 @@ extension SyncServer {
                             frameLimit.establish()
                             gate.loggedIn(ticket)
                             metrics.sessionsStarted.increment()
-                            let sequence = try await store.store.perform { try $0.lastSequence }
+                            let tenantName = store.tenant
+                            let (sequence, retention) = try await store.store.perform { (try $0.lastSequence, try self.wireRetention(of: $0, tenant: tenantName)) }
                             var welcome = Rapport_V1_Welcome()
                             welcome.protocolVersion = SyncProtocolVersion.current
                             welcome.schemaVersion = configuration.schemaVersion
@@ -61,6 +62,7 @@ extension SyncServer {
                             welcome.serverSequence = UInt64(sequence)
                             welcome.limits = configuration.limits.wire
                             welcome.deviceNumber = id.deviceNumber ?? 0
+                            if let retention { welcome.retention = retention }
                             if let access = configuration.access, let subject = authenticator.subject(of: id, defaults: access.defaultRoles) {
                                 welcome.access = subject.wire
                             }
@@ -273,6 +275,10 @@ extension SyncServer {
         let (results, sequence, advanced) = try await tenant.store.perform { store in
             // Writes under this store's ids from before a restore are its own, come back.
             let former = try store.formerReplicaIDs
+            // A record this store no longer holds may be one whose tombstone it purged (SPEC 1.8):
+            // the writes of others it carries can no longer be checked, and refusing them would
+            // lose the pusher's own work on it; its rights are checked as for a creation.
+            let purged = try store.purgedThrough > 0
             let mayCarry: (ReplicaID) -> Bool = { replica in
                 replica == device || former.contains(replica) || (relays && authenticator.mayRelay(replica, for: identity))
             }
@@ -295,7 +301,7 @@ extension SyncServer {
                     let foreign = state.vector.sortedEntries.contains { $0.replica != device }
                     let stored = foreign || policy != nil || relays ? try store.record(state.id) : nil
                     do {
-                        try state.checkAuthorship(against: stored, as: rule, mayCarry: mayCarry)
+                        if stored != nil || !purged { try state.checkAuthorship(against: stored, as: rule, mayCarry: mayCarry) }
                     } catch {
                         // Not a malformed record but a write this device may not make.
                         forged.insert(index)
@@ -456,6 +462,7 @@ extension SyncServer {
         let after = Int64(request.after)
         if let policy, let batch = try await tenant.store.perform({ store in
             try self.scopedPull(after: after, limit: limit, store: store, device: device, policy: policy, relays: relays)
+                .map { batch in try Self.checkNotPurged(after: after, in: store); return batch }
         }) {
             return (batch, nil)
         }
@@ -466,7 +473,11 @@ extension SyncServer {
             }
             // The rows' bytes go out as they are: the device validates every record anyway.
             let changes = try store.encodedChanges(after: after, limit: limit)
-            let last = changes.last?.sequence ?? after
+            try Self.checkNotPurged(after: after, in: store)
+            // At the end, the checkpoint is the store's sequence, which a purged or dropped record
+            // may have held (SPEC 1.8): everything up to it was read, and a checkpoint below
+            // what the store purged would be answered with a resync at every pull.
+            let last = changes.count < limit ? max(changes.last?.sequence ?? after, sequence) : changes.last?.sequence ?? after
             let remaining: (records: Int, bytes: Int)
             if let backlog, backlog.after == after, backlog.sequence == sequence {
                 // Nothing changed since the previous batch was counted: subtract this one.

@@ -60,6 +60,8 @@ public final class SyncServer: Sendable {
         /// Work run on every served tenant's store at an interval (the CRM's scheduled rule
         /// pass); `nil` runs none.
         public var scheduledWork: ScheduledTenantWork?
+        /// Purges and compaction of every tenant's store and of the registry (`housekeeping(every:registryPath:)`).
+        public var housekeeping: ScheduledTenantWork?
         /// Set on a branch office's server: the centre whose tenant it replicates (SPEC.md 6).
         public var upstream: UpstreamConfiguration?
         /// Where the server counts what it does; each configuration made by `init` has a
@@ -245,7 +247,13 @@ public final class SyncServer: Sendable {
             }
         }
         let accessWatch = Task { [self] in await watchAccess() }
-        let scheduled = configuration.scheduledWork.map { work in Task { [self] in await runScheduled(work) } }
+        // One task for every kind of scheduled work, each in a loop of its own: cancelling it stops them all.
+        let works = [configuration.scheduledWork, configuration.housekeeping].compactMap { $0 }
+        let scheduled = works.isEmpty ? nil : Task { [self] in
+            await withTaskGroup(of: Void.self) { group in
+                for work in works { group.addTask { await self.runScheduled(work) } }
+            }
+        }
         running.withLock {
             $0 = Running(channel: server.channel, acceptLoop: acceptLoop, accessWatch: accessWatch, scheduled: scheduled, port: port)
         }

@@ -1,6 +1,7 @@
 import Access
 import CSQLite
 import Foundation
+import ReplicaStore
 import SQLite
 import SyncModel
 import TLS
@@ -38,6 +39,8 @@ public final class Registry {
             if try db.userVersion > Self.migrations.count {
                 throw RegistryError.badRegistryFile(path: path, reason: "written by a newer Rapport (schema \(try db.userVersion), this one knows \(Self.migrations.count))")
             }
+            // Before the first table, so the audit log's room can be given back (`compact`).
+            if objects == 0 { try db.execute("PRAGMA auto_vacuum = INCREMENTAL") }
             try db.execute("PRAGMA journal_mode=WAL")
             if objects == 0 { try db.execute("PRAGMA application_id = \(Self.applicationID)") }
             try db.migrate(Self.migrations)
@@ -281,6 +284,32 @@ public final class Registry {
             throw RegistryError.invalidArgument("a tenant name has 1 to 200 characters")
         }
         try db.run("UPDATE tenants SET name = ? WHERE slug = ?", [name, slug])
+    }
+
+    /// Sets a tenant's retention horizons (durations as `RetentionPolicy.duration` reads them,
+    /// `90d`, `2s`); `nil` leaves one as it is. Kept in the tenant's settings, which the server
+    /// re-reads within a second.
+    ///
+    /// - Throws: `RegistryError.invalidArgument` for a duration that does not parse; nothing is stored then.
+    public func setRetention(_ slug: String, tombstones: String?, conflicts: String?) throws -> RetentionPolicy {
+        var tenant = try requireTenant(slug)
+        for (key, value) in [(RetentionPolicy.tombstoneSetting, tombstones), (RetentionPolicy.conflictSetting, conflicts)] {
+            guard let value else { continue }
+            do {
+                tenant.settings[key] = RetentionPolicy.text(try RetentionPolicy.duration(value))
+            } catch {
+                throw RegistryError.invalidArgument("\(key): \(error)")
+            }
+        }
+        let json = String(decoding: try JSONEncoder.sorted.encode(tenant.settings), as: UTF8.self)
+        try db.run("UPDATE tenants SET settings = ? WHERE slug = ?", [json, slug])
+        return RetentionPolicy(settings: tenant.settings)
+    }
+
+    /// Empties the registry's write-ahead log and gives free pages back (`Database.compact`),
+    /// a little at a time beside the server's reads and `rapportctl`'s writes.
+    public func compact(vacuum: Bool = false) throws -> CompactionReport {
+        try db.compact(vacuum: vacuum)
     }
 
     /// Suspends, resumes (to active) or deletes a tenant. Nothing of its data changes.
@@ -586,6 +615,10 @@ public final class Registry {
                                           devices: Dictionary(devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
                                           users: users, roles: roles)
             snapshot.branches = try branchAccess()
+            for (slug, settings) in try db.query("SELECT slug, settings FROM tenants", row: { ($0.string(0), $0.string(1)) }) {
+                let values = (try? JSONDecoder().decode([String: String].self, from: Data(settings.utf8))) ?? [:]
+                snapshot.retention[slug] = RetentionPolicy(settings: values)
+            }
             return snapshot
         }
     }
@@ -620,6 +653,8 @@ public struct AccessSnapshot: Sendable {
     public var roles: [String: [String: Role]]
     /// Branch offices, by replica id (`Registry.enrollBranch`).
     public var branches: [String: BranchAccess] = [:]
+    /// Each tenant's retention horizons, from its settings (`Registry.setRetention`).
+    public var retention: [String: RetentionPolicy] = [:]
 
     public init(tenants: [String: TenantStatus] = [:], devices: [String: DeviceAccess] = [:],
                 users: [String: [String: UserAccess]] = [:], roles: [String: [String: Role]] = [:]) {

@@ -101,6 +101,8 @@ public final class ReplicaStore {
     private var counter: UInt64
     private var sequence: Int64
     private var clock: HybridLogicalClock
+    /// Whether upstream announced a retention (it purges tombstones), read once (`upstreamPurges`).
+    var upstreamPurgesCache: Bool?
     /// The statements run once per record of a batch, held here so that a batch does not look
     /// them up by their SQL text (hashing it) for every record.
     private var presenceStatement: Statement?
@@ -189,6 +191,9 @@ public final class ReplicaStore {
             guard version <= StoreSchema.migrations.count else {
                 throw ReplicaStoreError.newerSchema(path: path, found: version, supported: StoreSchema.migrations.count)
             }
+            // Before the first table: a file takes its vacuum mode when it is created
+            // (Retention.swift gives free pages back with it).
+            if objects == 0 { try db.execute("PRAGMA auto_vacuum = INCREMENTAL") }
             try db.execute("PRAGMA journal_mode=WAL")
             if objects == 0 { try db.execute("PRAGMA application_id = \(StoreSchema.applicationID)") }
             try db.migrate(StoreSchema.migrations)
@@ -441,6 +446,13 @@ public final class ReplicaStore {
     /// bound (a screen must not miss a change), so an observer keeps reading or lets it go.
     public func observeChanges() -> AsyncStream<StoreChanges> {
         feed.subscribe()
+    }
+
+    /// Takes the next change sequence number for a change no record carries (a resync that
+    /// dropped records, SPEC 1.8), so peers whose checkpoint is below it can be told.
+    func takeSequenceNumber() -> Int64 {
+        sequence += 1
+        return sequence
     }
 
     /// A fresh dot and timestamp for one local write.
@@ -923,7 +935,17 @@ public final class ReplicaStore {
         try schema.validate(remote, rules: origin != .upstream)
         clock.observe(remote.latestTimestamp)
         let local = existing == nil ? nil : try record(remote.id)
-        let result = try Merge.merge(local: local, remote: remote)
+        // An upstream that purges (it announced its retention) had every write of a copy with nothing to push (it sent or acknowledged
+        // them), and its states only grow: one that lacks some forgot them, with the tombstone
+        // it purged past the horizon (SPEC 1.8). What it has now is the record; merging would
+        // bring back history that it can no longer take (its authorship check cannot prove it).
+        // Only a tombstone: upstream forgets nothing of live records, and a copy whose change
+        // upstream refused (kept here, in the log as `rejected`) is not a forgotten one.
+        let forgets = origin == .upstream && existing?.isDirty == false && local?.isDeleted == true ? try upstreamPurges : false
+        let refusedHere = forgets ? try db.scalarInt("SELECT EXISTS (SELECT 1 FROM conflicts WHERE record = ? AND kind = 'rejected')",
+                                                     [SQLiteValue.blob(Data(remote.id.bytes))]) == 1 : false
+        let forgotten = forgets && !refusedHere && local.map { !remote.vector.covers($0.vector) } == true
+        let result = try Merge.merge(local: forgotten ? nil : local, remote: remote)
         try save(result.state, replacing: existing?.sequence, old: local,
                  dirty: staysDirty(from: origin, existing: existing, holdsRemoteVector: result.state.vector == remote.vector),
                  encodedVector: result.outcome == .applied ? encodedVector : nil)

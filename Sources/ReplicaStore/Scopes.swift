@@ -116,7 +116,7 @@ extension ReplicaStore {
     }
 
     /// Removes a record's row, index entries and pending eviction, without a tombstone.
-    private func purge(_ id: UUID) throws {
+    func purge(_ id: UUID) throws {
         guard let (_, state) = try load(id, decodeState: true) else { return }
         if let state, !state.isDeleted {
             // A tombstone has no index entries: going from the state to one removes the record's.

@@ -134,5 +134,22 @@ enum StoreSchema {
                 type TEXT PRIMARY KEY
             ) WITHOUT ROWID;
             """),
+        Migration(version: 8, "retention: when each sequence was reached, a resync's records not seen again", sql: """
+            -- The store's change sequence as it stood at moments of its wall clock, noted by each
+            -- purge: a tombstone whose sequence is at or below a mark older than the horizon has
+            -- been deleted for longer than that (SPEC.md 1.8). Sparse, and pruned by the purge.
+            CREATE TABLE sequence_marks (
+                seq INTEGER PRIMARY KEY,
+                at INTEGER NOT NULL
+            );
+            -- Tombstones in sequence order: what a purge may take.
+            CREATE INDEX records_tombstones ON records (seq) WHERE deleted = 1;
+            -- On a device during a resync (upstream purged past its checkpoint): the records it
+            -- held when the resync began that the fresh copy has not brought yet. Those left
+            -- when the pull from 0 ends, and without changes to push, are dropped.
+            CREATE TABLE resync_unseen (
+                id BLOB PRIMARY KEY
+            ) WITHOUT ROWID;
+            """),
     ]
 }

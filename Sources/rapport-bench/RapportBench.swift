@@ -12,7 +12,7 @@ struct RapportBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rapport-bench",
         abstract: "Measure Rapport against floors measured in the same run.",
-        subcommands: [StoreBench.self, SyncBench.self, TenantsBench.self, CRMBench.self, HostileBench.self, ScopesBench.self, BranchBench.self])
+        subcommands: [StoreBench.self, SyncBench.self, TenantsBench.self, CRMBench.self, HostileBench.self, ScopesBench.self, BranchBench.self, HorizonBench.self])
 }
 
 struct StoreBench: ParsableCommand {

@@ -25,7 +25,7 @@ struct RapportCtl: AsyncParsableCommand {
             """,
         subcommands: [
             TenantCommand.self, UserCommand.self, RoleCommand.self, DeviceCommand.self, BranchCommand.self, Backup.self, Restore.self,
-            Export.self, Stats.self, Audit.self, Report.self, Import.self, ExportCSV.self, RulesCommand.self,
+            Export.self, Stats.self, Audit.self, Report.self, Import.self, ExportCSV.self, RulesCommand.self, RetentionCommand.self,
             SchemaCommand.self,
         ])
 

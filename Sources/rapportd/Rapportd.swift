@@ -59,6 +59,9 @@ struct Rapportd: AsyncParsableCommand {
     @Option(help: "Seconds between runs of the rule pass over every active tenant (tiers, churn and renewal flags, value segments, SLA breaches, escalations); 0 disables it.")
     var rulesInterval: Double = 300
 
+    @Option(help: "Seconds between housekeeping runs over every active tenant: tombstones and closed conflicts past the tenant's horizons purged ('rapportctl retention set'), stores and registry compacted; 0 disables it.")
+    var housekeepingInterval: Double = 3600
+
     @Flag(help: "Do not make the development tenant 'dev' in an empty data directory.")
     var noDevTenant = false
 
@@ -96,6 +99,7 @@ struct Rapportd: AsyncParsableCommand {
         }
         guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
         guard rulesInterval >= 0, rulesInterval.isFinite else { throw ValidationError("--rules-interval must be 0 (off) or a number of seconds") }
+        guard housekeepingInterval >= 0, housekeepingInterval.isFinite else { throw ValidationError("--housekeeping-interval must be 0 (off) or a number of seconds") }
         if upstream != nil {
             guard upstreamAddress != nil else { throw ValidationError("--upstream takes HOST:PORT") }
             guard upstreamCa != nil else { throw ValidationError("--upstream needs --upstream-ca, the CA of the centre's certificate") }
@@ -127,6 +131,10 @@ struct Rapportd: AsyncParsableCommand {
         // A branch leaves the scheduled pass to the centre: the same rules run there on the
         // whole tenant, and a branch would write the same values again under its own id.
         if rulesInterval > 0 && upstream == nil { config.scheduledWork = Self.rulePass(every: .milliseconds(Int64(rulesInterval * 1000))) }
+        if housekeepingInterval > 0 {
+            config.housekeeping = .housekeeping(every: .milliseconds(Int64(housekeepingInterval * 1000)),
+                                                registryPath: DataDirectory(data).registryPath)
+        }
         if let (host, port) = upstreamAddress, let ca = upstreamCa {
             let credential = try Self.branchCredential(upstreamCredential, data: data)
             config.upstream = UpstreamConfiguration(host: host, port: port, trustRoots: .certificates(.file(ca)),

@@ -21,7 +21,7 @@ final class ServerFixture: Sendable {
 
     var caPath: String { server.devCertificateAuthorityPath! }
 
-    init(limits: SessionLimits = SessionLimits(), dir: TemporaryDirectory? = nil, port: Int = 0,
+    init(limits: SessionLimits = SessionLimits(), dir: TemporaryDirectory? = nil, port: Int = 0, retention: RetentionPolicy? = nil,
          configure: (inout SyncServer.Configuration) -> Void = { _ in }) async throws {
         let dir = try dir ?? TemporaryDirectory()
         self.dir = dir
@@ -32,7 +32,7 @@ final class ServerFixture: Sendable {
         config.shutdownGracePeriod = .seconds(2)
         configure(&config)
         server = try SyncServer(configuration: config,
-                                authenticator: StaticAuthenticator(secrets: ["acme": Self.secret, "globex": Self.secret]),
+                                authenticator: StaticAuthenticator(secrets: ["acme": Self.secret, "globex": Self.secret], retention: retention),
                                 logger: Self.logger("test.rapportd"))
         self.port = try await server.start()
     }

@@ -353,12 +353,42 @@ public nonisolated struct Rapport_V1_Welcome: Sendable {
   /// enrolled before numbers existed learns it. 0 when the server does not number devices.
   public var deviceNumber: UInt32 = 0
 
+  /// How long the tenant keeps tombstones and closed conflicts (SPEC.md 1.8): the device purges
+  /// its own by it. Absent from a server that does not purge.
+  public var retention: Rapport_V1_Retention {
+    get {_retention ?? Rapport_V1_Retention()}
+    set {_retention = newValue}
+  }
+  /// Returns true if `retention` has been explicitly set.
+  public var hasRetention: Bool {self._retention != nil}
+  /// Clears the value of `retention`. Subsequent reads from it will return its default value.
+  public mutating func clearRetention() {self._retention = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _limits: Rapport_V1_Limits? = nil
   fileprivate var _access: Rapport_V1_Access? = nil
+  fileprivate var _retention: Rapport_V1_Retention? = nil
+}
+
+/// A tenant's retention horizons, in milliseconds (SPEC.md 1.8).
+public nonisolated struct Rapport_V1_Retention: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var tombstoneHorizonMs: UInt64 = 0
+
+  public var conflictHorizonMs: UInt64 = 0
+
+  /// The highest sequence whose tombstone the server purged: a pull from below it is a resync.
+  public var purgedThrough: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// A user's rights in their tenant, as the server applies them to this session.
@@ -778,6 +808,12 @@ public nonisolated struct Rapport_V1_Error: Sendable {
   public var retryable: Bool = false
 
   public var retryAfterMs: UInt32 = 0
+
+  /// On RESYNC_REQUIRED only: the server purged tombstones through this sequence, past the
+  /// pull's checkpoint (SPEC.md 1.8). The device pushes what it has, pulls from 0, and drops
+  /// what it held that the fresh copy did not bring and that has nothing to push. 0: another
+  /// reason (a restored server, a changed scope): pull from 0 and drop nothing.
+  public var purgedThrough: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1410,7 +1446,7 @@ nonisolated extension Rapport_V1_Enrolled: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}schema_version\0\u{3}server_replica_id\0\u{3}server_sequence\0\u{1}limits\0\u{1}access\0\u{3}device_number\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}schema_version\0\u{3}server_replica_id\0\u{3}server_sequence\0\u{1}limits\0\u{1}access\0\u{3}device_number\0\u{1}retention\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1425,6 +1461,7 @@ nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
       case 5: try { try decoder.decodeSingularMessageField(value: &self._limits) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._access) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.deviceNumber) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._retention) }()
       default: break
       }
     }
@@ -1456,6 +1493,9 @@ nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     if self.deviceNumber != 0 {
       try visitor.visitSingularUInt32Field(value: self.deviceNumber, fieldNumber: 7)
     }
+    try { if let v = self._retention {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1467,6 +1507,47 @@ nonisolated extension Rapport_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs._limits != rhs._limits {return false}
     if lhs._access != rhs._access {return false}
     if lhs.deviceNumber != rhs.deviceNumber {return false}
+    if lhs._retention != rhs._retention {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rapport_V1_Retention: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Retention"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}tombstone_horizon_ms\0\u{3}conflict_horizon_ms\0\u{3}purged_through\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.tombstoneHorizonMs) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.conflictHorizonMs) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.purgedThrough) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.tombstoneHorizonMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.tombstoneHorizonMs, fieldNumber: 1)
+    }
+    if self.conflictHorizonMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.conflictHorizonMs, fieldNumber: 2)
+    }
+    if self.purgedThrough != 0 {
+      try visitor.visitSingularUInt64Field(value: self.purgedThrough, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rapport_V1_Retention, rhs: Rapport_V1_Retention) -> Bool {
+    if lhs.tombstoneHorizonMs != rhs.tombstoneHorizonMs {return false}
+    if lhs.conflictHorizonMs != rhs.conflictHorizonMs {return false}
+    if lhs.purgedThrough != rhs.purgedThrough {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2176,7 +2257,7 @@ nonisolated extension Rapport_V1_Goodbye: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rapport_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Error"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{1}retryable\0\u{3}retry_after_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{1}retryable\0\u{3}retry_after_ms\0\u{3}purged_through\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2188,6 +2269,7 @@ nonisolated extension Rapport_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.retryable) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.retryAfterMs) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.purgedThrough) }()
       default: break
       }
     }
@@ -2206,6 +2288,9 @@ nonisolated extension Rapport_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.retryAfterMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.retryAfterMs, fieldNumber: 4)
     }
+    if self.purgedThrough != 0 {
+      try visitor.visitSingularUInt64Field(value: self.purgedThrough, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2214,6 +2299,7 @@ nonisolated extension Rapport_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.message != rhs.message {return false}
     if lhs.retryable != rhs.retryable {return false}
     if lhs.retryAfterMs != rhs.retryAfterMs {return false}
+    if lhs.purgedThrough != rhs.purgedThrough {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
