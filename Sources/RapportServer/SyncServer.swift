@@ -238,9 +238,9 @@ public final class SyncServer: Sendable {
         let sync = channel.pipeline.syncOperations
         let ticket: ConnectionGate.Ticket
         switch gate.admit(address: address) {
-        case .dropped:
+        case .dropped(let reason):
             logger.info("connection dropped: too many connections", metadata: [
-                "peer": "\(address)", "max_connections": "\(gate.limits.total)"])
+                "peer": "\(address)", "reason": "\(reason)", "max_connections": "\(gate.limits.total)"])
             try sync.addHandler(CloseAtOnceHandler())
             return .refused
         case .busy(let busyTicket, let reason):
