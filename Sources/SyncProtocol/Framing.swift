@@ -123,6 +123,10 @@ public struct FrameEncoder: MessageToByteEncoder {
 
     public init() {}
 
+    /// What a connection's encoder buffer shrinks back to after a flush: room for the small
+    /// frames of a quiet session (Pong, ChangesAvailable, a small push's answer).
+    public static let quietBufferCapacity = 4 << 10
+
     public func encode(data: Rapport_V1_Frame, out: inout ByteBuffer) throws {
         try FrameEncoder.write(data, to: &out)
     }
@@ -145,7 +149,10 @@ extension ChannelPipeline.SynchronousOperations {
 
     /// Adds the frame codec with a limit the session can raise after login.
     public func addFrameCodec(limit: FrameSizeLimit) throws {
-        try addHandler(MessageToByteHandler(FrameEncoder()))
+        // The encoder reuses one buffer, which keeps the capacity of the largest frame it ever
+        // wrote (a pull batch of megabytes) unless told to shrink back once it flushed: a live
+        // session quiet after its first sync would otherwise hold it all day.
+        try addHandler(MessageToByteHandler(FrameEncoder(), desiredBufferCapacity: FrameEncoder.quietBufferCapacity))
         try addHandler(ByteToMessageHandler(FrameDecoder(limit: limit)))
     }
 }
