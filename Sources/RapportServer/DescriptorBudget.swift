@@ -38,8 +38,8 @@ public struct DescriptorBudget: Sendable, Equatable, CustomStringConvertible {
     /// Raises this process's soft limit to its hard limit (see
     /// `SyncServer.raiseFileDescriptorLimit`) and returns the budget it leaves.
     public static func raisingLimit(maxOpenTenants: Int) -> DescriptorBudget {
-        let soft = SyncServer.raiseFileDescriptorLimit()
-        return DescriptorBudget(limit: soft, hardLimit: max(soft, currentHardLimit()), maxOpenTenants: maxOpenTenants)
+        let limits = raiseSoftLimit()
+        return DescriptorBudget(limit: limits.soft, hardLimit: limits.hard, maxOpenTenants: maxOpenTenants)
     }
 
     /// Descriptors set aside for stores and the server's own files.
@@ -68,14 +68,21 @@ public struct DescriptorBudget: Sendable, Equatable, CustomStringConvertible {
             + "\(maxOpenTenants) tenant stores and the server"
     }
 
-    static func currentHardLimit() -> Int {
+    /// Raises the soft limit on open files to the hard limit where allowed; returns both as in
+    /// force now (0 when they cannot be read).
+    static func raiseSoftLimit() -> (soft: Int, hard: Int) {
         #if os(Linux)
         let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
         #else
         let resource = RLIMIT_NOFILE
         #endif
         var limit = rlimit()
-        guard getrlimit(resource, &limit) == 0 else { return 0 }
-        return Int(clamping: limit.rlim_max)
+        guard getrlimit(resource, &limit) == 0 else { return (0, 0) }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(resource, &raised) == 0 { limit = raised }
+        }
+        return (Int(clamping: limit.rlim_cur), Int(clamping: limit.rlim_max))
     }
 }

@@ -276,19 +276,7 @@ public final class SyncServer: Sendable {
     /// now in force. Every connection is a descriptor and the usual soft limit (1,024) is far
     /// below `maxConnections`; a process that opens many connections (a benchmark) needs it too.
     public static func raiseFileDescriptorLimit() -> Int {
-        #if os(Linux)
-        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-        #else
-        let resource = RLIMIT_NOFILE
-        #endif
-        var limit = rlimit()
-        guard getrlimit(resource, &limit) == 0 else { return 0 }
-        if limit.rlim_cur < limit.rlim_max {
-            var raised = limit
-            raised.rlim_cur = limit.rlim_max
-            if setrlimit(resource, &raised) == 0 { limit = raised }
-        }
-        return Int(clamping: limit.rlim_cur)
+        DescriptorBudget.raiseSoftLimit().soft
     }
 
     /// Open connections now, and how many of them have not logged in (for tests and operators).

@@ -39,8 +39,8 @@ struct IdleBench: AsyncParsableCommand {
     @Option(help: "Connections each worker opens at once.")
     var concurrency = 32
 
-    @Option(help: "Seconds of quiet with every session connected, for the server's CPU while they only ping.")
-    var quietSeconds: Double = 5
+    @Option(help: "Seconds of quiet with every session connected (by default one round of pings), for the server's CPU and memory once every session has pinged.")
+    var quietSeconds: Double?
 
     @Flag(help: "Make the idle sessions devices of the timed devices' tenant: every edit is then announced to all of them, and they all pull it.")
     var sameTenant = false
@@ -52,7 +52,7 @@ struct IdleBench: AsyncParsableCommand {
     var directory: String?
 
     func validate() throws {
-        guard sessions > 0, rounds > 0, ping > 0, concurrency > 0, quietSeconds >= 0, records >= 0 else {
+        guard sessions > 0, rounds > 0, ping > 0, concurrency > 0, (quietSeconds ?? 0) >= 0, records >= 0 else {
             throw ValidationError("--sessions, --rounds, --ping and --concurrency must be positive")
         }
         if let processes, processes < 1 || processes > sessions {
@@ -155,11 +155,16 @@ struct IdleBench: AsyncParsableCommand {
             "target_rss_mib_at_10000": 1024,
         ])
 
+        let quiet = quietSeconds ?? ping
         let quietCPU = server.cpuSeconds()
-        try await Task.sleep(for: .seconds(quietSeconds))
+        try await Task.sleep(for: .seconds(quiet))
         let quietUsed = server.cpuSeconds() - quietCPU
-        report.line("server_cpu_while_idle", ["sessions": opened, "seconds": quietSeconds, "ping_seconds": ping,
-                                              "cpu_seconds": quietUsed, "cpu_percent": quietUsed / max(quietSeconds, 0.001) * 100])
+        let residentQuiet = server.residentMiB()
+        report.line("idle_sessions_after_quiet", [
+            "sessions": opened, "seconds": quiet, "ping_seconds": ping, "server_cpu_seconds": quietUsed,
+            "server_cpu_percent": quietUsed / max(quiet, 0.001) * 100, "server_rss_mib": residentQuiet,
+            "kib_per_idle_session": (residentQuiet - residentBefore) * 1024 / Double(max(opened, 1)),
+        ])
 
         let loaded = try await BranchBench.latencies(from: a, to: b, rounds: rounds, "with \(opened) idle sessions")
         report.line("edit_latency", [
