@@ -148,6 +148,31 @@ import Testing
         }
     }
 
+    /// A frame moves the silence deadline on (the timer, firing early, waits again), so a session
+    /// that pings outlives the timeout many times over; once it stops it is closed with TIMEOUT.
+    @Test func aSessionThatPingsOutlivesTheSilenceTimeoutAndTimesOutOnceItStops() async throws {
+        let fixture = try await ServerFixture(limits: SessionLimits(idleTimeout: .seconds(1)))
+        let (connection, _) = try await RawConnection.established(to: fixture)
+        let start = ContinuousClock.now
+        var pongs = 0
+        while ContinuousClock.now - start < .seconds(3) {
+            var ping = Rapport_V1_Frame()
+            ping.ping = Rapport_V1_Ping()
+            try await connection.send(ping)
+            if case .pong? = try await connection.nextFrame()?.body { pongs += 1 }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(pongs >= 5)
+        #expect(!connection.isClosed)
+        guard case .error(let error)? = try await connection.nextFrame()?.body else {
+            Issue.record("the silent session was not told TIMEOUT")
+            return
+        }
+        #expect(error.code == .timeout)
+        #expect(try await connection.waitForClose().isEmpty)
+        await fixture.stop()
+    }
+
     /// With a total cap sized for thousands of idle sessions, connections that never log in must
     /// not hold thousands of TLS handshakes: busy answers are bounded by the pre-login cap.
     @Test func busyAnswersAreBoundedByThePreLoginCapAndTheRestAreDroppedAtOnce() async throws {
