@@ -39,7 +39,7 @@ struct IdleBench: AsyncParsableCommand {
     @Option(help: "Connections each worker opens at once.")
     var concurrency = 32
 
-    @Option(help: "Seconds of quiet with every session connected (by default one round of pings), for the server's CPU and memory once every session has pinged.")
+    @Option(help: "Seconds of quiet with every session connected, for the server's CPU and memory once they have pinged (by default one round of pings from 10,000 sessions on, shorter below: N/500 s, at least 2).")
     var quietSeconds: Double?
 
     @Flag(help: "Make the idle sessions devices of the timed devices' tenant: every edit is then announced to all of them, and they all pull it.")
@@ -155,7 +155,7 @@ struct IdleBench: AsyncParsableCommand {
             "target_rss_mib_at_10000": 1024,
         ])
 
-        let quiet = quietSeconds ?? ping
+        let quiet = quietSeconds ?? min(ping, max(2, Double(sessions) / 500))
         let quietCPU = server.cpuSeconds()
         try await Task.sleep(for: .seconds(quiet))
         let quietUsed = server.cpuSeconds() - quietCPU
