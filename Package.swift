@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // System libraries and the C shim for OpenSSL macros Swift cannot call.
@@ -65,6 +66,8 @@ let package = Package(
                 "Access", "PrivateFiles", "RapportClient", "ReplicaStore", "Registry", "SQLite", "SyncModel", "SyncProtocol", "TLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ] + nio
         ),
 
@@ -149,6 +152,7 @@ let package = Package(
             "Access", "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
             "PrivateFiles", "SQLite",
             .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
         ] + nio),
         .testTarget(name: "RapportDeviceTests", dependencies: [
             "Access", "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS", "TestSupport",

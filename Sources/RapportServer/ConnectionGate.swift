@@ -111,6 +111,11 @@ final class ConnectionGate: Sendable {
         counts.withLock { ($0.total, $0.preLogin) }
     }
 
+    /// Open connections by phase: not logged in yet, in a session, being answered busy.
+    var phases: (preLogin: Int, session: Int, busy: Int) {
+        counts.withLock { ($0.preLogin, $0.total - $0.preLogin - $0.busy, $0.busy) }
+    }
+
     private static func leavePreLogin(_ address: String, _ counts: inout Counts) {
         counts.preLogin -= 1
         let left = counts.preLoginByAddress[address, default: 1] - 1

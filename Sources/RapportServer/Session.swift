@@ -52,6 +52,7 @@ extension SyncServer {
                             machine.authenticated()
                             frameLimit.establish()
                             gate.loggedIn(ticket)
+                            metrics.sessionsStarted.increment()
                             let sequence = try await store.store.perform { try $0.lastSequence }
                             var welcome = Rapport_V1_Welcome()
                             welcome.protocolVersion = SyncProtocolVersion.current
@@ -70,6 +71,7 @@ extension SyncServer {
                             logger.info("session started", metadata: ["subscribed": "\(hello.subscribe)", "client": "\(hello.client.prefix(64))"])
                         } catch let error as SyncError {
                             _ = machine.refused(error)
+                            metrics.refused(error.code)
                             logger.notice("session refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
                             try await outbound.write(error.frame)
                             return
@@ -87,16 +89,20 @@ extension SyncServer {
                                     try authenticator.enroll(tenant: request.tenant, code: request.code, deviceName: request.deviceName)
                                 }
                             }
+                            metrics.enrollments.increment()
                             logger.notice("device enrolled", metadata: ["device": "\(reply.enrolled.deviceID)", "user": "\(reply.enrolled.user)"])
                             try await outbound.write(reply)
                         } catch let error as SyncError {
+                            metrics.refused(error.code)
                             logger.notice("enrollment refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
                             try await outbound.write(error.frame)
                         }
                         return
                     case .push(let request):
                         guard let tenant, let identity else { return }
+                        let started = ContinuousClock.now
                         let (result, advanced) = try await push(request, into: tenant, from: identity, logger: logger)
+                        metrics.pushed(result, in: ContinuousClock.now - started)
                         var reply = Rapport_V1_Frame()
                         reply.pushResult = result
                         try await outbound.write(reply)
@@ -110,8 +116,12 @@ extension SyncServer {
                         authenticator.recordActivity(of: identity, checkpoint: request.after <= UInt64(Int64.max) ? Int64(request.after) : nil)
                         do {
                             var reply = Rapport_V1_Frame()
+                            let started = ContinuousClock.now
                             (reply.pullBatch, backlog) = try await pull(request, from: tenant, for: device, policy: policy(of: identity),
                                                                         relays: identity.branch != nil, backlog: backlog)
+                            metrics.pullDuration.record(ContinuousClock.now - started)
+                            metrics.pulls.increment()
+                            metrics.pulledRecords.increment(by: Int64(reply.pullBatch.records.count))
                             try await outbound.write(reply)
                             sentCheckpoint = Int64(reply.pullBatch.lastSequence)
                         } catch let error as SyncError {
@@ -133,6 +143,7 @@ extension SyncServer {
                     case .ignore:
                         break
                     case .fail(let error):
+                        metrics.protocolViolations.increment()
                         logger.notice("closing session after a protocol violation", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
                         try await outbound.write(error.frame)
                         return
@@ -163,6 +174,7 @@ extension SyncServer {
               }
             }
         } catch let error as TLSError {
+            if let reason = error.handshakeFailureReason { metrics.handshakeFailed(reason) }
             logger.notice("connection failed in TLS", metadata: ["error": "\(error)"])
         } catch {
             logger.info("session ended", metadata: ["error": "\(error)"])

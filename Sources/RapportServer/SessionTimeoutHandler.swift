@@ -30,9 +30,14 @@ final class SessionTimeoutHandler: ChannelDuplexHandler {
     /// Requests read and not yet answered.
     private var pending = 0
 
-    init(handshakeTimeout: TimeAmount, idleTimeout: TimeAmount) {
+    private let metrics: ServerMetrics?
+    /// Set once the first frame (the Hello) arrived: a timeout before it is a handshake timeout.
+    private var heard = false
+
+    init(handshakeTimeout: TimeAmount, idleTimeout: TimeAmount, metrics: ServerMetrics? = nil) {
         self.handshakeTimeout = handshakeTimeout
         self.idleTimeout = idleTimeout
+        self.metrics = metrics
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -45,6 +50,7 @@ final class SessionTimeoutHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        heard = true
         if case .frame(let frame) = unwrapInboundIn(data), Self.expectsAnswer(frame) { pending += 1 }
         arm(context: context, after: idleTimeout, reason: "no message within the idle timeout")
         context.fireChannelRead(data)
@@ -118,6 +124,7 @@ final class SessionTimeoutHandler: ChannelDuplexHandler {
             schedule(context: context, at: deadline)
             return
         }
+        if heard { metrics?.idleTimeouts.increment() } else { metrics?.handshakeTimeouts.increment() }
         context.fireUserInboundEventTriggered(SessionTimeout(reason: reason))
         context.writeAndFlush(wrapOutboundOut(SyncError(.timeout, reason, retryable: true).frame), promise: nil)
         context.close(promise: nil)

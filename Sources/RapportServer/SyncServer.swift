@@ -62,6 +62,9 @@ public final class SyncServer: Sendable {
         public var scheduledWork: ScheduledTenantWork?
         /// Set on a branch office's server: the centre whose tenant it replicates (SPEC.md 6).
         public var upstream: UpstreamConfiguration?
+        /// Where the server counts what it does; each configuration made by `init` has a
+        /// registry of its own, so servers in one process do not share counters.
+        public var metrics = ServerMetrics()
 
         public init(dataDirectory: String, host: String = "127.0.0.1", port: Int = 7443,
                     schema: Schema, schemaVersion: UInt32) {
@@ -109,6 +112,11 @@ public final class SyncServer: Sendable {
     private let running = Mutex<Running?>(nil)
     /// A branch server's link to its centre, while it runs.
     let branch = Mutex<BranchUpstream?>(nil)
+    var metrics: ServerMetrics { configuration.metrics }
+    /// Set when shutdown begins, for `health`.
+    private let stopping = Atomic<Bool>(false)
+    /// Why the last re-read of the registry failed; `nil` once one succeeds again.
+    let registryProblem = Mutex<String?>(nil)
 
     private struct Running: @unchecked Sendable {
         // Safe: the channel is only closed (a thread-safe NIO call), the task only awaited.
@@ -152,7 +160,15 @@ public final class SyncServer: Sendable {
         if configuration.upstream != nil { storeOptions.forwardsDownstreamChanges = true }
         tenants = try TenantPool(directory: directory.tenantsPath, options: storeOptions,
                                  capacity: configuration.maxOpenTenants,
-                                 createsMissing: authenticator.createsTenantStores, logger: logger)
+                                 createsMissing: authenticator.createsTenantStores,
+                                 metrics: configuration.metrics, logger: logger)
+        configuration.metrics.sample { [gate, tenants] gauges in
+            let phases = gate.phases
+            gauges.connectionsPreLogin.set(Int64(phases.preLogin))
+            gauges.connectionsSession.set(Int64(phases.session))
+            gauges.connectionsBusy.set(Int64(phases.busy))
+            gauges.openTenantStores.set(Int64(tenants.openCount))
+        }
     }
 
     /// The port the server listens on, once started.
@@ -219,6 +235,14 @@ public final class SyncServer: Sendable {
         if let upstream = configuration.upstream {
             let started = try await startUpstream(upstream)
             branch.withLock { $0 = started }
+            let gauges = metrics.upstreamGauges()
+            metrics.sample { [link = started.link] _ in
+                let status = link.status
+                gauges.connected.set(Int64(status.connected ? 1 : 0))
+                gauges.lastSync.set(status.lastSync?.timeIntervalSince1970 ?? 0)
+                gauges.behind.set(Double(status.lag))
+                gauges.waiting.set(Int64(status.waiting))
+            }
         }
         let accessWatch = Task { [self] in await watchAccess() }
         let scheduled = configuration.scheduledWork.map { work in Task { [self] in await runScheduled(work) } }
@@ -239,11 +263,13 @@ public final class SyncServer: Sendable {
         let ticket: ConnectionGate.Ticket
         switch gate.admit(address: address) {
         case .dropped(let reason):
+            metrics.connectionsDropped.increment()
             logger.info("connection dropped: too many connections", metadata: [
                 "peer": "\(address)", "reason": "\(reason)", "max_connections": "\(gate.limits.total)"])
             try sync.addHandler(CloseAtOnceHandler())
             return .refused
         case .busy(let busyTicket, let reason):
+            metrics.connectionsBusy.increment()
             logger.info("connection answered SERVER_BUSY", metadata: ["peer": "\(address)", "reason": "\(reason)"])
             channel.closeFuture.whenComplete { [gate] _ in gate.release(busyTicket) }
             let delay = configuration.busyRetryAfter * Double.random(in: 1.0...1.5)
@@ -255,6 +281,7 @@ public final class SyncServer: Sendable {
                 handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.handshakeTimeout)))
             return .refused
         case .admitted(let admitted):
+            metrics.connectionsAdmitted.increment()
             ticket = admitted
         }
         channel.closeFuture.whenComplete { [gate] _ in gate.release(ticket) }
@@ -262,7 +289,7 @@ public final class SyncServer: Sendable {
         try sync.addHandler(TLSHandler(context: tls))
         try sync.addFrameCodec(limit: frameLimit)
         try sync.addHandler(SessionTimeoutHandler(
-            handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.idleTimeout)))
+            handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.idleTimeout), metrics: metrics))
         // A few frames queued at most before reading stops: with the frame limit, this bounds
         // what a session holds while the server works on its request (SPEC.md 2.5).
         let inbound = NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>.Configuration(
@@ -279,6 +306,40 @@ public final class SyncServer: Sendable {
         DescriptorBudget.raiseSoftLimit().soft
     }
 
+    /// Whether the server can take sessions, for a load balancer's probe (`GET /health`).
+    public struct Health: Sendable {
+        /// Listening, not shutting down, and the registry read at its last check.
+        public var isHealthy: Bool
+        /// Why not, when not healthy.
+        public var reason: String?
+        public var sessions: Int
+        public var openTenantStores: Int
+
+        /// `{"status":"ok",...}` or `{"status":"unavailable","reason":...}`.
+        public var json: String {
+            var fields: [String: Any] = ["status": isHealthy ? "ok" : "unavailable", "sessions": sessions,
+                                         "open_tenant_stores": openTenantStores]
+            if let reason { fields["reason"] = reason }
+            let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data()
+            return String(decoding: data, as: UTF8.self)
+        }
+    }
+
+    /// Health as of now; reads only memory, so it may be called from an event loop.
+    public var health: Health {
+        let reason: String?
+        if stopping.load(ordering: .acquiring) || sessions.isShuttingDown {
+            reason = "shutting down"
+        } else if port == nil {
+            reason = "not listening"
+        } else if let problem = registryProblem.withLock({ $0 }) {
+            reason = "registry unreadable: \(problem)"
+        } else {
+            reason = nil
+        }
+        return Health(isHealthy: reason == nil, reason: reason, sessions: sessions.count, openTenantStores: tenants.openCount)
+    }
+
     /// Open connections now, and how many of them have not logged in (for tests and operators).
     public var connectionCounts: (total: Int, preLogin: Int) { gate.current }
 
@@ -286,6 +347,7 @@ public final class SyncServer: Sendable {
     /// server is going away), waits for them up to the grace period, and closes the stores.
     public func shutdown() async {
         guard let current = running.withLock({ state in defer { state = nil }; return state }) else { return }
+        stopping.store(true, ordering: .releasing)
         logger.info("shutting down", metadata: ["sessions": "\(sessions.count)"])
         try? await current.channel.close()
         // The link stops after the batch in hand, which commits with its checkpoint.
@@ -335,9 +397,12 @@ public final class SyncServer: Sendable {
                 }
             }
             do {
-                guard try await NIOThreadPool.singleton.runIfActive({ try authenticator.refresh() }) else { continue }
+                let changed = try await NIOThreadPool.singleton.runIfActive({ try authenticator.refresh() })
+                registryProblem.withLock { $0 = nil }
+                guard changed else { continue }
             } catch {
                 logger.error("cannot re-read the registry; access rules unchanged", metadata: ["error": "\(error)"])
+                registryProblem.withLock { $0 = "\(error)" }
                 continue
             }
             var ended = Set<ObjectIdentifier>()

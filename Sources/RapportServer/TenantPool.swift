@@ -104,19 +104,22 @@ public final class TenantPool: Sendable {
     private let openingLocks: [OpeningLock] = (0..<64).map { _ in OpeningLock() }
     private final class OpeningLock: Sendable { let mutex = Mutex(()) }
     private let logger: Logger
+    private let metrics: ServerMetrics?
 
     /// - Parameter directory: where tenant files live, one `<slug>.sqlite` each.
     /// - Parameter options: how each tenant's store opens (schema, rules, effects, indexes; the
     ///   indexes include the references scopes follow from a record to those hanging off it).
     /// - Parameter createsMissing: make a missing store file (tests, embedding) instead of refusing.
+    /// - Parameter metrics: where opens and evictions are counted.
     public init(directory: String, options: ReplicaStore.Options,
-                capacity: Int = 256, createsMissing: Bool = false, logger: Logger) throws {
+                capacity: Int = 256, createsMissing: Bool = false, metrics: ServerMetrics? = nil, logger: Logger) throws {
         precondition(capacity > 0, "a pool holds at least one store")
         try PrivateFiles.createDirectory(directory)
         self.directory = directory
         self.options = options
         self.capacity = capacity
         self.createsMissing = createsMissing
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -166,8 +169,9 @@ public final class TenantPool: Sendable {
                 state.clock += 1
                 state.retired.remove(tenant)
                 state.entries[tenant] = Entry(store: store, leases: 1, lastUse: state.clock)
-                return Self.evict(&state, capacity: capacity)
+                return evict(&state)
             }
+            metrics?.tenantStoreOpens.increment()
             logger.debug("opened tenant store", metadata: ["tenant": "\(tenant)", "replica": "\(replica.replicaID)"])
             close(evicted)
             return store
@@ -182,7 +186,7 @@ public final class TenantPool: Sendable {
             state.clock += 1
             entry.lastUse = state.clock
             state.entries[tenant] = entry
-            return Self.evict(&state, capacity: capacity)
+            return evict(&state)
         }
         close(evicted)
     }
@@ -193,7 +197,7 @@ public final class TenantPool: Sendable {
     public func retire(_ tenants: Set<String>) {
         let evicted = state.withLock { state -> [TenantStore] in
             state.retired = tenants
-            return Self.evict(&state, capacity: capacity)
+            return evict(&state)
         }
         close(evicted)
     }
@@ -211,7 +215,7 @@ public final class TenantPool: Sendable {
 
     /// Removes unleased retired stores, then unleased ones least recently used first until
     /// `capacity` are open. Returns them for closing outside the lock.
-    private static func evict(_ state: inout State, capacity: Int) -> [TenantStore] {
+    private func evict(_ state: inout State) -> [TenantStore] {
         var evicted: [TenantStore] = []
         for tenant in state.retired {
             if let entry = state.entries[tenant], entry.leases == 0 {
@@ -226,6 +230,7 @@ public final class TenantPool: Sendable {
                 state.entries[tenant] = nil
                 evicted.append(entry.store)
             }
+            metrics?.tenantStoreEvictions.increment(by: Int64(idle.count))
         }
         return evicted
     }

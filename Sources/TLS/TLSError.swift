@@ -64,3 +64,49 @@ func drainOpenSSLErrorQueue() -> [String] {
     }
     return errors
 }
+
+extension TLSError {
+    /// Why a handshake failed, in a few kinds an operator can act on: a bounded set, fit for a
+    /// metric label, unlike `message` and the OpenSSL queue.
+    public enum FailureReason: String, Sendable, CaseIterable {
+        /// The peer closed the connection before the handshake finished.
+        case peerClosed = "peer_closed"
+        /// The bytes were not TLS (plain HTTP, a port scanner, garbage).
+        case notTLS = "not_tls"
+        /// No TLS version both sides speak (an old client).
+        case protocolVersion = "protocol_version"
+        /// No cipher suite, group or signature algorithm in common (a CBC-only TLS 1.2 client).
+        case noSharedCipher = "no_shared_cipher"
+        /// No application protocol (ALPN) in common: not a Rapport client.
+        case applicationProtocol = "alpn"
+        /// A certificate was refused: the peer did not trust ours, or ours did not trust or
+        /// pin the peer's.
+        case certificate
+        /// Anything else OpenSSL refused.
+        case other
+    }
+
+    /// The kind of a failed handshake; `nil` when the error is not a handshake's.
+    public var handshakeFailureReason: FailureReason? {
+        switch operation {
+        case .pinVerification:
+            return .certificate
+        case .handshake:
+            break
+        default:
+            return nil
+        }
+        if verifyResult != nil { return .certificate }
+        let text = (openSSLErrors.joined(separator: " ") + " " + message).lowercased()
+        let kinds: [(FailureReason, [String])] = [
+            (.peerClosed, ["closed by peer"]),
+            (.applicationProtocol, ["application protocol"]),
+            (.protocolVersion, ["unsupported protocol", "protocol version", "no protocols available", "version too low"]),
+            (.noSharedCipher, ["no shared cipher", "no cipher", "no suitable signature", "no shared group", "handshake failure"]),
+            (.certificate, ["certificate", "unknown ca", "bad certificate"]),
+            (.notTLS, ["wrong version number", "http request", "packet length too long", "unknown protocol", "record layer failure",
+                       "unexpected message", "record length mismatch"]),
+        ]
+        return kinds.first { _, needles in needles.contains { text.contains($0) } }?.0 ?? .other
+    }
+}

@@ -74,6 +74,9 @@ struct Rapportd: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The name the centre's certificate carries, when not the host of --upstream.", valueName: "name"))
     var upstreamServerName: String?
 
+    @Option(help: ArgumentHelp("Serve Prometheus metrics (GET /metrics) and a health check for load balancers (GET /health: 200, or 503 with the reason) over plain HTTP at HOST:PORT; off unless given. Bind it to loopback or a management network.", valueName: "host:port"))
+    var metrics: String?
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -86,6 +89,10 @@ struct Rapportd: AsyncParsableCommand {
         for (name, value) in [("--max-connections", maxConnections ?? 1), ("--max-prelogin", maxPreLogin),
                               ("--max-prelogin-per-address", maxPreLoginPerAddress)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
+        }
+        if let metrics {
+            guard let (_, metricsPort) = Self.hostAndPort(metrics) else { throw ValidationError("--metrics takes HOST:PORT") }
+            if metricsPort != 0 && metricsPort == port { throw ValidationError("--metrics needs a port of its own, not the sync port \(port)") }
         }
         guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
         guard rulesInterval >= 0, rulesInterval.isFinite else { throw ValidationError("--rules-interval must be 0 (off) or a number of seconds") }
@@ -142,11 +149,16 @@ struct Rapportd: AsyncParsableCommand {
         let ticket = noDevTenant || upstream != nil ? nil : try directory.bootstrapDevelopmentTenant(schema: CRMSchema.current)
         let server = try SyncServer(configuration: config, logger: logger)
         let boundPort = try await server.start()
+        let endpoint = metrics.flatMap(Self.hostAndPort).map { MetricsEndpoint(serving: server, host: $0.0, port: $0.1, logger: logger) }
+        let metricsPort = try await endpoint?.start()
 
         var banner = "rapportd serving \(data) on \(host):\(boundPort)\n"
         banner += "connections: at most \(config.maxConnections); \(descriptors)\n"
         if let branch = config.upstream {
             banner += "branch '\(branch.credential.name)' of tenant '\(branch.credential.tenant)' at \(branch.host):\(branch.port)\n"
+        }
+        if let (metricsHost, _) = metrics.flatMap(Self.hostAndPort), let metricsPort {
+            banner += "metrics at http://\(metricsHost.contains(":") ? "[\(metricsHost)]" : metricsHost):\(metricsPort)/metrics and /health\n"
         }
         if let ca = server.devCertificateAuthorityPath {
             banner += "development CA for clients: \(ca)\n"
@@ -164,16 +176,24 @@ struct Rapportd: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data(banner.utf8))
         // SIGTERM or SIGINT shuts the services down in reverse order: a branch's link first,
         // after the batch in hand (each commits with its checkpoint), then the server.
-        let services: [any Service] = [server] + (server.upstreamService.map { [$0] } ?? [])
+        // The metrics endpoint stops last, so /health answers 503 while the server drains.
+        let services: [any Service] = (endpoint.map { [$0] } ?? []) + [server] + (server.upstreamService.map { [$0] } ?? [])
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
 
     /// `--upstream` as host and port.
     var upstreamAddress: (String, Int)? {
-        guard let upstream, let colon = upstream.lastIndex(of: ":"), let port = Int(upstream[upstream.index(after: colon)...]),
-              (1...65535).contains(port), colon > upstream.startIndex else { return nil }
-        return (String(upstream[..<colon]), port)
+        upstream.flatMap(Self.hostAndPort).flatMap { $0.1 > 0 ? $0 : nil }
+    }
+
+    /// `HOST:PORT` (`[::1]:PORT` for an IPv6 address) as host and port; port 0 picks a free one.
+    static func hostAndPort(_ address: String) -> (String, Int)? {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+              (0...65535).contains(port), colon > address.startIndex else { return nil }
+        var host = address[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        return host.isEmpty ? nil : (String(host), port)
     }
 
     /// The branch credential: read from `path` and kept in the data directory (owner-only), so

@@ -29,6 +29,8 @@ final class BranchTopology {
     private var centreStarts = 0
     private(set) var branches: [Branch] = []
     let rapport = ServerProcess.defaultBinary(named: "rapport")
+    /// Given to every `rapportd` the topology starts (`--log-level trace`, `--metrics ...`).
+    let serverArguments: [String]
 
     /// A branch office: its credential, data directory and `rapportd`.
     final class Branch {
@@ -57,8 +59,9 @@ final class BranchTopology {
     }
 
     /// Creates the tenant with its admin and `users` (e-mail, role, team), and starts the centre.
-    init(users: [(email: String, role: String, team: String?)] = []) throws {
+    init(users: [(email: String, role: String, team: String?)] = [], serverArguments: [String] = []) throws {
         dir = try TemporaryDirectory()
+        self.serverArguments = serverArguments
         centreData = dir.path("centre")
         ctl = Ctl(data: centreData)
         try ctl.ok(["tenant", "create", Self.tenant, "--name", "Acme Corp"])
@@ -80,7 +83,7 @@ final class BranchTopology {
         precondition(centre == nil, "the centre runs already")
         let port = centrePort == 0 ? [] : ["--port", "\(centrePort)"]
         let started = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: centreData,
-                                              arguments: ["--rules-interval", "0", "--no-dev-tenant"] + port,
+                                              arguments: ["--rules-interval", "0", "--no-dev-tenant"] + port + serverArguments,
                                               logFile: dir.path("centre-\(centreStarts).log"))
         centreStarts += 1
         centre = started
@@ -115,6 +118,7 @@ final class BranchTopology {
         var arguments = ["--upstream", "127.0.0.1:\(centrePort)", "--upstream-ca", centreCA, "--rules-interval", "0"]
         if branch.starts == 0 { arguments += ["--upstream-credential", branch.credential] }
         if branch.port != 0 { arguments += ["--port", "\(branch.port)"] }
+        arguments += serverArguments
         let started = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: branch.data, arguments: arguments,
                                               logFile: dir.path("\(branch.name)-\(branch.starts).log"))
         branch.starts += 1

@@ -88,8 +88,9 @@ import Testing
         #expect(!error.openSSLErrors.isEmpty)
         #expect(!pair.clientRecorder.handshakeCompleted)
         #expect(!pair.client.isActive)
-        // The client's alert tells the server why.
-        #expect(!pair.serverRecorder.tlsErrors.isEmpty)
+        // The client's alert tells the server why, which the server's metrics count by kind.
+        #expect(error.handshakeFailureReason == .certificate)
+        #expect(pair.serverRecorder.tlsErrors.first?.handshakeFailureReason == .certificate, "\(pair.serverRecorder.tlsErrors)")
     }
 
     @Test func wrongHostnameIsRejected() throws {
@@ -152,7 +153,7 @@ import Testing
         let pair = try EmbeddedPair(client: try pki.clientContext(alpn: ["h2"]), server: try pki.serverContext(alpn: ["rapport/1"]))
         defer { pair.finish() }
         try pair.shuttle()
-        #expect(!pair.serverRecorder.tlsErrors.isEmpty)
+        #expect(pair.serverRecorder.tlsErrors.first?.handshakeFailureReason == .applicationProtocol, "\(pair.serverRecorder.tlsErrors)")
         #expect(!pair.clientRecorder.tlsErrors.isEmpty)
         #expect(!pair.clientRecorder.handshakeCompleted)
     }
@@ -173,6 +174,7 @@ import Testing
         #expect(!pair.serverRecorder.handshakeCompleted)
         let serverError = try #require(pair.serverRecorder.tlsErrors.first)
         #expect(serverError.description.contains("unsupported protocol"))
+        #expect(serverError.handshakeFailureReason == .protocolVersion)
         #expect(!pair.clientRecorder.tlsErrors.isEmpty)
     }
 
@@ -199,6 +201,7 @@ import Testing
         } else {
             let serverError = try #require(pair.serverRecorder.tlsErrors.first)
             #expect(serverError.description.contains("no shared cipher"), "\(serverError)")
+            #expect(serverError.handshakeFailureReason == .noSharedCipher)
         }
     }
 
@@ -213,6 +216,7 @@ import Testing
         try server.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"))
         let error = try #require(recorder.tlsErrors.first)
         #expect(error.operation == .handshake)
+        #expect(error.handshakeFailureReason == .notTLS, "\(error)")
         #expect(!error.openSSLErrors.isEmpty)
         #expect(!server.isActive)
         #expect(recorder.sawInactive)
