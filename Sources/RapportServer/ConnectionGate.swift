@@ -7,6 +7,10 @@ import TLS
 /// in yet can grow without bound (SPEC.md 2.5). A connection is admitted, answered
 /// `SERVER_BUSY`, or dropped at once, when it is accepted; it leaves the pre-login counts when
 /// its Hello is accepted and every count when it closes.
+///
+/// Busy answers are bounded too, by the pre-login cap: each costs a TLS handshake, and with a
+/// total cap sized for many idle sessions (16,384 by default) a flood of connections that never
+/// log in could otherwise hold thousands of them. Beyond that they are dropped at once.
 final class ConnectionGate: Sendable {
     struct Limits: Sendable {
         /// Every open connection: sessions, pre-login connections and busy answers.
@@ -22,8 +26,8 @@ final class ConnectionGate: Sendable {
         case admitted(Ticket)
         /// Finish TLS, answer `SERVER_BUSY` for `reason`, close; `release` when it closes.
         case busy(Ticket, reason: String)
-        /// Over the total: close without a word (it holds no count).
-        case dropped
+        /// Over the total, or over the busy answers: close without a word (it holds no count).
+        case dropped(reason: String)
     }
 
     /// One counted connection.
@@ -54,19 +58,24 @@ final class ConnectionGate: Sendable {
     /// Decides the fate of a connection just accepted from `address`.
     func admit(address: String) -> Admission {
         counts.withLock { counts in
-            guard counts.total < limits.total else { return .dropped }
-            counts.total += 1
+            guard counts.total < limits.total else { return .dropped(reason: "\(counts.total) connections are open (--max-connections)") }
             let fromAddress = counts.preLoginByAddress[address, default: 0]
-            if fromAddress >= limits.preLoginPerAddress {
-                counts.busy += 1
-                return .busy(Ticket(address: address, phase: .busy),
-                             reason: "\(fromAddress) connections from \(address) have not logged in yet")
+            let busyReason: String? = if fromAddress >= limits.preLoginPerAddress {
+                "\(fromAddress) connections from \(address) have not logged in yet"
+            } else if counts.preLogin >= limits.preLogin {
+                "\(counts.preLogin) connections have not logged in yet"
+            } else {
+                nil
             }
-            if counts.preLogin >= limits.preLogin {
+            if let busyReason {
+                guard counts.busy < limits.preLogin else {
+                    return .dropped(reason: "\(busyReason), and \(counts.busy) are being answered SERVER_BUSY")
+                }
+                counts.total += 1
                 counts.busy += 1
-                return .busy(Ticket(address: address, phase: .busy),
-                             reason: "\(counts.preLogin) connections have not logged in yet")
+                return .busy(Ticket(address: address, phase: .busy), reason: busyReason)
             }
+            counts.total += 1
             counts.preLogin += 1
             counts.preLoginByAddress[address] = fromAddress + 1
             return .admitted(Ticket(address: address, phase: .preLogin))

@@ -5,6 +5,12 @@ import SyncProtocol
 /// with a `TIMEOUT` error frame, so a stuck or malicious peer cannot hold a connection forever.
 ///
 /// Silence is the client's: while the server itself works on a request, the clock waits.
+///
+/// Every frame moves the deadline on, and a live session pings every 20 s, so with thousands of
+/// idle sessions a timer cancelled and scheduled again per frame would cost more than the frame
+/// (cancelling searches the event loop's timers, one per connection). So a frame only notes the
+/// new deadline; the one timer, when it fires early, waits again until it. Only a deadline
+/// earlier than the timer's takes a new timer.
 final class SessionTimeoutHandler: ChannelDuplexHandler {
     typealias InboundIn = InboundFrame
     typealias InboundOut = InboundFrame
@@ -14,6 +20,13 @@ final class SessionTimeoutHandler: ChannelDuplexHandler {
     private let handshakeTimeout: TimeAmount
     private let idleTimeout: TimeAmount
     private var timer: Scheduled<Void>?
+    /// When the timer is set to fire.
+    private var timerDeadline: NIODeadline?
+    /// When silence ends the connection, unless something moves it on first.
+    private var deadline = NIODeadline.distantFuture
+    /// The delay and reason of the last arming.
+    private var delay = TimeAmount.zero
+    private var reason = ""
     /// Requests read and not yet answered.
     private var pending = 0
 
@@ -66,29 +79,55 @@ final class SessionTimeoutHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        disarm()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        disarm()
+    }
+
+    private func disarm() {
         timer?.cancel()
+        timer = nil
+        timerDeadline = nil
+        deadline = .distantFuture
     }
 
     private func arm(context: ChannelHandlerContext, after delay: TimeAmount, reason: String) {
+        self.delay = delay
+        self.reason = reason
+        deadline = .now() + delay
+        if let timerDeadline, timerDeadline <= deadline { return }
         timer?.cancel()
+        schedule(context: context, at: deadline)
+    }
+
+    private func schedule(context: ChannelHandlerContext, at when: NIODeadline) {
+        timerDeadline = when
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: delay) {
+        timer = context.eventLoop.scheduleTask(deadline: when) {
             let (handler, context) = bound.value
-            if handler.pending > 0 {
-                handler.arm(context: context, after: delay, reason: reason)
-                return
-            }
-            if handler.heard { handler.metrics?.idleTimeouts.increment() } else { handler.metrics?.handshakeTimeouts.increment() }
-            context.fireUserInboundEventTriggered(SessionTimeout(reason: reason))
-            context.writeAndFlush(handler.wrapOutboundOut(SyncError(.timeout, reason, retryable: true).frame), promise: nil)
-            context.close(promise: nil)
+            handler.timerDeadline = nil
+            handler.timer = nil
+            handler.expire(context: context)
         }
+    }
+
+    private func expire(context: ChannelHandlerContext) {
+        if pending > 0 {
+            // The server is working on a request: the clock waits.
+            arm(context: context, after: delay, reason: reason)
+            return
+        }
+        guard NIODeadline.now() >= deadline else {
+            schedule(context: context, at: deadline)
+            return
+        }
+        if heard { metrics?.idleTimeouts.increment() } else { metrics?.handshakeTimeouts.increment() }
+        context.fireUserInboundEventTriggered(SessionTimeout(reason: reason))
+        context.writeAndFlush(wrapOutboundOut(SyncError(.timeout, reason, retryable: true).frame), promise: nil)
+        context.close(promise: nil)
     }
 }
 

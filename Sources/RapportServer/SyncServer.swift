@@ -270,10 +270,10 @@ public final class SyncServer: Sendable {
         let sync = channel.pipeline.syncOperations
         let ticket: ConnectionGate.Ticket
         switch gate.admit(address: address) {
-        case .dropped:
+        case .dropped(let reason):
             metrics.connectionsDropped.increment()
             logger.info("connection dropped: too many connections", metadata: [
-                "peer": "\(address)", "max_connections": "\(gate.limits.total)"])
+                "peer": "\(address)", "reason": "\(reason)", "max_connections": "\(gate.limits.total)"])
             try sync.addHandler(CloseAtOnceHandler())
             return .refused
         case .busy(let busyTicket, let reason):
@@ -311,19 +311,7 @@ public final class SyncServer: Sendable {
     /// now in force. Every connection is a descriptor and the usual soft limit (1,024) is far
     /// below `maxConnections`; a process that opens many connections (a benchmark) needs it too.
     public static func raiseFileDescriptorLimit() -> Int {
-        #if os(Linux)
-        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-        #else
-        let resource = RLIMIT_NOFILE
-        #endif
-        var limit = rlimit()
-        guard getrlimit(resource, &limit) == 0 else { return 0 }
-        if limit.rlim_cur < limit.rlim_max {
-            var raised = limit
-            raised.rlim_cur = limit.rlim_max
-            if setrlimit(resource, &raised) == 0 { limit = raised }
-        }
-        return Int(clamping: limit.rlim_cur)
+        DescriptorBudget.raiseSoftLimit().soft
     }
 
     /// Whether the server can take sessions, for a load balancer's probe (`GET /health`).

@@ -136,6 +136,33 @@ public struct FrameEncoder: MessageToByteEncoder {
     }
 }
 
+/// Writes each frame into a buffer of its own, freed once the bytes are sent.
+///
+/// NIO's `MessageToByteHandler` reuses one buffer per connection, and that buffer keeps the
+/// capacity, and the bytes, of the last frame written until the next one: a live session that
+/// goes quiet after its first sync would hold its last pull batch (up to megabytes) all day.
+/// Serializing a frame allocates anyway, so a buffer per frame costs nothing worth keeping.
+public final class FrameEncodingHandler: ChannelOutboundHandler {
+    public typealias OutboundIn = Rapport_V1_Frame
+    public typealias OutboundOut = ByteBuffer
+
+    public init() {}
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        do {
+            var buffer = context.channel.allocator.buffer(capacity: 0)
+            try FrameEncoder.write(unwrapOutboundIn(data), to: &buffer)
+            context.write(wrapOutboundOut(buffer), promise: promise)
+        } catch {
+            promise?.fail(error)
+            context.fireErrorCaught(error)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension FrameEncodingHandler: Sendable {}
+
 extension ChannelPipeline.SynchronousOperations {
     /// Adds the frame encoder and decoder, after whatever secures the connection (TLS), so that
     /// both ends of a session frame bytes the same way.
@@ -145,7 +172,7 @@ extension ChannelPipeline.SynchronousOperations {
 
     /// Adds the frame codec with a limit the session can raise after login.
     public func addFrameCodec(limit: FrameSizeLimit) throws {
-        try addHandler(MessageToByteHandler(FrameEncoder()))
+        try addHandler(FrameEncodingHandler())
         try addHandler(ByteToMessageHandler(FrameDecoder(limit: limit)))
     }
 }

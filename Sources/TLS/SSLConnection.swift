@@ -12,9 +12,9 @@ import Darwin
 final class SSLConnection {
     let ssl: OpaquePointer
     /// Ciphertext from the network, read by OpenSSL.
-    let networkInput: OpaquePointer
+    private(set) var networkInput: OpaquePointer
     /// Ciphertext produced by OpenSSL, to be sent to the network.
-    let networkOutput: OpaquePointer
+    private(set) var networkOutput: OpaquePointer
     /// Retained because the `SSL` uses the context's callbacks and their storage.
     let context: TLSContext
 
@@ -50,6 +50,39 @@ final class SSLConnection {
 
     deinit {
         SSL_free(ssl)
+    }
+
+    /// A memory BIO keeps the largest buffer it ever held: the ciphertext of a whole frame
+    /// written at once (a pull batch, up to megabytes), or a large read. A connection that then
+    /// goes quiet (a live session, idle all day) would hold it for good, beside the record
+    /// buffers that `SSL_MODE_RELEASE_BUFFERS` frees. So an empty BIO whose buffer grew past
+    /// `threshold` is replaced with a fresh one (the `SSL` frees the old). Cheap when nothing
+    /// is to be done: two controls on the BIOs.
+    func releaseLargeBuffers(threshold: Int = 16 << 10) {
+        if let fresh = Self.replacement(for: networkOutput, threshold: threshold) {
+            SSL_set0_wbio(ssl, fresh)
+            networkOutput = fresh
+        }
+        if let fresh = Self.replacement(for: networkInput, threshold: threshold) {
+            SSL_set0_rbio(ssl, fresh)
+            networkInput = fresh
+        }
+    }
+
+    private static func replacement(for bio: OpaquePointer, threshold: Int) -> OpaquePointer? {
+        guard BIO_ctrl_pending(bio) == 0 else { return nil }
+        var memory: UnsafeMutablePointer<BUF_MEM>?
+        guard BIO_ctrl(bio, BIO_C_GET_BUF_MEM_PTR, 0, &memory) == 1, let memory, memory.pointee.max > threshold else { return nil }
+        return BIO_new(BIO_s_mem())
+    }
+
+    /// The bytes the two BIOs' buffers hold room for (for tests).
+    var bufferedCapacity: Int {
+        [networkInput, networkOutput].reduce(0) { total, bio in
+            var memory: UnsafeMutablePointer<BUF_MEM>?
+            guard BIO_ctrl(bio, BIO_C_GET_BUF_MEM_PTR, 0, &memory) == 1, let memory else { return total }
+            return total + memory.pointee.max
+        }
     }
 
     /// Makes certificate verification check `hostname`. IP literals are matched

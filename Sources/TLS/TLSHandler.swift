@@ -217,6 +217,7 @@ public final class TLSHandler: ChannelDuplexHandler {
                 // Post-handshake messages may have produced output (e.g. a KeyUpdate reply).
                 writeNetworkOutput(context: context, promise: nil)
                 context.flush()
+                connection.releaseLargeBuffers()
                 return
             case SSL_ERROR_ZERO_RETURN:
                 receivedCloseNotify = true
@@ -250,7 +251,12 @@ public final class TLSHandler: ChannelDuplexHandler {
         guard state == .active else { return }
         encryptFlushedWrites(context: context)
         context.flush()
+        connection.releaseLargeBuffers()
     }
+
+    /// What the connection's memory BIOs hold room for, in bytes: bounded once it is quiet,
+    /// whatever it sent or received before (see `SSLConnection.releaseLargeBuffers`).
+    var bufferedCapacity: Int { connection.bufferedCapacity }
 
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         switch (state, mode) {

@@ -178,10 +178,10 @@ struct BranchBench: AsyncParsableCommand {
         defer { north.stop(); south.stop() }
         let a = try benchDevice(devices[liveTenant]![0], store: dir.path("live-a.sqlite"), port: north.port, data: dir.path("north"))
         let b = try benchDevice(devices[liveTenant]![1], store: dir.path("live-b.sqlite"), port: south.port, data: dir.path("south"))
-        let across = try await latencies(from: a, to: b, rounds: rounds, "branch north to branch south")
+        let across = try await Self.latencies(from: a, to: b, rounds: rounds, "branch north to branch south")
         let c = try benchDevice(devices[floorTenant]![0], store: dir.path("live-c.sqlite"), port: centre.port, data: centreData)
         let d = try benchDevice(devices[floorTenant]![1], store: dir.path("live-d.sqlite"), port: centre.port, data: centreData)
-        let direct = try await latencies(from: c, to: d, rounds: rounds, "centre to centre")
+        let direct = try await Self.latencies(from: c, to: d, rounds: rounds, "centre to centre")
         report.line("live_latency_across_branches", [
             "rounds": rounds, "median_ms": across.median, "p99_ms": across.p99,
             "floor_median_ms": direct.median, "floor_p99_ms": direct.p99, "ratio_to_floor": across.median / direct.median,
@@ -191,8 +191,9 @@ struct BranchBench: AsyncParsableCommand {
     }
 
     /// Times `rounds` edits of one account by live device `a` until live device `b` holds each:
-    /// from the write at `a` to the event after which `b`'s store has the new value.
-    func latencies(from a: RapportClient, to b: RapportClient, rounds: Int, _ what: String) async throws -> (median: Double, p99: Double) {
+    /// from the write at `a` to the event after which `b`'s store has the new value. (Also the
+    /// idle bench's measure.)
+    static func latencies(from a: RapportClient, to b: RapportClient, rounds: Int, _ what: String) async throws -> (median: Double, p99: Double) {
         // The first sessions wait until the branch adopted the centre's directory, which lists the device.
         try await firstSync(a, what)
         try await firstSync(b, what)
@@ -246,7 +247,7 @@ struct BranchBench: AsyncParsableCommand {
 
     /// A device's first sync through a branch: refused until the branch has adopted the centre's
     /// directory that lists the device (a second or so after its link is up), so retried.
-    func firstSync(_ client: RapportClient, _ what: String) async throws {
+    static func firstSync(_ client: RapportClient, _ what: String) async throws {
         let deadline = ContinuousClock.now + .seconds(60)
         while true {
             do {

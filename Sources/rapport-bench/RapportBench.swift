@@ -12,7 +12,8 @@ struct RapportBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rapport-bench",
         abstract: "Measure Rapport against floors measured in the same run.",
-        subcommands: [StoreBench.self, SyncBench.self, TenantsBench.self, CRMBench.self, HostileBench.self, ScopesBench.self, BranchBench.self, HorizonBench.self])
+        subcommands: [StoreBench.self, SyncBench.self, TenantsBench.self, CRMBench.self, HostileBench.self, ScopesBench.self, BranchBench.self,
+                      HorizonBench.self, IdleBench.self, IdleWorker.self])
 }
 
 struct StoreBench: ParsableCommand {

@@ -44,8 +44,8 @@ struct Rapportd: AsyncParsableCommand {
     @Option(help: "Tenant stores kept open while unused; least recently used are closed beyond it.")
     var maxOpenTenants = 256
 
-    @Option(help: "Open connections at most (sessions, connections not logged in yet, busy answers); more are closed at once.")
-    var maxConnections = 4096
+    @Option(help: ArgumentHelp("Open connections at most (sessions, connections not logged in yet, busy answers); more are closed at once. By default 16384, or what the open-file limit leaves after 3 per --max-open-tenants and 64; a value the limit cannot hold is refused.", valueName: "n"))
+    var maxConnections: Int?
 
     @Option(name: .customLong("max-prelogin"), help: "Connections that have not logged in yet, in all; more are answered SERVER_BUSY.")
     var maxPreLogin = 1024
@@ -89,7 +89,7 @@ struct Rapportd: AsyncParsableCommand {
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
         guard maxOpenTenants > 0 else { throw ValidationError("--max-open-tenants must be at least 1") }
-        for (name, value) in [("--max-connections", maxConnections), ("--max-prelogin", maxPreLogin),
+        for (name, value) in [("--max-connections", maxConnections ?? 1), ("--max-prelogin", maxPreLogin),
                               ("--max-prelogin-per-address", maxPreLoginPerAddress)] where value < 1 {
             throw ValidationError("\(name) must be at least 1")
         }
@@ -124,7 +124,6 @@ struct Rapportd: AsyncParsableCommand {
         config.certificateChainPath = certificateChain
         config.privateKeyPath = privateKey
         config.maxOpenTenants = maxOpenTenants
-        config.maxConnections = maxConnections
         config.maxPreLoginConnections = maxPreLogin
         config.maxPreLoginPerAddress = maxPreLoginPerAddress
         config.limits.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
@@ -140,12 +139,19 @@ struct Rapportd: AsyncParsableCommand {
             config.upstream = UpstreamConfiguration(host: host, port: port, trustRoots: .certificates(.file(ca)),
                                                     serverName: upstreamServerName, credential: credential)
         }
-        let descriptors = SyncServer.raiseFileDescriptorLimit()
-        // Each connection is a descriptor; the stores, registry and logs need some more.
-        if descriptors < maxConnections + maxOpenTenants * 3 + 64 {
-            logger.warning("the file descriptor limit may be reached before --max-connections", metadata: [
-                "limit": "\(descriptors)", "max_connections": "\(maxConnections)"])
+        // Out of descriptors a server stops accepting and cannot open a tenant's store: a cap
+        // the limit cannot hold is refused, not discovered under load.
+        let descriptors = DescriptorBudget.raisingLimit(maxOpenTenants: maxOpenTenants)
+        if let maxConnections, let problem = descriptors.problem(maxConnections: maxConnections) {
+            throw ValidationError(problem)
         }
+        config.maxConnections = maxConnections ?? descriptors.defaultMaxConnections
+        guard config.maxConnections > 0 else {
+            throw ValidationError("no connection fits the open-file limit: \(descriptors); raise it or lower --max-open-tenants")
+        }
+        logger.info("file descriptors", metadata: [
+            "limit": "\(descriptors.limit)", "hard_limit": "\(descriptors.hardLimit)",
+            "max_connections": "\(config.maxConnections)", "for_stores": "\(descriptors.forStores)"])
         let directory = DataDirectory(data)
         // A branch's tenants come from its centre; it makes no development tenant.
         let ticket = noDevTenant || upstream != nil ? nil : try directory.bootstrapDevelopmentTenant(schema: CRMSchema.current)
@@ -155,6 +161,7 @@ struct Rapportd: AsyncParsableCommand {
         let metricsPort = try await endpoint?.start()
 
         var banner = "rapportd serving \(data) on \(host):\(boundPort)\n"
+        banner += "connections: at most \(config.maxConnections); \(descriptors)\n"
         if let branch = config.upstream {
             banner += "branch '\(branch.credential.name)' of tenant '\(branch.credential.tenant)' at \(branch.host):\(branch.port)\n"
         }

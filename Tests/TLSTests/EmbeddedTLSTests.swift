@@ -33,6 +33,31 @@ import Testing
         #expect(pair.clientRecorder.errors.isEmpty && pair.serverRecorder.errors.isEmpty)
     }
 
+    /// A live session quiet after its first sync must not keep the megabyte its pull batch took
+    /// in OpenSSL's memory BIOs (they keep their largest buffer unless replaced).
+    @Test func aQuietConnectionKeepsNoBufferOfALargeTransfer() throws {
+        let pki = try TestPKI()
+        let pair = try EmbeddedPair(client: try pki.clientContext(), server: try pki.serverContext())
+        defer { pair.finish() }
+        try pair.shuttle()
+        let big = [UInt8](repeating: 0x5a, count: 1 << 20)
+        pair.server.writeAndFlush(ByteBuffer(bytes: big), promise: nil)
+        pair.client.writeAndFlush(ByteBuffer(bytes: big), promise: nil)
+        try pair.shuttle()
+        #expect(pair.clientRecorder.received.count == big.count)
+        #expect(pair.serverRecorder.received.count == big.count)
+        #expect(pair.serverHandler.bufferedCapacity <= 16 << 10, "\(pair.serverHandler.bufferedCapacity)")
+        #expect(pair.clientHandler.bufferedCapacity <= 16 << 10, "\(pair.clientHandler.bufferedCapacity)")
+
+        // The fresh buffers carry on where the old ones stopped.
+        pair.server.writeAndFlush(ByteBuffer(string: "pong"), promise: nil)
+        pair.client.writeAndFlush(ByteBuffer(string: "ping"), promise: nil)
+        try pair.shuttle()
+        #expect(pair.clientRecorder.received.suffix(4) == Array("pong".utf8)[...])
+        #expect(pair.serverRecorder.received.suffix(4) == Array("ping".utf8)[...])
+        #expect(pair.clientRecorder.errors.isEmpty && pair.serverRecorder.errors.isEmpty)
+    }
+
     @Test func closeNotifyIsObservedByPeer() throws {
         let pki = try TestPKI()
         let pair = try EmbeddedPair(client: try pki.clientContext(), server: try pki.serverContext())
