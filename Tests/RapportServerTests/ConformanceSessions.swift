@@ -63,11 +63,12 @@ enum ConformanceSessions {
 
     static func welcome(user: String = admin, role: String = "admin") -> KitStep {
         KitStep(
-            note: "access lists the role's rights per record type (SPEC 2.9); they are the tenant's roles, so the kit does not fix them",
+            note: "access lists the role's rights per record type (SPEC 2.9); they are the tenant's roles, so the kit does not fix them; retention is the tenant's horizons, here the defaults of 90 and 30 days (SPEC 1.8)",
             expect: json("""
                 {"welcome": {"protocolVersion": 1, "schemaVersion": \(schemaVersion), "serverReplicaId": "any", "serverSequence": "any",
                  "limits": {"maxFrameBytes": 16777216, "maxBatchRecords": 2000, "idleTimeoutMs": 60000},
-                 "access": {"user": "\(user)", "role": "\(role)", "types": "any", "team": "any", "teamMembers": "any"}, "deviceNumber": "any"}}
+                 "access": {"user": "\(user)", "role": "\(role)", "types": "any", "team": "any", "teamMembers": "any"}, "deviceNumber": "any",
+                 "retention": {"tombstoneHorizonMs": "7776000000", "conflictHorizonMs": "2592000000"}}}
                 """),
             capture: ["start": KitCapture(path: "welcome.serverSequence", default: "0")])
     }
