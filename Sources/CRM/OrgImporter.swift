@@ -32,6 +32,8 @@ public struct OrgImportReport: Sendable, Equatable, Codable {
     public var unmappedOwners: [UnmappedOwner] = []
     /// Custom fields declared for what the schema has no field for (`contact.mailing_address`).
     public var customFieldsCreated: [String] = []
+    /// The id `rapportctl import undo` takes to revert this import; `nil` for a dry run.
+    public var importID: String?
 
     /// Marks a report of the real import into a throw-away copy of a store as a dry run's.
     public mutating func markDryRun() {
@@ -39,7 +41,7 @@ public struct OrgImportReport: Sendable, Equatable, Codable {
         for index in files.indices { files[index].report?.dryRun = true }
     }
 
-    var reports: [ImportReport] { files.compactMap(\.report) }
+    public var reports: [ImportReport] { files.compactMap(\.report) }
     public var created: Int { reports.reduce(0) { $0 + $1.imported } }
     public var updated: Int { reports.reduce(0) { $0 + $1.updated } }
     public var duplicates: Int { reports.reduce(0) { $0 + $1.duplicates } }

@@ -42,10 +42,19 @@ struct Report: ParsableCommand {
     }
 }
 
-/// A CSV file, or a whole CRM export, into a tenant, through the same validation a device and
-/// the server apply.
+/// Imports and their undo: `rapportctl import TENANT ...` runs an import (the default
+/// subcommand, so the arguments read as before), `rapportctl import undo ID` reverts one.
 struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
+        abstract: "Import a CSV file or a whole Salesforce or HubSpot export into a tenant; undo an import.",
+        subcommands: [ImportRun.self, ImportUndo.self], defaultSubcommand: ImportRun.self)
+}
+
+/// A CSV file, or a whole CRM export, into a tenant, through the same validation a device and
+/// the server apply.
+struct ImportRun: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Import a CSV file, or a whole Salesforce or HubSpot export, into a tenant.",
         discussion: """
             One file: --type and a CSV file. The header is mapped to fields by --mapping (the \
@@ -70,6 +79,9 @@ struct Import: ParsableCommand {
             import again creates and changes nothing. --dry-run reports exactly what the import \
             would do (created, updated, merged as duplicate, unchanged, rejected, per file and \
             with --json per row) without writing.
+
+            Every import that writes gets an id (shown, and 'importID' with --json); \
+            'rapportctl import undo ID' reverts it.
             """)
     @OptionGroup var common: CommonOptions
     @Argument var tenant: String
@@ -128,7 +140,10 @@ struct Import: ParsableCommand {
             report = try common.audited(registry, dryRun ? "import (dry run)" : "import", tenant: tenant, detail: "\(type) from \(from)") {
                 let store = try openActiveStore(registry)
                 defer { store.close() }
-                return try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data)
+                guard !dryRun else { return try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data) }
+                return try journaled(store, detail: "\(type) from \(from)") {
+                    try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data)
+                } reports: { [$0] } setting: { $0.importID = $1 }
             }
         } catch let stopped as ImportInterrupted {
             // What did go in is reported like a finished import, then the failure and its exit code.
@@ -185,7 +200,9 @@ struct Import: ParsableCommand {
             guard dryRun else {
                 let store = try openActiveStore(registry)
                 defer { store.close() }
-                return try OrgImporter(store: store, source: source, options: options).run(directory: from)
+                return try journaled(store, detail: "\(source.rawValue) export from \(from)") {
+                    try OrgImporter(store: store, source: source, options: options).run(directory: from)
+                } reports: { $0.reports } setting: { $0.importID = $1 }
             }
             return try dryRunOnSnapshot(source, options: options, registry: registry)
         }
@@ -193,6 +210,7 @@ struct Import: ParsableCommand {
             Output.standard(try Self.json(report))
         } else {
             var text = report.summary
+            if let id = report.importID { text += "import id \(id): 'rapportctl import undo \(id)' reverts it\n" }
             for owner in report.unmappedOwners { text += "  owner '\(owner.owner)' in \(owner.file) (\(owner.rows) row(s)): \(owner.reason); left without owner\n" }
             if !report.customFieldsCreated.isEmpty { text += "  custom fields declared: \(report.customFieldsCreated.joined(separator: ", "))\n" }
             var shown = 0
@@ -205,6 +223,18 @@ struct Import: ParsableCommand {
             if report.rejected > shown { text += "  ... \(report.rejected - shown) more (use --json for all)\n" }
             Output.standard(text)
         }
+    }
+
+    /// Runs an import that writes and keeps its journal, owner-only, for `import undo`.
+    private func journaled<R>(_ store: ReplicaStore, detail: String, _ body: () throws -> R,
+                              reports: (R) -> [ImportReport], setting: (inout R, String) -> Void) throws -> R {
+        let before = try ImportJournal.liveRecords(store)
+        var result = try body()
+        let id = ImportUndo.newID()
+        let journal = try ImportJournal.after(reports(result), id: id, tenant: tenant, detail: detail, store: store, before: before)
+        try ImportUndo.save(journal, in: common.directory)
+        setting(&result, id)
+        return result
     }
 
     /// A dry run is the real import into a snapshot of the tenant's store, thrown away after:
@@ -235,6 +265,7 @@ struct Import: ParsableCommand {
             Output.standard(try Self.json(report))
         } else {
             var text = report.summary + "\n"
+            if let id = report.importID { text += "import id \(id): 'rapportctl import undo \(id)' reverts it\n" }
             if !report.footerLines.isEmpty { text += "  \(report.footerLines.count) footer line(s) after the data, not imported\n" }
             for rejection in report.rejections.prefix(50) {
                 text += "  row \(rejection.row)\(rejection.field.map { ", \($0)" } ?? ""): \(rejection.reason)\n"
@@ -246,6 +277,71 @@ struct Import: ParsableCommand {
 }
 
 extension ImportSource: ExpressibleByArgument {}
+
+/// Reverts an import by its id, as local writes of the tenant's store that sync to devices.
+struct ImportUndo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "undo",
+        abstract: "Revert an import: delete the records it made, empty the fields it filled.",
+        discussion: """
+            A field the import filled that holds another value now is kept and reported. The \
+            deletions are tombstones ('rapport restore' brings one back) and, like every change, \
+            reach the tenant's devices at their next sync. An import is undone once.
+            """)
+    @OptionGroup var common: CommonOptions
+    @Argument(help: "The import's id, as the import printed it.")
+    var id: String
+
+    static func newID() -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMddHHmmss"
+        return "imp-" + formatter.string(from: Date()) + "-" + String(format: "%06x", UInt32.random(in: 0..<(1 << 24)))
+    }
+
+    static func path(of id: String, in directory: DataDirectory) throws -> String {
+        // Only ids of this form name files, so an id cannot reach outside the folder.
+        guard id.hasPrefix("imp-"), id.count == 25, id.dropFirst(4).allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
+            throw CtlFailure(.usage, "'\(id)' is not an import id (imp-YYYYMMDDHHMMSS-xxxxxx)")
+        }
+        return directory.path + "/imports/" + id + ".json"
+    }
+
+    static func save(_ journal: ImportJournal, in directory: DataDirectory) throws {
+        try PrivateFiles.createDirectory(directory.path + "/imports")
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        try PrivateFiles.write(encoder.encode(journal), to: try path(of: journal.id, in: directory))
+    }
+
+    func run() throws {
+        let path = try Self.path(of: id, in: common.directory)
+        guard let data = FileManager.default.contents(atPath: path) else { throw CtlFailure(.notFound, "no import \(id)") }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        var journal = try decoder.decode(ImportJournal.self, from: data)
+        guard journal.undoneAt == nil else { throw CtlFailure(.conflict, "import \(id) was undone already") }
+        let registry = try common.registry()
+        defer { registry.close() }
+        let report = try common.audited(registry, "import undo", tenant: journal.tenant, detail: "\(id): \(journal.detail)") {
+            let tenantRow = try registry.requireTenant(journal.tenant)
+            guard tenantRow.status == .active else { throw RegistryError.tenantNotActive(journal.tenant, status: tenantRow.status) }
+            let store = try common.directory.openStore(of: journal.tenant, options: .crm(role: .authority))
+            defer { store.close() }
+            return try journal.undo(store)
+        }
+        journal.undoneAt = Date()
+        try Self.save(journal, in: common.directory)
+        if common.json {
+            Output.standard(try ImportRun.json(report))
+        } else {
+            var text = report.summary + "\n"
+            for kept in report.kept.prefix(50) { text += "  kept \(kept.record.uuidString.lowercased()) \(kept.field): \(kept.reason)\n" }
+            Output.standard(text)
+        }
+    }
+}
 
 /// Every live record of a type as CSV, for spreadsheets and other systems.
 struct ExportCSV: ParsableCommand {

@@ -1,5 +1,6 @@
 import CRM
 import Foundation
+import ReplicaStore
 import TestSupport
 import Testing
 
@@ -27,7 +28,8 @@ import Testing
             for line in text.split(separator: "\n") {
                 let record = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
                 guard record["deleted"] as? Bool == false else { continue }
-                result[record["type"] as! String, default: [:]][record["id"] as! String] = record["fields"] as? [String: Any]
+                // A field emptied again is null rather than absent: the same value.
+                result[record["type"] as! String, default: [:]][record["id"] as! String] = (record["fields"] as? [String: Any])?.filter { !($0.value is NSNull) }
             }
         }
         return result
@@ -37,6 +39,7 @@ import Testing
     static func comparable(_ json: Any?) throws -> NSDictionary {
         var report = try #require(json as? [String: Any])
         report["dryRun"] = nil
+        report["importID"] = nil
         report["files"] = (report["files"] as? [[String: Any]])?.map { file in
             var file = file
             if var inner = file["report"] as? [String: Any] { inner["dryRun"] = nil; file["report"] = inner }
@@ -194,5 +197,43 @@ import Testing
         let weiß = try #require(after["contact"]?.values.first { $0["last_name"] as? String == "Weiß 3" })
         #expect(weiß["account"] as? String == müller.key.uppercased() && weiß["consent_email"] == nil)
         #expect(after["contact"]?.values.first { $0["last_name"] as? String == "Weiß 4" }?["consent_email"] as? String == "withdrawn")
+    }
+}
+
+@Suite struct ImportUndoTests {
+    @Test func undoRestoresTheTenantRecordForRecordAndKeepsLaterChanges() throws {
+        let dir = try TemporaryDirectory()
+        let ctl = try OrgImportTests.tenant(dir)
+        // Contacts the tenant had before: the export's first five people, without what it adds.
+        try "Last Name,Email\nPre,person0@example.com\nPre,person1@example.com\nPre,person2@example.com\n"
+            .write(toFile: dir.path("pre.csv"), atomically: true, encoding: .utf8)
+        #expect(try ctl.run(["import", "acme", "--type", "contact", "--from", dir.path("pre.csv")]).status == 0)
+        let before = try OrgImportTests.records(ctl, dir, "before")
+
+        let fixture = SalesforceExportFixture(accounts: 40, contacts: 60, leads: 30, opportunities: 40, cases: 20, campaigns: 5, members: 30, tasks: 30)
+        try fixture.write(to: dir.path("export"))
+        let imported = try ctl.run(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"])
+        let report = try #require(imported.json as? [String: Any], "\(imported.error)")
+        let id = try #require(report["importID"] as? String)
+        let contacts = try OrgImportTests.file(imported.json, "Contact.csv")
+        #expect((contacts["merges"] as? [[String: Any]])?.filter { $0["matchedBy"] as? String == "email" }.count == 3 + fixture.contactDuplicates)
+
+        // Someone changes a field the import filled: the undo keeps it.
+        let person1 = try #require(before["contact"]?.first { $0.value["email"] as? String == "person1@example.com" }?.key)
+        do {
+            let store = try ReplicaStore(path: dir.path("data/tenants/acme.sqlite"), options: .crm(role: .authority))
+            defer { store.close() }
+            try store.update(try #require(UUID(uuidString: person1)), ["title": .text("CEO")])
+        }
+        let undo = try ctl.run(["import", "undo", id, "--json"])
+        let undone = try #require(undo.json as? [String: Any], "\(undo.output) \(undo.error)")
+        let kept = try #require(undone["kept"] as? [[String: Any]])
+        #expect(kept.count == 1 && kept.first?["field"] as? String == "title")
+        var expected = before
+        expected["contact"]?[person1]?["title"] = "CEO"
+        let after = try OrgImportTests.records(ctl, dir, "after")
+        #expect(after as NSDictionary == expected as NSDictionary, "the tenant is as before the import, record for record")
+        #expect(try ctl.run(["import", "undo", id]).status == 3, "an import is undone once")
+        #expect(try ctl.run(["import", "undo", "../registry"]).status == 1)
     }
 }
