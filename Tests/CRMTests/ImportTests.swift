@@ -193,6 +193,18 @@ import Testing
         #expect(again.rejections[0].reason.contains("deleted since"))
     }
 
+    @Test func datesInTheFormatTheSourceWritesAndRejectedValuesAsWritten() throws {
+        let f = try Fixture()
+        var options = CSVImporter.Options()
+        options.dateFormat = .european
+        let csv = "last_name,birthday\nA,31.12.1980\nB,2026-03-01T10:00:00.000Z\nC,12/31/1980\n"
+        let report = try CSVImporter(store: f.store, type: "contact", options: options).run(csv: csv)
+        #expect(report.imported == 2)
+        #expect(report.rejections == [.init(row: 4, field: "birthday", column: "birthday",
+                                            reason: "'12/31/1980' is not a valid date (YYYY-MM-DD)")])
+        #expect(Set(try f.store.records(ofType: "contact").compactMap { $0.text("birthday") }) == ["1980-12-31", "2026-03-01"])
+    }
+
     @Test func referencesMustExist() throws {
         let f = try Fixture()
         let account = try f.account("A")
