@@ -1,5 +1,6 @@
 import CRM
 import Foundation
+import RapportClient
 import ReplicaStore
 import TestSupport
 import Testing
@@ -302,5 +303,41 @@ import Testing
         // Only meaningful when the kill fell inside the import: say so when it did not.
         #expect(killedEarly, "the import finished before the kill; the fixture is too small for this machine")
         #expect(partial.values.reduce(0) { $0 + $1.count } < uninterrupted.values.reduce(0) { $0 + $1.count })
+    }
+}
+
+@Suite(.timeLimit(.minutes(3))) struct ImportDeviceTests {
+    /// Live records per type on a device.
+    static func counts(_ client: RapportClient) throws -> [String: Int] {
+        try client.local { store in
+            Dictionary(uniqueKeysWithValues: try CRMSchema.current.types.keys.map { ($0, try store.count(ofType: $0)) }).filter { $0.value > 0 }
+        }
+    }
+
+    @Test func aDeviceSyncingThroughAnImportAndItsUndoEndsLikeTheServer() async throws {
+        let dir = try TemporaryDirectory()
+        let operated = try OperatedServer(dir)
+        defer { operated.server.stop() }
+        let phone = try await operated.enroll("phone")
+        _ = try await phone.sync()
+        let fixture = SalesforceExportFixture(accounts: 100, contacts: 150, leads: 60, opportunities: 80, cases: 40, campaigns: 5, members: 60, tasks: 60)
+        try fixture.write(to: dir.path("export"))
+
+        // The device syncs over and over while the import runs beside the server.
+        async let imported = operated.ctl.runDetached(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"])
+        for _ in 0..<5 { _ = try await phone.sync() }
+        let report = try await imported
+        let id = try #require((report.json as? [String: Any])?["importID"] as? String, "\(report.error)")
+        _ = try await phone.sync()
+        let server = try OrgImportTests.records(operated.ctl, dir, "server").mapValues(\.count).filter { $0.value > 0 }
+        #expect(server["contact"] == fixture.contactsCreated && server["account"] == fixture.accounts)
+        #expect(try Self.counts(phone) == server, "the device holds what the server holds")
+
+        let undo = try await operated.ctl.runDetached(["import", "undo", id])
+        #expect(undo.status == 0, "\(undo.error)")
+        _ = try await phone.sync()
+        let after = try OrgImportTests.records(operated.ctl, dir, "undone").mapValues(\.count).filter { $0.value > 0 }
+        #expect(after.isEmpty, "the undo left \(after)")
+        #expect(try Self.counts(phone) == after, "the undo reached the device")
     }
 }
