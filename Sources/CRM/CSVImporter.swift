@@ -111,6 +111,8 @@ public struct CSVImporter {
         public var dateFormat: ImportDateFormat = .us
         /// Custom field definitions a dry run of the same import would have created first.
         public var assumedCustomFields: [CustomField] = []
+        /// Told the rows done and the rows in all after each batch, for a progress line.
+        public var progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
         public init() {}
     }
 
@@ -172,6 +174,7 @@ public struct CSVImporter {
             }
             report = next
             start = batch.endIndex
+            options.progress?(start - rows.startIndex, rows.count)
         }
         return report
     }

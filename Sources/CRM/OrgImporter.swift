@@ -93,6 +93,8 @@ public struct OrgImporter {
         public var tenantUsers: Set<String>?
         public var dateFormat: ImportDateFormat = .us
         public var batchSize = 2_000
+        /// Told the file, the rows done and its rows in all after each batch, for a progress line.
+        public var progress: (@Sendable (_ file: String, _ done: Int, _ total: Int) -> Void)?
         public init() {}
     }
 
@@ -332,6 +334,7 @@ private struct OrgRun {
         options.assumedRecords = assumedRecords
         options.assumedAccounts = assumedAccounts
         options.assumedCustomFields = assumedCustomFields
+        if let progress = importer.options.progress { options.progress = { progress(name, $0, $1) } }
         let mapping = CSVMapping(Dictionary(uniqueKeysWithValues: slots.map { ($0.title, $0.target) }))
         var report = try CSVImporter(store: store, type: type, mapping: mapping, options: options).run(records: output)
         report.rows += early.count

@@ -196,6 +196,12 @@ struct ImportRun: ParsableCommand {
             }
         }
         options.tenantUsers = Set(try registry.users(tenant: tenant).map { $0.email.lowercased() })
+        // A line redrawn on a terminal only: piped output and --json keep their shape.
+        let drawsProgress = isatty(STDERR_FILENO) == 1
+        if drawsProgress {
+            options.progress = { file, done, total in FileHandle.standardError.write(Data("\r\u{1B}[K\(file): \(done)/\(total) rows".utf8)) }
+        }
+        defer { if drawsProgress { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } }
         let report = try common.audited(registry, dryRun ? "import (dry run)" : "import", tenant: tenant, detail: "\(source.rawValue) export from \(from)") {
             guard dryRun else {
                 let store = try openActiveStore(registry)
