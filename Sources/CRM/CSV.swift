@@ -25,9 +25,37 @@ public enum CSV {
         return try text.withUTF8 { try parse(bytes: $0) }
     }
 
-    /// `parse(_:)` over a file's bytes, which must be UTF-8 (invalid sequences are replaced).
+    /// `parse(_:)` over a file's bytes: UTF-8 (with or without a byte-order mark), or UTF-16
+    /// with its byte-order mark, as Excel's "Unicode text" and some HubSpot exports are.
+    ///
+    /// - Throws: `CRMError.malformedCSV` naming the first line that is not UTF-8 (a Latin-1 or
+    ///   Windows-1252 file): guessing its encoding could turn names into other names, so it is
+    ///   refused with the line and the way to convert it.
     public static func parse(data: Data) throws -> [Record] {
-        try data.withUnsafeBytes { try parse(bytes: $0.bindMemory(to: UInt8.self)) }
+        let utf8 = try utf8(data)
+        return try utf8.withUnsafeBytes { try parse(bytes: $0.bindMemory(to: UInt8.self)) }
+    }
+
+    /// `data` as UTF-8, converted from UTF-16 when it starts with that byte-order mark.
+    static func utf8(_ data: Data) throws -> Data {
+        if data.starts(with: [0xFF, 0xFE]) || data.starts(with: [0xFE, 0xFF]) {
+            guard let text = String(data: data, encoding: .utf16) else {
+                throw CRMError.malformedCSV(row: 1, line: 1, reason: "the file starts as UTF-16 but is not valid UTF-16")
+            }
+            return Data(text.utf8)
+        }
+        if String(data: data, encoding: .utf8) == nil {
+            // The first line holding a byte sequence UTF-8 does not allow.
+            var line = 1, start = data.startIndex
+            for index in data.indices where data[index] == UInt8(ascii: "\n") || index == data.index(before: data.endIndex) {
+                if String(data: data[start...index], encoding: .utf8) == nil { break }
+                line += 1
+                start = data.index(after: index)
+            }
+            throw CRMError.malformedCSV(row: 0, line: line, reason:
+                "not UTF-8 (Latin-1 or Windows-1252?); convert the file to UTF-8 first, for example with iconv -f WINDOWS-1252 -t UTF-8")
+        }
+        return data
     }
 
     static func parse(bytes input: UnsafeBufferPointer<UInt8>) throws -> [Record] {

@@ -71,18 +71,20 @@ public struct CSVMapping: Sendable, Equatable {
 
     /// Checks that every target exists for `type` and is not a counter (counters only take
     /// increments), and that no two columns of `header` fill the same target.
-    func check(header: [String], type: RecordType) throws {
+    func check(header: [String], type: RecordType, customFields: Set<String> = []) throws {
         var seen: [String: String] = [:]
         for title in header {
             guard let target = target(ofColumn: title) else { continue }
-            if !Self.importTargets.contains(target) {
+            if !Self.importTargets.contains(target) && !customFields.contains(target) {
                 guard let kind = type.fields[target] else {
                     throw CRMError.invalidMapping("column '\(title)' maps to '\(target)', which \(type.name) does not have")
                 }
                 guard kind != .counter && kind != .blob else {
                     throw CRMError.invalidMapping("column '\(title)' maps to \(kind.rawValue) field '\(target)', which an import cannot set")
                 }
-            } else if target != "external_id" && type.name != "contact" {
+            } else if target == "account_name" && type.fields["account"] == nil {
+                throw CRMError.invalidMapping("column '\(title)' maps to '\(target)', which \(type.name) does not take: it has no account")
+            } else if target == "account_lifecycle_stage" && type.name != "contact" {
                 throw CRMError.invalidMapping("column '\(title)' maps to '\(target)', which only a contact import takes")
             }
             if let other = seen[target] { throw CRMError.invalidMapping("columns '\(other)' and '\(title)' both map to '\(target)'") }

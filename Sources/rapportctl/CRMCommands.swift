@@ -4,6 +4,7 @@ import Foundation
 import PrivateFiles
 import RapportDevice
 import Registry
+import ReplicaStore
 
 extension CRMReport: ExpressibleByArgument {}
 
@@ -41,53 +42,108 @@ struct Report: ParsableCommand {
     }
 }
 
-/// A CSV file into a tenant, through the same validation a device and the server apply.
+/// Imports and their undo: `rapportctl import TENANT ...` runs an import (the default
+/// subcommand, so the arguments read as before), `rapportctl import undo ID` reverts one.
 struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Import records from a CSV file into a tenant.",
+        abstract: "Import a CSV file or a whole Salesforce or HubSpot export into a tenant; undo an import.",
+        subcommands: [ImportRun.self, ImportUndo.self], defaultSubcommand: ImportRun.self)
+}
+
+/// A CSV file, or a whole CRM export, into a tenant, through the same validation a device and
+/// the server apply.
+struct ImportRun: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Import a CSV file, or a whole Salesforce or HubSpot export, into a tenant.",
         discussion: """
-            The header is mapped to fields by --mapping (salesforce or hubspot contact exports), \
-            by --map column=field, or by matching field names. A rejected row never blocks the \
-            others; duplicates (by normalised e-mail or phone) are merged into the existing \
-            record; running the same import again creates nothing. --dry-run reports without \
-            writing. The report lists every rejected row with the field and the reason.
+            One file: --type and a CSV file. The header is mapped to fields by --mapping (the \
+            built-in mapping of salesforce or hubspot exports of that type), by --map \
+            column=field (added to or overriding --mapping), or by matching field names.
+
+            A whole export: --from DIR --source salesforce|hubspot. Every .csv file is recognised \
+            by its header and name (Salesforce Data Export files such as Account.csv or \
+            Contact.csv with API names, Salesforce report exports with labels and footer lines, \
+            HubSpot contacts, companies, deals and tickets); the report shows what each file was \
+            read as, and --object FILE=OBJECT[:SHAPE] overrides it (or skips it: FILE=skip). \
+            Files import in dependency order; references between them resolve by the source's \
+            ids (and accounts by name in report exports); owners map to the tenant's users by \
+            e-mail, through the export's User file or --users (a CSV of owner id or name, \
+            e-mail); an owner no user stands for is reported and the row keeps no owner. E-mail \
+            opt-outs become withdrawn e-mail consent with the source noted; addresses, lead \
+            source and do-not-call are kept (in custom fields the import declares where the \
+            schema has none).
+
+            A rejected row never blocks the others; duplicates (by normalised e-mail or phone) \
+            are merged into the existing record, filling only empty fields; running the same \
+            import again creates and changes nothing. --dry-run reports exactly what the import \
+            would do (created, updated, merged as duplicate, unchanged, rejected, per file and \
+            with --json per row) without writing.
+
+            Every import that writes gets an id (shown, and 'importID' with --json); \
+            'rapportctl import undo ID' reverts it.
             """)
     @OptionGroup var common: CommonOptions
     @Argument var tenant: String
-    @Option(help: "The record type: contact, lead, account...")
-    var type: String
-    @Option(help: ArgumentHelp("The CSV file.", valueName: "file"))
+    @Option(help: "The record type of a single file: contact, lead, account...")
+    var type: String?
+    @Option(help: ArgumentHelp("The CSV file, or with --source the export's directory.", valueName: "path"))
     var from: String
-    @Option(help: "A built-in header mapping: salesforce or hubspot.")
-    var mapping: String?
-    @Option(help: ArgumentHelp("A column mapping, column=field; repeatable.", valueName: "column=field"))
+    @Option(help: ArgumentHelp("A whole export's CRM: salesforce or hubspot.", valueName: "crm"))
+    var source: ImportSource?
+    @Option(help: "A single file's built-in header mapping: salesforce or hubspot.")
+    var mapping: ImportSource?
+    @Option(help: ArgumentHelp("A column mapping, column=field; repeatable; adds to or overrides the built-in one.", valueName: "column=field"))
     var map: [String] = []
+    @Option(help: ArgumentHelp("Read FILE of the export as OBJECT (Contact, Contact:report, deals...) or skip it; repeatable.", valueName: "file=object"))
+    var object: [String] = []
+    @Option(help: ArgumentHelp("A CSV of source owner (id, name or e-mail) and tenant user e-mail.", valueName: "file"))
+    var users: String?
+    @Option(help: ArgumentHelp("How days with separators read: MM/DD/YYYY (default) or DD.MM.YYYY.", valueName: "format"))
+    var dateFormat: String = ImportDateFormat.us.rawValue
     @Flag(help: "Check and report without writing anything.")
     var dryRun = false
+
+    func validate() throws {
+        guard (type == nil) != (source == nil) else { throw ValidationError("give --type for one file or --source for a whole export") }
+        guard source == nil || mapping == nil else { throw ValidationError("--mapping is for one file; a whole export is mapped by --source") }
+        guard ImportDateFormat(rawValue: dateFormat) != nil else {
+            throw ValidationError("--date-format \(dateFormat): expected \(ImportDateFormat.allCases.map(\.rawValue).joined(separator: " or "))")
+        }
+    }
 
     func run() throws {
         let registry = try common.registry()
         defer { registry.close() }
+        if let source {
+            try runExport(source, registry: registry)
+            return
+        }
+        let type = type ?? ""
         guard let data = FileManager.default.contents(atPath: from) else { throw CtlFailure(.notFound, "cannot read \(from)") }
-        let chosen: CSVMapping?
-        switch (mapping, map.isEmpty) {
-        case (nil, true): chosen = nil
-        case (nil, false): chosen = try CSVMapping.parse(map)
-        case ("salesforce"?, true): chosen = .salesforceContact
-        case ("hubspot"?, true): chosen = .hubspotContact
-        case (_?, false): throw CtlFailure(.usage, "give --mapping or --map, not both")
-        case (let other?, true): throw CtlFailure(.usage, "--mapping \(other): expected salesforce or hubspot")
+        var chosen: CSVMapping?
+        if let mapping {
+            guard let builtIn = ImportProfile.singleFileMapping(mapping, type: type) else {
+                throw CtlFailure(.usage, "--mapping \(mapping.rawValue): no built-in mapping for \(type)")
+            }
+            chosen = builtIn
+        }
+        if !map.isEmpty {
+            let explicit = try CSVMapping.parse(map)
+            chosen = CSVMapping((chosen?.columns ?? [:]).merging(explicit.columns) { $1 })
         }
         var options = CSVImporter.Options()
         options.dryRun = dryRun
+        options.dateFormat = ImportDateFormat(rawValue: dateFormat) ?? .us
         let report: ImportReport
         do {
             report = try common.audited(registry, dryRun ? "import (dry run)" : "import", tenant: tenant, detail: "\(type) from \(from)") {
-                let tenantRow = try registry.requireTenant(tenant)
-                guard tenantRow.status == .active else { throw RegistryError.tenantNotActive(tenant, status: tenantRow.status) }
-                let store = try common.directory.openStore(of: tenant, options: .crm(role: .authority))
+                let store = try openActiveStore(registry)
                 defer { store.close() }
-                return try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data)
+                guard !dryRun else { return try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data) }
+                return try journaled(store, detail: "\(type) from \(from)") {
+                    try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data)
+                } reports: { [$0] } setting: { $0.importID = $1 }
             }
         } catch let stopped as ImportInterrupted {
             // What did go in is reported like a finished import, then the failure and its exit code.
@@ -97,17 +153,197 @@ struct Import: ParsableCommand {
         try render(report)
     }
 
+    private func requireActive(_ registry: Registry) throws {
+        let tenantRow = try registry.requireTenant(tenant)
+        guard tenantRow.status == .active else { throw RegistryError.tenantNotActive(tenant, status: tenantRow.status) }
+    }
+
+    private func openActiveStore(_ registry: Registry) throws -> ReplicaStore {
+        try requireActive(registry)
+        return try common.directory.openStore(of: tenant, options: .crm(role: .authority))
+    }
+
+    private func runExport(_ source: ImportSource, registry: Registry) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: from, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CtlFailure(.notFound, "--from \(from): not a directory (a whole export is a directory of CSV files)")
+        }
+        var options = OrgImporter.Options()
+        options.dryRun = dryRun
+        options.dateFormat = ImportDateFormat(rawValue: dateFormat) ?? .us
+        if !map.isEmpty { options.map = try CSVMapping.parse(map) }
+        for pair in object {
+            guard let equals = pair.lastIndex(of: "="), equals != pair.startIndex else { throw CtlFailure(.usage, "--object \(pair): expected FILE=OBJECT") }
+            let file = String(pair[..<equals]), name = String(pair[pair.index(after: equals)...])
+            if name.lowercased() == "skip" {
+                options.overrides[file] = .some(nil)
+            } else {
+                guard let profile = ImportProfile.named(name, source: source) else {
+                    let known = ImportProfile.all(source).map { "\($0.object):\($0.shape)" }.joined(separator: ", ")
+                    throw CtlFailure(.usage, "--object \(pair): \(source.rawValue) has no object '\(name)' (\(known))")
+                }
+                options.overrides[file] = profile
+            }
+        }
+        if let users {
+            guard let data = FileManager.default.contents(atPath: users) else { throw CtlFailure(.notFound, "cannot read --users \(users)") }
+            for record in try CSV.parse(data: data) {
+                guard record.fields.count >= 2 else { throw CtlFailure(.usage, "--users \(users), line \(record.line): expected owner,e-mail") }
+                let email = record.fields[1].trimmingCharacters(in: .whitespaces)
+                // A header line is allowed: its second column is no e-mail.
+                if record.row == 1 && !email.contains("@") { continue }
+                options.users[record.fields[0]] = email
+            }
+        }
+        options.tenantUsers = Set(try registry.users(tenant: tenant).map { $0.email.lowercased() })
+        // A line redrawn on a terminal only: piped output and --json keep their shape.
+        let drawsProgress = isatty(STDERR_FILENO) == 1
+        if drawsProgress {
+            options.progress = { file, done, total in FileHandle.standardError.write(Data("\r\u{1B}[K\(file): \(done)/\(total) rows".utf8)) }
+        }
+        defer { if drawsProgress { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } }
+        let report = try common.audited(registry, dryRun ? "import (dry run)" : "import", tenant: tenant, detail: "\(source.rawValue) export from \(from)") {
+            guard dryRun else {
+                let store = try openActiveStore(registry)
+                defer { store.close() }
+                return try journaled(store, detail: "\(source.rawValue) export from \(from)") {
+                    try OrgImporter(store: store, source: source, options: options).run(directory: from)
+                } reports: { $0.reports } setting: { $0.importID = $1 }
+            }
+            return try dryRunOnSnapshot(source, options: options, registry: registry)
+        }
+        if common.json {
+            Output.standard(try Self.json(report))
+        } else {
+            var text = report.summary
+            if let id = report.importID { text += "import id \(id): 'rapportctl import undo \(id)' reverts it\n" }
+            for owner in report.unmappedOwners { text += "  owner '\(owner.owner)' in \(owner.file) (\(owner.rows) row(s)): \(owner.reason); left without owner\n" }
+            if !report.customFieldsCreated.isEmpty { text += "  custom fields declared: \(report.customFieldsCreated.joined(separator: ", "))\n" }
+            var shown = 0
+            for file in report.files {
+                for rejection in file.report?.rejections ?? [] where shown < 50 {
+                    text += "  \(file.file) row \(rejection.row)\(rejection.column.map { ", \($0)" } ?? ""): \(rejection.reason)\n"
+                    shown += 1
+                }
+            }
+            if report.rejected > shown { text += "  ... \(report.rejected - shown) more (use --json for all)\n" }
+            Output.standard(text)
+        }
+    }
+
+    /// Runs an import that writes and keeps its journal, owner-only, for `import undo`.
+    private func journaled<R>(_ store: ReplicaStore, detail: String, _ body: () throws -> R,
+                              reports: (R) -> [ImportReport], setting: (inout R, String) -> Void) throws -> R {
+        let before = try ImportJournal.liveRecords(store)
+        var result = try body()
+        let id = ImportUndo.newID()
+        let journal = try ImportJournal.after(reports(result), id: id, tenant: tenant, detail: detail, store: store, before: before)
+        try ImportUndo.save(journal, in: common.directory)
+        setting(&result, id)
+        return result
+    }
+
+    /// A dry run is the real import into a snapshot of the tenant's store, thrown away after:
+    /// what the store's rules and effects refuse (consent, the pipeline) is in its report as in
+    /// the real run's, and nothing of the tenant is locked or written meanwhile.
+    private func dryRunOnSnapshot(_ source: ImportSource, options: OrgImporter.Options, registry: Registry) throws -> OrgImportReport {
+        try requireActive(registry)
+        let snapshot = common.directory.tenantsPath + "/.dry-run-\(tenant)-\(ProcessInfo.processInfo.processIdentifier).sqlite"
+        defer { for suffix in ["", "-wal", "-shm", "-journal"] { try? FileManager.default.removeItem(atPath: snapshot + suffix) } }
+        _ = try common.directory.backup(tenant: tenant, to: snapshot, in: registry)
+        let store = try ReplicaStore(path: snapshot, options: .crm(role: .authority))
+        defer { store.close() }
+        var real = options
+        real.dryRun = false
+        var report = try OrgImporter(store: store, source: source, options: real).run(directory: from)
+        report.markDryRun()
+        return report
+    }
+
+    static func json(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try encoder.encode(value), as: UTF8.self) + "\n"
+    }
+
     private func render(_ report: ImportReport) throws {
         if common.json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            Output.standard(String(decoding: try encoder.encode(report), as: UTF8.self) + "\n")
+            Output.standard(try Self.json(report))
         } else {
             var text = report.summary + "\n"
+            if let id = report.importID { text += "import id \(id): 'rapportctl import undo \(id)' reverts it\n" }
+            if !report.footerLines.isEmpty { text += "  \(report.footerLines.count) footer line(s) after the data, not imported\n" }
             for rejection in report.rejections.prefix(50) {
                 text += "  row \(rejection.row)\(rejection.field.map { ", \($0)" } ?? ""): \(rejection.reason)\n"
             }
             if report.rejections.count > 50 { text += "  ... \(report.rejections.count - 50) more (use --json for all)\n" }
+            Output.standard(text)
+        }
+    }
+}
+
+extension ImportSource: ExpressibleByArgument {}
+
+/// Reverts an import by its id, as local writes of the tenant's store that sync to devices.
+struct ImportUndo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "undo",
+        abstract: "Revert an import: delete the records it made, empty the fields it filled.",
+        discussion: """
+            A field the import filled that holds another value now is kept and reported. The \
+            deletions are tombstones ('rapport restore' brings one back) and, like every change, \
+            reach the tenant's devices at their next sync. An import is undone once.
+            """)
+    @OptionGroup var common: CommonOptions
+    @Argument(help: "The import's id, as the import printed it.")
+    var id: String
+
+    static func newID() -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMddHHmmss"
+        return "imp-" + formatter.string(from: Date()) + "-" + String(format: "%06x", UInt32.random(in: 0..<(1 << 24)))
+    }
+
+    static func path(of id: String, in directory: DataDirectory) throws -> String {
+        // Only ids of this form name files, so an id cannot reach outside the folder.
+        guard id.hasPrefix("imp-"), id.count == 25, id.dropFirst(4).allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
+            throw CtlFailure(.usage, "'\(id)' is not an import id (imp-YYYYMMDDHHMMSS-xxxxxx)")
+        }
+        return directory.path + "/imports/" + id + ".json"
+    }
+
+    static func save(_ journal: ImportJournal, in directory: DataDirectory) throws {
+        try PrivateFiles.createDirectory(directory.path + "/imports")
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        try PrivateFiles.write(encoder.encode(journal), to: try path(of: journal.id, in: directory))
+    }
+
+    func run() throws {
+        let path = try Self.path(of: id, in: common.directory)
+        guard let data = FileManager.default.contents(atPath: path) else { throw CtlFailure(.notFound, "no import \(id)") }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        var journal = try decoder.decode(ImportJournal.self, from: data)
+        guard journal.undoneAt == nil else { throw CtlFailure(.conflict, "import \(id) was undone already") }
+        let registry = try common.registry()
+        defer { registry.close() }
+        let report = try common.audited(registry, "import undo", tenant: journal.tenant, detail: "\(id): \(journal.detail)") {
+            let tenantRow = try registry.requireTenant(journal.tenant)
+            guard tenantRow.status == .active else { throw RegistryError.tenantNotActive(journal.tenant, status: tenantRow.status) }
+            let store = try common.directory.openStore(of: journal.tenant, options: .crm(role: .authority))
+            defer { store.close() }
+            return try journal.undo(store)
+        }
+        journal.undoneAt = Date()
+        try Self.save(journal, in: common.directory)
+        if common.json {
+            Output.standard(try ImportRun.json(report))
+        } else {
+            var text = report.summary + "\n"
+            for kept in report.kept.prefix(50) { text += "  kept \(kept.record.uuidString.lowercased()) \(kept.field): \(kept.reason)\n" }
             Output.standard(text)
         }
     }

@@ -42,3 +42,17 @@ import Testing
         #expect(try fields(CSV.line(row)) == [row])
     }
 }
+
+@Suite struct CSVEncodingTests {
+    @Test func utf16IsReadAndLatin1IsRefusedWithItsLine() throws {
+        let text = "Last Name,City\r\nMüller,Zürich\r\n"
+        var utf16 = Data([0xFF, 0xFE])
+        utf16.append(text.data(using: .utf16LittleEndian)!)
+        #expect(try CSV.parse(data: utf16).map(\.fields) == [["Last Name", "City"], ["Müller", "Zürich"]])
+        let latin1 = "Last Name,City\nSmith,Paris\nMüller,Zürich\n".data(using: .isoLatin1)!
+        #expect(throws: CRMError.malformedCSV(row: 0, line: 3, reason:
+            "not UTF-8 (Latin-1 or Windows-1252?); convert the file to UTF-8 first, for example with iconv -f WINDOWS-1252 -t UTF-8")) {
+            try CSV.parse(data: latin1)
+        }
+    }
+}

@@ -2,6 +2,7 @@
 import Foundation
 import ReplicaStore
 import SyncModel
+import Synchronization
 import Testing
 
 @Suite struct DuplicateTests {
@@ -191,6 +192,35 @@ import Testing
         #expect(again.imported == 0 && again.merged == 1)
         #expect(again.rejections.map(\.row) == [3])
         #expect(again.rejections[0].reason.contains("deleted since"))
+    }
+
+    @Test func datesInTheFormatTheSourceWritesAndRejectedValuesAsWritten() throws {
+        let f = try Fixture()
+        var options = CSVImporter.Options()
+        options.dateFormat = .european
+        let csv = "last_name,birthday\nA,31.12.1980\nB,2026-03-01T10:00:00.000Z\nC,12/31/1980\n"
+        let report = try CSVImporter(store: f.store, type: "contact", options: options).run(csv: csv)
+        #expect(report.imported == 2)
+        #expect(report.rejections == [.init(row: 4, field: "birthday", column: "birthday",
+                                            reason: "'12/31/1980' is not a valid date (YYYY-MM-DD)")])
+        #expect(Set(try f.store.records(ofType: "contact").compactMap { $0.text("birthday") }) == ["1980-12-31", "2026-03-01"])
+    }
+
+    @Test func orgImporterReportsProgressPerBatchAndResolvesReferences() throws {
+        let f = try Fixture()
+        let accounts = CSV.line(["Id", "Name"]) + (0..<5).map { CSV.line(["001\($0)", "Firma \($0)"]) }.joined()
+        let contacts = CSV.line(["Id", "AccountId", "LastName"]) + (0..<5).map { CSV.line(["003\($0)", "001\($0)", "Nachname \($0)"]) }.joined()
+        let seen = Mutex<[String]>([])
+        var options = OrgImporter.Options()
+        options.batchSize = 2
+        options.progress = { file, done, total in seen.withLock { $0.append("\(file) \(done)/\(total)") } }
+        let report = try OrgImporter(store: f.store, source: .salesforce, options: options)
+            .run(files: [("Contact.csv", { Data(contacts.utf8) }), ("Account.csv", { Data(accounts.utf8) })])
+        #expect(report.files.map(\.file) == ["Account.csv", "Contact.csv"], "accounts first, whatever the order given")
+        #expect(report.created == 10)
+        #expect(seen.withLock { $0 } == ["Account.csv 2/5", "Account.csv 4/5", "Account.csv 5/5", "Contact.csv 2/5", "Contact.csv 4/5", "Contact.csv 5/5"])
+        let contact = try #require(try f.store.records(ofType: "contact").first { $0.text("last_name") == "Nachname 3" })
+        #expect(try f.read(try #require(contact.reference("account"))).text("name") == "Firma 3")
     }
 
     @Test func referencesMustExist() throws {

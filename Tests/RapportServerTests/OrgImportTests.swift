@@ -1,0 +1,343 @@
+import CRM
+import Foundation
+import RapportClient
+import ReplicaStore
+import TestSupport
+import Testing
+
+/// `rapportctl import --source`: whole Salesforce and HubSpot exports into a tenant, as an
+/// operator moving a company in runs it.
+@Suite struct OrgImportTests {
+    /// A tenant `acme` with users anna and ben; not carl, whom the export knows.
+    static func tenant(_ dir: TemporaryDirectory) throws -> Ctl {
+        let ctl = Ctl(data: dir.path("data"))
+        #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)
+        for email in ["anna@acme.example", "ben@acme.example"] {
+            #expect(try ctl.run(["user", "add", "--tenant", "acme", "--email", email, "--name", "X", "--role", "rep"]).status == 0)
+        }
+        return ctl
+    }
+
+    /// Every record of the tenant by type, from `rapportctl export`: id → fields.
+    static func records(_ ctl: Ctl, _ dir: TemporaryDirectory, _ name: String) throws -> [String: [String: [String: Any]]] {
+        let out = dir.path(name)
+        let exported = try ctl.run(["export", "acme", "--to", out])
+        #expect(exported.status == 0, "\(exported.error)")
+        var result: [String: [String: [String: Any]]] = [:]
+        for file in try FileManager.default.contentsOfDirectory(atPath: out) where file.hasSuffix(".jsonl") {
+            let text = try String(contentsOfFile: out + "/" + file, encoding: .utf8)
+            for line in text.split(separator: "\n") {
+                let record = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                guard record["deleted"] as? Bool == false else { continue }
+                // A field emptied again is null rather than absent: the same value.
+                result[record["type"] as! String, default: [:]][record["id"] as! String] = (record["fields"] as? [String: Any])?.filter { !($0.value is NSNull) }
+            }
+        }
+        return result
+    }
+
+    /// The report without its dry-run flags, to compare a dry run with the real one.
+    static func comparable(_ json: Any?) throws -> NSDictionary {
+        var report = try #require(json as? [String: Any])
+        report["dryRun"] = nil
+        report["importID"] = nil
+        report["files"] = (report["files"] as? [[String: Any]])?.map { file in
+            var file = file
+            if var inner = file["report"] as? [String: Any] { inner["dryRun"] = nil; file["report"] = inner }
+            return file
+        }
+        return report as NSDictionary
+    }
+
+    static func file(_ report: Any?, _ name: String) throws -> [String: Any] {
+        let files = try #require((report as? [String: Any])?["files"] as? [[String: Any]])
+        return try #require(files.first { $0["file"] as? String == name }?["report"] as? [String: Any])
+    }
+
+    @Test func aSalesforceDataExportLandsWithReferencesOwnersAndConsent() throws {
+        let dir = try TemporaryDirectory()
+        let ctl = try Self.tenant(dir)
+        let fixture = SalesforceExportFixture()
+        try fixture.write(to: dir.path("export"))
+        let arguments = ["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"]
+
+        let dry = try ctl.run(arguments + ["--dry-run"])
+        #expect(dry.status == 0, "\(dry.error)")
+        #expect(try Self.records(ctl, dir, "before")["contact"] == nil, "a dry run writes nothing")
+        let real = try ctl.run(arguments)
+        #expect(real.status == 0, "\(real.error)")
+        #expect(try Self.comparable(dry.json) == Self.comparable(real.json), "the dry run reports what the import does, row for row")
+
+        // Every file recognised, each count as the fixture made it.
+        let accounts = try Self.file(real.json, "Account.csv"), contacts = try Self.file(real.json, "Contact.csv")
+        #expect(accounts["imported"] as? Int == fixture.accounts && (accounts["rejections"] as? [Any])?.isEmpty == true)
+        #expect(accounts["ignoredColumns"] as? [String] == ["ParentId"])
+        #expect(contacts["imported"] as? Int == fixture.contactsCreated)
+        let merges = try #require(contacts["merges"] as? [[String: Any]])
+        #expect(merges.count == fixture.contactDuplicates && merges.allSatisfy { $0["matchedBy"] as? String == "email" })
+        #expect(merges.allSatisfy { ($0["filledFields"] as? [String])?.contains("mobile") == true })
+        let rejections = try #require(contacts["rejections"] as? [[String: Any]])
+        #expect(rejections.count == fixture.contactsBroken)
+        #expect(rejections.first?["column"] as? String == "AccountId")
+        #expect((rejections.first?["reason"] as? String)?.contains("'001BROKEN39' is no account") == true)
+        #expect(try Self.file(real.json, "Lead.csv")["imported"] as? Int == fixture.leadsCreated)
+        let bogus = try #require((try Self.file(real.json, "Lead.csv")["rejections"] as? [[String: Any]])?.first)
+        #expect(bogus["column"] as? String == "Status" && (bogus["reason"] as? String)?.hasPrefix("'Bogus Status' is not one of") == true,
+                "a rejected value is quoted as the file held it")
+        #expect(try Self.file(real.json, "Opportunity.csv")["imported"] as? Int == fixture.opportunitiesCreated)
+        #expect(try Self.file(real.json, "Case.csv")["imported"] as? Int == fixture.cases)
+        let members = try Self.file(real.json, "CampaignMember.csv")
+        #expect(members["imported"] as? Int == fixture.membersCreated)
+        #expect((members["rejections"] as? [[String: Any]])?.first?["reason"] as? String
+                == "invalid record: record \(DerivedID.make("import:campaign_member", "external:00v000000000000").uuidString), field 'contact': José García has not consented to e-mail, so cannot be in the e-mail campaign 'Spring, 0'")
+        #expect(try Self.file(real.json, "Task.csv")["imported"] as? Int == fixture.tasksCreated)
+        let owners = try #require((real.json as? [String: Any])?["unmappedOwners"] as? [[String: Any]])
+        #expect(Set(owners.compactMap { $0["owner"] as? String }) == ["005A03", "005GONE"])
+
+        // The tenant holds every object with its references and owners resolved.
+        let tenant = try Self.records(ctl, dir, "after")
+        #expect(tenant["account"]?.count == fixture.accounts && tenant["contact"]?.count == fixture.contactsCreated)
+        #expect(tenant["lead"]?.count == fixture.leadsCreated && tenant["case"]?.count == fixture.cases)
+        #expect(tenant["campaign_member"]?.count == fixture.membersCreated && tenant["campaign"]?.count == fixture.campaigns)
+        // References hold ids as the store writes them; the export names records in lower case.
+        let accountByName = Dictionary(uniqueKeysWithValues: (tenant["account"] ?? [:]).map { ($0.value["name"] as! String, $0.key.uppercased()) })
+        let byEmail = Dictionary(uniqueKeysWithValues: (tenant["contact"] ?? [:]).map { ($0.value["email"] as! String, $0.value) })
+        for i in 0..<fixture.contacts where !fixture.contactBroken(i) && !fixture.contactDuplicate(i) {
+            let contact = try #require(byEmail[fixture.contactEmail(i)])
+            #expect(contact["account"] as? String == accountByName[SalesforceExportFixture.accountName(i % fixture.accounts)])
+            #expect(contact["last_name"] as? String == SalesforceExportFixture.lastNames[i % 10])
+            // Its duplicate row may have filled what it lacked (owner, consent, birthday).
+            if fixture.contactDuplicate(i + 10) { continue }
+            #expect(contact["owner"] as? String == SalesforceExportFixture.ownerEmail(i))
+            #expect(contact["mailing_address"] as? String == "\(i) Chemin des Écoliers, Appt 4\nEscalier B, Genève, Suisse")
+            #expect(contact["consent_email"] as? String == (i % 7 == 0 ? "withdrawn" : nil))
+            if i % 7 == 0 { #expect(contact["consent_email_source"] as? String == "salesforce Contact export, column HasOptedOutOfEmail") }
+            #expect(contact["do_not_call"] as? Bool == (i % 11 == 0))
+        }
+        let duplicated = try #require(byEmail[fixture.contactEmail(14)])
+        #expect(duplicated["mobile"] as? String == "+49 170 200024", "the duplicate filled what the first row lacked")
+        let deals = tenant["opportunity"] ?? [:]
+        #expect(deals.count == fixture.opportunitiesCreated)
+        #expect(deals.values.allSatisfy { accountByName.values.contains($0["account"] as! String) })
+        #expect(Set(deals.values.compactMap { $0["stage"] as? String }) == Set(PipelineStage.defaultPipeline.map(\.name)))
+        let leads = tenant["lead"] ?? [:]
+        #expect(leads.values.filter { $0["consent_email"] as? String == "withdrawn" }.count == (0..<fixture.leads).filter { $0 % 9 == 0 && !fixture.leadBogus($0) }.count)
+        #expect(Set(leads.values.compactMap { $0["source"] as? String }) == ["web", "event", "cold_call"])
+
+        // The same export again creates and changes nothing.
+        let again = try ctl.run(arguments)
+        let totals = try #require(again.json as? [String: Any])
+        #expect(again.status == 0 && (totals["files"] as? [[String: Any]])?.compactMap { ($0["report"] as? [String: Any])?["imported"] as? Int }.allSatisfy { $0 == 0 } == true)
+        #expect(try Self.records(ctl, dir, "again") as NSDictionary == tenant as NSDictionary)
+    }
+
+    @Test func reportExportsSingleFilesAndHubspot() throws {
+        let dir = try TemporaryDirectory()
+        let ctl = try Self.tenant(dir)
+        // A Salesforce opportunity report: accounts by name (one it does not have), owners by
+        // name through --users, US dates, and the report's footer.
+        var report = CSV.line(["Opportunity Name", "Account Name", "Amount", "Stage", "Close Date", "Opportunity Owner"])
+        for i in 0..<200 {
+            report += CSV.line(["Renewal \(i)", i % 2 == 0 ? "Navy Systems Inc" : "  société  ÉTUDES ", "\(i * 100)",
+                                i % 3 == 0 ? "Closed Won" : "Prospecting", "5/\(1 + i % 28)/2026", i % 2 == 0 ? "Ben Brown" : "Nobody Known"])
+        }
+        report += "\r\n\"Grand Totals (200 records)\"\r\n\"\"\r\n\"Copyright (c) 2000-2026 salesforce.com, inc. All rights reserved.\"\r\n"
+            + "\"Confidential Information - Do Not Distribute\"\r\n\"Generated By:  Ann Admin  12/1/2026 9:15 AM\"\r\n"
+        try FileManager.default.createDirectory(atPath: dir.path("report"), withIntermediateDirectories: true)
+        try report.write(toFile: dir.path("report/pipeline.csv"), atomically: true, encoding: .utf8)
+        try "owner,email\nBen Brown,ben@acme.example\n".write(toFile: dir.path("users.csv"), atomically: true, encoding: .utf8)
+        let imported = try ctl.run(["import", "acme", "--from", dir.path("report"), "--source", "salesforce", "--users", dir.path("users.csv"),
+                                    "--object", "pipeline.csv=Opportunity:report"])
+        #expect(imported.status == 0, "\(imported.error)")
+        #expect(imported.output.contains("pipeline.csv: Opportunity (report) -> opportunity (--object): 200 row(s), created 200"), "\(imported.output)")
+        #expect(imported.output.contains("accounts by name 2") && imported.output.contains("footer lines 4"))
+        #expect(imported.output.contains("owner 'Nobody Known' in pipeline.csv (100 row(s))"))
+        let tenant = try Self.records(ctl, dir, "out")
+        #expect(Set(tenant["account"]?.values.compactMap { $0["name"] as? String } ?? []) == ["Navy Systems Inc", "société  ÉTUDES"])
+        #expect(tenant["opportunity"]?.values.filter { $0["owner"] as? String == "ben@acme.example" }.count == 100)
+        #expect(tenant["opportunity"]?.values.contains { $0["expected_close"] as? String == "2026-05-28" } == true)
+
+        // Single files: an opportunity's account by name, a footer that is no rejected row,
+        // --mapping combined with --map, a HubSpot lead file.
+        try report.write(toFile: dir.path("opps.csv"), atomically: true, encoding: .utf8)
+        let single = try ctl.run(["import", "acme", "--type", "opportunity", "--from", dir.path("opps.csv"), "--mapping", "salesforce", "--json"])
+        let singleReport = try #require(single.json as? [String: Any], "\(single.error)")
+        #expect(singleReport["rejections"] as? [Any] != nil && (singleReport["rejections"] as? [Any])?.isEmpty == true)
+        #expect((singleReport["footerLines"] as? [String])?.count == 4 && singleReport["accountsCreated"] as? Int == 0)
+        let leads = "Record ID,First Name,Last Name,Email,Company Name,Lead Status\n901,Åsa,Lindqvist,asa@example.se,Volvo,New\n"
+        try leads.write(toFile: dir.path("leads.csv"), atomically: true, encoding: .utf8)
+        let lead = try ctl.run(["import", "acme", "--type", "lead", "--from", dir.path("leads.csv"), "--mapping", "hubspot",
+                                "--map", "Lead Status=status", "--json"])
+        #expect((lead.json as? [String: Any])?["imported"] as? Int == 1, "\(lead.output) \(lead.error)")
+        let storedLead = try #require(try Self.records(ctl, dir, "leads")["lead"]?.values.first)
+        #expect(storedLead["company"] as? String == "Volvo" && storedLead["status"] as? String == "new")
+
+        // A HubSpot export: companies, contacts and deals tied by record ids, opt-outs, owners by e-mail.
+        let hub = dir.path("hubspot")
+        try FileManager.default.createDirectory(atPath: hub, withIntermediateDirectories: true)
+        var companies = CSV.line(["Record ID", "Company name", "Phone Number", "City", "Country/Region", "Company owner"])
+        var contacts = CSV.line(["Record ID", "First Name", "Last Name", "Email", "Associated Company IDs (Primary)",
+                                 "Unsubscribed from all email", "Contact owner"])
+        var deals = CSV.line(["Record ID", "Deal Name", "Amount", "Deal Stage", "Close Date", "Associated Company IDs (Primary)"])
+        for i in 0..<50 {
+            companies += CSV.line(["\(7000 + i)", "Kaufhaus Müller \(i)", "+49 89 \(10000 + i)", "München", "Deutschland", "anna@acme.example"])
+            contacts += CSV.line(["\(8000 + i)", "Jürgen", "Weiß \(i)", "j\(i)@example.de", i == 7 ? "9999" : "\(7000 + i)",
+                                  i % 2 == 0 ? "true" : "", "anna@acme.example"])
+            deals += CSV.line(["\(9000 + i)", "Kasse \(i)", "1200", "closedwon", "2026-06-01", "\(7000 + i)"])
+        }
+        try companies.write(toFile: hub + "/hubspot-crm-exports-all-companies.csv", atomically: true, encoding: .utf8)
+        try contacts.write(toFile: hub + "/hubspot-crm-exports-all-contacts.csv", atomically: true, encoding: .utf8)
+        try deals.write(toFile: hub + "/hubspot-crm-exports-all-deals.csv", atomically: true, encoding: .utf8)
+        let hubspot = try ctl.run(["import", "acme", "--from", hub, "--source", "hubspot", "--json"])
+        #expect(hubspot.status == 0, "\(hubspot.error)")
+        #expect(try Self.file(hubspot.json, "hubspot-crm-exports-all-contacts.csv")["imported"] as? Int == 49)
+        #expect(try Self.file(hubspot.json, "hubspot-crm-exports-all-deals.csv")["imported"] as? Int == 50)
+        let after = try Self.records(ctl, dir, "hub")
+        let müller = try #require(after["account"]?.first { $0.value["name"] as? String == "Kaufhaus Müller 3" })
+        #expect(müller.value["address"] as? String == "München, Deutschland" && müller.value["owner"] as? String == "anna@acme.example")
+        let weiß = try #require(after["contact"]?.values.first { $0["last_name"] as? String == "Weiß 3" })
+        #expect(weiß["account"] as? String == müller.key.uppercased() && weiß["consent_email"] == nil)
+        #expect(after["contact"]?.values.first { $0["last_name"] as? String == "Weiß 4" }?["consent_email"] as? String == "withdrawn")
+    }
+}
+
+@Suite struct ImportUndoTests {
+    @Test func undoRestoresTheTenantRecordForRecordAndKeepsLaterChanges() throws {
+        let dir = try TemporaryDirectory()
+        let ctl = try OrgImportTests.tenant(dir)
+        // Contacts the tenant had before: the export's first five people, without what it adds.
+        try "Last Name,Email\nPre,person0@example.com\nPre,person1@example.com\nPre,person2@example.com\n"
+            .write(toFile: dir.path("pre.csv"), atomically: true, encoding: .utf8)
+        #expect(try ctl.run(["import", "acme", "--type", "contact", "--from", dir.path("pre.csv")]).status == 0)
+        let before = try OrgImportTests.records(ctl, dir, "before")
+
+        let fixture = SalesforceExportFixture(accounts: 40, contacts: 60, leads: 30, opportunities: 40, cases: 20, campaigns: 5, members: 30, tasks: 30)
+        try fixture.write(to: dir.path("export"))
+        let imported = try ctl.run(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"])
+        let report = try #require(imported.json as? [String: Any], "\(imported.error)")
+        let id = try #require(report["importID"] as? String)
+        let contacts = try OrgImportTests.file(imported.json, "Contact.csv")
+        #expect((contacts["merges"] as? [[String: Any]])?.filter { $0["matchedBy"] as? String == "email" }.count == 3 + fixture.contactDuplicates)
+
+        // Someone changes a field the import filled: the undo keeps it.
+        let person1 = try #require(before["contact"]?.first { $0.value["email"] as? String == "person1@example.com" }?.key)
+        do {
+            let store = try ReplicaStore(path: dir.path("data/tenants/acme.sqlite"), options: .crm(role: .authority))
+            defer { store.close() }
+            try store.update(try #require(UUID(uuidString: person1)), ["title": .text("CEO")])
+        }
+        let undo = try ctl.run(["import", "undo", id, "--json"])
+        let undone = try #require(undo.json as? [String: Any], "\(undo.output) \(undo.error)")
+        let kept = try #require(undone["kept"] as? [[String: Any]])
+        #expect(kept.count == 1 && kept.first?["field"] as? String == "title")
+        var expected = before
+        expected["contact"]?[person1]?["title"] = "CEO"
+        let after = try OrgImportTests.records(ctl, dir, "after")
+        #expect(after as NSDictionary == expected as NSDictionary, "the tenant is as before the import, record for record")
+        #expect(try ctl.run(["import", "undo", id]).status == 3, "an import is undone once")
+        #expect(try ctl.run(["import", "undo", "../registry"]).status == 1)
+    }
+}
+
+@Suite struct ImportResumeTests {
+    /// What two runs of one import agree on: every live record's id and fields, but the moments
+    /// the store stamps when a write happens (a consent's time, a stage change's), and a stage
+    /// change's id, which its write's dot makes, taken by what it records instead.
+    static func stable(_ tenant: [String: [String: [String: Any]]]) -> [String: [String: NSDictionary]] {
+        var result: [String: [String: NSDictionary]] = [:]
+        for (type, records) in tenant {
+            for (id, fields) in records {
+                let kept = fields.filter { !$0.key.hasSuffix("_at") }
+                let key = type == "stage_change" ? "\(kept["opportunity"] ?? "")/\(kept["from_stage"] ?? "")/\(kept["to_stage"] ?? "")" : id
+                result[type, default: [:]][key] = kept as NSDictionary
+            }
+        }
+        return result
+    }
+
+    @Test func aKilledImportRunAgainGivesTheTenantAnUninterruptedRunGives() throws {
+        let dir = try TemporaryDirectory()
+        let ctl = try OrgImportTests.tenant(dir)
+        let fixture = SalesforceExportFixture(accounts: 600, contacts: 800, leads: 600, opportunities: 600, cases: 300, campaigns: 5, members: 400, tasks: 600)
+        try fixture.write(to: dir.path("export"))
+        let arguments = ["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--data", ctl.data]
+
+        // Killed (SIGKILL) part way, then run again.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ctl.binary)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: 1.5)
+        let killedEarly = process.isRunning
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let partial = try OrgImportTests.records(ctl, dir, "partial")
+        let again = try ctl.run(Array(arguments.dropLast(2)) + ["--json"])
+        #expect(again.status == 0, "\(again.error)")
+        let resumed = try OrgImportTests.records(ctl, dir, "resumed")
+
+        // The same import, uninterrupted, into a fresh tenant of the same data directory.
+        #expect(try ctl.run(["tenant", "create", "fresh"]).status == 0)
+        for email in ["anna@acme.example", "ben@acme.example"] {
+            #expect(try ctl.run(["user", "add", "--tenant", "fresh", "--email", email, "--name", "X", "--role", "rep"]).status == 0)
+        }
+        #expect(try ctl.run(["import", "fresh", "--from", dir.path("export"), "--source", "salesforce"]).status == 0)
+        let out = dir.path("fresh-export")
+        #expect(try ctl.run(["export", "fresh", "--to", out]).status == 0)
+        var uninterrupted: [String: [String: [String: Any]]] = [:]
+        for file in try FileManager.default.contentsOfDirectory(atPath: out) where file.hasSuffix(".jsonl") {
+            for line in try String(contentsOfFile: out + "/" + file, encoding: .utf8).split(separator: "\n") {
+                let record = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                guard record["deleted"] as? Bool == false else { continue }
+                uninterrupted[record["type"] as! String, default: [:]][record["id"] as! String] = (record["fields"] as? [String: Any])?.filter { !($0.value is NSNull) }
+            }
+        }
+        let left = Self.stable(resumed), right = Self.stable(uninterrupted)
+        let differing = Set(left.keys).union(right.keys).sorted().flatMap { type -> [String] in
+            let a = left[type] ?? [:], b = right[type] ?? [:]
+            return Set(a.keys).union(b.keys).filter { a[$0] != b[$0] }.prefix(2).map { "\(type) \($0): \(a[$0] ?? [:]) vs \(b[$0] ?? [:])" }
+        }
+        #expect(differing.isEmpty, "the resumed import made the same records, once: \(differing.joined(separator: "\n"))")
+        // Only meaningful when the kill fell inside the import: say so when it did not.
+        #expect(killedEarly, "the import finished before the kill; the fixture is too small for this machine")
+        #expect(partial.values.reduce(0) { $0 + $1.count } < uninterrupted.values.reduce(0) { $0 + $1.count })
+    }
+}
+
+@Suite(.timeLimit(.minutes(3))) struct ImportDeviceTests {
+    /// Live records per type on a device.
+    static func counts(_ client: RapportClient) throws -> [String: Int] {
+        try client.local { store in
+            Dictionary(uniqueKeysWithValues: try CRMSchema.current.types.keys.map { ($0, try store.count(ofType: $0)) }).filter { $0.value > 0 }
+        }
+    }
+
+    @Test func aDeviceSyncingThroughAnImportAndItsUndoEndsLikeTheServer() async throws {
+        let dir = try TemporaryDirectory()
+        let operated = try OperatedServer(dir)
+        defer { operated.server.stop() }
+        let phone = try await operated.enroll("phone")
+        _ = try await phone.sync()
+        let fixture = SalesforceExportFixture(accounts: 100, contacts: 150, leads: 60, opportunities: 80, cases: 40, campaigns: 5, members: 60, tasks: 60)
+        try fixture.write(to: dir.path("export"))
+
+        // The device syncs over and over while the import runs beside the server.
+        async let imported = operated.ctl.runDetached(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"])
+        for _ in 0..<5 { _ = try await phone.sync() }
+        let report = try await imported
+        let id = try #require((report.json as? [String: Any])?["importID"] as? String, "\(report.error)")
+        _ = try await phone.sync()
+        let server = try OrgImportTests.records(operated.ctl, dir, "server").mapValues(\.count).filter { $0.value > 0 }
+        #expect(server["contact"] == fixture.contactsCreated && server["account"] == fixture.accounts)
+        #expect(try Self.counts(phone) == server, "the device holds what the server holds")
+
+        let undo = try await operated.ctl.runDetached(["import", "undo", id])
+        #expect(undo.status == 0, "\(undo.error)")
+        _ = try await phone.sync()
+        let after = try OrgImportTests.records(operated.ctl, dir, "undone").mapValues(\.count).filter { $0.value > 0 }
+        #expect(after.isEmpty, "the undo left \(after)")
+        #expect(try Self.counts(phone) == after, "the undo reached the device")
+    }
+}
