@@ -1,7 +1,9 @@
 import CRM
 import Foundation
 import RapportClient
+import Registry
 import ReplicaStore
+import SQLite
 import TestSupport
 import Testing
 
@@ -269,7 +271,15 @@ import Testing
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        Thread.sleep(forTimeInterval: 1.5)
+        // Killed once the import has written its first rows (the accounts), not after a fixed
+        // time: the tenant's store is read as another process would while the import runs.
+        var readOnly = Database.Options()
+        readOnly.readOnly = true
+        let watcher = try Database(path: try DataDirectory(ctl.data).storePath(of: "acme"), options: readOnly)
+        while process.isRunning, try watcher.scalarInt("SELECT count(*) FROM records WHERE type = 'account'") == 0 {
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        watcher.close()
         let killedEarly = process.isRunning
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
