@@ -317,6 +317,8 @@ private struct ImportRun {
             ?? values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\u{1F}")
         let id = DerivedID.make("import:\(importer.type)", identity)
         var match = finder.matches(keys: keys).first.map { ($0.record, $0.matchedBy) }
+        // The row's own record, found again by its keys: imported before, not a duplicate.
+        if match?.0 == id { match = (id, "identity") }
         if match == nil, pending[id] != nil { match = (id, "identity") }
         if match == nil, let earlier = try store.record(id) {
             // Deleted since the import that made it: bringing it back is a person's decision.
