@@ -1,7 +1,9 @@
 import CRM
 import Foundation
 import RapportClient
+import Registry
 import ReplicaStore
+import SQLite
 import SyncModel
 import TestSupport
 import Testing
@@ -14,6 +16,48 @@ import Testing
         let shown = try ctl.run(["retention", "show", "acme", "--json"])
         #expect(shown.status == 0, "\(shown.error)")
         return shown.json as? [String: Any] ?? [:]
+    }
+
+    /// A device that pushed what it made but was cut before its first pull holds records and no
+    /// checkpoint: its next pull from 0 must be a resync once the server has purged, or it keeps
+    /// a record deleted elsewhere meanwhile, clean, for good (a branch stopped right after
+    /// relaying its devices' writes is the same case).
+    @Test func aDeviceWithRecordsButNoCheckpointResyncsAfterAPurge() async throws {
+        let dir = try TemporaryDirectory()
+        let operated = try OperatedServer(dir, arguments: ["--housekeeping-interval", "0.3", "--rules-interval", "0"])
+        defer { operated.server.stop() }
+        #expect(try operated.ctl.run(["retention", "set", "acme", "--tombstones", "1s"]).status == 0)
+        let laptop = try await operated.enroll("laptop")
+        let phone = try await operated.enroll("phone")
+        let (kept, doomed) = try laptop.local { store throws in
+            (try store.create("contact", ["last_name": .text("Kept")]).id, try store.create("contact", ["last_name": .text("Doomed")]).id)
+        }
+        try await laptop.sync()
+        try await phone.sync()
+        var readOnly = Database.Options()
+        readOnly.readOnly = true
+        let serverStore = try Database(path: try DataDirectory(operated.data).storePath(of: "acme"), options: readOnly)
+        let serverID = try #require(try serverStore.query("SELECT replica_id FROM replica") { $0.string(0) }.first)
+        serverStore.close()
+        try laptop.local { store throws in try store.resetCheckpoint(for: serverID) }
+
+        try phone.local { store throws in _ = try store.delete(doomed) }
+        try await phone.sync()
+        var state: [String: Any] = [:]
+        for _ in 0..<100 {
+            state = try retention(operated.ctl)
+            if state["tombstones"] as? Int == 0, (state["purged_through"] as? Int ?? 0) > 0 { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(state["tombstones"] as? Int == 0 && (state["purged_through"] as? Int ?? 0) > 0, "\(state)")
+
+        let report = try await laptop.sync()
+        #expect(report.dropped == 1, "the record deleted elsewhere and purged goes: \(report)")
+        try laptop.local { store throws in
+            #expect(try store.record(doomed) == nil)
+            #expect(try store.record(kept)?.text("last_name") == "Kept")
+            #expect(try store.resyncPeer() == nil)
+        }
     }
 
     @Test func aDeviceOfflinePastTheHorizonResyncsWithoutLosingItsEditsAndDeletes() async throws {
