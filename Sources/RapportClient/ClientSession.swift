@@ -28,7 +28,9 @@ struct ClientSession {
     let inject: AsyncStream<SessionInput>.Continuation
     /// The highest server sequence announced by `ChangesAvailable` since the last look.
     var announcedSequence: UInt64 = 0
-    /// The app asked for a push while the session was busy.
+    /// The app asked for a push. Set when `read()` meets the request, also while the session
+    /// waited for an answer (a push asked for mid-pull), and cleared by the caller once it
+    /// pushed; `next()` hands a pending one on at once, since nothing else will wake the loop.
     var localChangePending = false
     /// A `ChangesAvailable` came while the session waited for an answer: `next()` hands it on
     /// before reading further, so the caller pulls what it announced. (The pull in hand may
@@ -205,9 +207,13 @@ struct ClientSession {
     }
 
     /// The next input the caller must act on. Announcements and pongs are folded into the
-    /// session's state; an `Error` frame or the end of the connection is thrown. An
-    /// announcement that came while the session waited for an answer comes first.
+    /// session's state; an `Error` frame or the end of the connection is thrown. A push asked
+    /// for, or an announcement that came, while the session waited for an answer comes first:
+    /// the input that told of it was read inside `response()` and will not come again.
     mutating func next() async throws -> SessionInput {
+        if localChangePending {
+            return .localChange
+        }
         if announcementWhileBusy {
             announcementWhileBusy = false
             var notice = Rapport_V1_ChangesAvailable()

@@ -285,4 +285,53 @@ import TLS
         await bobLive.stop()
         await fixture.stop()
     }
+    /// The other way round: a device edits while its live session is pulling. The push request
+    /// is read inside the pull's wait for a batch; the session must push once the pull ends, not
+    /// wait for the next input (here a keep-alive an hour away, so a lost request hangs).
+    @Test func aLiveDeviceBusyPullingStillPushesWhatWasWrittenMeanwhile() async throws {
+        let fixture = try await ServerFixture()
+        let alice = try fixture.device("alice")
+        let bob = try fixture.device("bob") {
+            $0.pullBatchSize = 10
+            $0.keepAliveInterval = .seconds(3600)
+        }
+        try alice.local { store in
+            for n in 0..<400 { _ = try store.create("account", ["name": .text("bulk \(n)")]) }
+        }
+        try await bob.sync()
+        let bobLive = bob.live()
+        var bobEvents = bobLive.events.makeAsyncIterator()
+        guard case .connected? = await bobEvents.next(), case .synced? = await bobEvents.next() else {
+            Issue.record("bob's live session did not start")
+            return
+        }
+        // Bob's first batch of alice's 400 accounts commits, with 39 batches to go. (Alice pushes
+        // them in one batch, so one announcement: a second would wake bob's loop and hide the bug.)
+        let changes = try await bob.changes()
+        let edit = Task { () throws -> UUID? in
+            for await change in changes where change.origin == .upstream {
+                let id = try bob.local { try $0.create("account", ["name": .text("written mid-pull")]).id }
+                bobLive.pushNow()
+                return id
+            }
+            return nil
+        }
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(60))
+            await bobLive.stop()
+        }
+        try await alice.sync()
+        var pushed = 0
+        while pushed == 0, let event = await bobEvents.next() {
+            if case .synced(let report) = event { pushed += report.pushed }
+        }
+        watchdog.cancel()
+        #expect(pushed == 1, "bob's edit made during his pull was never pushed")
+        let id = try #require(try await edit.value)
+        try await alice.sync()
+        #expect(try alice.local { try $0.record(id)?.values["name"] } == .text("written mid-pull"))
+        #expect(try bob.local { try $0.count(ofType: "account") } == 401)
+        await bobLive.stop()
+        await fixture.stop()
+    }
 }
