@@ -249,10 +249,13 @@ public final class IntegrationAPIServer: Service, Sendable {
     static let idempotentReplayed = HTTPField.Name("Idempotent-Replayed")!
 
     func body(_ request: Request) async throws -> ByteBuffer {
+        let tooLarge = APIProblem(413, "body-too-large", "Body too large", "a request body is at most \(configuration.maxBodyBytes) bytes")
+        // Refused before reading when the client says how much it sends.
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > configuration.maxBodyBytes { throw tooLarge }
         do {
             return try await request.body.collect(upTo: configuration.maxBodyBytes)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw APIProblem(413, "body-too-large", "Body too large", "a request body is at most \(configuration.maxBodyBytes) bytes")
+        } catch is NIOTooManyBytesError {
+            throw tooLarge
         }
     }
 

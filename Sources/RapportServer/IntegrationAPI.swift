@@ -88,11 +88,13 @@ public struct APIProblem: Error, Sendable, CustomStringConvertible {
 
     /// The rule named by a schema or CRM refusal's words, for clients that branch on it.
     private static func rule(of reason: String) -> String {
-        if reason.hasPrefix("no record of type") || reason.contains("is a record of type") { return "reference" }
+        if reason.hasPrefix("no record of type") || reason.contains("is a record of type") || reason.contains("of a record of type") {
+            return "reference"
+        }
         if reason.hasPrefix("required") { return "required" }
-        if reason.contains("one of") { return "choices" }
-        if reason.contains("at least") || reason.contains("at most") { return "range" }
-        if reason.contains("not a valid") || reason.contains("format") { return "format" }
+        if reason.contains("is not one of") { return "choices" }
+        if reason.contains("below the minimum") || reason.contains("above the maximum") { return "range" }
+        if reason.contains("is not a valid") { return "format" }
         return "rule"
     }
 }
