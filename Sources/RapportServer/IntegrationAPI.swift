@@ -180,11 +180,7 @@ extension SyncServer {
         try checkType(type)
         return try await withTenant(caller.key.tenant) { tenant in
             try await tenant.store.perform { store in
-                guard let record = try store.record(id), record.type == type, !record.isDeleted,
-                      try caller.policy?.mayRead(record, lookup: store.record) ?? true else {
-                    throw APIProblem.notFound("no \(type) \(id.uuidString.lowercased())")
-                }
-                return self.visible(record, to: caller)
+                self.visible(try Self.existing(id, type: type, in: store, caller: caller), to: caller)
             }
         }
     }
@@ -339,7 +335,8 @@ extension SyncServer {
         }
     }
 
-    /// The live record `id` of `type` that the caller may read, for a write to it.
+    /// The live record `id` of `type` that the caller may read; 404 otherwise, alike whether
+    /// it is missing or out of reach, so a key learns nothing of records it may not see.
     private static func existing(_ id: UUID, type: String, in store: ReplicaStore, caller: APICaller) throws -> RecordState {
         guard let record = try store.record(id), record.type == type, !record.isDeleted,
               try caller.policy?.mayRead(record, lookup: store.record) ?? true else {
