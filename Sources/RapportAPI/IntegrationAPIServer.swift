@@ -49,7 +49,7 @@ public final class IntegrationAPIServer: Service, Sendable {
     let tls: TLSContext
     let limiter: RateLimiter
     let logger: Logger
-    private let running = Mutex<(task: Task<Void, any Error>, port: Int)?>(nil)
+    private let running = Mutex<(task: Task<Void, any Error>, group: ServiceGroup, port: Int)?>(nil)
 
     /// Sets the API up for `server`'s tenants with its certificate; nothing listens yet.
     public init(server: SyncServer, configuration: Configuration, logger: Logger) throws {
@@ -76,9 +76,12 @@ public final class IntegrationAPIServer: Service, Sendable {
                 continuation.finish()
             },
             logger: logger)
+        // A group of its own, so `shutdown()` can end it gracefully (requests in hand finish)
+        // whoever started it.
+        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let task = Task {
             defer { continuation.finish() }
-            try await app.run()
+            try await group.run()
         }
         var iterator = stream.makeAsyncIterator()
         guard let port = await iterator.next() else {
@@ -86,7 +89,7 @@ public final class IntegrationAPIServer: Service, Sendable {
             try await task.value
             throw APIProblem(500, "internal", "API not started", "the integration API stopped before listening on \(configuration.host):\(configuration.port)")
         }
-        running.withLock { $0 = (task, port) }
+        running.withLock { $0 = (task, group, port) }
         logger.info("integration API listening", metadata: ["address": "\(configuration.host):\(port)"])
         return port
     }
@@ -101,7 +104,7 @@ public final class IntegrationAPIServer: Service, Sendable {
     /// Stops listening and ends the connections, after the requests in hand.
     public func shutdown() async {
         guard let current = running.withLock({ state in defer { state = nil }; return state }) else { return }
-        current.task.cancel()
+        await current.group.triggerGracefulShutdown()
         _ = try? await current.task.value
     }
 

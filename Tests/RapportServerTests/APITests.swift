@@ -260,7 +260,7 @@ private let changesPath = "/v1/changes"
         _ = try await device.sync()
         let merged = try api.request("GET", "/v1/records/account/\(id)").json["fields"] as? [String: Any]
         #expect(merged?["phone"] as? String == "+49 30 1234567" && merged?["industry"] as? String == "steel")
-        #expect(try device.local { $0.record(uuid)?.values["industry"] } == .text("steel"))
+        #expect(try device.local { try $0.record(uuid)?.values["industry"] } == .text("steel"))
         let quiet = try server.tenantStore()
         #expect(try quiet.conflicts(status: .open, record: uuid).isEmpty)
         quiet.close()
@@ -275,7 +275,7 @@ private let changesPath = "/v1/changes"
         let conflicts = try store.conflicts(status: .open, record: uuid)
         #expect(conflicts.count == 1, "\(conflicts)")
         let serverValue = try store.record(uuid)?.values["industry"]
-        #expect(try device.local { $0.record(uuid)?.values["industry"] } == serverValue)
+        #expect(try device.local { try $0.record(uuid)?.values["industry"] } == serverValue)
         #expect([FieldValue.text("from the device"), .text("from the ERP")].contains(serverValue ?? .null))
     }
 
