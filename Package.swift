@@ -32,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // System libraries and the C shim for OpenSSL macros Swift cannot call.
@@ -71,6 +73,20 @@ let package = Package(
             ] + nio
         ),
 
+        // The HTTP/JSON integration API rapportd serves beside sync: Hummingbird's HTTP/1 handlers
+        // behind the project's own TLSHandler, records and the change feed through RapportServer.
+        .target(
+            name: "RapportAPI",
+            dependencies: [
+                "Access", "RapportDevice", "RapportServer", "ReplicaStore", "Registry", "SyncModel", "TLS",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ] + nio
+        ),
+
         .target(
             name: "RapportClient",
             dependencies: [
@@ -99,7 +115,7 @@ let package = Package(
         .executableTarget(
             name: "rapportd",
             dependencies: [
-                "PrivateFiles", "RapportServer", "Registry", "CRM", "TLS",
+                "PrivateFiles", "RapportAPI", "RapportServer", "Registry", "CRM", "TLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

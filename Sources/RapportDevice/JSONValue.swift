@@ -102,3 +102,42 @@ public indirect enum JSONValue: Sendable, Equatable {
         output += "\""
     }
 }
+
+/// Reads JSON text as the same values, for the documents clients send (the integration API's
+/// request bodies): booleans stay booleans and integers stay integers, which `JSONSerialization`
+/// does not tell apart on every platform. Object keys come sorted.
+extension JSONValue: Decodable {
+    private struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        if let object = try? decoder.container(keyedBy: Key.self) {
+            self = .members(try object.allKeys.sorted { $0.stringValue < $1.stringValue }.map {
+                Member($0.stringValue, try object.decode(JSONValue.self, forKey: $0))
+            })
+            return
+        }
+        if var array = try? decoder.unkeyedContainer() {
+            var values: [JSONValue] = []
+            while !array.isAtEnd { values.append(try array.decode(JSONValue.self)) }
+            self = .array(values)
+            return
+        }
+        let single = try decoder.singleValueContainer()
+        if single.decodeNil() {
+            self = .null
+        } else if let value = try? single.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? single.decode(Int64.self) {
+            self = .integer(value)
+        } else if let value = try? single.decode(Double.self) {
+            self = .number(value)
+        } else {
+            self = .string(try single.decode(String.self))
+        }
+    }
+}

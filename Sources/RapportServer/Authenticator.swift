@@ -102,6 +102,11 @@ public protocol Authenticator: Sendable {
     /// How long the tenant keeps tombstones and closed conflicts (its registry settings, the
     /// standard horizons when unset); `nil` when this server does not purge (no registry).
     func retention(of tenant: String) -> RetentionPolicy?
+
+    /// The active API key `presented` is, with what it may do (its role as its tenant defines
+    /// it, `defaults` otherwise); `nil` for an unknown, revoked or malformed key. Read from the
+    /// registry at every call, so a key revoked a moment ago is refused at once.
+    func authenticateAPIKey(_ presented: String, defaults: [Role]) throws -> (APIKey, AccessSubject)?
 }
 
 extension Authenticator {
@@ -123,6 +128,7 @@ extension Authenticator {
     }
     public func registerReplica(_ replica: ReplicaID, of identity: SessionIdentity) throws -> Bool { false }
     public func retention(of tenant: String) -> RetentionPolicy? { nil }
+    public func authenticateAPIKey(_ presented: String, defaults: [Role]) throws -> (APIKey, AccessSubject)? { nil }
 }
 
 /// Credentials held in memory: one shared secret per tenant, any device id. For tests and for
@@ -265,6 +271,13 @@ public final class RegistryAuthenticator: Authenticator {
 
     public func isServing(tenant: String) -> Bool {
         snapshot.withLock { $0.tenants[tenant] == .active }
+    }
+
+    public func authenticateAPIKey(_ presented: String, defaults: [Role]) throws -> (APIKey, AccessSubject)? {
+        guard let key = try connection.withLock({ try $0.registry.authenticateAPIKey(presented) }) else { return nil }
+        let role = snapshot.withLock { $0.roles[key.tenant]?[key.role.rawValue] } ?? defaults.first { $0.name == key.role.rawValue }
+            ?? Role(name: key.role.rawValue, types: [:])
+        return (key, AccessSubject(user: key.subjectName, team: nil, role: role, teamMembers: []))
     }
 
     public func subject(of identity: SessionIdentity, defaults: [Role]) -> AccessSubject? {

@@ -103,6 +103,8 @@ public final class SyncServer: Sendable {
     public let devCertificateAuthorityPath: String?
     let logger: Logger
     let tls: TLSContext
+    /// The certificate chain and key the server serves sync with, for its other TLS listeners.
+    private let certificate: (chain: PEMSource, key: PEMSource)
     let tenants: TenantPool
     let authenticator: any Authenticator
     let group: any EventLoopGroup
@@ -150,6 +152,7 @@ public final class SyncServer: Sendable {
             (chain, key) = (.file(paths.serverCertificateChain), .file(paths.serverPrivateKey))
             devCertificateAuthorityPath = paths.caCertificate
         }
+        certificate = (chain, key)
         tls = try TLSContext(configuration: .server(certificateChain: chain, privateKey: key,
                                                     applicationProtocols: [SyncProtocolVersion.alpn]))
         let directory = DataDirectory(configuration.dataDirectory)
@@ -171,6 +174,13 @@ public final class SyncServer: Sendable {
             gauges.connectionsBusy.set(Int64(phases.busy))
             gauges.openTenantStores.set(Int64(tenants.openCount))
         }
+    }
+
+    /// A server TLS context with the certificate sync is served with, offering other protocols
+    /// (`http/1.1` for the integration API): one certificate and one TLS stack for both.
+    public func tlsContext(applicationProtocols: [String]) throws -> TLSContext {
+        try TLSContext(configuration: .server(certificateChain: certificate.chain, privateKey: certificate.key,
+                                              applicationProtocols: applicationProtocols))
     }
 
     /// The port the server listens on, once started.

@@ -16,6 +16,8 @@ public final class TenantStore: Sendable {
     /// The highest sequence subscribers were told about (or that was committed when the store
     /// opened), so commits made by other processes can be told apart and announced too.
     private let announced: Mutex<Int64>
+    /// Change-feed readers waiting for the next change (`waitForChange`), resumed by `announce`.
+    private let waiters = Mutex<[UUID: CheckedContinuation<Void, Never>]>([:])
 
     init(tenant: String, store: SharedReplicaStore, sequence: Int64) {
         self.tenant = tenant
@@ -36,6 +38,9 @@ public final class TenantStore: Sendable {
     /// Writing to a channel from here is safe: NIO hands the write to the channel's event loop.
     func announce(_ sequence: Int64, except origin: (any Channel)?) {
         announced.withLock { $0 = max($0, sequence) }
+        for waiter in waiters.withLock({ waiters in defer { waiters.removeAll() }; return Array(waiters.values) }) {
+            waiter.resume()
+        }
         var notice = Rapport_V1_ChangesAvailable()
         notice.serverSequence = UInt64(sequence)
         var frame = Rapport_V1_Frame()
@@ -64,10 +69,35 @@ public final class TenantStore: Sendable {
     /// without waiting for their next push. Costs one read, and only for a store with
     /// subscribers.
     func announceOutsideCommits() async {
-        guard subscribers.withLock({ !$0.isEmpty }),
+        guard subscribers.withLock({ !$0.isEmpty }) || waiters.withLock({ !$0.isEmpty }),
               let sequence = try? await store.perform({ try $0.lastSequence }),
               sequence > announced.withLock({ $0 }) else { return }
         announce(sequence, except: nil)
+    }
+}
+
+extension TenantStore {
+    /// Returns at the next announcement of a change (a device's push, an API write, a commit
+    /// of another process), or after `timeout`, or when the task is cancelled: what a long-poll
+    /// of the change feed waits on, the same announcement live sessions hear.
+    func waitForChange(after sequence: Int64, timeout: Duration) async {
+        let id = UUID()
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            self?.waiters.withLock { $0.removeValue(forKey: id) }?.resume()
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                waiters.withLock { $0[id] = continuation }
+                // Announced between the caller's read and now: no need to wait.
+                if announced.withLock({ $0 }) > sequence { waiters.withLock { $0.removeValue(forKey: id) }?.resume() }
+                // Cancelled before it was registered: the handler below found nothing to resume.
+                if Task.isCancelled { waiters.withLock { $0.removeValue(forKey: id) }?.resume() }
+            }
+        } onCancel: {
+            waiters.withLock { $0.removeValue(forKey: id) }?.resume()
+        }
+        timer.cancel()
     }
 }
 

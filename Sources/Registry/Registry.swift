@@ -190,6 +190,21 @@ public final class Registry {
                 adopted_at INTEGER NOT NULL
             ) WITHOUT ROWID;
             """),
+        Migration(version: 5, "API keys: integration clients that act with a role's rights", sql: """
+            -- A key is shown once ('rk_<id>_<secret>'); only the SHA-256 of its secret is kept.
+            -- A revoked key keeps its row, so the audit log and 'apikey list' still name it.
+            CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL REFERENCES tenants (slug) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                secret_hash BLOB NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+                created_at INTEGER NOT NULL,
+                revoked_at INTEGER
+            ) WITHOUT ROWID;
+            CREATE UNIQUE INDEX api_keys_active_name ON api_keys (tenant, name) WHERE status = 'active';
+            """),
     ]
 
     // MARK: Time

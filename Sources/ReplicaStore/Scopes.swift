@@ -178,6 +178,17 @@ extension ReplicaStore {
 }
 
 extension ReplicaStore {
+    /// A page of the live records of `type`: at most `limit` changed after `after`, in the order
+    /// of their last change, so a listing resumes after the last record it was given.
+    public func liveChanges(ofType type: String, after: Int64, limit: Int) throws -> [Change] {
+        try db.query("SELECT seq, id, type, vector, state FROM records WHERE seq > ? AND type = ? AND deleted = 0 ORDER BY seq LIMIT ?",
+                     [after, type, Int64(limit)]) {
+            Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1))
+        }
+    }
+}
+
+extension ReplicaStore {
     /// The record `id` with the sequence number of its latest change.
     public func change(of id: UUID) throws -> Change? {
         guard let (stored, state) = try load(id, decodeState: true), let state else { return nil }

@@ -26,7 +26,7 @@ struct RapportCtl: AsyncParsableCommand {
         subcommands: [
             TenantCommand.self, UserCommand.self, RoleCommand.self, DeviceCommand.self, BranchCommand.self, Backup.self, Restore.self,
             Export.self, Stats.self, Audit.self, Report.self, Import.self, ExportCSV.self, RulesCommand.self, RetentionCommand.self,
-            SchemaCommand.self,
+            SchemaCommand.self, APIKeyCommand.self,
         ])
 
     /// Replaces ArgumentParser's `main` to keep the documented exit codes.

@@ -3,6 +3,7 @@ import CRM
 import Foundation
 import Logging
 import PrivateFiles
+import RapportAPI
 import RapportServer
 import Registry
 import ServiceLifecycle
@@ -80,6 +81,12 @@ struct Rapportd: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Serve Prometheus metrics (GET /metrics) and a health check for load balancers (GET /health: 200, or 503 with the reason) over plain HTTP at HOST:PORT; off unless given. Bind it to loopback or a management network.", valueName: "host:port"))
     var metrics: String?
 
+    @Option(help: ArgumentHelp("Serve the HTTP/JSON integration API (Protocol/openapi.json) over HTTPS with the sync certificate at HOST:PORT, for API keys made with 'rapportctl apikey create'; 'off' serves none. Off unless given, except in the development setup (no --cert, a loopback --host): then on the sync port plus one (a free port with --port 0).", valueName: "host:port"))
+    var api: String?
+
+    @Option(help: ArgumentHelp("Requests a second each API key may make on average (bursts of twice as many); more are answered 429 with Retry-After.", valueName: "n"))
+    var apiRate: Double = 50
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -97,6 +104,11 @@ struct Rapportd: AsyncParsableCommand {
             guard let (_, metricsPort) = Self.hostAndPort(metrics) else { throw ValidationError("--metrics takes HOST:PORT") }
             if metricsPort != 0 && metricsPort == port { throw ValidationError("--metrics needs a port of its own, not the sync port \(port)") }
         }
+        if let api, api != "off" {
+            guard let (_, apiPort) = Self.hostAndPort(api) else { throw ValidationError("--api takes HOST:PORT or off") }
+            if apiPort != 0 && apiPort == port { throw ValidationError("--api needs a port of its own, not the sync port \(port)") }
+        }
+        guard apiRate > 0, apiRate.isFinite else { throw ValidationError("--api-rate must be a positive number of requests a second") }
         guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
         guard rulesInterval >= 0, rulesInterval.isFinite else { throw ValidationError("--rules-interval must be 0 (off) or a number of seconds") }
         guard housekeepingInterval >= 0, housekeepingInterval.isFinite else { throw ValidationError("--housekeeping-interval must be 0 (off) or a number of seconds") }
@@ -159,6 +171,13 @@ struct Rapportd: AsyncParsableCommand {
         let boundPort = try await server.start()
         let endpoint = metrics.flatMap(Self.hostAndPort).map { MetricsEndpoint(serving: server, host: $0.0, port: $0.1, logger: logger) }
         let metricsPort = try await endpoint?.start()
+        let integration = try apiAddress(boundPort: boundPort).map { address in
+            var apiConfig = IntegrationAPIServer.Configuration(host: address.0, port: address.1)
+            apiConfig.rate = apiRate
+            apiConfig.burst = apiRate * 2
+            return try IntegrationAPIServer(server: server, configuration: apiConfig, logger: logger)
+        }
+        let apiPort = try await integration?.start()
 
         var banner = "rapportd serving \(data) on \(host):\(boundPort)\n"
         banner += "connections: at most \(config.maxConnections); \(descriptors)\n"
@@ -167,6 +186,10 @@ struct Rapportd: AsyncParsableCommand {
         }
         if let (metricsHost, _) = metrics.flatMap(Self.hostAndPort), let metricsPort {
             banner += "metrics at http://\(metricsHost.contains(":") ? "[\(metricsHost)]" : metricsHost):\(metricsPort)/metrics and /health\n"
+        }
+        if let integration, let apiPort {
+            let host = integration.configuration.host
+            banner += "integration API at https://\(host.contains(":") ? "[\(host)]" : host):\(apiPort)/v1 (keys: rapportctl apikey create)\n"
         }
         if let ca = server.devCertificateAuthorityPath {
             banner += "development CA for clients: \(ca)\n"
@@ -185,9 +208,19 @@ struct Rapportd: AsyncParsableCommand {
         // SIGTERM or SIGINT shuts the services down in reverse order: a branch's link first,
         // after the batch in hand (each commits with its checkpoint), then the server.
         // The metrics endpoint stops last, so /health answers 503 while the server drains.
-        let services: [any Service] = (endpoint.map { [$0] } ?? []) + [server] + (server.upstreamService.map { [$0] } ?? [])
+        let services: [any Service] = (endpoint.map { [$0] } ?? []) + [server] + (integration.map { [$0] } ?? [])
+            + (server.upstreamService.map { [$0] } ?? [])
         let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
+    }
+
+    /// Where the integration API listens: `--api`, or in the development setup (the dev
+    /// certificate on a loopback address, a centre with its dev tenant) the sync port plus one.
+    func apiAddress(boundPort: Int) -> (String, Int)? {
+        if let api { return api == "off" ? nil : Self.hostAndPort(api) }
+        let loopback = host == "127.0.0.1" || host == "::1" || host == "localhost"
+        guard certificateChain == nil, loopback, !noDevTenant, upstream == nil else { return nil }
+        return (host, port == 0 ? 0 : boundPort + 1)
     }
 
     /// `--upstream` as host and port.

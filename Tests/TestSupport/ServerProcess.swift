@@ -80,7 +80,10 @@ public final class ServerProcess: Sendable {
     ///
     /// - Parameter logFile: where its standard error (its log) goes; by default this process's.
     ///   `arguments` come last, so a `--log-level` there wins over the default `warning`.
-    public static func start(binary: String, data: String, arguments: [String] = [], logFile: String? = nil) throws -> ServerProcess {
+    /// - Parameter bannerLine: a text the banner must have printed before this returns (a
+    ///   line written after the first, such as where the integration API listens).
+    public static func start(binary: String, data: String, arguments: [String] = [], logFile: String? = nil,
+                             bannerLine: String? = nil) throws -> ServerProcess {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw BenchError("no rapportd at \(binary); build it first: swift build -c release --product rapportd")
         }
@@ -96,7 +99,14 @@ public final class ServerProcess: Sendable {
         try process.run()
         // The first line says where it listens: "rapportd serving DIR on HOST:PORT".
         var buffer = Data()
-        while !buffer.contains(UInt8(ascii: "\n")) {
+        func complete() -> Bool {
+            guard buffer.contains(UInt8(ascii: "\n")) else { return false }
+            guard let bannerLine else { return true }
+            let text = String(decoding: buffer, as: UTF8.self)
+            guard let range = text.range(of: bannerLine) else { return false }
+            return text[range.upperBound...].contains("\n")
+        }
+        while !complete() {
             let chunk = output.fileHandleForReading.availableData
             guard !chunk.isEmpty else { throw BenchError("rapportd exited before listening") }
             buffer.append(chunk)
@@ -105,6 +115,10 @@ public final class ServerProcess: Sendable {
         guard let port = line.split(separator: ":").last.flatMap({ Int($0) }) else {
             process.terminate()
             throw BenchError("cannot read the port from rapportd's first line: \(line)")
+        }
+        if let bannerLine, !String(decoding: buffer, as: UTF8.self).contains(bannerLine) {
+            process.terminate()
+            throw BenchError("rapportd did not print '\(bannerLine)'")
         }
         return ServerProcess(process: process, port: port, banner: String(decoding: buffer, as: UTF8.self),
                              output: output.fileHandleForReading)
