@@ -334,7 +334,7 @@ extension SyncServer {
     }
 
     /// The record as the role may see it: without its hidden fields.
-    private func stripped(_ record: RecordState, _ policy: AccessPolicy) -> RecordState {
+    func stripped(_ record: RecordState, _ policy: AccessPolicy) -> RecordState {
         let hidden = policy.subject.role.rights(for: record.type).hiddenFields
         guard !hidden.isEmpty, hidden.contains(where: { record.fields[$0] != nil }) else { return record }
         var visible = record
