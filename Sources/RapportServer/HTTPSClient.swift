@@ -69,8 +69,7 @@ public struct HTTPSClient: Sendable {
     /// `timeout` (connecting and TLS included).
     public func send(_ method: HTTPMethod, path: String, headers: [(String, String)] = [], body: [UInt8] = [],
                      timeout: Duration) async throws -> Response {
-        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-        let limit = TimeAmount.nanoseconds(max(nanoseconds, 1))
+        let limit = max(TimeAmount(timeout), .nanoseconds(1))
         let tls = self.tls
         let maxBytes = maxResponseBytes
         let channel: any Channel

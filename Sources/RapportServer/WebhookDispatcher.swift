@@ -99,15 +99,16 @@ public enum WebhookSignature {
 
 extension SyncServer {
     /// Runs every enabled subscription of the data directory's registry, each as a task of its
-    /// own, until cancelled; reads the registry every `pollInterval` to start, restart and stop
-    /// them. A subscription's task never runs on an event loop and holds no session up: a slow
-    /// receiver slows its own subscription only.
+    /// own, until cancelled; reads the registry every `registryInterval` to start, restart and
+    /// stop them, and to wake one whose cursor an operator moved back (`webhook redeliver`). A
+    /// subscription's task never runs on an event loop and holds no session up: a slow receiver
+    /// slows its own subscription only.
     func runWebhooks(_ options: WebhookOptions) async {
         let directory = DataDirectory(configuration.dataDirectory)
-        await withTaskGroup(of: Void.self) { group in
+        await withDiscardingTaskGroup { group in
             // A subscription's task ends by itself when it is disabled or deleted (`ended`): it
             // is started again once it is enabled.
-            var running: [String: (task: Task<Void, Never>, key: String, ended: Ended)] = [:]
+            var running: [String: (task: Task<Void, Never>, key: String, ended: Ended, wakeup: Wakeup, cursor: Int64)] = [:]
             while !Task.isCancelled {
                 let hooks: [Webhook] = (try? await NIOThreadPool.singleton.runIfActive {
                     let registry = try directory.openRegistry()
@@ -122,13 +123,18 @@ extension SyncServer {
                     entry.task.cancel()
                     running[id] = nil
                 }
-                for hook in hooks where wanted[hook.id] != nil && running[hook.id] == nil {
-                    let ended = Ended()
+                for hook in hooks where wanted[hook.id] != nil {
+                    if let entry = running[hook.id] {
+                        if hook.cursor < entry.cursor { entry.wakeup.signal() }
+                        running[hook.id]?.cursor = hook.cursor
+                        continue
+                    }
+                    let ended = Ended(), wakeup = Wakeup()
                     let task = Task {
-                        await self.deliver(hook, options: options, directory: directory)
+                        await self.deliver(hook, options: options, directory: directory, wakeup: wakeup)
                         ended.flag.store(true, ordering: .releasing)
                     }
-                    running[hook.id] = (task, wanted[hook.id]!, ended)
+                    running[hook.id] = (task, wanted[hook.id]!, ended, wakeup, hook.cursor)
                     group.addTask { await task.value }
                 }
                 try? await Task.sleep(for: options.registryInterval)
@@ -139,7 +145,7 @@ extension SyncServer {
 
     /// Delivers one subscription's events, in the tenant's sequence order, until it is
     /// cancelled, disabled or deleted.
-    private func deliver(_ hook: Webhook, options: WebhookOptions, directory: DataDirectory) async {
+    private func deliver(_ hook: Webhook, options: WebhookOptions, directory: DataDirectory, wakeup: Wakeup) async {
         var logger = self.logger
         logger[metadataKey: "webhook"] = "\(hook.id)"
         logger[metadataKey: "tenant"] = "\(hook.tenant)"
@@ -167,7 +173,6 @@ extension SyncServer {
             await box.close()
             return
         }
-        let wakeup = Wakeup()
         tenant.addObserver(hook.id) { _ in wakeup.signal() }
         defer {
             tenant.removeObserver(hook.id)
@@ -288,7 +293,7 @@ extension SyncServer {
             }
             logger.info("webhook delivery failed", metadata: ["event": "\(event.id)", "attempt": "\(attempt)", "error": "\(failure!)"])
             if after.failures >= options.failuresToDisable, let since = after.failingSince,
-               Date().timeIntervalSince(since) >= options.failingPeriodToDisable.seconds {
+               Date().timeIntervalSince(since) >= Double(TimeAmount(options.failingPeriodToDisable).nanoseconds) / 1e9 {
                 let reason = "disabled after \(after.failures) failed deliveries in a row since "
                     + "\(since.formatted(.iso8601)); last: \(failure!)"
                 try? await box.run { try $0.setWebhookEnabled(hook.id, false, reason: reason) }
@@ -421,13 +426,5 @@ private final class Wakeup: Sendable {
         } onCancel: {
             signal()
         }
-    }
-}
-
-extension Duration {
-    /// In seconds, for comparisons with `Date` intervals.
-    var seconds: Double {
-        let (s, attoseconds) = components
-        return Double(s) + Double(attoseconds) / 1e18
     }
 }
