@@ -13,6 +13,8 @@ public final class WebhookReceiver: Sendable {
     public struct Request: Sendable {
         public var headers: [String: String]
         public var body: [UInt8]
+        /// When its last byte arrived.
+        public var at: ContinuousClock.Instant
 
         /// The header of that name (any case).
         public func header(_ name: String) -> String? { headers[name.lowercased()] }
@@ -119,7 +121,7 @@ public final class WebhookReceiver: Sendable {
             case .body(var buffer):
                 body += buffer.readBytes(length: buffer.readableBytes) ?? []
             case .end:
-                let request = Request(headers: headers, body: body)
+                let request = Request(headers: headers, body: body, at: .now)
                 let channel = context.channel
                 let answer = shared.state.withLock { state -> Answer in
                     let answer = state.answer(state.requests.count)
