@@ -153,7 +153,9 @@ let package = Package(
 
         // Tests.
         // Support for tests and benchmarks: temp directories, seeded randomness, server processes.
-        .target(name: "TestSupport", dependencies: ["PrivateFiles", "TLS", "Registry", "SyncModel"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: [
+            "PrivateFiles", "TLS", "Registry", "SyncModel", .product(name: "NIOHTTP1", package: "swift-nio"),
+        ] + nio, path: "Tests/TestSupport"),
         .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "PrivateFiles", "TestSupport"]),
         .testTarget(name: "SyncModelTests", dependencies: [
             "SyncModel", "TestSupport",

@@ -5,11 +5,11 @@ import ReplicaStore
 /// Rights over the CRM's records: what each record hangs off, and the roles a tenant starts
 /// with, as a sales organisation would recognise them.
 public enum CRMAccess {
-    /// A contact, an opportunity or a case hangs off its account; an activity off its account,
+    /// A contact, an opportunity, an order or a case hangs off its account; an activity off its account,
     /// else its opportunity, contact or case; a stage change off its opportunity; a campaign
     /// member off its contact or lead.
     public static let ownership = OwnershipModel(parents: [
-        "contact": ["account"], "opportunity": ["account"], "case": ["account", "contact"],
+        "contact": ["account"], "opportunity": ["account"], "order": ["account"], "case": ["account", "contact"],
         "activity": ["account", "opportunity", "contact", "case"], "stage_change": ["opportunity"],
         "campaign_member": ["contact", "lead"],
     ])
@@ -30,6 +30,7 @@ public enum CRMAccess {
             overrides: [
                 "account": TypeRights(read: .team, write: .own, create: true, delete: .none, hiddenFields: ["annual_revenue"]),
                 "opportunity": TypeRights(read: .team, write: .own, create: true, delete: .none),
+                "order": TypeRights(read: .team, write: .own, create: true, delete: .none),
                 "case": TypeRights(read: .team, write: .own, create: true, delete: .none),
                 "lead": TypeRights(read: .own, write: .own, create: true, delete: .own),
                 "activity": TypeRights(read: .own, write: .own, create: true, delete: .own),

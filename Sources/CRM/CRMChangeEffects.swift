@@ -318,7 +318,7 @@ public struct CRMChangeEffects: ChangeEffects {
 
     private static func why(_ field: String) -> String {
         switch field {
-        case "tier": "from won revenue over 12 months"
+        case "tier": "from spend over 12 months: won deals, orders or both, as tier.basis says"
         case "churn_risk": "from activity and wins"
         case "value_segment": "from revenue, pipeline, activity and strategic fit"
         case "renewal_due": "from the renewal date and open opportunities"

@@ -39,7 +39,7 @@ public struct CRMRules: Sendable {
 
     // MARK: Tiering
 
-    /// The tier of an account that won `revenue` over the last 12 months.
+    /// The tier of an account that won (or spent, see `tierSpend`) `revenue` over the last 12 months.
     public func tier(forWonRevenue revenue: Double) -> String {
         let t = settings.tiers
         if revenue > t.vip { return "vip" }
@@ -81,10 +81,30 @@ public struct CRMRules: Sendable {
         return revenue
     }
 
-    /// The tier every account should have now.
-    public func tiers(accounts: [RecordState], opportunities: [RecordState]) -> [UUID: String] {
-        let revenue = wonRevenue(opportunities)
-        return Dictionary(uniqueKeysWithValues: accounts.map { ($0.id, tier(forWonRevenue: revenue[$0.id] ?? 0)) })
+    /// Whether an order counts towards its account's spend: a sale (`CRMSchema.orderRevenueStatuses`)
+    /// dated within the last 12 months (`isInRevenueWindow`).
+    public func isSpend(orderStatus status: String?, date: String?) -> Bool {
+        guard let status, CRMSchema.orderRevenueStatuses.contains(status) else { return false }
+        return isInRevenueWindow(closedAt: date)
+    }
+
+    /// Spend per account over the last 12 months, what its tier is computed from: won
+    /// opportunities, orders, or both, as the tenant's `tier.basis` says.
+    public func tierSpend(opportunities: [RecordState], orders: [RecordState]) -> [UUID: Double] {
+        var spend = settings.tierBasis.countsOpportunities ? wonRevenue(opportunities) : [:]
+        if settings.tierBasis.countsOrders {
+            for order in orders where isSpend(orderStatus: order.text("status"), date: order.text("date")) {
+                guard let account = order.reference("account") else { continue }
+                spend[account, default: 0] += order.number("amount") ?? 0
+            }
+        }
+        return spend
+    }
+
+    /// The tier every account should have now, from the spend `tier.basis` names.
+    public func tiers(accounts: [RecordState], opportunities: [RecordState], orders: [RecordState] = []) -> [UUID: String] {
+        let spend = tierSpend(opportunities: opportunities, orders: orders)
+        return Dictionary(uniqueKeysWithValues: accounts.map { ($0.id, tier(forWonRevenue: spend[$0.id] ?? 0)) })
     }
 
     // MARK: Lifecycle

@@ -3,7 +3,8 @@ import ReplicaStore
 import SyncModel
 
 /// The rules that change with time alone, run by the tenant's server on a schedule: an
-/// account's tier from won revenue over a rolling 12 months, its churn flag, renewal flag and
+/// account's tier from its spend over a rolling 12 months (won deals, orders or both, as the
+/// tenant's `tier.basis` says), its churn flag, renewal flag and
 /// value segment; a case's SLA breach, and the escalation of an open case whose deadline passed.
 ///
 /// Written as ordinary local writes of the store's replica, so they sync to every device, and
@@ -197,6 +198,15 @@ public struct CRMScheduledPass {
                 openPipeline[account, default: 0] += v[2].crmNumber ?? 0
             }
         }
+        // What the tier counts: won deals, orders, or both (`tier.basis`).
+        var tierSpend = rules.settings.tierBasis.countsOpportunities ? wonRevenue : [:]
+        if rules.settings.tierBasis.countsOrders {
+            try store.scan("order", fields: ["account", "status", "date", "amount"]) { _, v in
+                read += 1
+                guard let account = v[0].crmReference, rules.isSpend(orderStatus: v[1].crmText, date: v[2].crmText) else { return }
+                tierSpend[account, default: 0] += v[3].crmNumber ?? 0
+            }
+        }
         try store.scan("contact", fields: ["account"]) { id, v in
             read += 1
             if let account = v[0].crmReference { contactAccount[id] = account }
@@ -222,7 +232,7 @@ public struct CRMScheduledPass {
             let overridden = CRMDerivedFields.overridden(v[7].crmText)
             var write = PlannedWrite(id: id, sequence: sequence, values: [:], counts: Counts())
             let revenue = wonRevenue[id] ?? 0
-            let tier = rules.tier(forWonRevenue: revenue)
+            let tier = rules.tier(forWonRevenue: tierSpend[id] ?? 0)
             if !overridden.contains("tier"), v[0].crmText != tier {
                 write.values["tier"] = .text(tier)
                 write.counts.tiers = 1

@@ -13,7 +13,8 @@ import SyncModel
 public enum CRMSchema {
     /// Bumped whenever a type or a field is added. 3: value segments, complaints (case type and
     /// severity, escalation), renewal flag, manual overrides of computed fields, consent warnings.
-    public static let version: UInt32 = 3
+    /// 4: orders (from an ERP).
+    public static let version: UInt32 = 4
 
     // The allowed values of the choice fields, for validation, imports and reports.
     public static let lifecycleStages = ["prospect", "target", "customer", "core", "churned"]
@@ -35,6 +36,10 @@ public enum CRMSchema {
     /// Value segments (maintenance strategy): core customers get the best service, potential
     /// ones are developed, regular ones served at optimised cost, marginal ones reviewed.
     public static let valueSegments = ["core", "potential", "regular", "marginal"]
+    /// An order's states in an ERP; `orderRevenueStatuses` of them count as revenue.
+    public static let orderStatuses = ["draft", "confirmed", "invoiced", "paid", "cancelled"]
+    /// The order states that are a sale: a draft may never happen, a cancelled one did not.
+    public static let orderRevenueStatuses: Set<String> = ["confirmed", "invoiced", "paid"]
     public static let campaignTypes = ["email", "event", "webinar", "direct_mail", "advertising", "other"]
     public static let campaignStatuses = ["planned", "active", "completed", "aborted"]
     public static let memberStatuses = ["targeted", "sent", "opened", "responded", "attended", "unsubscribed"]
@@ -94,6 +99,12 @@ public enum CRMSchema {
             ("lead_source", .text, .oneOf(leadSources)), ("next_step", .text, nil),
             ("closed_at", .text, .formatted(.date)), ("loss_reason", .text, nil),
             ("lead", .text, .references("lead")), ("merged_into", .text, .references("opportunity")),
+        ]),
+        // An order from the tenant's ERP: what an account bought, for tiering by spend.
+        type("order", [
+            ("account", .text, .references("account", required: true)), ("number", .text, .required),
+            ("date", .text, .formatted(.date, required: true)), ("amount", .real, .range(0, required: true)),
+            ("currency", .text, .formatted(.currency)), ("status", .text, .oneOf(orderStatuses, required: true)),
         ]),
         // One per stage change of an opportunity: a history that concurrent edits only add to.
         type("stage_change", [

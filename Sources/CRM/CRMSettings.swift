@@ -53,6 +53,17 @@ public struct CRMSettings: Sendable, Equatable, Codable {
     }
 
     public var tiers = TierThresholds()
+
+    /// What an account's spend for its tier is summed from: its won opportunities (the default,
+    /// for a tenant without an ERP), its orders (`CRMSchema.orderRevenueStatuses`), or both.
+    public enum TierBasis: String, Sendable, Equatable, Codable, CaseIterable {
+        case opportunities, orders, both
+
+        public var countsOpportunities: Bool { self != .orders }
+        public var countsOrders: Bool { self != .opportunities }
+    }
+    /// Setting `tier.basis`.
+    public var tierBasis = TierBasis.opportunities
     /// By case priority (`CRMSchema.casePriorities`).
     public var sla: [String: SLA] = [
         "urgent": SLA(responseHours: 1, resolutionHours: 8),
@@ -113,7 +124,7 @@ public struct CRMSettings: Sendable, Equatable, Codable {
 
     /// The `setting` keys this version understands, with what each sets.
     public static let keys: [String] = {
-        var keys = ["tier.vip", "tier.gold", "tier.silver", "tier.bronze",
+        var keys = ["tier.vip", "tier.gold", "tier.silver", "tier.bronze", "tier.basis",
                     "churn.inactivity_days", "churn.activity_drop_share", "churn.activity_period_days",
                     "renewal.window_days", "sla.core_factor", "case.follow_up_days",
                     "segment.core_revenue", "segment.core_orders", "segment.potential_pipeline",
@@ -202,6 +213,11 @@ public struct CRMSettings: Sendable, Equatable, Codable {
         case "tier.gold": tiers.gold = try number()
         case "tier.silver": tiers.silver = try number()
         case "tier.bronze": tiers.bronze = try number()
+        case "tier.basis":
+            guard let basis = TierBasis(rawValue: value) else {
+                throw CRMError.invalidSetting(key: key, value: raw, expected: "opportunities, orders or both")
+            }
+            tierBasis = basis
         case "churn.inactivity_days": churnInactivityDays = try days()
         case "churn.activity_period_days": activityPeriodDays = try days()
         case "renewal.window_days": renewalWindowDays = try days()

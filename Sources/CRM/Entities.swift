@@ -157,6 +157,40 @@ public struct Opportunity: CRMEntity {
     ]
 }
 
+/// An order an ERP wrote for an account: what the account actually bought. Confirmed, invoiced
+/// and paid orders count towards the account's tier when the tenant's `tier.basis` says so.
+public struct Order: CRMEntity {
+    public static let recordType = "order"
+    public let id: UUID
+    public var account: UUID?
+    /// The ERP's order number, as the customer sees it.
+    public var number = ""
+    /// The order day, `YYYY-MM-DD`: what places it in the 12 months tiering counts.
+    public var date = ""
+    public var amount: Double?
+    public var currency: String?
+    /// One of `CRMSchema.orderStatuses`.
+    public var status = "confirmed"
+    public var custom: [String: FieldValue] = [:]
+
+    public init(id: UUID) { self.id = id }
+    public init(id: UUID = UUID(), account: UUID, number: String, date: String, amount: Double, currency: String? = nil,
+                status: String = "confirmed") {
+        self.id = id
+        self.account = account
+        self.number = number
+        self.date = date
+        self.amount = amount
+        self.currency = currency
+        self.status = status
+    }
+
+    public static let fields: [CRMField<Order>] = [
+        .id("account", \.account), .text("number", \.number), .text("date", \.date), .real("amount", \.amount),
+        .text("currency", \.currency), .text("status", \.status),
+    ]
+}
+
 /// One change of an opportunity's stage: its history, which concurrent edits only add to.
 public struct StageChange: CRMEntity {
     public static let recordType = "stage_change"

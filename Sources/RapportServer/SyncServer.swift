@@ -62,6 +62,9 @@ public final class SyncServer: Sendable {
         public var scheduledWork: ScheduledTenantWork?
         /// Purges and compaction of every tenant's store and of the registry (`housekeeping(every:registryPath:)`).
         public var housekeeping: ScheduledTenantWork?
+        /// Delivers the webhook subscriptions of the data directory's registry
+        /// (`rapportctl webhook`); `nil` delivers none.
+        public var webhooks: WebhookOptions?
         /// Set on a branch office's server: the centre whose tenant it replicates (SPEC.md 6).
         public var upstream: UpstreamConfiguration?
         /// Where the server counts what it does; each configuration made by `init` has a
@@ -259,9 +262,11 @@ public final class SyncServer: Sendable {
         let accessWatch = Task { [self] in await watchAccess() }
         // One task for every kind of scheduled work, each in a loop of its own: cancelling it stops them all.
         let works = [configuration.scheduledWork, configuration.housekeeping].compactMap { $0 }
-        let scheduled = works.isEmpty ? nil : Task { [self] in
+        let webhooks = configuration.webhooks
+        let scheduled = works.isEmpty && webhooks == nil ? nil : Task { [self] in
             await withTaskGroup(of: Void.self) { group in
                 for work in works { group.addTask { await self.runScheduled(work) } }
+                if let webhooks { group.addTask { await self.runWebhooks(webhooks) } }
             }
         }
         running.withLock {

@@ -18,6 +18,9 @@ public final class TenantStore: Sendable {
     private let announced: Mutex<Int64>
     /// Change-feed readers waiting for the next change (`waitForChange`), resumed by `announce`.
     private let waiters = Mutex<[UUID: CheckedContinuation<Void, Never>]>([:])
+    /// Told the new sequence whenever sessions are (the server's webhook deliveries), by a key
+    /// of the observer's choosing.
+    private let observers = Mutex<[String: @Sendable (Int64) -> Void]>([:])
 
     init(tenant: String, store: SharedReplicaStore, sequence: Int64) {
         self.tenant = tenant
@@ -34,6 +37,16 @@ public final class TenantStore: Sendable {
         _ = subscribers.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 
+    /// Calls `observer` with the tenant's sequence whenever it is announced, until
+    /// `removeObserver(key)`: work beside the sessions that follows the tenant's changes.
+    func addObserver(_ key: String, _ observer: @escaping @Sendable (Int64) -> Void) {
+        observers.withLock { $0[key] = observer }
+    }
+
+    func removeObserver(_ key: String) {
+        _ = observers.withLock { $0.removeValue(forKey: key) }
+    }
+
     /// Tells every subscribed session but `origin` that the tenant's sequence reached `sequence`.
     /// Writing to a channel from here is safe: NIO hands the write to the channel's event loop.
     func announce(_ sequence: Int64, except origin: (any Channel)?) {
@@ -45,6 +58,7 @@ public final class TenantStore: Sendable {
         notice.serverSequence = UInt64(sequence)
         var frame = Rapport_V1_Frame()
         frame.changesAvailable = notice
+        for observer in observers.withLock({ Array($0.values) }) { observer(sequence) }
         let targets = subscribers.withLock { Array($0.values) }
         for channel in targets where origin.map({ ObjectIdentifier($0) != ObjectIdentifier(channel) }) ?? true {
             channel.writeAndFlush(frame, promise: nil)
@@ -67,9 +81,9 @@ public final class TenantStore: Sendable {
     /// Announces what other processes committed to the store (`rapportctl import`, another
     /// server node), which no session of this server announced, so live devices pull it
     /// without waiting for their next push. Costs one read, and only for a store with
-    /// subscribers.
+    /// subscribers, change-feed readers or observers.
     func announceOutsideCommits() async {
-        guard subscribers.withLock({ !$0.isEmpty }) || waiters.withLock({ !$0.isEmpty }),
+        guard subscribers.withLock({ !$0.isEmpty }) || waiters.withLock({ !$0.isEmpty }) || observers.withLock({ !$0.isEmpty }),
               let sequence = try? await store.perform({ try $0.lastSequence }),
               sequence > announced.withLock({ $0 }) else { return }
         announce(sequence, except: nil)

@@ -115,6 +115,7 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
     case noSuchUser(tenant: String, email: String)
     case userNotActive(tenant: String, email: String, status: UserStatus)
     case noSuchDevice(String)
+    case noSuchWebhook(String)
     case enrollment(EnrollmentFailure, String)
     /// The registry file is not ours, or is newer than this program.
     case badRegistryFile(path: String, reason: String)
@@ -133,6 +134,7 @@ public enum RegistryError: Error, Equatable, CustomStringConvertible {
                        : "--confirm \(got!) does not match the tenant '\(expected)'"
         case let .invalidEmail(email): "'\(email.prefix(80))' is not an e-mail address"
         case let .invalidArgument(reason): reason
+        case let .noSuchWebhook(id): "no webhook '\(id.prefix(80))' (see 'rapportctl webhook list --tenant T')"
         case let .userExists(tenant, email): "user \(email) already exists in tenant '\(tenant)'"
         case let .noSuchUser(tenant, email): "no user \(email) in tenant '\(tenant)'"
         case let .userNotActive(tenant, email, status): "user \(email) of tenant '\(tenant)' is \(status.rawValue)"

@@ -205,6 +205,48 @@ public final class Registry {
             ) WITHOUT ROWID;
             CREATE UNIQUE INDEX api_keys_active_name ON api_keys (tenant, name) WHERE status = 'active';
             """),
+        Migration(version: 6, "webhook subscriptions, their delivery log and the field versions they last saw", sql: """
+            -- events: JSON array of `type` or `type.field`. cursor: the tenant sequence delivered
+            -- up to. secret: hex, kept to sign deliveries (the registry is owner-only).
+            -- failing_since: when the current run of consecutive failures began.
+            CREATE TABLE webhooks (
+                id TEXT PRIMARY KEY,
+                tenant TEXT NOT NULL REFERENCES tenants (slug) ON DELETE CASCADE,
+                url TEXT NOT NULL,
+                events TEXT NOT NULL,
+                role TEXT NOT NULL,
+                ca_file TEXT,
+                secret TEXT NOT NULL,
+                enabled INTEGER NOT NULL,
+                disabled_reason TEXT,
+                cursor INTEGER NOT NULL,
+                failures INTEGER NOT NULL DEFAULT 0,
+                failing_since INTEGER,
+                created_at INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            CREATE INDEX webhooks_by_tenant ON webhooks (tenant);
+            -- The last deliveries of each subscription (bounded: older rows are deleted).
+            CREATE TABLE webhook_deliveries (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                webhook TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+                event_id TEXT NOT NULL,
+                sequence INTEGER NOT NULL,
+                record TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                at INTEGER NOT NULL,
+                status INTEGER,
+                error TEXT
+            );
+            CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook, id);
+            -- Per record, the write (dot) of each field as last delivered: which fields a later
+            -- change touched, for `type.field` events.
+            CREATE TABLE webhook_seen (
+                webhook TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+                record TEXT NOT NULL,
+                fields TEXT NOT NULL,
+                PRIMARY KEY (webhook, record)
+            ) WITHOUT ROWID;
+            """),
     ]
 
     // MARK: Time

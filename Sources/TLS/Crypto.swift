@@ -13,6 +13,16 @@ public enum Crypto {
         return Array(digest.prefix(Int(length)))
     }
 
+    /// HMAC-SHA256 of `message` under `key`: what signs a webhook delivery.
+    public static func hmacSHA256(key: some Collection<UInt8>, _ message: some Collection<UInt8>) -> [UInt8] {
+        let key = Array(key), input = Array(message)
+        var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        // As with SHA-256: fails only on a broken OpenSSL, which must not pass silently.
+        precondition(HMAC(EVP_sha256(), key, Int32(key.count), input, input.count, &digest, &length) != nil, "HMAC-SHA256 failed")
+        return Array(digest.prefix(Int(length)))
+    }
+
     /// `count` bytes from OpenSSL's CSPRNG.
     public static func randomBytes(_ count: Int) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)

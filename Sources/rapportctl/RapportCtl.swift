@@ -26,7 +26,7 @@ struct RapportCtl: AsyncParsableCommand {
         subcommands: [
             TenantCommand.self, UserCommand.self, RoleCommand.self, DeviceCommand.self, BranchCommand.self, Backup.self, Restore.self,
             Export.self, Stats.self, Audit.self, Report.self, Import.self, ExportCSV.self, RulesCommand.self, RetentionCommand.self,
-            SchemaCommand.self, APIKeyCommand.self,
+            SchemaCommand.self, APIKeyCommand.self, WebhookCommand.self,
         ])
 
     /// Replaces ArgumentParser's `main` to keep the documented exit codes.
@@ -97,7 +97,7 @@ struct CtlFailure: Error {
             self = error
         case let error as RegistryError:
             switch error {
-            case .noSuchTenant, .noSuchUser, .noSuchDevice: self.init(.notFound, error.description)
+            case .noSuchTenant, .noSuchUser, .noSuchDevice, .noSuchWebhook: self.init(.notFound, error.description)
             case .tenantExists, .tenantNotActive, .tenantNotDeleted, .confirmationMismatch, .userExists, .userNotActive:
                 self.init(.conflict, error.description)
             case .badRegistryFile: self.init(.badFile, error.description)

@@ -63,6 +63,21 @@ struct Rapportd: AsyncParsableCommand {
     @Option(help: "Seconds between housekeeping runs over every active tenant: tombstones and closed conflicts past the tenant's horizons purged ('rapportctl retention set'), stores and registry compacted; 0 disables it.")
     var housekeepingInterval: Double = 3600
 
+    @Option(help: "Seconds a webhook receiver has to answer one delivery ('rapportctl webhook create') before it counts as failed.")
+    var webhookTimeout: Double = 10
+
+    @Option(help: "Seconds before the first retry of a failed webhook delivery; each next retry waits twice as long (at most 300 s), plus up to half again at random.")
+    var webhookRetry: Double = 1
+
+    @Option(help: "Failed webhook deliveries in a row after which the subscription is disabled (with the reason in 'rapportctl webhook show') ...")
+    var webhookDisableAfter: Int = 10
+
+    @Option(help: "... provided they span at least this many seconds (so a short outage of the receiver never disables it).")
+    var webhookDisablePeriod: Double = 3600
+
+    @Flag(help: "Deliver no webhooks (a branch office never does: its centre does).")
+    var noWebhooks = false
+
     @Flag(help: "Do not make the development tenant 'dev' in an empty data directory.")
     var noDevTenant = false
 
@@ -110,6 +125,12 @@ struct Rapportd: AsyncParsableCommand {
         }
         guard apiRate > 0, apiRate.isFinite else { throw ValidationError("--api-rate must be a positive number of requests a second") }
         guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
+        guard webhookTimeout > 0, webhookTimeout.isFinite, webhookRetry > 0, webhookRetry.isFinite else {
+            throw ValidationError("--webhook-timeout and --webhook-retry must be positive numbers of seconds")
+        }
+        guard webhookDisableAfter >= 1, webhookDisablePeriod >= 0, webhookDisablePeriod.isFinite else {
+            throw ValidationError("--webhook-disable-after must be at least 1 and --webhook-disable-period at least 0")
+        }
         guard rulesInterval >= 0, rulesInterval.isFinite else { throw ValidationError("--rules-interval must be 0 (off) or a number of seconds") }
         guard housekeepingInterval >= 0, housekeepingInterval.isFinite else { throw ValidationError("--housekeeping-interval must be 0 (off) or a number of seconds") }
         if upstream != nil {
@@ -142,6 +163,14 @@ struct Rapportd: AsyncParsableCommand {
         // A branch leaves the scheduled pass to the centre: the same rules run there on the
         // whole tenant, and a branch would write the same values again under its own id.
         if rulesInterval > 0 && upstream == nil { config.scheduledWork = Self.rulePass(every: .milliseconds(Int64(rulesInterval * 1000))) }
+        if !noWebhooks && upstream == nil {
+            var webhooks = WebhookOptions()
+            webhooks.requestTimeout = .milliseconds(Int64(webhookTimeout * 1000))
+            webhooks.initialBackoff = .milliseconds(Int64(webhookRetry * 1000))
+            webhooks.failuresToDisable = webhookDisableAfter
+            webhooks.failingPeriodToDisable = .milliseconds(Int64(webhookDisablePeriod * 1000))
+            config.webhooks = webhooks
+        }
         if housekeepingInterval > 0 {
             config.housekeeping = .housekeeping(every: .milliseconds(Int64(housekeepingInterval * 1000)),
                                                 registryPath: DataDirectory(data).registryPath)

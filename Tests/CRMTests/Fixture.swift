@@ -56,6 +56,12 @@ final class Fixture {
     }
 
     @discardableResult
+    func order(_ account: UUID, _ number: String, amount: Double, day: String, status: String = "confirmed") throws -> UUID {
+        try store.create("order", ["account": .text(account.uuidString), "number": .text(number), "amount": .real(amount),
+                                   "date": .text(day), "status": .text(status), "currency": .text("EUR")]).id
+    }
+
+    @discardableResult
     func activity(account: UUID? = nil, contact: UUID? = nil, occurred: String, owner: String = "ann@example.com",
                   kind: String = "call", status: String = "done") throws -> UUID {
         var values: [String: FieldValue] = ["kind": .text(kind), "subject": .text("touch"), "occurred_at": .text(occurred),
