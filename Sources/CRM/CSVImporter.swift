@@ -221,6 +221,7 @@ public struct CSVImporter {
         private var held: [CSV.Record] = []
         private var queued: [CSV.Record] = []
         private(set) var footer: [String] = []
+        private var finished = false
 
         init(next: @escaping () throws -> CSV.Record?, headerWidth: Int) {
             self.source = next
@@ -229,6 +230,7 @@ public struct CSVImporter {
 
         mutating func next() throws -> CSV.Record? {
             if !queued.isEmpty { return queued.removeFirst() }
+            if finished { return nil }
             while let record = try source() {
                 if headerWidth > 1 && record.fields.count == 1 {
                     held.append(record)
@@ -241,6 +243,7 @@ public struct CSVImporter {
             }
             footer = held.map { $0.fields[0] }
             held = []
+            finished = true
             return nil
         }
     }

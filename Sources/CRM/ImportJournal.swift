@@ -98,8 +98,11 @@ public struct ImportJournal: Sendable, Equatable, Codable {
         var report = UndoReport(id: id)
         // Fields emptied with the one they were stamped for.
         var cleared = Set<String>()
-        let stamped = filled.filter { $0.value == nil }
-        let written = filled.filter { $0.value != nil }
+        // A field filled in a record the import made goes with the record (an account's parent,
+        // filled once its file was in); emptying it first would look like a change since.
+        let made = Set(created)
+        let stamped = filled.filter { $0.value == nil && !made.contains($0.record) }
+        let written = filled.filter { $0.value != nil && !made.contains($0.record) }
         for chunk in stride(from: 0, to: written.count, by: batchSize) {
             try store.transaction {
                 for entry in written[chunk..<min(chunk + batchSize, written.count)] {
