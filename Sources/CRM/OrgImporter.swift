@@ -151,7 +151,7 @@ public struct OrgImporter {
         var users: [String: Int] = [:]
         for (_, name, profile, _, _, open) in planned where profile.recordType == nil {
             // A user file is one line per person of the company: read whole.
-            users[name] = try Self.reading(name) { try run.learnUsers(try open().all(), profile: profile) }
+            users[name] = try Self.reading(name) { run.learnUsers(try open().all(), profile: profile) }
         }
         report.customFieldsCreated = try run.declareCustomFields(for: planned.map { ($0.profile, $0.header) })
         for (_, name, profile, chosenBy, _, open) in planned {
