@@ -81,7 +81,10 @@ struct ImportRun: ParsableCommand {
             with --json per row) without writing.
 
             Every import that writes gets an id (shown, and 'importID' with --json); \
-            'rapportctl import undo ID' reverts it.
+            'rapportctl import undo ID' reverts it. Its journal is written as batches commit: \
+            a run that is killed can be undone too, and running the same import again carries \
+            it on under the same id. Files are read as they import, in the same memory whatever \
+            their size; on a terminal a progress line shows the rows done and the file read.
             """)
     @OptionGroup var common: CommonOptions
     @Argument var tenant: String
