@@ -59,7 +59,7 @@ let package = Package(
             ]
         ),
 
-        .target(name: "CRM", dependencies: ["Access", "ReplicaStore", "SyncModel"]),
+        .target(name: "CRM", dependencies: ["Access", "PrivateFiles", "ReplicaStore", "SyncModel"]),
         // The registry of tenants, users and devices, and the tenant files of a data directory.
         .target(name: "Registry", dependencies: ["Access", "PrivateFiles", "SQLite", "SyncModel", "ReplicaStore", "TLS"]),
         .target(

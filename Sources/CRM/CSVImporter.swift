@@ -29,6 +29,9 @@ public struct ImportReport: Sendable, Equatable, Codable {
         public var matchedBy: String
         /// Fields the row filled in because the record had no value; never an overwrite.
         public var filledFields: [String]
+        /// The row's id in the source (`external_id`), so a whole-org import finds the record
+        /// its references name.
+        public var externalID: String?
     }
 
     public var type: String
@@ -111,8 +114,15 @@ public struct CSVImporter {
         public var dateFormat: ImportDateFormat = .us
         /// Custom field definitions a dry run of the same import would have created first.
         public var assumedCustomFields: [CustomField] = []
-        /// Told the rows done and the rows in all after each batch, for a progress line.
-        public var progress: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+        /// Told the rows done, the bytes of the file read and its size after each batch, for a
+        /// progress line (the rows in all are not known before the end of a file read as it
+        /// imports).
+        public var progress: (@Sendable (_ rows: Int, _ bytesRead: Int, _ totalBytes: Int?) -> Void)?
+        /// Where each batch notes what it made and filled before it commits, for undo.
+        public var journal: ImportJournal.Writer?
+        /// How many created rows the report lists one by one (`created`); the count is always
+        /// whole. A dry run inside the library lists them all, for the files after it.
+        public var createdListLimit = 10_000
         public init() {}
     }
 
@@ -130,19 +140,31 @@ public struct CSVImporter {
     }
 
     /// Imports a CSV text whose first record is the header.
-    public func run(csv text: String) throws -> ImportReport { try run(records: try CSV.parse(text)) }
+    public func run(csv text: String) throws -> ImportReport { try run(reader: CSV.Reader(data: Data(text.utf8))) }
 
     /// Imports a CSV file's bytes (UTF-8).
-    public func run(data: Data) throws -> ImportReport { try run(records: try CSV.parse(data: data)) }
+    public func run(data: Data) throws -> ImportReport { try run(reader: CSV.Reader(data: data)) }
+
+    /// Imports a CSV file as it reads it: the memory it takes is that of one batch, whatever the
+    /// file's size.
+    public func run(reader: CSV.Reader) throws -> ImportReport {
+        try run(next: reader.next) { (reader.bytesRead, reader.totalBytes) }
+    }
 
     /// Imports parsed CSV records whose first is the header.
+    public func run(records: [CSV.Record]) throws -> ImportReport {
+        var iterator = records.makeIterator()
+        return try run(next: { iterator.next() }) { (0, nil) }
+    }
+
+    /// Imports the records `next` gives, the header first.
     ///
     /// - Throws: for the file as a whole (an unknown type, a mapping to a field the type does
     ///   not have, a store that fails); a bad row is a rejection in the report instead.
-    public func run(records: [CSV.Record]) throws -> ImportReport {
+    func run(next: @escaping () throws -> CSV.Record?, read: () -> (Int, Int?)) throws -> ImportReport {
         guard let recordType = store.schema.types[type] else { throw CRMError.unknownRecordType(type) }
         var report = ImportReport(type: type, dryRun: options.dryRun)
-        guard let header = records.first?.fields else { return report }
+        guard let header = try next()?.fields else { return report }
         let mapping = self.mapping ?? CSVMapping.detect(header: header, type: recordType)
         var custom = try CustomField.all(in: RecordLookup(store))[type] ?? [:]
         for field in options.assumedCustomFields where field.entity == type && custom[field.name] == nil { custom[field.name] = field }
@@ -154,42 +176,76 @@ public struct CSVImporter {
                             accounts: recordType.fields["account"] != nil
                                 ? try Self.accountsByName(store).merging(options.assumedAccounts) { existing, _ in existing } : [:],
                             custom: custom)
-        let (rows, footer) = Self.splitFooter(records)
-        report.footerLines = footer
-        report.rows = rows.count
-        var start = rows.startIndex
-        while start < rows.endIndex {
-            let batch = rows[start..<min(start + max(1, options.batchSize), rows.endIndex)]
+        var rows = Rows(next: next, headerWidth: header.count)
+        var batch: [CSV.Record] = []
+        batch.reserveCapacity(max(1, options.batchSize))
+        while true {
+            batch.removeAll(keepingCapacity: true)
+            while batch.count < max(1, options.batchSize), let row = try rows.next() { batch.append(row) }
+            if batch.isEmpty { break }
             var next = report
+            next.rows += batch.count
             do {
                 if options.dryRun {
                     for record in batch { try run.importRow(record, into: &next) }
                 } else {
-                    try store.transaction { for record in batch { try run.importRow(record, into: &next) } }
+                    try store.transaction {
+                        let mark = try options.journal?.mark(store)
+                        for record in batch { try run.importRow(record, into: &next) }
+                        if let journal = options.journal, let mark {
+                            try journal.record(store, since: mark, merges: next.merges[report.merges.count...])
+                        }
+                    }
                 }
             } catch {
                 // The batch rolled back whole; what earlier batches committed stays, and a
                 // re-run finds those rows imported and goes on from there.
                 throw ImportInterrupted(report: report, atRow: batch.first?.row ?? 0, cause: error)
             }
+            if !options.dryRun && next.created.count > options.createdListLimit { next.created.removeLast(next.created.count - options.createdListLimit) }
             report = next
-            start = batch.endIndex
-            options.progress?(start - rows.startIndex, rows.count)
+            let (bytes, total) = read()
+            options.progress?(report.rows, bytes, total)
         }
+        report.footerLines = rows.footer
         return report
     }
 
-    /// The data rows of `records` (the header dropped) and the footer after them: trailing
-    /// lines of one field when the header has more, as a Salesforce report ends ("Grand
-    /// Totals", the copyright, "Generated By").
-    static func splitFooter(_ records: [CSV.Record]) -> (rows: ArraySlice<CSV.Record>, footer: [String]) {
-        var rows = records.dropFirst()
-        var footer: [String] = []
-        while (records.first?.fields.count ?? 0) > 1, let last = rows.last, last.fields.count == 1 {
-            footer.insert(last.fields[0], at: 0)
-            rows.removeLast()
+    /// The data rows of a CSV read one at a time, and the footer after them: trailing lines of
+    /// one field when the header has more, as a Salesforce report ends ("Grand Totals", the
+    /// copyright, "Generated By"). Lines of one field are held until a longer one shows they
+    /// were rows (then rejected as short) or the end shows they were the footer.
+    struct Rows {
+        let source: () throws -> CSV.Record?
+        let headerWidth: Int
+        private var held: [CSV.Record] = []
+        private var queued: [CSV.Record] = []
+        private(set) var footer: [String] = []
+        private var finished = false
+
+        init(next: @escaping () throws -> CSV.Record?, headerWidth: Int) {
+            self.source = next
+            self.headerWidth = headerWidth
         }
-        return (rows, footer)
+
+        mutating func next() throws -> CSV.Record? {
+            if !queued.isEmpty { return queued.removeFirst() }
+            if finished { return nil }
+            while let record = try source() {
+                if headerWidth > 1 && record.fields.count == 1 {
+                    held.append(record)
+                    continue
+                }
+                guard !held.isEmpty else { return record }
+                queued = held + [record]
+                held = []
+                return queued.removeFirst()
+            }
+            footer = held.map { $0.fields[0] }
+            held = []
+            finished = true
+            return nil
+        }
     }
 
     /// Live, unmerged accounts by normalised name; the first of a name wins.
@@ -335,7 +391,8 @@ private struct ImportRun {
                 if settling && !dryRun { try store.settleEffects() }
             }
             finder.add(existing, keys: keys)
-            report.merges.append(.init(row: row, record: existing, matchedBy: matchedBy, filledFields: filled.keys.sorted()))
+            report.merges.append(.init(row: row, record: existing, matchedBy: matchedBy, filledFields: filled.keys.sorted(),
+                                       externalID: extra["external_id"]))
         } else {
             if dryRun { pending[id] = values } else { try store.create(importer.type, id: id, values) }
             if settling && !dryRun { try store.settleEffects() }

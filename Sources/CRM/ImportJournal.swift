@@ -1,4 +1,5 @@
 import Foundation
+import PrivateFiles
 import ReplicaStore
 import SyncModel
 
@@ -10,7 +11,9 @@ public struct ImportJournal: Sendable, Equatable, Codable {
     public struct Filled: Sendable, Equatable, Codable {
         public var record: UUID
         public var field: String
-        public var value: Value
+        /// What the import wrote; `nil` for a moment the store's effects stamped beside it
+        /// (`consent_email_at`), emptied with its field.
+        public var value: Value?
     }
 
     /// A field value in a form JSON keeps exactly.
@@ -44,37 +47,20 @@ public struct ImportJournal: Sendable, Equatable, Codable {
     public var created: [UUID]
     public var filled: [Filled]
     public var undoneAt: Date?
+    /// When the import ended; `nil` while it runs or when it was killed: a re-run of the same
+    /// import then carries on this journal.
+    public var finishedAt: Date?
+    /// The store's clock after the import's last committed batch: a record it made that was
+    /// written after that was changed by someone since.
+    public var lastStamp: UInt64?
 
-    /// The live records of every type of `store`, to tell afterwards what an import made.
-    public static func liveRecords(_ store: ReplicaStore) throws -> Set<UUID> {
-        var ids = Set<UUID>()
-        for type in store.schema.types.keys { try store.scan(type, fields: []) { id, _ in ids.insert(id) } }
-        return ids
-    }
-
-    /// The journal of an import that just ran on `store`, which held `before` before it: the
-    /// records made since by this store's own writes (the import and its effects; a device's
-    /// record pushed meanwhile carries its own replica's writes and is left out), and the
-    /// fields the reports' merges filled.
-    public static func after(_ reports: [ImportReport], id: String, tenant: String, detail: String,
-                             store: ReplicaStore, before: Set<UUID>) throws -> ImportJournal {
-        var created: [UUID] = []
-        for record in try liveRecords(store).subtracting(before).sorted(by: { $0.uuidString < $1.uuidString }) {
-            guard let state = try store.record(record), Set(state.vector.entries.keys) == [store.replicaID] else { continue }
-            created.append(record)
-        }
-        var filled: [Filled] = []
-        for merge in reports.flatMap(\.merges) where !merge.filledFields.isEmpty {
-            guard let state = try store.record(merge.record) else { continue }
-            let values = state.values
-            // The store's effects stamp a consent with its time (`consent_email_at`) when the
-            // consent is first written: that field was empty before too, and goes with it.
-            let stamps = merge.filledFields.map { $0 + "_at" }.filter {
-                store.schema.types[state.type]?.fields[$0] != nil && !merge.filledFields.contains($0) && (values[$0] ?? .null) != .null
-            }
-            for field in merge.filledFields + stamps { filled.append(.init(record: merge.record, field: field, value: Value(values[field] ?? .null))) }
-        }
-        return ImportJournal(id: id, tenant: tenant, detail: detail, at: Date(), created: created, filled: filled)
+    public init(id: String, tenant: String, detail: String, at: Date = Date(), created: [UUID] = [], filled: [Filled] = []) {
+        self.id = id
+        self.tenant = tenant
+        self.detail = detail
+        self.at = at
+        self.created = created
+        self.filled = filled
     }
 
     /// What undoing an import did.
@@ -82,7 +68,8 @@ public struct ImportJournal: Sendable, Equatable, Codable {
         /// A filled field left as it is because it holds another value now.
         public struct Kept: Sendable, Equatable, Codable {
             public var record: UUID
-            public var field: String
+            /// The field kept, `nil` for a record the import made that was changed since.
+            public var field: String?
             public var reason: String
         }
 
@@ -95,39 +82,230 @@ public struct ImportJournal: Sendable, Equatable, Codable {
 
         public var summary: String {
             "undid import \(id): deleted \(deleted) record(s) it made (\(alreadyDeleted) deleted already), "
-                + "cleared \(fieldsCleared) field(s) it filled, kept \(kept.count) changed since"
+                + "cleared \(fieldsCleared) field(s) it filled, kept \(kept.filter { $0.field == nil }.count) record(s) "
+                + "and \(kept.filter { $0.field != nil }.count) field(s) changed since"
         }
     }
 
     /// Reverts the import as local writes of `store`, which sync like any change: the records
-    /// it made are deleted (tombstones, so `restore` can bring one back), and each field it
-    /// filled is emptied again unless it holds another value now, which is kept and reported.
-    /// Writes in transactions of `batchSize` so sessions beside it wait one chunk at most.
+    /// it made are deleted (tombstones, so `restore` can bring one back) unless someone changed
+    /// them since (kept and reported: deleting would lose their work), and each field it filled
+    /// is emptied again unless it holds another value now, which is kept and reported. A record
+    /// the journal names that the store never got (the batch of a killed run that did not
+    /// commit) is passed over. Writes in transactions of `batchSize` so sessions beside it wait
+    /// one chunk at most.
     public func undo(_ store: ReplicaStore, batchSize: Int = 500) throws -> UndoReport {
         var report = UndoReport(id: id)
-        for chunk in stride(from: 0, to: filled.count, by: batchSize) {
+        // Fields emptied with the one they were stamped for.
+        var cleared = Set<String>()
+        // A field filled in a record the import made goes with the record (an account's parent,
+        // filled once its file was in); emptying it first would look like a change since.
+        let made = Set(created)
+        let stamped = filled.filter { $0.value == nil && !made.contains($0.record) }
+        let written = filled.filter { $0.value != nil && !made.contains($0.record) }
+        for chunk in stride(from: 0, to: written.count, by: batchSize) {
             try store.transaction {
-                for entry in filled[chunk..<min(chunk + batchSize, filled.count)] {
-                    guard let state = try store.record(entry.record), !state.isDeleted else { continue }
+                for entry in written[chunk..<min(chunk + batchSize, written.count)] {
+                    guard let state = try store.record(entry.record), !state.isDeleted, let value = entry.value else { continue }
                     let now = state.values[entry.field] ?? .null
-                    guard now == entry.value.fieldValue else {
+                    // Never written: the batch that would have filled it did not commit.
+                    if now == .null { continue }
+                    guard now == value.fieldValue else {
                         report.kept.append(.init(record: entry.record, field: entry.field, reason: "changed since the import to \(now)"))
                         continue
                     }
+                    try store.update(entry.record, [entry.field: .null])
+                    cleared.insert("\(entry.record)/\(entry.field)")
+                    report.fieldsCleared += 1
+                }
+                for entry in stamped where cleared.contains("\(entry.record)/\(entry.field.dropLast(3))") {
+                    guard let state = try store.record(entry.record), (state.values[entry.field] ?? .null) != .null else { continue }
                     try store.update(entry.record, [entry.field: .null])
                     report.fieldsCleared += 1
                 }
             }
         }
+        let stamp = lastStamp.map(HLCTimestamp.init(rawValue:))
         for chunk in stride(from: 0, to: created.count, by: batchSize) {
             try store.transaction {
                 for record in created[chunk..<min(chunk + batchSize, created.count)] {
-                    guard let state = try store.record(record), !state.isDeleted else { report.alreadyDeleted += 1; continue }
+                    guard let state = try store.record(record) else { continue }
+                    guard !state.isDeleted else { report.alreadyDeleted += 1; continue }
+                    let elsewhere = state.vector.entries.keys.contains { $0 != store.replicaID }
+                    if elsewhere || stamp.map({ state.latestTimestamp > $0 }) == true {
+                        report.kept.append(.init(record: record, field: nil, reason:
+                            "\(state.type) changed since the import\(elsewhere ? " on a device" : ""); left as it is"))
+                        continue
+                    }
                     try store.delete(record)
                     report.deleted += 1
                 }
             }
         }
         return report
+    }
+
+    /// The folder of a data directory that holds the journals.
+    public static func folder(in dataDirectory: String) -> String { dataDirectory + "/imports" }
+
+    /// Reads the journal `id` of a data directory, with what its runs wrote batch by batch.
+    ///
+    /// - Throws: `CRMError.invalidMapping` when it is not there or cannot be read.
+    public static func load(_ id: String, in dataDirectory: String) throws -> ImportJournal {
+        let path = folder(in: dataDirectory) + "/" + id
+        guard let data = FileManager.default.contents(atPath: path + ".json") else { throw CRMError.invalidMapping("no import \(id)") }
+        var journal = try decoder.decode(ImportJournal.self, from: data)
+        if let entries = FileManager.default.contents(atPath: path + ".jsonl") {
+            var seen = Set(journal.created)
+            for line in entries.split(separator: UInt8(ascii: "\n")) {
+                // The last line of a killed run may be cut short; its batch never committed.
+                guard let batch = try? decoder.decode(Writer.Batch.self, from: line) else { continue }
+                for id in batch.created where seen.insert(id).inserted { journal.created.append(id) }
+                journal.filled += batch.filled
+                journal.lastStamp = max(journal.lastStamp ?? 0, batch.stamp)
+            }
+        }
+        return journal
+    }
+
+    /// Writes the journal's header (the lists of what it did stay in the batch lines).
+    public func save(in dataDirectory: String) throws {
+        try PrivateFiles.createDirectory(Self.folder(in: dataDirectory))
+        var header = self
+        header.created = []
+        header.filled = []
+        try PrivateFiles.write(Self.encoder.encode(header), to: Self.folder(in: dataDirectory) + "/" + id + ".json")
+    }
+
+    static var encoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }
+
+    static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+
+    /// The journal of an import while it runs. Each batch of the import appends what it made
+    /// and filled before its transaction commits, so a run killed at any point leaves a
+    /// journal that names everything it committed (and perhaps a batch it did not, which undo
+    /// passes over): `rapportctl import undo` works for it, and a re-run carries it on.
+    ///
+    /// Lines are appended to an owner-only file and synced; the header, with the import's id,
+    /// is written before the first write of the import.
+    public final class Writer: Sendable {
+        /// One committed batch, one line of the journal.
+        struct Batch: Codable {
+            var created: [UUID]
+            var filled: [Filled]
+            /// The store's clock at the end of the batch.
+            var stamp: UInt64
+        }
+
+        /// Where the store stood when a batch began, to tell what it made.
+        public struct Mark: Sendable {
+            var sequence: Int64
+            var timestamp: HLCTimestamp
+        }
+
+        public let id: String
+        /// Whether this run carries on the journal of a run that was killed.
+        public let resumed: Bool
+        let dataDirectory: String
+        // FileHandle is safe to share: each append is one write call, and the importer writes
+        // from one thread.
+        let handle: FileHandle
+
+        /// Starts the journal of an import of `detail` into `tenant`, or carries on the one of
+        /// the same import that did not finish (killed or stopped by the store).
+        public init(tenant: String, detail: String, dataDirectory: String, newID: () -> String) throws {
+            let folder = ImportJournal.folder(in: dataDirectory)
+            try PrivateFiles.createDirectory(folder)
+            var unfinished: ImportJournal?
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: folder))?.sorted() ?? [] where name.hasSuffix(".json") {
+                guard let data = FileManager.default.contents(atPath: folder + "/" + name),
+                      let journal = try? ImportJournal.decoder.decode(ImportJournal.self, from: data) else { continue }
+                if journal.tenant == tenant, journal.detail == detail, journal.finishedAt == nil, journal.undoneAt == nil { unfinished = journal }
+            }
+            let journal = unfinished ?? ImportJournal(id: newID(), tenant: tenant, detail: detail)
+            if unfinished == nil { try journal.save(in: dataDirectory) }
+            let path = folder + "/" + journal.id + ".jsonl"
+            try PrivateFiles.createFileIfMissing(path)
+            guard let handle = FileHandle(forWritingAtPath: path) else { throw CRMError.invalidMapping("cannot write the import journal \(path)") }
+            _ = try handle.seekToEnd()
+            self.id = journal.id
+            self.resumed = unfinished != nil
+            self.dataDirectory = dataDirectory
+            self.handle = handle
+        }
+
+        deinit { try? handle.close() }
+
+        /// Where `store` stands, inside the transaction of a batch, before its writes.
+        public func mark(_ store: ReplicaStore) throws -> Mark {
+            Mark(sequence: try store.lastSequence, timestamp: try store.lastTimestamp)
+        }
+
+        /// Appends what the batch that began at `mark` made (the records the store's own writes
+        /// created since, effects' included) and the fields its `merges` filled, inside its
+        /// transaction, before it commits.
+        public func record(_ store: ReplicaStore, since mark: Mark, merges: some Sequence<ImportReport.Merge>) throws {
+            try store.settleEffects()
+            var batch = Batch(created: [], filled: [], stamp: try store.lastTimestamp.rawValue)
+            var after = mark.sequence
+            while true {
+                let changes = try store.changes(after: after, limit: 1_000)
+                guard let last = changes.last else { break }
+                for change in changes {
+                    let liveness = change.state.liveness
+                    if !liveness.isDeleted, liveness.dot.replica == store.replicaID, liveness.timestamp > mark.timestamp {
+                        batch.created.append(change.state.id)
+                    }
+                }
+                after = last.sequence
+            }
+            let made = Set(batch.created)
+            for merge in merges where !merge.filledFields.isEmpty && !made.contains(merge.record) {
+                guard let state = try store.record(merge.record) else { continue }
+                let values = state.values
+                for field in merge.filledFields {
+                    batch.filled.append(.init(record: merge.record, field: field, value: Value(values[field] ?? .null)))
+                    // The store's effects stamp a consent with its time when it is first written.
+                    let stamp = field + "_at"
+                    if store.schema.types[state.type]?.fields[stamp] != nil, !merge.filledFields.contains(stamp), (values[stamp] ?? .null) != .null {
+                        batch.filled.append(.init(record: merge.record, field: stamp, value: nil))
+                    }
+                }
+            }
+            guard !batch.created.isEmpty || !batch.filled.isEmpty else { return }
+            var line = try ImportJournal.encoder.encode(batch)
+            line.append(UInt8(ascii: "\n"))
+            try handle.write(contentsOf: line)
+            try handle.synchronize()
+        }
+
+        /// Runs `body` as one journaled transaction of `store` (writes outside the row batches:
+        /// the custom fields an import declares).
+        public func transaction<T>(_ store: ReplicaStore, _ body: () throws -> T) throws -> T {
+            try store.transaction {
+                let mark = try mark(store)
+                let result = try body()
+                try record(store, since: mark, merges: [])
+                return result
+            }
+        }
+
+        /// Marks the import finished: a later run of it is a new import.
+        public func finish() throws {
+            // The header alone: the batch lines may be as long as the import.
+            let path = ImportJournal.folder(in: dataDirectory) + "/" + id + ".json"
+            guard let data = FileManager.default.contents(atPath: path) else { throw CRMError.invalidMapping("no import \(id)") }
+            var journal = try ImportJournal.decoder.decode(ImportJournal.self, from: data)
+            journal.finishedAt = Date()
+            try journal.save(in: dataDirectory)
+        }
     }
 }

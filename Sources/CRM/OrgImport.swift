@@ -13,7 +13,8 @@ public enum ImportSource: String, Sendable, Codable, CaseIterable {
 /// Targets are the record type's fields and `CSVMapping.importTargets`, and these, which the
 /// whole-org import resolves before the row reaches `CSVImporter`:
 /// - `ref:FIELD`: a source id of the record `FIELD` references, found among the records this
-///   export made (a contact's `AccountId`);
+///   export made (a contact's `AccountId`; an account's `ParentId`, which may name an account
+///   later in the same file, filled once the file is in);
 /// - `any:FIELD,FIELD...`: a source id of a record of any of those fields' types (a task's
 ///   `WhatId`), filling the field whose type holds it;
 /// - `owner`: a source user (id, name or e-mail), mapped to a tenant user's e-mail;
@@ -129,7 +130,7 @@ extension ImportProfile {
         ImportProfile("User", "api", nil, ["Id": "external_id", "Email": "email", "Name": "name", "Username": "username"]),
         ImportProfile("Account", "api", "account", [
             "Id": "external_id", "Name": "name", "Industry": "industry", "Phone": "phone", "Website": "website",
-            "OwnerId": "owner", "AnnualRevenue": "annual_revenue",
+            "OwnerId": "owner", "AnnualRevenue": "annual_revenue", "ParentId": "ref:parent",
         ].merging(addressColumns("Billing", label: false)) { $1 }),
         ImportProfile("Account", "report", "account", [
             "Account ID": "external_id", "Account Name": "name", "Industry": "industry", "Phone": "phone", "Website": "website",

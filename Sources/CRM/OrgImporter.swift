@@ -93,8 +93,11 @@ public struct OrgImporter {
         public var tenantUsers: Set<String>?
         public var dateFormat: ImportDateFormat = .us
         public var batchSize = 2_000
-        /// Told the file, the rows done and its rows in all after each batch, for a progress line.
-        public var progress: (@Sendable (_ file: String, _ done: Int, _ total: Int) -> Void)?
+        /// Told the file, the rows done, the bytes of it read and its size after each batch, for
+        /// a progress line.
+        public var progress: (@Sendable (_ file: String, _ rows: Int, _ bytesRead: Int, _ totalBytes: Int?) -> Void)?
+        /// Where each batch notes what it made and filled before it commits, for undo.
+        public var journal: ImportJournal.Writer?
         public init() {}
     }
 
@@ -108,7 +111,8 @@ public struct OrgImporter {
         self.options = options
     }
 
-    /// Imports every `.csv` file of `directory`.
+    /// Imports every `.csv` file of `directory`, each read as it imports: the memory the
+    /// import takes does not grow with the files' size.
     public func run(directory: String) throws -> OrgImportReport {
         let names: [String]
         do {
@@ -116,30 +120,19 @@ public struct OrgImporter {
         } catch {
             throw CRMError.invalidMapping("cannot list \(directory): \(error.localizedDescription)")
         }
-        return try run(files: names.map { name in
-            (name, { () throws -> Data in
-                guard let data = FileManager.default.contents(atPath: directory + "/" + name) else {
-                    throw CRMError.invalidMapping("cannot read \(directory)/\(name)")
-                }
-                return data
-            })
-        })
+        return try run(files: names.map { name in (name, { try CSV.Reader(path: directory + "/" + name) }) })
     }
 
-    /// Imports files given by name and contents, read when their turn comes.
-    public func run(files: [(name: String, contents: () throws -> Data)]) throws -> OrgImportReport {
+    /// Imports files given by name and a way to open them, each opened twice: for its header
+    /// when the files are recognised, and for its rows when its turn comes.
+    public func run(files: [(name: String, open: () throws -> CSV.Reader)]) throws -> OrgImportReport {
         var report = OrgImportReport(source: source.rawValue, dryRun: options.dryRun)
         // Recognise every file from its header first, to import them in dependency order.
         let profiles = ImportProfile.all(source)
-        var planned: [(index: Int, name: String, profile: ImportProfile, chosenBy: String, records: [CSV.Record])] = []
+        var planned: [(index: Int, name: String, profile: ImportProfile, chosenBy: String, header: [String],
+                       open: () throws -> CSV.Reader)] = []
         for file in files {
-            let records: [CSV.Record]
-            do {
-                records = try CSV.parse(data: try file.contents())
-            } catch CRMError.malformedCSV(let row, let line, let reason) {
-                throw CRMError.malformedCSV(row: row, line: line, reason: "\(file.name): \(reason)")
-            }
-            let header = records.first?.fields ?? []
+            let header = try Self.reading(file.name) { try file.open().next()?.fields ?? [] }
             let chosen: ImportProfile?, chosenBy: String
             if let override = options.overrides[file.name] {
                 (chosen, chosenBy) = (override, "--object")
@@ -150,21 +143,23 @@ public struct OrgImporter {
                 report.files.append(.init(file: file.name, chosenBy: chosenBy == "detected" ? "not recognised" : "skipped by --object"))
                 continue
             }
-            planned.append((index, file.name, chosen, chosenBy, records))
+            planned.append((index, file.name, chosen, chosenBy, header, file.open))
         }
         planned.sort { ($0.index, $0.name) < ($1.index, $1.name) }
 
-        var run = OrgRun(importer: self, store: store)
-        for (_, name, profile, _, records) in planned where profile.recordType == nil {
-            run.learnUsers(records, profile: profile)
+        let run = OrgRun(importer: self, store: store)
+        var users: [String: Int] = [:]
+        for (_, name, profile, _, _, open) in planned where profile.recordType == nil {
+            // A user file is one line per person of the company: read whole.
+            users[name] = try Self.reading(name) { run.learnUsers(try open().all(), profile: profile) }
         }
-        report.customFieldsCreated = try run.declareCustomFields(for: planned.map { ($0.profile, $0.records.first?.fields ?? []) })
-        for (_, name, profile, chosenBy, records) in planned {
+        report.customFieldsCreated = try run.declareCustomFields(for: planned.map { ($0.profile, $0.header) })
+        for (_, name, profile, chosenBy, _, open) in planned {
             guard profile.recordType != nil else {
-                report.files.append(.init(file: name, profile: profile.name, chosenBy: chosenBy, users: max(0, records.count - 1)))
+                report.files.append(.init(file: name, profile: profile.name, chosenBy: chosenBy, users: users[name] ?? 0))
                 continue
             }
-            let fileReport = try run.importFile(name: name, profile: profile, records: records)
+            let fileReport = try Self.reading(name) { try run.importFile(name: name, profile: profile, reader: try open()) }
             report.files.append(.init(file: name, profile: profile.name, type: profile.recordType, chosenBy: chosenBy, report: fileReport))
         }
         report.unmappedOwners = run.unmapped.map { key, value in
@@ -172,14 +167,27 @@ public struct OrgImporter {
         }.sorted { ($0.file, $0.owner) < ($1.file, $1.owner) }
         return report
     }
+
+    /// `body`, with a malformed file's error naming the file.
+    static func reading<T>(_ file: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch CRMError.malformedCSV(let row, let line, let reason) {
+            throw CRMError.malformedCSV(row: row, line: line, reason: "\(file): \(reason)")
+        }
+    }
 }
 
 
 /// The state of one whole-org import: the source ids it has seen, owners, accounts by name.
-private struct OrgRun {
+/// A class, because the rows of a file are converted as the file's import asks for them.
+private final class OrgRun {
     let importer: OrgImporter
     let store: ReplicaStore
-    /// Record type → source id → the record it became.
+    /// Record type → source id → the record it was merged into. A row that made a record needs
+    /// no entry: its id derives from its source id (`find`), so the map holds only the rows
+    /// that matched another record (duplicates, earlier imports) and stays small however many
+    /// rows the export has.
     var ids: [String: [String: UUID]] = [:]
     /// Normalised source owner → e-mail.
     var owners: [String: String] = [:]
@@ -200,8 +208,9 @@ private struct OrgRun {
     }
 
     /// Owners from a user file: its id, name and e-mail all map to the e-mail.
-    mutating func learnUsers(_ records: [CSV.Record], profile: ImportProfile) {
-        guard let header = records.first?.fields else { return }
+    @discardableResult
+    func learnUsers(_ records: [CSV.Record], profile: ImportProfile) -> Int {
+        guard let header = records.first?.fields else { return 0 }
         let targets = header.map { profile.columns[CSVMapping.normalise($0)] }
         for record in records.dropFirst() where record.fields.count == header.count {
             var email: String?, keys: [String] = []
@@ -215,10 +224,11 @@ private struct OrgRun {
             // An explicit --users entry wins over the export's own.
             for key in keys where owners[CSVMapping.normalise(key)] == nil { owners[CSVMapping.normalise(key)] = email }
         }
+        return records.count - 1
     }
 
     /// Declares the custom fields the files fill and the tenant lacks; their names.
-    mutating func declareCustomFields(for files: [(ImportProfile, [String])]) throws -> [String] {
+    func declareCustomFields(for files: [(ImportProfile, [String])]) throws -> [String] {
         var needed: [CustomField] = []
         for (profile, header) in files {
             guard let type = profile.recordType else { continue }
@@ -236,15 +246,19 @@ private struct OrgRun {
         }
         let existing = try CustomField.all(in: RecordLookup(store))
         var made: [String] = []
+        var toCreate: [(UUID, CustomField)] = []
         for field in needed where existing[field.entity]?[field.name] == nil && !made.contains("\(field.entity).\(field.name)") {
             let id = DerivedID.make("import:custom_field", "\(field.entity).\(field.name)")
             if importer.options.dryRun {
                 assumedCustomFields.append(field)
             } else if try store.record(id) == nil {
-                _ = try store.create("custom_field", id: id, field.recordValues)
+                toCreate.append((id, field))
             }
             made.append("\(field.entity).\(field.name)")
         }
+        guard !toCreate.isEmpty else { return made }
+        let create = { [store] in for (id, field) in toCreate { _ = try store.create("custom_field", id: id, field.recordValues) } }
+        if let journal = importer.options.journal { try journal.transaction(store, create) } else { try store.transaction(create) }
         return made
     }
 
@@ -264,10 +278,17 @@ private struct OrgRun {
         case constant(String)
     }
 
-    mutating func importFile(name: String, profile: ImportProfile, records: [CSV.Record]) throws -> ImportReport {
+    /// A reference to the file's own type whose record comes later in the file (an account's
+    /// parent): filled once the whole file is in.
+    struct Deferred { var row: Int; var sourceID: String; var field: String; var column: String; var target: String; var type: String }
+    var deferred: [Deferred] = []
+    /// The file being imported: its type and the column of its rows' source ids.
+    var current: (type: String, idColumn: Int?)?
+
+    func importFile(name: String, profile: ImportProfile, reader: CSV.Reader) throws -> ImportReport {
         let type = profile.recordType!
         guard let recordType = store.schema.types[type] else { throw CRMError.unknownRecordType(type) }
-        let header = records.first?.fields ?? []
+        let header = try reader.next()?.fields ?? []
         // The output columns: titled after the file's columns, so rejections name them.
         var slots: [(title: String, target: String, slot: Slot)] = []
         var addressParts: [Int: Int] = [:], addressTitles: [String] = []
@@ -304,59 +325,112 @@ private struct OrgRun {
             add("(\(field))", field, .constant(value))
         }
 
-        let (rows, footer) = CSVImporter.splitFooter(records)
-        var output: [CSV.Record] = [CSV.Record(fields: slots.map(\.title), row: 1, line: 1)]
-        var early: [ImportReport.Rejection] = []
-        var sourceIDs: [Int: String] = [:], names: [Int: String] = [:]
+        let dryRun = importer.options.dryRun
         let idColumn = slots.firstIndex { $0.target == "external_id" }.flatMap { if case .copy(let i, _) = slots[$0].slot { i } else { nil } }
-        for record in rows {
-            guard record.fields.count == header.count else {
-                early.append(.init(row: record.row, field: nil, column: nil, reason: "\(record.fields.count) field(s) where the header has \(header.count)"))
-                continue
+        current = (type, idColumn)
+        deferred = []
+        defer { current = nil }
+        var rows = CSVImporter.Rows(next: reader.next, headerWidth: header.count)
+        var early: [ImportReport.Rejection] = []
+        var names: [Int: String] = [:]
+        var headerGiven = false
+        let nameIndex = type == "account" && dryRun ? slots.firstIndex(where: { $0.target == "name" }) : nil
+        // The rows as CSVImporter takes them, converted as it asks for the next batch.
+        let next: () throws -> CSV.Record? = { [self] in
+            guard headerGiven else {
+                headerGiven = true
+                return CSV.Record(fields: slots.map(\.title), row: 1, line: 1)
             }
-            do {
-                var fields: [String] = []
-                for (title, target, slot) in slots {
-                    fields.append(try value(slot, target: target, title: title, record: record, profile: profile, file: name))
+            while let record = try rows.next() {
+                guard record.fields.count == header.count else {
+                    early.append(.init(row: record.row, field: nil, column: nil, reason: "\(record.fields.count) field(s) where the header has \(header.count)"))
+                    continue
                 }
-                if let idColumn { sourceIDs[record.row] = CRMText.trimmed(record.fields[idColumn]) }
-                if type == "account", let nameIndex = slots.firstIndex(where: { $0.target == "name" }) { names[record.row] = fields[nameIndex] }
-                output.append(CSV.Record(fields: fields, row: record.row, line: record.line))
-            } catch let rejected as Rejected {
-                early.append(.init(row: record.row, field: rejected.field, column: rejected.column, reason: rejected.reason))
+                do {
+                    var fields: [String] = []
+                    fields.reserveCapacity(slots.count)
+                    for (title, target, slot) in slots {
+                        fields.append(try value(slot, target: target, title: title, record: record, profile: profile, file: name))
+                    }
+                    if let nameIndex { names[record.row] = fields[nameIndex] }
+                    return CSV.Record(fields: fields, row: record.row, line: record.line)
+                } catch let rejected as Rejected {
+                    early.append(.init(row: record.row, field: rejected.field, column: rejected.column, reason: rejected.reason))
+                }
             }
+            return nil
         }
 
         var options = CSVImporter.Options()
-        options.dryRun = importer.options.dryRun
+        options.dryRun = dryRun
         options.batchSize = importer.options.batchSize
         options.dateFormat = importer.options.dateFormat
         options.assumedRecords = assumedRecords
         options.assumedAccounts = assumedAccounts
         options.assumedCustomFields = assumedCustomFields
-        if let progress = importer.options.progress { options.progress = { progress(name, $0, $1) } }
+        options.journal = importer.options.journal
+        if let progress = importer.options.progress { options.progress = { progress(name, $0, $1, $2) } }
         let mapping = CSVMapping(Dictionary(uniqueKeysWithValues: slots.map { ($0.title, $0.target) }))
-        var report = try CSVImporter(store: store, type: type, mapping: mapping, options: options).run(records: output)
+        var report = try CSVImporter(store: store, type: type, mapping: mapping, options: options)
+            .run(next: next) { (reader.bytesRead, reader.totalBytes) }
         report.rows += early.count
-        report.rejections = (report.rejections + early).sorted { $0.row < $1.row }
-        report.footerLines = footer
+        report.footerLines = rows.footer
         report.ignoredColumns = header.filter { target(of: $0, profile: profile) == nil }
 
-        // What each source id became, for the files after this one.
-        for (row, record) in report.created.map({ ($0.row, $0.record) }) + report.merges.map({ ($0.row, $0.record) }) {
-            if let sourceID = sourceIDs[row], !sourceID.isEmpty { ids[type, default: [:]][sourceID] = record }
+        // What each source id merged into another record became, for the files after this one.
+        for merge in report.merges {
+            guard let sourceID = merge.externalID, !sourceID.isEmpty,
+                  merge.record != DerivedID.make("import:\(type)", "external:" + sourceID) else { continue }
+            ids[type, default: [:]][sourceID] = merge.record
         }
-        if importer.options.dryRun {
+        if dryRun {
             for created in report.created {
                 assumedRecords.insert(created.record)
                 if let name = names[created.row] { assumedAccounts[CSVMapping.normalise(name)] = created.record }
             }
         }
+        early += try resolveDeferred(type: type)
+        report.rejections = (report.rejections + early).sorted { $0.row < $1.row }
         return report
     }
 
+    /// Fills the references to records later in the same file (`deferred`), now that the file
+    /// is in, as journaled batches; a reference that names nothing still is reported.
+    func resolveDeferred(type: String) throws -> [ImportReport.Rejection] {
+        var problems: [ImportReport.Rejection] = []
+        var updates: [(row: Int, record: UUID, field: String, value: UUID)] = []
+        for entry in deferred {
+            // A row that was rejected has no record to fill.
+            guard let own = try find(entry.sourceID, type: type) else { continue }
+            guard let target = try find(entry.target, type: entry.type) else {
+                problems.append(.init(row: entry.row, field: entry.field, column: entry.column, reason:
+                    "'\(entry.target)' is no \(entry.type) of this export nor of an earlier import; the \(type) was imported without it"))
+                continue
+            }
+            updates.append((entry.row, own, entry.field, target))
+        }
+        deferred = []
+        guard !importer.options.dryRun else { return problems }
+        let size = max(1, importer.options.batchSize)
+        for start in stride(from: 0, to: updates.count, by: size) {
+            let batch = updates[start..<min(start + size, updates.count)]
+            try store.transaction {
+                let mark = try importer.options.journal?.mark(store)
+                var merges: [ImportReport.Merge] = []
+                for update in batch {
+                    // Never an overwrite: what the record holds stays.
+                    guard let state = try store.record(update.record), (state.values[update.field] ?? .null) == .null else { continue }
+                    try store.update(update.record, [update.field: .text(update.value.uuidString)])
+                    merges.append(.init(row: update.row, record: update.record, matchedBy: "identity", filledFields: [update.field]))
+                }
+                if let journal = importer.options.journal, let mark { try journal.record(store, since: mark, merges: merges) }
+            }
+        }
+        return problems
+    }
+
     /// The text a slot puts in the row's output column.
-    mutating func value(_ slot: Slot, target: String, title: String, record: CSV.Record, profile: ImportProfile, file: String) throws -> String {
+    func value(_ slot: Slot, target: String, title: String, record: CSV.Record, profile: ImportProfile, file: String) throws -> String {
         switch slot {
         case .copy(let index, let target):
             let text = CRMText.trimmed(record.fields[index])
@@ -395,6 +469,14 @@ private struct OrgRun {
             for (candidate, type) in types {
                 if let id = try find(text, type: type) { return candidate == field ? id.uuidString : "" }
             }
+            // The file's own type: the record may come later in the file.
+            if types.count == 1, let current, types[0].type == current.type, let idColumn = current.idColumn {
+                let sourceID = CRMText.trimmed(record.fields[idColumn])
+                if !sourceID.isEmpty {
+                    deferred.append(.init(row: record.row, sourceID: sourceID, field: field, column: title, target: text, type: current.type))
+                    return ""
+                }
+            }
             throw Rejected(field: field, column: title, reason:
                 "'\(text)' is no \(types.map(\.type).joined(separator: " or ")) of this export nor of an earlier import")
         }
@@ -409,7 +491,7 @@ private struct OrgRun {
         return derived
     }
 
-    mutating func note(file: String, owner: String, reason: String) {
+    func note(file: String, owner: String, reason: String) {
         unmapped[Key(file: file, owner: owner), default: (0, reason)].rows += 1
     }
 }

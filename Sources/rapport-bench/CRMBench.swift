@@ -6,6 +6,7 @@ import SQLite
 import SyncModel
 
 /// The CRM on a device's data: a contact import against a plain SQLite insert of the same rows,
+/// and (`--org-rows`) a whole Salesforce export's import against plain inserts of its rows,
 /// and the pipeline report against a plain SQL GROUP BY over the same opportunities; on a
 /// server's: the rule pass after a batch against applying it without rules, and the scheduled
 /// rule pass over a large tenant against reading its records.
@@ -23,6 +24,9 @@ struct CRMBench: ParsableCommand {
     @Option(help: "Accounts of the tenant the scheduled rule pass runs over, with 2 contacts, 1.5 opportunities, 3 activities and 0.5 cases each.")
     var accounts = 100_000
 
+    @Option(help: "Rows of a generated Salesforce Data Export (accounts, contacts, leads, opportunities, tasks) imported whole, and a quarter of it, to show rows per second and peak memory; 0 leaves the figure out.")
+    var orgRows = 0
+
     @Option(help: "Runs of each report; the median is reported.")
     var runs = 7
 
@@ -34,6 +38,7 @@ struct CRMBench: ParsableCommand {
         let dir = try BenchDirectory(directory)
         let report = Reporter(bench: "crm")
         try importFigures(dir, report)
+        try orgImportFigures(dir, report)
         try pipelineFigures(dir, report)
         try effectsFigures(dir, report)
         try scheduledPassFigures(dir, report)

@@ -81,7 +81,10 @@ struct ImportRun: ParsableCommand {
             with --json per row) without writing.
 
             Every import that writes gets an id (shown, and 'importID' with --json); \
-            'rapportctl import undo ID' reverts it.
+            'rapportctl import undo ID' reverts it. Its journal is written as batches commit: \
+            a run that is killed can be undone too, and running the same import again carries \
+            it on under the same id. Files are read as they import, in the same memory whatever \
+            their size; on a terminal a progress line shows the rows done and the file read.
             """)
     @OptionGroup var common: CommonOptions
     @Argument var tenant: String
@@ -141,9 +144,11 @@ struct ImportRun: ParsableCommand {
                 let store = try openActiveStore(registry)
                 defer { store.close() }
                 guard !dryRun else { return try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data) }
-                return try journaled(store, detail: "\(type) from \(from)") {
-                    try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data)
-                } reports: { [$0] } setting: { $0.importID = $1 }
+                return try journaled(detail: "\(type) from \(from)") { (journal: ImportJournal.Writer) -> ImportReport in
+                    var options = options
+                    options.journal = journal
+                    return try CSVImporter(store: store, type: type, mapping: chosen, options: options).run(data: data)
+                } setting: { (report: inout ImportReport, id: String) in report.importID = id }
             }
         } catch let stopped as ImportInterrupted {
             // What did go in is reported like a finished import, then the failure and its exit code.
@@ -199,16 +204,21 @@ struct ImportRun: ParsableCommand {
         // A line redrawn on a terminal only: piped output and --json keep their shape.
         let drawsProgress = isatty(STDERR_FILENO) == 1
         if drawsProgress {
-            options.progress = { file, done, total in FileHandle.standardError.write(Data("\r\u{1B}[K\(file): \(done)/\(total) rows".utf8)) }
+            options.progress = { file, rows, read, total in
+                let share = total.map { $0 > 0 ? " (\(read * 100 / $0)% of the file)" : "" } ?? ""
+                FileHandle.standardError.write(Data("\r\u{1B}[K\(file): \(rows) rows\(share)".utf8))
+            }
         }
         defer { if drawsProgress { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) } }
         let report = try common.audited(registry, dryRun ? "import (dry run)" : "import", tenant: tenant, detail: "\(source.rawValue) export from \(from)") {
             guard dryRun else {
                 let store = try openActiveStore(registry)
                 defer { store.close() }
-                return try journaled(store, detail: "\(source.rawValue) export from \(from)") {
-                    try OrgImporter(store: store, source: source, options: options).run(directory: from)
-                } reports: { $0.reports } setting: { $0.importID = $1 }
+                return try journaled(detail: "\(source.rawValue) export from \(from)") { (journal: ImportJournal.Writer) -> OrgImportReport in
+                    var options = options
+                    options.journal = journal
+                    return try OrgImporter(store: store, source: source, options: options).run(directory: from)
+                } setting: { (report: inout OrgImportReport, id: String) in report.importID = id }
             }
             return try dryRunOnSnapshot(source, options: options, registry: registry)
         }
@@ -231,15 +241,22 @@ struct ImportRun: ParsableCommand {
         }
     }
 
-    /// Runs an import that writes and keeps its journal, owner-only, for `import undo`.
-    private func journaled<R>(_ store: ReplicaStore, detail: String, _ body: () throws -> R,
-                              reports: (R) -> [ImportReport], setting: (inout R, String) -> Void) throws -> R {
-        let before = try ImportJournal.liveRecords(store)
-        var result = try body()
-        let id = ImportUndo.newID()
-        let journal = try ImportJournal.after(reports(result), id: id, tenant: tenant, detail: detail, store: store, before: before)
-        try ImportUndo.save(journal, in: common.directory)
-        setting(&result, id)
+    /// Runs an import that writes with its journal, owner-only, for `import undo`: started
+    /// before the first write and written as batches commit, so an import that is killed or
+    /// stopped can be undone too; running it again carries the same journal on.
+    private func journaled<R>(detail: String, _ body: (ImportJournal.Writer) throws -> R, setting: (inout R, String) -> Void) throws -> R {
+        let journal = try ImportJournal.Writer(tenant: tenant, detail: detail, dataDirectory: common.directory.path, newID: ImportUndo.newID)
+        if journal.resumed { Output.error("carrying on import \(journal.id), whose run did not finish") }
+        var result: R
+        do {
+            result = try body(journal)
+        } catch {
+            Output.error("import \(journal.id) stopped: 'rapportctl import undo \(journal.id)' reverts what went in; "
+                + "running the same import again carries it on")
+            throw error
+        }
+        try journal.finish()
+        setting(&result, journal.id)
         return result
     }
 
@@ -314,19 +331,10 @@ struct ImportUndo: ParsableCommand {
         return directory.path + "/imports/" + id + ".json"
     }
 
-    static func save(_ journal: ImportJournal, in directory: DataDirectory) throws {
-        try PrivateFiles.createDirectory(directory.path + "/imports")
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        try PrivateFiles.write(encoder.encode(journal), to: try path(of: journal.id, in: directory))
-    }
-
     func run() throws {
         let path = try Self.path(of: id, in: common.directory)
-        guard let data = FileManager.default.contents(atPath: path) else { throw CtlFailure(.notFound, "no import \(id)") }
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        var journal = try decoder.decode(ImportJournal.self, from: data)
+        guard FileManager.default.fileExists(atPath: path) else { throw CtlFailure(.notFound, "no import \(id)") }
+        var journal = try ImportJournal.load(id, in: common.directory.path)
         guard journal.undoneAt == nil else { throw CtlFailure(.conflict, "import \(id) was undone already") }
         let registry = try common.registry()
         defer { registry.close() }
@@ -338,12 +346,12 @@ struct ImportUndo: ParsableCommand {
             return try journal.undo(store)
         }
         journal.undoneAt = Date()
-        try Self.save(journal, in: common.directory)
+        try journal.save(in: common.directory.path)
         if common.json {
             Output.standard(try ImportRun.json(report))
         } else {
             var text = report.summary + "\n"
-            for kept in report.kept.prefix(50) { text += "  kept \(kept.record.uuidString.lowercased()) \(kept.field): \(kept.reason)\n" }
+            for kept in report.kept.prefix(50) { text += "  kept \(kept.record.uuidString.lowercased())\(kept.field.map { " " + $0 } ?? ""): \(kept.reason)\n" }
             Output.standard(text)
         }
     }

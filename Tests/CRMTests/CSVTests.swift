@@ -56,3 +56,45 @@ import Testing
         }
     }
 }
+
+@Suite struct CSVStreamingTests {
+    /// Rows whose quoted line breaks, doubled quotes and characters of several bytes fall across
+    /// the reader's chunks, as in any export larger than one.
+    static let rows: [[String]] = [["Id", "Name", "Note"]] + (0..<6_000).map { i in
+        ["\(i)", "Zoë Ólafsdóttir 山田 \(i)", i % 3 == 0 ? "line one\r\nline \"two\", end \(i)" : ""]
+    }
+
+    func file(_ data: Data) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("csv-\(UUID().uuidString).csv").path
+        try data.write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    @Test func aFileReadInChunksGivesWhatTheWholeTextGives() throws {
+        let text = Self.rows.map(CSV.line).joined()
+        #expect(text.utf8.count > 4 * 65_536, "the file spans several chunks")
+        let whole = try CSV.parse(text)
+        for data in [Data(text.utf8), Data([0xEF, 0xBB, 0xBF]) + Data(text.utf8), Data([0xFF, 0xFE]) + text.data(using: .utf16LittleEndian)!,
+                     Data([0xFE, 0xFF]) + text.data(using: .utf16BigEndian)!] {
+            let path = try file(data)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let reader = try CSV.Reader(path: path)
+            var records: [CSV.Record] = []
+            while let record = try reader.next() { records.append(record) }
+            #expect(records == whole)
+            #expect(records.map(\.fields) == Self.rows)
+            #expect(reader.bytesRead == data.count && reader.totalBytes == data.count)
+        }
+    }
+
+    @Test func aLatin1LineFarIntoTheFileIsRefusedWithItsLine() throws {
+        let text = (0..<20_000).map { "\($0),Smith\n" }.joined() + "20000,M\u{FC}ller\n"
+        let path = try file(text.data(using: .isoLatin1)!)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let reader = try CSV.Reader(path: path)
+        #expect(throws: CRMError.malformedCSV(row: 0, line: 20_001, reason:
+            "not UTF-8 (Latin-1 or Windows-1252?); convert the file to UTF-8 first, for example with iconv -f WINDOWS-1252 -t UTF-8")) {
+            while try reader.next() != nil {}
+        }
+    }
+}

@@ -7,7 +7,7 @@ import Foundation
 /// user, values the CRM does not know, and a report's footer. It knows what each row should
 /// become, so tests compare the tenant with it.
 struct SalesforceExportFixture {
-    var accounts = 300, contacts = 400, leads = 300, opportunities = 300, cases = 200, campaigns = 5, members = 300, tasks = 300
+    var accounts = 300, contacts = 400, leads = 300, opportunities = 300, cases = 200, campaigns = 5, members = 300, tasks = 300, events = 100
 
     static let firstNames = ["José", "Zoë", "Łukasz", "Ólöf", "Thị Mai", "Søren", "Ana María", "花子", "Анна", "Fatima"]
     static let lastNames = ["García", "Müller", "Dąbrowski", "Ólafsdóttir", "Nguyễn", "O'Brien", "Smith, Jr.", "山田", "Иванова", "Al-Hassan"]
@@ -20,6 +20,16 @@ struct SalesforceExportFixture {
     /// The e-mail a row's owner maps to, `nil` when no tenant user stands for it (Carl is no
     /// user of the tenant; 005GONE is in no user file).
     static func ownerEmail(_ i: Int) -> String? { i % 50 == 17 || i % 3 == 2 ? nil : users[i % 3].2 }
+
+    /// An account's parent: one later in the file (i % 10 == 3), one earlier (i % 10 == 8), or an
+    /// id the export lacks (i % 100 == 53), which is reported and the account kept without it.
+    func accountParent(_ i: Int) -> String {
+        if i % 100 == 53 { return "001NOPARENT\(i)" }
+        if i % 10 == 3 { return Self.id("001", (i + 7) % accounts) }
+        if i % 10 == 8 { return Self.id("001", i - 5) }
+        return ""
+    }
+    var accountParentsMissing: Int { (0..<accounts).filter { $0 % 100 == 53 }.count }
 
     static func accountName(_ i: Int) -> String { i % 4 == 0 ? "Navy Systems, Inc. \(i)" : "Société Générale d'Études \(i)" }
     func contactBroken(_ i: Int) -> Bool { i % 40 == 39 }
@@ -55,7 +65,7 @@ struct SalesforceExportFixture {
                  (0..<accounts).map { i in
                      [id("001", i), Self.accountName(i), i % 2 == 0 ? "Défense" : "Banking", "+33 1 40 20 \(1000 + i)",
                       "https://a\(i).example", i % 2 == 0 ? "\(i) Rue de Rivoli\nBâtiment B" : "\(i) Main St, Suite 5",
-                      "Paris", "75001", "France", Self.owner(i), "\(100_000 + i * 1_000)", ""]
+                      "Paris", "75001", "France", Self.owner(i), "\(100_000 + i * 1_000)", accountParent(i)]
                  })
         try file("Campaign.csv", ["Id", "Name", "Type", "Status", "StartDate", "EndDate", "BudgetedCost"],
                  (0..<campaigns).map { i in
@@ -105,6 +115,13 @@ struct SalesforceExportFixture {
                      let contact = contactBroken(i % contacts) ? (i + 1) % contacts : i % contacts
                      return [id("00v", i), id("701", i % campaigns), i % 2 == 0 ? id("003", contact) : "",
                              i % 2 == 1 ? id("00Q", lead) : "", ["Sent", "Responded"][i % 2]]
+                 })
+        try file("Event.csv", ["Id", "Subject", "StartDateTime", "DurationInMinutes", "WhoId", "WhatId", "OwnerId"],
+                 (0..<events).map { i in
+                     let contact = contactBroken(i % contacts) || contactDuplicate(i % contacts) ? (i + 1) % contacts : i % contacts
+                     return [id("00U", i), "Réunion, \"kick-off\" \(i)", "2026-05-0\(1 + i % 9)T09:30:00.000Z", "\(30 + i % 4 * 15)",
+                             id("003", contact), id("006", opportunityBroken(i % opportunities) ? (i + 1) % opportunities : i % opportunities),
+                             Self.owner(i)]
                  })
         try file("Task.csv", ["Id", "Subject", "ActivityDate", "Status", "WhoId", "WhatId", "OwnerId"],
                  (0..<tasks).map { i in
