@@ -159,12 +159,13 @@ private let changesPath = "/v1/changes"
         case "custom_field": ["entity": "account", "name": "erp_number", "kind": "text"]
         case "setting": ["key": "tier.gold", "value": "50000"]
         case "pipeline_stage": ["name": "api_review", "position": 7, "probability": 60]
+        case "order": ["account": ids["account"]!, "number": "SO-1001", "date": "2026-11-30", "amount": 1250.0, "currency": "EUR", "status": "confirmed"]
         default: nil
         }
     }
 
     static let order = ["account", "contact", "lead", "opportunity", "stage_change", "activity", "case", "campaign",
-                        "campaign_member", "custom_field", "setting", "pipeline_stage"]
+                        "campaign_member", "custom_field", "setting", "pipeline_stage", "order"]
 
     @Test func crudForEveryTypeOfTheSchema() async throws {
         let server = try APIServer()
@@ -188,6 +189,7 @@ private let changesPath = "/v1/changes"
             "opportunity": ["amount": 7500.5], "stage_change": ["from_stage": "prospecting"], "activity": ["status": "done"],
             "case": ["status": "open"], "campaign": ["status": "active"], "campaign_member": ["status": "responded"],
             "custom_field": ["label": "ERP number"], "setting": ["value": "60000"], "pipeline_stage": ["probability": 65],
+            "order": ["status": "invoiced"],
         ]
         for type in Self.order.reversed() {
             let id = try #require(ids[type])
