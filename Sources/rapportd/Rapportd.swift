@@ -57,6 +57,9 @@ struct Rapportd: AsyncParsableCommand {
     @Option(help: "Seconds a connection has for its TLS handshake and Hello.")
     var handshakeTimeout: Double = 10
 
+    @Option(help: "Seconds a logged-in session may stay silent before it is closed (devices ping every 20 s by default; Welcome tells them this limit).")
+    var idleTimeout: Double = 60
+
     @Option(help: "Seconds between runs of the rule pass over every active tenant (tiers, churn and renewal flags, value segments, SLA breaches, escalations); 0 disables it.")
     var rulesInterval: Double = 300
 
@@ -125,6 +128,7 @@ struct Rapportd: AsyncParsableCommand {
         }
         guard apiRate > 0, apiRate.isFinite else { throw ValidationError("--api-rate must be a positive number of requests a second") }
         guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
+        guard idleTimeout > 0, idleTimeout.isFinite else { throw ValidationError("--idle-timeout must be a positive number of seconds") }
         guard webhookTimeout > 0, webhookTimeout.isFinite, webhookRetry > 0, webhookRetry.isFinite else {
             throw ValidationError("--webhook-timeout and --webhook-retry must be positive numbers of seconds")
         }
@@ -160,6 +164,7 @@ struct Rapportd: AsyncParsableCommand {
         config.maxPreLoginConnections = maxPreLogin
         config.maxPreLoginPerAddress = maxPreLoginPerAddress
         config.limits.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
+        config.limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
         // A branch leaves the scheduled pass to the centre: the same rules run there on the
         // whole tenant, and a branch would write the same values again under its own id.
         if rulesInterval > 0 && upstream == nil { config.scheduledWork = Self.rulePass(every: .milliseconds(Int64(rulesInterval * 1000))) }
