@@ -23,8 +23,10 @@ import Testing
                                                                  schema: CRMSchema.current)["acme"])
         // rapportd's own connection cap (no --max-connections): the default must hold them. The
         // raw sessions never ping, and opening them all can take over a minute beside the other
-        // suites, so the silence limit (60 s, what a pinging device never meets) is lifted.
-        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data, arguments: ["--idle-timeout", "600"])
+        // suites, so the silence limit (60 s, what a pinging device never meets) is lifted, and
+        // the handshake's (10 s), which a loaded machine stalled 32 TLS handshakes at once past.
+        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data,
+                                             arguments: ["--idle-timeout", "600", "--handshake-timeout", "60"])
         defer { server.stop() }
         let caPath = data + "/tls/ca.pem"
 
