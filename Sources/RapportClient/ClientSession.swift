@@ -211,9 +211,8 @@ struct ClientSession {
     /// for, or an announcement that came, while the session waited for an answer comes first:
     /// the input that told of it was read inside `response()` and will not come again.
     mutating func next() async throws -> SessionInput {
-        if localChangePending {
-            return .localChange
-        }
+        // The announcement first: the caller pushes on a pending request whatever the input, but
+        // pulls only on an announcement, so a device pushing again and again still pulls.
         if announcementWhileBusy {
             announcementWhileBusy = false
             var notice = Rapport_V1_ChangesAvailable()
@@ -221,6 +220,9 @@ struct ClientSession {
             var frame = Rapport_V1_Frame()
             frame.changesAvailable = notice
             return .inbound(.frame(frame))
+        }
+        if localChangePending {
+            return .localChange
         }
         return try await read()
     }
