@@ -38,42 +38,31 @@ public final class LiveSync: Sendable {
     public func stop() async { await control.stop() }
 
     private func run(client: RapportClient, sink: AsyncStream<LiveEvent>.Continuation) async {
-        var failures = 0
-        while !Task.isCancelled {
-            do {
-                try await ClientSession.run(configuration: client.configuration, tls: client.tls, deviceID: client.sessionID,
-                                            subscribe: true, onOpen: { continuation in self.control.attach(continuation) }) { session in
-                    failures = 0
-                    try await client.adopt(session.welcome)
-                    sink.yield(.connected)
-                    let keepAlive = session.repeating(.keepAlive, every: client.configuration.keepAliveInterval)
-                    defer { keepAlive.cancel() }
-                    var report = SyncReport()
-                    _ = control.takePushRequest()
+        await control.keepSubscribed(client) { session in
+            try await client.adopt(session.welcome)
+            sink.yield(.connected)
+            let keepAlive = session.repeating(.keepAlive, every: client.configuration.keepAliveInterval)
+            defer { keepAlive.cancel() }
+            var report = SyncReport()
+            _ = control.takePushRequest()
+            try await client.push(&session, report: &report, progress: nil)
+            try await client.pull(&session, report: &report, progress: nil)
+            sink.yield(.synced(report))
+            while !Task.isCancelled {
+                let input = try await session.next()
+                var report = SyncReport()
+                if control.takePushRequest() || session.localChangePending {
+                    session.localChangePending = false
                     try await client.push(&session, report: &report, progress: nil)
-                    try await client.pull(&session, report: &report, progress: nil)
-                    sink.yield(.synced(report))
-                    while !Task.isCancelled {
-                        let input = try await session.next()
-                        var report = SyncReport()
-                        if control.takePushRequest() || session.localChangePending {
-                            session.localChangePending = false
-                            try await client.push(&session, report: &report, progress: nil)
-                        }
-                        if case .inbound(.frame(let frame)) = input, case .changesAvailable? = frame.body {
-                            try await client.pull(&session, report: &report, progress: nil)
-                        }
-                        if report != SyncReport() { sink.yield(.synced(report)) }
-                    }
                 }
-            } catch {
-                control.attach(nil)
-                if Task.isCancelled { return }
-                sink.yield(.disconnected(error))
-                guard RapportClient.isRetryable(error) else { return }
-                failures += 1
-                try? await Task.sleep(for: client.configuration.retry.delay(before: min(failures, 16), after: error))
+                if case .inbound(.frame(let frame)) = input, case .changesAvailable? = frame.body {
+                    try await client.pull(&session, report: &report, progress: nil)
+                }
+                if report != SyncReport() { sink.yield(.synced(report)) }
             }
+        } failed: { error, _, _ in
+            sink.yield(.disconnected(error))
+            return RapportClient.isRetryable(error)
         }
     }
 }

@@ -242,14 +242,19 @@ public final class RapportClient: Sendable {
         // brings without their field index entries, and builds those once at its end: many
         // times cheaper than keeping the index batch by batch (`deferFieldIndex(of:)`).
         var fromStart = checkpoint == 0
+        // A resync after the server purged deletions this device never saw (SPEC 1.8): what
+        // this device has to push goes first, then the fresh copy, then what it did not bring goes.
+        func beginResync(_ session: inout ClientSession) async throws {
+            try await push(&session, report: &report, progress: progress)
+            try await store.perform { try $0.beginResync(with: peer) }
+        }
         // A store that holds records but has no checkpoint (it pushed what it made and was cut
         // before its first pull, or a branch stopped before it pulled its devices' writes back)
         // would take the pull from 0 as an initial sync and keep a record whose deletion the
         // server has purged since; when the server has purged anything, it resyncs instead.
         if checkpoint == 0, session.welcome.hasRetention, session.welcome.retention.purgedThrough > 0,
            try await store.perform({ try $0.resyncPeer() == nil && $0.lastSequence > 0 }) {
-            try await push(&session, report: &report, progress: progress)
-            try await store.perform { try $0.beginResync(with: peer) }
+            try await beginResync(&session)
         }
         var done = 0, bytesDone = 0
         func request(after: Int64) -> Rapport_V1_Frame {
@@ -271,10 +276,7 @@ public final class RapportClient: Sendable {
                 // everything again; merging makes the repeats harmless.
                 logger.notice("server asks for a resync", metadata: ["reason": "\(error.message)", "purged_through": "\(error.purgedThrough)"])
                 if error.purgedThrough > 0 {
-                    // It purged deletions this device never saw (SPEC 1.8): what this device has
-                    // to push goes first, then the fresh copy, then what it did not bring goes.
-                    try await push(&session, report: &report, progress: progress)
-                    try await store.perform { try $0.beginResync(with: peer) }
+                    try await beginResync(&session)
                 } else {
                     try await store.perform { try $0.resetCheckpoint(for: peer) }
                 }

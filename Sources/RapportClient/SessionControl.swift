@@ -40,4 +40,32 @@ final class SessionControl: Sendable {
         work?.cancel()
         await work?.value
     }
+
+    /// Keeps a subscribed session to `client`'s server open until the task is cancelled:
+    /// `serve` runs on each session that opens. After a failure, `failed` hears the error, how
+    /// many sessions failed in a row and the backoff before the next attempt, and says whether
+    /// to try again at all.
+    func keepSubscribed(
+        _ client: RapportClient,
+        serve: (inout ClientSession) async throws -> Void,
+        failed: (_ error: any Error, _ failures: Int, _ delay: Duration) async -> Bool
+    ) async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                try await ClientSession.run(configuration: client.configuration, tls: client.tls, deviceID: client.sessionID,
+                                            subscribe: true, onOpen: { continuation in self.attach(continuation) }) { session in
+                    failures = 0
+                    try await serve(&session)
+                }
+            } catch {
+                attach(nil)
+                if Task.isCancelled { return }
+                failures += 1
+                let delay = client.configuration.retry.delay(before: min(failures, 16), after: error)
+                guard await failed(error, failures, delay) else { return }
+                try? await Task.sleep(for: delay)
+            }
+        }
+    }
 }

@@ -117,43 +117,32 @@ public final class UpstreamLink: Sendable {
     }
 
     private func run() async {
-        var failures = 0
-        while !Task.isCancelled {
-            do {
-                try await ClientSession.run(configuration: client.configuration, tls: client.tls, deviceID: client.sessionID,
-                                            subscribe: true, onOpen: { continuation in self.control.attach(continuation) }) { session in
-                    failures = 0
-                    try await self.serve(&session)
+        await control.keepSubscribed(client) { session in
+            try await self.serve(&session)
+        } failed: { error, failures, delay in
+            if let refusal = error as? SyncError, [.tenantSuspended, .unknownTenant].contains(refusal.code) {
+                let directory = self.directory
+                do {
+                    try await NIOThreadPool.singleton.runIfActive { try directory.tenantRefused(refusal) }
+                } catch {
+                    logger.error("cannot stop serving the tenant the centre refuses", metadata: ["error": "\(error)"])
                 }
-            } catch {
-                control.attach(nil)
-                if Task.isCancelled { break }
-                if let refusal = error as? SyncError, [.tenantSuspended, .unknownTenant].contains(refusal.code) {
-                    let directory = self.directory
-                    do {
-                        try await NIOThreadPool.singleton.runIfActive { try directory.tenantRefused(refusal) }
-                    } catch {
-                        logger.error("cannot stop serving the tenant the centre refuses", metadata: ["error": "\(error)"])
-                    }
-                }
-                failures += 1
-                let delay = client.configuration.retry.delay(before: min(failures, 16), after: error)
-                let wasConnected = status.connected
-                update {
-                    if $0.connected || $0.since == nil { $0.since = Date() }
-                    $0.connected = false
-                    $0.lastError = "\(error)"
-                }
-                // What devices pushed while this session was ending waits too.
-                await countWaitingWhileDown()
-                // Once per outage at notice level; the retries that follow at debug.
-                if wasConnected || failures == 1 {
-                    logger.notice("upstream link down; retrying with backoff", metadata: ["error": "\(error)", "retry_in": "\(delay)"])
-                } else {
-                    logger.debug("upstream link still down", metadata: ["error": "\(error)", "attempt": "\(failures)", "retry_in": "\(delay)"])
-                }
-                try? await Task.sleep(for: delay)
             }
+            let wasConnected = status.connected
+            update {
+                if $0.connected || $0.since == nil { $0.since = Date() }
+                $0.connected = false
+                $0.lastError = "\(error)"
+            }
+            // What devices pushed while this session was ending waits too.
+            await countWaitingWhileDown()
+            // Once per outage at notice level; the retries that follow at debug.
+            if wasConnected || failures == 1 {
+                logger.notice("upstream link down; retrying with backoff", metadata: ["error": "\(error)", "retry_in": "\(delay)"])
+            } else {
+                logger.debug("upstream link still down", metadata: ["error": "\(error)", "attempt": "\(failures)", "retry_in": "\(delay)"])
+            }
+            return true
         }
         update {
             $0.connected = false
