@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "SQLite", targets: ["SQLite"]),
+        .library(name: "Postgres", targets: ["Postgres"]),
         .library(name: "SyncModel", targets: ["SyncModel"]),
         .library(name: "ReplicaStore", targets: ["ReplicaStore"]),
         .library(name: "TLS", targets: ["TLS"]),
@@ -39,12 +40,16 @@ let package = Package(
         // System libraries and the C shim for OpenSSL macros Swift cannot call.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .target(name: "CRapportOpenSSLShim", dependencies: ["COpenSSL"]),
 
         // Libraries, lowest layer first.
         // Owner-only files and folders, for everything Rapport writes.
         .target(name: "PrivateFiles"),
         .target(name: "SQLite", dependencies: ["CSQLite", "PrivateFiles"]),
+        // The server tier's store when a customer base outgrows one machine: libpq, synchronous
+        // like SQLite, because the stores above it are (see PostgresConnection).
+        .target(name: "Postgres", dependencies: ["CPostgres"]),
         .target(name: "SyncModel"),
         // Roles and rights: who may read and write which records; pure, run by server and device alike.
         .target(name: "Access", dependencies: ["SyncModel"]),
@@ -154,8 +159,9 @@ let package = Package(
         // Tests.
         // Support for tests and benchmarks: temp directories, seeded randomness, server processes.
         .target(name: "TestSupport", dependencies: [
-            "PrivateFiles", "TLS", "Registry", "SyncModel", .product(name: "NIOHTTP1", package: "swift-nio"),
+            "PrivateFiles", "TLS", "Registry", "SyncModel", "Postgres", .product(name: "NIOHTTP1", package: "swift-nio"),
         ] + nio, path: "Tests/TestSupport"),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
         .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "PrivateFiles", "TestSupport"]),
         .testTarget(name: "SyncModelTests", dependencies: [
             "SyncModel", "TestSupport",

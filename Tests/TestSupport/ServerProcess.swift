@@ -180,7 +180,7 @@ extension ServerProcess {
 /// certificate and key.
 public enum OpenSSLFloor {
     public static func handshakesPerServerCPUSecond(certificate: String, key: String, ca: String, connections: Int) throws -> Double {
-        let port = try freePort()
+        let port = try LoopbackPort.free()
         let server = Process()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
         server.arguments = ["s_server", "-cert", certificate, "-key", key, "-accept", "127.0.0.1:\(port)", "-www", "-quiet"]
@@ -212,8 +212,11 @@ public enum OpenSSLFloor {
         }
         return count / max(used, 0.001)
     }
+}
 
-    static func freePort() throws -> Int {
+/// A loopback port nothing listens on now, for a server that must be told its port.
+public enum LoopbackPort {
+    public static func free() throws -> Int {
         let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(socket) }
         var address = sockaddr_in()
@@ -227,7 +230,7 @@ public enum OpenSSLFloor {
                 return getsockname(socket, pointer, &length)
             }
         }
-        guard bound == 0 else { throw BenchError("cannot find a free port") }
+        guard bound == 0 else { throw BenchError("cannot find a free loopback port: \(String(cString: strerror(errno)))") }
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }

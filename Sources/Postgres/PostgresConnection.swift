@@ -1,0 +1,332 @@
+import CPostgres
+import Foundation
+
+/// A value bound to a statement parameter, sent to the server in binary with its type, so no
+/// value is ever spliced into SQL text.
+public enum PostgresValue: Sendable, Hashable {
+    case null
+    case integer(Int64)
+    case real(Double)
+    case text(String)
+    case bytes(Data)
+    case bool(Bool)
+}
+
+/// One connection to a PostgreSQL server, through libpq.
+///
+/// Synchronous on purpose: the stores Rapport runs on it are synchronous and each belongs to
+/// one thread (or serial executor) at a time, as a SQLite `Database` does, so a statement is a
+/// plain call and a transaction a plain closure. Never call it on an event loop thread.
+///
+/// A `PostgresConnection` is not `Sendable`; its owner confines it.
+public final class PostgresConnection {
+    private var handle: OpaquePointer?
+    /// `host:port/database` of the server, for errors and logs (never the password).
+    public let server: String
+    private var transactionDepth = 0
+
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/database?options`, or
+    /// libpq's `key=value` form).
+    ///
+    /// Fails with the server's or libpq's message when the server is unreachable, refuses the
+    /// credentials, or the database does not exist.
+    public init(url: String) throws {
+        guard let connection = PQconnectdb(url) else {
+            throw PostgresError(message: "libpq could not allocate a connection", server: Self.redacted(url))
+        }
+        handle = connection
+        server = "\(String(cString: PQhost(connection))):\(String(cString: PQport(connection)))/\(String(cString: PQdb(connection)))"
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let message = Self.trimmed(PQerrorMessage(connection))
+            PQfinish(connection)
+            handle = nil
+            throw PostgresError(message: message, server: server)
+        }
+        // UTC and ISO dates whatever the server's defaults: nothing Rapport reads depends on them,
+        // but a log line should not change meaning with the server's configuration.
+        try run("SET TIME ZONE 'UTC'")
+    }
+
+    deinit { close() }
+
+    /// Closes the connection; later calls fail.
+    public func close() {
+        if let handle { PQfinish(handle) }
+        handle = nil
+    }
+
+    /// Runs a statement and returns how many rows it changed (0 for statements that change none).
+    @discardableResult
+    public func run(_ sql: String, _ values: [PostgresValue] = []) throws -> Int {
+        try execute(sql, values) { result in
+            let affected = String(cString: PQcmdTuples(result))
+            return Int(affected) ?? 0
+        }
+    }
+
+    /// Runs a query and maps each row of its result.
+    public func query<T>(_ sql: String, _ values: [PostgresValue] = [], row: (PostgresRow) throws -> T) throws -> [T] {
+        try execute(sql, values) { result in
+            let count = PQntuples(result)
+            var rows: [T] = []
+            rows.reserveCapacity(Int(count))
+            for index in 0..<count {
+                rows.append(try row(PostgresRow(result: result, index: index, sql: sql, server: server)))
+            }
+            return rows
+        }
+    }
+
+    /// The first column of the first row as an integer, or `nil` when there is no row or it is NULL.
+    public func scalarInt(_ sql: String, _ values: [PostgresValue] = []) throws -> Int64? {
+        try query(sql, values) { row in try row.isNull(0) ? nil : row.int64(0) }.first ?? nil
+    }
+
+    /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
+    /// Nested calls run in a savepoint of the outer transaction, so an inner failure undoes only
+    /// the inner work.
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        let depth = transactionDepth
+        try run(depth == 0 ? "BEGIN" : "SAVEPOINT rapport_\(depth)")
+        transactionDepth += 1
+        defer { transactionDepth = depth }
+        do {
+            let value = try body()
+            try run(depth == 0 ? "COMMIT" : "RELEASE SAVEPOINT rapport_\(depth)")
+            return value
+        } catch {
+            // The connection may be gone; the original error is the one worth reporting.
+            _ = try? run(depth == 0 ? "ROLLBACK" : "ROLLBACK TO SAVEPOINT rapport_\(depth)")
+            throw error
+        }
+    }
+
+    /// Starts receiving notifications sent on `channel` (`NOTIFY`, `pg_notify`).
+    public func listen(_ channel: String) throws {
+        try run("LISTEN \(Self.quotedIdentifier(channel))")
+    }
+
+    /// Waits up to `timeout` for notifications on the channels this connection listens to, and
+    /// returns those that came (none when the time ran out).
+    public func notifications(waitingUpTo timeout: Duration) throws -> [PostgresNotification] {
+        let connection = try open()
+        var received = try drainNotifications(connection)
+        guard received.isEmpty else { return received }
+        var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
+        let (seconds, attoseconds) = timeout.components
+        let milliseconds = Int32(clamping: seconds * 1_000 + attoseconds / 1_000_000_000_000_000)
+        let ready = poll(&descriptor, 1, milliseconds)
+        if ready < 0, errno != EINTR {
+            throw PostgresError(message: "waiting for notifications: \(String(cString: strerror(errno)))", server: server)
+        }
+        received = try drainNotifications(connection)
+        return received
+    }
+
+    private func drainNotifications(_ connection: OpaquePointer) throws -> [PostgresNotification] {
+        guard PQconsumeInput(connection) == 1 else {
+            throw PostgresError(message: Self.trimmed(PQerrorMessage(connection)), server: server)
+        }
+        var received: [PostgresNotification] = []
+        while let notice = PQnotifies(connection) {
+            received.append(PostgresNotification(channel: String(cString: notice.pointee.relname),
+                                                 payload: String(cString: notice.pointee.extra),
+                                                 senderProcessID: notice.pointee.be_pid))
+            PQfreemem(notice)
+        }
+        return received
+    }
+
+    private func open() throws -> OpaquePointer {
+        guard let handle else { throw PostgresError(message: "the connection is closed", server: server) }
+        return handle
+    }
+
+    /// Sends one statement with its parameters in binary and asks for a binary result; hands the
+    /// result to `read` when it succeeded, and turns any failure into a `PostgresError`.
+    private func execute<T>(_ sql: String, _ values: [PostgresValue], read: (OpaquePointer) throws -> T) throws -> T {
+        let connection = try open()
+        var types: [Oid] = []
+        var buffers: [[UInt8]?] = []
+        types.reserveCapacity(values.count)
+        buffers.reserveCapacity(values.count)
+        for value in values {
+            let (type, bytes) = Self.encode(value)
+            types.append(type)
+            buffers.append(bytes)
+        }
+        let lengths = buffers.map { Int32($0?.count ?? 0) }
+        let formats = [Int32](repeating: 1, count: values.count)
+        let result: OpaquePointer? = withPointers(to: buffers) { pointers in
+            PQexecParams(connection, sql, Int32(values.count), types, pointers, lengths, formats, 1)
+        }
+        guard let result else {
+            throw PostgresError(message: Self.trimmed(PQerrorMessage(connection)), sql: sql, server: server)
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+            return try read(result)
+        default:
+            throw PostgresError(
+                sqlState: Self.field(result, "C"),
+                message: Self.field(result, "M") ?? Self.trimmed(PQresultErrorMessage(result)),
+                detail: Self.field(result, "D"),
+                sql: sql, server: server)
+        }
+    }
+
+    private func withPointers<T>(to buffers: [[UInt8]?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
+        // The buffers outlive the call: pointers taken one by one would not.
+        var pointers: [UnsafeMutablePointer<CChar>?] = []
+        pointers.reserveCapacity(buffers.count)
+        defer { pointers.forEach { $0?.deallocate() } }
+        for buffer in buffers {
+            guard let buffer else {
+                pointers.append(nil)
+                continue
+            }
+            let pointer = UnsafeMutablePointer<CChar>.allocate(capacity: max(buffer.count, 1))
+            buffer.withUnsafeBytes { bytes in
+                UnsafeMutableRawPointer(pointer).copyMemory(from: bytes.baseAddress ?? UnsafeRawPointer(pointer), byteCount: buffer.count)
+            }
+            pointers.append(pointer)
+        }
+        return body(pointers.map { UnsafePointer($0) })
+    }
+
+    /// The type and binary form of a parameter (PostgreSQL's send functions: big-endian integers
+    /// and IEEE doubles, raw bytes for text and bytea).
+    private static func encode(_ value: PostgresValue) -> (Oid, [UInt8]?) {
+        switch value {
+        case .null: return (0, nil)
+        case .integer(let number): return (PostgresType.int8, withUnsafeBytes(of: number.bigEndian) { Array($0) })
+        case .real(let number): return (PostgresType.float8, withUnsafeBytes(of: number.bitPattern.bigEndian) { Array($0) })
+        case .text(let text): return (PostgresType.text, Array(text.utf8))
+        case .bytes(let data): return (PostgresType.bytea, Array(data))
+        case .bool(let flag): return (PostgresType.bool, [flag ? 1 : 0])
+        }
+    }
+
+    /// A field of an error result, by the one-letter code of the protocol (postgres_ext.h's
+    /// `PG_DIAG_*` macros, which Swift cannot import: C sqlstate, M message, D detail).
+    private static func field(_ result: OpaquePointer, _ code: Unicode.Scalar) -> String? {
+        PQresultErrorField(result, Int32(code.value)).map { String(cString: $0) }
+    }
+
+    private static func trimmed(_ message: UnsafePointer<CChar>?) -> String {
+        guard let message else { return "unknown libpq failure" }
+        return String(cString: message).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// `url` without its password, for an error raised before libpq could say which server it is.
+    private static func redacted(_ url: String) -> String {
+        guard var components = URLComponents(string: url), components.password != nil else { return url }
+        components.password = "***"
+        return components.string ?? "(unparsable connection string)"
+    }
+
+    /// `name` as a quoted SQL identifier.
+    public static func quotedIdentifier(_ name: String) -> String {
+        "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}
+
+/// A notification received on a channel this connection listens to.
+public struct PostgresNotification: Sendable, Hashable {
+    public var channel: String
+    public var payload: String
+    /// The server process that sent it (a connection's own notifications carry its own id).
+    public var senderProcessID: Int32
+}
+
+/// The type OIDs Rapport reads and writes (`pg_type`).
+enum PostgresType {
+    static let bool: Oid = 16
+    static let bytea: Oid = 17
+    static let name: Oid = 19
+    static let int8: Oid = 20
+    static let int2: Oid = 21
+    static let int4: Oid = 23
+    static let text: Oid = 25
+    static let float4: Oid = 700
+    static let float8: Oid = 701
+    static let varchar: Oid = 1043
+}
+
+/// One row of a result, read column by column in binary. Valid only inside the `row` closure
+/// of `PostgresConnection.query`, which owns the result.
+public struct PostgresRow {
+    let result: OpaquePointer
+    let index: Int32
+    let sql: String
+    let server: String
+
+    /// How many columns the row has.
+    public var count: Int { Int(PQnfields(result)) }
+
+    public func isNull(_ column: Int32) -> Bool { PQgetisnull(result, index, column) == 1 }
+
+    /// An integer column (`bigint`, `integer`, `smallint`, `boolean` as 0 or 1).
+    public func int64(_ column: Int32) throws -> Int64 {
+        let bytes = try raw(column)
+        switch PQftype(result, column) {
+        case PostgresType.int8 where bytes.count == 8: return Int64(bigEndian: load(bytes, as: Int64.self))
+        case PostgresType.int4 where bytes.count == 4: return Int64(Int32(bigEndian: load(bytes, as: Int32.self)))
+        case PostgresType.int2 where bytes.count == 2: return Int64(Int16(bigEndian: load(bytes, as: Int16.self)))
+        case PostgresType.bool where bytes.count == 1: return Int64(bytes[0])
+        default: throw mismatch(column, "an integer")
+        }
+    }
+
+    /// A floating-point column (`double precision`, `real`), or an integer one.
+    public func double(_ column: Int32) throws -> Double {
+        let bytes = try raw(column)
+        switch PQftype(result, column) {
+        case PostgresType.float8 where bytes.count == 8: return Double(bitPattern: UInt64(bigEndian: load(bytes, as: UInt64.self)))
+        case PostgresType.float4 where bytes.count == 4: return Double(Float(bitPattern: UInt32(bigEndian: load(bytes, as: UInt32.self))))
+        default: return Double(try int64(column))
+        }
+    }
+
+    /// A text column (`text`, `varchar`, `name`).
+    public func string(_ column: Int32) throws -> String {
+        switch PQftype(result, column) {
+        case PostgresType.text, PostgresType.varchar, PostgresType.name:
+            return String(decoding: try raw(column), as: UTF8.self)
+        default: throw mismatch(column, "text")
+        }
+    }
+
+    /// A `bytea` column's bytes.
+    public func data(_ column: Int32) throws -> Data {
+        guard PQftype(result, column) == PostgresType.bytea else { throw mismatch(column, "bytes") }
+        return Data(try raw(column))
+    }
+
+    /// A `boolean` column.
+    public func bool(_ column: Int32) throws -> Bool { try int64(column) != 0 }
+
+    private func raw(_ column: Int32) throws -> UnsafeRawBufferPointer {
+        guard column >= 0, column < PQnfields(result) else {
+            throw PostgresError(message: "no column \(column) in the result (it has \(PQnfields(result)))", sql: sql, server: server)
+        }
+        guard !isNull(column) else {
+            throw PostgresError(message: "column \(column) (\(name(column))) is NULL", sql: sql, server: server)
+        }
+        let length = Int(PQgetlength(result, index, column))
+        return UnsafeRawBufferPointer(start: PQgetvalue(result, index, column), count: length)
+    }
+
+    private func load<T: FixedWidthInteger>(_ bytes: UnsafeRawBufferPointer, as: T.Type) -> T {
+        bytes.loadUnaligned(as: T.self)
+    }
+
+    private func name(_ column: Int32) -> String {
+        PQfname(result, column).map { String(cString: $0) } ?? "?"
+    }
+
+    private func mismatch(_ column: Int32, _ wanted: String) -> PostgresError {
+        PostgresError(message: "column \(column) (\(name(column))) has type \(PQftype(result, column)), not \(wanted)", sql: sql, server: server)
+    }
+}

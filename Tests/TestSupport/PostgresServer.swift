@@ -1,0 +1,156 @@
+import Foundation
+import Postgres
+import Synchronization
+
+/// A real PostgreSQL server for tests and benchmarks, and a fresh database on it per test.
+///
+/// `RAPPORT_POSTGRES_URL` names a server to use (a superuser's URL; CI or a developer's own).
+/// Without it, the first use starts a throwaway server for this process from Debian's
+/// `postgresql` package: its own data directory under the temp folder, listening on loopback
+/// only, trust authentication for its one user, durability off (it lives as long as the
+/// tests), stopped and removed when the process exits. initdb refuses to run as root, so as
+/// root the server runs as the `postgres` user. A missing installation fails the test with how
+/// to fix it: no test is skipped because a server is missing.
+public final class PostgresServer: Sendable {
+    /// A superuser's URL for the server's `postgres` database.
+    public let url: String
+    private let stop: (@Sendable () -> Void)?
+
+    private static let started = Mutex<Result<PostgresServer, PostgresServerError>?>(nil)
+
+    /// The server of this process, started on first use.
+    public static func shared() throws -> PostgresServer {
+        try started.withLock { server in
+            if let server { return try server.get() }
+            let result = Result { try start() }.mapError { $0 as? PostgresServerError ?? PostgresServerError("\($0)") }
+            server = result
+            if case .success = result { atexit { PostgresServer.stopShared() } }
+            return try result.get()
+        }
+    }
+
+    /// A new, empty database on the shared server, dropped when the value goes away.
+    public static func database() throws -> PostgresDatabase {
+        try PostgresDatabase(on: shared())
+    }
+
+    private init(url: String, stop: (@Sendable () -> Void)?) {
+        self.url = url
+        self.stop = stop
+    }
+
+    /// `url` with another database name.
+    public func url(database: String) -> String {
+        guard var components = URLComponents(string: url) else { return url }
+        components.path = "/" + database
+        return components.string ?? url
+    }
+
+    private static func stopShared() {
+        if case .success(let server)? = started.withLock({ $0 }) { server.stop?() }
+    }
+
+    private static func start() throws -> PostgresServer {
+        if let given = ProcessInfo.processInfo.environment["RAPPORT_POSTGRES_URL"], !given.isEmpty {
+            return PostgresServer(url: given, stop: nil)
+        }
+        guard let bin = serverBinaries() else {
+            throw PostgresServerError("no PostgreSQL server found (initdb, pg_ctl): install Debian's postgresql package (apt-get install postgresql), or set RAPPORT_POSTGRES_URL to a server's superuser URL")
+        }
+        let root = NSTemporaryDirectory() + "rapport-postgres-\(UUID().uuidString)"
+        let data = root + "/data"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let runAs: [String] = geteuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []
+        if geteuid() == 0 {
+            guard let account = getpwnam("postgres") else {
+                throw PostgresServerError("running as root and there is no postgres user to run the server as")
+            }
+            guard chown(root, account.pointee.pw_uid, account.pointee.pw_gid) == 0 else {
+                throw PostgresServerError("cannot give \(root) to the postgres user: \(String(cString: strerror(errno)))")
+            }
+        }
+        try run(runAs + [bin + "/initdb", "-D", data, "-U", "rapport", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"], what: "initdb")
+        let port = try LoopbackPort.free()
+        let options = "-c listen_addresses=127.0.0.1 -p \(port) -k \(root) -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        try run(runAs + [bin + "/pg_ctl", "-D", data, "-l", root + "/server.log", "-w", "-t", "120", "-o", options, "start"], what: "pg_ctl start")
+        let url = "postgresql://rapport@127.0.0.1:\(port)/postgres"
+        return PostgresServer(url: url) {
+            _ = try? run(runAs + [bin + "/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], what: "pg_ctl stop")
+            try? FileManager.default.removeItem(atPath: root)
+        }
+    }
+
+    /// Where Debian's `postgresql` package put the server's programs, the newest version first.
+    private static func serverBinaries() -> String? {
+        let base = "/usr/lib/postgresql"
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []
+        return versions.sorted { (Int($0) ?? 0) > (Int($1) ?? 0) }
+            .map { base + "/" + $0 + "/bin" }
+            .first { FileManager.default.isExecutableFile(atPath: $0 + "/initdb") }
+    }
+
+    /// Runs a server program and waits for it, its output in a file. Spawned by hand, not with
+    /// Foundation's `Process`: the server pg_ctl starts would inherit the descriptors Process
+    /// and the test runner keep (Process learns of an exit through one), and neither would see
+    /// an end while the server runs. Here the program gets the file and nothing else.
+    private static func run(_ command: [String], what: String) throws {
+        let output = NSTemporaryDirectory() + "rapport-postgres-\(UUID().uuidString).out"
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // glibc's closefrom action, which Swift's Glibc module does not declare.
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else {
+            throw PostgresServerError("\(what): this C library cannot close inherited descriptors (posix_spawn_file_actions_addclosefrom_np, glibc 2.34)")
+        }
+        _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
+        let argv = command.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, environ)
+        guard spawned == 0 else {
+            throw PostgresServerError("\(what): cannot start \(command[0]): \(String(cString: strerror(spawned)))")
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        // WIFEXITED / WEXITSTATUS, which Swift does not import.
+        let exited = status & 0x7f == 0
+        let code = (status >> 8) & 0xff
+        guard exited, code == 0 else {
+            let said = String(decoding: FileManager.default.contents(atPath: output) ?? Data(), as: UTF8.self)
+            throw PostgresServerError("\(what) failed (\(exited ? "status \(code)" : "signal \(status & 0x7f)")): \(said)")
+        }
+    }
+}
+
+/// A database of its own on the test server, so tests running in parallel never meet; dropped
+/// (with any connection still open to it) when the value goes away.
+public final class PostgresDatabase: Sendable {
+    public let name: String
+    /// A superuser's URL for this database.
+    public let url: String
+    private let server: PostgresServer
+
+    init(on server: PostgresServer) throws {
+        self.server = server
+        name = "rapport_test_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        url = server.url(database: name)
+        let admin = try PostgresConnection(url: server.url)
+        try admin.run("CREATE DATABASE \(PostgresConnection.quotedIdentifier(name))")
+    }
+
+    deinit {
+        let admin = try? PostgresConnection(url: server.url)
+        _ = try? admin?.run("DROP DATABASE IF EXISTS \(PostgresConnection.quotedIdentifier(name)) WITH (FORCE)")
+    }
+}
+
+/// Why a test server could not be had.
+public struct PostgresServerError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
