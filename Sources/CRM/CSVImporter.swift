@@ -340,8 +340,7 @@ private struct ImportRun {
 
     func referenceExists(_ id: UUID, type: String) throws -> Bool {
         if pending[id] != nil || importer.options.assumedRecords.contains(id) { return true }
-        guard let record = try store.record(id) else { return false }
-        return record.type == type && !record.isDeleted
+        return try store.liveRecordType(of: id) == type
     }
 
     /// Creates or merges the row's record (and its account), as one savepoint. What the run

@@ -254,19 +254,8 @@ public struct ImportJournal: Sendable, Equatable, Codable {
         /// transaction, before it commits.
         public func record(_ store: ReplicaStore, since mark: Mark, merges: some Sequence<ImportReport.Merge>) throws {
             try store.settleEffects()
-            var batch = Batch(created: [], filled: [], stamp: try store.lastTimestamp.rawValue)
-            var after = mark.sequence
-            while true {
-                let changes = try store.changes(after: after, limit: 1_000)
-                guard let last = changes.last else { break }
-                for change in changes {
-                    let liveness = change.state.liveness
-                    if !liveness.isDeleted, liveness.dot.replica == store.replicaID, liveness.timestamp > mark.timestamp {
-                        batch.created.append(change.state.id)
-                    }
-                }
-                after = last.sequence
-            }
+            var batch = Batch(created: try store.recordsMadeLocally(after: mark.sequence, since: mark.timestamp), filled: [],
+                              stamp: try store.lastTimestamp.rawValue)
             let made = Set(batch.created)
             for merge in merges where !merge.filledFields.isEmpty && !made.contains(merge.record) {
                 guard let state = try store.record(merge.record) else { continue }

@@ -131,8 +131,14 @@ public struct OrgImporter {
         let profiles = ImportProfile.all(source)
         var planned: [(index: Int, name: String, profile: ImportProfile, chosenBy: String, header: [String],
                        open: () throws -> CSV.Reader)] = []
+        var bytesByType: [String: Int] = [:]
         for file in files {
-            let header = try Self.reading(file.name) { try file.open().next()?.fields ?? [] }
+            var size: Int?
+            let header = try Self.reading(file.name) {
+                let reader = try file.open()
+                size = reader.totalBytes
+                return try reader.next()?.fields ?? []
+            }
             let chosen: ImportProfile?, chosenBy: String
             if let override = options.overrides[file.name] {
                 (chosen, chosenBy) = (override, "--object")
@@ -144,8 +150,10 @@ public struct OrgImporter {
                 continue
             }
             planned.append((index, file.name, chosen, chosenBy, header, file.open))
+            if let type = chosen.recordType { bytesByType[type, default: 0] += size ?? 0 }
         }
         planned.sort { ($0.index, $0.name) < ($1.index, $1.name) }
+        if !options.dryRun { try deferIndex(bytesByType) }
 
         let run = OrgRun(importer: self, store: store)
         var users: [String: Int] = [:]
@@ -162,10 +170,33 @@ public struct OrgImporter {
             let fileReport = try Self.reading(name) { try run.importFile(name: name, profile: profile, reader: try open()) }
             report.files.append(.init(file: name, profile: profile.name, type: profile.recordType, chosenBy: chosenBy, report: fileReport))
         }
+        // The deferred entries, in one sorted pass per type. A run killed before this leaves
+        // the types deferred (queries read their records meanwhile); the next run builds them.
+        if !options.dryRun { try store.completeFieldIndex() }
         report.unmappedOwners = run.unmapped.map { key, value in
             .init(file: key.file, owner: key.owner, rows: value.rows, reason: value.reason)
         }.sorted { ($0.file, $0.owner) < ($1.file, $1.owner) }
         return report
+    }
+
+    /// Bytes of export a record type needs, per live record the store holds of it, for its
+    /// index entries to be deferred: a row is rarely under 100 bytes, so this defers when the
+    /// files bring about as many records as the store has, or more.
+    static let deferringBytesPerRecord = 100
+
+    /// Defers the field index entries (`ReplicaStore.deferFieldIndex(of:)`) of the types the
+    /// files bring at least as many records of as the store holds. Writing each record's
+    /// entries at random places of a b-tree larger than SQLite's cache, batch after batch,
+    /// cost more than the records themselves; a sorted pass over the type at the end (which
+    /// reads its records already there too, hence the size test) costs a fraction of it.
+    private func deferIndex(_ bytesByType: [String: Int]) throws {
+        var bytesByType = bytesByType
+        // An opportunity's effects make its stage change, one per imported opportunity.
+        if let bytes = bytesByType["opportunity"] { bytesByType["stage_change"] = bytes }
+        let types = try bytesByType.filter { type, bytes in
+            bytes / Self.deferringBytesPerRecord >= max(1, try store.count(ofType: type))
+        }.keys
+        try store.deferFieldIndex(of: types)
     }
 
     /// `body`, with a malformed file's error naming the file.
@@ -487,8 +518,7 @@ private final class OrgRun {
         if let id = ids[type]?[sourceID] { return id }
         let derived = DerivedID.make("import:\(type)", "external:" + sourceID)
         if assumedRecords.contains(derived) { return derived }
-        guard let record = try store.record(derived), record.type == type, !record.isDeleted else { return nil }
-        return derived
+        return try store.liveRecordType(of: derived) == type ? derived : nil
     }
 
     func note(file: String, owner: String, reason: String) {

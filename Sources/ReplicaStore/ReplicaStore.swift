@@ -618,6 +618,17 @@ public final class ReplicaStore {
         return try statement.step() ? statement.string(0) : nil
     }
 
+    /// The type of the live record with `id`; `nil` when the store has none or it is deleted.
+    /// Read from the row's columns without decoding the record, for code that checks many
+    /// references (an import resolving every row's account and contact).
+    public func liveRecordType(of id: UUID) throws -> String? {
+        let statement = try db.cached("SELECT type FROM records WHERE id = ? AND deleted = 0")
+        statement.reset()
+        try statement.bind(uuid: id, at: 1)
+        defer { statement.reset() }
+        return try statement.step() ? statement.string(0) : nil
+    }
+
     /// Every record of `type`, in change order.
     public func records(ofType type: String, includeDeleted: Bool = false) throws -> [RecordState] {
         let sql = includeDeleted
@@ -637,6 +648,28 @@ public final class ReplicaStore {
         try db.query("SELECT seq, id, type, vector, state FROM records WHERE seq > ? ORDER BY seq LIMIT ?", [after, limit]) {
             Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1))
         }
+    }
+
+    /// The live records changed after sequence number `after` that a write of this replica
+    /// later than `timestamp` created (or restored): what the local writes since that point
+    /// made. Only each row's vector and liveness are decoded, not its fields, so a journal of
+    /// a large import asks this of every batch at little cost.
+    public func recordsMadeLocally(after: Int64, since timestamp: HLCTimestamp) throws -> [UUID] {
+        let statement = try db.cached("SELECT id, vector, state FROM records WHERE seq > ? AND deleted = 0 ORDER BY seq")
+        statement.reset()
+        defer { statement.reset() }
+        try statement.bind(integer: after, at: 1)
+        var made: [UUID] = []
+        while try statement.step() {
+            let id = try rowID(statement, at: 0)
+            let liveness = try decoding(record: id) {
+                try statement.withBytes(2) { state in
+                    try RecordCodec.decodeLivenessWrite(vector: try statement.withBytes(1) { try RecordCodec.decodeVector($0) }, state)
+                }
+            }
+            if !liveness.isDeleted, liveness.dot.replica == replicaID, liveness.timestamp > timestamp { made.append(id) }
+        }
+        return made
     }
 
     /// `changes(after:limit:)` as the rows hold them, for sending to a peer: nothing is decoded,

@@ -77,6 +77,20 @@ public enum RecordCodec {
         try decodeState(id: id, type: type, vector: try decodeVector(vector), state)
     }
 
+    /// The write that created, deleted or restored the record, read from its encoded state
+    /// without its fields: for code that asks, of many records, only which write made them.
+    public static func decodeLivenessWrite(
+        vector: VersionVector, _ bytes: UnsafeRawBufferPointer
+    ) throws(ModelError) -> (isDeleted: Bool, dot: Dot, timestamp: HLCTimestamp) {
+        var reader = ByteReader(bytes)
+        let version = try reader.byte()
+        guard version == formatVersion else { throw .malformedEncoding("record format \(version) is not supported") }
+        let deleted = try reader.byte()
+        guard deleted <= 1 else { throw .malformedEncoding("deletion flag \(deleted)") }
+        let dot = try reader.dot(vector.replicas)
+        return (deleted == 1, dot, try reader.timestamp())
+    }
+
     public static func decodeState(
         id: UUID, type: String, vector: VersionVector, _ bytes: UnsafeRawBufferPointer
     ) throws(ModelError) -> RecordState {

@@ -147,6 +147,19 @@ import Testing
         #expect(leads.values.filter { $0["consent_email"] as? String == "withdrawn" }.count == (0..<fixture.leads).filter { $0 % 9 == 0 && !fixture.leadBogus($0) }.count)
         #expect(Set(leads.values.compactMap { $0["source"] as? String }) == ["web", "event", "cold_call"])
 
+        // The index entries the import deferred are built: none is left deferred, and the
+        // index finds each owner's contacts as the records hold them.
+        let store = try ReplicaStore(path: try DataDirectory(ctl.data).storePath(of: "acme"), options: .crm(role: .authority))
+        #expect(try store.deferredFieldIndexTypes().isEmpty)
+        for owner in ["anna@acme.example", "ben@acme.example"] {
+            let indexed = try store.records(ofType: "contact", where: "owner", equals: owner).map(\.id)
+            let held = (tenant["contact"] ?? [:]).filter { $0.value["owner"] as? String == owner }.keys
+            #expect(!indexed.isEmpty && Set(indexed.map { $0.uuidString.lowercased() }) == Set(held.map { $0.lowercased() }), "\(owner)")
+        }
+        #expect(try store.search("müller", ofType: "contact").count == (tenant["contact"] ?? [:]).values.filter {
+            ($0["last_name"] as? String)?.lowercased().contains("müller") == true }.count)
+        store.close()
+
         // The same export again creates and changes nothing.
         let again = try ctl.run(arguments)
         let totals = try #require(again.json as? [String: Any])
@@ -329,6 +342,10 @@ import Testing
         let killedEarly = process.isRunning
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
+        let storePath = try DataDirectory(ctl.data).storePath(of: "acme")
+        let killedStore = try Database(path: storePath, options: readOnly)
+        let deferredByTheKilledRun = try killedStore.scalarInt("SELECT count(*) FROM field_index_deferred") ?? 0
+        killedStore.close()
         let partial = try OrgImportTests.records(ctl, dir, "partial")
 
         // The killed run left its journal, unfinished: undone (in a copy of the data directory),
@@ -349,6 +366,14 @@ import Testing
         #expect((again.json as? [String: Any])?["importID"] as? String == killedID)
         #expect(again.error.contains("carrying on import \(killedID)"))
         let resumed = try OrgImportTests.records(ctl, dir, "resumed")
+        // The killed run left the index entries of what it imports deferred; the run that
+        // carried it on built them.
+        #expect(!killedEarly || deferredByTheKilledRun > 0)
+        let resumedStore = try ReplicaStore(path: storePath, options: .crm(role: .authority))
+        #expect(try resumedStore.deferredFieldIndexTypes().isEmpty)
+        #expect(try resumedStore.records(ofType: "account", where: "owner", equals: "anna@acme.example").count
+                == (resumed["account"] ?? [:]).values.filter { $0["owner"] as? String == "anna@acme.example" }.count)
+        resumedStore.close()
 
         // The same import, uninterrupted, into a fresh tenant of the same data directory.
         #expect(try ctl.run(["tenant", "create", "fresh"]).status == 0)
