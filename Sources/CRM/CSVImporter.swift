@@ -340,7 +340,7 @@ private struct ImportRun {
 
     func referenceExists(_ id: UUID, type: String) throws -> Bool {
         if pending[id] != nil || importer.options.assumedRecords.contains(id) { return true }
-        return try store.liveRecordType(of: id) == type
+        return try store.recordType(of: id, live: true) == type
     }
 
     /// Creates or merges the row's record (and its account), as one savepoint. What the run

@@ -518,7 +518,7 @@ private final class OrgRun {
         if let id = ids[type]?[sourceID] { return id }
         let derived = DerivedID.make("import:\(type)", "external:" + sourceID)
         if assumedRecords.contains(derived) { return derived }
-        return try store.liveRecordType(of: derived) == type ? derived : nil
+        return try store.recordType(of: derived, live: true) == type ? derived : nil
     }
 
     func note(file: String, owner: String, reason: String) {

@@ -609,20 +609,11 @@ public final class ReplicaStore {
         try load(id, decodeState: true)?.1
     }
 
-    /// The type of the record with `id`, deleted or not, without decoding it.
-    public func recordType(of id: UUID) throws -> String? {
-        let statement = try db.cached("SELECT type FROM records WHERE id = ?")
-        statement.reset()
-        try statement.bind(uuid: id, at: 1)
-        defer { statement.reset() }
-        return try statement.step() ? statement.string(0) : nil
-    }
-
-    /// The type of the live record with `id`; `nil` when the store has none or it is deleted.
-    /// Read from the row's columns without decoding the record, for code that checks many
-    /// references (an import resolving every row's account and contact).
-    public func liveRecordType(of id: UUID) throws -> String? {
-        let statement = try db.cached("SELECT type FROM records WHERE id = ? AND deleted = 0")
+    /// The type of the record with `id` without decoding it; with `live`, `nil` for a deleted one.
+    public func recordType(of id: UUID, live: Bool = false) throws -> String? {
+        // From the row's columns, without decoding the record: code that checks many references
+        // (an import resolving every row's account and contact) calls this once per reference.
+        let statement = try db.cached(live ? "SELECT type FROM records WHERE id = ? AND deleted = 0" : "SELECT type FROM records WHERE id = ?")
         statement.reset()
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
