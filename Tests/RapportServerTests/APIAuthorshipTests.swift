@@ -21,7 +21,7 @@ import Testing
         #expect(batch.status == 200, "\(batch)")
 
         let entries = try #require(try api.request("GET", "/v1/records/stage_change?limit=1000").json["records"] as? [[String: Any]])
-            .compactMap { $0["fields"] as? [String: Any] }.filter { $0["opportunity"] as? String == deal }
+            .compactMap { $0["fields"] as? [String: Any] }.filter { ($0["opportunity"] as? String)?.lowercased() == deal }
         #expect(Set(entries.compactMap { $0["to_stage"] as? String }) == ["prospecting", "proposal", "negotiation"], "\(entries)")
         #expect(entries.allSatisfy { $0["changed_by"] as? String == "erp@apikey.invalid" }, "\(entries)")
 
