@@ -66,18 +66,25 @@ struct APIBench: AsyncParsableCommand {
         // 1. The floor: a device pushing the rows, created in its store beforehand (not timed).
         let pusher = try benchDevice(devices["push"]![0], store: dir.path("pusher.sqlite"), port: server.port, data: data)
         try await pusher.sync()
-        try pusher.store.performSync { try rows.create(in: $0) }
+        // Without the tier and lifecycle stage, which the tenant's rules compute and refuse from a client.
+        let values = { (row: BenchRows.Row) -> [String: FieldValue] in rows.values(row).filter { $0.key != "tier" && $0.key != "lifecycle_stage" } }
+        try pusher.store.performSync { store in
+            try store.transaction { for row in rows.rows { try store.create(rows.shape.type, id: row.id, values(row)) } }
+        }
         let pushStart = ContinuousClock.now
         let pushed = try await pusher.sync()
         let pushSeconds = seconds(ContinuousClock.now - pushStart)
-        guard pushed.pushed == records else { throw ValidationError("the device pushed \(pushed.pushed) of \(records) records") }
+        guard pushed.pushed == records else {
+            let reason = try pusher.store.performSync { try $0.conflicts().first?.reason }
+            throw ValidationError("the device pushed \(pushed.pushed) of \(records) records, \(pushed.rejected) refused: \(reason ?? "")")
+        }
         report.figure("floor_device_push", pushSeconds, records: records, floor: nil, target: nil)
 
         // 2. The same rows through the API, in batches; the bodies are made beforehand, as an
         //    ERP's export would have them.
         let bodies = try stride(from: 0, to: records, by: batch).map { start in
             let items = rows.rows[start..<min(start + batch, records)].map { row -> [String: Any] in
-                ["type": rows.shape.type, "id": row.id.uuidString, "fields": rows.values(row).mapValues(Self.json)]
+                ["type": rows.shape.type, "id": row.id.uuidString, "fields": values(row).mapValues(Self.json)]
             }
             return String(decoding: try JSONSerialization.data(withJSONObject: ["items": items]), as: UTF8.self)
         }
