@@ -192,8 +192,10 @@ public struct CRMChangeEffects: ChangeEffects {
             "changed_at": .text(CRMDate.format(instant: changedAt)),
         ]
         if let from, from != stageName { entry["from_stage"] = .text(from) }
-        // A device knows its user from the rights it holds; the server leaves who to the write.
-        if role == .device, let user = (context.store.localWriteCheck as? AccessPolicy)?.subject.user {
+        // A device knows its user from the rights it holds; so does the server for a write of
+        // its own made with rights, an integration API key's (named `NAME@apikey.invalid`).
+        // For a pushed write the server leaves who to the device that made it.
+        if role == .device || change.origin == .local, let user = (context.store.localWriteCheck as? AccessPolicy)?.subject.user {
             entry["changed_by"] = .text(user)
         }
         try context.createOnce("stage_change", id: Self.stageChangeID(opportunity: record.id, write: stageWrite.dot), entry)

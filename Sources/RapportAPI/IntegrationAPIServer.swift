@@ -27,6 +27,9 @@ public final class IntegrationAPIServer: Service, Sendable {
         public var port: Int
         /// Largest request body accepted; more is answered 413.
         public var maxBodyBytes = 1 << 20
+        /// Most items of one batch (`POST /v1/batch`), and its largest body; more is answered 413.
+        public var maxBatchItems = 1000
+        public var maxBatchBodyBytes = 16 << 20
         /// Largest page a client may ask for (`limit`); more is answered 400.
         public var maxPageSize = 1000
         public var defaultPageSize = 100
@@ -110,14 +113,15 @@ public final class IntegrationAPIServer: Service, Sendable {
 
     // MARK: Routes
 
-    func makeRouter() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    func makeRouter() -> Router<APIRequestContext> {
+        let router = Router(context: APIRequestContext.self)
         router.add(middleware: ProblemMiddleware(logger: logger))
         router.get("/v1/records/:type") { request, context in try await self.list(request, context) }
         router.post("/v1/records/:type") { request, context in try await self.create(request, context) }
         router.get("/v1/records/:type/:id") { request, context in try await self.get(request, context) }
         router.patch("/v1/records/:type/:id") { request, context in try await self.update(request, context) }
         router.delete("/v1/records/:type/:id") { request, context in try await self.delete(request, context) }
+        router.post("/v1/batch") { request, context in try await self.batch(request, context) }
         router.get("/v1/changes") { request, context in try await self.changes(request, context) }
         return router
     }
@@ -137,7 +141,7 @@ public final class IntegrationAPIServer: Service, Sendable {
         return caller
     }
 
-    func list(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func list(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         let caller = try await caller(request)
         let type = try context.parameters.require("type")
         var filters: [String: String] = [:]
@@ -157,30 +161,110 @@ public final class IntegrationAPIServer: Service, Sendable {
         ]))
     }
 
-    func get(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func get(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         let caller = try await caller(request)
         let record = try await server.apiRecord(caller, type: try context.parameters.require("type"), id: try recordID(context))
         return json(200, RecordJSON.render(record))
     }
 
-    func create(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func create(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         let caller = try await caller(request)
         let type = try context.parameters.require("type")
         let body = try await self.body(request)
         let document = try RecordJSON.document(body, allowing: ["id", "fields"])
-        let id: UUID
-        switch document["id"] {
-        case nil, .null?: id = UUID()
-        case .string(let text)?:
-            guard let parsed = UUID(uuidString: text) else { throw APIProblem.badRequest("id '\(text.prefix(80))' is not a UUID", field: "id") }
-            id = parsed
-        default: throw APIProblem.badRequest("id must be a UUID string", field: "id")
-        }
         let values = try RecordJSON.values(document["fields"] ?? .members([]), type: type, schema: server.configuration.schema)
-        return try await write(caller, request, body: body, .create(type: type, id: id, values: values), status: 201)
+        return try await write(caller, request, body: body, [.create(type: type, id: try newID(document["id"]), values: values)], status: 201)
     }
 
-    func update(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    /// Several creates, updates and deletes of any types, in one transaction: all or none.
+    /// Atomic because an ERP replays a failed batch as a whole once it has fixed the item the
+    /// refusal names (its `index`); a half-applied batch would leave it to find which items
+    /// landed. Types may be mixed so that an account and the orders that reference it land
+    /// together, whatever their order in the batch.
+    func batch(_ request: Request, _ context: APIRequestContext) async throws -> Response {
+        let caller = try await caller(request)
+        let body = try await self.body(request, limit: configuration.maxBatchBodyBytes)
+        let document = try RecordJSON.document(body, allowing: ["items"])
+        guard case .array(let items)? = document["items"] else {
+            throw APIProblem(422, "validation", "Invalid request", "'items' is an array of writes: {\"op\", \"type\", \"id\", \"fields\"}",
+                             field: "items", rule: "required")
+        }
+        guard !items.isEmpty else { throw APIProblem(422, "validation", "Invalid request", "'items' holds at least one write", field: "items", rule: "range") }
+        guard items.count <= configuration.maxBatchItems else {
+            throw APIProblem(413, "batch-too-large", "Batch too large",
+                             "a batch holds at most \(configuration.maxBatchItems) items, not \(items.count); send the rest in further batches")
+        }
+        let schema = server.configuration.schema
+        var writes: [APIWrite] = []
+        writes.reserveCapacity(items.count)
+        for (index, item) in items.enumerated() {
+            do {
+                writes.append(try Self.batchWrite(item, schema: schema, newID: newID))
+            } catch let problem as APIProblem {
+                throw problem.at(index)
+            }
+        }
+        return try await write(caller, request, body: body, writes, status: 200) { records in
+            .object(["records": .array(records.map(RecordJSON.render))])
+        }
+    }
+
+    /// One item of a batch: `op` (create by default), `type`, `id` (required but for a
+    /// create), `fields` (required but for a delete), read as the single-record endpoints read them.
+    static func batchWrite(_ item: JSONValue, schema: Schema, newID: (JSONValue?) throws -> UUID) throws -> APIWrite {
+        guard case .members(let members) = item else {
+            throw APIProblem(422, "validation", "Invalid request", "an item is an object such as {\"type\": \"account\", \"fields\": {...}}",
+                             field: "items", rule: "type")
+        }
+        var document: [String: JSONValue] = [:]
+        for member in members {
+            guard ["op", "type", "id", "fields"].contains(member.key) else {
+                throw APIProblem(422, "validation", "Invalid request", "unknown member '\(member.key.prefix(64))'; expected fields, id, op, type",
+                                 field: String(member.key.prefix(64)), rule: "unknown-field")
+            }
+            document[member.key] = member.value
+        }
+        guard case .string(let type)? = document["type"] else {
+            throw APIProblem(422, "validation", "Invalid request", "an item names its record 'type'", field: "type", rule: "required")
+        }
+        let op: String
+        switch document["op"] {
+        case nil, .null?: op = "create"
+        case .string(let text)? where ["create", "update", "delete"].contains(text): op = text
+        default: throw APIProblem(422, "validation", "Invalid request", "'op' is create, update or delete", field: "op", rule: "choices")
+        }
+        if op == "create" {
+            let values = try RecordJSON.values(document["fields"] ?? .members([]), type: type, schema: schema)
+            return .create(type: type, id: try newID(document["id"]), values: values)
+        }
+        guard case .string(let text)? = document["id"], let id = UUID(uuidString: text) else {
+            throw APIProblem(422, "validation", "Invalid request", "an \(op) names the record's 'id' (a UUID)", field: "id", rule: "required")
+        }
+        if op == "delete" {
+            guard document["fields"] == nil else {
+                throw APIProblem(422, "validation", "Invalid request", "a delete takes no 'fields'", field: "fields", rule: "unknown-field")
+            }
+            return .delete(type: type, id: id)
+        }
+        let values = try RecordJSON.values(document["fields"] ?? .members([]), type: type, schema: schema)
+        guard !values.isEmpty else {
+            throw APIProblem(422, "validation", "Invalid request", "an update names at least one field in 'fields'", field: "fields", rule: "required")
+        }
+        return .update(type: type, id: id, values: values)
+    }
+
+    /// The id a create gives its record: the client's (a UUID string), or a new one.
+    func newID(_ value: JSONValue?) throws -> UUID {
+        switch value {
+        case nil, .null?: return UUID()
+        case .string(let text)?:
+            guard let parsed = UUID(uuidString: text) else { throw APIProblem.badRequest("id '\(text.prefix(80))' is not a UUID", field: "id") }
+            return parsed
+        default: throw APIProblem.badRequest("id must be a UUID string", field: "id")
+        }
+    }
+
+    func update(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         let caller = try await caller(request)
         let type = try context.parameters.require("type")
         let id = try recordID(context)
@@ -188,17 +272,20 @@ public final class IntegrationAPIServer: Service, Sendable {
         let document = try RecordJSON.document(body, allowing: ["fields"])
         let values = try RecordJSON.values(document["fields"] ?? .members([]), type: type, schema: server.configuration.schema)
         guard !values.isEmpty else { throw APIProblem.badRequest("a PATCH names at least one field in 'fields'", field: "fields") }
-        return try await write(caller, request, body: body, .update(type: type, id: id, values: values), status: 200)
+        return try await write(caller, request, body: body, [.update(type: type, id: id, values: values)], status: 200)
     }
 
-    func delete(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func delete(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         let caller = try await caller(request)
         let id = try recordID(context)
-        return try await write(caller, request, body: ByteBuffer(), .delete(type: try context.parameters.require("type"), id: id), status: 200)
+        return try await write(caller, request, body: ByteBuffer(), [.delete(type: try context.parameters.require("type"), id: id)], status: 200)
     }
 
-    /// A write, once per `Idempotency-Key`: a retry with the key gets the first response.
-    func write(_ caller: APICaller, _ request: Request, body: ByteBuffer, _ write: APIWrite, status: Int) async throws -> Response {
+    /// Writes in one transaction, once per `Idempotency-Key`: a retry with the key gets the
+    /// first response. The response is `render` of the records as the writes left them (by
+    /// default the one record of a single write).
+    func write(_ caller: APICaller, _ request: Request, body: ByteBuffer, _ writes: [APIWrite], status: Int,
+               render: @escaping @Sendable ([RecordState]) -> JSONValue = { RecordJSON.render($0[0]) }) async throws -> Response {
         let idempotency = try request.headers[Self.idempotencyKey].map { key in
             guard (1...255).contains(key.utf8.count) else {
                 throw APIProblem.badRequest("an Idempotency-Key is 1 to 255 characters", field: "Idempotency-Key")
@@ -206,8 +293,8 @@ public final class IntegrationAPIServer: Service, Sendable {
             let fingerprint = "\(request.method.rawValue) \(request.uri.path) " + Crypto.hex(Crypto.sha256(Array(body.readableBytesView)))
             return (key: key, fingerprint: fingerprint)
         }
-        let (stored, replayed) = try await server.apiWrite(caller, write, idempotency: idempotency) { record in
-            APIStoredResponse(status: status, body: Data(RecordJSON.render(record).rendered(pretty: false).utf8), fingerprint: "")
+        let (stored, replayed) = try await server.apiWrite(caller, writes, idempotency: idempotency) { records in
+            APIStoredResponse(status: status, body: Data(render(records).rendered(pretty: false).utf8), fingerprint: "")
         }
         var response = Response(status: .init(code: stored.status), headers: [.contentType: "application/json"],
                                 body: .init(byteBuffer: ByteBuffer(bytes: stored.body)))
@@ -215,7 +302,7 @@ public final class IntegrationAPIServer: Service, Sendable {
         return response
     }
 
-    func changes(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func changes(_ request: Request, _ context: APIRequestContext) async throws -> Response {
         let caller = try await caller(request)
         var after: Int64 = 0
         var limit = configuration.defaultPageSize
@@ -237,7 +324,10 @@ public final class IntegrationAPIServer: Service, Sendable {
                 throw APIProblem.badRequest("unknown parameter '\(name.prefix(40))': the feed takes after, limit and wait", field: String(name.prefix(40)))
             }
         }
-        let page = try await server.apiChanges(caller, after: after, limit: limit, wait: wait)
+        let server = self.server
+        let read = { @Sendable [after, limit, wait] in try await server.apiChanges(caller, after: after, limit: limit, wait: wait) }
+        // A long-poll ends when its client goes: the wait (and its waiter) with it.
+        let page = wait == .zero ? try await read() : try await Self.cancelled(when: try await ClientGoneHandler.gone(on: context.channel), read)
         return json(200, .object([
             "changes": .array(page.records.map(RecordJSON.render)),
             "evicted": .array(page.evicted.map { .object(["id": .string($0.id.uuidString.lowercased()), "type": .string($0.type), "reason": .string($0.reason)]) }),
@@ -248,15 +338,24 @@ public final class IntegrationAPIServer: Service, Sendable {
 
     // MARK: Helpers
 
+    /// Runs `body`, cancelled when `gone` completes (or the request's own task is cancelled).
+    static func cancelled<T: Sendable>(when gone: EventLoopFuture<Void>, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let task = Task { try await body() }
+        gone.whenComplete { _ in task.cancel() }
+        return try await withTaskCancellationHandler { try await task.value } onCancel: { task.cancel() }
+    }
+
     static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
     static let idempotentReplayed = HTTPField.Name("Idempotent-Replayed")!
 
-    func body(_ request: Request) async throws -> ByteBuffer {
-        let tooLarge = APIProblem(413, "body-too-large", "Body too large", "a request body is at most \(configuration.maxBodyBytes) bytes")
+    /// The request's body, up to `limit` bytes (by default `maxBodyBytes`).
+    func body(_ request: Request, limit: Int? = nil) async throws -> ByteBuffer {
+        let limit = limit ?? configuration.maxBodyBytes
+        let tooLarge = APIProblem(413, "body-too-large", "Body too large", "a request body here is at most \(limit) bytes")
         // Refused before reading when the client says how much it sends.
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > configuration.maxBodyBytes { throw tooLarge }
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit { throw tooLarge }
         do {
-            return try await request.body.collect(upTo: configuration.maxBodyBytes)
+            return try await request.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
             throw tooLarge
         }
@@ -269,7 +368,7 @@ public final class IntegrationAPIServer: Service, Sendable {
         return limit
     }
 
-    func recordID(_ context: BasicRequestContext) throws -> UUID {
+    func recordID(_ context: APIRequestContext) throws -> UUID {
         let text = try context.parameters.require("id")
         guard let id = UUID(uuidString: text) else { throw APIProblem.badRequest("'\(text.prefix(80))' is not a record id (a UUID)", field: "id") }
         return id
@@ -285,10 +384,22 @@ public final class IntegrationAPIServer: Service, Sendable {
     }
 }
 
+/// A request's context: Hummingbird's, with the connection it came on (to notice the client
+/// going away during a long-poll).
+struct APIRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
 /// Every refusal as RFC 9457 problem details (`application/problem+json`), whatever raised it:
 /// the API's own checks, the store, Hummingbird (an unknown path, a method not served).
 struct ProblemMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = APIRequestContext
     let logger: Logger
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -322,6 +433,7 @@ struct ProblemMiddleware: RouterMiddleware {
         ]
         if let field = problem.field { members.append(.init("field", .string(field))) }
         if let rule = problem.rule { members.append(.init("rule", .string(rule))) }
+        if let index = problem.index { members.append(.init("index", .integer(Int64(index)))) }
         var headers: HTTPFields = [.contentType: "application/problem+json"]
         if let retryAfter = problem.retryAfter { headers[.retryAfter] = String(retryAfter) }
         return Response(status: .init(code: problem.status), headers: headers,

@@ -15,6 +15,7 @@ struct OpenSSLTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(TLSHandler(context: context))
+            try channel.pipeline.syncOperations.addHandler(ClientGoneHandler(promise: channel.eventLoop.makePromise()))
         }.flatMap {
             base.setup(channel: channel, logger: logger)
         }
@@ -22,6 +23,41 @@ struct OpenSSLTLSChannel<Base: ServerChildChannel>: ServerChildChannel {
 
     func handle(value: Base.Value, logger: Logger) async {
         await base.handle(value: value, logger: logger)
+    }
+}
+
+/// Notices that the client went away: its side of the connection closed (a killed process, a
+/// closed socket) or the connection ended. A request that waits (a long-poll of the change
+/// feed) stops waiting then, instead of holding its waiter until the wait expires.
+///
+/// Hummingbird allows half-closure, so a client that shuts down its sending side and still
+/// reads is taken as gone too: no HTTP client does that to wait for an answer.
+final class ClientGoneHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let promise: EventLoopPromise<Void>
+
+    init(promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    /// Completes when the client is gone: read from the channel's event loop.
+    static func gone(on channel: any Channel) async throws -> EventLoopFuture<Void> {
+        try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: ClientGoneHandler.self).promise.futureResult
+        }.get()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .inputClosed? = event as? ChannelEvent { promise.succeed() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.succeed()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        promise.succeed()
     }
 }
 

@@ -14,7 +14,12 @@ extension ScheduledTenantWork {
     ///
     /// A branch office purges by the horizons its centre announced (`upstreamRetention`), not by
     /// its own registry's: its devices must be told to resync exactly when the centre's are.
-    public static func housekeeping(every interval: Duration, registryPath: String?) -> ScheduledTenantWork {
+    ///
+    /// The responses the integration API keeps for `Idempotency-Key` retries go once older than
+    /// `idempotencyHorizon` (milliseconds, 24 hours by default): a retry comes within minutes,
+    /// and an integration that replays a day later means a new write.
+    public static func housekeeping(every interval: Duration, registryPath: String?,
+                                    idempotencyHorizon: Int64 = RetentionPolicy.day) -> ScheduledTenantWork {
         let registryRuns = OncePerInterval(interval)
         return ScheduledTenantWork(name: "housekeeping", interval: interval) { context, store in
             var details: [String: String] = [:]
@@ -24,6 +29,8 @@ extension ScheduledTenantWork {
                 details["conflicts_purged"] = "\(purge.conflictsPurged)"
                 details["purged_through"] = "\(purge.purgedThrough)"
             }
+            let idempotency = try store.purgeLocalSettings(prefix: SyncServer.idempotencyPrefix, olderThan: idempotencyHorizon)
+            if idempotency > 0 { details["idempotency_keys_purged"] = "\(idempotency)" }
             let compaction = try store.compact(isCancelled: context.isCancelled)
             details["pages_freed"] = "\(compaction.pagesFreed)"
             details["bytes"] = "\(compaction.after.fileBytes)"

@@ -30,6 +30,8 @@ public struct APIProblem: Error, Sendable, CustomStringConvertible {
     public var rule: String?
     /// For 429: seconds to wait.
     public var retryAfter: Int?
+    /// For a refused batch (`POST /v1/batch`): the place, from 0, of the item refused.
+    public var index: Int?
 
     public init(_ status: Int, _ kind: String, _ title: String, _ detail: String, field: String? = nil, rule: String? = nil,
                 retryAfter: Int? = nil) {
@@ -43,6 +45,36 @@ public struct APIProblem: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(status) \(title): \(detail)" }
+
+    /// The same refusal of the item at `index` of a batch, which it names.
+    public func at(_ index: Int) -> APIProblem {
+        var problem = self
+        problem.index = index
+        problem.detail = "item \(index): " + detail
+        return problem
+    }
+
+    /// The record a store's refusal names, when it names one.
+    static func record(of error: any Error) -> UUID? {
+        switch error {
+        case let error as ReplicaStoreError:
+            switch error {
+            case .invalidRecord(let model): return record(of: model)
+            case .accessDenied(let denied): return denied.record
+            case .recordNotFound(let id), .recordDeleted(let id), .recordExists(let id): return id
+            default: return nil
+            }
+        case let denied as AccessDenied: return denied.record
+        case let error as ModelError:
+            switch error {
+            case .recordTypeMismatch(let record, _, _), .invalidFieldName(let record, _), .wrongFieldType(let record, _, _, _),
+                 .invalidFieldValue(let record, _, _), .dotOutsideVector(let record, _), .dotReused(let record, _, _):
+                return UUID(uuidString: record)
+            default: return nil
+            }
+        default: return nil
+        }
+    }
 
     /// A store's or the model's refusal as the problem a client gets: the field and the rule
     /// for what the schema or the CRM's rules refused, 403 for rights, 404 for what is not there.
@@ -113,6 +145,16 @@ public enum APIWrite: Sendable {
     var verb: String {
         switch self { case .create: "create"; case .update: "update"; case .delete: "delete" }
     }
+
+    var id: UUID {
+        switch self { case .create(_, let id, _), .update(_, let id, _), .delete(_, let id): id }
+    }
+}
+
+/// A write of a batch that the store refused, with its place in the batch.
+struct APIBatchFailure: Error {
+    var index: Int
+    var error: any Error
 }
 
 /// The response to a write, kept with the write when it carries an `Idempotency-Key`, so that
@@ -235,17 +277,24 @@ extension SyncServer {
         }
     }
 
-    /// Applies one write as a local write of the server's replica, with the caller's rights
-    /// checked as the server checks a device's push and the tenant's validation and rules run
-    /// as for any write; live sessions are told at once, and devices pull it like any change.
+    /// Applies writes as local writes of the server's replica, in one transaction (all of
+    /// them are kept, or none), with the caller's rights checked as the server checks a
+    /// device's push and the tenant's validation and rules run as for any write; live
+    /// sessions are told once, and devices pull them like any change. One write is a batch of
+    /// one: the single-record endpoints and `POST /v1/batch` share this path.
     ///
-    /// With an `idempotency` key, the first response is kept with the write in the same
+    /// A refusal of one write of several names its place (`APIProblem.index`), whether the
+    /// write itself was refused or the transaction's end found the record it wrote incomplete,
+    /// out of the key's rights or breaking a rule.
+    ///
+    /// With an `idempotency` key, the first response is kept with the writes in the same
     /// transaction; a retry with the same key returns it and writes nothing.
-    public func apiWrite(_ caller: APICaller, _ write: APIWrite, idempotency: (key: String, fingerprint: String)?,
-                         respond: @escaping @Sendable (RecordState) throws -> APIStoredResponse) async throws -> (APIStoredResponse, replayed: Bool) {
-        try checkType(write.type)
+    public func apiWrite(_ caller: APICaller, _ writes: [APIWrite], idempotency: (key: String, fingerprint: String)?,
+                         respond: @escaping @Sendable ([RecordState]) throws -> APIStoredResponse) async throws -> (APIStoredResponse, replayed: Bool) {
+        for write in writes { try checkType(write.type) }
         let logger = self.logger
-        let settingKey = idempotency.map { "api.idempotency." + caller.key.id + "." + Crypto.hex(Crypto.sha256(Array($0.key.utf8))) }
+        let settingKey = idempotency.map { Self.idempotencySetting(keyID: caller.key.id, idempotencyKey: $0.key) }
+        let batched = writes.count > 1
         return try await withTenant(caller.key.tenant) { tenant in
             let (response, replayed, sequence) = try await tenant.store.perform { store -> (APIStoredResponse, Bool, Int64?) in
                 if let settingKey, let kept = try store.localSetting(settingKey),
@@ -259,36 +308,74 @@ extension SyncServer {
                 store.localWriteCheck = caller.policy
                 defer { store.localWriteCheck = nil }
                 let before = try store.lastSequence
-                let response = try store.transaction {
-                    let state: RecordState
-                    switch write {
-                    case let .create(type, id, values):
-                        state = try store.create(type, id: id, values)
-                    case let .update(type, id, values):
-                        _ = try Self.existing(id, type: type, in: store, caller: caller)
-                        state = try store.update(id, values)
-                    case let .delete(type, id):
-                        _ = try Self.existing(id, type: type, in: store, caller: caller)
-                        state = try store.delete(id)
+                let response = try Self.placing(writes, batched: batched) {
+                    try store.transaction {
+                        var states: [RecordState] = []
+                        states.reserveCapacity(writes.count)
+                        for (index, write) in writes.enumerated() {
+                            do {
+                                states.append(try Self.apply(write, in: store, caller: caller))
+                            } catch {
+                                throw APIBatchFailure(index: index, error: error)
+                            }
+                        }
+                        let response = try respond(states.map { self.visible($0, to: caller) })
+                        if let settingKey {
+                            var kept = response
+                            kept.fingerprint = idempotency?.fingerprint ?? ""
+                            try store.setLocalSetting(settingKey, try JSONEncoder().encode(kept))
+                        }
+                        return response
                     }
-                    let response = try respond(self.visible(state, to: caller))
-                    if let settingKey {
-                        var kept = response
-                        kept.fingerprint = idempotency?.fingerprint ?? ""
-                        try store.setLocalSetting(settingKey, try JSONEncoder().encode(kept))
-                    }
-                    return response
                 }
                 let after = try store.lastSequence
                 return (response, false, after > before ? after : nil)
             }
             if let sequence {
                 logger.info("api write", metadata: ["tenant": "\(caller.key.tenant)", "key": "\(caller.key.name)", "key_id": "\(caller.key.id)",
-                                                    "write": "\(write.verb)", "type": "\(write.type)", "sequence": "\(sequence)"])
+                                                    "write": "\(batched ? "batch of \(writes.count)" : writes.first?.verb ?? "")",
+                                                    "type": "\(Set(writes.map(\.type)).sorted().joined(separator: ","))", "sequence": "\(sequence)"])
                 tenant.announce(sequence, except: nil)
             }
             return (response, replayed)
         }
+    }
+
+    /// One write of `apiWrite`, inside its transaction.
+    private static func apply(_ write: APIWrite, in store: ReplicaStore, caller: APICaller) throws -> RecordState {
+        switch write {
+        case let .create(type, id, values):
+            return try store.create(type, id: id, values)
+        case let .update(type, id, values):
+            _ = try existing(id, type: type, in: store, caller: caller)
+            return try store.update(id, values)
+        case let .delete(type, id):
+            _ = try existing(id, type: type, in: store, caller: caller)
+            return try store.delete(id)
+        }
+    }
+
+    /// Runs `body` (the transaction of a batch) and gives a refusal the place of the write it
+    /// concerns: the write that threw, or for a check at the transaction's end (required
+    /// fields, rules, rights), the first write of the record it names.
+    private static func placing<T>(_ writes: [APIWrite], batched: Bool, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let failure as APIBatchFailure {
+            throw batched ? APIProblem.from(failure.error).at(failure.index) : failure.error
+        } catch {
+            guard batched, let record = APIProblem.record(of: error), let index = writes.firstIndex(where: { $0.id == record }) else { throw error }
+            throw APIProblem.from(error).at(index)
+        }
+    }
+
+    /// What the local settings that keep responses for `Idempotency-Key` retries start with;
+    /// housekeeping purges them past their horizon.
+    public static let idempotencyPrefix = "api.idempotency."
+
+    /// The local setting an `Idempotency-Key` of an API key keeps its first response under.
+    static func idempotencySetting(keyID: String, idempotencyKey: String) -> String {
+        idempotencyPrefix + keyID + "." + Crypto.hex(Crypto.sha256(Array(idempotencyKey.utf8)))
     }
 
     /// The next page of the change feed after `after` (the tenant's sequence), as the caller

@@ -50,6 +50,7 @@ public final class ServerMetrics: Sendable {
         let connectionsSession: Gauge
         let connectionsBusy: Gauge
         let openTenantStores: Gauge
+        let feedWaiting: Gauge
     }
 
     /// A branch's link to its centre, set before each scrape; only a branch has them.
@@ -128,7 +129,8 @@ public final class ServerMetrics: Sendable {
             connectionsPreLogin: gauge("connections_open", "", connectionsOpen, [("state", "prelogin")]),
             connectionsSession: gauge("connections_open", "", connectionsOpen, [("state", "session")]),
             connectionsBusy: gauge("connections_open", "", connectionsOpen, [("state", "busy")]),
-            openTenantStores: gauge("tenant_stores_open", "", "Tenant stores open now."))
+            openTenantStores: gauge("tenant_stores_open", "", "Tenant stores open now."),
+            feedWaiting: gauge("api_feed_waiting", "", "Long-polls of the integration API's change feed waiting for a change now."))
     }
 
     func refused(_ code: Rapport_V1_Error.Code) {

@@ -176,6 +176,7 @@ public final class SyncServer: Sendable {
             gauges.connectionsSession.set(Int64(phases.session))
             gauges.connectionsBusy.set(Int64(phases.busy))
             gauges.openTenantStores.set(Int64(tenants.openCount))
+            gauges.feedWaiting.set(Int64(tenants.openStores.reduce(0) { $0 + $1.feedWaiters }))
         }
     }
 

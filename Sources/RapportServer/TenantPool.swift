@@ -91,6 +91,9 @@ public final class TenantStore: Sendable {
 }
 
 extension TenantStore {
+    /// Change-feed readers waiting now (the `rapport_api_feed_waiting` gauge).
+    var feedWaiters: Int { waiters.withLock { $0.count } }
+
     /// Returns at the next announcement of a change (a device's push, an API write, a commit
     /// of another process), or after `timeout`, or when the task is cancelled: what a long-poll
     /// of the change feed waits on, the same announcement live sessions hear.

@@ -16,10 +16,36 @@ extension ReplicaStore {
     public func setLocalSetting(_ key: String, _ value: Data?) throws {
         try write {
             if let value {
-                try db.run("INSERT OR REPLACE INTO local_settings (key, value) VALUES (?, ?)", [key, value])
+                try db.run("INSERT OR REPLACE INTO local_settings (key, value, kept_at) VALUES (?, ?, ?)",
+                           [key, value, Int64(clamping: options.wallClock())])
             } else {
                 try db.run("DELETE FROM local_settings WHERE key = ?", [key])
             }
+        }
+    }
+
+    /// Removes the local settings whose key starts with `prefix` written `horizon` milliseconds
+    /// or longer before `now` (by default the store's wall clock), in transactions of `chunk`
+    /// rows so other writers interleave: what a replica keeps for a while only (the responses
+    /// kept for `Idempotency-Key` retries of the integration API). A setting written before
+    /// the store noted when is taken as written at this purge. Returns how many went.
+    @discardableResult
+    public func purgeLocalSettings(prefix: String, olderThan horizon: Int64, now: Int64? = nil, chunk: Int = 500) throws -> Int {
+        let now = now ?? Int64(clamping: options.wallClock())
+        // Keys from `prefix` up to the next key that does not start with it.
+        let range: [SQLiteValue] = [.text(prefix), .text(prefix + "\u{10FFFF}")]
+        try write { try db.run("UPDATE local_settings SET kept_at = ? WHERE key >= ? AND key < ? AND kept_at IS NULL", [SQLiteValue.integer(now)] + range) }
+        var purged = 0
+        while true {
+            let done = try write { () -> Int in
+                try db.run("""
+                    DELETE FROM local_settings WHERE key IN (SELECT key FROM local_settings
+                        WHERE key >= ? AND key < ? AND kept_at <= ? LIMIT ?)
+                    """, range + [SQLiteValue.integer(now - horizon), .integer(Int64(chunk))])
+                return db.changes
+            }
+            purged += done
+            if done < chunk { return purged }
         }
     }
 }

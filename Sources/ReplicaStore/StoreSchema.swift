@@ -151,5 +151,10 @@ enum StoreSchema {
                 id BLOB PRIMARY KEY
             ) WITHOUT ROWID;
             """),
+        Migration(version: 9, "when each local setting was written, for settings that expire", sql: """
+            -- Wall-clock milliseconds of the setting's last write; NULL for one written before
+            -- this migration, which the first purge of its kind stamps, so it is never purged early.
+            ALTER TABLE local_settings ADD COLUMN kept_at INTEGER;
+            """),
     ]
 }

@@ -6,6 +6,7 @@ import PrivateFiles
 import RapportAPI
 import RapportServer
 import Registry
+import ReplicaStore
 import ServiceLifecycle
 import TLS
 
@@ -105,6 +106,9 @@ struct Rapportd: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Requests a second each API key may make on average (bursts of twice as many); more are answered 429 with Retry-After.", valueName: "n"))
     var apiRate: Double = 50
 
+    @Option(help: ArgumentHelp("How long the integration API keeps the response of a write sent with an Idempotency-Key, for its retries (a duration: 24h, 7d, 90m); housekeeping removes older ones.", valueName: "duration"))
+    var idempotencyHorizon: String = "24h"
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -126,6 +130,7 @@ struct Rapportd: AsyncParsableCommand {
             guard let (_, apiPort) = Self.hostAndPort(api) else { throw ValidationError("--api takes HOST:PORT or off") }
             if apiPort != 0 && apiPort == port { throw ValidationError("--api needs a port of its own, not the sync port \(port)") }
         }
+        do { _ = try RetentionPolicy.duration(idempotencyHorizon) } catch { throw ValidationError("--idempotency-horizon: \(error)") }
         guard apiRate > 0, apiRate.isFinite else { throw ValidationError("--api-rate must be a positive number of requests a second") }
         guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
         guard idleTimeout > 0, idleTimeout.isFinite else { throw ValidationError("--idle-timeout must be a positive number of seconds") }
@@ -178,7 +183,8 @@ struct Rapportd: AsyncParsableCommand {
         }
         if housekeepingInterval > 0 {
             config.housekeeping = .housekeeping(every: .milliseconds(Int64(housekeepingInterval * 1000)),
-                                                registryPath: DataDirectory(data).registryPath)
+                                                registryPath: DataDirectory(data).registryPath,
+                                                idempotencyHorizon: try RetentionPolicy.duration(idempotencyHorizon))
         }
         if let (host, port) = upstreamAddress, let ca = upstreamCa {
             let credential = try Self.branchCredential(upstreamCredential, data: data)

@@ -22,8 +22,7 @@ final class APIServer: Sendable {
         process = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data,
                                           arguments: ["--api", "127.0.0.1:0", "--rules-interval", "0", "--api-rate", "100000"] + arguments,
                                           bannerLine: "integration API at")
-        let line = process.banner.split(separator: "\n").first { $0.contains("integration API at") } ?? ""
-        guard let port = line.split(separator: ":").dropFirst(2).first.flatMap({ Int($0.prefix { $0.isNumber }) }) else {
+        guard let port = process.apiPort else {
             process.stop()
             throw BenchError("no API port in the banner: \(process.banner)")
         }

@@ -328,12 +328,12 @@ extension Ctl {
 /// failure; an error thrown by `condition` counts as not yet.
 @discardableResult
 func waitFor<T>(_ what: String, within limit: Duration = .seconds(30), describe: () -> String = { "" },
-                _ condition: () throws -> T?) async throws -> T {
+                _ condition: () async throws -> T?) async throws -> T {
     let deadline = ContinuousClock.now.advanced(by: limit)
     var lastError: (any Error)?
     while true {
         do {
-            if let value = try condition() { return value }
+            if let value = try await condition() { return value }
             lastError = nil
         } catch {
             lastError = error

@@ -9,6 +9,39 @@ import Testing
 @Suite struct RetentionTests {
     let policy = RetentionPolicy(tombstoneHorizon: 10_000, conflictHorizon: 5_000)
 
+    @Test func settingsUnderAPrefixGoOncePastTheirHorizonAndOthersStay() throws {
+        let dir = try TemporaryDirectory()
+        let clock = ManualClock(1_000_000)
+        let store = try openStore(dir, "server", wallClock: clock.read)
+        let horizon = RetentionPolicy.day, day = UInt64(RetentionPolicy.day)
+        try store.setLocalSetting("api.idempotency.k1.old", Data("first".utf8))
+        try store.setLocalSetting("retention.upstream", Data("kept for ever".utf8))
+        clock.set(1_000_000 + day / 2)
+        let record = try store.create("contact", ["name": .text("Ada")])
+        // Kept with a write, in its transaction, as the API keeps a response.
+        try store.transaction {
+            _ = try store.update(record.id, ["name": .text("Ada L.")])
+            try store.setLocalSetting("api.idempotency.k1.new", Data("second".utf8))
+        }
+        clock.set(1_000_000 + day - 1)
+        #expect(try store.purgeLocalSettings(prefix: "api.idempotency.", olderThan: horizon) == 0, "not before the horizon")
+        clock.set(1_000_000 + day)
+        #expect(try store.purgeLocalSettings(prefix: "api.idempotency.", olderThan: horizon) == 1)
+        #expect(try store.localSetting("api.idempotency.k1.old") == nil)
+        #expect(try store.localSetting("api.idempotency.k1.new") == Data("second".utf8))
+        #expect(try store.localSetting("retention.upstream") != nil, "another prefix is not touched")
+        // Written again, a setting's age starts again.
+        clock.set(1_000_000 + day + day / 4)
+        try store.setLocalSetting("api.idempotency.k1.new", Data("third".utf8))
+        clock.set(1_000_000 + 2 * day)
+        #expect(try store.purgeLocalSettings(prefix: "api.idempotency.", olderThan: horizon) == 0)
+        // Many at once go in chunks, every one of them.
+        for index in 0..<1_200 { try store.setLocalSetting("api.idempotency.k2.\(index)", Data([1])) }
+        clock.set(1_000_000 + 4 * day)
+        #expect(try store.purgeLocalSettings(prefix: "api.idempotency.", olderThan: horizon, chunk: 500) == 1_201)
+        #expect(try store.localSetting("retention.upstream") != nil)
+    }
+
     @Test func aTombstoneGoesOncePastTheHorizonCountedFromAMarkAndNotBefore() throws {
         let dir = try TemporaryDirectory()
         let clock = ManualClock(1_000_000)

@@ -124,6 +124,13 @@ public final class ServerProcess: Sendable {
                              output: output.fileHandleForReading)
     }
 
+    /// The integration API's port, from the banner line `integration API at https://HOST:PORT/v1`
+    /// (started with `bannerLine: "integration API at"`); `nil` when it printed none.
+    public var apiPort: Int? {
+        let line = banner.split(separator: "\n").first { $0.contains("integration API at") } ?? ""
+        return line.split(separator: ":").dropFirst(2).first.flatMap { Int($0.prefix { $0.isNumber }) }
+    }
+
     public func stop() {
         guard process.isRunning else { return }
         process.terminate()
