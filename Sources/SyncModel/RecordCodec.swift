@@ -83,11 +83,19 @@ public enum RecordCodec {
         vector: VersionVector, _ bytes: UnsafeRawBufferPointer
     ) throws(ModelError) -> (isDeleted: Bool, dot: Dot, timestamp: HLCTimestamp) {
         var reader = ByteReader(bytes)
+        return try readLivenessWrite(&reader, replicas: vector.replicas)
+    }
+
+    /// The head of an encoded state: format version, deletion flag, and the dot and time of
+    /// the write that created, deleted or restored the record.
+    private static func readLivenessWrite(
+        _ reader: inout ByteReader, replicas: [ReplicaID]
+    ) throws(ModelError) -> (isDeleted: Bool, dot: Dot, timestamp: HLCTimestamp) {
         let version = try reader.byte()
         guard version == formatVersion else { throw .malformedEncoding("record format \(version) is not supported") }
         let deleted = try reader.byte()
         guard deleted <= 1 else { throw .malformedEncoding("deletion flag \(deleted)") }
-        let dot = try reader.dot(vector.replicas)
+        let dot = try reader.dot(replicas)
         return (deleted == 1, dot, try reader.timestamp())
     }
 
@@ -96,19 +104,14 @@ public enum RecordCodec {
     ) throws(ModelError) -> RecordState {
         let replicas = vector.replicas
         var reader = ByteReader(bytes)
-        let version = try reader.byte()
-        guard version == formatVersion else { throw .malformedEncoding("record format \(version) is not supported") }
-        let deleted = try reader.byte()
-        guard deleted <= 1 else { throw .malformedEncoding("deletion flag \(deleted)") }
-        let livenessDot = try reader.dot(replicas)
-        let livenessTime = try reader.timestamp()
+        let (isDeleted, livenessDot, livenessTime) = try readLivenessWrite(&reader, replicas: replicas)
         var context: [ReplicaID: UInt64] = [:]
         for _ in 0..<(try reader.count(limit: replicas.count)) {
             let replica = try reader.replica(replicas)
             context[replica] = try reader.varint()
         }
         let liveness = Liveness(
-            isDeleted: deleted == 1, dot: livenessDot, timestamp: livenessTime,
+            isDeleted: isDeleted, dot: livenessDot, timestamp: livenessTime,
             deletionContext: try VersionVector(context))
         let fieldCount = try reader.count(limit: bytes.count)
         var fields: [String: FieldState] = Dictionary(minimumCapacity: fieldCount)
