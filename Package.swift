@@ -137,7 +137,7 @@ let package = Package(
             name: "rapport-bench",
             dependencies: [
                 "RapportServer", "Registry", "ReplicaStore", "SQLite", "SyncModel", "SyncProtocol", "RapportClient", "CRM", "TLS",
-                "TestSupport", .product(name: "Logging", package: "swift-log"),
+                "TestSupport", .product(name: "Logging", package: "swift-log"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ] + nio + [
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

@@ -328,12 +328,8 @@ public final class IntegrationAPIServer: Service, Sendable {
         let read = { @Sendable [after, limit, wait] in try await server.apiChanges(caller, after: after, limit: limit, wait: wait) }
         // A long-poll ends when its client goes: the wait (and its waiter) with it.
         let page = wait == .zero ? try await read() : try await Self.cancelled(when: try await ClientGoneHandler.gone(on: context.channel), read)
-        return json(200, .object([
-            "changes": .array(page.records.map(RecordJSON.render)),
-            "evicted": .array(page.evicted.map { .object(["id": .string($0.id.uuidString.lowercased()), "type": .string($0.type), "reason": .string($0.reason)]) }),
-            "next": .integer(page.next),
-            "more": .bool(page.more),
-        ]))
+        return Response(status: .ok, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: try RecordJSON.feedPage(page)))
     }
 
     // MARK: Helpers

@@ -69,12 +69,51 @@ public struct HTTPSClient: Sendable {
     /// `timeout` (connecting and TLS included).
     public func send(_ method: HTTPMethod, path: String, headers: [(String, String)] = [], body: [UInt8] = [],
                      timeout: Duration) async throws -> Response {
+        let start = ContinuousClock.now
+        let channel = try await open(timeout: timeout, keepAlive: false)
+        defer { channel.close(promise: nil) }
+        return try await exchange(on: channel, method, path: path, headers: headers + [("Connection", "close")], body: body,
+                                  timeout: timeout - (ContinuousClock.now - start))
+    }
+
+    /// A connection kept open for one request after another (HTTP/1.1 keep-alive): for a client
+    /// that reads page after page of the same origin (a change feed), where a connection and a
+    /// TLS handshake per request would cost more than the request.
+    public func connect(timeout: Duration) async throws -> Connection {
+        Connection(client: self, channel: try await open(timeout: timeout, keepAlive: true))
+    }
+
+    /// An open connection of `connect(timeout:)`. Requests go one at a time: a caller awaits
+    /// each answer before it sends the next.
+    public final class Connection: Sendable {
+        let client: HTTPSClient
+        let channel: any Channel
+
+        init(client: HTTPSClient, channel: any Channel) {
+            self.client = client
+            self.channel = channel
+        }
+
+        /// Sends one request on this connection and reads the whole answer within `timeout`.
+        public func send(_ method: HTTPMethod, path: String, headers: [(String, String)] = [], body: [UInt8] = [],
+                         timeout: Duration) async throws -> Response {
+            try await client.exchange(on: channel, method, path: path, headers: headers, body: body, timeout: timeout)
+        }
+
+        public func close() {
+            channel.close(promise: nil)
+        }
+
+        deinit { channel.close(promise: nil) }
+    }
+
+    /// A connection to the origin, TLS set up; with `keepAlive`, it stays open after an answer.
+    private func open(timeout: Duration, keepAlive: Bool) async throws -> any Channel {
         let limit = max(TimeAmount(timeout), .nanoseconds(1))
         let tls = self.tls
         let maxBytes = maxResponseBytes
-        let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: group)
+            return try await ClientBootstrap(group: group)
                 .connectTimeout(limit)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
@@ -83,22 +122,29 @@ public struct HTTPSClient: Sendable {
                         if let tls { try sync.addHandler(TLSHandler(context: tls)) }
                         try sync.addHandler(HTTPRequestEncoder())
                         try sync.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
-                        try sync.addHandler(ResponseCollector(maxBytes: maxBytes))
+                        try sync.addHandler(ResponseCollector(maxBytes: maxBytes, keepAlive: keepAlive))
                     }
                 }
                 .connect(host: host, port: port).get()
         } catch {
             throw Failure("cannot connect to \(host):\(port): \(error)")
         }
+    }
+
+    /// One request on `channel` and its whole answer; on a timeout the connection is closed,
+    /// since an answer may still be on its way.
+    private func exchange(on channel: any Channel, _ method: HTTPMethod, path: String, headers: [(String, String)], body: [UInt8],
+                          timeout: Duration) async throws -> Response {
+        let limit = max(TimeAmount(timeout), .nanoseconds(1))
         let promise = channel.eventLoop.makePromise(of: Response.self)
-        let timer = channel.eventLoop.scheduleTask(in: limit) {
+        let timer = channel.eventLoop.scheduleTask(in: limit) { [host, port] in
             promise.fail(Failure("no complete answer from \(host):\(port) within \(timeout)"))
             channel.close(promise: nil)
         }
+        defer { timer.cancel() }
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path.isEmpty ? "/" : path)
         let defaultPort = scheme == "https" ? 443 : 80
         head.headers.add(name: "Host", value: port == defaultPort ? host : "\(host):\(port)")
-        head.headers.add(name: "Connection", value: "close")
         head.headers.add(name: "Content-Length", value: String(body.count))
         for (name, value) in headers { head.headers.add(name: name, value: value) }
         let buffer = channel.allocator.buffer(bytes: body)
@@ -112,10 +158,6 @@ public struct HTTPSClient: Sendable {
             channel.write(HTTPClientRequestPart.head(head), promise: nil)
             if !body.isEmpty { channel.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil) }
             channel.writeAndFlush(HTTPClientRequestPart.end(nil)).whenFailure { promise.fail($0) }
-        }
-        defer {
-            timer.cancel()
-            channel.close(promise: nil)
         }
         return try await promise.futureResult.get()
     }
@@ -131,11 +173,16 @@ private final class ResponseCollector: ChannelInboundHandler {
     }
     private var pendingFailure: (any Error)?
     private let maxBytes: Int
+    /// Whether the connection stays open for the next request after an answer.
+    private let keepAlive: Bool
     private var status = 0
     private var headers: [(name: String, value: String)] = []
     private var body: [UInt8] = []
 
-    init(maxBytes: Int) { self.maxBytes = maxBytes }
+    init(maxBytes: Int, keepAlive: Bool) {
+        self.maxBytes = maxBytes
+        self.keepAlive = keepAlive
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -148,7 +195,8 @@ private final class ResponseCollector: ChannelInboundHandler {
         case .end:
             promise?.succeed(HTTPSClient.Response(status: status, headers: headers, body: body))
             promise = nil
-            context.close(promise: nil)
+            (status, headers, body) = (0, [], [])
+            if !keepAlive { context.close(promise: nil) }
         }
     }
 

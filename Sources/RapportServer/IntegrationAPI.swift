@@ -175,8 +175,9 @@ public struct APIStoredResponse: Codable, Sendable {
 /// One page of the change feed.
 public struct APIFeedPage: Sendable {
     /// Each record changed after the cursor, once, as it is now (deleted ones as tombstones),
-    /// without the fields the key's role may not see; in the order of their last change.
-    public var records: [RecordState]
+    /// without the fields the key's role may not see; in the order of their last change. As
+    /// stores keep them, encoded: a page is written out as JSON from these bytes in place.
+    public var records: [EncodedRecord]
     /// Records the key may no longer see (its role changed, a record moved out of reach), with why.
     public var evicted: [(id: UUID, type: String, reason: String)]
     /// Where to read on from: every change up to it was in this page or an earlier one.
@@ -403,15 +404,19 @@ extension SyncServer {
             try Self.checkNotPurged(after: after, in: store)
             if let policy = caller.policy,
                let batch = try self.scopedPull(after: after, limit: limit, store: store, device: caller.feedPeer, policy: policy) {
-                let records = try batch.records.map { try $0.decoded() }
+                let records = try batch.records.map { record in
+                    try record.id.withUnsafeBytes { id in
+                        try EncodedRecord(idBytes: id, type: record.type, vector: Array(record.vector), state: Array(record.state))
+                    }
+                }
                 let evicted = batch.evictions.compactMap { eviction in
                     eviction.recordID.withUnsafeBytes { UUID(bytes: $0) }.map { (id: $0, type: eviction.recordType, reason: eviction.reason) }
                 }
                 return APIFeedPage(records: records, evicted: evicted, next: Int64(batch.lastSequence), more: batch.remainingRecords > 0)
             }
-            let changes = try store.changes(after: after, limit: limit)
+            let changes = try store.encodedChanges(after: after, limit: limit)
             let next = changes.count < limit ? max(changes.last?.sequence ?? after, sequence) : changes.last?.sequence ?? after
-            return APIFeedPage(records: changes.map(\.state), evicted: [], next: next, more: next < sequence)
+            return APIFeedPage(records: changes.map(\.record), evicted: [], next: next, more: next < sequence)
         }
     }
 

@@ -35,11 +35,7 @@ extension RecordCodec {
                 values = [FieldValue](repeating: .null, count: names.count)
             }
             var reader = ByteReader(state)
-            let version = try reader.byte()
-            guard version == formatVersion else { throw .malformedEncoding("record format \(version) is not supported") }
-            _ = try reader.byte()  // deletion flag
-            _ = try reader.varint(); _ = try reader.varint(); _ = try reader.varint()  // liveness dot and timestamp
-            for _ in 0..<(try reader.count(limit: reader.remaining)) { _ = try reader.varint(); _ = try reader.varint() }
+            _ = try reader.skipToFields()
             var found = 0
             for _ in 0..<(try reader.count(limit: reader.remaining)) where found < names.count {
                 let name = try reader.raw(try reader.count(limit: reader.remaining))
@@ -54,15 +50,9 @@ extension RecordCodec {
                     }
                     _ = try reader.varint(); _ = try reader.varint(); _ = try reader.varint()  // dot and timestamp
                 case 1:
-                    var contributions: [CounterContribution] = []
-                    for _ in 0..<(try reader.count(limit: reader.remaining)) {
-                        _ = try reader.varint()  // the contributing replica
-                        contributions.append(CounterContribution(
-                            added: try reader.varint(), subtracted: try reader.varint(),
-                            lastCounter: try reader.varint(), lastTimestamp: HLCTimestamp(rawValue: try reader.varint())))
-                    }
+                    let total = try reader.counterTotal()
                     if let wanted {
-                        values[wanted] = .integer(CounterState.total(of: contributions))
+                        values[wanted] = .integer(total)
                         found += 1
                     }
                 case let tag:
@@ -73,7 +63,64 @@ extension RecordCodec {
     }
 }
 
+extension RecordCodec {
+    /// Every field of an encoded state with its current value, in the order the state keeps
+    /// them (`encodeState` writes them by name), without building a `RecordState`: for writers
+    /// of a record's values in another form (the integration API's JSON of a change feed page),
+    /// which need neither the dots nor a dictionary. Values are read exactly as `decodeState`
+    /// reads them (a counter as its total, as `FieldState.value` gives it).
+    ///
+    /// - Parameter body: called with each field's name (valid UTF-8, checked) and value.
+    /// - Returns: whether the state is a tombstone.
+    /// - Throws: `ModelError` for malformed bytes.
+    public static func forEachValue(
+        in state: UnsafeRawBufferPointer, _ body: (_ name: UnsafeRawBufferPointer, _ value: FieldValue) -> Void
+    ) throws(ModelError) -> Bool {
+        var reader = ByteReader(state)
+        let deleted = try reader.skipToFields()
+        for _ in 0..<(try reader.count(limit: reader.remaining)) {
+            let name = try reader.raw(try reader.count(limit: reader.remaining))
+            guard isValidUTF8(name) else { throw .malformedEncoding("field name is not valid UTF-8") }
+            switch try reader.byte() {
+            case 0:
+                body(name, try reader.value())
+                _ = try reader.varint(); _ = try reader.varint(); _ = try reader.varint()  // dot and timestamp
+            case 1:
+                body(name, .integer(try reader.counterTotal()))
+            case let tag:
+                throw .malformedEncoding("field has unknown kind \(tag)")
+            }
+        }
+        guard reader.isAtEnd else { throw .malformedEncoding("\(reader.remaining) trailing bytes") }
+        return deleted
+    }
+}
+
 extension ByteReader {
+    /// Reads an encoded state's head (format, deletion flag, liveness write, deletion context)
+    /// up to its field count, keeping only the deletion flag: for readers of the values alone.
+    mutating func skipToFields() throws(ModelError) -> Bool {
+        let version = try byte()
+        guard version == RecordCodec.formatVersion else { throw .malformedEncoding("record format \(version) is not supported") }
+        let deleted = try byte()
+        guard deleted <= 1 else { throw .malformedEncoding("deletion flag \(deleted)") }
+        _ = try varint(); _ = try varint(); _ = try varint()  // liveness dot and timestamp
+        for _ in 0..<(try count(limit: remaining)) { _ = try varint(); _ = try varint() }
+        return deleted == 1
+    }
+
+    /// A counter field's contributions, read past, as their total.
+    mutating func counterTotal() throws(ModelError) -> Int64 {
+        var contributions: [CounterContribution] = []
+        for _ in 0..<(try count(limit: remaining)) {
+            _ = try varint()  // the contributing replica
+            contributions.append(CounterContribution(
+                added: try varint(), subtracted: try varint(),
+                lastCounter: try varint(), lastTimestamp: HLCTimestamp(rawValue: try varint())))
+        }
+        return CounterState.total(of: contributions)
+    }
+
     /// Moves past one value without building it.
     mutating func skipValue() throws(ModelError) {
         switch try byte() {

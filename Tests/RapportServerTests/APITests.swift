@@ -402,6 +402,59 @@ private let changesPath = "/v1/changes"
         #expect(ahead.status == 400)
     }
 
+    /// The feed writes its pages' JSON straight from the stored bytes; a record must come out
+    /// byte for byte as a read of it shows it (escapes, numbers, counters, hidden fields, tombstones).
+    @Test func theChangeFeedShowsEachRecordExactlyAsAReadOfIt() async throws {
+        let server = try APIServer()
+        let admin = server.client(try server.key(name: "erp", role: "admin"))
+        let rep = server.client(try server.key(name: "web", role: "rep"))
+        var reads: [(type: String, id: String)] = []
+        var ids: [String: String] = [:]
+        for type in Self.order {
+            let created = try admin.request("POST", "/v1/records/\(type)", json: ["fields": try #require(Self.sampleFields(type, ids: ids))])
+            ids[type] = try #require(created.json["id"] as? String, "create \(type): \(created)")
+            reads.append((type, ids[type]!))
+        }
+        // Text JSON escapes and text it keeps as it is; reals of several forms; a null.
+        let tricky = "Q\"uote \\ back\nline\r\ttab \u{1}\u{1F}\u{7F} Müller 東京 🚀 </script>"
+        var own: [String] = []
+        for (index, fields) in [
+            ["name": tricky, "owner": "web@apikey.invalid", "annual_revenue": 1234.5] as [String: Any],
+            ["name": "Plain", "owner": "web@apikey.invalid", "industry": NSNull(), "annual_revenue": 1e21],
+            ["name": "Small", "owner": "web@apikey.invalid", "annual_revenue": 0.1],
+        ].enumerated() {
+            let created = try admin.request("POST", "/v1/records/account", json: ["fields": fields])
+            let id = try #require(created.json["id"] as? String, "account \(index): \(created)")
+            own.append(id)
+            reads.append(("account", id))
+        }
+        // A counter, which only devices change.
+        let device = try server.device()
+        _ = try await device.sync()
+        try device.local { _ = try $0.increment(try #require(UUID(uuidString: own[0])), field: "loyalty_points", by: 42) }
+        _ = try await device.sync()
+        let tombstone = try admin.request("DELETE", "/v1/records/account/\(own[2])")
+        #expect(tombstone.status == 200)
+        reads.removeAll { $0.id == own[2] }
+
+        let feed = try admin.checked("GET", "/v1/changes?after=0&limit=1000", template: changesPath)
+        // The tenant's rules may add records of their own (a stage change of the opportunity).
+        #expect((feed.json["changes"] as? [Any])?.count ?? 0 >= reads.count + 1)
+        for (type, id) in reads {
+            let read = try admin.request("GET", "/v1/records/\(type)/\(id)")
+            #expect(read.status == 200 && feed.body.contains(read.body), "\(type) \(id) in the feed: \(read.body)")
+        }
+        #expect(feed.body.contains(tombstone.body), "the tombstone \(tombstone.body)")
+        #expect((try admin.request("GET", "/v1/records/account/\(own[0])").json["fields"] as? [String: Any])?["loyalty_points"] as? Int == 42)
+        // The rep's feed: its own accounts without the hidden revenue, as its reads show them.
+        let repFeed = try rep.checked("GET", "/v1/changes?after=0&limit=1000", template: changesPath)
+        #expect(!repFeed.body.contains("annual_revenue"))
+        for id in own.prefix(2) {
+            let read = try rep.request("GET", "/v1/records/account/\(id)")
+            #expect(read.status == 200 && repFeed.body.contains(read.body), "account \(id) in the rep's feed: \(read.body)")
+        }
+    }
+
     @Test func aLongPollIsWokenByADevicePush() async throws {
         let server = try APIServer()
         let api = server.client(try server.key(name: "erp", role: "admin"))

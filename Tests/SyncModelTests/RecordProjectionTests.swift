@@ -18,6 +18,24 @@ import TestSupport
         }
     }
 
+    /// Every field with the value decoding gives, in name order, and the deletion flag; bytes
+    /// cut short or left over throw.
+    @Test func everyValueAgreesWithDecoding() throws {
+        var rng = SeededGenerator(seed: 0x4541_4348)
+        for round in 0..<500 {
+            let state = EncodedRecordTests.randomState(&rng)
+            let bytes = RecordCodec.encodeState(state)
+            var seen: [(String, FieldValue)] = []
+            let deleted = try bytes.withUnsafeBytes { try RecordCodec.forEachValue(in: $0) { seen.append((String(decoding: $0, as: UTF8.self), $1)) } }
+            #expect(deleted == state.isDeleted, "round \(round)")
+            #expect(seen.map(\.0) == state.fields.keys.sorted(), "round \(round)")
+            #expect(seen.map(\.1) == state.fields.keys.sorted().map { state.fields[$0]!.value }, "round \(round)")
+            for cut in [bytes.dropLast(), bytes + [0]] {
+                #expect(throws: ModelError.self) { try Array(cut).withUnsafeBytes { try RecordCodec.forEachValue(in: $0) { _, _ in } } }
+            }
+        }
+    }
+
     @Test func truncatedBytesThrowInsteadOfTrapping() throws {
         var rng = SeededGenerator(seed: 7)
         let state = EncodedRecordTests.randomState(&rng)
