@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import SQLBackend
 import TestSupport
 import Testing
 
@@ -12,8 +13,9 @@ import Testing
         try connection.run("CREATE TABLE t (i bigint, r double precision, s text, b bytea, f boolean, n text)")
         let bytes = Data([0, 1, 0xff, 0, 39, 34])
         let text = "Zoë O'Brien \"quoted\"; DROP TABLE t; -- 名前"
-        let changed = try connection.run("INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6)",
-                                         [.integer(Int64.min), .real(-0.125), .text(text), .bytes(bytes), .bool(true), .null])
+        // Booleans are bound as integers (SQLValue has none), so the statement converts.
+        let changed = try connection.run("INSERT INTO t VALUES ($1, $2, $3, $4, $5 = 1, $6)",
+                                         [Int64.min, -0.125, text, bytes, true, SQLValue.null])
         #expect(changed == 1)
         let rows = try connection.query("SELECT i, r, s, b, f, n, 7::int, 3::smallint FROM t") { row in
             (try row.int64(0), try row.double(1), try row.string(2), try row.data(3), try row.bool(4), row.isNull(5),
@@ -35,8 +37,8 @@ import Testing
         #expect(syntax?.sql == "SELEC 1")
         #expect(syntax?.server.hasSuffix("/\(database.name)") == true)
         try connection.run("CREATE TABLE u (k text PRIMARY KEY)")
-        try connection.run("INSERT INTO u VALUES ($1)", [.text("a")])
-        let duplicate = #expect(throws: PostgresError.self) { try connection.run("INSERT INTO u VALUES ($1)", [.text("a")]) }
+        try connection.run("INSERT INTO u VALUES ($1)", ["a"])
+        let duplicate = #expect(throws: PostgresError.self) { try connection.run("INSERT INTO u VALUES ($1)", ["a"]) }
         #expect(duplicate?.isUniqueViolation == true)
         #expect(duplicate?.detail?.contains("(k)=(a)") == true)
         #expect(duplicate?.isConnectionLost == false)
@@ -101,12 +103,12 @@ import Testing
         try listener.listen("tenant changes")
         #expect(try listener.notifications(waitingUpTo: .milliseconds(50)).isEmpty)
         try? sender.transaction {
-            try sender.run("SELECT pg_notify($1, $2)", [.text("tenant changes"), .text("rolled back")])
+            try sender.run("SELECT pg_notify($1, $2)", ["tenant changes", "rolled back"])
             throw PostgresError(message: "abandoned", server: sender.server)
         }
         try sender.transaction {
-            try sender.run("SELECT pg_notify($1, $2)", [.text("tenant changes"), .text("acme:42")])
-            try sender.run("SELECT pg_notify($1, $2)", [.text("other channel"), .text("unheard")])
+            try sender.run("SELECT pg_notify($1, $2)", ["tenant changes", "acme:42"])
+            try sender.run("SELECT pg_notify($1, $2)", ["other channel", "unheard"])
         }
         var received: [PostgresNotification] = []
         // Waits for the one notification that must come; the bound is on attempts, not time.
@@ -115,5 +117,39 @@ import Testing
         }
         #expect(received.map(\.payload) == ["acme:42"])
         #expect(received.first?.channel == "tenant changes")
+    }
+
+    @Test func questionMarksAreParametersOutsideQuotesAndComments() throws {
+        let database = try PostgresServer.database()
+        let connection = try PostgresConnection(url: database.url)
+        let rows = try connection.query("""
+            SELECT '?' || ?, "?col" FROM (SELECT ? AS "?col") AS q -- what? not a parameter
+            """, ["a", "b"]) { (try $0.string(0), try $0.string(1)) }
+        #expect(rows.map(\.0) == ["?a"] && rows.map(\.1) == ["b"])
+        // SQL written for any SQLDatabase reads the same through the protocol.
+        let any: any SQLDatabase = connection
+        #expect(try any.fetch("SELECT ? + ?", [2, 3]) { try $0.int64(0) } == [5])
+        #expect(any.dialect == .postgres)
+    }
+
+    @Test func migrationsRunOnceEvenFromSeveralConnectionsAndANewerSchemaIsRefused() throws {
+        let database = try PostgresServer.database()
+        let migrations = [
+            PostgresMigration(version: 1, "a table", sql: "CREATE TABLE m (k text PRIMARY KEY); INSERT INTO m VALUES ('one');"),
+            PostgresMigration(version: 2, "a column", sql: "ALTER TABLE m ADD COLUMN n bigint NOT NULL DEFAULT 2;"),
+        ]
+        let first = try PostgresConnection(url: database.url)
+        let second = try PostgresConnection(url: database.url)
+        #expect(try first.migrate("test", Array(migrations.prefix(1))) == [1])
+        #expect(try second.migrate("test", migrations) == [2])
+        #expect(try first.migrate("test", migrations) == [])
+        #expect(try first.query("SELECT k, n FROM m") { "\(try $0.string(0)) \(try $0.int64(1))" } == ["one 2"])
+        let newer = #expect(throws: PostgresError.self) { try first.migrate("test", Array(migrations.prefix(1))) }
+        #expect(newer?.message.contains("newer") == true)
+        // A failing migration leaves the schema as it was.
+        let broken = migrations + [PostgresMigration(version: 3, "broken", sql: "ALTER TABLE m ADD COLUMN o bigint; SELEC 1;")]
+        #expect(throws: PostgresError.self) { try first.migrate("test", broken) }
+        #expect(try first.schemaVersion(of: "test") == 2)
+        #expect(try first.scalarInt("SELECT count(*) FROM information_schema.columns WHERE table_name = 'm' AND column_name = 'o'") == 0)
     }
 }
