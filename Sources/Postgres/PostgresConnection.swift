@@ -41,6 +41,9 @@ public final class PostgresConnection: SQLDatabase {
         // UTC and ISO dates whatever the server's defaults: nothing Rapport reads depends on them,
         // but a log line should not change meaning with the server's configuration.
         try run("SET TIME ZONE 'UTC'")
+        // Notices (a CREATE ... IF NOT EXISTS that found the table) would go to stderr; warnings
+        // and errors still come, errors as `PostgresError`.
+        try run("SET client_min_messages TO warning")
     }
 
     deinit { close() }

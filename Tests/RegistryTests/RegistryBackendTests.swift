@@ -80,4 +80,59 @@ import Testing
         #expect(sqlite.count == 6)
         #expect(try script(.postgres) == sqlite)
     }
+
+    @Test func keysWebhooksAndBranchesWorkAlikeOnBothBackends() throws {
+        func script(_ backend: RegistryBackend) throws -> [String] {
+            let f = try RegistryFixture(backend)
+            let registry = try f.registry()
+            defer { registry.close() }
+            try f.tenant("acme", in: registry)
+            var lines: [String] = []
+            // API keys: created, found by their secret, one active name at a time, revoked.
+            let issued = try registry.createAPIKey(tenant: "acme", name: "erp", role: .manager)
+            lines.append("key \(try registry.authenticateAPIKey(issued.secret)?.name ?? "-")")
+            lines.append("wrong \(try registry.authenticateAPIKey(issued.secret + "0")?.name ?? "-")")
+            #expect(throws: RegistryError.self) { try registry.createAPIKey(tenant: "acme", name: "erp", role: .rep) }
+            _ = try registry.revokeAPIKey(tenant: "acme", "erp")
+            lines.append("revoked \(try registry.authenticateAPIKey(issued.secret).map { "\($0.status)" } ?? "-")")
+            _ = try registry.createAPIKey(tenant: "acme", name: "erp", role: .rep)
+            // Sorted: both keys were made in the fixture's one millisecond, so their order is their random ids'.
+            lines += try registry.apiKeys(tenant: "acme").map { "\($0.name) \($0.role) \($0.status) \($0.revokedAt != nil)" }.sorted()
+
+            // Webhooks: the cursor only moves forward, the delivery log is bounded, fields kept per record.
+            let (hook, secret) = try registry.createWebhook(tenant: "acme", url: "https://erp.example/hook", events: ["account", "opportunity.stage"],
+                                                           role: "admin", caFile: nil, cursor: 5)
+            lines.append("secret \(secret.count) \(try registry.webhookSecret(hook.id) == secret)")
+            for attempt in 1...(Registry.webhookDeliveriesKept + 3) {
+                let failed = attempt % 2 == 1
+                try registry.recordWebhookAttempt(hook.id, WebhookDelivery(
+                    eventID: "e\(attempt)", sequence: Int64(5 + attempt), record: "r", attempt: attempt,
+                    at: Date(timeIntervalSince1970: 1_800_000_000 + Double(attempt)), status: failed ? 500 : 200,
+                    error: failed ? "HTTP 500" : nil), advanceFrom: failed ? nil : Int64(5 + attempt - 1))
+            }
+            try registry.advanceWebhook(hook.id, to: 3)
+            try registry.setWebhookSeenFields(hook.id, record: "r", ["stage": "a"])
+            try registry.setWebhookSeenFields(hook.id, record: "r", ["stage": "b"])
+            try registry.setWebhookEnabled(hook.id, false, reason: "too many failures")
+            let stood = try registry.requireWebhook(hook.id)
+            lines.append("hook \(stood.events) \(stood.cursor) \(stood.failures) \(stood.enabled) \(stood.disabledReason ?? "-")")
+            let log = try registry.webhookDeliveries(hook.id, limit: 1000)
+            lines.append("log \(log.count) \(log.first?.eventID ?? "-") \(log.last?.eventID ?? "-") \(log.last?.status ?? 0)")
+            lines.append("seen \(try registry.webhookSeenFields(hook.id, record: "r") ?? [:])")
+
+            // Branches: numbered with the devices, replicas remembered, directory digestable.
+            let (branch, credential) = try registry.enrollBranch(tenant: "acme", name: "Lyon", users: ["admin@acme.example"])
+            lines.append("branch \(branch.number) \(branch.name) \(credential.tenant) \(branch.users.map { $0.sorted() } ?? [])")
+            lines.append("replica \(try registry.recordBranchReplica(branch: branch.id, replica: "r-1")) \(try registry.recordBranchReplica(branch: branch.id, replica: "r-1"))")
+            lines.append("replicas \(try registry.branchReplicas(branch: branch.id).count)")
+            let directory = try registry.directory(forBranch: branch.id)
+            lines.append("directory \(directory.users.map(\.email)) \(directory.tenant.slug)")
+            try registry.revokeBranch(branch.id)
+            lines.append("branch revoked \(try registry.branch(branch.id)?.status.rawValue ?? "-")")
+            return lines
+        }
+        let sqlite = try script(.sqlite)
+        #expect(sqlite.count == 14)
+        #expect(try script(.postgres) == sqlite)
+    }
 }
