@@ -131,3 +131,15 @@ extension SQLDatabase {
     /// An immediate transaction (see `SQLTransactionKind`).
     public func transaction<T>(_ body: () throws -> T) throws -> T { try transaction(.immediate, body) }
 }
+
+/// A failure of a database, whichever it is, as code above the database must tell failures
+/// apart: a session answers "storage full" or "retry later", an admin command's exit code says
+/// whether the file or the I/O is at fault. The concrete error (`SQLiteError`, `PostgresError`)
+/// keeps its context: the SQL, the file or server, the database's own codes.
+public protocol SQLDatabaseError: Error, CustomStringConvertible, Sendable {
+    /// The disk, a quota or the database's size limit is full: nothing more can be written until
+    /// an operator makes room.
+    var isStorageFull: Bool { get }
+    /// The database is damaged (or not a database at all): retrying will not help.
+    var isCorruption: Bool { get }
+}
