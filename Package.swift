@@ -164,7 +164,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: [
             "PrivateFiles", "TLS", "Registry", "SyncModel", "Postgres", .product(name: "NIOHTTP1", package: "swift-nio"),
         ] + nio, path: "Tests/TestSupport"),
-        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "SQLBackend", "TestSupport"]),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "SQLBackend", "SQLite", "TestSupport"]),
         .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "PrivateFiles", "TestSupport"]),
         .testTarget(name: "SyncModelTests", dependencies: [
             "SyncModel", "TestSupport",

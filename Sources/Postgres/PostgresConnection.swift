@@ -20,6 +20,9 @@ public final class PostgresConnection: SQLDatabase {
     /// `host:port/database` of the server, for errors and logs (never the password).
     public let server: String
     private var transactionDepth = 0
+    /// Prepared statements by their SQL text (`cached`), and the number of the last one named.
+    private var statements: [String: PostgresStatement] = [:]
+    var preparedCount = 0
 
     /// Connects to `url` (`postgres://user[:password]@host[:port]/database?options`, or
     /// libpq's `key=value` form).
@@ -50,6 +53,7 @@ public final class PostgresConnection: SQLDatabase {
 
     /// Closes the connection; later calls fail.
     public func close() {
+        statements = [:]
         if let handle { PQfinish(handle) }
         handle = nil
     }
@@ -75,6 +79,18 @@ public final class PostgresConnection: SQLDatabase {
             return rows
         }
     }
+
+    /// The prepared statement for `sql`, made on first use and kept for the connection's life:
+    /// the server parses and plans it once (see `PostgresStatement`).
+    public func cached(_ sql: String) throws -> PostgresStatement {
+        if let statement = statements[sql] { return statement }
+        let statement = PostgresStatement(connection: self, sql: sql)
+        statements[sql] = statement
+        return statement
+    }
+
+    /// `cached` for code written against any `SQLDatabase`.
+    public func statement(_ sql: String) throws -> any SQLStatement { try cached(sql) }
 
     /// `query` for code written against any `SQLDatabase`.
     public func fetch<T>(_ sql: String, _ values: [any SQLBindable], row: (any SQLRow) throws -> T) throws -> [T] {
@@ -144,7 +160,7 @@ public final class PostgresConnection: SQLDatabase {
         return received
     }
 
-    private func open() throws -> OpaquePointer {
+    func open() throws -> OpaquePointer {
         guard let handle else { throw PostgresError(message: "the connection is closed", server: server) }
         return handle
     }
@@ -161,7 +177,7 @@ public final class PostgresConnection: SQLDatabase {
         try check(result, sql: sql)
     }
 
-    private func check(_ result: OpaquePointer, sql: String) throws {
+    func check(_ result: OpaquePointer, sql: String) throws {
         switch PQresultStatus(result) {
         case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
             return
@@ -229,7 +245,7 @@ public final class PostgresConnection: SQLDatabase {
         return try read(result)
     }
 
-    private func withPointers<T>(to buffers: [[UInt8]?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
+    func withPointers<T>(to buffers: [[UInt8]?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
         // The buffers outlive the call: pointers taken one by one would not.
         var pointers: [UnsafeMutablePointer<CChar>?] = []
         pointers.reserveCapacity(buffers.count)
@@ -250,7 +266,7 @@ public final class PostgresConnection: SQLDatabase {
 
     /// The type and binary form of a parameter (PostgreSQL's send functions: big-endian integers
     /// and IEEE doubles, raw bytes for text and bytea).
-    private static func encode(_ value: SQLValue) -> (Oid, [UInt8]?) {
+    static func encode(_ value: SQLValue) -> (Oid, [UInt8]?) {
         switch value {
         case .null: return (0, nil)
         case .integer(let number): return (PostgresType.int8, withUnsafeBytes(of: number.bigEndian) { Array($0) })
@@ -266,7 +282,7 @@ public final class PostgresConnection: SQLDatabase {
         PQresultErrorField(result, Int32(code.value)).map { String(cString: $0) }
     }
 
-    private static func trimmed(_ message: UnsafePointer<CChar>?) -> String {
+    static func trimmed(_ message: UnsafePointer<CChar>?) -> String {
         guard let message else { return "unknown libpq failure" }
         return String(cString: message).trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -352,8 +368,13 @@ public struct PostgresRow: SQLRow {
 
     /// A `bytea` column's bytes.
     public func data(_ column: Int32) throws -> Data {
+        try withBytes(column) { Data($0) }
+    }
+
+    /// A `bytea` column's bytes without copying them; valid only inside `body`.
+    public func withBytes<T>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
         guard PQftype(result, column) == PostgresType.bytea else { throw mismatch(column, "bytes") }
-        return Data(try raw(column))
+        return try body(try raw(column))
     }
 
     /// A `boolean` column.

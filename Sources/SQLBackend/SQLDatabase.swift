@@ -91,6 +91,28 @@ extension SQLRow {
     }
 }
 
+/// A statement prepared once and run many times, bound and read column by column without
+/// going through `SQLValue`: what hot paths (a batch of records, one statement per record) use.
+/// Parameters are numbered from 1; a statement is reset (results and bindings dropped) before it
+/// is bound again. Belongs to its connection and is used on its thread.
+public protocol SQLStatement: AnyObject, SQLRow {
+    /// The SQL text, as given.
+    var sql: String { get }
+    func bind(_ value: SQLValue, at index: Int32) throws
+    func bind(text: String, at index: Int32) throws
+    func bind(integer: Int64, at index: Int32) throws
+    func bind(bytes: UnsafeRawBufferPointer, at index: Int32) throws
+    func bind(bytes: [UInt8], at index: Int32) throws
+    /// Runs the statement the first time it is called after binding, then moves to the next
+    /// row: `true` while a row is there to read.
+    @discardableResult
+    func step() throws -> Bool
+    /// Drops the results and the bindings, so the statement can be bound and run again.
+    func reset()
+    /// The bytes of a column of the current row without copying them; valid only inside `body`.
+    func withBytes<T>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T
+}
+
 /// A connection to a SQL database that runs statements synchronously: a SQLite file or a
 /// PostgreSQL server. Code that stores its data through this interface (the registry) runs on
 /// either, with SQL written once, `?` for each parameter.
@@ -108,6 +130,8 @@ public protocol SQLDatabase: AnyObject {
     func run(_ sql: String, _ values: [any SQLBindable]) throws -> Int
     /// Runs one query and maps each row of its result.
     func fetch<T>(_ sql: String, _ values: [any SQLBindable], row: (any SQLRow) throws -> T) throws -> [T]
+    /// The statement for `sql`, prepared on first use and kept for the connection's life.
+    func statement(_ sql: String) throws -> any SQLStatement
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws. Called
     /// inside another transaction, it runs in a savepoint of it.
     func transaction<T>(_ kind: SQLTransactionKind, _ body: () throws -> T) throws -> T

@@ -155,6 +155,9 @@ public final class Database: SQLDatabase {
         try query(sql, values) { $0.isNull(0) ? nil : $0.int64(0) }.first ?? nil
     }
 
+    /// `cached` for code written against any `SQLDatabase`.
+    public func statement(_ sql: String) throws -> any SQLStatement { try cached(sql) }
+
     /// `query` for code written against any `SQLDatabase`.
     public func fetch<T>(_ sql: String, _ values: [any SQLBindable], row: (any SQLRow) throws -> T) throws -> [T] {
         try cached(sql).query(values) { try row($0) }

@@ -210,5 +210,6 @@ public final class Statement {
     }
 }
 
-/// A row of a statement being stepped is a row any `SQLDatabase` code can read.
-extension Statement: SQLRow {}
+/// A row of a statement being stepped is a row any `SQLDatabase` code can read, and the
+/// statement one it can bind and step.
+extension Statement: SQLStatement {}

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import SQLite
 import SQLBackend
 import TestSupport
 import Testing
@@ -151,5 +152,69 @@ import Testing
         #expect(throws: PostgresError.self) { try first.migrate("test", broken) }
         #expect(try first.schemaVersion(of: "test") == 2)
         #expect(try first.scalarInt("SELECT count(*) FROM information_schema.columns WHERE table_name = 'm' AND column_name = 'o'") == 0)
+    }
+
+    /// Code that binds and steps a statement per record (the stores' hot paths) runs unchanged
+    /// on both databases, and reads the same rows back.
+    @Test func aPreparedStatementRunsManyTimesAndReadsRowsAsSQLitesDoes() throws {
+        let database = try PostgresServer.database()
+        let postgres = try PostgresConnection(url: database.url)
+        let dir = try TemporaryDirectory()
+        let sqlite = try Database(path: dir.path("statements.sqlite"))
+        func exercise(_ db: any SQLDatabase, blob: String) throws -> [String] {
+            try db.run("CREATE TABLE r (seq bigint PRIMARY KEY, id \(blob) NOT NULL UNIQUE, type text NOT NULL, n bigint)")
+            let insert = try db.statement("INSERT INTO r (seq, id, type, n) VALUES (?, ?, ?, ?)")
+            for i in 1...60 {
+                insert.reset()
+                try insert.bind(integer: Int64(i), at: 1)
+                try insert.bind(bytes: [UInt8(i), 0, 0xff], at: 2)
+                try insert.bind(text: "t\(i % 3)", at: 3)
+                // A NULL where the statement was prepared for an integer, and back.
+                try insert.bind(i % 5 == 0 ? .null : .integer(Int64(i * 10)), at: 4)
+                #expect(try insert.step() == false)
+            }
+            let duplicate = try db.statement("INSERT INTO r (seq, id, type) VALUES (?, ?, 'x')")
+            try duplicate.bind(integer: 100, at: 1)
+            try duplicate.bind(bytes: [1, 0, 0xff], at: 2)
+            do {
+                try duplicate.step()
+                Issue.record("the unique id let a second row in")
+            } catch {
+                #expect(error is any SQLDatabaseError, "\(error)")
+            }
+            let select = try db.statement("SELECT seq, id, type, n FROM r WHERE type = ? AND seq > ? ORDER BY seq")
+            var lines: [String] = []
+            for (type, after) in [("t1", 0), ("t2", 40), ("none", 0), ("t1", 50)] {
+                select.reset()
+                try select.bind(text: type, at: 1)
+                try select.bind(integer: Int64(after), at: 2)
+                while try select.step() {
+                    let id = try select.withBytes(1) { Array($0) }
+                    lines.append("\(try select.int64(0)) \(id) \(try select.string(2)) \(select.isNull(3) ? "NULL" : String(try select.int64(3)))")
+                }
+                lines.append("--")
+            }
+            return lines
+        }
+        let onSQLite = try exercise(sqlite, blob: "BLOB")
+        #expect(onSQLite.count == 20 + 7 + 0 + 3 + 4, "rows of each query, and a line after each")
+        #expect(try exercise(postgres, blob: "bytea") == onSQLite)
+    }
+
+    @Test func aStatementBoundWithOtherTypesIsPreparedAgainNotMisread() throws {
+        let database = try PostgresServer.database()
+        let connection = try PostgresConnection(url: database.url)
+        let echo = try connection.cached("SELECT ?::text")
+        try echo.bind(integer: 42, at: 1)
+        #expect(try echo.step() && echo.string(0) == "42")
+        echo.reset()
+        try echo.bind(text: "forty-two", at: 1)
+        #expect(try echo.step() && echo.string(0) == "forty-two")
+        #expect(try echo.step() == false)
+        #expect(try connection.cached("SELECT ?::text") === echo, "one statement per SQL text")
+        // Reading before stepping is an error that names the statement, not garbage.
+        echo.reset()
+        let early = #expect(throws: PostgresError.self) { _ = try echo.string(0) }
+        #expect(early?.sql == "SELECT ?::text")
     }
 }
