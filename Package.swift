@@ -46,10 +46,13 @@ let package = Package(
         // Libraries, lowest layer first.
         // Owner-only files and folders, for everything Rapport writes.
         .target(name: "PrivateFiles"),
-        .target(name: "SQLite", dependencies: ["CSQLite", "PrivateFiles"]),
+        // The few things SQL code needs from a database, so that code written once (the registry)
+        // runs on SQLite and on PostgreSQL.
+        .target(name: "SQLBackend"),
+        .target(name: "SQLite", dependencies: ["CSQLite", "PrivateFiles", "SQLBackend"]),
         // The server tier's store when a customer base outgrows one machine: libpq, synchronous
         // like SQLite, because the stores above it are (see PostgresConnection).
-        .target(name: "Postgres", dependencies: ["CPostgres"]),
+        .target(name: "Postgres", dependencies: ["CPostgres", "SQLBackend"]),
         .target(name: "SyncModel"),
         // Roles and rights: who may read and write which records; pure, run by server and device alike.
         .target(name: "Access", dependencies: ["SyncModel"]),
@@ -66,7 +69,7 @@ let package = Package(
 
         .target(name: "CRM", dependencies: ["Access", "PrivateFiles", "ReplicaStore", "SyncModel"]),
         // The registry of tenants, users and devices, and the tenant files of a data directory.
-        .target(name: "Registry", dependencies: ["Access", "PrivateFiles", "SQLite", "SyncModel", "ReplicaStore", "TLS"]),
+        .target(name: "Registry", dependencies: ["Access", "PrivateFiles", "Postgres", "SQLite", "SyncModel", "ReplicaStore", "TLS"]),
         .target(
             name: "RapportServer",
             dependencies: [
@@ -161,7 +164,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: [
             "PrivateFiles", "TLS", "Registry", "SyncModel", "Postgres", .product(name: "NIOHTTP1", package: "swift-nio"),
         ] + nio, path: "Tests/TestSupport"),
-        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "SQLBackend", "SQLite", "TestSupport"]),
         .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "PrivateFiles", "TestSupport"]),
         .testTarget(name: "SyncModelTests", dependencies: [
             "SyncModel", "TestSupport",
@@ -182,7 +185,7 @@ let package = Package(
             "Access", "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "TestSupport"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Postgres", "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "TestSupport"]),
         .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "SyncModel", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TLSTests", dependencies: ["TLS", .product(name: "NIOEmbedded", package: "swift-nio")] + nio),
     ],

@@ -1,16 +1,6 @@
 import CPostgres
 import Foundation
-
-/// A value bound to a statement parameter, sent to the server in binary with its type, so no
-/// value is ever spliced into SQL text.
-public enum PostgresValue: Sendable, Hashable {
-    case null
-    case integer(Int64)
-    case real(Double)
-    case text(String)
-    case bytes(Data)
-    case bool(Bool)
-}
+import SQLBackend
 
 /// One connection to a PostgreSQL server, through libpq.
 ///
@@ -18,12 +8,21 @@ public enum PostgresValue: Sendable, Hashable {
 /// one thread (or serial executor) at a time, as a SQLite `Database` does, so a statement is a
 /// plain call and a transaction a plain closure. Never call it on an event loop thread.
 ///
+/// Parameters are bound in binary with their type, so no value is ever spliced into SQL text.
+/// Statements may mark parameters `$1`, `$2`, ... or, as SQL written for any `SQLDatabase` does,
+/// `?` (each taken as the next number; PostgreSQL's own `?` operators are then unavailable).
+///
 /// A `PostgresConnection` is not `Sendable`; its owner confines it.
-public final class PostgresConnection {
+public final class PostgresConnection: SQLDatabase {
+    public var dialect: SQLDialect { .postgres }
+    public var location: String { server }
     private var handle: OpaquePointer?
     /// `host:port/database` of the server, for errors and logs (never the password).
     public let server: String
     private var transactionDepth = 0
+    /// Prepared statements by their SQL text (`cached`), and the number of the last one named.
+    private var statements: [String: PostgresStatement] = [:]
+    var preparedCount = 0
 
     /// Connects to `url` (`postgres://user[:password]@host[:port]/database?options`, or
     /// libpq's `key=value` form).
@@ -45,19 +44,23 @@ public final class PostgresConnection {
         // UTC and ISO dates whatever the server's defaults: nothing Rapport reads depends on them,
         // but a log line should not change meaning with the server's configuration.
         try run("SET TIME ZONE 'UTC'")
+        // Notices (a CREATE ... IF NOT EXISTS that found the table) would go to stderr; warnings
+        // and errors still come, errors as `PostgresError`.
+        try run("SET client_min_messages TO warning")
     }
 
     deinit { close() }
 
     /// Closes the connection; later calls fail.
     public func close() {
+        statements = [:]
         if let handle { PQfinish(handle) }
         handle = nil
     }
 
     /// Runs a statement and returns how many rows it changed (0 for statements that change none).
     @discardableResult
-    public func run(_ sql: String, _ values: [PostgresValue] = []) throws -> Int {
+    public func run(_ sql: String, _ values: [any SQLBindable] = []) throws -> Int {
         try execute(sql, values) { result in
             let affected = String(cString: PQcmdTuples(result))
             return Int(affected) ?? 0
@@ -65,7 +68,7 @@ public final class PostgresConnection {
     }
 
     /// Runs a query and maps each row of its result.
-    public func query<T>(_ sql: String, _ values: [PostgresValue] = [], row: (PostgresRow) throws -> T) throws -> [T] {
+    public func query<T>(_ sql: String, _ values: [any SQLBindable] = [], row: (PostgresRow) throws -> T) throws -> [T] {
         try execute(sql, values) { result in
             let count = PQntuples(result)
             var rows: [T] = []
@@ -77,17 +80,37 @@ public final class PostgresConnection {
         }
     }
 
+    /// The prepared statement for `sql`, made on first use and kept for the connection's life:
+    /// the server parses and plans it once (see `PostgresStatement`).
+    public func cached(_ sql: String) throws -> PostgresStatement {
+        if let statement = statements[sql] { return statement }
+        let statement = PostgresStatement(connection: self, sql: sql)
+        statements[sql] = statement
+        return statement
+    }
+
+    /// `cached` for code written against any `SQLDatabase`.
+    public func statement(_ sql: String) throws -> any SQLStatement { try cached(sql) }
+
+    /// `query` for code written against any `SQLDatabase`.
+    public func fetch<T>(_ sql: String, _ values: [any SQLBindable], row: (any SQLRow) throws -> T) throws -> [T] {
+        try query(sql, values) { try row($0) }
+    }
+
     /// The first column of the first row as an integer, or `nil` when there is no row or it is NULL.
-    public func scalarInt(_ sql: String, _ values: [PostgresValue] = []) throws -> Int64? {
+    public func scalarInt(_ sql: String, _ values: [any SQLBindable] = []) throws -> Int64? {
         try query(sql, values) { row in try row.isNull(0) ? nil : row.int64(0) }.first ?? nil
     }
 
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
     /// Nested calls run in a savepoint of the outer transaction, so an inner failure undoes only
-    /// the inner work.
-    public func transaction<T>(_ body: () throws -> T) throws -> T {
+    /// the inner work. `.immediate` is read committed: each statement sees what is committed when
+    /// it starts, and code that needs writers to queue takes a row lock (`SELECT ... FOR UPDATE`).
+    /// `.deferred` is repeatable read: every statement sees one snapshot, as a SQLite reader does.
+    public func transaction<T>(_ kind: SQLTransactionKind = .immediate, _ body: () throws -> T) throws -> T {
         let depth = transactionDepth
-        try run(depth == 0 ? "BEGIN" : "SAVEPOINT rapport_\(depth)")
+        let begin = kind == .deferred ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN"
+        try run(depth == 0 ? begin : "SAVEPOINT rapport_\(depth)")
         transactionDepth += 1
         defer { transactionDepth = depth }
         do {
@@ -137,21 +160,75 @@ public final class PostgresConnection {
         return received
     }
 
-    private func open() throws -> OpaquePointer {
+    func open() throws -> OpaquePointer {
         guard let handle else { throw PostgresError(message: "the connection is closed", server: server) }
         return handle
     }
 
     /// Sends one statement with its parameters in binary and asks for a binary result; hands the
     /// result to `read` when it succeeded, and turns any failure into a `PostgresError`.
-    private func execute<T>(_ sql: String, _ values: [PostgresValue], read: (OpaquePointer) throws -> T) throws -> T {
+    /// Runs a script of several statements without parameters (a schema), in one round trip.
+    public func execute(script sql: String) throws {
         let connection = try open()
+        guard let result = PQexec(connection, sql) else {
+            throw PostgresError(message: Self.trimmed(PQerrorMessage(connection)), sql: sql, server: server)
+        }
+        defer { PQclear(result) }
+        try check(result, sql: sql)
+    }
+
+    func check(_ result: OpaquePointer, sql: String) throws {
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+            return
+        default:
+            throw PostgresError(
+                sqlState: Self.field(result, "C"),
+                message: Self.field(result, "M") ?? Self.trimmed(PQresultErrorMessage(result)),
+                detail: Self.field(result, "D"),
+                sql: sql, server: server)
+        }
+    }
+
+    /// `sql` with each `?` outside quotes and comments replaced by `$1`, `$2`, ... in order.
+    static func numberedParameters(_ sql: String) -> String {
+        guard sql.utf8.contains(UInt8(ascii: "?")) else { return sql }
+        var out = ""
+        out.reserveCapacity(sql.utf8.count + 16)
+        var number = 0
+        var quote: Character?
+        var lineComment = false
+        var previous: Character = " "
+        for c in sql {
+            if lineComment {
+                if c == "\n" { lineComment = false }
+            } else if let open = quote {
+                if c == open { quote = nil }
+            } else if c == "'" || c == "\"" {
+                quote = c
+            } else if c == "-" && previous == "-" {
+                lineComment = true
+            } else if c == "?" {
+                number += 1
+                out += "$\(number)"
+                previous = c
+                continue
+            }
+            out.append(c)
+            previous = c
+        }
+        return out
+    }
+
+    private func execute<T>(_ sql: String, _ values: [any SQLBindable], read: (OpaquePointer) throws -> T) throws -> T {
+        let connection = try open()
+        let sql = Self.numberedParameters(sql)
         var types: [Oid] = []
         var buffers: [[UInt8]?] = []
         types.reserveCapacity(values.count)
         buffers.reserveCapacity(values.count)
         for value in values {
-            let (type, bytes) = Self.encode(value)
+            let (type, bytes) = Self.encode(value.sqlValue)
             types.append(type)
             buffers.append(bytes)
         }
@@ -164,19 +241,11 @@ public final class PostgresConnection {
             throw PostgresError(message: Self.trimmed(PQerrorMessage(connection)), sql: sql, server: server)
         }
         defer { PQclear(result) }
-        switch PQresultStatus(result) {
-        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
-            return try read(result)
-        default:
-            throw PostgresError(
-                sqlState: Self.field(result, "C"),
-                message: Self.field(result, "M") ?? Self.trimmed(PQresultErrorMessage(result)),
-                detail: Self.field(result, "D"),
-                sql: sql, server: server)
-        }
+        try check(result, sql: sql)
+        return try read(result)
     }
 
-    private func withPointers<T>(to buffers: [[UInt8]?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
+    func withPointers<T>(to buffers: [[UInt8]?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
         // The buffers outlive the call: pointers taken one by one would not.
         var pointers: [UnsafeMutablePointer<CChar>?] = []
         pointers.reserveCapacity(buffers.count)
@@ -197,14 +266,13 @@ public final class PostgresConnection {
 
     /// The type and binary form of a parameter (PostgreSQL's send functions: big-endian integers
     /// and IEEE doubles, raw bytes for text and bytea).
-    private static func encode(_ value: PostgresValue) -> (Oid, [UInt8]?) {
+    static func encode(_ value: SQLValue) -> (Oid, [UInt8]?) {
         switch value {
         case .null: return (0, nil)
         case .integer(let number): return (PostgresType.int8, withUnsafeBytes(of: number.bigEndian) { Array($0) })
         case .real(let number): return (PostgresType.float8, withUnsafeBytes(of: number.bitPattern.bigEndian) { Array($0) })
         case .text(let text): return (PostgresType.text, Array(text.utf8))
-        case .bytes(let data): return (PostgresType.bytea, Array(data))
-        case .bool(let flag): return (PostgresType.bool, [flag ? 1 : 0])
+        case .blob(let data): return (PostgresType.bytea, Array(data))
         }
     }
 
@@ -214,7 +282,7 @@ public final class PostgresConnection {
         PQresultErrorField(result, Int32(code.value)).map { String(cString: $0) }
     }
 
-    private static func trimmed(_ message: UnsafePointer<CChar>?) -> String {
+    static func trimmed(_ message: UnsafePointer<CChar>?) -> String {
         guard let message else { return "unknown libpq failure" }
         return String(cString: message).trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -256,7 +324,7 @@ enum PostgresType {
 
 /// One row of a result, read column by column in binary. Valid only inside the `row` closure
 /// of `PostgresConnection.query`, which owns the result.
-public struct PostgresRow {
+public struct PostgresRow: SQLRow {
     let result: OpaquePointer
     let index: Int32
     let sql: String
@@ -300,8 +368,13 @@ public struct PostgresRow {
 
     /// A `bytea` column's bytes.
     public func data(_ column: Int32) throws -> Data {
+        try withBytes(column) { Data($0) }
+    }
+
+    /// A `bytea` column's bytes without copying them; valid only inside `body`.
+    public func withBytes<T>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
         guard PQftype(result, column) == PostgresType.bytea else { throw mismatch(column, "bytes") }
-        return Data(try raw(column))
+        return try body(try raw(column))
     }
 
     /// A `boolean` column.

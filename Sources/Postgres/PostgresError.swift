@@ -1,4 +1,5 @@
 import Foundation
+import SQLBackend
 
 /// A failure reported by PostgreSQL or by libpq, with enough context to find its cause from a
 /// log line: the SQLSTATE, the server's message and detail, the statement, and which server.
@@ -37,6 +38,13 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable, Equatable
     /// A unique constraint refused a row.
     public var isUniqueViolation: Bool { sqlState == "23505" }
 
+    /// The server's disk is full (53100). The rest of class 53 (out of memory or connections)
+    /// passes with time and is not counted.
+    public var isStorageFull: Bool { sqlState == "53100" }
+
+    /// The server found damaged data or a damaged index (XX001, XX002).
+    public var isCorruption: Bool { sqlState == "XX001" || sqlState == "XX002" }
+
     public var description: String {
         var text = "PostgreSQL error"
         if let sqlState { text += " \(sqlState)" }
@@ -47,3 +55,5 @@ public struct PostgresError: Error, CustomStringConvertible, Sendable, Equatable
         return text
     }
 }
+
+extension PostgresError: SQLDatabaseError {}

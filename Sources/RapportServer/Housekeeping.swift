@@ -37,7 +37,7 @@ extension ScheduledTenantWork {
             if let registryPath, registryRuns.due() {
                 let registry = try Registry(path: registryPath)
                 defer { registry.close() }
-                details["registry_pages_freed"] = "\(try registry.compact().pagesFreed)"
+                if let freed = try registry.compact()?.pagesFreed { details["registry_pages_freed"] = "\(freed)" }
             }
             let purged = Int(details["tombstones_purged"] ?? "0")! + Int(details["conflicts_purged"] ?? "0")!
             return Outcome(recordsWritten: purged, details: details)

@@ -163,7 +163,7 @@ extension SyncServer {
                         return
                     }
                 }
-              } catch let error as SQLiteError {
+              } catch let error as any SQLDatabaseError {
                   // The client is told to come back later; the store rolled the batch back.
                   logger.error(error.isStorageFull ? "storage full; session closed" : "store failure; session closed",
                                metadata: ["error": "\(error)"])

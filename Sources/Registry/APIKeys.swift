@@ -40,10 +40,10 @@ extension Registry {
 
     private static let apiKeyColumns = "id, tenant, name, role, status, created_at, revoked_at"
 
-    private static func apiKey(_ row: Statement) -> APIKey {
-        APIKey(id: row.string(0), tenant: row.string(1), name: row.string(2), role: UserRole(rawValue: row.string(3)) ?? .rep,
-               status: APIKey.Status(rawValue: row.string(4)) ?? .revoked, createdAt: date(row.int64(5)),
-               revokedAt: optionalDate(row, 6))
+    private static func apiKey(_ row: any SQLRow) throws -> APIKey {
+        APIKey(id: try row.string(0), tenant: try row.string(1), name: try row.string(2), role: UserRole(rawValue: try row.string(3)) ?? .rep,
+               status: APIKey.Status(rawValue: try row.string(4)) ?? .revoked, createdAt: date(try row.int64(5)),
+               revokedAt: try optionalDate(row, 6))
     }
 
     /// Makes a key for `tenant` with `role`'s rights. 256 random bits of secret, kept hashed.
@@ -54,7 +54,7 @@ extension Registry {
         guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw RegistryError.invalidArgument("an API key's name is 1 to 64 letters, digits, '-', '_' or '.', not '\(name.prefix(80))'")
         }
-        if try !db.query("SELECT 1 FROM api_keys WHERE tenant = ? AND name = ? AND status = 'active'", [tenant, name], row: { _ in 1 }).isEmpty {
+        if try !db.fetch("SELECT 1 FROM api_keys WHERE tenant = ? AND name = ? AND status = 'active'", [tenant, name], row: { _ in 1 }).isEmpty {
             throw RegistryError.invalidArgument("tenant '\(tenant)' already has an active API key named '\(name)'; revoke it first")
         }
         let id = Crypto.hex(try Crypto.randomBytes(8))
@@ -69,7 +69,7 @@ extension Registry {
     /// The tenant's keys, active and revoked, oldest first.
     public func apiKeys(tenant: String) throws -> [APIKey] {
         _ = try requireTenant(tenant)
-        return try db.query("SELECT \(Self.apiKeyColumns) FROM api_keys WHERE tenant = ? ORDER BY created_at, id", [tenant], row: Self.apiKey)
+        return try db.fetch("SELECT \(Self.apiKeyColumns) FROM api_keys WHERE tenant = ? ORDER BY created_at, id", [tenant], row: Self.apiKey)
     }
 
     /// Revokes the tenant's active key named `nameOrID` (or with that id): refused from the
@@ -77,7 +77,7 @@ extension Registry {
     @discardableResult
     public func revokeAPIKey(tenant: String, _ nameOrID: String) throws -> APIKey {
         _ = try requireTenant(tenant)
-        let rows = try db.query("""
+        let rows = try db.fetch("""
             SELECT \(Self.apiKeyColumns) FROM api_keys WHERE tenant = ? AND status = 'active' AND (name = ? OR id = ?)
             """, [tenant, nameOrID, nameOrID], row: Self.apiKey)
         guard var key = rows.first else {
@@ -97,10 +97,10 @@ extension Registry {
         let parts = presented.split(separator: "_", omittingEmptySubsequences: false)
         let id = parts.count == 3 && parts[0] == "rk" ? String(parts[1]) : ""
         let secret = parts.count == 3 ? Array(parts[2].utf8) : []
-        let rows = try db.query("""
+        let rows = try db.fetch("""
             SELECT k.id, k.tenant, k.name, k.role, k.status, k.created_at, k.revoked_at, k.secret_hash, t.status
             FROM api_keys k JOIN tenants t ON t.slug = k.tenant WHERE k.id = ?
-            """, [id]) { (Self.apiKey($0), $0.withBytes(7) { Array($0) }, $0.string(8)) }
+            """, [id]) { (try Self.apiKey($0), Array(try $0.data(7)), try $0.string(8)) }
         let decoy = [UInt8](repeating: 0, count: 32)
         let matches = Crypto.constantTimeEquals(Crypto.sha256(secret), rows.first?.1 ?? decoy)
         guard matches, let (key, _, tenantStatus) = rows.first, key.status == .active, tenantStatus == TenantStatus.active.rawValue else {

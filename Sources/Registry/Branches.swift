@@ -133,20 +133,24 @@ extension Registry {
 
     /// The next number of a replica (device or branch) of the tenant: one above every number
     /// ever handed out, revoked ones included.
+    /// Runs inside the transaction that stores the number. SQLite's immediate transactions
+    /// already queue writers; PostgreSQL's do not, so there the tenant's row stays locked until
+    /// that transaction ends, and two enrollments at once never read the same maximum.
     func nextReplicaNumber(tenant: String) throws -> Int64 {
-        try db.scalarInt("""
-            SELECT max(coalesce((SELECT max(number) FROM devices WHERE tenant = ?), 0),
+        if db.dialect == .postgres { try db.run("SELECT 1 FROM tenants WHERE slug = ? FOR UPDATE", [tenant]) }
+        return try db.fetchInt("""
+            SELECT \(db.dialect.greatest)(coalesce((SELECT max(number) FROM devices WHERE tenant = ?), 0),
                        coalesce((SELECT max(number) FROM branches WHERE tenant = ?), 0)) + 1
             """, [tenant, tenant]) ?? 1
     }
 
     private static let branchColumns = "id, tenant, number, name, users, status, enrolled_at, revoked_at, last_seen, last_checkpoint"
-    private static func branch(_ row: Statement) -> RegisteredBranch {
-        let users = row.isNull(4) ? nil : (try? JSONDecoder().decode([String].self, from: Data(row.string(4).utf8)))
-        return RegisteredBranch(id: row.string(0), tenant: row.string(1), number: row.int64(2), name: row.string(3), users: users,
-                                status: DeviceStatus(rawValue: row.string(5)) ?? .revoked, enrolledAt: date(row.int64(6)),
-                                revokedAt: optionalDate(row, 7), lastSeen: optionalDate(row, 8),
-                                lastCheckpoint: row.isNull(9) ? nil : row.int64(9))
+    private static func branch(_ row: any SQLRow) throws -> RegisteredBranch {
+        let users = row.isNull(4) ? nil : (try? JSONDecoder().decode([String].self, from: Data(try row.string(4).utf8)))
+        return RegisteredBranch(id: try row.string(0), tenant: try row.string(1), number: try row.int64(2), name: try row.string(3), users: users,
+                                status: DeviceStatus(rawValue: try row.string(5)) ?? .revoked, enrolledAt: date(try row.int64(6)),
+                                revokedAt: try optionalDate(row, 7), lastSeen: try optionalDate(row, 8),
+                                lastCheckpoint: try row.optionalInt64(9))
     }
 
     /// Registers a branch office of the tenant and returns its credential (shown once).
@@ -177,11 +181,11 @@ extension Registry {
 
     public func branches(tenant: String) throws -> [RegisteredBranch] {
         _ = try requireTenant(tenant)
-        return try db.query("SELECT \(Self.branchColumns) FROM branches WHERE tenant = ? ORDER BY number", [tenant], row: Self.branch)
+        return try db.fetch("SELECT \(Self.branchColumns) FROM branches WHERE tenant = ? ORDER BY number", [tenant], row: Self.branch)
     }
 
     public func branch(_ id: String) throws -> RegisteredBranch? {
-        try db.query("SELECT \(Self.branchColumns) FROM branches WHERE id = ?", [id], row: Self.branch).first
+        try db.fetch("SELECT \(Self.branchColumns) FROM branches WHERE id = ?", [id], row: Self.branch).first
     }
 
     /// Revokes a branch: its upstream sessions end and its credential never works again. The
@@ -194,14 +198,14 @@ extension Registry {
 
     func branchAccess() throws -> [String: BranchAccess] {
         var replicas: [String: Set<String>] = [:]
-        for (replica, branch) in try db.query("SELECT replica_id, branch FROM branch_replicas", row: { ($0.string(0), $0.string(1)) }) {
+        for (replica, branch) in try db.fetch("SELECT replica_id, branch FROM branch_replicas", row: { (try $0.string(0), try $0.string(1)) }) {
             replicas[branch, default: []].insert(replica)
         }
-        let rows = try db.query("SELECT id, tenant, number, name, users, status, secret_hash FROM branches") { row in
-            BranchAccess(id: row.string(0), tenant: row.string(1), number: row.int64(2), name: row.string(3),
-                         users: row.isNull(4) ? nil : Set((try? JSONDecoder().decode([String].self, from: Data(row.string(4).utf8))) ?? []),
-                         status: DeviceStatus(rawValue: row.string(5)) ?? .revoked, secretHash: row.withBytes(6) { Array($0) },
-                         replicas: replicas[row.string(0)] ?? [])
+        let rows = try db.fetch("SELECT id, tenant, number, name, users, status, secret_hash FROM branches") { row in
+            BranchAccess(id: try row.string(0), tenant: try row.string(1), number: try row.int64(2), name: try row.string(3),
+                         users: row.isNull(4) ? nil : Set((try? JSONDecoder().decode([String].self, from: Data(try row.string(4).utf8))) ?? []),
+                         status: DeviceStatus(rawValue: try row.string(5)) ?? .revoked, secretHash: Array(try row.data(6)),
+                         replicas: replicas[try row.string(0)] ?? [])
         }
         return Dictionary(rows.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
     }
@@ -211,9 +215,9 @@ extension Registry {
     @discardableResult
     public func recordBranchReplica(branch id: String, replica: String) throws -> Bool {
         try db.transaction {
-            let known = try db.query("SELECT replica_id FROM branch_replicas WHERE branch = ?", [id], row: { $0.string(0) })
+            let known = try db.fetch("SELECT replica_id FROM branch_replicas WHERE branch = ?", [id], row: { try $0.string(0) })
             guard !known.contains(replica) else { return false }
-            if let owner = try db.query("SELECT branch FROM branch_replicas WHERE replica_id = ?", [replica], row: { $0.string(0) }).first {
+            if let owner = try db.fetch("SELECT branch FROM branch_replicas WHERE replica_id = ?", [replica], row: { try $0.string(0) }).first {
                 // A branch enrolled anew on the data directory of a revoked one takes its store over.
                 let current = try branch(id)
                 guard let previous = try branch(owner), previous.status == .revoked, previous.tenant == current?.tenant else {
@@ -234,7 +238,7 @@ extension Registry {
 
     /// The replica ids a branch's store has had, oldest first.
     public func branchReplicas(branch id: String) throws -> [String] {
-        try db.query("SELECT replica_id FROM branch_replicas WHERE branch = ? ORDER BY first_seen, replica_id", [id], row: { $0.string(0) })
+        try db.fetch("SELECT replica_id FROM branch_replicas WHERE branch = ? ORDER BY first_seen, replica_id", [id], row: { try $0.string(0) })
     }
 
     /// What the centre sends a branch (SPEC.md 6.3): the devices of the users it serves (all,
@@ -247,17 +251,17 @@ extension Registry {
             let users = try self.users(tenant: tenant.slug, includeRemoved: true).map {
                 BranchDirectory.UserEntry(email: $0.email, name: $0.name, role: $0.role, team: $0.team, status: $0.status)
             }
-            let roles = try db.query("SELECT name, definition FROM roles WHERE tenant = ? ORDER BY name", [tenant.slug]) {
-                BranchDirectory.RoleEntry(name: $0.string(0), definition: $0.string(1))
+            let roles = try db.fetch("SELECT name, definition FROM roles WHERE tenant = ? ORDER BY name", [tenant.slug]) {
+                BranchDirectory.RoleEntry(name: try $0.string(0), definition: try $0.string(1))
             }
             let served = branch.users.map(Set.init)
-            let devices = try db.query("""
+            let devices = try db.fetch("""
                 SELECT d.id, u.email, d.name, d.number, d.status, d.secret_hash FROM devices d JOIN users u ON u.id = d.user_id
                 WHERE d.tenant = ? ORDER BY d.number
                 """, [tenant.slug]) {
-                BranchDirectory.DeviceEntry(id: $0.string(0), user: $0.string(1), name: $0.string(2), number: $0.int64(3),
-                                            status: DeviceStatus(rawValue: $0.string(4)) ?? .revoked,
-                                            secretHash: $0.withBytes(5) { Crypto.hex(Array($0)) })
+                BranchDirectory.DeviceEntry(id: try $0.string(0), user: try $0.string(1), name: try $0.string(2), number: try $0.int64(3),
+                                            status: DeviceStatus(rawValue: try $0.string(4)) ?? .revoked,
+                                            secretHash: Crypto.hex(Array(try $0.data(5))))
             }.filter { served?.contains($0.user) ?? true }
             return BranchDirectory(tenant: .init(slug: tenant.slug, name: tenant.name, status: tenant.status),
                                    users: users, roles: roles, devices: devices,
@@ -269,7 +273,7 @@ extension Registry {
 
     /// The digest of the directory this branch last adopted, `nil` before the first.
     public func adoptedDirectoryDigest(tenant: String) throws -> String? {
-        try db.query("SELECT digest FROM upstream_directory WHERE tenant = ?", [tenant], row: { $0.string(0) }).first
+        try db.fetch("SELECT digest FROM upstream_directory WHERE tenant = ?", [tenant], row: { try $0.string(0) }).first
     }
 
     /// Suspends the tenant here because the centre refuses its sessions, and forgets the
@@ -319,8 +323,8 @@ extension Registry {
                 try db.run("UPDATE users SET status = 'removed' WHERE id = ?", [user.id])
                 changes.append("user \(user.email) removed")
             }
-            let roles = try db.query("SELECT name, definition FROM roles WHERE tenant = ? ORDER BY name", [slug]) {
-                BranchDirectory.RoleEntry(name: $0.string(0), definition: $0.string(1))
+            let roles = try db.fetch("SELECT name, definition FROM roles WHERE tenant = ? ORDER BY name", [slug]) {
+                BranchDirectory.RoleEntry(name: try $0.string(0), definition: try $0.string(1))
             }
             if roles != directory.roles.sorted(by: { $0.name < $1.name }) {
                 try db.run("DELETE FROM roles WHERE tenant = ?", [slug])
@@ -339,7 +343,7 @@ extension Registry {
                     throw RegistryError.invalidArgument("the centre's directory lists device \(device.id) with an unknown user or a bad credential hash")
                 }
                 if let existing = try self.device(device.id) {
-                    let storedHash = try db.query("SELECT secret_hash FROM devices WHERE id = ?", [device.id]) { $0.withBytes(0) { Array($0) } }.first
+                    let storedHash = try db.fetch("SELECT secret_hash FROM devices WHERE id = ?", [device.id]) { Array(try $0.data(0)) }.first
                     if existing.status != device.status || existing.user != device.user || existing.name != device.name || storedHash != hash {
                         try db.run("UPDATE devices SET user_id = ?, name = ?, secret_hash = ?, status = ?, revoked_at = ? WHERE id = ?",
                                    [userID, device.name, Data(hash), device.status.rawValue,

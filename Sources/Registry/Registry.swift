@@ -1,6 +1,7 @@
 import Access
 import CSQLite
 import Foundation
+import Postgres
 import ReplicaStore
 import SQLite
 import SyncModel
@@ -9,7 +10,9 @@ import TLS
 /// The registry database of a data directory: tenants, users, devices with their credential
 /// hashes, enrollment codes and the audit log. `rapportctl` writes it, `rapportd` reads it (and
 /// records enrollments and when devices were last seen); SQLite's locking lets both run at once,
-/// and the server notices changes through `dataVersion`.
+/// and the server notices changes through `dataVersion`. The same code runs on a PostgreSQL
+/// database (`init(postgres:)`), which several server nodes and `rapportctl` share: its SQL is
+/// written once for both (`SQLDatabase`), with the schema and the odd statement per dialect.
 ///
 /// A `Registry` is one connection and belongs to one thread at a time, like `Database`.
 public final class Registry {
@@ -18,15 +21,14 @@ public final class Registry {
     /// How long an enrollment code stays valid unless told otherwise.
     public static let defaultEnrollmentValidity: Duration = .seconds(24 * 3600)
 
-    public let path: String
-    let db: Database
+    /// Where the registry is: its file, or `host:port/database` of its PostgreSQL server.
+    public var location: String { db.location }
+    let db: any SQLDatabase
     /// The current time; injectable so tests can expire codes.
     let now: @Sendable () -> Date
 
-    /// Opens (creating when missing) the registry at `path`.
-    public init(path: String, now: @escaping @Sendable () -> Date = { Date() }) throws {
-        self.path = path
-        self.now = now
+    /// Opens (creating when missing) the registry file at `path`.
+    public convenience init(path: String, now: @escaping @Sendable () -> Date = { Date() }) throws {
         var options = Database.Options()
         options.walMode = false  // only once the file is known to be ours
         let db = try Database(path: path, options: options)
@@ -48,15 +50,40 @@ public final class Registry {
             db.close()
             throw error
         }
-        self.db = db
+        self.init(database: db, now: now)
+    }
+
+    /// Opens the registry in the PostgreSQL database at `url`, creating its tables when missing:
+    /// the registry of a server tier whose nodes share one database (`Registry+Postgres.swift`).
+    public convenience init(postgres url: String, now: @escaping @Sendable () -> Date = { Date() }) throws {
+        let connection = try PostgresConnection(url: url)
+        do {
+            try connection.migrate("registry", Self.postgresMigrations)
+        } catch let error as PostgresError where error.message.contains("newer Rapport") {
+            throw RegistryError.badRegistryFile(path: connection.location, reason: error.message)
+        }
+        self.init(database: connection, now: now)
+    }
+
+    private init(database: any SQLDatabase, now: @escaping @Sendable () -> Date) {
+        self.db = database
+        self.now = now
     }
 
     public func close() { db.close() }
 
-    /// Changes whenever another connection commits to the registry: a cheap way for the server
-    /// to know when to re-read what it caches.
+    /// Changes whenever another connection commits a change to what `accessSnapshot` reads: a
+    /// cheap way for the server to know when to re-read what it caches. On SQLite, any commit of
+    /// another connection counts; on PostgreSQL, a commit by any connection, this one included,
+    /// that changed tenants, users, roles, devices (not their activity) or branches, kept by
+    /// triggers in one row (`Registry+Postgres.swift`).
     public var dataVersion: Int64 {
-        get throws { try db.scalarInt("PRAGMA data_version") ?? 0 }
+        get throws {
+            switch db.dialect {
+            case .sqlite: try db.fetchInt("PRAGMA data_version") ?? 0
+            case .postgres: try db.fetchInt("SELECT version FROM registry_version") ?? 0
+            }
+        }
     }
 
     static let migrations: [Migration] = [
@@ -254,8 +281,8 @@ public final class Registry {
     var nowMilliseconds: Int64 { Self.milliseconds(now()) }
     static func milliseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
     static func date(_ milliseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(milliseconds) / 1000) }
-    static func optionalDate(_ statement: Statement, _ column: Int32) -> Date? {
-        statement.isNull(column) ? nil : date(statement.int64(column))
+    static func optionalDate(_ row: any SQLRow, _ column: Int32) throws -> Date? {
+        try row.optionalInt64(column).map(date)
     }
 
     // MARK: Audit
@@ -277,18 +304,17 @@ public final class Registry {
     }
 
     func appendAudit(actor: String, action: String, tenant: String?, detail: String, result: String) throws {
-        try db.cached("INSERT INTO audit (at, actor, action, tenant, detail, result) VALUES (?, ?, ?, ?, ?, ?)")
-            .run([nowMilliseconds, actor, action, tenant, detail, String(result.prefix(2000))])
+        try db.run("INSERT INTO audit (at, actor, action, tenant, detail, result) VALUES (?, ?, ?, ?, ?, ?)", [nowMilliseconds, actor, action, tenant, detail, String(result.prefix(2000))])
     }
 
     /// The audit log, newest last.
     public func auditEntries(tenant: String? = nil, limit: Int = 100) throws -> [AuditEntry] {
         let filter = tenant == nil ? "" : "WHERE tenant = ?"
-        let rows = try db.query("""
+        let rows = try db.fetch("""
             SELECT id, at, actor, action, tenant, detail, result FROM audit \(filter) ORDER BY id DESC LIMIT ?
             """, (tenant.map { [$0] } ?? []) + [Int64(limit)]) {
-            AuditEntry(id: $0.int64(0), at: Self.date($0.int64(1)), actor: $0.string(2), action: $0.string(3),
-                       tenant: $0.isNull(4) ? nil : $0.string(4), detail: $0.string(5), result: $0.string(6))
+            AuditEntry(id: try $0.int64(0), at: Self.date(try $0.int64(1)), actor: try $0.string(2), action: try $0.string(3),
+                       tenant: try $0.optionalString(4), detail: try $0.string(5), result: try $0.string(6))
         }
         return rows.reversed()
     }
@@ -300,20 +326,20 @@ public final class Registry {
     }
 
     private static let tenantColumns = "slug, name, status, created_at, deleted_at, settings"
-    private static func tenant(_ row: Statement) throws -> Tenant {
-        let settings = (try? JSONDecoder().decode([String: String].self, from: Data(row.string(5).utf8))) ?? [:]
-        return Tenant(slug: row.string(0), name: row.string(1), status: TenantStatus(rawValue: row.string(2)) ?? .suspended,
-                      createdAt: date(row.int64(3)), deletedAt: optionalDate(row, 4), settings: settings)
+    private static func tenant(_ row: any SQLRow) throws -> Tenant {
+        let settings = (try? JSONDecoder().decode([String: String].self, from: Data(try row.string(5).utf8))) ?? [:]
+        return Tenant(slug: try row.string(0), name: try row.string(1), status: TenantStatus(rawValue: try row.string(2)) ?? .suspended,
+                      createdAt: date(try row.int64(3)), deletedAt: try optionalDate(row, 4), settings: settings)
     }
 
     /// Every tenant, by slug; deleted ones only when asked.
     public func tenants(includeDeleted: Bool = false) throws -> [Tenant] {
-        try db.query("SELECT \(Self.tenantColumns) FROM tenants \(includeDeleted ? "" : "WHERE status != 'deleted'") ORDER BY slug",
+        try db.fetch("SELECT \(Self.tenantColumns) FROM tenants \(includeDeleted ? "" : "WHERE status != 'deleted'") ORDER BY slug",
                      row: Self.tenant)
     }
 
     public func tenant(_ slug: String) throws -> Tenant? {
-        try db.cached("SELECT \(Self.tenantColumns) FROM tenants WHERE slug = ?").query([slug], row: Self.tenant).first
+        try db.fetch("SELECT \(Self.tenantColumns) FROM tenants WHERE slug = ?", [slug], row: Self.tenant).first
     }
 
     /// The tenant, or `noSuchTenant` (deleted tenants count as missing unless asked for).
@@ -364,9 +390,11 @@ public final class Registry {
     }
 
     /// Empties the registry's write-ahead log and gives free pages back (`Database.compact`),
-    /// a little at a time beside the server's reads and `rapportctl`'s writes.
-    public func compact(vacuum: Bool = false) throws -> CompactionReport {
-        try db.compact(vacuum: vacuum)
+    /// a little at a time beside the server's reads and `rapportctl`'s writes; `nil` on
+    /// PostgreSQL, whose autovacuum does this.
+    public func compact(vacuum: Bool = false) throws -> CompactionReport? {
+        guard let file = db as? Database else { return nil }
+        return try file.compact(vacuum: vacuum)
     }
 
     /// Suspends, resumes (to active) or deletes a tenant. Nothing of its data changes.
@@ -396,10 +424,10 @@ public final class Registry {
     }
 
     private static let userColumns = "id, tenant, email, name, role, team, status, created_at"
-    private static func user(_ row: Statement) -> User {
-        User(id: row.int64(0), tenant: row.string(1), email: row.string(2), name: row.string(3),
-             role: UserRole(rawValue: row.string(4)) ?? .rep, team: row.isNull(5) ? nil : row.string(5),
-             status: UserStatus(rawValue: row.string(6)) ?? .suspended, createdAt: date(row.int64(7)))
+    private static func user(_ row: any SQLRow) throws -> User {
+        User(id: try row.int64(0), tenant: try row.string(1), email: try row.string(2), name: try row.string(3),
+             role: UserRole(rawValue: try row.string(4)) ?? .rep, team: try row.optionalString(5),
+             status: UserStatus(rawValue: try row.string(6)) ?? .suspended, createdAt: date(try row.int64(7)))
     }
 
     /// Adds a user, or brings back a removed one with the same e-mail.
@@ -422,7 +450,7 @@ public final class Registry {
 
     public func user(tenant: String, email: String) throws -> User? {
         let email = (try? Self.normalizedEmail(email)) ?? email
-        return try db.cached("SELECT \(Self.userColumns) FROM users WHERE tenant = ? AND email = ?").query([tenant, email], row: Self.user).first
+        return try db.fetch("SELECT \(Self.userColumns) FROM users WHERE tenant = ? AND email = ?", [tenant, email], row: Self.user).first
     }
 
     public func requireUser(tenant: String, email: String) throws -> User {
@@ -434,7 +462,7 @@ public final class Registry {
     /// The tenant's users; removed ones only when asked.
     public func users(tenant: String, includeRemoved: Bool = false) throws -> [User] {
         _ = try requireTenant(tenant)
-        return try db.query("SELECT \(Self.userColumns) FROM users WHERE tenant = ? \(includeRemoved ? "" : "AND status != 'removed'") ORDER BY email",
+        return try db.fetch("SELECT \(Self.userColumns) FROM users WHERE tenant = ? \(includeRemoved ? "" : "AND status != 'removed'") ORDER BY email",
                             [tenant], row: Self.user)
     }
 
@@ -456,8 +484,8 @@ public final class Registry {
     /// The roles the tenant defined itself, by name; a role not listed has the defaults.
     public func roleOverrides(tenant: String) throws -> [String: Role] {
         _ = try requireTenant(tenant)
-        return Dictionary(uniqueKeysWithValues: try db.query("SELECT name, definition FROM roles WHERE tenant = ?", [tenant]) {
-            ($0.string(0), try Self.role(named: $0.string(0), $0.string(1)))
+        return Dictionary(uniqueKeysWithValues: try db.fetch("SELECT name, definition FROM roles WHERE tenant = ?", [tenant]) {
+            (try $0.string(0), try Self.role(named: try $0.string(0), try $0.string(1)))
         })
     }
 
@@ -468,7 +496,10 @@ public final class Registry {
             throw RegistryError.invalidArgument("a role is admin, manager or rep, not '\(role.name)'")
         }
         let definition = String(decoding: try JSONEncoder.sorted.encode(role), as: UTF8.self)
-        try db.run("INSERT OR REPLACE INTO roles (tenant, name, definition, updated_at) VALUES (?, ?, ?, ?)",
+        try db.run("""
+            INSERT INTO roles (tenant, name, definition, updated_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (tenant, name) DO UPDATE SET definition = excluded.definition, updated_at = excluded.updated_at
+            """,
                    [tenant, role.name, definition, nowMilliseconds])
     }
 
@@ -509,28 +540,28 @@ public final class Registry {
     private static let deviceColumns = """
         d.id, d.tenant, u.email, d.name, d.status, d.enrolled_at, d.revoked_at, d.last_seen, d.last_checkpoint, d.number
         """
-    private static func device(_ row: Statement) -> RegisteredDevice {
-        RegisteredDevice(id: row.string(0), tenant: row.string(1), number: row.int64(9), user: row.string(2), name: row.string(3),
-               status: DeviceStatus(rawValue: row.string(4)) ?? .revoked, enrolledAt: date(row.int64(5)),
-               revokedAt: optionalDate(row, 6), lastSeen: optionalDate(row, 7),
-               lastCheckpoint: row.isNull(8) ? nil : row.int64(8))
+    private static func device(_ row: any SQLRow) throws -> RegisteredDevice {
+        RegisteredDevice(id: try row.string(0), tenant: try row.string(1), number: try row.int64(9), user: try row.string(2), name: try row.string(3),
+               status: DeviceStatus(rawValue: try row.string(4)) ?? .revoked, enrolledAt: date(try row.int64(5)),
+               revokedAt: try optionalDate(row, 6), lastSeen: try optionalDate(row, 7),
+               lastCheckpoint: try row.optionalInt64(8))
     }
 
     /// The tenant's devices, optionally of one user, in enrollment order (by number).
     public func devices(tenant: String, user email: String? = nil) throws -> [RegisteredDevice] {
         _ = try requireTenant(tenant)
         var sql = "SELECT \(Self.deviceColumns) FROM devices d JOIN users u ON u.id = d.user_id WHERE d.tenant = ?"
-        var values: [any SQLiteBindable] = [tenant]
+        var values: [any SQLBindable] = [tenant]
         if let email {
             sql += " AND u.email = ?"
             values.append(try requireUser(tenant: tenant, email: email).email)
         }
-        return try db.query(sql + " ORDER BY d.number", values, row: Self.device)
+        return try db.fetch(sql + " ORDER BY d.number", values, row: Self.device)
     }
 
     public func device(_ id: String) throws -> RegisteredDevice? {
-        try db.cached("SELECT \(Self.deviceColumns) FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = ?")
-            .query([id], row: Self.device).first
+        try db.fetch("SELECT \(Self.deviceColumns) FROM devices d JOIN users u ON u.id = d.user_id WHERE d.id = ?",
+                     [id], row: Self.device).first
     }
 
     /// Revokes a device: its sessions end and it can never authenticate again (enroll anew).
@@ -544,17 +575,12 @@ public final class Registry {
     public func recordActivity(_ activity: [String: (seen: Date, checkpoint: Int64?)]) throws {
         guard !activity.isEmpty else { return }
         try db.transaction {
-            let update = try db.cached("""
-                UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?),
-                    last_checkpoint = coalesce(?, last_checkpoint) WHERE id = ?
-                """)
-            let branch = try db.cached("""
-                UPDATE branches SET last_seen = max(coalesce(last_seen, 0), ?),
-                    last_checkpoint = coalesce(?, last_checkpoint) WHERE id = ?
-                """)
+            let set = "last_seen = \(db.dialect.greatest)(coalesce(last_seen, 0), ?), last_checkpoint = coalesce(?, last_checkpoint)"
             for (id, entry) in activity {
-                try update.run([Self.milliseconds(entry.seen), entry.checkpoint, id])
-                if db.changes == 0 { try branch.run([Self.milliseconds(entry.seen), entry.checkpoint, id]) }
+                let values: [any SQLBindable] = [Self.milliseconds(entry.seen), entry.checkpoint, id]
+                if try db.run("UPDATE devices SET \(set) WHERE id = ?", values) == 0 {
+                    try db.run("UPDATE branches SET \(set) WHERE id = ?", values)
+                }
             }
         }
     }
@@ -605,13 +631,13 @@ public final class Registry {
         let hash = Data(Crypto.sha256(Array(Self.normalizedCode(code).utf8)))
         let name = String(deviceName.trimmingCharacters(in: .whitespacesAndNewlines).prefix(200))
         return try db.transaction {
-            let rows = try db.query("""
+            let rows = try db.fetch("""
                 SELECT c.tenant, c.expires_at, c.used_at, c.user_id, u.email, u.status, t.status
                 FROM enrollment_codes c JOIN users u ON u.id = c.user_id JOIN tenants t ON t.slug = c.tenant
                 WHERE c.code_hash = ?
                 """, [hash]) {
-                (tenant: $0.string(0), expires: $0.int64(1), used: !$0.isNull(2), userID: $0.int64(3), email: $0.string(4),
-                 userStatus: $0.string(5), tenantStatus: $0.string(6))
+                (tenant: try $0.string(0), expires: try $0.int64(1), used: !$0.isNull(2), userID: try $0.int64(3), email: try $0.string(4),
+                 userStatus: try $0.string(5), tenantStatus: try $0.string(6))
             }
             // A code of another tenant is as unknown as a made-up one: nothing tells the caller it exists.
             guard let row = rows.first, row.tenant == tenant else {
@@ -638,7 +664,12 @@ public final class Registry {
                 VALUES (?, ?, ?, ?, ?, ?, 'active', ?)
                 """, [id.rawValue, tenant, try nextReplicaNumber(tenant: tenant), row.userID, name.isEmpty ? "device" : name,
                       Data(Crypto.sha256(secret)), at])
-            try db.run("UPDATE enrollment_codes SET used_at = ?, device_id = ? WHERE code_hash = ?", [at, id.rawValue, hash])
+            // Checked again as it is marked: on PostgreSQL another node may have used the code since
+            // it was read above (SQLite's write lock rules that out, the check costs it nothing).
+            guard try db.run("UPDATE enrollment_codes SET used_at = ?, device_id = ? WHERE code_hash = ? AND used_at IS NULL",
+                             [at, id.rawValue, hash]) == 1 else {
+                throw RegistryError.enrollment(.alreadyUsed, "this enrollment code was already used; ask an admin for a new one")
+            }
             try appendAudit(actor: "device:\(id.rawValue)", action: "device enrolled", tenant: tenant,
                             detail: "user \(row.email), name \(name)", result: "ok")
             guard let device = try device(id.rawValue) else { throw RegistryError.noSuchDevice(id.rawValue) }
@@ -651,28 +682,28 @@ public final class Registry {
     /// Everything authentication needs, read in one go so that checking a session costs no I/O.
     public func accessSnapshot() throws -> AccessSnapshot {
         try db.transaction(.deferred) {
-            let tenants = try db.query("SELECT slug, status FROM tenants") { ($0.string(0), TenantStatus(rawValue: $0.string(1)) ?? .suspended) }
-            let devices = try db.query("""
+            let tenants = try db.fetch("SELECT slug, status FROM tenants") { (try $0.string(0), TenantStatus(rawValue: try $0.string(1)) ?? .suspended) }
+            let devices = try db.fetch("""
                 SELECT d.id, d.tenant, u.email, u.status, d.status, d.secret_hash, d.number FROM devices d JOIN users u ON u.id = d.user_id
                 """) {
-                AccessSnapshot.DeviceAccess(id: $0.string(0), tenant: $0.string(1), number: $0.int64(6), user: $0.string(2),
-                                            userStatus: UserStatus(rawValue: $0.string(3)) ?? .suspended,
-                                            status: DeviceStatus(rawValue: $0.string(4)) ?? .revoked,
-                                            secretHash: $0.withBytes(5) { Array($0) })
+                AccessSnapshot.DeviceAccess(id: try $0.string(0), tenant: try $0.string(1), number: try $0.int64(6), user: try $0.string(2),
+                                            userStatus: UserStatus(rawValue: try $0.string(3)) ?? .suspended,
+                                            status: DeviceStatus(rawValue: try $0.string(4)) ?? .revoked,
+                                            secretHash: Array(try $0.data(5)))
             }
             var users: [String: [String: AccessSnapshot.UserAccess]] = [:]
-            for user in try db.query("SELECT tenant, email, role, team FROM users WHERE status = 'active'", row: {
-                ($0.string(0), AccessSnapshot.UserAccess(email: $0.string(1), role: $0.string(2), team: $0.isNull(3) ? nil : $0.string(3)))
+            for user in try db.fetch("SELECT tenant, email, role, team FROM users WHERE status = 'active'", row: {
+                (try $0.string(0), AccessSnapshot.UserAccess(email: try $0.string(1), role: try $0.string(2), team: try $0.optionalString(3)))
             }) { users[user.0, default: [:]][user.1.email] = user.1 }
             var roles: [String: [String: Role]] = [:]
-            for (tenant, name, definition) in try db.query("SELECT tenant, name, definition FROM roles", row: { ($0.string(0), $0.string(1), $0.string(2)) }) {
+            for (tenant, name, definition) in try db.fetch("SELECT tenant, name, definition FROM roles", row: { (try $0.string(0), try $0.string(1), try $0.string(2)) }) {
                 roles[tenant, default: [:]][name] = try Self.role(named: name, definition)
             }
             var snapshot = AccessSnapshot(tenants: Dictionary(tenants, uniquingKeysWith: { a, _ in a }),
                                           devices: Dictionary(devices.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
                                           users: users, roles: roles)
             snapshot.branches = try branchAccess()
-            for (slug, settings) in try db.query("SELECT slug, settings FROM tenants", row: { ($0.string(0), $0.string(1)) }) {
+            for (slug, settings) in try db.fetch("SELECT slug, settings FROM tenants", row: { (try $0.string(0), try $0.string(1)) }) {
                 let values = (try? JSONDecoder().decode([String: String].self, from: Data(settings.utf8))) ?? [:]
                 snapshot.retention[slug] = RetentionPolicy(settings: values)
             }

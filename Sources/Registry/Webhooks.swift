@@ -62,12 +62,12 @@ extension Registry {
         id, tenant, url, events, role, ca_file, enabled, disabled_reason, cursor, failures, failing_since, created_at
         """
 
-    private static func webhook(_ row: Statement) -> Webhook {
-        Webhook(id: row.string(0), tenant: row.string(1), url: row.string(2),
-                events: (try? JSONDecoder().decode([String].self, from: Data(row.string(3).utf8))) ?? [],
-                role: row.string(4), caFile: row.isNull(5) ? nil : row.string(5), enabled: row.int64(6) != 0,
-                disabledReason: row.isNull(7) ? nil : row.string(7), cursor: row.int64(8), failures: Int(row.int64(9)),
-                failingSince: optionalDate(row, 10), createdAt: date(row.int64(11)))
+    private static func webhook(_ row: any SQLRow) throws -> Webhook {
+        Webhook(id: try row.string(0), tenant: try row.string(1), url: try row.string(2),
+                events: (try? JSONDecoder().decode([String].self, from: Data(try row.string(3).utf8))) ?? [],
+                role: try row.string(4), caFile: try row.optionalString(5), enabled: try row.int64(6) != 0,
+                disabledReason: try row.optionalString(7), cursor: try row.int64(8), failures: Int(try row.int64(9)),
+                failingSince: try optionalDate(row, 10), createdAt: date(try row.int64(11)))
     }
 
     /// Whether `url` is one a webhook may post to: `https://HOST...`, or `http://` to a
@@ -116,17 +116,17 @@ extension Registry {
     /// The tenant's subscriptions, oldest first.
     public func webhooks(tenant: String) throws -> [Webhook] {
         _ = try requireTenant(tenant, allowDeleted: true)
-        return try db.query("SELECT \(Self.webhookColumns) FROM webhooks WHERE tenant = ? ORDER BY created_at, id", [tenant],
+        return try db.fetch("SELECT \(Self.webhookColumns) FROM webhooks WHERE tenant = ? ORDER BY created_at, id", [tenant],
                             row: Self.webhook)
     }
 
     /// Every subscription of every tenant: what the server delivers.
     public func allWebhooks() throws -> [Webhook] {
-        try db.query("SELECT \(Self.webhookColumns) FROM webhooks ORDER BY created_at, id", row: Self.webhook)
+        try db.fetch("SELECT \(Self.webhookColumns) FROM webhooks ORDER BY created_at, id", row: Self.webhook)
     }
 
     public func webhook(_ id: String) throws -> Webhook? {
-        try db.query("SELECT \(Self.webhookColumns) FROM webhooks WHERE id = ?", [id], row: Self.webhook).first
+        try db.fetch("SELECT \(Self.webhookColumns) FROM webhooks WHERE id = ?", [id], row: Self.webhook).first
     }
 
     public func requireWebhook(_ id: String, tenant: String? = nil) throws -> Webhook {
@@ -138,7 +138,7 @@ extension Registry {
 
     /// The signing secret (hex): for the server, which signs with it.
     public func webhookSecret(_ id: String) throws -> String {
-        guard let secret = try db.query("SELECT secret FROM webhooks WHERE id = ?", [id], row: { $0.string(0) }).first else {
+        guard let secret = try db.fetch("SELECT secret FROM webhooks WHERE id = ?", [id], row: { try $0.string(0) }).first else {
             throw RegistryError.noSuchWebhook(id)
         }
         return secret
@@ -201,32 +201,35 @@ extension Registry {
         if let previous {
             try db.run("UPDATE webhooks SET cursor = ? WHERE id = ? AND cursor = ?", [cursor, id, previous])
         } else {
-            try db.run("UPDATE webhooks SET cursor = max(cursor, ?) WHERE id = ?", [cursor, id])
+            try db.run("UPDATE webhooks SET cursor = \(db.dialect.greatest)(cursor, ?) WHERE id = ?", [cursor, id])
         }
     }
 
     /// The subscription's log, newest first.
     public func webhookDeliveries(_ id: String, limit: Int = 20) throws -> [WebhookDelivery] {
-        try db.query("""
+        try db.fetch("""
             SELECT event_id, sequence, record, attempt, at, status, error FROM webhook_deliveries
             WHERE webhook = ? ORDER BY id DESC LIMIT ?
             """, [id, Int64(limit)]) { row in
-            WebhookDelivery(eventID: row.string(0), sequence: row.int64(1), record: row.string(2), attempt: Int(row.int64(3)),
-                            at: Self.date(row.int64(4)), status: row.isNull(5) ? nil : Int(row.int64(5)),
-                            error: row.isNull(6) ? nil : row.string(6))
+            WebhookDelivery(eventID: try row.string(0), sequence: try row.int64(1), record: try row.string(2), attempt: Int(try row.int64(3)),
+                            at: Self.date(try row.int64(4)), status: try row.optionalInt64(5).map(Int.init),
+                            error: try row.optionalString(6))
         }
     }
 
     /// The write of each field of `record` as this subscription last delivered it (`nil`:
     /// never delivered): which fields a change touched.
     public func webhookSeenFields(_ id: String, record: String) throws -> [String: String]? {
-        try db.query("SELECT fields FROM webhook_seen WHERE webhook = ? AND record = ?", [id, record]) {
-            (try? JSONDecoder().decode([String: String].self, from: Data($0.string(0).utf8))) ?? [:]
+        try db.fetch("SELECT fields FROM webhook_seen WHERE webhook = ? AND record = ?", [id, record]) {
+            (try? JSONDecoder().decode([String: String].self, from: Data(try $0.string(0).utf8))) ?? [:]
         }.first
     }
 
     public func setWebhookSeenFields(_ id: String, record: String, _ fields: [String: String]) throws {
         let json = String(decoding: try JSONEncoder.sorted.encode(fields), as: UTF8.self)
-        try db.run("INSERT OR REPLACE INTO webhook_seen (webhook, record, fields) VALUES (?, ?, ?)", [id, record, json])
+        try db.run("""
+            INSERT INTO webhook_seen (webhook, record, fields) VALUES (?, ?, ?)
+            ON CONFLICT (webhook, record) DO UPDATE SET fields = excluded.fields
+            """, [id, record, json])
     }
 }

@@ -125,7 +125,7 @@ extension ReplicaStore {
             column += 5
         }
         try statement.bind(integer: Int64(clamping: options.wallClock()), at: 15)
-        try statement.bind((reason ?? conflict.reason).map { SQLiteValue.text($0) } ?? .null, at: 16)
+        try statement.bind((reason ?? conflict.reason).map { SQLValue.text($0) } ?? .null, at: 16)
         try statement.step()
     }
 
@@ -158,7 +158,7 @@ extension ReplicaStore {
     /// Conflicts in the log, oldest first; by default only the open ones.
     public func conflicts(status: ConflictStatus? = .open, record: UUID? = nil) throws -> [ConflictEntry] {
         var clauses: [String] = []
-        var values: [any SQLiteBindable] = []
+        var values: [any SQLBindable] = []
         if let status { clauses.append("status = ?"); values.append(status.rawValue) }
         if let record { clauses.append("record = ?"); values.append(uuidBytes(record)) }
         return try entries(where: clauses.isEmpty ? "1" : clauses.joined(separator: " AND "), values)
@@ -188,7 +188,7 @@ extension ReplicaStore {
         try entries(where: "id = ?", [id]).first
     }
 
-    private func entries(where clause: String, _ values: [any SQLiteBindable]) throws -> [ConflictEntry] {
+    private func entries(where clause: String, _ values: [any SQLBindable]) throws -> [ConflictEntry] {
         try db.query("""
             SELECT id, record, type, field, kind,
                 winner_value, winner_replica, winner_counter, winner_clock, winner_deleted,

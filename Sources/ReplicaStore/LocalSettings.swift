@@ -33,15 +33,15 @@ extension ReplicaStore {
     public func purgeLocalSettings(prefix: String, olderThan horizon: Int64, now: Int64? = nil, chunk: Int = 500) throws -> Int {
         let now = now ?? Int64(clamping: options.wallClock())
         // Keys from `prefix` up to the next key that does not start with it.
-        let range: [SQLiteValue] = [.text(prefix), .text(prefix + "\u{10FFFF}")]
-        try write { try db.run("UPDATE local_settings SET kept_at = ? WHERE key >= ? AND key < ? AND kept_at IS NULL", [SQLiteValue.integer(now)] + range) }
+        let range: [SQLValue] = [.text(prefix), .text(prefix + "\u{10FFFF}")]
+        try write { try db.run("UPDATE local_settings SET kept_at = ? WHERE key >= ? AND key < ? AND kept_at IS NULL", [SQLValue.integer(now)] + range) }
         var purged = 0
         while true {
             let done = try write { () -> Int in
                 try db.run("""
                     DELETE FROM local_settings WHERE key IN (SELECT key FROM local_settings
                         WHERE key >= ? AND key < ? AND kept_at <= ? LIMIT ?)
-                    """, range + [SQLiteValue.integer(now - horizon), .integer(Int64(chunk))])
+                    """, range + [SQLValue.integer(now - horizon), .integer(Int64(chunk))])
                 return db.changes
             }
             purged += done

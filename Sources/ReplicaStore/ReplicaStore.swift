@@ -967,7 +967,7 @@ public final class ReplicaStore {
         // upstream refused (kept here, in the log as `rejected`) is not a forgotten one.
         let forgets = origin == .upstream && existing?.isDirty == false && local?.isDeleted == true ? try upstreamPurges : false
         let refusedHere = forgets ? try db.scalarInt("SELECT EXISTS (SELECT 1 FROM conflicts WHERE record = ? AND kind = 'rejected')",
-                                                     [SQLiteValue.blob(Data(remote.id.bytes))]) == 1 : false
+                                                     [SQLValue.blob(Data(remote.id.bytes))]) == 1 : false
         let forgotten = forgets && !refusedHere && local.map { !remote.vector.covers($0.vector) } == true
         let result = try Merge.merge(local: forgotten ? nil : local, remote: remote)
         try save(result.state, replacing: existing?.sequence, old: local,

@@ -168,10 +168,10 @@ extension ReplicaStore {
                         SELECT seq, id FROM records WHERE deleted = 1 AND (dirty = 0 OR ?) AND seq <= ? ORDER BY seq LIMIT ?
                         """, [keepUnpushed ? 0 : 1, cutoff, Int64(chunk)]) { ($0.int64(0), $0.data(1)) }
                     for (_, id) in rows {
-                        try db.run("DELETE FROM records WHERE id = ?", [SQLiteValue.blob(id)])
+                        try db.run("DELETE FROM records WHERE id = ?", [SQLValue.blob(id)])
                         // What a server noted of its peers about the record: it is gone for them too.
-                        try db.run("DELETE FROM peer_records WHERE id = ?", [SQLiteValue.blob(id)])
-                        try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLiteValue.blob(id)])
+                        try db.run("DELETE FROM peer_records WHERE id = ?", [SQLValue.blob(id)])
+                        try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLValue.blob(id)])
                     }
                     if let last = rows.last?.0 { try raisePurgedThrough(to: last) }
                     return rows.count
@@ -266,7 +266,7 @@ extension ReplicaStore {
                 """) { row in row.withBytes(0) { UUID(bytes: $0) } ?? UUID() }
             for id in ids {
                 try purge(id)
-                try db.run("DELETE FROM peer_records WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))])
+                try db.run("DELETE FROM peer_records WHERE id = ?", [SQLValue.blob(Data(id.bytes))])
             }
             try db.run("DELETE FROM resync_unseen")
             try setLocalSetting(Self.resyncPeerSetting, nil)

@@ -81,11 +81,11 @@ extension ReplicaStore {
                     try db.run("""
                         INSERT OR REPLACE INTO peer_evictions (peer, id, type, reason)
                         SELECT peer, id, ?, ? FROM peer_records WHERE id = ?
-                        """, [stored.type, reason, SQLiteValue.blob(Data(id.bytes))])
-                    try db.run("DELETE FROM peer_records WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))])
+                        """, [stored.type, reason, SQLValue.blob(Data(id.bytes))])
+                    try db.run("DELETE FROM peer_records WHERE id = ?", [SQLValue.blob(Data(id.bytes))])
                 }
                 if stored.isDirty {
-                    try db.run("INSERT OR REPLACE INTO pending_evictions (id, reason) VALUES (?, ?)", [SQLiteValue.blob(Data(id.bytes)), .text(reason)])
+                    try db.run("INSERT OR REPLACE INTO pending_evictions (id, reason) VALUES (?, ?)", [SQLValue.blob(Data(id.bytes)), .text(reason)])
                     kept.append(id)
                 } else {
                     try purge(id)
@@ -108,7 +108,7 @@ extension ReplicaStore {
         let back = Set(returned)
         for id in pending {
             if back.contains(id) {
-                try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))])
+                try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLValue.blob(Data(id.bytes))])
             } else if let (stored, _) = try load(id, decodeState: false), !stored.isDirty {
                 try purge(id)
             }
@@ -124,8 +124,8 @@ extension ReplicaStore {
             gone.liveness.isDeleted = true
             try updateFieldIndex(gone, old: state)
         }
-        try db.run("DELETE FROM records WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))])
-        try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLiteValue.blob(Data(id.bytes))])
+        try db.run("DELETE FROM records WHERE id = ?", [SQLValue.blob(Data(id.bytes))])
+        try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLValue.blob(Data(id.bytes))])
     }
 }
 

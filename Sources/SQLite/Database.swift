@@ -1,6 +1,9 @@
 import CSQLite
 import Foundation
 import PrivateFiles
+// Its API speaks the neutral values, rows and transaction kinds of `SQLBackend`: who imports
+// SQLite gets them too.
+@_exported import SQLBackend
 
 /// A connection to one SQLite file.
 ///
@@ -9,7 +12,10 @@ import PrivateFiles
 ///
 /// A `Database` is not `Sendable`: it belongs to one thread (or one serial executor) at a time.
 /// The owner that shares it across threads is responsible for that confinement.
-public final class Database {
+public final class Database: SQLDatabase {
+    public var dialect: SQLDialect { .sqlite }
+    public var location: String { path }
+
     /// How a connection is opened.
     public struct Options: Sendable {
         /// Open without write access.
@@ -132,19 +138,29 @@ public final class Database {
         return statement
     }
 
-    /// Runs a cached statement with `values` to completion.
-    public func run(_ sql: String, _ values: [any SQLiteBindable] = []) throws {
+    /// Runs a cached statement with `values` to completion and returns how many rows it changed.
+    @discardableResult
+    public func run(_ sql: String, _ values: [any SQLBindable] = []) throws -> Int {
         try cached(sql).run(values)
+        return changes
     }
 
     /// Runs a cached query and maps each row.
-    public func query<T>(_ sql: String, _ values: [any SQLiteBindable] = [], row: (Statement) throws -> T) throws -> [T] {
+    public func query<T>(_ sql: String, _ values: [any SQLBindable] = [], row: (Statement) throws -> T) throws -> [T] {
         try cached(sql).query(values, row: row)
     }
 
     /// The first column of the first row as an integer, or `nil` when there is no row or it is NULL.
-    public func scalarInt(_ sql: String, _ values: [any SQLiteBindable] = []) throws -> Int64? {
+    public func scalarInt(_ sql: String, _ values: [any SQLBindable] = []) throws -> Int64? {
         try query(sql, values) { $0.isNull(0) ? nil : $0.int64(0) }.first ?? nil
+    }
+
+    /// `cached` for code written against any `SQLDatabase`.
+    public func statement(_ sql: String) throws -> any SQLStatement { try cached(sql) }
+
+    /// `query` for code written against any `SQLDatabase`.
+    public func fetch<T>(_ sql: String, _ values: [any SQLBindable], row: (any SQLRow) throws -> T) throws -> [T] {
+        try cached(sql).query(values) { try row($0) }
     }
 
     /// Rows changed by the last INSERT, UPDATE or DELETE.
@@ -161,19 +177,11 @@ public final class Database {
 
     // MARK: Transactions
 
-    /// How a top-level transaction takes its locks.
-    public enum TransactionKind: String, Sendable {
-        /// Takes the write lock only at the first write.
-        case deferred = "DEFERRED"
-        /// Takes the write lock at once, so a writer never fails half-way with `SQLITE_BUSY`.
-        case immediate = "IMMEDIATE"
-    }
-
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
     ///
     /// Called inside another transaction, it becomes a savepoint, so a helper that needs atomicity
     /// can use it without knowing whether its caller already opened a transaction.
-    public func transaction<T>(_ kind: TransactionKind = .immediate, _ body: () throws -> T) throws -> T {
+    public func transaction<T>(_ kind: SQLTransactionKind = .immediate, _ body: () throws -> T) throws -> T {
         if isInTransaction { return try savepoint(body) }
         try execute("BEGIN \(kind.rawValue)")
         do {
@@ -191,10 +199,12 @@ public final class Database {
         savepointDepth += 1
         defer { savepointDepth -= 1 }
         let name = "sp\(savepointDepth)"
-        try execute("SAVEPOINT \(name)")
+        // Prepared once per depth: every nested write opens one (an import opens several per
+        // row), and compiling the two statements each time cost more than running them.
+        try cached("SAVEPOINT \(name)").run()
         do {
             let result = try body()
-            try execute("RELEASE \(name)")
+            try cached("RELEASE \(name)").run()
             return result
         } catch {
             rollbackQuietly("ROLLBACK TO \(name); RELEASE \(name)")

@@ -50,3 +50,5 @@ public struct SQLiteError: Error, CustomStringConvertible, Sendable, Equatable {
         return text
     }
 }
+
+extension SQLiteError: SQLDatabaseError {}

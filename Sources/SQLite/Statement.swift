@@ -76,7 +76,7 @@ public final class Statement {
     // MARK: Binding
 
     /// Binds `value` to the parameter at `index` (1-based, as in SQLite).
-    public func bind(_ value: SQLiteValue, at index: Int32) throws {
+    public func bind(_ value: SQLValue, at index: Int32) throws {
         switch value {
         case .null: try checked(sqlite3_bind_null(pointer, index))
         case .integer(let v): try checked(sqlite3_bind_int64(pointer, index, v))
@@ -86,7 +86,7 @@ public final class Statement {
         }
     }
 
-    /// Binds text without going through `SQLiteValue`, for hot paths.
+    /// Binds text without going through `SQLValue`, for hot paths.
     public func bind(text: String, at index: Int32) throws {
         var text = text
         try text.withUTF8 { utf8 in
@@ -96,7 +96,7 @@ public final class Statement {
         }
     }
 
-    /// Binds an integer without going through `SQLiteValue`, for hot paths.
+    /// Binds an integer without going through `SQLValue`, for hot paths.
     public func bind(integer: Int64, at index: Int32) throws {
         try checked(sqlite3_bind_int64(pointer, index, integer))
     }
@@ -114,7 +114,7 @@ public final class Statement {
     }
 
     /// Resets the statement and binds `values` to parameters 1...n.
-    public func bind(_ values: [any SQLiteBindable]) throws {
+    public func bind(_ values: [any SQLBindable]) throws {
         reset()
         let expected = Int(sqlite3_bind_parameter_count(pointer))
         guard values.count == expected else {
@@ -124,7 +124,7 @@ public final class Statement {
                 sql: sql, path: connection.path)
         }
         for (offset, value) in values.enumerated() {
-            try bind(value.sqliteValue, at: Int32(offset + 1))
+            try bind(value.sqlValue, at: Int32(offset + 1))
         }
     }
 
@@ -154,14 +154,14 @@ public final class Statement {
     }
 
     /// Binds `values`, runs the statement to completion and resets it.
-    public func run(_ values: [any SQLiteBindable] = []) throws {
+    public func run(_ values: [any SQLBindable] = []) throws {
         try bind(values)
         defer { sqlite3_reset(pointer) }
         while try step() {}
     }
 
     /// Binds `values` and calls `row` for every result row; the statement is reset afterwards.
-    public func query<T>(_ values: [any SQLiteBindable] = [], row: (Statement) throws -> T) throws -> [T] {
+    public func query<T>(_ values: [any SQLBindable] = [], row: (Statement) throws -> T) throws -> [T] {
         try bind(values)
         defer { sqlite3_reset(pointer) }
         var rows: [T] = []
@@ -199,7 +199,7 @@ public final class Statement {
     }
 
     /// The column as whichever storage class SQLite holds it in.
-    public func value(_ column: Int32) -> SQLiteValue {
+    public func value(_ column: Int32) -> SQLValue {
         switch sqlite3_column_type(pointer, column) {
         case SQLITE_INTEGER: return .integer(int64(column))
         case SQLITE_FLOAT: return .real(double(column))
@@ -209,3 +209,7 @@ public final class Statement {
         }
     }
 }
+
+/// A row of a statement being stepped is a row any `SQLDatabase` code can read, and the
+/// statement one it can bind and step.
+extension Statement: SQLStatement {}

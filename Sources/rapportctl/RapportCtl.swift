@@ -105,7 +105,7 @@ struct CtlFailure: Error {
             }
         case let error as ReplicaStoreError:
             self.init(.badFile, error.description)
-        case let error as SQLiteError:
+        case let error as any SQLDatabaseError:
             self.init(error.isCorruption ? .badFile : .io, error.description)
         case let error as CRMError:
             self.init(.usage, "\(error)")

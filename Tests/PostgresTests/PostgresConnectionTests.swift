@@ -1,5 +1,7 @@
 import Foundation
 import Postgres
+import SQLite
+import SQLBackend
 import TestSupport
 import Testing
 
@@ -12,8 +14,9 @@ import Testing
         try connection.run("CREATE TABLE t (i bigint, r double precision, s text, b bytea, f boolean, n text)")
         let bytes = Data([0, 1, 0xff, 0, 39, 34])
         let text = "Zoë O'Brien \"quoted\"; DROP TABLE t; -- 名前"
-        let changed = try connection.run("INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6)",
-                                         [.integer(Int64.min), .real(-0.125), .text(text), .bytes(bytes), .bool(true), .null])
+        // Booleans are bound as integers (SQLValue has none), so the statement converts.
+        let changed = try connection.run("INSERT INTO t VALUES ($1, $2, $3, $4, $5 = 1, $6)",
+                                         [Int64.min, -0.125, text, bytes, true, SQLValue.null])
         #expect(changed == 1)
         let rows = try connection.query("SELECT i, r, s, b, f, n, 7::int, 3::smallint FROM t") { row in
             (try row.int64(0), try row.double(1), try row.string(2), try row.data(3), try row.bool(4), row.isNull(5),
@@ -35,8 +38,8 @@ import Testing
         #expect(syntax?.sql == "SELEC 1")
         #expect(syntax?.server.hasSuffix("/\(database.name)") == true)
         try connection.run("CREATE TABLE u (k text PRIMARY KEY)")
-        try connection.run("INSERT INTO u VALUES ($1)", [.text("a")])
-        let duplicate = #expect(throws: PostgresError.self) { try connection.run("INSERT INTO u VALUES ($1)", [.text("a")]) }
+        try connection.run("INSERT INTO u VALUES ($1)", ["a"])
+        let duplicate = #expect(throws: PostgresError.self) { try connection.run("INSERT INTO u VALUES ($1)", ["a"]) }
         #expect(duplicate?.isUniqueViolation == true)
         #expect(duplicate?.detail?.contains("(k)=(a)") == true)
         #expect(duplicate?.isConnectionLost == false)
@@ -101,12 +104,12 @@ import Testing
         try listener.listen("tenant changes")
         #expect(try listener.notifications(waitingUpTo: .milliseconds(50)).isEmpty)
         try? sender.transaction {
-            try sender.run("SELECT pg_notify($1, $2)", [.text("tenant changes"), .text("rolled back")])
+            try sender.run("SELECT pg_notify($1, $2)", ["tenant changes", "rolled back"])
             throw PostgresError(message: "abandoned", server: sender.server)
         }
         try sender.transaction {
-            try sender.run("SELECT pg_notify($1, $2)", [.text("tenant changes"), .text("acme:42")])
-            try sender.run("SELECT pg_notify($1, $2)", [.text("other channel"), .text("unheard")])
+            try sender.run("SELECT pg_notify($1, $2)", ["tenant changes", "acme:42"])
+            try sender.run("SELECT pg_notify($1, $2)", ["other channel", "unheard"])
         }
         var received: [PostgresNotification] = []
         // Waits for the one notification that must come; the bound is on attempts, not time.
@@ -115,5 +118,103 @@ import Testing
         }
         #expect(received.map(\.payload) == ["acme:42"])
         #expect(received.first?.channel == "tenant changes")
+    }
+
+    @Test func questionMarksAreParametersOutsideQuotesAndComments() throws {
+        let database = try PostgresServer.database()
+        let connection = try PostgresConnection(url: database.url)
+        let rows = try connection.query("""
+            SELECT '?' || ?, "?col" FROM (SELECT ? AS "?col") AS q -- what? not a parameter
+            """, ["a", "b"]) { (try $0.string(0), try $0.string(1)) }
+        #expect(rows.map(\.0) == ["?a"] && rows.map(\.1) == ["b"])
+        // SQL written for any SQLDatabase reads the same through the protocol.
+        let any: any SQLDatabase = connection
+        #expect(try any.fetch("SELECT ? + ?", [2, 3]) { try $0.int64(0) } == [5])
+        #expect(any.dialect == .postgres)
+    }
+
+    @Test func migrationsRunOnceEvenFromSeveralConnectionsAndANewerSchemaIsRefused() throws {
+        let database = try PostgresServer.database()
+        let migrations = [
+            PostgresMigration(version: 1, "a table", sql: "CREATE TABLE m (k text PRIMARY KEY); INSERT INTO m VALUES ('one');"),
+            PostgresMigration(version: 2, "a column", sql: "ALTER TABLE m ADD COLUMN n bigint NOT NULL DEFAULT 2;"),
+        ]
+        let first = try PostgresConnection(url: database.url)
+        let second = try PostgresConnection(url: database.url)
+        #expect(try first.migrate("test", Array(migrations.prefix(1))) == [1])
+        #expect(try second.migrate("test", migrations) == [2])
+        #expect(try first.migrate("test", migrations) == [])
+        #expect(try first.query("SELECT k, n FROM m") { "\(try $0.string(0)) \(try $0.int64(1))" } == ["one 2"])
+        let newer = #expect(throws: PostgresError.self) { try first.migrate("test", Array(migrations.prefix(1))) }
+        #expect(newer?.message.contains("newer") == true)
+        // A failing migration leaves the schema as it was.
+        let broken = migrations + [PostgresMigration(version: 3, "broken", sql: "ALTER TABLE m ADD COLUMN o bigint; SELEC 1;")]
+        #expect(throws: PostgresError.self) { try first.migrate("test", broken) }
+        #expect(try first.schemaVersion(of: "test") == 2)
+        #expect(try first.scalarInt("SELECT count(*) FROM information_schema.columns WHERE table_name = 'm' AND column_name = 'o'") == 0)
+    }
+
+    /// Code that binds and steps a statement per record (the stores' hot paths) runs unchanged
+    /// on both databases, and reads the same rows back.
+    @Test func aPreparedStatementRunsManyTimesAndReadsRowsAsSQLitesDoes() throws {
+        let database = try PostgresServer.database()
+        let postgres = try PostgresConnection(url: database.url)
+        let dir = try TemporaryDirectory()
+        let sqlite = try Database(path: dir.path("statements.sqlite"))
+        func exercise(_ db: any SQLDatabase, blob: String) throws -> [String] {
+            try db.run("CREATE TABLE r (seq bigint PRIMARY KEY, id \(blob) NOT NULL UNIQUE, type text NOT NULL, n bigint)")
+            let insert = try db.statement("INSERT INTO r (seq, id, type, n) VALUES (?, ?, ?, ?)")
+            for i in 1...60 {
+                insert.reset()
+                try insert.bind(integer: Int64(i), at: 1)
+                try insert.bind(bytes: [UInt8(i), 0, 0xff], at: 2)
+                try insert.bind(text: "t\(i % 3)", at: 3)
+                // A NULL where the statement was prepared for an integer, and back.
+                try insert.bind(i % 5 == 0 ? .null : .integer(Int64(i * 10)), at: 4)
+                #expect(try insert.step() == false)
+            }
+            let duplicate = try db.statement("INSERT INTO r (seq, id, type) VALUES (?, ?, 'x')")
+            try duplicate.bind(integer: 100, at: 1)
+            try duplicate.bind(bytes: [1, 0, 0xff], at: 2)
+            do {
+                try duplicate.step()
+                Issue.record("the unique id let a second row in")
+            } catch {
+                #expect(error is any SQLDatabaseError, "\(error)")
+            }
+            let select = try db.statement("SELECT seq, id, type, n FROM r WHERE type = ? AND seq > ? ORDER BY seq")
+            var lines: [String] = []
+            for (type, after) in [("t1", 0), ("t2", 40), ("none", 0), ("t1", 50)] {
+                select.reset()
+                try select.bind(text: type, at: 1)
+                try select.bind(integer: Int64(after), at: 2)
+                while try select.step() {
+                    let id = try select.withBytes(1) { Array($0) }
+                    lines.append("\(try select.int64(0)) \(id) \(try select.string(2)) \(select.isNull(3) ? "NULL" : String(try select.int64(3)))")
+                }
+                lines.append("--")
+            }
+            return lines
+        }
+        let onSQLite = try exercise(sqlite, blob: "BLOB")
+        #expect(onSQLite.count == 20 + 7 + 0 + 3 + 4, "rows of each query, and a line after each")
+        #expect(try exercise(postgres, blob: "bytea") == onSQLite)
+    }
+
+    @Test func aStatementBoundWithOtherTypesIsPreparedAgainNotMisread() throws {
+        let database = try PostgresServer.database()
+        let connection = try PostgresConnection(url: database.url)
+        let echo = try connection.cached("SELECT ?::text")
+        try echo.bind(integer: 42, at: 1)
+        #expect(try echo.step() && echo.string(0) == "42")
+        echo.reset()
+        try echo.bind(text: "forty-two", at: 1)
+        #expect(try echo.step() && echo.string(0) == "forty-two")
+        #expect(try echo.step() == false)
+        #expect(try connection.cached("SELECT ?::text") === echo, "one statement per SQL text")
+        // Reading before stepping is an error that names the statement, not garbage.
+        echo.reset()
+        let early = #expect(throws: PostgresError.self) { _ = try echo.string(0) }
+        #expect(early?.sql == "SELECT ?::text")
     }
 }

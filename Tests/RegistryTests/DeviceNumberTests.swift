@@ -13,8 +13,9 @@ import Testing
         return try registry.enroll(tenant: tenant, code: ticket.code, deviceName: name).device
     }
 
-    @Test func devicesAreNumberedOneTwoThreeWithinEachTenant() throws {
-        let f = try RegistryFixture()
+    @Test(arguments: RegistryBackend.allCases)
+    func devicesAreNumberedOneTwoThreeWithinEachTenant(_ backend: RegistryBackend) throws {
+        let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
         try f.tenant("acme", in: registry)
@@ -33,8 +34,9 @@ import Testing
         }
     }
 
-    @Test func aNumberIsNeverGivenAgainAfterItsDeviceIsRevokedOrItsUserRemoved() throws {
-        let f = try RegistryFixture()
+    @Test(arguments: RegistryBackend.allCases)
+    func aNumberIsNeverGivenAgainAfterItsDeviceIsRevokedOrItsUserRemoved(_ backend: RegistryBackend) throws {
+        let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
         try f.tenant("acme", in: registry)
@@ -75,7 +77,8 @@ import Testing
 
         let registry = try Registry(path: path, now: { f.clock.withLock { $0 } })
         defer { registry.close() }
-        #expect(try registry.db.userVersion == Registry.migrations.count)
+        let file = try #require(registry.db as? Database)
+        #expect(try file.userVersion == Registry.migrations.count)
         let acme = try registry.devices(tenant: "acme")
         // Enrollment time first, the id between devices enrolled in the same millisecond.
         #expect(acme.map(\.id) == ["acme-first", "acme-tie-a", "acme-tie-b", "acme-late"])
@@ -85,7 +88,7 @@ import Testing
         #expect(acme[0].status == .revoked && acme[0].revokedAt == Date(timeIntervalSince1970: 1.5))
         #expect(acme[3].lastSeen == Date(timeIntervalSince1970: 3.5) && acme[3].lastCheckpoint == 12)
         #expect(try registry.accessSnapshot().devices["acme-late"]?.secretHash == [0x01])
-        #expect(try registry.db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name = 'devices_by_tenant'") == 1)
+        #expect(try file.scalarInt("SELECT count(*) FROM sqlite_master WHERE name = 'devices_by_tenant'") == 1)
 
         #expect(try enroll(registry, "acme", "new").number == 5, "an enrollment after the migration")
         #expect(throws: SQLiteError.self, "the schema itself refuses a number twice in a tenant") {
@@ -96,11 +99,13 @@ import Testing
         }
     }
 
-    /// Two connections, as `rapportd` and another process on the same data directory would
-    /// have, enroll at the same time: the number is read and taken under the write lock that
-    /// `BEGIN IMMEDIATE` holds for the whole enrollment, so none is handed out twice.
-    @Test func enrollmentsRacingOnTwoConnectionsGetDistinctNumbers() throws {
-        let f = try RegistryFixture()
+    /// Two connections, as `rapportd` and another process on the same data directory (or two
+    /// server nodes on one PostgreSQL database) would have, enroll at the same time: the number
+    /// is read and taken under the write lock that `BEGIN IMMEDIATE` holds for the whole
+    /// enrollment, or under the tenant row's lock on PostgreSQL, so none is handed out twice.
+    @Test(arguments: RegistryBackend.allCases)
+    func enrollmentsRacingOnTwoConnectionsGetDistinctNumbers(_ backend: RegistryBackend) throws {
+        let f = try RegistryFixture(backend)
         let perConnection = 25
         let codes: [String]
         do {
@@ -127,5 +132,44 @@ import Testing
         }
         #expect(failures.withLock { $0 }.isEmpty)
         #expect(numbers.withLock { $0 }.sorted() == (1...Int64(2 * perConnection)).map { $0 })
+    }
+
+    /// One code tried by two connections at once (a device retrying through two server nodes):
+    /// exactly one device comes of it, whatever the backend.
+    @Test(arguments: RegistryBackend.allCases)
+    func aCodeUsedOnTwoConnectionsAtOnceMakesOneDevice(_ backend: RegistryBackend) throws {
+        let f = try RegistryFixture(backend)
+        let codes: [String]
+        do {
+            let registry = try f.registry()
+            defer { registry.close() }
+            try f.tenant("acme", in: registry)
+            codes = try (0..<20).map { _ in try registry.issueEnrollmentCode(tenant: "acme", user: "admin@acme.example").code }
+        }
+        let outcomes = Mutex<[String: [String]]>([:])
+        DispatchQueue.concurrentPerform(iterations: 2) { connection in
+            guard let registry = try? f.registry() else { return }
+            defer { registry.close() }
+            for code in codes {
+                let outcome: String
+                do {
+                    outcome = "device \(try registry.enroll(tenant: "acme", code: code, deviceName: "racer").device.number)"
+                } catch RegistryError.enrollment(.alreadyUsed, _) {
+                    outcome = "already used"
+                } catch {
+                    outcome = "\(error)"
+                }
+                outcomes.withLock { $0[code, default: []].append(outcome) }
+            }
+        }
+        let all = outcomes.withLock { $0 }
+        #expect(all.count == codes.count)
+        for (code, results) in all {
+            #expect(results.filter { $0 == "already used" }.count == 1 && results.filter { $0.hasPrefix("device ") }.count == 1,
+                    "\(code): \(results)")
+        }
+        let registry = try f.registry()
+        defer { registry.close() }
+        #expect(try registry.devices(tenant: "acme").count == codes.count)
     }
 }

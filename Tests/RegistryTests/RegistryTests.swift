@@ -8,19 +8,33 @@ import SyncModel
 import TestSupport
 import Testing
 
-/// A data directory in a temporary folder, with a clock the test moves.
+/// Where a test's registry lives: the data directory's SQLite file, or a database of its own
+/// on the test PostgreSQL server (`PostgresServer`). Suites that test the registry's own rules
+/// run on both, since the same code and SQL serve both.
+enum RegistryBackend: String, CaseIterable, Sendable {
+    case sqlite
+    case postgres
+}
+
+/// A data directory in a temporary folder, with a clock the test moves, and the registry on
+/// the backend the test asked for (tenant stores stay files of the data directory).
 final class RegistryFixture: Sendable {
     let dir: TemporaryDirectory
     let data: DataDirectory
     let clock = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
+    let postgres: PostgresDatabase?
 
-    init() throws {
+    init(_ backend: RegistryBackend = .sqlite) throws {
         dir = try TemporaryDirectory()
         data = DataDirectory(dir.path("data"))
+        postgres = backend == .postgres ? try PostgresServer.database() : nil
     }
 
+    /// A new connection to the registry.
     func registry() throws -> Registry {
-        try data.openRegistry(now: { [self] in self.clock.withLock { $0 } })
+        let now: @Sendable () -> Date = { [self] in self.clock.withLock { $0 } }
+        if let postgres { return try Registry(postgres: postgres.url, now: now) }
+        return try data.openRegistry(now: now)
     }
 
     func advance(_ seconds: TimeInterval) { clock.withLock { $0 += seconds } }
@@ -35,8 +49,9 @@ final class RegistryFixture: Sendable {
 }
 
 @Suite struct TenantTests {
-    @Test func aTenantGoesThroughItsWholeLife() throws {
-        let f = try RegistryFixture()
+    @Test(arguments: RegistryBackend.allCases)
+    func aTenantGoesThroughItsWholeLife(_ backend: RegistryBackend) throws {
+        let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
         try f.tenant("acme", in: registry)
@@ -78,8 +93,9 @@ final class RegistryFixture: Sendable {
         #expect(try registry.tenants(includeDeleted: true).isEmpty)
     }
 
-    @Test func aCrashBeforeTheRegistryRowLeavesNoTenantAndTheSlugCanBeCreatedAgain() throws {
-        let f = try RegistryFixture()
+    @Test(arguments: RegistryBackend.allCases)
+    func aCrashBeforeTheRegistryRowLeavesNoTenantAndTheSlugCanBeCreatedAgain(_ backend: RegistryBackend) throws {
+        let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
         struct Crash: Error {}
@@ -102,8 +118,9 @@ final class RegistryFixture: Sendable {
 }
 
 @Suite struct UserAndDeviceTests {
-    @Test func usersAreCheckedAndRemovingOneRevokesItsDevices() throws {
-        let f = try RegistryFixture()
+    @Test(arguments: RegistryBackend.allCases)
+    func usersAreCheckedAndRemovingOneRevokesItsDevices(_ backend: RegistryBackend) throws {
+        let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
         try f.tenant("acme", in: registry)
@@ -131,8 +148,9 @@ final class RegistryFixture: Sendable {
         #expect(try registry.device(device.id)?.status == .revoked)
     }
 
-    @Test func anEnrollmentCodeWorksOnceBeforeItExpiresAndOnlyForItsTenant() throws {
-        let f = try RegistryFixture()
+    @Test(arguments: RegistryBackend.allCases)
+    func anEnrollmentCodeWorksOnceBeforeItExpiresAndOnlyForItsTenant(_ backend: RegistryBackend) throws {
+        let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
         try f.tenant("acme", in: registry)
@@ -189,8 +207,9 @@ final class RegistryFixture: Sendable {
         #expect(bytes.range(of: Data(ticket.code.replacingOccurrences(of: "-", with: "").utf8)) == nil)
     }
 
-    @Test func auditedRecordsSuccessWithTheChangeAndFailureWithItsReason() throws {
-        let f = try RegistryFixture()
+    @Test(arguments: RegistryBackend.allCases)
+    func auditedRecordsSuccessWithTheChangeAndFailureWithItsReason(_ backend: RegistryBackend) throws {
+        let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
         try registry.audited(actor: "ops", action: "tenant create", tenant: "acme") { try f.tenant("acme", in: registry) }
