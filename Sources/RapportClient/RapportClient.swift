@@ -232,6 +232,18 @@ public final class RapportClient: Sendable {
 
     func pull(_ session: inout ClientSession, report: inout SyncReport,
               progress: (@Sendable (SyncProgress) -> Void)?) async throws {
+        do {
+            try await pullBatches(&session, report: &report, progress: progress)
+        } catch {
+            // A pull from the start cut short gives its connection settings back here; the next
+            // pull from the start takes them again.
+            try? await store.perform { try $0.endBulkPull() }
+            throw error
+        }
+    }
+
+    private func pullBatches(_ session: inout ClientSession, report: inout SyncReport,
+                             progress: (@Sendable (SyncProgress) -> Void)?) async throws {
         let peer = session.welcome.serverReplicaID
         let retention = session.welcome.hasRetention ? RetentionPolicy(session.welcome.retention) : nil
         var checkpoint = try await store.perform { store in
@@ -312,6 +324,8 @@ public final class RapportClient: Sendable {
                 } catch {
                     throw ClientError.invalidServerData("\(error)")
                 }
+                // A cache that holds the batch's pages, fewer log checkpoints (`beginBulkPull`).
+                if deferIndex { try store.beginBulkPull() }
                 return try store.transaction {
                     // Records that left this device's scope go first: one that comes back in
                     // the same batch (its visible fields changed) is then taken in afresh.
@@ -342,7 +356,10 @@ public final class RapportClient: Sendable {
                                    bytesDone: bytesDone, bytesTotal: bytesDone + Int(batch.remainingBytes)))
         }
         // Also what an earlier pull from the start left deferred when it was cut short.
-        try await store.perform { try $0.completeFieldIndex() }
+        try await store.perform { store in
+            try store.completeFieldIndex()
+            try store.endBulkPull()
+        }
         report.checkpoint = checkpoint
         let (dropped, purge) = try await store.perform { store -> (Int, PurgeReport?) in
             // A resync ends with the pull that brought the whole fresh copy, here or in a later

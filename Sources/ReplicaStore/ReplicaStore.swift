@@ -114,6 +114,9 @@ public final class ReplicaStore {
     var deferredIndexTypes: Set<String> = []
     /// What `RecordRules` derived from the store's configuration records (`RecordLookup.cached`).
     var rulesCache: [String: Any] = [:]
+    /// The connection's page cache and checkpoint interval from before `beginBulkPull()`,
+    /// while a bulk pull runs.
+    var settingsBeforeBulkPull: (cacheSize: Int64, autocheckpoint: Int64)?
     private let configurationTypes: Set<String>
     /// See `FieldIndex.swift`.
     let indexedFieldsByType: [String: IndexedFields]

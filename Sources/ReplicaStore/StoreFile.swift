@@ -118,3 +118,37 @@ extension ReplicaStore {
         return true
     }
 }
+
+extension ReplicaStore {
+    /// The page cache a bulk pull runs with (KiB), and the log pages after which it copies
+    /// the log into the file.
+    static let bulkPullCacheKiB = 32 * 1024
+    static let bulkPullAutocheckpointPages = 4_000
+
+    /// Sets this connection up for a pull from the start (an initial sync, a resync), whose
+    /// batches of new records each touch pages all over the records' id index (ids are
+    /// random): with SQLite's default 2 MiB cache, a batch spilled dirty pages to the log
+    /// before its commit and read the index back from the file for the next one, and the log
+    /// was copied into the file after nearly every batch, copying the same index pages each
+    /// time. A larger cache keeps the index in memory; a longer checkpoint interval copies
+    /// each of those pages once for several batches. Both are per connection and not
+    /// persistent; `endBulkPull()` restores them. Calling it twice is harmless.
+    public func beginBulkPull() throws {
+        guard settingsBeforeBulkPull == nil else { return }
+        let before = (cacheSize: try db.scalarInt("PRAGMA cache_size") ?? -2_000,
+                      autocheckpoint: try db.scalarInt("PRAGMA wal_autocheckpoint") ?? 1_000)
+        try db.execute("PRAGMA cache_size = -\(Self.bulkPullCacheKiB)")
+        try db.execute("PRAGMA wal_autocheckpoint = \(max(Self.bulkPullAutocheckpointPages, Int(before.autocheckpoint)))")
+        settingsBeforeBulkPull = before
+    }
+
+    /// Gives the connection back the page cache and checkpoint interval it had before
+    /// `beginBulkPull()` (the cache shrinks at once, freeing its memory). Does nothing when no
+    /// bulk pull was begun.
+    public func endBulkPull() throws {
+        guard let before = settingsBeforeBulkPull else { return }
+        settingsBeforeBulkPull = nil
+        try db.execute("PRAGMA cache_size = \(before.cacheSize)")
+        try db.execute("PRAGMA wal_autocheckpoint = \(before.autocheckpoint)")
+    }
+}

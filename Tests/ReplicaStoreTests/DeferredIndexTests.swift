@@ -1,5 +1,5 @@
 import Foundation
-import ReplicaStore
+@testable import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
@@ -64,6 +64,7 @@ import Testing
               stopAfter: Int = .max) throws {
         for (n, start) in stride(from: 0, to: records.count, by: batch).enumerated() where n < stopAfter {
             let slice = Array(records[start..<min(start + batch, records.count)])
+            try store.beginBulkPull()  // as RapportClient's pull from the start
             try store.transaction {
                 try store.deferFieldIndex(of: slice.map(\.type))
                 try store.apply(encoded: slice, checkpoint: ("server", Int64(start + slice.count)))
@@ -124,6 +125,28 @@ import Testing
         #expect(try reopened.deferredFieldIndexTypes().isEmpty)
         try expectExact(reopened, "resumed, built")
         #expect(try reopened.count(ofType: "contact") == (try open("source").count(ofType: "contact")))
+    }
+
+    /// The connection settings of this handle: page cache and checkpoint interval.
+    func settings(_ store: ReplicaStore) throws -> [Int64?] {
+        [try store.db.scalarInt("PRAGMA cache_size"), try store.db.scalarInt("PRAGMA wal_autocheckpoint")]
+    }
+
+    @Test func aBulkPullTakesALargerCacheAndGivesBackWhatItFound() throws {
+        let device = try open("device")
+        try device.db.execute("PRAGMA cache_size = -3000")
+        let before = try settings(device)
+        try device.endBulkPull()  // none begun: nothing to give back
+        #expect(try settings(device) == before)
+        try device.beginBulkPull()
+        try device.beginBulkPull()  // every batch of a pull asks again
+        let bulk: [Int64?] = [-Int64(ReplicaStore.bulkPullCacheKiB), Int64(ReplicaStore.bulkPullAutocheckpointPages)]
+        #expect(try settings(device) == bulk)
+        try pull(try source(contacts: 300), into: device)
+        try device.completeFieldIndex()
+        try device.endBulkPull()
+        #expect(try settings(device) == before)
+        try expectExact(device)
     }
 
     @Test func aDeferralInABatchThatFailsIsUndoneWithIt() throws {
