@@ -24,7 +24,8 @@ final class BranchTopology {
     /// `rapportctl` on the centre's data directory.
     let ctl: Ctl
     private(set) var centre: ServerProcess?
-    /// The centre's port, kept across restarts: the branches' `--upstream` names it.
+    /// The centre's port, kept across restarts: the branches' `--upstream` names it. Outside the
+    /// kernel's ephemeral range (`LoopbackPort.stable`), so nothing else takes it while it is down.
     private(set) var centrePort = 0
     private var centreStarts = 0
     private(set) var branches: [Branch] = []
@@ -42,15 +43,17 @@ final class BranchTopology {
         /// `rapportctl` on the branch's data directory.
         let ctl: Ctl
         fileprivate(set) var process: ServerProcess?
-        fileprivate(set) var port = 0
+        /// Kept across restarts, and outside the kernel's ephemeral range (`LoopbackPort.stable`).
+        fileprivate(set) var port: Int
         fileprivate var starts = 0
 
-        init(name: String, id: String, data: String, credential: String) {
+        init(name: String, id: String, data: String, credential: String) throws {
             self.name = name
             self.id = id
             self.data = data
             self.credential = credential
             ctl = Ctl(data: data)
+            port = try LoopbackPort.stable()
         }
 
         /// The branch's own development CA, which its devices trust.
@@ -83,7 +86,8 @@ final class BranchTopology {
     /// is off: its writes would make what each replica holds depend on timing.
     func startCentre() throws {
         precondition(centre == nil, "the centre runs already")
-        let port = centrePort == 0 ? [] : ["--port", "\(centrePort)"]
+        if centrePort == 0 { centrePort = try LoopbackPort.stable() }
+        let port = ["--port", "\(centrePort)"]
         let started = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: centreData,
                                               arguments: ["--rules-interval", "0", "--no-dev-tenant"] + port + serverArguments,
                                               logFile: dir.path("centre-\(centreStarts).log"))
@@ -107,7 +111,7 @@ final class BranchTopology {
         let enrolled = try ctl.ok(["branch", "enroll", "--tenant", Self.tenant, "--name", name, "--out", credential, "--json"]
                                   + (users.map { ["--users", $0.joined(separator: ",")] } ?? []))
         let id = try #require((enrolled.json as? [String: Any])?["id"] as? String, "\(enrolled.output)")
-        let branch = Branch(name: name, id: id, data: dir.path("branch-\(name)"), credential: credential)
+        let branch = try Branch(name: name, id: id, data: dir.path("branch-\(name)"), credential: credential)
         branches.append(branch)
         try start(branch)
         return branch
@@ -119,7 +123,7 @@ final class BranchTopology {
         precondition(branch.process == nil, "branch \(branch.name) runs already")
         var arguments = ["--upstream", "127.0.0.1:\(centrePort)", "--upstream-ca", centreCA, "--rules-interval", "0"]
         if branch.starts == 0 { arguments += ["--upstream-credential", branch.credential] }
-        if branch.port != 0 { arguments += ["--port", "\(branch.port)"] }
+        arguments += ["--port", "\(branch.port)"]
         arguments += serverArguments
         let started = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: branch.data, arguments: arguments,
                                               logFile: dir.path("\(branch.name)-\(branch.starts).log"))

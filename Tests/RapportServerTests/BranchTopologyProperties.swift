@@ -227,19 +227,22 @@ final class TopologyNode {
     /// The step at which it went down, while it is down.
     var downSince: Int?
 
-    init(name: String, data: String, logDirectory: String) {
+    init(name: String, data: String, logDirectory: String) throws {
         self.name = name
         self.data = data
         self.logDirectory = logDirectory
         ctl = Ctl(data: data)
+        // Chosen outside the kernel's ephemeral range, so that no other test's server or
+        // connection takes it while this node is down between restarts.
+        port = try LoopbackPort.stable()
     }
 
     var isUp: Bool { process != nil }
     var caPath: String { data + "/tls/ca.pem" }
 
-    /// Starts the server, on its port from the second start on. A port just freed by a killed
-    /// process is taken again at once (the server sets SO_REUSEADDR), but a start is retried a
-    /// few times before it counts as a failure.
+    /// Starts the server on its port. A port just freed by a killed process is taken again at
+    /// once (the server sets SO_REUSEADDR), but a start is retried a few times before it counts
+    /// as a failure.
     func start() throws {
         precondition(process == nil)
         var level = ["--log-level", ProcessInfo.processInfo.environment["RAPPORT_TEST_LOG"] == nil ? "info" : "debug"]
@@ -437,7 +440,7 @@ final class TopologyScenario {
         // Not ben alone yet: what the centre evicts from such a branch stays on its devices
         // (BranchScopeTests), which a random case reaches often.
         self.secondBranch = secondBranch ?? [.everyone, .annaAndBen].randomElement(using: &rng)!
-        let centre = TopologyNode(name: "centre", data: dir.path("centre"), logDirectory: dir.path("."))
+        let centre = try TopologyNode(name: "centre", data: dir.path("centre"), logDirectory: dir.path("."))
         nodes = [centre]
         let ctl = centre.ctl
         for arguments in [["tenant", "create", "acme", "--name", "Acme Corp"],
@@ -457,7 +460,7 @@ final class TopologyScenario {
             }
             let enrolled = try ctl.run(["branch", "enroll", "--tenant", "acme", "--name", "branch \(index)", "--out", credential] + users)
             guard enrolled.status == 0 else { throw BenchError("branch enroll: \(enrolled.error)") }
-            let branch = TopologyNode(name: "branch\(index)", data: dir.path("branch\(index)"), logDirectory: dir.path("."))
+            let branch = try TopologyNode(name: "branch\(index)", data: dir.path("branch\(index)"), logDirectory: dir.path("."))
             branch.arguments = ["--upstream", upstream, "--upstream-ca", centre.caPath]
             branch.firstArguments = branch.arguments + ["--upstream-credential", credential]
             try branch.start()

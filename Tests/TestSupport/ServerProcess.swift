@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Registry
 import SyncModel
 import TLS
@@ -223,21 +224,52 @@ public enum OpenSSLFloor {
 
 /// A loopback port nothing listens on now, for a server that must be told its port.
 public enum LoopbackPort {
+    /// A free loopback port below the kernel's ephemeral range, for a server that must get the
+    /// same port back after a restart: a port the kernel picked (`free()`, `--port 0`, the source
+    /// port of any connection) may be handed to another test's server or client while this one
+    /// is down; one outside that range never is. Never the same port twice in a process.
+    public static func stable() throws -> Int {
+        let lowestEphemeral = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+            .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+        let range = 10_000..<max(10_001, min(lowestEphemeral, 65_536))
+        for _ in 0..<200 {
+            let port = Int.random(in: range)
+            guard stableTaken.withLock({ $0.insert(port).inserted }) else { continue }
+            if (try? bindable(port)) == true { return port }
+        }
+        throw BenchError("cannot find a free loopback port in \(range)")
+    }
+
+    private static let stableTaken = Mutex<Set<Int>>([])
+
+    private static func bindable(_ port: Int) throws -> Bool {
+        try bind(port: port) != nil
+    }
+
     public static func free() throws -> Int {
+        guard let port = try bind(port: 0) else {
+            throw BenchError("cannot find a free loopback port: \(String(cString: strerror(errno)))")
+        }
+        return port
+    }
+
+    /// Binds a socket to `port` (0: the kernel picks) on 127.0.0.1 and closes it; the port it
+    /// got, or `nil` when the bind failed.
+    private static func bind(port: Int) throws -> Int? {
         let socket = Foundation.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(socket) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
+        address.sin_port = UInt16(port).bigEndian
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int32 in
-                guard bind(socket, pointer, length) == 0 else { return -1 }
+                guard Foundation.bind(socket, pointer, length) == 0 else { return -1 }
                 return getsockname(socket, pointer, &length)
             }
         }
-        guard bound == 0 else { throw BenchError("cannot find a free loopback port: \(String(cString: strerror(errno)))") }
+        guard bound == 0 else { return nil }
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }
