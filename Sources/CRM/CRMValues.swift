@@ -196,9 +196,15 @@ extension UUID {
         }
     }
 
-    /// The id `text` writes, read as `UUID(uuidString:)` reads it: 36 characters, hex digits
-    /// of either case with hyphens after the 8th, 12th, 16th and 20th; `nil` for anything else.
+    /// The id `text` writes, as `UUID(uuidString:)` reads it: the usual form (36 characters,
+    /// hex digits of either case, hyphens after the 8th, 12th, 16th and 20th) read here, any
+    /// other left to Foundation, whose `sscanf` takes some looser forms too.
     init?(text: String) {
+        guard let id = Self.usualForm(text) ?? UUID(uuidString: text) else { return nil }
+        self = id
+    }
+
+    private static func usualForm(_ text: String) -> UUID? {
         var text = text
         var value: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         let parsed = text.withUTF8 { utf8 -> Bool in
@@ -217,8 +223,7 @@ extension UUID {
                 return true
             }
         }
-        guard parsed else { return nil }
-        self.init(uuid: value)
+        return parsed ? UUID(uuid: value) : nil
     }
 
     private static func hexValue(_ byte: UInt8) -> UInt8? {
