@@ -126,8 +126,8 @@ public struct CSVImporter {
         /// Whether the store runs the CRM's effects (`CRMChangeEffects`, as
         /// `ReplicaStore.Options.crm` opens it): a new record is then created with what they
         /// would write on it straight after (an opportunity's probability and closing day from
-        /// its stage), one write where the effects would add a second. Without them a record is
-        /// written as the file has it.
+        /// its stage, a contact's consent stamps), one write where the effects would add a
+        /// second. Without them a record is written as the file has it.
         public var storeRunsEffects = false
         public init() {}
     }
