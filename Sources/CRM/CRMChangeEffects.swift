@@ -178,7 +178,7 @@ public struct CRMChangeEffects: ChangeEffects {
     /// The id of the stage-change entry for the write that set an opportunity's stage: the
     /// write's dot names it, so every replica that sees the write names the entry alike.
     public static func stageChangeID(opportunity: UUID, write: Dot) -> UUID {
-        DerivedID.make("stage-change", opportunity.uuidString.lowercased() + "/" + write.description)
+        DerivedID.make("stage-change", opportunity.text(lowercased: true) + "/" + write.description)
     }
 
     private func opportunityChanged(_ change: RecordChange, _ context: inout Context) throws {
@@ -188,7 +188,7 @@ public struct CRMChangeEffects: ChangeEffects {
         let changedAt = Self.seconds(of: stageWrite.timestamp)
         let from = change.before?.text("stage")
         var entry: [String: FieldValue] = [
-            "opportunity": .text(record.id.uuidString), "to_stage": .text(stageName),
+            "opportunity": .text(record.id.text()), "to_stage": .text(stageName),
             "changed_at": .text(CRMDate.format(instant: changedAt)),
         ]
         if let from, from != stageName { entry["from_stage"] = .text(from) }
@@ -201,18 +201,14 @@ public struct CRMChangeEffects: ChangeEffects {
         try context.createOnce("stage_change", id: Self.stageChangeID(opportunity: record.id, write: stageWrite.dot), entry)
 
         guard let stage = try context.stages().stage(stageName) else { return }
-        var values: [String: FieldValue] = [:]
         // A probability written with or after the stage was chosen by someone; an older one
         // belongs to the previous stage.
         var probabilityIsOlder = true
         if case .register(let probability)? = record.fields["probability"], probability.value != .null {
             probabilityIsOlder = probability.timestamp < stageWrite.timestamp
         }
-        if probabilityIsOlder { values["probability"] = .integer(Int64(stage.probability)) }
-        if stage.closed, record.text("closed_at") == nil {
-            values["closed_at"] = .text(CRMDate.format(day: changedAt.floorDivided(by: CRMDate.secondsPerDay)))
-        }
-        try context.update(record, values)
+        try context.update(record, Self.valuesEntering(stage, probabilityIsOlder: probabilityIsOlder,
+                                                       hasClosedAt: record.text("closed_at") != nil, at: changedAt))
         if stage.won, let accountID = record.reference("account"), let account = try context.record(accountID), !account.isDeleted {
             var accountValues: [String: FieldValue] = [:]
             if !CRMDerivedFields.overridden(account.text("overrides")).contains("lifecycle_stage"),
@@ -225,6 +221,44 @@ public struct CRMChangeEffects: ChangeEffects {
                 accountValues["churn_risk"] = .bool(false)
             }
             try context.update(account, accountValues)
+        }
+    }
+
+    /// What an opportunity entering `stage` at `seconds` gets on itself: the stage's
+    /// probability unless one was written with or after the stage, and its closing day when
+    /// the stage closes it and it has none.
+    static func valuesEntering(_ stage: PipelineStage, probabilityIsOlder: Bool, hasClosedAt: Bool,
+                               at seconds: Int64) -> [String: FieldValue] {
+        var values: [String: FieldValue] = [:]
+        if probabilityIsOlder { values["probability"] = .integer(Int64(stage.probability)) }
+        if stage.closed, !hasClosedAt {
+            values["closed_at"] = .text(CRMDate.format(day: seconds.floorDivided(by: CRMDate.secondsPerDay)))
+        }
+        return values
+    }
+
+    /// What these effects would write on a new record of `type` with `values`, created by a
+    /// local write at `seconds` (an opportunity's probability and closing day from its stage,
+    /// in a store whose pipeline `pipeline` gives; a contact's consent stamps). Written with
+    /// the record instead (as an import does), the effects find them there and write nothing
+    /// more, so the record takes one write where it would take two. Fields the record is
+    /// given are not among them.
+    static func valuesOnCreation(of type: String, _ values: [String: FieldValue], pipeline: () throws -> CRMPipeline,
+                                 at seconds: Int64) throws -> [String: FieldValue] {
+        switch type {
+        case "opportunity":
+            guard let stageName = values["stage"]?.crmText, let stage = try pipeline().stage(stageName) else { return [:] }
+            // Given with the stage, a probability is the same write's: not older than it.
+            return valuesEntering(stage, probabilityIsOlder: (values["probability"] ?? .null) == .null,
+                                  hasClosedAt: values["closed_at"]?.crmText != nil, at: seconds)
+        case "contact":
+            var stamps: [String: FieldValue] = [:]
+            for kind in consentKinds where values[kind] != nil && values[kind + "_at"] == nil {
+                stamps[kind + "_at"] = .text(CRMDate.format(instant: seconds))
+            }
+            return stamps
+        default:
+            return [:]
         }
     }
 
@@ -266,12 +300,14 @@ public struct CRMChangeEffects: ChangeEffects {
     private func contactChanged(_ change: RecordChange, _ context: inout Context) throws {
         let record = change.after
         var values: [String: FieldValue] = [:]
-        for kind in ["consent_email", "consent_calls", "consent_data_processing"]
-        where change.wrote(kind) && !change.wrote(kind + "_at") {
+        for kind in Self.consentKinds where change.wrote(kind) && !change.wrote(kind + "_at") {
             if let time = Self.writeTime(of: kind, in: record) { values[kind + "_at"] = .text(CRMDate.format(instant: time)) }
         }
         try context.update(record, values)
     }
+
+    /// The consents a contact gives or withdraws, each stamped in `<kind>_at`.
+    static let consentKinds = ["consent_email", "consent_calls", "consent_data_processing"]
 
     // MARK: Computed fields
 

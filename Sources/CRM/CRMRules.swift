@@ -362,10 +362,15 @@ public enum DerivedID {
     public static func make(_ namespace: String, _ key: String) -> UUID {
         var hash: UInt128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d
         let prime: UInt128 = (1 << 88) + (1 << 8) + 0x3b
-        for byte in namespace.utf8 + [0] + key.utf8 {
+        // Byte by byte from both texts, without joining them first: an import derives an id
+        // for every row and every reference it resolves.
+        func mix(_ byte: UInt8) {
             hash ^= UInt128(byte)
             hash &*= prime
         }
+        for byte in namespace.utf8 { mix(byte) }
+        mix(0)
+        for byte in key.utf8 { mix(byte) }
         var bytes = withUnsafeBytes(of: hash.bigEndian) { Array($0) }
         bytes[6] = (bytes[6] & 0x0f) | 0x80
         bytes[8] = (bytes[8] & 0x3f) | 0x80

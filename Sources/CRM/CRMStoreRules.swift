@@ -28,7 +28,7 @@ public struct CRMStoreRules: RecordRules {
         for (field, rule) in recordType.rules {
             guard let target = rule.reference, case .text(let text)? = state.fields[field]?.value else { continue }
             // The schema has checked the id's form; a malformed one is reported here too.
-            guard let id = UUID(uuidString: text), let found = try store.type(of: id) else {
+            guard let id = UUID(text: text), let found = try store.type(of: id) else {
                 throw ModelError.invalidFieldValue(record: record, field: field, reason: "no record of type \(target) with id \(text)")
             }
             guard found == target else {

@@ -123,6 +123,12 @@ public struct CSVImporter {
         /// How many created rows the report lists one by one (`created`); the count is always
         /// whole. A dry run inside the library lists them all, for the files after it.
         public var createdListLimit = 10_000
+        /// Whether the store runs the CRM's effects (`CRMChangeEffects`, as
+        /// `ReplicaStore.Options.crm` opens it): a new record is then created with what they
+        /// would write on it straight after (an opportunity's probability and closing day from
+        /// its stage, a contact's consent stamps), one write where the effects would add a
+        /// second. Without them a record is written as the file has it.
+        public var storeRunsEffects = false
         public init() {}
     }
 
@@ -157,11 +163,14 @@ public struct CSVImporter {
         return try run(next: { iterator.next() }) { (0, nil) }
     }
 
-    /// Imports the records `next` gives, the header first.
+    /// Imports the records `next` gives, the header first. `verified` tells a reference its
+    /// caller found live in the store with the type given, just before, so it is not looked up
+    /// again.
     ///
     /// - Throws: for the file as a whole (an unknown type, a mapping to a field the type does
     ///   not have, a store that fails); a bad row is a rejection in the report instead.
-    func run(next: @escaping () throws -> CSV.Record?, read: () -> (Int, Int?)) throws -> ImportReport {
+    func run(next: @escaping () throws -> CSV.Record?, verified: ((UUID, String) -> Bool)? = nil,
+             read: () -> (Int, Int?)) throws -> ImportReport {
         guard let recordType = store.schema.types[type] else { throw CRMError.unknownRecordType(type) }
         var report = ImportReport(type: type, dryRun: options.dryRun)
         guard let header = try next()?.fields else { return report }
@@ -175,7 +184,7 @@ public struct CSVImporter {
                             finder: try DuplicateFinder(store: store, type: type, defaultCountryPrefix: options.defaultCountryPrefix),
                             accounts: recordType.fields["account"] != nil
                                 ? try Self.accountsByName(store).merging(options.assumedAccounts) { existing, _ in existing } : [:],
-                            custom: custom)
+                            custom: custom, verified: verified)
         var rows = Rows(next: next, headerWidth: header.count)
         var batch: [CSV.Record] = []
         batch.reserveCapacity(max(1, options.batchSize))
@@ -270,8 +279,12 @@ private struct ImportRun {
     var accounts: [String: UUID]
     /// The tenant's custom fields of the type, which a mapping may fill like built-in ones.
     let custom: [String: CustomField]
+    /// References the caller found live in the store just before (`CSVImporter.run(next:verified:read:)`).
+    let verified: ((UUID, String) -> Bool)?
     /// Records a dry run would have created, which later rows may duplicate.
     var pending: [UUID: [String: FieldValue]] = [:]
+    /// The tenant's pipeline, read at the first opportunity the run creates.
+    var pipeline: CRMPipeline?
     var store: ReplicaStore { importer.store }
 
     struct Rejected: Error {
@@ -312,7 +325,7 @@ private struct ImportRun {
             }
             for (field, rule) in recordType.rules {
                 guard let target = rule.reference, case .text(let id)? = values[field] else { continue }
-                guard let uuid = UUID(uuidString: id), try referenceExists(uuid, type: target) else {
+                guard let uuid = UUID(text: id), try referenceExists(uuid, type: target) else {
                     throw Rejected(field: field, column: column(of: field), reason: "no \(target) with id \(id)")
                 }
             }
@@ -339,7 +352,7 @@ private struct ImportRun {
     }
 
     func referenceExists(_ id: UUID, type: String) throws -> Bool {
-        if pending[id] != nil || importer.options.assumedRecords.contains(id) { return true }
+        if pending[id] != nil || importer.options.assumedRecords.contains(id) || verified?(id, type) == true { return true }
         return try store.recordType(of: id, live: true) == type
     }
 
@@ -354,7 +367,7 @@ private struct ImportRun {
         if let company = extra["account_name"], values["account"] == nil {
             let key = CSVMapping.normalise(company)
             if let existing = accounts[key] {
-                values["account"] = .text(existing.uuidString)
+                values["account"] = .text(existing.text())
             } else {
                 guard importer.options.createsMissingAccounts else {
                     throw Rejected(field: "account", column: column(of: "account_name"), reason: "no account named '\(company)'")
@@ -363,7 +376,7 @@ private struct ImportRun {
                 var account: [String: FieldValue] = ["name": .text(company)]
                 if let stage = extra["account_lifecycle_stage"].flatMap(FieldConversion.lifecycle) { account["lifecycle_stage"] = .text(stage) }
                 if dryRun { pending[id] = account } else if try store.record(id) == nil { try store.create("account", id: id, account) }
-                values["account"] = .text(id.uuidString)
+                values["account"] = .text(id.text())
                 newAccount = (key, id)
             }
         }
@@ -393,7 +406,7 @@ private struct ImportRun {
             report.merges.append(.init(row: row, record: existing, matchedBy: matchedBy, filledFields: filled.keys.sorted(),
                                        externalID: extra["external_id"]))
         } else {
-            if dryRun { pending[id] = values } else { try store.create(importer.type, id: id, values) }
+            if dryRun { pending[id] = values } else { try create(id, values) }
             if settling && !dryRun { try store.settleEffects() }
             finder.add(id, keys: keys)
             report.imported += 1
@@ -403,6 +416,36 @@ private struct ImportRun {
             accounts[newAccount.key] = newAccount.id
             report.accountsCreated += 1
         }
+    }
+}
+
+extension ImportRun {
+    /// Creates the row's record, with what the store's effects would write on it folded in
+    /// (`CSVImporter.Options.storeRunsEffects`). Left to the effects where a write check may
+    /// refuse part of it, as they then write only what this replica may.
+    fileprivate mutating func create(_ id: UUID, _ values: [String: FieldValue]) throws {
+        let (type, store) = (importer.type, store)
+        guard importer.options.storeRunsEffects, type == "opportunity" || type == "contact", store.localWriteCheck == nil else {
+            try store.create(type, id: id, values)
+            return
+        }
+        var pipeline = self.pipeline
+        let stages = { () throws -> CRMPipeline in
+            if let pipeline { return pipeline }
+            pipeline = try CRMPipeline.load(from: store)
+            return pipeline!
+        }
+        // The effects date what they write by the write's timestamp, which the store's clock
+        // issues at the create: its last one tells the second but across a tick.
+        let expected = CRMChangeEffects.seconds(of: try store.lastTimestamp)
+        let folded = try CRMChangeEffects.valuesOnCreation(of: type, values, pipeline: stages, at: expected)
+        self.pipeline = pipeline
+        let state = try store.create(type, id: id, values.merging(folded) { $1 })
+        let written = CRMChangeEffects.seconds(of: state.liveness.timestamp)
+        guard !folded.isEmpty, written != expected else { return }
+        // The clock ticked: what the effects would have written at the write's own time.
+        let actual = try CRMChangeEffects.valuesOnCreation(of: type, values, pipeline: stages, at: written).filter { folded[$0.key] != $0.value }
+        if !actual.isEmpty { try store.update(id, actual) }
     }
 }
 
@@ -481,7 +524,10 @@ enum FieldConversion {
     /// Salesforce's `2024-05-31T14:30:00.000Z`) as ISO days or instants; anything else as it is.
     private static func normalised(_ text: String, rule: FieldRule, dateFormat: ImportDateFormat) -> String {
         if let choices = rule.choices {
-            let key = text.lowercased().replacingOccurrences(of: " ", with: "_").replacingOccurrences(of: "-", with: "_")
+            // Spaces and hyphens as underscores, byte by byte: both are ASCII, so never part of
+            // another character's bytes, and Foundation's search for them costs more than the rest.
+            let key = String(decoding: text.lowercased().utf8.map { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "-") ? UInt8(ascii: "_") : $0 },
+                             as: UTF8.self)
             return choices.contains(key) ? key : text
         }
         switch rule.format {

@@ -203,6 +203,15 @@ public struct ImportJournal: Sendable, Equatable, Codable {
             var filled: [Filled]
             /// The store's clock at the end of the batch.
             var stamp: UInt64
+
+            // By hand for the ids alone, written as `UUID` writes them but without its
+            // `snprintf`: a batch line names every record the batch made.
+            func encode(to encoder: any Encoder) throws {
+                var container = encoder.container(keyedBy: CodingKeys.self)
+                try container.encode(created.map { $0.text() }, forKey: .created)
+                try container.encode(filled, forKey: .filled)
+                try container.encode(stamp, forKey: .stamp)
+            }
         }
 
         /// Where the store stood when a batch began, to tell what it made.

@@ -47,7 +47,21 @@ public struct ImportProfile: Sendable, Equatable {
     }
 
     /// How a source value compares with a translation's key: letters and digits, lowercased.
-    static func key(_ text: String) -> String { String(text.lowercased().unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) }) }
+    static func key(_ text: String) -> String {
+        // ASCII, as exports write their values, byte by byte: `CharacterSet` costs more than
+        // the rest of a row's conversion.
+        if text.utf8.allSatisfy({ $0 < 0x80 }) {
+            let kept = text.utf8.compactMap { byte -> UInt8? in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): byte
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"): byte + 32
+                default: nil
+                }
+            }
+            return String(decoding: kept, as: UTF8.self)
+        }
+        return String(text.lowercased().unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) })
+    }
 
     /// The name a person and `--object` use: `Contact (api)`.
     public var name: String { "\(object) (\(shape))" }

@@ -98,6 +98,8 @@ public struct OrgImporter {
         public var progress: (@Sendable (_ file: String, _ rows: Int, _ bytesRead: Int, _ totalBytes: Int?) -> Void)?
         /// Where each batch notes what it made and filled before it commits, for undo.
         public var journal: ImportJournal.Writer?
+        /// Whether the store runs the CRM's effects (`CSVImporter.Options.storeRunsEffects`).
+        public var storeRunsEffects = false
         public init() {}
     }
 
@@ -227,6 +229,11 @@ private final class OrgRun {
     var assumedRecords: Set<UUID> = []
     var assumedAccounts: [String: UUID] = [:]
     var assumedCustomFields: [CustomField] = []
+    /// Records `find` saw live in the store, with their types: the rows of a batch are
+    /// converted just before the batch is written, whose reference checks then need not ask
+    /// the store again. Emptied when it fills, so it stays small however large the export.
+    var verified: [UUID: String] = [:]
+    static let verifiedLimit = 16_384
 
     struct Key: Hashable { var file: String; var owner: String }
 
@@ -400,10 +407,11 @@ private final class OrgRun {
         options.assumedAccounts = assumedAccounts
         options.assumedCustomFields = assumedCustomFields
         options.journal = importer.options.journal
+        options.storeRunsEffects = importer.options.storeRunsEffects
         if let progress = importer.options.progress { options.progress = { progress(name, $0, $1, $2) } }
         let mapping = CSVMapping(Dictionary(uniqueKeysWithValues: slots.map { ($0.title, $0.target) }))
         var report = try CSVImporter(store: store, type: type, mapping: mapping, options: options)
-            .run(next: next) { (reader.bytesRead, reader.totalBytes) }
+            .run(next: next, verified: { [self] id, type in verified[id] == type }) { (reader.bytesRead, reader.totalBytes) }
         report.rows += early.count
         report.footerLines = rows.footer
         report.ignoredColumns = header.filter { target(of: $0, profile: profile) == nil }
@@ -451,7 +459,7 @@ private final class OrgRun {
                 for update in batch {
                     // Never an overwrite: what the record holds stays.
                     guard let state = try store.record(update.record), (state.values[update.field] ?? .null) == .null else { continue }
-                    try store.update(update.record, [update.field: .text(update.value.uuidString)])
+                    try store.update(update.record, [update.field: .text(update.value.text())])
                     merges.append(.init(row: update.row, record: update.record, matchedBy: "identity", filledFields: [update.field]))
                 }
                 if let journal = importer.options.journal, let mark { try journal.record(store, since: mark, merges: merges) }
@@ -498,7 +506,7 @@ private final class OrgRun {
             guard !text.isEmpty else { return "" }
             // The first of the candidate types that has the id fills its field; the others stay empty.
             for (candidate, type) in types {
-                if let id = try find(text, type: type) { return candidate == field ? id.uuidString : "" }
+                if let id = try find(text, type: type) { return candidate == field ? id.text() : "" }
             }
             // The file's own type: the record may come later in the file.
             if types.count == 1, let current, types[0].type == current.type, let idColumn = current.idColumn {
@@ -517,8 +525,11 @@ private final class OrgRun {
     func find(_ sourceID: String, type: String) throws -> UUID? {
         if let id = ids[type]?[sourceID] { return id }
         let derived = DerivedID.make("import:\(type)", "external:" + sourceID)
-        if assumedRecords.contains(derived) { return derived }
-        return try store.recordType(of: derived, live: true) == type ? derived : nil
+        if assumedRecords.contains(derived) || verified[derived] == type { return derived }
+        guard try store.recordType(of: derived, live: true) == type else { return nil }
+        if verified.count >= Self.verifiedLimit { verified.removeAll(keepingCapacity: true) }
+        verified[derived] = type
+        return derived
     }
 
     func note(file: String, owner: String, reason: String) {

@@ -132,6 +132,7 @@ struct OrgImportWorker: ParsableCommand {
         let store = try ReplicaStore(path: directory + "/tenant.sqlite", options: .crm(role: .authority))
         defer { store.close() }
         var options = OrgImporter.Options()
+        options.storeRunsEffects = true
         options.journal = try ImportJournal.Writer(tenant: "bench", detail: "salesforce export", dataDirectory: directory) {
             "imp-00000000000000-000000"
         }

@@ -137,6 +137,8 @@ struct ImportRun: ParsableCommand {
         }
         var options = CSVImporter.Options()
         options.dryRun = dryRun
+        // Every store below opens with `.crm`, so with the CRM's effects.
+        options.storeRunsEffects = true
         options.dateFormat = ImportDateFormat(rawValue: dateFormat) ?? .us
         let report: ImportReport
         do {
@@ -175,6 +177,8 @@ struct ImportRun: ParsableCommand {
         }
         var options = OrgImporter.Options()
         options.dryRun = dryRun
+        // The tenant's store and a dry run's snapshot both open with `.crm`, so with the CRM's effects.
+        options.storeRunsEffects = true
         options.dateFormat = ImportDateFormat(rawValue: dateFormat) ?? .us
         if !map.isEmpty { options.map = try CSVMapping.parse(map) }
         for pair in object {

@@ -253,3 +253,107 @@ import Testing
         #expect(rows[1].fields[header.firstIndex(of: "nps")!] == "9")
     }
 }
+
+/// An import into a store with the CRM's effects writes what they would add to a new record
+/// with the record (`CSVImporter.Options.storeRunsEffects`): the tenant must end as the
+/// effects alone leave it.
+@Suite struct ImportFoldedEffectsTests {
+    static let opportunities = """
+        name,stage,amount,account_name,probability,closed_at
+        Open deal,prospecting,100,Acme,,
+        Won deal,closed_won,200,Acme,,
+        Lost deal with its probability,closed_lost,300,Beta,5,
+        Open deal closed by hand,negotiation,400,Beta,,2025-01-01
+        Won deal with its day,closed_won,1,Gamma,,2025-02-02
+
+        """
+    static let contacts = """
+        last_name,email,consent_email,consent_calls,consent_calls_at
+        Doe,doe@example.com,withdrawn,,
+        Roe,roe@example.com,granted,withdrawn,2024-05-01T10:00:00Z
+        Poe,poe@example.com,,,
+
+        """
+
+    func imported(folding: Bool, options: ReplicaStore.Options = Fixture.crmOptions(role: .authority)) throws -> Fixture {
+        let f = try Fixture(options: options)
+        var importOptions = CSVImporter.Options()
+        importOptions.storeRunsEffects = folding
+        // Opportunities find or make their account by name, as the whole-org import's report shape does.
+        let byName = CSVMapping(Dictionary(uniqueKeysWithValues: ["name", "stage", "amount", "account_name", "probability", "closed_at"].map { ($0, $0) }))
+        for (type, csv, mapping) in [("opportunity", Self.opportunities, byName), ("contact", Self.contacts, nil)] {
+            let report = try CSVImporter(store: f.store, type: type, mapping: mapping, options: importOptions).run(csv: csv)
+            #expect(report.rejections.isEmpty && report.imported > 0, "\(report.rejections)")
+        }
+        return f
+    }
+
+    @Test func theTenantEndsAsTheEffectsAloneLeaveIt() throws {
+        let (folded, plain) = (try imported(folding: true), try imported(folding: false))
+        for type in ["opportunity", "contact", "account"] {
+            let values = { (f: Fixture) in Dictionary(uniqueKeysWithValues: try f.store.records(ofType: type).map { ($0.id, $0.values) }) }
+            #expect(try values(folded) == values(plain), "\(type)")
+            #expect(try folded.store.count(ofType: type) > 0)
+        }
+        // Stage changes are named after the write that set the stage, which differs: compared by content.
+        let changes = { (f: Fixture) in try f.store.records(ofType: "stage_change").map { $0.values.filter { $0.key != "id" } }
+            .map { $0.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }.sorted() }
+        #expect(try changes(folded) == changes(plain))
+        #expect(try changes(folded).count == 5)
+        let won = try #require(try folded.store.records(ofType: "opportunity").first { $0.text("name") == "Won deal" })
+        #expect(won.integer("probability") == 100 && won.text("closed_at") == Fixture.day(0))
+        #expect(try folded.read(try #require(won.reference("account"))).text("lifecycle_stage") == "customer")
+    }
+
+    /// The effects date what they write by the write's own time; a clock that moves on between
+    /// writes (here by 7 hours at every reading, so every other write is another day) still
+    /// gives each record the day and the moment of its own write.
+    @Test func aClockThatTicksBetweenWritesStillDatesEachRecordByItsWrite() throws {
+        var options = Fixture.crmOptions(role: .authority)
+        let ticks = Mutex<UInt64>(0)
+        let start = UInt64(Fixture.now.timeIntervalSince1970 * 1000)
+        options.wallClock = { ticks.withLock { $0 += 1; return start + $0 * 7 * 3_600_000 } }
+        let f = try imported(folding: true, options: options)
+        for deal in try f.store.records(ofType: "opportunity") where ["closed_won", "closed_lost"].contains(deal.text("stage")) && deal.text("name") != "Won deal with its day" {
+            let day = try #require(CRMChangeEffects.writeTime(of: "stage", in: deal)).floorDivided(by: 86_400)
+            #expect(deal.text("closed_at") == CRMDate.format(day: day), "\(deal.text("name") ?? "")")
+        }
+        for contact in try f.store.records(ofType: "contact") where contact.text("consent_email") != nil {
+            let time = try #require(CRMChangeEffects.writeTime(of: "consent_email", in: contact))
+            #expect(contact.text("consent_email_at") == CRMDate.format(instant: time))
+        }
+        let roe = try #require(try f.store.records(ofType: "contact").first { $0.text("last_name") == "Roe" })
+        #expect(roe.text("consent_calls_at") == "2024-05-01T10:00:00Z", "a stamp the file gives is kept")
+    }
+}
+
+@Suite struct ConversionShortcutTests {
+    @Test func translationKeysAreLettersAndDigitsLowercasedWhateverTheScript() {
+        for text in ["Closed Won", "Open - Not Contacted", "Proposal/Price Quote", "Id. Decision Makers", "  42 ", "", "-",
+                     "Zürich", "ÉLAN 2", "Straße", "日本 Sales"] {
+            #expect(ImportProfile.key(text) == String(text.lowercased().unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) }), "\(text)")
+        }
+    }
+
+    /// Ids already in tenants' stores must never change: this one computed apart, by the
+    /// definition (128-bit FNV-1a over the namespace, a zero byte and the key).
+    @Test func derivedIDsKeepTheirValues() {
+        #expect(DerivedID.make("contact", "ann@example.com") == UUID(uuidString: "2415E3A2-9C32-8C14-B301-54A7A495DFE9"))
+    }
+
+    @Test func idsReadAndWriteAsFoundationDoes() {
+        for _ in 0..<1_000 {
+            let id = UUID()
+            #expect(id.text() == id.uuidString)
+            #expect(id.text(lowercased: true) == id.uuidString.lowercased())
+            #expect(UUID(text: id.uuidString) == id)
+            #expect(UUID(text: id.uuidString.lowercased()) == id)
+        }
+        let id = UUID().uuidString
+        for bad in ["", "not an id", String(id.dropLast()), id + "0", "G" + id.dropFirst(), " " + id.dropFirst(),
+                    id.replacingOccurrences(of: "-", with: "_"), "-" + id.dropLast(), "0000000-00000-0000-0000-000000000000",
+                    String(id.prefix(35)) + "é"] {
+            #expect(UUID(text: bad) == UUID(uuidString: bad), "\(bad)")
+        }
+    }
+}
