@@ -171,7 +171,7 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "ReplicaStoreTests", dependencies: [
-            "Access", "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
+            "Access", "Postgres", "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "CRMTests", dependencies: ["Access", "CRM", "ReplicaStore", "SyncModel", "TestSupport"]),

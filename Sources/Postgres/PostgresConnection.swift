@@ -190,16 +190,33 @@ public final class PostgresConnection: SQLDatabase {
         }
     }
 
-    /// `sql` with each `?` outside quotes and comments replaced by `$1`, `$2`, ... in order.
+    /// `sql` with each parameter outside quotes and comments written as PostgreSQL's `$N`, read
+    /// as SQLite reads them: `?NNN` is parameter NNN, and a bare `?` is one more than the largest
+    /// number used before it (so `(?1, ?2, ?, ?), (?1, ?2, ?, ?)` is 1, 2, 3, 4, then 1, 2, 5, 6).
     static func numberedParameters(_ sql: String) -> String {
         guard sql.utf8.contains(UInt8(ascii: "?")) else { return sql }
         var out = ""
         out.reserveCapacity(sql.utf8.count + 16)
-        var number = 0
+        var largest = 0
         var quote: Character?
         var lineComment = false
         var previous: Character = " "
+        var digits: String?  // the number after a `?`, while it is being read
+        func endParameter() {
+            guard let number = digits else { return }
+            let n = number.isEmpty ? largest + 1 : Int(number) ?? largest + 1
+            largest = max(largest, n)
+            out += "$\(n)"
+            digits = nil
+        }
         for c in sql {
+            if digits != nil {
+                if c.isASCII, c.isNumber {
+                    digits!.append(c)
+                    continue
+                }
+                endParameter()
+            }
             if lineComment {
                 if c == "\n" { lineComment = false }
             } else if let open = quote {
@@ -209,14 +226,14 @@ public final class PostgresConnection: SQLDatabase {
             } else if c == "-" && previous == "-" {
                 lineComment = true
             } else if c == "?" {
-                number += 1
-                out += "$\(number)"
+                digits = ""
                 previous = c
                 continue
             }
             out.append(c)
             previous = c
         }
+        endParameter()
         return out
     }
 

@@ -1,5 +1,5 @@
 import Foundation
-import Postgres
+@testable import Postgres
 import SQLite
 import SQLBackend
 import TestSupport
@@ -131,6 +131,10 @@ import Testing
         let any: any SQLDatabase = connection
         #expect(try any.fetch("SELECT ? + ?", [2, 3]) { try $0.int64(0) } == [5])
         #expect(any.dialect == .postgres)
+        // Numbered as SQLite numbers them: `?N` is N, a bare `?` one past the largest so far, so
+        // a many-row insert binds its shared values once.
+        #expect(PostgresConnection.numberedParameters("VALUES (?1, ?2, ?, ?), (?1, ?2, ?, ?)") == "VALUES ($1, $2, $3, $4), ($1, $2, $5, $6)")
+        #expect(try any.fetch("SELECT ?2 || ?1 || ?", ["a", "b", "c"]) { try $0.string(0) } == ["bac"])
     }
 
     @Test func migrationsRunOnceEvenFromSeveralConnectionsAndANewerSchemaIsRefused() throws {
