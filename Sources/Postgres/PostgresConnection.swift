@@ -31,7 +31,7 @@ public final class PostgresConnection: SQLDatabase {
     /// credentials, or the database does not exist.
     public init(url: String) throws {
         guard let connection = PQconnectdb(url) else {
-            throw PostgresError(message: "libpq could not allocate a connection", server: Self.redacted(url))
+            throw PostgresError(message: "libpq could not allocate a connection", server: Self.redactedURL(url))
         }
         handle = connection
         server = "\(String(cString: PQhost(connection))):\(String(cString: PQport(connection)))/\(String(cString: PQdb(connection)))"
@@ -304,8 +304,8 @@ public final class PostgresConnection: SQLDatabase {
         return String(cString: message).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// `url` without its password, for an error raised before libpq could say which server it is.
-    private static func redacted(_ url: String) -> String {
+    /// `url` without its password, for errors and logs.
+    public static func redactedURL(_ url: String) -> String {
         guard var components = URLComponents(string: url), components.password != nil else { return url }
         components.password = "***"
         return components.string ?? "(unparsable connection string)"

@@ -97,6 +97,10 @@ public final class ReplicaStore {
     let tenant: TenantRows
     let options: Options
 
+    /// The PostgreSQL channel on which every committed write transaction of a store in a shared
+    /// database announces `"<tenant> <sequence>"`.
+    public static let changesChannel = "rapport_changes"
+
     /// The store's SQLite file; `nil` for a store in a database shared by tenants (PostgreSQL),
     /// whose file-level upkeep (page cache, checkpoints, vacuum) is the database's own.
     var sqliteFile: Database? { db as? Database }
@@ -357,6 +361,11 @@ public final class ReplicaStore {
                 if counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
                     try db.run("UPDATE replica SET counter = ?, sequence = ?, clock = ? WHERE \(tenant.and)singleton = 1",
                                [Int64(counter), sequence, clock.last.signedValue])
+                }
+                if outermost, sequence != saved.1, let slug = tenant.slug {
+                    // Delivered when the transaction commits, to every node listening: one per
+                    // transaction, so a node's live devices hear of another node's commits at once.
+                    try db.run("SELECT pg_notify('\(Self.changesChannel)', ?)", ["\(slug) \(sequence)"])
                 }
                 return result
             }

@@ -49,3 +49,31 @@ struct TenantRows {
         slug.map { "\(alias).tenant_id = '\($0)' AND " } ?? ""
     }
 }
+
+extension ReplicaStore {
+    /// The tables of `postgresMigrations`, each holding rows of every tenant.
+    static let postgresTables = [
+        "records", "conflicts", "peer_checkpoints", "field_index", "field_index_config", "local_settings", "peer_records",
+        "peer_scopes", "pending_evictions", "peer_evictions", "field_index_deferred", "sequence_marks", "resync_unseen",
+        "replica",
+    ]
+
+    /// Whether tenant `slug` has a store in `database`, a PostgreSQL database holding the store
+    /// tables (`postgresMigrations`).
+    public static func hasStore(tenant slug: String, in database: any SQLDatabase) throws -> Bool {
+        guard let tenant = TenantRows.shared(slug) else { return false }
+        return try database.fetchInt("SELECT count(*) FROM replica\(tenant.only)") ?? 0 > 0
+    }
+
+    /// Removes every row of tenant `slug`'s store from `database`, in one transaction: a tenant
+    /// purged for good, or what a creation that crashed half-way left. The tenant's writers
+    /// queue on its header row, which goes last.
+    public static func removeStore(tenant slug: String, from database: any SQLDatabase) throws {
+        guard let tenant = TenantRows.shared(slug) else {
+            throw ReplicaStoreError.notAStore(path: database.location, reason: TenantID.problem(with: slug) ?? "not a tenant id")
+        }
+        try database.transaction {
+            for table in postgresTables { try database.run("DELETE FROM \(table)\(tenant.only)") }
+        }
+    }
+}
