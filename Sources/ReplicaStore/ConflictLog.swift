@@ -109,7 +109,7 @@ extension ReplicaStore {
                 winner_value, winner_replica, winner_counter, winner_clock, winner_deleted,
                 loser_value, loser_replica, loser_counter, loser_clock, loser_deleted, detected_at, reason)
             VALUES (\(tenant.value)(SELECT coalesce(max(id), 0) + 1 FROM conflicts\(tenant.only)), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT DO NOTHING RETURNING id
+            ON CONFLICT DO NOTHING
             """)
         statement.reset()
         try statement.bind(uuid: conflict.recordID, at: 1)
@@ -131,9 +131,8 @@ extension ReplicaStore {
         }
         try statement.bind(integer: Int64(clamping: options.wallClock()), at: 15)
         try statement.bind((reason ?? conflict.reason).map { SQLValue.text($0) } ?? .null, at: 16)
-        let added = try statement.step()
-        statement.reset()
-        return added
+        try statement.step()
+        return statement.changedRows == 1
     }
 
     /// Marks open conflicts of `state` superseded once their subject (the field, or the record's

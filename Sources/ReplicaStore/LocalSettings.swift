@@ -14,7 +14,7 @@ extension ReplicaStore {
     /// Keeps `value` under `key` (`nil` removes it), in a transaction of its own or in the
     /// open one, so it is kept exactly when what goes with it is.
     public func setLocalSetting(_ key: String, _ value: Data?) throws {
-        try write {
+        _ = try write {
             if let value {
                 try db.run("""
                     INSERT INTO local_settings (\(tenant.column)key, value, kept_at) VALUES (\(tenant.value)?, ?, ?)
@@ -37,7 +37,7 @@ extension ReplicaStore {
         let now = now ?? Int64(clamping: options.wallClock())
         // Keys from `prefix` up to the next key that does not start with it.
         let range: [SQLValue] = [.text(prefix), .text(prefix + "\u{10FFFF}")]
-        try write { try db.run("UPDATE local_settings SET kept_at = ? WHERE \(tenant.and)key >= ? AND key < ? AND kept_at IS NULL", [SQLValue.integer(now)] + range) }
+        _ = try write { try db.run("UPDATE local_settings SET kept_at = ? WHERE \(tenant.and)key >= ? AND key < ? AND kept_at IS NULL", [SQLValue.integer(now)] + range) }
         var purged = 0
         while true {
             let done = try write { () -> Int in

@@ -914,7 +914,7 @@ public final class ReplicaStore {
             insertIfNewStatement = try db.statement("""
                 INSERT INTO records (\(tenant.column)seq, deleted, dirty, vector, state, id, type, txn)
                 VALUES (\(tenant.value)?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (\(tenant.column)id) DO NOTHING RETURNING seq
+                ON CONFLICT (\(tenant.column)id) DO NOTHING
                 """)
         }
         let statement = insertIfNewStatement!
@@ -929,10 +929,8 @@ public final class ReplicaStore {
         try statement.bind(bytes: record.state, at: 5)
         try statement.bind(uuid: record.id, at: 6)
         try statement.bind(text: record.type, at: 7)
-        // A row back from RETURNING: the record was new and is stored; none: a row had its id.
-        let inserted = try statement.step()
-        statement.reset()
-        guard inserted else { return false }
+        try statement.step()
+        guard statement.changedRows == 1 else { return false }  // a row had its id
         sequence += 1
         let validation = try schema.validate(record, rules: origin != .upstream)
         var decoded = validation.decodedState

@@ -47,7 +47,7 @@ extension ReplicaStore {
     }
 
     public func setScopeState(_ state: String, of peer: String) throws {
-        try write {
+        _ = try write {
             try db.run("""
                 INSERT INTO peer_scopes (\(tenant.column)peer, state) VALUES (\(tenant.value)?, ?)
                 ON CONFLICT (\(tenant.column)peer) DO UPDATE SET state = excluded.state

@@ -111,6 +111,10 @@ public protocol SQLStatement: AnyObject, SQLRow {
     func step() throws -> Bool
     /// Drops the results and the bindings, so the statement can be bound and run again.
     func reset()
+    /// How many rows the statement's last run inserted, changed or deleted: whether an
+    /// `INSERT ... ON CONFLICT DO NOTHING` stored its row. (Not `RETURNING`, which SQLite
+    /// answers through a temporary table, at a cost per run.)
+    var changedRows: Int { get }
 }
 
 extension SQLStatement {

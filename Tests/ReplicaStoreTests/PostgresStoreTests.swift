@@ -97,6 +97,44 @@ import Testing
         #expect(try shared.record(counterRecord)?.vector[shared.replicaID] == UInt64(writes))
     }
 
+    @Test func aStoreFileCopiedIntoTheDatabaseIsTheSameReplicaRowForRow() throws {
+        let place = try StorePlace(.sqlite)
+        let database = try PostgresServer.database()
+        var options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID("server"))
+        options.indexedFields = ["city"]
+        options.searchFields = ["name"]
+        let file = try place.open("server", options: options)
+        let peer = try place.open("peer", options: .init(schema: testSchema, replicaID: try ReplicaID("peer")))
+        var ids: [UUID] = []
+        for i in 0..<700 { ids.append(try file.create("contact", ["name": .text("Name \(i) ✓"), "city": .text(i % 2 == 0 ? "Oslo" : "Bergen")]).id) }
+        try file.delete(ids[3])
+        try peer.apply(try file.changes(after: 0, limit: .max).map(\.state), checkpoint: (peer: "server", sequence: try file.lastSequence))
+        try peer.update(ids[0], ["city": .text("Trondheim")])
+        try file.update(ids[0], ["city": .text("Tromsø")])
+        try file.apply(try peer.changes(after: 0, limit: .max).map(\.state), from: .downstream)
+        try file.setLocalSetting("k", Data("v".utf8))
+        let before = try StoreSnapshot(file)
+        let lastCounter = try #require(try file.record(ids[0])?.vector[file.replicaID])
+        file.close()
+
+        let connection = try PostgresConnection(url: database.url)
+        try connection.migrate("store", ReplicaStore.postgresMigrations)
+        #expect(try ReplicaStore.copyFile(place.dir.path("server.sqlite"), into: connection, tenant: "acme") == 700)
+        let copy = try StorePlace.open(tenant: "acme", in: database, options: options)
+        #expect(copy.replicaID.rawValue == "server")
+        #expect(try StoreSnapshot(copy) == before)
+        #expect(try copy.conflicts().count == 1)
+        #expect(try copy.localSetting("k") == Data("v".utf8))
+        #expect(try copy.records(ofType: "contact", where: "city", equals: "Oslo").count == 349)
+        // It continues the file's history: the next write takes the next dot and sequence number.
+        let next = try copy.update(ids[1], ["city": .text("Bodø")])
+        #expect(next.vector[copy.replicaID] == lastCounter + 1)
+        #expect(try copy.lastSequence == before.sequence + 1)
+        #expect(throws: ReplicaStoreError.self, "a tenant with a store is not overwritten") {
+            try ReplicaStore.copyFile(place.dir.path("server.sqlite"), into: connection, tenant: "acme")
+        }
+    }
+
     @Test func aTenantIdThatIsNotASlugOrADatabaseWithoutStoreTablesIsRefused() throws {
         let database = try PostgresServer.database()
         let options = ReplicaStore.Options(schema: testSchema)
