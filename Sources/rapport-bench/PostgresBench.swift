@@ -59,7 +59,7 @@ struct PostgresBench: AsyncParsableCommand {
                                                       devicesPerTenant: 1, schema: CRMSchema.current, database: database.url)
         pgCredentials["one"]! += try ServerProcess.prepare(data: pgData, tenants: ["one"], devicesPerTenant: devices - 1,
                                                            schema: CRMSchema.current, database: database.url)["one"]!
-        pgCredentials["live"]! += try ServerProcess.prepare(data: pgData, tenants: ["live"], devicesPerTenant: 1,
+        pgCredentials["live"]! += try ServerProcess.prepare(data: pgData, tenants: ["live"], devicesPerTenant: 3,
                                                             schema: CRMSchema.current, database: database.url)["live"]!
         let connection = try PostgresConnection(url: database.url)
         defer { connection.close() }
@@ -121,29 +121,17 @@ struct PostgresBench: AsyncParsableCommand {
             }
         }
 
-        // 3. An edit pushed through node 0, heard by a live device on node 1.
-        let a = try benchDevice(pgCredentials["live"]!.removeLast(), store: dir.path("live-a.sqlite"), port: node0.port, data: pgData)
-        let b = try benchDevice(pgCredentials["live"]!.removeLast(), store: dir.path("live-b.sqlite"), port: node1.port, data: pgData)
-        let id = try a.store.performSync { try $0.create("account", ["name": .text("round 0")]).id }
-        try await a.sync()
-        try await b.sync()
-        let liveB = b.live()
-        var events = liveB.events.makeAsyncIterator()
-        for _ in 0..<2 { _ = await events.next() }
-        var latencies: [Double] = []
-        for round in 1...rounds {
-            try a.store.performSync { _ = try $0.update(id, ["name": .text("round \(round)")]) }
-            let sent = ContinuousClock.now
-            try await a.sync()
-            while let event = await events.next() {
-                if case .synced(let result) = event, result.pulled > 0 { break }
-            }
-            latencies.append(seconds(ContinuousClock.now - sent) * 1000)
+        // 3. An edit on a live device of node 0, heard by a live device on node 0, then on node 1.
+        var medians: [Double] = []
+        for (name, other) in [("one_node", node0), ("across_nodes", node1)] {
+            let a = try benchDevice(pgCredentials["live"]!.removeLast(), store: dir.path("live-a-\(name).sqlite"), port: node0.port, data: pgData)
+            let b = try benchDevice(pgCredentials["live"]!.removeLast(), store: dir.path("live-b-\(name).sqlite"), port: other.port, data: pgData)
+            let latencies = try await liveLatencies(from: a, to: b, rounds: rounds)
+            medians.append(latencies[latencies.count / 2])
+            report.line("live_latency_\(name)", ["rounds": rounds, "median_ms": latencies[latencies.count / 2],
+                                                  "p99_ms": latencies[min(latencies.count - 1, latencies.count * 99 / 100)]]
+                        .merging(medians.count == 2 ? ["median_ratio_to_one_node": medians[1] / medians[0]] : [:]) { $1 })
         }
-        await liveB.stop()
-        latencies.sort()
-        report.line("live_latency_across_nodes", ["rounds": rounds, "median_ms": latencies[latencies.count / 2],
-                                                  "p99_ms": latencies[min(latencies.count - 1, latencies.count * 99 / 100)]])
     }
 
     /// Seconds one sync of `device` takes, which must pull `expecting` records.
