@@ -73,7 +73,7 @@ let package = Package(
         .target(
             name: "RapportServer",
             dependencies: [
-                "Access", "PrivateFiles", "RapportClient", "ReplicaStore", "Registry", "SQLite", "SyncModel", "SyncProtocol", "TLS",
+                "Access", "Postgres", "PrivateFiles", "RapportClient", "ReplicaStore", "Registry", "SQLite", "SyncModel", "SyncProtocol", "TLS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -171,7 +171,7 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "ReplicaStoreTests", dependencies: [
-            "Access", "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
+            "Access", "Postgres", "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "CRMTests", dependencies: ["Access", "CRM", "ReplicaStore", "SyncModel", "TestSupport"]),

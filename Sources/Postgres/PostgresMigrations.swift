@@ -1,19 +1,5 @@
 import SQLBackend
 
-/// One numbered change of a PostgreSQL schema.
-public struct PostgresMigration: Sendable {
-    public let version: Int
-    public let summary: String
-    /// Statements without parameters, run as one script in the migration's transaction.
-    public let sql: String
-
-    public init(version: Int, _ summary: String, sql: String) {
-        self.version = version
-        self.summary = summary
-        self.sql = sql
-    }
-}
-
 extension PostgresConnection {
     /// The version of `component`'s schema in this database (0: none yet).
     public func schemaVersion(of component: String) throws -> Int {

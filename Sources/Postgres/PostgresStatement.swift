@@ -58,6 +58,12 @@ public final class PostgresStatement: SQLStatement {
         return row < rows
     }
 
+    /// Rows the last run inserted, changed or deleted, as the server counted them.
+    public var changedRows: Int {
+        guard let result else { return 0 }
+        return Int(String(cString: PQcmdTuples(result))) ?? 0
+    }
+
     public func reset() {
         dropResult()
         values.removeAll(keepingCapacity: true)

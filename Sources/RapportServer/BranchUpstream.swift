@@ -160,7 +160,7 @@ extension SyncServer {
         guard let secret = credential.secretBytes, secret.count >= 16 else {
             throw RegistryError.invalidArgument("the branch credential's secret is not base64 of 32 bytes")
         }
-        let directory = DataDirectory(configuration.dataDirectory)
+        let directory = configuration.data
         let schema = configuration.schema
         try await NIOThreadPool.singleton.runIfActive { [logger] in
             let registry = try directory.openRegistry()

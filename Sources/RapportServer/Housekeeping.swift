@@ -31,9 +31,10 @@ extension ScheduledTenantWork {
             }
             let idempotency = try store.purgeLocalSettings(prefix: SyncServer.idempotencyPrefix, olderThan: idempotencyHorizon)
             if idempotency > 0 { details["idempotency_keys_purged"] = "\(idempotency)" }
-            let compaction = try store.compact(isCancelled: context.isCancelled)
-            details["pages_freed"] = "\(compaction.pagesFreed)"
-            details["bytes"] = "\(compaction.after.fileBytes)"
+            if let compaction = try store.compact(isCancelled: context.isCancelled) {
+                details["pages_freed"] = "\(compaction.pagesFreed)"
+                details["bytes"] = "\(compaction.after.fileBytes)"
+            }
             if let registryPath, registryRuns.due() {
                 let registry = try Registry(path: registryPath)
                 defer { registry.close() }

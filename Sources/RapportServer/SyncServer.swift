@@ -23,6 +23,12 @@ public final class SyncServer: Sendable {
         public var port: Int
         /// Holds `tenants/`, and the dev certificate and credentials when none are given.
         public var dataDirectory: String
+        /// A PostgreSQL database (libpq URL) holding the registry and the tenants' stores in
+        /// place of the data directory's files, shared by every node that names it; `nil` for
+        /// the files.
+        public var storeDatabase: String?
+        /// The data directory with the store database, if any: where registry and stores are.
+        public var data: DataDirectory { DataDirectory(dataDirectory, database: storeDatabase) }
         /// PEM certificate chain and key; `nil` uses (and on first start makes) a dev certificate.
         public var certificateChainPath: String?
         public var privateKeyPath: String?
@@ -131,6 +137,7 @@ public final class SyncServer: Sendable {
         var acceptLoop: Task<Void, Never>
         var accessWatch: Task<Void, Never>
         var scheduled: Task<Void, Never>?
+        var changeListener: StoreChangeListener?
         var port: Int
     }
 
@@ -158,7 +165,7 @@ public final class SyncServer: Sendable {
         certificate = (chain, key)
         tls = try TLSContext(configuration: .server(certificateChain: chain, privateKey: key,
                                                     applicationProtocols: [SyncProtocolVersion.alpn]))
-        let directory = DataDirectory(configuration.dataDirectory)
+        let directory = configuration.data
         let authenticator = try authenticator ?? RegistryAuthenticator(dataDirectory: directory)
         self.authenticator = authenticator
         var storeOptions = configuration.storeOptions
@@ -166,7 +173,7 @@ public final class SyncServer: Sendable {
         storeOptions.indexedFields.formUnion(configuration.access?.ownership.indexedFields ?? [])
         // A branch keeps what its devices push dirty until the centre took it.
         if configuration.upstream != nil { storeOptions.forwardsDownstreamChanges = true }
-        tenants = try TenantPool(directory: directory.tenantsPath, options: storeOptions,
+        tenants = try TenantPool(data: directory, options: storeOptions,
                                  capacity: configuration.maxOpenTenants,
                                  createsMissing: authenticator.createsTenantStores,
                                  metrics: configuration.metrics, logger: logger)
@@ -270,8 +277,11 @@ public final class SyncServer: Sendable {
                 if let webhooks { group.addTask { await self.runWebhooks(webhooks) } }
             }
         }
+        let changeListener = configuration.storeDatabase.map { StoreChangeListener(database: $0, tenants: tenants, logger: logger) }
+        changeListener?.start()
         running.withLock {
-            $0 = Running(channel: server.channel, acceptLoop: acceptLoop, accessWatch: accessWatch, scheduled: scheduled, port: port)
+            $0 = Running(channel: server.channel, acceptLoop: acceptLoop, accessWatch: accessWatch, scheduled: scheduled,
+                         changeListener: changeListener, port: port)
         }
         logger.info("rapportd listening", metadata: ["address": "\(configuration.host):\(port)", "data": "\(configuration.dataDirectory)"])
         return port
@@ -383,6 +393,7 @@ public final class SyncServer: Sendable {
         }
         current.accessWatch.cancel()
         current.scheduled?.cancel()
+        current.changeListener?.stop()
         sessions.shutDown()
         let grace = configuration.shutdownGracePeriod
         let finished = await withTaskGroup(of: Bool.self) { group in

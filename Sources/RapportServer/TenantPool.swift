@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import PrivateFiles
+import Registry
 import ReplicaStore
 import Synchronization
 import SyncModel
@@ -78,6 +79,13 @@ public final class TenantStore: Sendable {
         }
     }
 
+    /// Announces a commit another node made (`StoreChangeListener`), unless sessions here
+    /// announced that sequence already.
+    func announceCommitted(_ sequence: Int64) {
+        guard sequence > announced.withLock({ $0 }) else { return }
+        announce(sequence, except: nil)
+    }
+
     /// Announces what other processes committed to the store (`rapportctl import`, another
     /// server node), which no session of this server announced, so live devices pull it
     /// without waiting for their next push. Costs one read, and only for a store with
@@ -139,7 +147,8 @@ public final class TenantPool: Sendable {
         var retired: Set<String> = []
     }
 
-    private let directory: String
+    /// Where the stores are: the data directory's files, or the PostgreSQL database it names.
+    private let data: DataDirectory
     /// How each tenant's store opens.
     private let options: ReplicaStore.Options
     /// The most stores kept open while not in use.
@@ -153,16 +162,17 @@ public final class TenantPool: Sendable {
     private let logger: Logger
     private let metrics: ServerMetrics?
 
-    /// - Parameter directory: where tenant files live, one `<slug>.sqlite` each.
+    /// - Parameter data: where the stores are (the directory's `tenants/<slug>.sqlite` files, or
+    ///   the PostgreSQL database it names).
     /// - Parameter options: how each tenant's store opens (schema, rules, effects, indexes; the
     ///   indexes include the references scopes follow from a record to those hanging off it).
     /// - Parameter createsMissing: make a missing store file (tests, embedding) instead of refusing.
     /// - Parameter metrics: where opens and evictions are counted.
-    public init(directory: String, options: ReplicaStore.Options,
+    public init(data: DataDirectory, options: ReplicaStore.Options,
                 capacity: Int = 256, createsMissing: Bool = false, metrics: ServerMetrics? = nil, logger: Logger) throws {
         precondition(capacity > 0, "a pool holds at least one store")
-        try PrivateFiles.createDirectory(directory)
-        self.directory = directory
+        if data.database == nil { try PrivateFiles.createDirectory(data.tenantsPath) }
+        self.data = data
         self.options = options
         self.capacity = capacity
         self.createsMissing = createsMissing
@@ -170,22 +180,13 @@ public final class TenantPool: Sendable {
         self.logger = logger
     }
 
-    /// The path of a tenant's file. Only validated slugs get here, so it stays in `directory`.
-    public func path(of tenant: String) -> String {
-        precondition(TenantID.isValid(tenant), "tenant ids are validated before they reach the pool")
-        return directory + "/" + tenant + ".sqlite"
-    }
-
     /// A handle of the tenant's store of its own, apart from the pool's, for work that runs
     /// beside the sessions (`ScheduledTenantWork`) and must not hold up their queue: its write
-    /// transactions interleave with theirs in SQLite. Never creates a file. The caller closes it.
+    /// transactions interleave with theirs (SQLite's write lock, PostgreSQL's lock on the tenant's
+    /// header). Never creates a store. The caller closes it.
     func openSeparateHandle(_ tenant: String) throws -> ReplicaStore {
-        let file = path(of: tenant)
-        guard FileManager.default.fileExists(atPath: file) else {
-            throw ReplicaStoreError.notAStore(path: file, reason: "tenant '\(tenant)' has no store file")
-        }
         // Opened as the pool's: a handle with other field indexes would rebuild the store's.
-        return try ReplicaStore(path: file, options: options)
+        try data.openStore(of: tenant, options: options, creating: false)
     }
 
     /// How many stores are open now.
@@ -197,6 +198,11 @@ public final class TenantPool: Sendable {
     /// The stores open now.
     var openStores: [TenantStore] { state.withLock { $0.entries.values.map(\.store) } }
 
+    /// The tenant's store if it is open now, without a lease (nothing to release).
+    func openStore(of tenant: String) -> TenantStore? {
+        state.withLock { $0.entries[tenant]?.store }
+    }
+
     /// The tenant's store, opened if need be, leased until `release(tenant)`.
     ///
     /// Opening blocks on SQLite, so it runs on the caller's thread: callers are never event loops.
@@ -205,11 +211,8 @@ public final class TenantPool: Sendable {
         let lock = openingLocks[Int(UInt(bitPattern: tenant.hashValue) % UInt(openingLocks.count))]
         return try lock.mutex.withLock { _ in
             if let store = takeLease(tenant) { return store }
-            let file = path(of: tenant)
-            guard createsMissing || FileManager.default.fileExists(atPath: file) else {
-                throw ReplicaStoreError.notAStore(path: file, reason: "tenant '\(tenant)' has no store file")
-            }
-            let replica = try ReplicaStore(path: file, options: options)
+            precondition(TenantID.isValid(tenant), "tenant ids are validated before they reach the pool")
+            let replica = try data.openStore(of: tenant, options: options, creating: createsMissing)
             let store = TenantStore(tenant: tenant, store: SharedReplicaStore(replica, label: "tenant.\(tenant)"),
                                     sequence: try replica.lastSequence)
             let evicted = state.withLock { state -> [TenantStore] in

@@ -104,7 +104,7 @@ extension SyncServer {
     /// subscription's task never runs on an event loop and holds no session up: a slow receiver
     /// slows its own subscription only.
     func runWebhooks(_ options: WebhookOptions) async {
-        let directory = DataDirectory(configuration.dataDirectory)
+        let directory = configuration.data
         await withDiscardingTaskGroup { group in
             // A subscription's task ends by itself when it is disabled or deleted (`ended`): it
             // is started again once it is enabled.

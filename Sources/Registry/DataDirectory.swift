@@ -1,4 +1,5 @@
 import Foundation
+import Postgres
 import PrivateFiles
 import ReplicaStore
 import SQLite
@@ -15,10 +16,40 @@ import TLS
 /// ```
 ///
 /// Every folder is created 0700 and every file 0600 (`PrivateFiles`), whatever the umask.
+///
+/// With a PostgreSQL `database` (`rapportd --store postgres://...`), the registry and every
+/// tenant's store live there instead, shared by every server node and `rapportctl` that names
+/// the same database; the directory keeps only what belongs to one node (its TLS files).
 public struct DataDirectory: Sendable {
     public let path: String
+    /// The PostgreSQL database holding the registry and the tenants' stores (a libpq URL), or
+    /// `nil` for the directory's own SQLite files.
+    public let database: String?
 
-    public init(_ path: String) { self.path = path }
+    public init(_ path: String, database: String? = nil) {
+        self.path = path
+        self.database = database
+    }
+
+    /// Where a tenant's store is, for messages: its file, or its rows in the database.
+    public func storeLocation(of tenant: String) throws -> String {
+        guard database == nil else { return "tenant \(TenantID.quoted(tenant)) in the PostgreSQL store" }
+        return try storePath(of: tenant)
+    }
+
+    /// A new connection to the shared database, with the store tables in place.
+    func connectStores(_ url: String) throws -> PostgresConnection {
+        let connection = try PostgresConnection(url: url)
+        try connection.migrate("store", ReplicaStore.postgresMigrations)
+        return connection
+    }
+
+    /// Refuses what only files allow (a backup file of one tenant, a restore from one).
+    func requireFiles(for operation: String) throws {
+        guard database == nil else {
+            throw RegistryError.invalidArgument("\(operation) of a tenant works on the SQLite store files of a data directory; this server keeps its tenants in PostgreSQL, whose own tools back them up (pg_dump)")
+        }
+    }
 
     public var registryPath: String { path + "/registry.sqlite" }
     public var tenantsPath: String { path + "/tenants" }
@@ -32,6 +63,7 @@ public struct DataDirectory: Sendable {
 
     /// Opens the registry, creating the directory and the file on first use.
     public func openRegistry(now: @escaping @Sendable () -> Date = { Date() }) throws -> Registry {
+        if let database { return try Registry(postgres: database, now: now) }
         try PrivateFiles.createDirectory(tenantsPath)
         return try Registry(path: registryPath, now: now)
     }
@@ -54,6 +86,17 @@ public struct DataDirectory: Sendable {
                              in registry: Registry, crashAt: ((CreationStep) throws -> Void)? = nil) throws -> Tenant {
         let final = try storePath(of: slug)
         if let existing = try registry.tenant(slug) { throw RegistryError.tenantExists(slug, status: existing.status) }
+        if let database {
+            // Rows of the slug without a registry row are what a crashed create left: no server
+            // serves them, so they are replaced.
+            let connection = try connectStores(database)
+            defer { connection.close() }
+            try ReplicaStore.removeStore(tenant: slug, from: connection)
+            _ = try ReplicaStore(database: connection, tenant: slug, options: .init(schema: schema))
+            try crashAt?(.storeWritten)
+            try crashAt?(.storeInPlace)
+            return try registry.insertTenant(slug: slug, name: name, settings: settings)
+        }
         let files = FileManager.default
         try PrivateFiles.createDirectory(tenantsPath)
         // Leftovers of an earlier create of this slug that crashed.
@@ -84,6 +127,12 @@ public struct DataDirectory: Sendable {
     public func purgeTenant(_ slug: String, in registry: Registry) throws {
         let path = try storePath(of: slug)
         try registry.removeTenant(slug)
+        if let database {
+            let connection = try connectStores(database)
+            defer { connection.close() }
+            try ReplicaStore.removeStore(tenant: slug, from: connection)
+            return
+        }
         for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
             try FileManager.default.removeItem(atPath: file)
         }
@@ -95,6 +144,7 @@ public struct DataDirectory: Sendable {
     @discardableResult
     public func backup(tenant: String, to file: String, in registry: Registry) throws -> StoreFileInfo {
         _ = try registry.requireTenant(tenant, allowDeleted: true)
+        try requireFiles(for: "A backup")
         let source = try Database(path: try storePath(of: tenant), options: Self.existingFile)
         defer { source.close() }
         let temporary = file + ".partial-\(Crypto.hex(try Crypto.randomBytes(4)))"
@@ -124,6 +174,7 @@ public struct DataDirectory: Sendable {
     @discardableResult
     public func restore(tenant slug: String, from file: String, name: String? = nil, schema: Schema,
                         in registry: Registry) throws -> StoreFileInfo {
+        try requireFiles(for: "A restore")
         _ = try ReplicaStore.inspect(path: file)
         let target = try storePath(of: slug)
         var readOnly = Self.existingFile
@@ -167,18 +218,43 @@ public struct DataDirectory: Sendable {
     /// - Parameter options: how the server opens the store (its rules, effects and indexes), so
     ///   that writes made here are checked, followed and indexed exactly as the server's are.
     public func openStore(of tenant: String, options: ReplicaStore.Options) throws -> ReplicaStore {
-        let path = try storePath(of: tenant)
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw ReplicaStoreError.notAStore(path: path, reason: "the tenant's store file is missing")
-        }
         var options = options
         options.replicaID = nil
+        return try openStore(of: tenant, options: options, creating: false)
+    }
+
+    /// Opens a tenant's store; `creating` makes a missing one (a server embedded in tests or an
+    /// app, `TenantPool`'s `createsMissing`), else a tenant without one is refused.
+    public func openStore(of tenant: String, options: ReplicaStore.Options, creating: Bool) throws -> ReplicaStore {
+        let path = try storePath(of: tenant)
+        if let database {
+            let connection = try connectStores(database)
+            do {
+                guard try creating || ReplicaStore.hasStore(tenant: tenant, in: connection) else {
+                    throw ReplicaStoreError.notAStore(path: try storeLocation(of: tenant), reason: "the tenant has no store")
+                }
+                return try ReplicaStore(database: connection, tenant: tenant, options: options)
+            } catch {
+                connection.close()
+                throw error
+            }
+        }
+        guard creating || FileManager.default.fileExists(atPath: path) else {
+            throw ReplicaStoreError.notAStore(path: path, reason: "the tenant's store file is missing")
+        }
         return try ReplicaStore(path: path, options: options)
     }
 
     /// Size on disk of a tenant's store: the file and its write-ahead log.
+    /// In PostgreSQL, the bytes of its records' rows (without indexes and the database's own
+    /// overhead, which tenants share).
     public func storeSize(of tenant: String) throws -> Int64 {
         let path = try storePath(of: tenant)
+        if let database {
+            let connection = try PostgresConnection(url: database)
+            defer { connection.close() }
+            return try connection.scalarInt("SELECT coalesce(sum(pg_column_size(r.*)), 0) FROM records r WHERE tenant_id = ?", [tenant]) ?? 0
+        }
         return [path, path + "-wal"].reduce(0) { total, file in
             total + ((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int64) ?? 0)
         }

@@ -1,4 +1,5 @@
 import Postgres
+import SQLBackend
 
 extension Registry {
     /// The registry's schema on PostgreSQL: the tables of `migrations` as they stand at

@@ -55,8 +55,7 @@ extension ReplicaStore {
         return try write {
             var added = 0
             for conflict in conflicts {
-                try log(conflict)
-                added += db.changes
+                if try log(conflict) { added += 1 }
             }
             // The news may come with, or after, the write that settled it.
             for id in Set(conflicts.map(\.recordID)) {
@@ -93,18 +92,24 @@ extension ReplicaStore {
     func settle(_ id: UUID, upTo vector: VersionVector) throws {
         guard let (stored, _) = try load(id, decodeState: false) else { return }
         if stored.isDirty && vector.covers(stored.vector) {
-            try db.run("UPDATE records SET dirty = 0 WHERE seq = ?", [stored.sequence])
+            try db.run("UPDATE records SET dirty = 0 WHERE \(tenant.and)seq = ?", [stored.sequence])
         }
     }
 
     /// Adds a conflict to the log. The same lost write found twice (arriving through two peers,
-    /// or a batch applied again) is logged once.
-    func log(_ conflict: Conflict, reason: String? = nil) throws {
-        let statement = try db.cached("""
-            INSERT OR IGNORE INTO conflicts (record, type, field, kind,
+    /// or a batch applied again) is logged once: `false` when it was there already.
+    ///
+    /// Entries are numbered per store, one past the highest, as SQLite numbers rows: the number
+    /// is what a user names an entry by, so a tenant's log reads the same on either database.
+    /// Writers of a store queue for its header first (`write`), so two never take one number.
+    @discardableResult
+    func log(_ conflict: Conflict, reason: String? = nil) throws -> Bool {
+        let statement = try db.statement("""
+            INSERT INTO conflicts (\(tenant.column)id, record, type, field, kind,
                 winner_value, winner_replica, winner_counter, winner_clock, winner_deleted,
                 loser_value, loser_replica, loser_counter, loser_clock, loser_deleted, detected_at, reason)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            VALUES (\(tenant.value)(SELECT coalesce(max(id), 0) + 1 FROM conflicts\(tenant.only)), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT DO NOTHING
             """)
         statement.reset()
         try statement.bind(uuid: conflict.recordID, at: 1)
@@ -127,6 +132,7 @@ extension ReplicaStore {
         try statement.bind(integer: Int64(clamping: options.wallClock()), at: 15)
         try statement.bind((reason ?? conflict.reason).map { SQLValue.text($0) } ?? .null, at: 16)
         try statement.step()
+        return statement.changedRows == 1
     }
 
     /// Marks open conflicts of `state` superseded once their subject (the field, or the record's
@@ -149,7 +155,7 @@ extension ReplicaStore {
     }
 
     private func close(_ id: Int64, status: ConflictStatus, resolution: String?) throws {
-        try db.run("UPDATE conflicts SET status = ?, resolution = ?, closed_at = ? WHERE id = ?",
+        try db.run("UPDATE conflicts SET status = ?, resolution = ?, closed_at = ? WHERE \(tenant.and)id = ?",
                    [status.rawValue, resolution, Int64(clamping: options.wallClock()), id])
     }
 
@@ -161,13 +167,13 @@ extension ReplicaStore {
         var values: [any SQLBindable] = []
         if let status { clauses.append("status = ?"); values.append(status.rawValue) }
         if let record { clauses.append("record = ?"); values.append(uuidBytes(record)) }
-        return try entries(where: clauses.isEmpty ? "1" : clauses.joined(separator: " AND "), values)
+        return try entries(where: clauses.isEmpty ? "TRUE" : clauses.joined(separator: " AND "), values)
     }
 
     /// Conflicts on `records` in which a write of `loser` lost: what to tell that replica when it
     /// pulls those records. Cheap when the log holds nothing about `loser`.
     public func conflicts(lostBy loser: String, on records: [UUID]) throws -> [Conflict] {
-        guard try db.scalarInt("SELECT EXISTS (SELECT 1 FROM conflicts WHERE loser_replica = ?)", [loser]) == 1 else { return [] }
+        guard try db.fetchInt("SELECT EXISTS (SELECT 1 FROM conflicts WHERE \(tenant.and)loser_replica = ?)", [loser]) == 1 else { return [] }
         var found: [Conflict] = []
         for record in records {
             found += try entries(where: "record = ? AND loser_replica = ?", [uuidBytes(record), loser]).map(\.conflict)
@@ -177,7 +183,7 @@ extension ReplicaStore {
 
     /// Every conflict logged on `records`, whatever its status: what to pass upstream with them.
     public func conflicts(on records: [UUID]) throws -> [Conflict] {
-        guard try db.scalarInt("SELECT EXISTS (SELECT 1 FROM conflicts)") == 1 else { return [] }
+        guard try db.fetchInt("SELECT EXISTS (SELECT 1 FROM conflicts\(tenant.only))") == 1 else { return [] }
         var found: [Conflict] = []
         for record in records { found += try entries(where: "record = ?", [uuidBytes(record)]).map(\.conflict) }
         return found
@@ -189,31 +195,31 @@ extension ReplicaStore {
     }
 
     private func entries(where clause: String, _ values: [any SQLBindable]) throws -> [ConflictEntry] {
-        try db.query("""
+        try db.fetch("""
             SELECT id, record, type, field, kind,
                 winner_value, winner_replica, winner_counter, winner_clock, winner_deleted,
                 loser_value, loser_replica, loser_counter, loser_clock, loser_deleted,
                 detected_at, status, resolution, reason
-            FROM conflicts WHERE \(clause) ORDER BY id
+            FROM conflicts WHERE \(tenant.and)\(clause) ORDER BY id
             """, values) { row in
             do {
-                guard let record = row.withBytes(1, { UUID(bytes: $0) }),
-                      let kind = ConflictKind(rawValue: row.string(4)),
-                      let status = ConflictStatus(rawValue: row.string(16)) else {
-                    throw ModelError.malformedEncoding("conflict row \(row.int64(0))")
+                guard let record = try row.withBytes(1, { UUID(bytes: $0) }),
+                      let kind = ConflictKind(rawValue: try row.string(4)),
+                      let status = ConflictStatus(rawValue: try row.string(16)) else {
+                    throw ModelError.malformedEncoding("conflict row \(try row.int64(0))")
                 }
                 func side(_ c: Int32) throws -> ConflictSide {
                     let value = row.isNull(c) ? nil : try row.withBytes(c) { try RecordCodec.decodeValue($0) }
                     let dot = try Dot(replica: try ReplicaID(row.string(c + 1)), counter: UInt64(max(0, row.int64(c + 2))))
-                    return ConflictSide(value: value, dot: dot, timestamp: try HLCTimestamp(signed: row.int64(c + 3)), isDeletion: row.int64(c + 4) != 0)
+                    return ConflictSide(value: value, dot: dot, timestamp: try HLCTimestamp(signed: row.int64(c + 3)), isDeletion: try row.int64(c + 4) != 0)
                 }
-                let field = row.string(3)
-                let conflict = Conflict(kind: kind, recordID: record, recordType: row.string(2),
+                let field = try row.string(3)
+                let conflict = Conflict(kind: kind, recordID: record, recordType: try row.string(2),
                                         field: field.isEmpty ? nil : field, winner: try side(5), loser: try side(10),
-                                        reason: row.isNull(18) ? nil : row.string(18))
-                return ConflictEntry(id: row.int64(0), conflict: conflict, detectedAt: UInt64(max(0, row.int64(15))),
-                                     status: status, resolution: row.isNull(17) ? nil : row.string(17),
-                                     reason: row.isNull(18) ? nil : row.string(18))
+                                        reason: row.isNull(18) ? nil : try row.string(18))
+                return ConflictEntry(id: try row.int64(0), conflict: conflict, detectedAt: UInt64(max(0, try row.int64(15))),
+                                     status: status, resolution: row.isNull(17) ? nil : try row.string(17),
+                                     reason: row.isNull(18) ? nil : try row.string(18))
             } catch {
                 throw ReplicaStoreError.corrupt(path: path, reason: "conflict log: \(error)")
             }
@@ -264,7 +270,7 @@ extension ReplicaStore {
                 break
             case (.rejected, .takeLoser):
                 // Push the same state again, for when the cause of the refusal has been fixed.
-                try db.run("UPDATE records SET dirty = 1 WHERE id = ?", [Data(conflict.recordID.bytes)])
+                try db.run("UPDATE records SET dirty = 1 WHERE \(tenant.and)id = ?", [Data(conflict.recordID.bytes)])
             case (.rejected, .value):
                 throw ReplicaStoreError.invalidResolution(id: id, reason: "edit the record to correct a rejected change")
             }

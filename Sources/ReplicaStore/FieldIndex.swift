@@ -71,7 +71,7 @@ extension ReplicaStore {
         guard !entries.isEmpty || !previous.isEmpty else { return }
         let gone = previous.subtracting(entries)
         if !gone.isEmpty {
-            let remove = try db.cached("DELETE FROM field_index WHERE type = ? AND field = ? AND value = ? AND id = ?")
+            let remove = try db.statement("DELETE FROM field_index WHERE \(tenant.and)type = ? AND field = ? AND value = ? AND id = ?")
             for entry in gone {
                 remove.reset()
                 try bind(entry, of: state, to: remove)
@@ -79,7 +79,7 @@ extension ReplicaStore {
             }
         }
         if indexInsertStatement == nil {
-            indexInsertStatement = try db.cached("INSERT OR IGNORE INTO field_index (type, field, value, id) VALUES (?, ?, ?, ?)")
+            indexInsertStatement = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES (\(tenant.value)?, ?, ?, ?) ON CONFLICT DO NOTHING")
         }
         let insert = indexInsertStatement!
         for entry in entries.subtracting(previous) {
@@ -89,7 +89,7 @@ extension ReplicaStore {
         }
     }
 
-    private func bind(_ entry: IndexEntry, of state: RecordState, to statement: Statement) throws {
+    private func bind(_ entry: IndexEntry, of state: RecordState, to statement: any SQLStatement) throws {
         try statement.bind(text: state.type, at: 1)
         try statement.bind(text: entry.field, at: 2)
         try statement.bind(text: entry.value, at: 3)
@@ -131,14 +131,17 @@ extension ReplicaStore {
     func ensureFieldIndex() throws {
         let config = "indexed:" + options.indexedFields.sorted().joined(separator: ",")
             + ";search:" + options.searchFields.sorted().joined(separator: ",")
-        let built = try db.query("SELECT fields FROM field_index_config") { $0.string(0) }.first
+        let built = try db.fetch("SELECT fields FROM field_index_config\(tenant.only)") { try $0.string(0) }.first
         guard built != config else { return }
         try write {
-            try db.run("DELETE FROM field_index")
-            try db.run("DELETE FROM field_index_deferred")
+            try db.run("DELETE FROM field_index\(tenant.only)")
+            try db.run("DELETE FROM field_index_deferred\(tenant.only)")
             deferredIndexTypes = []
             for type in indexedFieldsByType.keys.sorted() { try buildFieldIndex(of: type) }
-            try db.run("INSERT OR REPLACE INTO field_index_config (singleton, fields) VALUES (1, ?)", [config])
+            try db.run("""
+                INSERT INTO field_index_config (\(tenant.column)singleton, fields) VALUES (\(tenant.value)1, ?)
+                ON CONFLICT (\(tenant.column)singleton) DO UPDATE SET fields = excluded.fields
+                """, [config])
         }
     }
 
@@ -157,7 +160,7 @@ extension ReplicaStore {
         guard !wanted.isEmpty else { return }
         try write {
             for type in wanted.subtracting(deferredIndexTypes).sorted() {
-                try db.run("INSERT OR IGNORE INTO field_index_deferred (type) VALUES (?)", [type])
+                try db.run("INSERT INTO field_index_deferred (\(tenant.column)type) VALUES (\(tenant.value)?) ON CONFLICT DO NOTHING", [type])
                 deferredIndexTypes.insert(type)
             }
         }
@@ -176,7 +179,7 @@ extension ReplicaStore {
         for type in try committedDeferredIndexTypes().sorted() {
             try write {
                 guard deferredIndexTypes.contains(type) else { return }  // another handle built it
-                try db.run("DELETE FROM field_index_deferred WHERE type = ?", [type])
+                try db.run("DELETE FROM field_index_deferred WHERE \(tenant.and)type = ?", [type])
                 deferredIndexTypes.remove(type)
                 try buildFieldIndex(of: type)
             }
@@ -185,7 +188,7 @@ extension ReplicaStore {
 
     func committedDeferredIndexTypes() throws -> Set<String> {
         guard !indexedFieldsByType.isEmpty else { return [] }
-        return Set(try db.query("SELECT type FROM field_index_deferred") { $0.string(0) })
+        return Set(try db.fetch("SELECT type FROM field_index_deferred\(tenant.only)") { try $0.string(0) })
     }
 
     /// Replaces the entries of `type` by those of its live records, inserted in key order, so
@@ -193,7 +196,7 @@ extension ReplicaStore {
     /// Only the indexed fields are decoded (`scan`); the entries are those `indexEntries` gives.
     private func buildFieldIndex(of type: String) throws {
         guard let fields = indexedFieldsByType[type] else { return }
-        try db.run("DELETE FROM field_index WHERE type = ?", [type])
+        try db.run("DELETE FROM field_index WHERE \(tenant.and)type = ?", [type])
         // One list per field name, the words under `searchKey`.
         let names = Array(Set(fields.values + (fields.words.isEmpty ? [] : [Self.searchKey]))).sorted()
         var lists = [[SortedEntry]](repeating: [], count: names.count)
@@ -228,9 +231,9 @@ extension ReplicaStore {
     /// row one statement at a time is running the statement, not the b-tree.
     private func insertSorted(_ entries: [SortedEntry], type: String, field: String) throws {
         let rows = 64
-        let many = try db.cached("INSERT INTO field_index (type, field, value, id) VALUES "
-                                 + Array(repeating: "(?1, ?2, ?, ?)", count: rows).joined(separator: ", "))
-        let one = try db.cached("INSERT INTO field_index (type, field, value, id) VALUES (?1, ?2, ?, ?)")
+        let many = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES "
+                                    + Array(repeating: "(\(tenant.value)?1, ?2, ?, ?)", count: rows).joined(separator: ", "))
+        let one = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES (\(tenant.value)?1, ?2, ?, ?)")
         var start = 0
         while start < entries.count {
             let statement = entries.count - start >= rows ? many : one
@@ -253,7 +256,7 @@ extension ReplicaStore {
         if isWriting { return try body(deferredIndexTypes.contains(type)) }
         guard indexedFieldsByType[type] != nil else { return try body(false) }
         return try db.transaction(.deferred) {
-            try body(try db.scalarInt("SELECT 1 FROM field_index_deferred WHERE type = ?", [type]) != nil)
+            try body(try db.fetchInt("SELECT 1 FROM field_index_deferred WHERE \(tenant.and)type = ?", [type]) != nil)
         }
     }
 
@@ -266,9 +269,9 @@ extension ReplicaStore {
             guard options.indexedFields.contains(field), !deferred else {
                 return try records(ofType: type).filter { $0.fields[field]?.value == .text(value) }
             }
-            return try db.query("""
-                SELECT r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON r.id = f.id
-                WHERE f.type = ? AND f.field = ? AND f.value = ? AND r.deleted = 0 ORDER BY r.seq
+            return try db.fetch("""
+                SELECT r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON \(tenant.and("r"))r.id = f.id
+                WHERE \(tenant.and("f"))f.type = ? AND f.field = ? AND f.value = ? AND r.deleted = 0 ORDER BY r.seq
                 """, [type, field, value]) { try decodeRow($0) }
         }
     }
@@ -282,10 +285,12 @@ extension ReplicaStore {
         // The longest word narrows the index range most; the others are checked on the records.
         let candidates = try withIndexSnapshot(of: type) { deferred in
             guard !deferred else { return try records(ofType: type) }
-            return try db.query("""
-                SELECT r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON r.id = f.id
-                WHERE f.type = ? AND f.field = ? AND f.value >= ? AND f.value < ? AND r.deleted = 0
-                GROUP BY r.id ORDER BY r.seq
+            return try db.fetch("""
+                SELECT r.id, r.type, r.vector, r.state FROM records r
+                WHERE \(tenant.and("r"))r.deleted = 0 AND r.id IN (
+                    SELECT f.id FROM field_index f
+                    WHERE \(tenant.and("f"))f.type = ? AND f.field = ? AND f.value >= ? AND f.value < ?)
+                ORDER BY r.seq
                 """, [type, Self.searchKey, first, first + "\u{10FFFF}"]) { try decodeRow($0) }
         }
         return Array(candidates.lazy.filter { state in

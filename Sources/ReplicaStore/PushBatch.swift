@@ -21,8 +21,8 @@ extension ReplicaStore {
         var oversized = Set<Int64>()  // transactions found to exceed a batch, not looked up again
         var after: Int64 = 0
         while batch.count < limit {
-            let rows = try db.query("SELECT seq, txn, id, type, vector, state FROM records WHERE dirty = 1 AND seq > ? ORDER BY seq LIMIT ?",
-                                    [after, Int64(limit)]) { ($0.int64(0), $0.isNull(1) ? nil : $0.int64(1), try decodeRow($0, from: 2)) }
+            let rows = try db.fetch("SELECT seq, txn, id, type, vector, state FROM records WHERE \(tenant.and)dirty = 1 AND seq > ? ORDER BY seq LIMIT ?",
+                                    [after, Int64(limit)]) { (try $0.int64(0), $0.isNull(1) ? nil : try $0.int64(1), try decodeRow($0, from: 2)) }
             guard let last = rows.last else { break }
             after = last.0
             for (_, txn, state) in rows where !taken.contains(state.id) {
@@ -43,7 +43,7 @@ extension ReplicaStore {
     }
 
     private func dirtyRecords(ofTransaction txn: Int64, limit: Int) throws -> [RecordState] {
-        try db.query("SELECT id, type, vector, state FROM records WHERE dirty = 1 AND txn = ? ORDER BY seq LIMIT ?", [txn, Int64(limit)]) {
+        try db.fetch("SELECT id, type, vector, state FROM records WHERE \(tenant.and)dirty = 1 AND txn = ? ORDER BY seq LIMIT ?", [txn, Int64(limit)]) {
             try decodeRow($0)
         }
     }

@@ -15,13 +15,13 @@ extension ReplicaStore {
     /// the record changed in between.
     public func scanWithSequence(_ type: String, fields: [String], _ body: (UUID, Int64, [FieldValue]) throws -> Void) throws {
         let projection = RecordCodec.Projection(fields)
-        let statement = try db.cached("SELECT id, state, seq FROM records WHERE type = ? AND deleted = 0 ORDER BY seq")
+        let statement = try db.statement("SELECT id, state, seq FROM records WHERE \(tenant.and)type = ? AND deleted = 0 ORDER BY seq")
         statement.reset()
         defer { statement.reset() }
         try statement.bind(text: type, at: 1)
         var values: [FieldValue] = []
         while try statement.step() {
-            guard let id = statement.withBytes(0, { UUID(bytes: $0) }) else {
+            guard let id = try statement.withBytes(0, { UUID(bytes: $0) }) else {
                 throw ReplicaStoreError.corrupt(path: path, reason: "a record id is not 16 bytes")
             }
             do {

@@ -87,13 +87,23 @@ public final class ReplicaStore {
         }
     }
 
-    /// The store's file.
+    /// Where the store is, for errors and logs: its file, or the database server and tenant.
     public let path: String
     /// The id stamped on this replica's writes.
     public let replicaID: ReplicaID
     public let schema: Schema
-    let db: Database
+    let db: any SQLDatabase
+    /// How this store's rows are told apart in a database shared by tenants (see `TenantRows`).
+    let tenant: TenantRows
     let options: Options
+
+    /// The PostgreSQL channel on which every committed write transaction of a store in a shared
+    /// database announces `"<tenant> <sequence>"`.
+    public static let changesChannel = "rapport_changes"
+
+    /// The store's SQLite file; `nil` for a store in a database shared by tenants (PostgreSQL),
+    /// whose file-level upkeep (page cache, checkpoints, vacuum) is the database's own.
+    var sqliteFile: Database? { db as? Database }
 
     /// Whether this store passes what its downstream replicas push on upstream: a branch
     /// office's store (`Options.forwardsDownstreamChanges`).
@@ -105,10 +115,10 @@ public final class ReplicaStore {
     var upstreamPurgesCache: Bool?
     /// The statements run once per record of a batch, held here so that a batch does not look
     /// them up by their SQL text (hashing it) for every record.
-    private var presenceStatement: Statement?
-    private var insertStatement: Statement?
-    private var insertIfNewStatement: Statement?
-    var indexInsertStatement: Statement?
+    private var presenceStatement: (any SQLStatement)?
+    private var insertStatement: (any SQLStatement)?
+    private var insertIfNewStatement: (any SQLStatement)?
+    var indexInsertStatement: (any SQLStatement)?
     /// The types whose index entries are deferred (`deferFieldIndex(of:)`), read from the file
     /// at the start of every write transaction, since another handle may have built them.
     var deferredIndexTypes: Set<String> = []
@@ -173,20 +183,15 @@ public final class ReplicaStore {
     /// - Throws: `ReplicaStoreError.notAStore` for a foreign or non-SQLite file,
     ///   `.corrupt` for a damaged one, `.newerSchema` for one written by a newer program;
     ///   in each case the file is left as it was.
-    public init(path: String, options: Options) throws {
-        self.path = path
-        self.options = options
-        self.schema = options.schema
-        self.configurationTypes = options.rules?.configurationTypes ?? []
-        self.indexedFieldsByType = Self.indexedFields(of: options.schema, options: options)
+    public convenience init(path: String, options: Options) throws {
         var dbOptions = Database.Options()
         dbOptions.walMode = false  // not before we know the file is ours: switching modes writes to it
         dbOptions.synchronous = options.synchronous
         let db: Database
         do {
             db = try Database(path: path, options: dbOptions)
-            let applicationID = try db.scalarInt("PRAGMA application_id") ?? 0
-            let objects = try db.scalarInt("SELECT count(*) FROM sqlite_master") ?? 0
+            let applicationID = try db.fetchInt("PRAGMA application_id") ?? 0
+            let objects = try db.fetchInt("SELECT count(*) FROM sqlite_master") ?? 0
             if applicationID != StoreSchema.applicationID && !(applicationID == 0 && objects == 0) {
                 throw ReplicaStoreError.notAStore(path: path, reason: "the SQLite file belongs to another application (id \(applicationID))")
             }
@@ -205,10 +210,47 @@ public final class ReplicaStore {
         } catch let error as SQLiteError where error.isCorruption {
             throw ReplicaStoreError.corrupt(path: path, reason: error.description)
         }
-        self.db = db
+        try self.init(opened: db, tenant: .ownFile, path: path, options: options)
+    }
 
-        let identity = try db.query("SELECT replica_id, counter, sequence, clock FROM replica") {
-            ($0.string(0), $0.int64(1), $0.int64(2), $0.int64(3))
+    /// Opens tenant `tenant`'s store in a PostgreSQL database shared by tenants, creating its
+    /// replica when the tenant has none yet. The database holds the store's tables already
+    /// (`postgresMigrations`, run by whoever connects first: `migrate("store", ...)`).
+    ///
+    /// Several connections, in one process or on several nodes, may hold the same tenant's
+    /// store: each write transaction takes a row lock on the tenant's replica header before it
+    /// reads it, so the tenant's writers queue there and no dot or sequence number is issued
+    /// twice (see `write`).
+    ///
+    /// - Throws: `ReplicaStoreError.notAStore` for a tenant id that is not a slug, a database
+    ///   that is not PostgreSQL or has no store tables; `.newerSchema` for tables of a newer
+    ///   program.
+    public convenience init(database: any SQLDatabase, tenant slug: String, options: Options) throws {
+        let path = "\(database.location) tenant \(TenantID.quoted(slug))"
+        guard database.dialect == .postgres, let tenant = TenantRows.shared(slug) else {
+            throw ReplicaStoreError.notAStore(path: path, reason: TenantID.problem(with: slug) ?? "tenant stores share a PostgreSQL database, not \(database.dialect)")
+        }
+        let hasSchemaTable = try database.fetchInt("SELECT to_regclass('rapport_schema') IS NOT NULL") == 1
+        let version = hasSchemaTable ? Int(try database.fetchInt("SELECT version FROM rapport_schema WHERE component = 'store'") ?? 0) : 0
+        guard version > 0 else { throw ReplicaStoreError.notAStore(path: path, reason: "the database has no store tables (run the store's migrations first)") }
+        guard version <= Self.postgresMigrations.count else {
+            throw ReplicaStoreError.newerSchema(path: path, found: version, supported: Self.postgresMigrations.count)
+        }
+        try self.init(opened: database, tenant: tenant, path: path, options: options)
+    }
+
+    /// The rest of opening, on a database whose tables are in place.
+    private init(opened db: any SQLDatabase, tenant: TenantRows, path: String, options: Options) throws {
+        self.path = path
+        self.db = db
+        self.tenant = tenant
+        self.options = options
+        self.schema = options.schema
+        self.configurationTypes = options.rules?.configurationTypes ?? []
+        self.indexedFieldsByType = Self.indexedFields(of: options.schema, options: options)
+
+        let identity = try db.fetch("SELECT replica_id, counter, sequence, clock FROM replica\(tenant.only)") {
+            (try $0.string(0), try $0.int64(1), try $0.int64(2), try $0.int64(3))
         }.first
         if let (id, counter, sequence, clock) = identity {
             do {
@@ -225,8 +267,11 @@ public final class ReplicaStore {
             sequence = 0
             clock = HybridLogicalClock(wallClock: options.wallClock)
             // Another process may create the same new file at the same moment: the first row wins.
-            try db.run("INSERT OR IGNORE INTO replica VALUES (1, ?, 0, 0, 0)", [(options.replicaID ?? ReplicaID.random()).rawValue])
-            replicaID = try ReplicaID(try db.query("SELECT replica_id FROM replica", row: { $0.string(0) }).first ?? "")
+            try db.run("""
+                INSERT INTO replica (\(tenant.column)singleton, replica_id, counter, sequence, clock) VALUES (\(tenant.value)1, ?, 0, 0, 0)
+                ON CONFLICT DO NOTHING
+                """, [(options.replicaID ?? ReplicaID.random()).rawValue])
+            replicaID = try ReplicaID(try db.fetch("SELECT replica_id FROM replica\(tenant.only)", row: { try $0.string(0) }).first ?? "")
         }
         try ensureFieldIndex()
     }
@@ -254,12 +299,18 @@ public final class ReplicaStore {
     }
 
     /// The replica header as the file holds it: what other handles have committed.
-    private func committedHeader() throws -> (counter: UInt64, sequence: Int64, clock: HLCTimestamp) {
-        let statement = try db.cached("SELECT counter, sequence, clock FROM replica WHERE singleton = 1")
+    ///
+    /// - Parameter lock: in a write transaction on PostgreSQL, locks the header row until the
+    ///   transaction ends, so the tenant's writers on every connection and node queue here, as
+    ///   SQLite's write lock (`BEGIN IMMEDIATE`) makes them queue for a file; each then reads
+    ///   the header as the one before it committed it.
+    private func committedHeader(lock: Bool = false) throws -> (counter: UInt64, sequence: Int64, clock: HLCTimestamp) {
+        let forUpdate = lock && db.dialect == .postgres ? " FOR UPDATE" : ""
+        let statement = try db.statement("SELECT counter, sequence, clock FROM replica WHERE \(tenant.and)singleton = 1\(forUpdate)")
         statement.reset()
         defer { statement.reset() }
         guard try statement.step() else { throw ReplicaStoreError.corrupt(path: path, reason: "the replica identity row is missing") }
-        let (counter, sequence) = (statement.int64(0), statement.int64(1))
+        let (counter, sequence) = (try statement.int64(0), try statement.int64(1))
         guard counter >= 0, sequence >= 0, let clock = try? HLCTimestamp(signed: statement.int64(2)) else {
             throw ReplicaStoreError.corrupt(path: path, reason: "replica identity row: negative counter, sequence or clock")
         }
@@ -270,7 +321,7 @@ public final class ReplicaStore {
     /// transaction. Another handle's commits move it; what the rules derived from configuration
     /// records may then be stale too, since that handle may have changed one.
     private func adoptCommittedHeader() throws {
-        let committed = try committedHeader()
+        let committed = try committedHeader(lock: true)
         if committed.sequence != sequence { rulesCache = [:] }
         counter = committed.counter
         sequence = committed.sequence
@@ -308,8 +359,13 @@ public final class ReplicaStore {
                     try checkWrittenRecords()
                 }
                 if counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
-                    try db.run("UPDATE replica SET counter = ?, sequence = ?, clock = ? WHERE singleton = 1",
+                    try db.run("UPDATE replica SET counter = ?, sequence = ?, clock = ? WHERE \(tenant.and)singleton = 1",
                                [Int64(counter), sequence, clock.last.signedValue])
+                }
+                if outermost, sequence != saved.1, let slug = tenant.slug {
+                    // Delivered when the transaction commits, to every node listening: one per
+                    // transaction, so a node's live devices hear of another node's commits at once.
+                    try db.run("SELECT pg_notify('\(Self.changesChannel)', ?)", ["\(slug) \(sequence)"])
                 }
                 return result
             }
@@ -475,15 +531,15 @@ public final class ReplicaStore {
 
     /// Reads the row of `id`: the header always, the full state only when `decodeState` is set.
     func load(_ id: UUID, decodeState: Bool) throws -> (StoredRecord, RecordState?)? {
-        let statement = try db.cached("SELECT seq, type, dirty, vector, state FROM records WHERE id = ?")
+        let statement = try db.statement("SELECT seq, type, dirty, vector, state FROM records WHERE \(tenant.and)id = ?")
         statement.reset()
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
         guard try statement.step() else { return nil }
         return try decoding(record: id) {
-            let type = statement.string(1)
+            let type = try statement.string(1)
             let vector = try statement.withBytes(3) { try RecordCodec.decodeVector($0) }
-            let stored = StoredRecord(sequence: statement.int64(0), type: type, isDirty: statement.int64(2) != 0, vector: vector)
+            let stored = StoredRecord(sequence: try statement.int64(0), type: type, isDirty: try statement.int64(2) != 0, vector: vector)
             guard decodeState else { return (stored, nil) }
             let state = try statement.withBytes(4) { try RecordCodec.decodeState(id: id, type: type, vector: vector, $0) }
             return (stored, state)
@@ -501,18 +557,18 @@ public final class ReplicaStore {
     }
 
     func presence(of id: UUID, encodedVector: [UInt8]) throws -> Presence? {
-        if presenceStatement == nil { presenceStatement = try db.cached("SELECT seq, type, dirty, vector FROM records WHERE id = ?") }
+        if presenceStatement == nil { presenceStatement = try db.statement("SELECT seq, type, dirty, vector FROM records WHERE \(tenant.and)id = ?") }
         let statement = presenceStatement!
         statement.reset()
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
         guard try statement.step() else { return nil }
         return try decoding(record: id) {
-            let same = statement.withBytes(3) { stored in
+            let same = try statement.withBytes(3) { stored in
                 encodedVector.withUnsafeBytes { stored.elementsEqual($0) }
             }
             return Presence(
-                sequence: statement.int64(0), type: statement.string(1), isDirty: statement.int64(2) != 0,
+                sequence: try statement.int64(0), type: try statement.string(1), isDirty: try statement.int64(2) != 0,
                 vector: same ? nil : try statement.withBytes(3) { try RecordCodec.decodeVector($0) })
         }
     }
@@ -548,14 +604,14 @@ public final class ReplicaStore {
                  replacing previous: Int64?) throws -> Int64 {
         sequence += 1
         noteChange(id, type: type)
-        let statement: Statement
+        let statement: any SQLStatement
         if let previous {
-            statement = try db.cached("UPDATE records SET seq = ?, deleted = ?, dirty = ?, vector = ?, state = ?, txn = ? WHERE seq = ?")
+            statement = try db.statement("UPDATE records SET seq = ?, deleted = ?, dirty = ?, vector = ?, state = ?, txn = ? WHERE \(tenant.and)seq = ?")
             statement.reset()
             try statement.bind(integer: previous, at: 7)
         } else {
             if insertStatement == nil {
-                insertStatement = try db.cached("INSERT INTO records (seq, deleted, dirty, vector, state, txn, id, type) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+                insertStatement = try db.statement("INSERT INTO records (\(tenant.column)seq, deleted, dirty, vector, state, txn, id, type) VALUES (\(tenant.value)?, ?, ?, ?, ?, ?, ?, ?)")
             }
             statement = insertStatement!
             statement.reset()
@@ -580,14 +636,14 @@ public final class ReplicaStore {
     }
 
     /// The id of the row at `column`; the type, vector and state follow it.
-    private func rowID(_ statement: Statement, at column: Int32) throws -> UUID {
-        guard let id = statement.withBytes(column, { UUID(bytes: $0) }) else {
+    private func rowID(_ statement: some SQLRow, at column: Int32) throws -> UUID {
+        guard let id = try statement.withBytes(column, { UUID(bytes: $0) }) else {
             throw ReplicaStoreError.corrupt(path: path, reason: "a record id is not 16 bytes")
         }
         return id
     }
 
-    func decodeRow(_ statement: Statement, from column: Int32 = 0) throws -> RecordState {
+    func decodeRow(_ statement: some SQLRow, from column: Int32 = 0) throws -> RecordState {
         let id = try rowID(statement, at: column)
         return try decoding(record: id) {
             try statement.withBytes(column + 2) { vector in
@@ -599,10 +655,10 @@ public final class ReplicaStore {
     }
 
     /// The row's record as stored, vector and state copied without being decoded.
-    func encodedRow(_ statement: Statement, from column: Int32 = 0) throws -> EncodedRecord {
-        EncodedRecord(id: try rowID(statement, at: column), type: statement.string(column + 1),
-                      vector: statement.withBytes(column + 2) { Array($0) },
-                      state: statement.withBytes(column + 3) { Array($0) })
+    func encodedRow(_ statement: some SQLRow, from column: Int32 = 0) throws -> EncodedRecord {
+        EncodedRecord(id: try rowID(statement, at: column), type: try statement.string(column + 1),
+                      vector: try statement.withBytes(column + 2) { Array($0) },
+                      state: try statement.withBytes(column + 3) { Array($0) })
     }
 
     // MARK: Reading
@@ -616,7 +672,7 @@ public final class ReplicaStore {
     public func recordType(of id: UUID, live: Bool = false) throws -> String? {
         // From the row's columns, without decoding the record: code that checks many references
         // (an import resolving every row's account and contact) calls this once per reference.
-        let statement = try db.cached(live ? "SELECT type FROM records WHERE id = ? AND deleted = 0" : "SELECT type FROM records WHERE id = ?")
+        let statement = try db.statement(live ? "SELECT type FROM records WHERE \(tenant.and)id = ? AND deleted = 0" : "SELECT type FROM records WHERE \(tenant.and)id = ?")
         statement.reset()
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
@@ -626,21 +682,21 @@ public final class ReplicaStore {
     /// Every record of `type`, in change order.
     public func records(ofType type: String, includeDeleted: Bool = false) throws -> [RecordState] {
         let sql = includeDeleted
-            ? "SELECT id, type, vector, state FROM records WHERE type = ? ORDER BY seq"
-            : "SELECT id, type, vector, state FROM records WHERE type = ? AND deleted = 0 ORDER BY seq"
-        return try db.query(sql, [type]) { try decodeRow($0) }
+            ? "SELECT id, type, vector, state FROM records WHERE \(tenant.and)type = ? ORDER BY seq"
+            : "SELECT id, type, vector, state FROM records WHERE \(tenant.and)type = ? AND deleted = 0 ORDER BY seq"
+        return try db.fetch(sql, [type]) { try decodeRow($0) }
     }
 
     /// The number of live records of `type`.
     public func count(ofType type: String) throws -> Int {
-        Int(try db.scalarInt("SELECT count(*) FROM records WHERE type = ? AND deleted = 0", [type]) ?? 0)
+        Int(try db.fetchInt("SELECT count(*) FROM records WHERE \(tenant.and)type = ? AND deleted = 0", [type]) ?? 0)
     }
 
     /// Records changed after sequence number `after`, oldest change first: how a peer pulls.
     /// A record changed several times appears once, at its latest change.
     public func changes(after: Int64, limit: Int) throws -> [Change] {
-        try db.query("SELECT seq, id, type, vector, state FROM records WHERE seq > ? ORDER BY seq LIMIT ?", [after, limit]) {
-            Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1))
+        try db.fetch("SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? ORDER BY seq LIMIT ?", [after, limit]) {
+            Change(sequence: try $0.int64(0), state: try decodeRow($0, from: 1))
         }
     }
 
@@ -649,7 +705,7 @@ public final class ReplicaStore {
     /// made. Only each row's vector and liveness are decoded, not its fields, so a journal of
     /// a large import asks this of every batch at little cost.
     public func recordsMadeLocally(after: Int64, since timestamp: HLCTimestamp) throws -> [UUID] {
-        let statement = try db.cached("SELECT id, vector, state FROM records WHERE seq > ? AND deleted = 0 ORDER BY seq")
+        let statement = try db.statement("SELECT id, vector, state FROM records WHERE \(tenant.and)seq > ? AND deleted = 0 ORDER BY seq")
         statement.reset()
         defer { statement.reset() }
         try statement.bind(integer: after, at: 1)
@@ -669,15 +725,15 @@ public final class ReplicaStore {
     /// `changes(after:limit:)` as the rows hold them, for sending to a peer: nothing is decoded,
     /// so a damaged row is not noticed here but by the receiver, which validates every record.
     public func encodedChanges(after: Int64, limit: Int) throws -> [EncodedChange] {
-        try db.query("SELECT seq, id, type, vector, state FROM records WHERE seq > ? ORDER BY seq LIMIT ?", [after, limit]) {
-            EncodedChange(sequence: $0.int64(0), record: try encodedRow($0, from: 1))
+        try db.fetch("SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? ORDER BY seq LIMIT ?", [after, limit]) {
+            EncodedChange(sequence: try $0.int64(0), record: try encodedRow($0, from: 1))
         }
     }
 
     /// How many records changed after `after`, and their encoded size: the size of a pull.
     public func pendingChanges(after: Int64) throws -> (records: Int, bytes: Int) {
-        try db.query("SELECT count(*), coalesce(sum(length(vector) + length(state)), 0) FROM records WHERE seq > ?", [after]) {
-            (Int($0.int64(0)), Int($0.int64(1)))
+        try db.fetch("SELECT count(*), coalesce(sum(length(vector) + length(state)), 0) FROM records WHERE \(tenant.and)seq > ?", [after]) {
+            (Int(try $0.int64(0)), Int(try $0.int64(1)))
         }.first ?? (0, 0)
     }
 
@@ -855,9 +911,10 @@ public final class ReplicaStore {
     /// number, so that every stored row is canonical.
     private func store(new record: EncodedRecord, dirty: Bool, from origin: ApplyOrigin) throws -> Bool {
         if insertIfNewStatement == nil {
-            insertIfNewStatement = try db.cached("""
-                INSERT INTO records (seq, deleted, dirty, vector, state, id, type, txn) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO NOTHING
+            insertIfNewStatement = try db.statement("""
+                INSERT INTO records (\(tenant.column)seq, deleted, dirty, vector, state, id, type, txn)
+                VALUES (\(tenant.value)?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (\(tenant.column)id) DO NOTHING
                 """)
         }
         let statement = insertIfNewStatement!
@@ -873,7 +930,7 @@ public final class ReplicaStore {
         try statement.bind(uuid: record.id, at: 6)
         try statement.bind(text: record.type, at: 7)
         try statement.step()
-        guard db.changes == 1 else { return false }
+        guard statement.changedRows == 1 else { return false }  // a row had its id
         sequence += 1
         let validation = try schema.validate(record, rules: origin != .upstream)
         var decoded = validation.decodedState
@@ -914,7 +971,10 @@ public final class ReplicaStore {
         try write {
             transactionState?.origin = origin == .upstream ? .upstream : .downstream
             if let checkpoint {
-                try db.run("INSERT OR REPLACE INTO peer_checkpoints (peer, sequence) VALUES (?, ?)",
+                try db.run("""
+                    INSERT INTO peer_checkpoints (\(tenant.column)peer, sequence) VALUES (\(tenant.value)?, ?)
+                    ON CONFLICT (\(tenant.column)peer) DO UPDATE SET sequence = excluded.sequence
+                    """,
                            [checkpoint.peer, checkpoint.sequence])
             }
             var outcomes: [MergeOutcome] = []
@@ -952,7 +1012,7 @@ public final class ReplicaStore {
         }
         if let stored = existing.vector, !stored.covers(try vector()) { return .news(existing) }
         if origin == .upstream && existing.vector == nil && existing.isDirty {
-            try db.run("UPDATE records SET dirty = 0 WHERE seq = ?", [existing.sequence])
+            try db.run("UPDATE records SET dirty = 0 WHERE \(tenant.and)seq = ?", [existing.sequence])
         }
         return .known
     }
@@ -969,7 +1029,7 @@ public final class ReplicaStore {
         // Only a tombstone: upstream forgets nothing of live records, and a copy whose change
         // upstream refused (kept here, in the log as `rejected`) is not a forgotten one.
         let forgets = origin == .upstream && existing?.isDirty == false && local?.isDeleted == true ? try upstreamPurges : false
-        let refusedHere = forgets ? try db.scalarInt("SELECT EXISTS (SELECT 1 FROM conflicts WHERE record = ? AND kind = 'rejected')",
+        let refusedHere = forgets ? try db.fetchInt("SELECT EXISTS (SELECT 1 FROM conflicts WHERE \(tenant.and)record = ? AND kind = 'rejected')",
                                                      [SQLValue.blob(Data(remote.id.bytes))]) == 1 : false
         let forgotten = forgets && !refusedHere && local.map { !remote.vector.covers($0.vector) } == true
         let result = try Merge.merge(local: forgotten ? nil : local, remote: remote)
@@ -1003,12 +1063,12 @@ public final class ReplicaStore {
 
     /// The last change sequence number applied from `peer` (0 when nothing was).
     public func checkpoint(for peer: String) throws -> Int64 {
-        try db.scalarInt("SELECT sequence FROM peer_checkpoints WHERE peer = ?", [peer]) ?? 0
+        try db.fetchInt("SELECT sequence FROM peer_checkpoints WHERE \(tenant.and)peer = ?", [peer]) ?? 0
     }
 
     /// Forgets the checkpoint of `peer`, so the next pull starts from the beginning.
     public func resetCheckpoint(for peer: String) throws {
-        try write { try db.run("DELETE FROM peer_checkpoints WHERE peer = ?", [peer]) }
+        try write { try db.run("DELETE FROM peer_checkpoints WHERE \(tenant.and)peer = ?", [peer]) }
     }
 
     /// Checks a state as `apply` would, without writing anything: for answering a peer per record.
@@ -1027,14 +1087,14 @@ public final class ReplicaStore {
 
     /// Records with local changes that upstream has not acknowledged, oldest change first.
     public func dirtyRecords(limit: Int = Int.max) throws -> [RecordState] {
-        try db.query("""
-            SELECT id, type, vector, state FROM records WHERE dirty = 1 ORDER BY seq LIMIT ?
+        try db.fetch("""
+            SELECT id, type, vector, state FROM records WHERE \(tenant.and)dirty = 1 ORDER BY seq LIMIT ?
             """, [Int64(clamping: limit)]) { try decodeRow($0) }
     }
 
     /// The number of records waiting to be pushed.
     public func dirtyCount() throws -> Int {
-        Int(try db.scalarInt("SELECT count(*) FROM records WHERE dirty = 1") ?? 0)
+        Int(try db.fetchInt("SELECT count(*) FROM records WHERE \(tenant.and)dirty = 1") ?? 0)
     }
 
     /// Upstream has integrated the record up to `vector`. The record leaves the dirty set unless
@@ -1042,14 +1102,7 @@ public final class ReplicaStore {
     public func acknowledge(_ id: UUID, upTo vector: VersionVector) throws {
         try write {
             guard let (stored, _) = try load(id, decodeState: false), stored.isDirty, vector.covers(stored.vector) else { return }
-            try db.run("UPDATE records SET dirty = 0 WHERE seq = ?", [stored.sequence])
+            try db.run("UPDATE records SET dirty = 0 WHERE \(tenant.and)seq = ?", [stored.sequence])
         }
-    }
-}
-
-extension Statement {
-    /// Binds a UUID as its 16 raw bytes: half the size of its text and compared with memcmp.
-    func bind(uuid: UUID, at index: Int32) throws {
-        try withUnsafeBytes(of: uuid.uuid) { try bind(bytes: $0, at: index) }
     }
 }

@@ -124,7 +124,7 @@ extension ReplicaStore {
 
     /// The number of tombstones the store holds.
     public func tombstoneCount() throws -> Int {
-        Int(try db.scalarInt("SELECT count(*) FROM records WHERE deleted = 1") ?? 0)
+        Int(try db.fetchInt("SELECT count(*) FROM records WHERE \(tenant.and)deleted = 1") ?? 0)
     }
 
     /// Removes the tombstones older than the policy's horizon and the conflict-log entries
@@ -147,14 +147,17 @@ extension ReplicaStore {
         let now = now ?? Int64(clamping: options.wallClock())
         let cutoff: Int64? = try write {
             // Marks closer together than a hundredth of the horizon add nothing but rows.
-            let newest = try db.query("SELECT seq, at FROM sequence_marks ORDER BY seq DESC LIMIT 1") { ($0.int64(0), $0.int64(1)) }.first
+            let newest = try db.fetch("SELECT seq, at FROM sequence_marks\(tenant.only) ORDER BY seq DESC LIMIT 1") { (try $0.int64(0), try $0.int64(1)) }.first
             let sequence = try lastSequence
             if newest == nil || (newest!.0 < sequence && now - newest!.1 >= policy.tombstoneHorizon / 100) {
-                try db.run("INSERT OR REPLACE INTO sequence_marks (seq, at) VALUES (?, ?)", [sequence, now])
+                try db.run("""
+                    INSERT INTO sequence_marks (\(tenant.column)seq, at) VALUES (\(tenant.value)?, ?)
+                    ON CONFLICT (\(tenant.column)seq) DO UPDATE SET at = excluded.at
+                    """, [sequence, now])
             }
-            let cutoff = try db.scalarInt("SELECT max(seq) FROM sequence_marks WHERE at <= ?", [now - policy.tombstoneHorizon])
+            let cutoff = try db.fetchInt("SELECT max(seq) FROM sequence_marks WHERE \(tenant.and)at <= ?", [now - policy.tombstoneHorizon])
             // Older marks say nothing the cutoff does not.
-            if let cutoff { try db.run("DELETE FROM sequence_marks WHERE seq < ?", [cutoff]) }
+            if let cutoff { try db.run("DELETE FROM sequence_marks WHERE \(tenant.and)seq < ?", [cutoff]) }
             return cutoff
         }
         // A store that never synced with an upstream (a centre) has no one to push to: its own
@@ -164,14 +167,14 @@ extension ReplicaStore {
         if let cutoff {
             while !isCancelled() {
                 let done = try write { () -> Int in
-                    let rows = try db.query("""
-                        SELECT seq, id FROM records WHERE deleted = 1 AND (dirty = 0 OR ?) AND seq <= ? ORDER BY seq LIMIT ?
-                        """, [keepUnpushed ? 0 : 1, cutoff, Int64(chunk)]) { ($0.int64(0), $0.data(1)) }
+                    let rows = try db.fetch("""
+                        SELECT seq, id FROM records WHERE \(tenant.and)deleted = 1 AND (dirty = 0 OR ? = 1) AND seq <= ? ORDER BY seq LIMIT ?
+                        """, [keepUnpushed ? 0 : 1, cutoff, Int64(chunk)]) { (try $0.int64(0), try $0.data(1)) }
                     for (_, id) in rows {
-                        try db.run("DELETE FROM records WHERE id = ?", [SQLValue.blob(id)])
+                        try db.run("DELETE FROM records WHERE \(tenant.and)id = ?", [SQLValue.blob(id)])
                         // What a server noted of its peers about the record: it is gone for them too.
-                        try db.run("DELETE FROM peer_records WHERE id = ?", [SQLValue.blob(id)])
-                        try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLValue.blob(id)])
+                        try db.run("DELETE FROM peer_records WHERE \(tenant.and)id = ?", [SQLValue.blob(id)])
+                        try db.run("DELETE FROM pending_evictions WHERE \(tenant.and)id = ?", [SQLValue.blob(id)])
                     }
                     if let last = rows.last?.0 { try raisePurgedThrough(to: last) }
                     return rows.count
@@ -184,10 +187,9 @@ extension ReplicaStore {
         while !isCancelled() {
             let done = try write { () -> Int in
                 try db.run("""
-                    DELETE FROM conflicts WHERE id IN (SELECT id FROM conflicts
-                        WHERE status != 'open' AND coalesce(closed_at, detected_at) <= ? ORDER BY id LIMIT ?)
+                    DELETE FROM conflicts WHERE \(tenant.and)id IN (SELECT id FROM conflicts
+                        WHERE \(tenant.and)status != 'open' AND coalesce(closed_at, detected_at) <= ? ORDER BY id LIMIT ?)
                     """, [now - policy.conflictHorizon, Int64(chunk)])
-                return db.changes
             }
             conflicts += done
             if done < chunk { break }
@@ -201,19 +203,21 @@ extension ReplicaStore {
     var hasUpstream: Bool {
         get throws {
             if relaysDownstream { return true }
-            if try db.scalarInt("SELECT EXISTS (SELECT 1 FROM peer_checkpoints)") == 1 { return true }
+            if try db.fetchInt("SELECT EXISTS (SELECT 1 FROM peer_checkpoints\(tenant.only))") == 1 { return true }
             return try resyncPeer() != nil
         }
     }
 
     /// Gives free pages back to the file system and empties the write-ahead log, a little at a
-    /// time, beside the store's other writers (see `Database.compact`).
-    public func compact(vacuum: Bool = false, isCancelled: () -> Bool = { false }) throws -> CompactionReport {
-        try db.compact(vacuum: vacuum, isCancelled: isCancelled)
+    /// time, beside the store's other writers (see `Database.compact`). `nil` for a store in a
+    /// database shared by tenants (PostgreSQL), which the database's autovacuum keeps compact.
+    public func compact(vacuum: Bool = false, isCancelled: () -> Bool = { false }) throws -> CompactionReport? {
+        try sqliteFile?.compact(vacuum: vacuum, isCancelled: isCancelled)
     }
 
-    /// The file's size and free room.
-    public func storageFigures() throws -> StorageFigures { try db.storageFigures() }
+    /// The file's size and free room; `nil` for a store in a database shared by tenants, which
+    /// has no file of its own.
+    public func storageFigures() throws -> StorageFigures? { try sqliteFile?.storageFigures() }
 
     // MARK: Resync
 
@@ -229,9 +233,9 @@ extension ReplicaStore {
     /// the file, so a device killed half-way resumes the resync at its next sync.
     public func beginResync(with peer: String) throws {
         try write {
-            try db.run("DELETE FROM peer_checkpoints WHERE peer = ?", [peer])
-            try db.run("DELETE FROM resync_unseen")
-            try db.run("INSERT INTO resync_unseen (id) SELECT id FROM records")
+            try db.run("DELETE FROM peer_checkpoints WHERE \(tenant.and)peer = ?", [peer])
+            try db.run("DELETE FROM resync_unseen\(tenant.only)")
+            try db.run("INSERT INTO resync_unseen (\(tenant.column)id) SELECT \(tenant.value)id FROM records\(tenant.only)")
             try setLocalSetting(Self.resyncPeerSetting, Data(peer.utf8))
         }
     }
@@ -241,7 +245,7 @@ extension ReplicaStore {
     public func noteSeenInResync(_ ids: [UUID]) throws {
         guard !ids.isEmpty, try resyncPeer() != nil else { return }
         try write {
-            let statement = try db.cached("DELETE FROM resync_unseen WHERE id = ?")
+            let statement = try db.statement("DELETE FROM resync_unseen WHERE \(tenant.and)id = ?")
             for id in ids {
                 statement.reset()
                 try statement.bind(uuid: id, at: 1)
@@ -261,14 +265,14 @@ extension ReplicaStore {
     @discardableResult
     public func finishResync() throws -> Int {
         try write {
-            let ids = try db.query("""
-                SELECT r.id FROM resync_unseen u JOIN records r ON r.id = u.id WHERE r.dirty = 0
-                """) { row in row.withBytes(0) { UUID(bytes: $0) } ?? UUID() }
+            let ids = try db.fetch("""
+                SELECT r.id FROM resync_unseen u JOIN records r ON \(tenant.and("r"))r.id = u.id WHERE \(tenant.and("u"))r.dirty = 0
+                """) { row in try row.withBytes(0) { UUID(bytes: $0) } ?? UUID() }
             for id in ids {
                 try purge(id)
-                try db.run("DELETE FROM peer_records WHERE id = ?", [SQLValue.blob(Data(id.bytes))])
+                try db.run("DELETE FROM peer_records WHERE \(tenant.and)id = ?", [SQLValue.blob(Data(id.bytes))])
             }
-            try db.run("DELETE FROM resync_unseen")
+            try db.run("DELETE FROM resync_unseen\(tenant.only)")
             try setLocalSetting(Self.resyncPeerSetting, nil)
             // Peers that pulled these records have checkpoints up to the sequence: a number above
             // it, which no record carries, tells every one of them to resync.

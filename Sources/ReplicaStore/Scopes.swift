@@ -9,7 +9,7 @@ extension ReplicaStore {
 
     /// Whether `peer` was sent the record `id` and has not been told to drop it since.
     public func isHeld(_ id: UUID, by peer: String) throws -> Bool {
-        let statement = try db.cached("SELECT 1 FROM peer_records WHERE peer = ? AND id = ?")
+        let statement = try db.statement("SELECT 1 FROM peer_records WHERE \(tenant.and)peer = ? AND id = ?")
         statement.reset()
         defer { statement.reset() }
         try statement.bind(text: peer, at: 1)
@@ -19,8 +19,8 @@ extension ReplicaStore {
 
     /// Every record `peer` holds, as far as this store sent them.
     public func heldRecords(by peer: String) throws -> [UUID] {
-        try db.query("SELECT id FROM peer_records WHERE peer = ?", [peer]) { row in
-            row.withBytes(0) { UUID(bytes: $0) } ?? UUID()
+        try db.fetch("SELECT id FROM peer_records WHERE \(tenant.and)peer = ?", [peer]) { row in
+            try row.withBytes(0) { UUID(bytes: $0) } ?? UUID()
         }
     }
 
@@ -28,8 +28,8 @@ extension ReplicaStore {
     public func noteHeld(_ ids: [UUID], by peer: String, held: Bool) throws {
         guard !ids.isEmpty else { return }
         try write {
-            let statement = try db.cached(held ? "INSERT OR IGNORE INTO peer_records (peer, id) VALUES (?, ?)"
-                                               : "DELETE FROM peer_records WHERE peer = ? AND id = ?")
+            let statement = try db.statement(held ? "INSERT INTO peer_records (\(tenant.column)peer, id) VALUES (\(tenant.value)?, ?) ON CONFLICT DO NOTHING"
+                                               : "DELETE FROM peer_records WHERE \(tenant.and)peer = ? AND id = ?")
             for id in ids {
                 statement.reset()
                 try statement.bind(text: peer, at: 1)
@@ -43,21 +43,26 @@ extension ReplicaStore {
     /// What the peer's scope was last computed for, as its caller wrote it; `nil` before the
     /// first time.
     public func scopeState(of peer: String) throws -> String? {
-        try db.query("SELECT state FROM peer_scopes WHERE peer = ?", [peer]) { $0.string(0) }.first
+        try db.fetch("SELECT state FROM peer_scopes WHERE \(tenant.and)peer = ?", [peer]) { try $0.string(0) }.first
     }
 
     public func setScopeState(_ state: String, of peer: String) throws {
-        try write { try db.run("INSERT OR REPLACE INTO peer_scopes (peer, state) VALUES (?, ?)", [peer, state]) }
+        _ = try write {
+            try db.run("""
+                INSERT INTO peer_scopes (\(tenant.column)peer, state) VALUES (\(tenant.value)?, ?)
+                ON CONFLICT (\(tenant.column)peer) DO UPDATE SET state = excluded.state
+                """, [peer, state])
+        }
     }
 
     /// The evictions from upstream waiting for `peer` (see `evict`), removed from the queue: the
     /// caller sends them in the transaction it calls this in.
     public func takePeerEvictions(for peer: String) throws -> [(id: UUID, type: String, reason: String)] {
         try write {
-            let queued = try db.query("SELECT id, type, reason FROM peer_evictions WHERE peer = ?", [peer]) { row in
-                (id: row.withBytes(0) { UUID(bytes: $0) } ?? UUID(), type: row.string(1), reason: row.string(2))
+            let queued = try db.fetch("SELECT id, type, reason FROM peer_evictions WHERE \(tenant.and)peer = ?", [peer]) { row in
+                (id: try row.withBytes(0) { UUID(bytes: $0) } ?? UUID(), type: try row.string(1), reason: try row.string(2))
             }
-            if !queued.isEmpty { try db.run("DELETE FROM peer_evictions WHERE peer = ?", [peer]) }
+            if !queued.isEmpty { try db.run("DELETE FROM peer_evictions WHERE \(tenant.and)peer = ?", [peer]) }
             return queued
         }
     }
@@ -79,13 +84,17 @@ extension ReplicaStore {
                 guard let (stored, _) = try load(id, decodeState: false) else { continue }
                 if relaysDownstream {
                     try db.run("""
-                        INSERT OR REPLACE INTO peer_evictions (peer, id, type, reason)
-                        SELECT peer, id, ?, ? FROM peer_records WHERE id = ?
+                        INSERT INTO peer_evictions (\(tenant.column)peer, id, type, reason)
+                        SELECT \(tenant.value)peer, id, ?, ? FROM peer_records WHERE \(tenant.and)id = ?
+                        ON CONFLICT (\(tenant.column)peer, id) DO UPDATE SET type = excluded.type, reason = excluded.reason
                         """, [stored.type, reason, SQLValue.blob(Data(id.bytes))])
-                    try db.run("DELETE FROM peer_records WHERE id = ?", [SQLValue.blob(Data(id.bytes))])
+                    try db.run("DELETE FROM peer_records WHERE \(tenant.and)id = ?", [SQLValue.blob(Data(id.bytes))])
                 }
                 if stored.isDirty {
-                    try db.run("INSERT OR REPLACE INTO pending_evictions (id, reason) VALUES (?, ?)", [SQLValue.blob(Data(id.bytes)), .text(reason)])
+                    try db.run("""
+                        INSERT INTO pending_evictions (\(tenant.column)id, reason) VALUES (\(tenant.value)?, ?)
+                        ON CONFLICT (\(tenant.column)id) DO UPDATE SET reason = excluded.reason
+                        """, [SQLValue.blob(Data(id.bytes)), .text(reason)])
                     kept.append(id)
                 } else {
                     try purge(id)
@@ -97,7 +106,7 @@ extension ReplicaStore {
 
     /// Records an eviction waits on (see `evict`).
     public func pendingEvictions() throws -> [UUID] {
-        try db.query("SELECT id FROM pending_evictions") { row in row.withBytes(0) { UUID(bytes: $0) } ?? UUID() }
+        try db.fetch("SELECT id FROM pending_evictions\(tenant.only)") { row in try row.withBytes(0) { UUID(bytes: $0) } ?? UUID() }
     }
 
     /// Carries out the evictions whose records have nothing left to push; a record that came
@@ -108,7 +117,7 @@ extension ReplicaStore {
         let back = Set(returned)
         for id in pending {
             if back.contains(id) {
-                try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLValue.blob(Data(id.bytes))])
+                try db.run("DELETE FROM pending_evictions WHERE \(tenant.and)id = ?", [SQLValue.blob(Data(id.bytes))])
             } else if let (stored, _) = try load(id, decodeState: false), !stored.isDirty {
                 try purge(id)
             }
@@ -124,8 +133,8 @@ extension ReplicaStore {
             gone.liveness.isDeleted = true
             try updateFieldIndex(gone, old: state)
         }
-        try db.run("DELETE FROM records WHERE id = ?", [SQLValue.blob(Data(id.bytes))])
-        try db.run("DELETE FROM pending_evictions WHERE id = ?", [SQLValue.blob(Data(id.bytes))])
+        try db.run("DELETE FROM records WHERE \(tenant.and)id = ?", [SQLValue.blob(Data(id.bytes))])
+        try db.run("DELETE FROM pending_evictions WHERE \(tenant.and)id = ?", [SQLValue.blob(Data(id.bytes))])
     }
 }
 
@@ -144,12 +153,12 @@ extension ReplicaStore {
                 }
             }
             var found: [Change] = []
-            let statement = try db.cached("""
-                SELECT r.seq, r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON r.id = f.id
-                WHERE f.type = ? AND f.field = ? AND f.value = ? AND r.deleted = 0
+            let statement = try db.statement("""
+                SELECT r.seq, r.id, r.type, r.vector, r.state FROM field_index f JOIN records r ON \(tenant.and("r"))r.id = f.id
+                WHERE \(tenant.and("f"))f.type = ? AND f.field = ? AND f.value = ? AND r.deleted = 0
                 """)
             for value in values {
-                found += try statement.query([type, field, value]) { Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1)) }
+                found += try statement.fetch([type, field, value]) { Change(sequence: try $0.int64(0), state: try decodeRow($0, from: 1)) }
             }
             return found
         }
@@ -161,8 +170,8 @@ extension ReplicaStore {
     public func deletedChanges(ofTypes types: Set<String>) throws -> [Change] {
         guard !types.isEmpty else { return [] }
         let list = types.sorted().map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: ", ")
-        return try db.query("SELECT seq, id, type, vector, state FROM records WHERE deleted = 1 AND type IN (\(list)) ORDER BY seq") {
-            Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1))
+        return try db.fetch("SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)deleted = 1 AND type IN (\(list)) ORDER BY seq") {
+            Change(sequence: try $0.int64(0), state: try decodeRow($0, from: 1))
         }
     }
 
@@ -171,8 +180,8 @@ extension ReplicaStore {
     public func liveChanges(ofTypes types: Set<String>) throws -> [Change] {
         guard !types.isEmpty else { return [] }
         let list = types.sorted().map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: ", ")
-        return try db.query("SELECT seq, id, type, vector, state FROM records WHERE deleted = 0 AND type IN (\(list)) ORDER BY seq") {
-            Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1))
+        return try db.fetch("SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)deleted = 0 AND type IN (\(list)) ORDER BY seq") {
+            Change(sequence: try $0.int64(0), state: try decodeRow($0, from: 1))
         }
     }
 }
@@ -181,9 +190,9 @@ extension ReplicaStore {
     /// A page of the live records of `type`: at most `limit` changed after `after`, in the order
     /// of their last change, so a listing resumes after the last record it was given.
     public func liveChanges(ofType type: String, after: Int64, limit: Int) throws -> [Change] {
-        try db.query("SELECT seq, id, type, vector, state FROM records WHERE seq > ? AND type = ? AND deleted = 0 ORDER BY seq LIMIT ?",
+        try db.fetch("SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? AND type = ? AND deleted = 0 ORDER BY seq LIMIT ?",
                      [after, type, Int64(limit)]) {
-            Change(sequence: $0.int64(0), state: try decodeRow($0, from: 1))
+            Change(sequence: try $0.int64(0), state: try decodeRow($0, from: 1))
         }
     }
 }
@@ -199,6 +208,6 @@ extension ReplicaStore {
 extension ReplicaStore {
     /// The id and type of every record, deleted ones included, without decoding any.
     public func recordIDs() throws -> [(id: UUID, type: String)] {
-        try db.query("SELECT id, type FROM records") { row in (row.withBytes(0) { UUID(bytes: $0) } ?? UUID(), row.string(1)) }
+        try db.fetch("SELECT id, type FROM records\(tenant.only)") { row in (try row.withBytes(0) { UUID(bytes: $0) } ?? UUID(), try row.string(1)) }
     }
 }

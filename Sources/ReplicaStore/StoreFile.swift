@@ -96,7 +96,7 @@ extension ReplicaStore {
     /// Whether this store has pulled from an upstream other than `peer`: a first session with
     /// `peer` is then a restored or replaced upstream, not a first sync.
     public func knowsOtherUpstream(than peer: String) throws -> Bool {
-        try db.scalarInt("SELECT EXISTS (SELECT 1 FROM peer_checkpoints WHERE peer != ?)", [peer]) == 1
+        try db.fetchInt("SELECT EXISTS (SELECT 1 FROM peer_checkpoints WHERE \(tenant.and)peer != ?)", [peer]) == 1
     }
 
     /// Called with the upstream replica's id at the start of every session. When this store has
@@ -109,11 +109,11 @@ extension ReplicaStore {
     /// from the restored server forever, since the device considered them acknowledged.
     @discardableResult
     public func adoptUpstream(_ peer: String) throws -> Bool {
-        let known = try db.query("SELECT peer FROM peer_checkpoints", row: { $0.string(0) })
+        let known = try db.fetch("SELECT peer FROM peer_checkpoints\(tenant.only)", row: { try $0.string(0) })
         guard !known.isEmpty, !known.contains(peer) else { return false }
         try write {
-            try db.run("UPDATE records SET dirty = 1 WHERE dirty = 0")
-            try db.run("DELETE FROM peer_checkpoints")
+            try db.run("UPDATE records SET dirty = 1 WHERE \(tenant.and)dirty = 0")
+            try db.run("DELETE FROM peer_checkpoints\(tenant.only)")
         }
         return true
     }
@@ -133,8 +133,11 @@ extension ReplicaStore {
     /// time. A larger cache keeps the index in memory; a longer checkpoint interval copies
     /// each of those pages once for several batches. Both are per connection and not
     /// persistent; `endBulkPull()` restores them. Calling it twice is harmless.
+    ///
+    /// A store in a database shared by tenants (PostgreSQL) has no such settings of its own: there
+    /// it does nothing.
     public func beginBulkPull() throws {
-        guard settingsBeforeBulkPull == nil else { return }
+        guard settingsBeforeBulkPull == nil, let db = sqliteFile else { return }
         let before = (cacheSize: try db.scalarInt("PRAGMA cache_size") ?? -2_000,
                       autocheckpoint: try db.scalarInt("PRAGMA wal_autocheckpoint") ?? 1_000)
         try db.execute("PRAGMA cache_size = -\(Self.bulkPullCacheKiB)")
@@ -146,7 +149,7 @@ extension ReplicaStore {
     /// `beginBulkPull()` (the cache shrinks at once, freeing its memory). Does nothing when no
     /// bulk pull was begun.
     public func endBulkPull() throws {
-        guard let before = settingsBeforeBulkPull else { return }
+        guard let before = settingsBeforeBulkPull, let db = sqliteFile else { return }
         settingsBeforeBulkPull = nil
         try db.execute("PRAGMA cache_size = \(before.cacheSize)")
         try db.execute("PRAGMA wal_autocheckpoint = \(before.autocheckpoint)")

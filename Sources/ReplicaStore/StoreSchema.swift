@@ -1,3 +1,4 @@
+import SQLBackend
 import SQLite
 
 /// The store's own tables, as numbered migrations.
@@ -155,6 +156,143 @@ enum StoreSchema {
             -- Wall-clock milliseconds of the setting's last write; NULL for one written before
             -- this migration, which the first purge of its kind stamps, so it is never purged early.
             ALTER TABLE local_settings ADD COLUMN kept_at INTEGER;
+            """),
+    ]
+}
+
+extension ReplicaStore {
+    /// The store's tables in a PostgreSQL database shared by tenants: those of `StoreSchema`'s
+    /// migrations as they stand at version 9, in PostgreSQL's types, every table keyed by
+    /// `tenant_id` first. Run by whoever connects first (`PostgresConnection.migrate("store",
+    /// ...)`, under an advisory lock, so nodes starting together run it once); a tenant's store
+    /// is then opened with `init(database:tenant:options:)`. A new store migration adds an
+    /// entry here too.
+    ///
+    /// Every primary key and unique constraint starts with `tenant_id` and every statement of
+    /// the store names its tenant as a constant (`TenantRows`), so on Citus each table is
+    /// distributed by `tenant_id`, all of them co-located with `records`, and every statement
+    /// of a tenant runs on one shard (see README, "PostgreSQL").
+    ///
+    /// Text compared by ranges of bytes (index values and words, setting keys) uses the "C"
+    /// collation, so ranges and order are SQLite's byte order whatever the database's locale.
+    public static let postgresMigrations: [PostgresMigration] = [
+        PostgresMigration(version: 1, "tenant stores as of SQLite store schema 9", sql: """
+            CREATE TABLE replica (
+                tenant_id text NOT NULL,
+                singleton integer NOT NULL CHECK (singleton = 1),
+                replica_id text NOT NULL,
+                counter bigint NOT NULL,
+                sequence bigint NOT NULL,
+                clock bigint NOT NULL,
+                PRIMARY KEY (tenant_id, singleton)
+            );
+            CREATE TABLE records (
+                tenant_id text NOT NULL,
+                seq bigint NOT NULL,
+                id bytea NOT NULL,
+                type text NOT NULL,
+                deleted bigint NOT NULL,
+                dirty bigint NOT NULL,
+                vector bytea NOT NULL,
+                state bytea NOT NULL,
+                txn bigint,
+                PRIMARY KEY (tenant_id, seq),
+                UNIQUE (tenant_id, id)
+            );
+            CREATE INDEX records_dirty ON records (tenant_id, seq) WHERE dirty = 1;
+            CREATE INDEX records_dirty_txn ON records (tenant_id, txn) WHERE dirty = 1;
+            CREATE INDEX records_tombstones ON records (tenant_id, seq) WHERE deleted = 1;
+            CREATE TABLE conflicts (
+                tenant_id text NOT NULL,
+                id bigint NOT NULL,           -- numbered per tenant (ReplicaStore.log)
+                record bytea NOT NULL,
+                type text NOT NULL,
+                field text NOT NULL,
+                kind text NOT NULL,
+                winner_value bytea, winner_replica text NOT NULL, winner_counter bigint NOT NULL,
+                winner_clock bigint NOT NULL, winner_deleted bigint NOT NULL,
+                loser_value bytea, loser_replica text NOT NULL, loser_counter bigint NOT NULL,
+                loser_clock bigint NOT NULL, loser_deleted bigint NOT NULL,
+                detected_at bigint NOT NULL,
+                status text NOT NULL DEFAULT 'open',
+                resolution text,
+                closed_at bigint,
+                reason text,
+                PRIMARY KEY (tenant_id, id),
+                UNIQUE (tenant_id, record, field, loser_replica, loser_counter)
+            );
+            CREATE INDEX conflicts_by_record ON conflicts (tenant_id, record, status);
+            CREATE INDEX conflicts_by_status ON conflicts (tenant_id, status, id);
+            CREATE INDEX conflicts_by_loser ON conflicts (tenant_id, loser_replica, record);
+            CREATE TABLE peer_checkpoints (
+                tenant_id text NOT NULL,
+                peer text NOT NULL,
+                sequence bigint NOT NULL,
+                PRIMARY KEY (tenant_id, peer)
+            );
+            CREATE TABLE field_index (
+                tenant_id text NOT NULL,
+                type text NOT NULL,
+                field text NOT NULL,
+                value text COLLATE "C" NOT NULL,
+                id bytea NOT NULL,
+                PRIMARY KEY (tenant_id, type, field, value, id)
+            );
+            CREATE TABLE field_index_config (
+                tenant_id text NOT NULL,
+                singleton integer NOT NULL CHECK (singleton = 1),
+                fields text NOT NULL,
+                PRIMARY KEY (tenant_id, singleton)
+            );
+            CREATE TABLE local_settings (
+                tenant_id text NOT NULL,
+                key text COLLATE "C" NOT NULL,
+                value bytea NOT NULL,
+                kept_at bigint,
+                PRIMARY KEY (tenant_id, key)
+            );
+            CREATE TABLE peer_records (
+                tenant_id text NOT NULL,
+                peer text NOT NULL,
+                id bytea NOT NULL,
+                PRIMARY KEY (tenant_id, peer, id)
+            );
+            CREATE TABLE peer_scopes (
+                tenant_id text NOT NULL,
+                peer text NOT NULL,
+                state text NOT NULL,
+                PRIMARY KEY (tenant_id, peer)
+            );
+            CREATE TABLE pending_evictions (
+                tenant_id text NOT NULL,
+                id bytea NOT NULL,
+                reason text NOT NULL,
+                PRIMARY KEY (tenant_id, id)
+            );
+            CREATE TABLE peer_evictions (
+                tenant_id text NOT NULL,
+                peer text NOT NULL,
+                id bytea NOT NULL,
+                type text NOT NULL,
+                reason text NOT NULL,
+                PRIMARY KEY (tenant_id, peer, id)
+            );
+            CREATE TABLE field_index_deferred (
+                tenant_id text NOT NULL,
+                type text NOT NULL,
+                PRIMARY KEY (tenant_id, type)
+            );
+            CREATE TABLE sequence_marks (
+                tenant_id text NOT NULL,
+                seq bigint NOT NULL,
+                at bigint NOT NULL,
+                PRIMARY KEY (tenant_id, seq)
+            );
+            CREATE TABLE resync_unseen (
+                tenant_id text NOT NULL,
+                id bytea NOT NULL,
+                PRIMARY KEY (tenant_id, id)
+            );
             """),
     ]
 }

@@ -77,6 +77,8 @@ public protocol SQLRow {
     func double(_ column: Int32) throws -> Double
     func string(_ column: Int32) throws -> String
     func data(_ column: Int32) throws -> Data
+    /// The bytes of a blob column without copying them; valid only inside `body`.
+    func withBytes<T>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T
 }
 
 extension SQLRow {
@@ -109,8 +111,28 @@ public protocol SQLStatement: AnyObject, SQLRow {
     func step() throws -> Bool
     /// Drops the results and the bindings, so the statement can be bound and run again.
     func reset()
-    /// The bytes of a column of the current row without copying them; valid only inside `body`.
-    func withBytes<T>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T
+    /// How many rows the statement's last run inserted, changed or deleted: whether an
+    /// `INSERT ... ON CONFLICT DO NOTHING` stored its row. (Not `RETURNING`, which SQLite
+    /// answers through a temporary table, at a cost per run.)
+    var changedRows: Int { get }
+}
+
+extension SQLStatement {
+    /// Binds `values` to parameters 1, 2, ..., runs the statement and maps each row of its
+    /// result; leaves the statement reset.
+    public func fetch<T>(_ values: [any SQLBindable], row: (any SQLRow) throws -> T) throws -> [T] {
+        reset()
+        defer { reset() }
+        for (index, value) in values.enumerated() { try bind(value.sqlValue, at: Int32(index + 1)) }
+        var rows: [T] = []
+        while try step() { rows.append(try row(self)) }
+        return rows
+    }
+
+    /// Binds a UUID as its 16 raw bytes: half the size of its text, and compared byte by byte.
+    public func bind(uuid: UUID, at index: Int32) throws {
+        try withUnsafeBytes(of: uuid.uuid) { try bind(bytes: $0, at: index) }
+    }
 }
 
 /// A connection to a SQL database that runs statements synchronously: a SQLite file or a
@@ -166,4 +188,18 @@ public protocol SQLDatabaseError: Error, CustomStringConvertible, Sendable {
     var isStorageFull: Bool { get }
     /// The database is damaged (or not a database at all): retrying will not help.
     var isCorruption: Bool { get }
+}
+
+/// One numbered change of a PostgreSQL schema.
+public struct PostgresMigration: Sendable {
+    public let version: Int
+    public let summary: String
+    /// Statements without parameters, run as one script in the migration's transaction.
+    public let sql: String
+
+    public init(version: Int, _ summary: String, sql: String) {
+        self.version = version
+        self.summary = summary
+        self.sql = sql
+    }
 }

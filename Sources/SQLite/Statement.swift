@@ -198,6 +198,13 @@ public final class Statement {
         return try body(UnsafeRawBufferPointer(start: count == 0 ? nil : base, count: count))
     }
 
+    /// Rows the connection's last INSERT, UPDATE or DELETE changed (`sqlite3_changes64`):
+    /// this statement's, when read right after it ran.
+    public var changedRows: Int {
+        guard let pointer else { return 0 }
+        return Int(sqlite3_changes64(sqlite3_db_handle(pointer)))
+    }
+
     /// The column as whichever storage class SQLite holds it in.
     public func value(_ column: Int32) -> SQLValue {
         switch sqlite3_column_type(pointer, column) {

@@ -85,12 +85,14 @@ public struct Schema: Sendable, Equatable {
     }
 
     /// Checks a local change before it is written: the field must exist and take this value.
-    public func checkWrite(type: String, record: String, field: String, value: FieldValue) throws(ModelError) {
+    /// `record` names the record in an error, and is made only then: formatting an id for
+    /// every field written was a twentieth of a large import.
+    public func checkWrite(type: String, record: @autoclosure () -> String, field: String, value: FieldValue) throws(ModelError) {
         guard let recordType = types[type] else { throw .unknownRecordType(type) }
-        guard let kind = recordType.fields[field] else { throw .invalidFieldName(record: record, field: field) }
-        try Self.check(value, kind: kind, record: record, field: field)
+        guard let kind = recordType.fields[field] else { throw .invalidFieldName(record: record(), field: field) }
+        try Self.check(value, kind: kind, record: record(), field: field)
         if let rule = recordType.rules[field], let reason = rule.violation(of: value) {
-            throw .invalidFieldValue(record: record, field: field, reason: reason)
+            throw .invalidFieldValue(record: record(), field: field, reason: reason)
         }
     }
 
@@ -149,11 +151,11 @@ public struct Schema: Sendable, Equatable {
         if rules { try checkRequired(state) }
     }
 
-    private static func check(_ value: FieldValue, kind: FieldKind, record: String, field: String) throws(ModelError) {
+    private static func check(_ value: FieldValue, kind: FieldKind, record: @autoclosure () -> String, field: String) throws(ModelError) {
         guard kind.accepts(value) else {
-            throw .wrongFieldType(record: record, field: field, expected: kind.rawValue, found: value.typeName)
+            throw .wrongFieldType(record: record(), field: field, expected: kind.rawValue, found: value.typeName)
         }
-        try checkBounds(value, record: record, field: field)
+        try checkBounds(value, record: record(), field: field)
     }
 
     private static func checkBounds(_ value: FieldValue, record: @autoclosure () -> String, field: String) throws(ModelError) {

@@ -94,7 +94,8 @@ struct HorizonBench: ParsableCommand {
             }
             _ = try store.compact()
         }
-        let figures = try store.storageFigures()
+        // A store opened by its path: a file, which has figures.
+        let figures = try store.storageFigures()!
         return Outcome(seconds: seconds, bytes: figures.fileBytes + figures.walBytes, tombstones: try store.tombstoneCount(),
                        records: try store.recordIDs().count, purged: purged, purgedThrough: try store.purgedThrough)
     }

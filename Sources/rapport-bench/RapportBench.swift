@@ -13,7 +13,8 @@ struct RapportBench: AsyncParsableCommand {
         commandName: "rapport-bench",
         abstract: "Measure Rapport against floors measured in the same run.",
         subcommands: [StoreBench.self, SyncBench.self, TenantsBench.self, CRMBench.self, HostileBench.self, ScopesBench.self, BranchBench.self,
-                      HorizonBench.self, IdleBench.self, IdleWorker.self, WebhookBench.self, APIBench.self, OrgImportWorker.self])
+                      HorizonBench.self, IdleBench.self, IdleWorker.self, WebhookBench.self, APIBench.self, OrgImportWorker.self,
+                      PostgresBench.self])
 }
 
 struct StoreBench: ParsableCommand {

@@ -94,26 +94,7 @@ struct SyncBench: AsyncParsableCommand {
 
         // 2. One change on a live device A, seen by a live device B.
         let a = try client("live", "live-a"), b = try client("live", "live-b")
-        let id = try a.store.performSync { try $0.create("account", ["name": .text("round 0")]).id }
-        try await a.sync()
-        try await b.sync()
-        let liveA = a.live(), liveB = b.live()
-        var eventsA = liveA.events.makeAsyncIterator(), eventsB = liveB.events.makeAsyncIterator()
-        for _ in 0..<2 { _ = await eventsA.next(); _ = await eventsB.next() }
-        var latencies: [Double] = []
-        for round in 1...rounds {
-            let sent = ContinuousClock.now
-            try a.store.performSync { _ = try $0.update(id, ["name": .text("round \(round)")]) }
-            liveA.pushNow()
-            while let event = await eventsB.next() {
-                if case .synced(let result) = event, result.pulled > 0 { break }
-            }
-            latencies.append(seconds(ContinuousClock.now - sent) * 1000)
-            while case .synced(let pushed)? = await eventsA.next(), pushed.pushed == 0 {}
-        }
-        await liveA.stop()
-        await liveB.stop()
-        latencies.sort()
+        let latencies = try await liveLatencies(from: a, to: b, rounds: rounds)
         report.line("incremental_live_latency", [
             "rounds": rounds, "median_ms": latencies[latencies.count / 2],
             "p99_ms": latencies[min(latencies.count - 1, latencies.count * 99 / 100)],
@@ -170,6 +151,31 @@ func benchDevice(_ credential: DeviceCredential, store path: String, port: Int, 
     var logger = Logger(label: "bench")
     logger.logLevel = .error
     return try RapportClient(store: SharedReplicaStore(store, label: path), configuration: config, logger: logger)
+}
+
+/// Milliseconds from an edit on live device `a` to live device `b` having pulled it, for each of
+/// `rounds` edits of one account, sorted.
+func liveLatencies(from a: RapportClient, to b: RapportClient, rounds: Int) async throws -> [Double] {
+    let id = try a.store.performSync { try $0.create("account", ["name": .text("round 0")]).id }
+    try await a.sync()
+    try await b.sync()
+    let liveA = a.live(), liveB = b.live()
+    var eventsA = liveA.events.makeAsyncIterator(), eventsB = liveB.events.makeAsyncIterator()
+    for _ in 0..<2 { _ = await eventsA.next(); _ = await eventsB.next() }
+    var latencies: [Double] = []
+    for round in 1...rounds {
+        let sent = ContinuousClock.now
+        try a.store.performSync { _ = try $0.update(id, ["name": .text("round \(round)")]) }
+        liveA.pushNow()
+        while let event = await eventsB.next() {
+            if case .synced(let result) = event, result.pulled > 0 { break }
+        }
+        latencies.append(seconds(ContinuousClock.now - sent) * 1000)
+        while case .synced(let pushed)? = await eventsA.next(), pushed.pushed == 0 {}
+    }
+    await liveA.stop()
+    await liveB.stop()
+    return latencies.sorted()
 }
 
 func seconds(_ duration: Duration) -> Double {

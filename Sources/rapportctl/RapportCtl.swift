@@ -126,11 +126,14 @@ struct CtlFailure: Error {
 /// startup hint): `movedAfterSubcommand` rewrites that form before parsing.
 struct CommonOptions: ParsableArguments {
     /// The options below that take a value, and those that do not, as written before a subcommand.
-    static let valueOptions: Set<String> = ["--data", "--actor"]
+    static let valueOptions: Set<String> = ["--data", "--store", "--actor"]
     static let flags: Set<String> = ["--json"]
 
     @Option(name: .customLong("data"), help: "The server's data directory.")
     var dataDirectory = "rapport-data"
+
+    @Option(help: ArgumentHelp("The PostgreSQL database the servers keep the registry and the tenants' stores in (rapportd --store), instead of the data directory's files.", valueName: "url"))
+    var store: String?
 
     @Flag(help: "Print JSON (for scripts) instead of text.")
     var json = false
@@ -138,7 +141,7 @@ struct CommonOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Who is acting, for the audit log (default: the operating-system user).", valueName: "name"))
     var actor: String?
 
-    var directory: DataDirectory { DataDirectory(URL(fileURLWithPath: dataDirectory).standardizedFileURL.path) }
+    var directory: DataDirectory { DataDirectory(URL(fileURLWithPath: dataDirectory).standardizedFileURL.path, database: store) }
 
     /// `arguments` with the common options that precede the first subcommand moved after the
     /// subcommand's own arguments (before a `--`, which ends the options), where the subcommand
@@ -177,7 +180,7 @@ struct CommonOptions: ParsableArguments {
     /// except for the commands that create (tenant create).
     func registry(creating: Bool = false) throws -> Registry {
         let directory = self.directory
-        guard creating || FileManager.default.fileExists(atPath: directory.registryPath) else {
+        guard creating || directory.database != nil || FileManager.default.fileExists(atPath: directory.registryPath) else {
             throw CtlFailure(.notFound, "no registry in \(directory.path): is --data the server's data directory?")
         }
         return try directory.openRegistry()

@@ -22,7 +22,8 @@ struct RetentionCommand: ParsableCommand {
         var sequence: Int64
         var tombstones: Int
         var closedConflicts: Int
-        var storage: StorageFigures
+        /// The store file's figures; `nil` for a store in a database shared by tenants.
+        var storage: StorageFigures?
         var purge: PurgeReport?
         var compaction: CompactionReport?
         var registryCompaction: CompactionReport?
@@ -30,8 +31,10 @@ struct RetentionCommand: ParsableCommand {
         var text: String {
             var text = "tenant \(tenant): tombstones kept \(tombstoneHorizon), closed conflicts kept \(conflictHorizon)\n"
             text += "sequence \(sequence), purged through \(purgedThrough), \(tombstones) tombstones, \(closedConflicts) closed conflicts\n"
-            text += "store \(storage.fileBytes) bytes (\(storage.freeBytes) free), wal \(storage.walBytes) bytes"
-            text += storage.incrementalVacuum ? "\n" : ", no incremental vacuum (run 'rapportctl retention run --vacuum' once)\n"
+            if let storage {
+                text += "store \(storage.fileBytes) bytes (\(storage.freeBytes) free), wal \(storage.walBytes) bytes"
+                text += storage.incrementalVacuum ? "\n" : ", no incremental vacuum (run 'rapportctl retention run --vacuum' once)\n"
+            }
             if let purge { text += "purged \(purge.tombstonesPurged) tombstones and \(purge.conflictsPurged) closed conflicts\n" }
             if let compaction {
                 text += "compacted: \(compaction.before.fileBytes) -> \(compaction.after.fileBytes) bytes, \(compaction.pagesFreed) pages freed"

@@ -37,6 +37,9 @@ struct Rapportd: AsyncParsableCommand {
     @Option(name: .customLong("data"), help: "Data directory: tenant stores, credentials, dev certificate.")
     var dataDirectory = "rapport-data"
 
+    @Option(name: .customLong("store"), help: ArgumentHelp("Keep the registry and every tenant's store in this PostgreSQL database (postgres://user@host:port/db) instead of the data directory's SQLite files. Several rapportd nodes (and rapportctl --store) naming one database serve any of its tenants; the data directory keeps each node's TLS files.", valueName: "url"))
+    var store: String?
+
     @Option(name: .customLong("cert"), help: "PEM certificate chain (leaf first). Without it a dev certificate is used.")
     var certificateChain: String?
 
@@ -60,6 +63,9 @@ struct Rapportd: AsyncParsableCommand {
 
     @Option(help: "Seconds a logged-in session may stay silent before it is closed (devices ping every 20 s by default; Welcome tells them this limit).")
     var idleTimeout: Double = 60
+
+    @Option(help: "Seconds between the server's checks for revoked devices, suspended users and tenants (their sessions end), registry changes and commits other processes made to open stores (announced to live devices; with --store, other nodes' commits are announced at once anyway).")
+    var accessCheckInterval: Double = 1
 
     @Option(help: "Seconds between runs of the rule pass over every active tenant (tiers, churn and renewal flags, value segments, SLA breaches, escalations); 0 disables it.")
     var rulesInterval: Double = 300
@@ -133,6 +139,7 @@ struct Rapportd: AsyncParsableCommand {
         do { _ = try RetentionPolicy.duration(idempotencyHorizon) } catch { throw ValidationError("--idempotency-horizon: \(error)") }
         guard apiRate > 0, apiRate.isFinite else { throw ValidationError("--api-rate must be a positive number of requests a second") }
         guard handshakeTimeout > 0 else { throw ValidationError("--handshake-timeout must be positive") }
+        guard accessCheckInterval > 0, accessCheckInterval.isFinite else { throw ValidationError("--access-check-interval must be a positive number of seconds") }
         guard idleTimeout > 0, idleTimeout.isFinite else { throw ValidationError("--idle-timeout must be a positive number of seconds") }
         guard webhookTimeout > 0, webhookTimeout.isFinite, webhookRetry > 0, webhookRetry.isFinite else {
             throw ValidationError("--webhook-timeout and --webhook-retry must be positive numbers of seconds")
@@ -142,6 +149,12 @@ struct Rapportd: AsyncParsableCommand {
         }
         guard rulesInterval >= 0, rulesInterval.isFinite else { throw ValidationError("--rules-interval must be 0 (off) or a number of seconds") }
         guard housekeepingInterval >= 0, housekeepingInterval.isFinite else { throw ValidationError("--housekeeping-interval must be 0 (off) or a number of seconds") }
+        if let store, !(store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")) {
+            throw ValidationError("--store takes a PostgreSQL URL (postgres://user@host:port/database)")
+        }
+        if store != nil && upstream != nil {
+            throw ValidationError("--store and --upstream do not go together: a branch office keeps its replica in its data directory")
+        }
         if upstream != nil {
             guard upstreamAddress != nil else { throw ValidationError("--upstream takes HOST:PORT") }
             guard upstreamCa != nil else { throw ValidationError("--upstream needs --upstream-ca, the CA of the centre's certificate") }
@@ -162,6 +175,7 @@ struct Rapportd: AsyncParsableCommand {
         var config = SyncServer.Configuration(dataDirectory: data, host: host, port: port,
                                               schema: CRMSchema.current, schemaVersion: CRMSchema.version)
         config.storeOptions = .crm(role: .authority)
+        config.storeDatabase = store
         config.access = .init(ownership: CRMAccess.ownership, defaultRoles: CRMAccess.defaultRoles)
         config.certificateChainPath = certificateChain
         config.privateKeyPath = privateKey
@@ -170,6 +184,7 @@ struct Rapportd: AsyncParsableCommand {
         config.maxPreLoginPerAddress = maxPreLoginPerAddress
         config.limits.handshakeTimeout = .milliseconds(Int64(handshakeTimeout * 1000))
         config.limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        config.accessCheckInterval = .milliseconds(Int64(accessCheckInterval * 1000))
         // A branch leaves the scheduled pass to the centre: the same rules run there on the
         // whole tenant, and a branch would write the same values again under its own id.
         if rulesInterval > 0 && upstream == nil { config.scheduledWork = Self.rulePass(every: .milliseconds(Int64(rulesInterval * 1000))) }
@@ -183,7 +198,8 @@ struct Rapportd: AsyncParsableCommand {
         }
         if housekeepingInterval > 0 {
             config.housekeeping = .housekeeping(every: .milliseconds(Int64(housekeepingInterval * 1000)),
-                                                registryPath: DataDirectory(data).registryPath,
+                                                // A registry in PostgreSQL is the database's to keep compact.
+                                                registryPath: store == nil ? DataDirectory(data).registryPath : nil,
                                                 idempotencyHorizon: try RetentionPolicy.duration(idempotencyHorizon))
         }
         if let (host, port) = upstreamAddress, let ca = upstreamCa {
@@ -204,7 +220,7 @@ struct Rapportd: AsyncParsableCommand {
         logger.info("file descriptors", metadata: [
             "limit": "\(descriptors.limit)", "hard_limit": "\(descriptors.hardLimit)",
             "max_connections": "\(config.maxConnections)", "for_stores": "\(descriptors.forStores)"])
-        let directory = DataDirectory(data)
+        let directory = config.data
         // A branch's tenants come from its centre; it makes no development tenant.
         let ticket = noDevTenant || upstream != nil ? nil : try directory.bootstrapDevelopmentTenant(schema: CRMSchema.current)
         let server = try SyncServer(configuration: config, logger: logger)

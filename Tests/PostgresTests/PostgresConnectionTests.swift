@@ -1,5 +1,5 @@
 import Foundation
-import Postgres
+@testable import Postgres
 import SQLite
 import SQLBackend
 import TestSupport
@@ -131,6 +131,32 @@ import Testing
         let any: any SQLDatabase = connection
         #expect(try any.fetch("SELECT ? + ?", [2, 3]) { try $0.int64(0) } == [5])
         #expect(any.dialect == .postgres)
+        // Numbered as SQLite numbers them: `?N` is N, a bare `?` one past the largest so far, so
+        // a many-row insert binds its shared values once.
+        #expect(PostgresConnection.numberedParameters("VALUES (?1, ?2, ?, ?), (?1, ?2, ?, ?)") == "VALUES ($1, $2, $3, $4), ($1, $2, $5, $6)")
+        #expect(try any.fetch("SELECT ?2 || ?1 || ?", ["a", "b", "c"]) { try $0.string(0) } == ["bac"])
+    }
+
+    @Test func copyInLoadsRowsAndAFailingWriterLeavesNone() throws {
+        let database = try PostgresServer.database()
+        let connection = try PostgresConnection(url: database.url)
+        try connection.run("CREATE TABLE t (n bigint, name text, bytes bytea)")
+        let copied = try connection.copyIn("COPY t FROM STDIN") { send in
+            for n in 0..<5_000 { try send("\(n)\tname \(n)\t\\\\x0a\(String(n % 256, radix: 16).count == 1 ? "0" : "")\(String(n % 256, radix: 16))\n") }
+        }
+        #expect(copied == 5_000)
+        #expect(try connection.scalarInt("SELECT count(*) FROM t") == 5_000)
+        #expect(try connection.query("SELECT bytes FROM t WHERE n = 255") { try $0.data(0) } == [Data([0x0a, 0xff])])
+        struct Stop: Error {}
+        #expect(throws: Stop.self) {
+            try connection.copyIn("COPY t FROM STDIN") { send in
+                try send("1\tone\t\\\\x00\n")
+                throw Stop()
+            }
+        }
+        #expect(try connection.scalarInt("SELECT count(*) FROM t") == 5_000, "an abandoned copy keeps nothing")
+        #expect(throws: PostgresError.self) { try connection.copyIn("COPY t FROM STDIN") { try $0("not a number\tx\t\\\\x00\n") } }
+        #expect(try connection.scalarInt("SELECT 1") == 1, "the connection serves on after a refused copy")
     }
 
     @Test func migrationsRunOnceEvenFromSeveralConnectionsAndANewerSchemaIsRefused() throws {

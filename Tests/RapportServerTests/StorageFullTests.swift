@@ -15,8 +15,8 @@ import Testing
         let lease = try fixture.server.tenants.lease(tenant)
         defer { fixture.server.tenants.release(tenant) }
         try await lease.store.perform { store in
-            let pages = try store.db.scalarInt("PRAGMA page_count") ?? 0
-            try store.db.execute("PRAGMA max_page_count = \(toCurrentSize ? pages : 1_073_741_823)")
+            let pages = try store.sqliteFile!.scalarInt("PRAGMA page_count") ?? 0
+            try store.sqliteFile!.execute("PRAGMA max_page_count = \(toCurrentSize ? pages : 1_073_741_823)")
         }
     }
 

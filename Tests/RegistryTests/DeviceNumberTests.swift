@@ -2,6 +2,7 @@ import Foundation
 @testable import Registry
 import SQLite
 import Synchronization
+import TestSupport
 import Testing
 
 /// Every device gets a number in its tenant at enrollment (1, 2, 3, ..., never reused): the
@@ -13,8 +14,8 @@ import Testing
         return try registry.enroll(tenant: tenant, code: ticket.code, deviceName: name).device
     }
 
-    @Test(arguments: RegistryBackend.allCases)
-    func devicesAreNumberedOneTwoThreeWithinEachTenant(_ backend: RegistryBackend) throws {
+    @Test(arguments: DatabaseBackend.allCases)
+    func devicesAreNumberedOneTwoThreeWithinEachTenant(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
@@ -34,8 +35,8 @@ import Testing
         }
     }
 
-    @Test(arguments: RegistryBackend.allCases)
-    func aNumberIsNeverGivenAgainAfterItsDeviceIsRevokedOrItsUserRemoved(_ backend: RegistryBackend) throws {
+    @Test(arguments: DatabaseBackend.allCases)
+    func aNumberIsNeverGivenAgainAfterItsDeviceIsRevokedOrItsUserRemoved(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
@@ -103,8 +104,8 @@ import Testing
     /// server nodes on one PostgreSQL database) would have, enroll at the same time: the number
     /// is read and taken under the write lock that `BEGIN IMMEDIATE` holds for the whole
     /// enrollment, or under the tenant row's lock on PostgreSQL, so none is handed out twice.
-    @Test(arguments: RegistryBackend.allCases)
-    func enrollmentsRacingOnTwoConnectionsGetDistinctNumbers(_ backend: RegistryBackend) throws {
+    @Test(arguments: DatabaseBackend.allCases)
+    func enrollmentsRacingOnTwoConnectionsGetDistinctNumbers(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let perConnection = 25
         let codes: [String]
@@ -136,8 +137,8 @@ import Testing
 
     /// One code tried by two connections at once (a device retrying through two server nodes):
     /// exactly one device comes of it, whatever the backend.
-    @Test(arguments: RegistryBackend.allCases)
-    func aCodeUsedOnTwoConnectionsAtOnceMakesOneDevice(_ backend: RegistryBackend) throws {
+    @Test(arguments: DatabaseBackend.allCases)
+    func aCodeUsedOnTwoConnectionsAtOnceMakesOneDevice(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let codes: [String]
         do {

@@ -9,8 +9,8 @@ import Testing
 /// another connection (another process, or another node) changed what it caches, and how a
 /// registry written by a newer Rapport is refused.
 @Suite struct RegistryBackendTests {
-    @Test(arguments: RegistryBackend.allCases)
-    func aRevocationThroughOneConnectionChangesTheVersionAnotherReads(_ backend: RegistryBackend) throws {
+    @Test(arguments: DatabaseBackend.allCases)
+    func aRevocationThroughOneConnectionChangesTheVersionAnotherReads(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let admin = try f.registry()
         defer { admin.close() }
@@ -54,7 +54,7 @@ import Testing
 
     @Test func theRegistryWritesTheSameThingsOnBothBackends() throws {
         // One script of registry calls on each backend; what the API reads back must agree.
-        func script(_ backend: RegistryBackend) throws -> [String] {
+        func script(_ backend: DatabaseBackend) throws -> [String] {
             let f = try RegistryFixture(backend)
             let registry = try f.registry()
             defer { registry.close() }
@@ -82,7 +82,7 @@ import Testing
     }
 
     @Test func keysWebhooksAndBranchesWorkAlikeOnBothBackends() throws {
-        func script(_ backend: RegistryBackend) throws -> [String] {
+        func script(_ backend: DatabaseBackend) throws -> [String] {
             let f = try RegistryFixture(backend)
             let registry = try f.registry()
             defer { registry.close() }

@@ -8,14 +8,6 @@ import SyncModel
 import TestSupport
 import Testing
 
-/// Where a test's registry lives: the data directory's SQLite file, or a database of its own
-/// on the test PostgreSQL server (`PostgresServer`). Suites that test the registry's own rules
-/// run on both, since the same code and SQL serve both.
-enum RegistryBackend: String, CaseIterable, Sendable {
-    case sqlite
-    case postgres
-}
-
 /// A data directory in a temporary folder, with a clock the test moves, and the registry on
 /// the backend the test asked for (tenant stores stay files of the data directory).
 final class RegistryFixture: Sendable {
@@ -24,7 +16,7 @@ final class RegistryFixture: Sendable {
     let clock = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
     let postgres: PostgresDatabase?
 
-    init(_ backend: RegistryBackend = .sqlite) throws {
+    init(_ backend: DatabaseBackend = .sqlite) throws {
         dir = try TemporaryDirectory()
         data = DataDirectory(dir.path("data"))
         postgres = backend == .postgres ? try PostgresServer.database() : nil
@@ -49,8 +41,8 @@ final class RegistryFixture: Sendable {
 }
 
 @Suite struct TenantTests {
-    @Test(arguments: RegistryBackend.allCases)
-    func aTenantGoesThroughItsWholeLife(_ backend: RegistryBackend) throws {
+    @Test(arguments: DatabaseBackend.allCases)
+    func aTenantGoesThroughItsWholeLife(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
@@ -93,8 +85,8 @@ final class RegistryFixture: Sendable {
         #expect(try registry.tenants(includeDeleted: true).isEmpty)
     }
 
-    @Test(arguments: RegistryBackend.allCases)
-    func aCrashBeforeTheRegistryRowLeavesNoTenantAndTheSlugCanBeCreatedAgain(_ backend: RegistryBackend) throws {
+    @Test(arguments: DatabaseBackend.allCases)
+    func aCrashBeforeTheRegistryRowLeavesNoTenantAndTheSlugCanBeCreatedAgain(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
@@ -118,8 +110,8 @@ final class RegistryFixture: Sendable {
 }
 
 @Suite struct UserAndDeviceTests {
-    @Test(arguments: RegistryBackend.allCases)
-    func usersAreCheckedAndRemovingOneRevokesItsDevices(_ backend: RegistryBackend) throws {
+    @Test(arguments: DatabaseBackend.allCases)
+    func usersAreCheckedAndRemovingOneRevokesItsDevices(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
@@ -148,8 +140,8 @@ final class RegistryFixture: Sendable {
         #expect(try registry.device(device.id)?.status == .revoked)
     }
 
-    @Test(arguments: RegistryBackend.allCases)
-    func anEnrollmentCodeWorksOnceBeforeItExpiresAndOnlyForItsTenant(_ backend: RegistryBackend) throws {
+    @Test(arguments: DatabaseBackend.allCases)
+    func anEnrollmentCodeWorksOnceBeforeItExpiresAndOnlyForItsTenant(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }
@@ -207,8 +199,8 @@ final class RegistryFixture: Sendable {
         #expect(bytes.range(of: Data(ticket.code.replacingOccurrences(of: "-", with: "").utf8)) == nil)
     }
 
-    @Test(arguments: RegistryBackend.allCases)
-    func auditedRecordsSuccessWithTheChangeAndFailureWithItsReason(_ backend: RegistryBackend) throws {
+    @Test(arguments: DatabaseBackend.allCases)
+    func auditedRecordsSuccessWithTheChangeAndFailureWithItsReason(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
         defer { registry.close() }

@@ -6,14 +6,14 @@ import Testing
 
 /// Two replicas with hand-set clocks, so which concurrent write wins is known in advance.
 struct TwoReplicas {
-    let dir: TemporaryDirectory
+    let dir: StorePlace
     let alice: ReplicaStore
     let bob: ReplicaStore
     let aliceTime = ManualClock(1_000_000)
     let bobTime = ManualClock(2_000_000)
 
-    init() throws {
-        dir = try TemporaryDirectory()
+    init(_ backend: DatabaseBackend = .sqlite) throws {
+        dir = try StorePlace(backend)
         let (at, bt) = (aliceTime, bobTime)
         alice = try openStore(dir, "alice", wallClock: { at.read() })
         bob = try openStore(dir, "bob", wallClock: { bt.read() })
@@ -36,8 +36,8 @@ struct TwoReplicas {
 }
 
 @Suite struct ConflictLogTests {
-    @Test func concurrentUpdateIsLoggedWithBothSides() throws {
-        let r = try TwoReplicas()
+    @Test(arguments: DatabaseBackend.allCases) func concurrentUpdateIsLoggedWithBothSides(_ backend: DatabaseBackend) throws {
+        let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.update(id, ["city": .text("Bergen")])
         try r.bob.update(id, ["city": .text("Trondheim")])  // Bob's clock is later: he wins
@@ -63,8 +63,8 @@ struct TwoReplicas {
         #expect(try r.alice.conflicts(status: nil).count == 1)
     }
 
-    @Test func takingTheLoserIsACausalWriteThatWinsEverywhere() throws {
-        let r = try TwoReplicas()
+    @Test(arguments: DatabaseBackend.allCases) func takingTheLoserIsACausalWriteThatWinsEverywhere(_ backend: DatabaseBackend) throws {
+        let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.update(id, ["city": .text("Bergen")])
         try r.bob.update(id, ["city": .text("Trondheim")])
@@ -84,8 +84,8 @@ struct TwoReplicas {
         #expect(try r.bob.conflicts(status: .superseded).count == 1)
     }
 
-    @Test func resolvingWithANewValue() throws {
-        let r = try TwoReplicas()
+    @Test(arguments: DatabaseBackend.allCases) func resolvingWithANewValue(_ backend: DatabaseBackend) throws {
+        let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.update(id, ["city": .text("Bergen")])
         try r.bob.update(id, ["city": .text("Trondheim")])
@@ -95,8 +95,8 @@ struct TwoReplicas {
         #expect(throws: ReplicaStoreError.conflictNotFound(999)) { try r.bob.resolve(999, .keepWinner) }
     }
 
-    @Test func updateOfDeletedCanBeRestored() throws {
-        let r = try TwoReplicas()
+    @Test(arguments: DatabaseBackend.allCases) func updateOfDeletedCanBeRestored(_ backend: DatabaseBackend) throws {
+        let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.delete(id)
         try r.bob.update(id, ["city": .text("Bergen")])
@@ -114,8 +114,8 @@ struct TwoReplicas {
         #expect(try r.bob.conflicts().isEmpty)
     }
 
-    @Test func keepingTheDeletionLeavesTheRecordDeleted() throws {
-        let r = try TwoReplicas()
+    @Test(arguments: DatabaseBackend.allCases) func keepingTheDeletionLeavesTheRecordDeleted(_ backend: DatabaseBackend) throws {
+        let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.delete(id)
         try r.bob.update(id, ["city": .text("Bergen")])
@@ -126,8 +126,8 @@ struct TwoReplicas {
         #expect(try r.bob.conflicts().isEmpty)
     }
 
-    @Test func updatingAFieldSupersedesItsOpenConflict() throws {
-        let r = try TwoReplicas()
+    @Test(arguments: DatabaseBackend.allCases) func updatingAFieldSupersedesItsOpenConflict(_ backend: DatabaseBackend) throws {
+        let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.update(id, ["city": .text("Bergen")])
         try r.bob.update(id, ["city": .text("Trondheim")])

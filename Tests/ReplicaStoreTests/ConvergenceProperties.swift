@@ -20,6 +20,12 @@ import Testing
         ProcessInfo.processInfo.environment["RAPPORT_PROPERTY_CASES"].flatMap(Int.init) ?? 300
     }
 
+    /// Cases on PostgreSQL (`RAPPORT_POSTGRES_PROPERTY_CASES`): fewer, as every statement is a
+    /// round trip to the server.
+    static var postgresCaseCount: Int {
+        ProcessInfo.processInfo.environment["RAPPORT_POSTGRES_PROPERTY_CASES"].flatMap(Int.init) ?? 40
+    }
+
     @Test(arguments: [Scenario.Form.states, .encoded])
     func replicasConvergeLoseNothingAndAreIdempotent(form: Scenario.Form) async throws {
         if let seed = ProcessInfo.processInfo.environment["RAPPORT_SEED"].flatMap(UInt64.init) {
@@ -42,6 +48,20 @@ import Testing
         }
         await propertyCheck(count: max(1, Self.caseCount / 2), input: Gen.uint64(in: 0 ... .max)) { seed in
             try Scenario(seed: seed, form: seed % 2 == 0 ? .states : .encoded, handlesOfFirstReplica: 3).run()
+        }
+    }
+
+    /// Both properties with every replica a tenant of one PostgreSQL database, the first one
+    /// written through three connections: the server tier's stores, several nodes on one
+    /// tenant. `RAPPORT_SEED` replays a case here too.
+    @Test func replicasOnPostgreSQLConvergeLoseNothingAndAreIdempotent() async throws {
+        let database = try PostgresServer.database()
+        if let seed = ProcessInfo.processInfo.environment["RAPPORT_SEED"].flatMap(UInt64.init) {
+            try Scenario(seed: seed, form: seed % 2 == 0 ? .states : .encoded, handlesOfFirstReplica: 3, postgres: database).run()
+            return
+        }
+        await propertyCheck(count: Self.postgresCaseCount, input: Gen.uint64(in: 0 ... .max)) { seed in
+            try Scenario(seed: seed, form: seed % 2 == 0 ? .states : .encoded, handlesOfFirstReplica: 3, postgres: database).run()
         }
     }
 }
@@ -95,7 +115,9 @@ final class Scenario {
     var inFlight: [Message] = []
     var delivered: [Message] = []
 
-    init(seed: UInt64, form: Form = .states, handlesOfFirstReplica: Int = 1) throws {
+    /// - Parameter postgres: a database whose tenants the replicas are (named after the seed, so
+    ///   cases share it without meeting); `nil` for SQLite files.
+    init(seed: UInt64, form: Form = .states, handlesOfFirstReplica: Int = 1, postgres: PostgresDatabase? = nil) throws {
         self.seed = seed
         self.form = form
         rng = SeededGenerator(seed: seed)
@@ -113,7 +135,11 @@ final class Scenario {
             clocks.append(clock)
             var replicaHandles: [ReplicaStore] = []
             for _ in 0..<(i == 0 ? handlesOfFirstReplica : 1) {
-                replicaHandles.append(try ReplicaStore(path: dir.path("r\(i).sqlite"), options: options))
+                if let postgres {
+                    replicaHandles.append(try StorePlace.open(tenant: "s\(String(seed, radix: 16))-r\(i)", in: postgres, options: options))
+                } else {
+                    replicaHandles.append(try ReplicaStore(path: dir.path("r\(i).sqlite"), options: options))
+                }
             }
             handles.append(replicaHandles)
         }

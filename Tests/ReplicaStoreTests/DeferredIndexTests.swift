@@ -129,12 +129,12 @@ import Testing
 
     /// The connection settings of this handle: page cache and checkpoint interval.
     func settings(_ store: ReplicaStore) throws -> [Int64?] {
-        [try store.db.scalarInt("PRAGMA cache_size"), try store.db.scalarInt("PRAGMA wal_autocheckpoint")]
+        [try store.sqliteFile!.scalarInt("PRAGMA cache_size"), try store.sqliteFile!.scalarInt("PRAGMA wal_autocheckpoint")]
     }
 
     @Test func aBulkPullTakesALargerCacheAndGivesBackWhatItFound() throws {
         let device = try open("device")
-        try device.db.execute("PRAGMA cache_size = -3000")
+        try device.sqliteFile!.execute("PRAGMA cache_size = -3000")
         let before = try settings(device)
         try device.endBulkPull()  // none begun: nothing to give back
         #expect(try settings(device) == before)

@@ -14,7 +14,8 @@ import Testing
         try store.encodedChanges(after: after, limit: .max).map(\.record)
     }
 
-    @Test func newRecordsAreStoredAsTheyCame() throws {
+    @Test(arguments: DatabaseBackend.allCases) func newRecordsAreStoredAsTheyCame(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let source = try openStore(dir, "source"), target = try openStore(dir, "target")
         for i in 0..<5 {
             let id = try source.create("contact", ["name": .text("c\(i) ✓"), "age": .integer(Int64(i)), "vip": .bool(i % 2 == 0)]).id
@@ -35,14 +36,15 @@ import Testing
         #expect(try target.lastTimestamp >= source.lastTimestamp)
     }
 
-    @Test func itEndsWhereApplyEndsWithMergesAndConflicts() throws {
+    @Test(arguments: DatabaseBackend.allCases) func itEndsWhereApplyEndsWithMergesAndConflicts(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let clock = ManualClock(1_700_000_000_000)
         let source = try openStore(dir, "source", wallClock: { clock.read() })
         let viaStates = try openStore(dir, "states", wallClock: { clock.read() })
         // The same replica id for both targets, so their merged states are comparable.
         var options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID("states"))
         options.wallClock = { clock.read() }
-        let viaEncoded = try ReplicaStore(path: dir.path("encoded.sqlite"), options: options)
+        let viaEncoded = try dir.open("encoded", options: options)
 
         let shared = try source.create("contact", ["name": .text("shared")]).id
         let first = try source.changes(after: 0, limit: .max)
@@ -67,7 +69,8 @@ import Testing
         #expect(try StoreSnapshot(viaEncoded) == (try StoreSnapshot(viaStates)))
     }
 
-    @Test func downstreamRecordsStayDirtyOnlyWhenForwarded() throws {
+    @Test(arguments: DatabaseBackend.allCases) func downstreamRecordsStayDirtyOnlyWhenForwarded(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         try device.create("contact", ["name": .text("Ada")])
         let plain = try openStore(dir, "server")
@@ -75,12 +78,13 @@ import Testing
         #expect(try plain.dirtyCount() == 0)
         var options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID("branch"))
         options.forwardsDownstreamChanges = true
-        let branch = try ReplicaStore(path: dir.path("branch.sqlite"), options: options)
+        let branch = try dir.open("branch", options: options)
         try branch.apply(encoded: try encoded(device), from: .downstream)
         #expect(try branch.dirtyCount() == 1)
     }
 
-    @Test func duplicatesChangeNothingAndClearWhatUpstreamHolds() throws {
+    @Test(arguments: DatabaseBackend.allCases) func duplicatesChangeNothingAndClearWhatUpstreamHolds(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let server = try openStore(dir, "server"), device = try openStore(dir, "device")
         for i in 0..<4 { try server.create("contact", ["name": .text("c\(i)")]) }
         let batch = try encoded(server)
@@ -102,7 +106,8 @@ import Testing
         #expect(try device.dirtyCount() == 0)
     }
 
-    @Test func invalidBytesAnywhereInABatchLeaveTheStoreUnchanged() throws {
+    @Test(arguments: DatabaseBackend.allCases) func invalidBytesAnywhereInABatchLeaveTheStoreUnchanged(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let source = try openStore(dir, "source"), target = try openStore(dir, "target")
         for i in 0..<5 { try source.create("contact", ["name": .text("c\(i)")]) }
         let shared = try source.create("contact", ["name": .text("shared")]).id
@@ -137,7 +142,8 @@ import Testing
         #expect(try target.apply(encoded: batch).outcomes.count == 6)
     }
 
-    @Test func anInterruptedBatchLeavesNoTraceAndTheCheckpointMovesWithItsBatch() throws {
+    @Test(arguments: DatabaseBackend.allCases) func anInterruptedBatchLeavesNoTraceAndTheCheckpointMovesWithItsBatch(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         struct Interrupted: Error {}
         let server = try openStore(dir, "server"), device = try openStore(dir, "device")
         for i in 0..<6 { try server.create("contact", ["name": .text("c\(i)")]) }
@@ -161,7 +167,8 @@ import Testing
         #expect(try device.count(ofType: "contact") == 6)
     }
 
-    @Test func aValidRecordInAnotherFormIsStoredCanonical() throws {
+    @Test(arguments: DatabaseBackend.allCases) func aValidRecordInAnotherFormIsStoredCanonical(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let source = try openStore(dir, "source"), target = try openStore(dir, "target")
         let state = try source.create("contact", ["name": .text("Ada"), "age": .integer(36)])
         var record = EncodedRecord(state)

@@ -7,8 +7,8 @@ import Testing
 /// Records upstream takes out of a device's scope: gone without a tombstone, but never before
 /// what the device wrote to them was pushed and answered.
 @Suite struct EvictionTests {
-    @Test func anEvictedRecordGoesAtOnceUnlessItHasChangesToPush() throws {
-        let dir = try TemporaryDirectory()
+    @Test(arguments: DatabaseBackend.allCases) func anEvictedRecordGoesAtOnceUnlessItHasChangesToPush(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let server = try openStore(dir, "server")
         let device = try openStore(dir, "device")
         let quiet = try server.create("contact", ["name": .text("Ada")])
@@ -31,8 +31,8 @@ import Testing
         #expect(try device.pendingEvictions().isEmpty)
     }
 
-    @Test func aRecordThatComesBackIsNoLongerWaitingToGo() throws {
-        let dir = try TemporaryDirectory()
+    @Test(arguments: DatabaseBackend.allCases) func aRecordThatComesBackIsNoLongerWaitingToGo(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let record = try device.create("contact", ["name": .text("Ada")])
         #expect(try device.evict([record.id], reason: "reassigned") == [record.id])
@@ -42,8 +42,8 @@ import Testing
         #expect(try device.record(record.id) != nil)
     }
 
-    @Test func aRefusedChangeStaysInTheConflictLogAfterItsRecordIsEvicted() throws {
-        let dir = try TemporaryDirectory()
+    @Test(arguments: DatabaseBackend.allCases) func aRefusedChangeStaysInTheConflictLogAfterItsRecordIsEvicted(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let record = try device.create("contact", ["name": .text("Ada")])
         try device.evict([record.id], reason: "reassigned")

@@ -38,7 +38,8 @@ final class RecordingCheck: LocalWriteCheck {
     let dir: TemporaryDirectory
     init() throws { dir = try TemporaryDirectory() }
 
-    @Test func theCheckRunsOnceARecordWhenTheOutermostTransactionEndsAndSeesItsOtherRecords() throws {
+    @Test(arguments: DatabaseBackend.allCases) func theCheckRunsOnceARecordWhenTheOutermostTransactionEndsAndSeesItsOtherRecords(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let store = try openStore(dir, "device")
         let check = RecordingCheck()
         store.localWriteCheck = check
@@ -72,7 +73,8 @@ final class RecordingCheck: LocalWriteCheck {
         #expect(later[2].before?.isDeleted == true && later[2].after.isDeleted == false)
     }
 
-    @Test func aRefusedWriteRollsBackTheWholeTransactionWithTheReason() throws {
+    @Test(arguments: DatabaseBackend.allCases) func aRefusedWriteRollsBackTheWholeTransactionWithTheReason(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let store = try openStore(dir, "device")
         let kept = try store.create("contact", ["name": .text("Ada")])
         store.localWriteCheck = RecordingCheck { before, after in
@@ -107,7 +109,8 @@ final class RecordingCheck: LocalWriteCheck {
                 "the check can be taken away at any time")
     }
 
-    @Test func aWriteUndoneByANestedRollbackIsNotJudged() throws {
+    @Test(arguments: DatabaseBackend.allCases) func aWriteUndoneByANestedRollbackIsNotJudged(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let store = try openStore(dir, "device")
         let check = RecordingCheck()
         store.localWriteCheck = check
@@ -122,7 +125,8 @@ final class RecordingCheck: LocalWriteCheck {
         #expect(check.recorded.map(\.after.id) == [kept.id])
     }
 
-    @Test func theCheckNeverRunsOnBatchesFromSync() throws {
+    @Test(arguments: DatabaseBackend.allCases) func theCheckNeverRunsOnBatchesFromSync(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let peer = try openStore(dir, "peer")
         let id = try peer.create("contact", ["name": .text("Ada")]).id
         try peer.update(id, ["city": .text("Atlantis")])
@@ -146,7 +150,8 @@ final class RecordingCheck: LocalWriteCheck {
         #expect(check.recorded.isEmpty)
     }
 
-    @Test func localSettingsSurviveReopeningAndRollBackWithTheirTransaction() throws {
+    @Test(arguments: DatabaseBackend.allCases) func localSettingsSurviveReopeningAndRollBackWithTheirTransaction(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         do {
             let store = try openStore(dir, "device")
             #expect(try store.localSetting("rights") == nil)

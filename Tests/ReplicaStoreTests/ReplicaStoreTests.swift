@@ -9,7 +9,8 @@ import Testing
     let dir: TemporaryDirectory
     init() throws { dir = try TemporaryDirectory() }
 
-    @Test func localWritesPersistWithDotsAndVectors() throws {
+    @Test(arguments: DatabaseBackend.allCases) func localWritesPersistWithDotsAndVectors(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let store = try openStore(dir, "A")
         let id = UUID()
         let created = try store.create("contact", id: id, ["name": .text("Ada"), "age": .integer(36)])
@@ -24,7 +25,8 @@ import Testing
         #expect(try store.count(ofType: "contact") == 1)
     }
 
-    @Test func counterAndSequenceSurviveARestart() throws {
+    @Test(arguments: DatabaseBackend.allCases) func counterAndSequenceSurviveARestart(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let id = UUID()
         do {
             let store = try openStore(dir, "A")
@@ -34,8 +36,7 @@ import Testing
             store.close()
         }
         // An existing store keeps its own identity whatever id the options suggest.
-        let reopened = try ReplicaStore(
-            path: dir.path("A.sqlite"), options: .init(schema: testSchema, replicaID: try ReplicaID("other")))
+        let reopened = try dir.open("A", options: .init(schema: testSchema, replicaID: try ReplicaID("other")))
         #expect(reopened.replicaID.rawValue == "A")
         let state = try reopened.update(id, ["city": .text("London")])
         #expect(state.vector[reopened.replicaID] == 3)
@@ -43,7 +44,8 @@ import Testing
         #expect(try reopened.lastTimestamp > HLCTimestamp.zero)
     }
 
-    @Test func invalidLocalWritesChangeNothing() throws {
+    @Test(arguments: DatabaseBackend.allCases) func invalidLocalWritesChangeNothing(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let store = try openStore(dir, "A")
         let id = try store.create("contact", ["name": .text("Ada")]).id
         let before = try StoreSnapshot(store)
@@ -62,7 +64,8 @@ import Testing
         #expect(try store.update(id, ["age": .integer(1)]).vector[store.replicaID] == 2)
     }
 
-    @Test func deleteAndRestore() throws {
+    @Test(arguments: DatabaseBackend.allCases) func deleteAndRestore(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let store = try openStore(dir, "A")
         let id = try store.create("contact", ["name": .text("Ada")]).id
         try store.delete(id)
@@ -75,7 +78,8 @@ import Testing
         #expect(throws: ReplicaStoreError.recordNotDeleted(id)) { try store.restore(id) }
     }
 
-    @Test func changesComeInSequenceOrderOncePerRecord() throws {
+    @Test(arguments: DatabaseBackend.allCases) func changesComeInSequenceOrderOncePerRecord(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let store = try openStore(dir, "A")
         let first = try store.create("contact", ["name": .text("1")]).id
         let second = try store.create("contact", ["name": .text("2")]).id
@@ -90,7 +94,8 @@ import Testing
         #expect(try store.pendingChanges(after: 3).records == 0)
     }
 
-    @Test func dirtySetFollowsPushesAndAcknowledgements() throws {
+    @Test(arguments: DatabaseBackend.allCases) func dirtySetFollowsPushesAndAcknowledgements(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let server = try openStore(dir, "server")
         let id = try device.create("contact", ["name": .text("Ada")]).id
@@ -108,7 +113,8 @@ import Testing
         #expect(try device.dirtyCount() == 0)
     }
 
-    @Test func pullingTheMergedStateClearsDirty() throws {
+    @Test(arguments: DatabaseBackend.allCases) func pullingTheMergedStateClearsDirty(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let server = try openStore(dir, "server")
         let id = try device.create("contact", ["name": .text("Ada")]).id
@@ -119,7 +125,8 @@ import Testing
         #expect(try device.record(id)?.values["city"] == .text("Paris"))
     }
 
-    @Test func applyIsIdempotentAndReportsOutcomes() throws {
+    @Test(arguments: DatabaseBackend.allCases) func applyIsIdempotentAndReportsOutcomes(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let a = try openStore(dir, "A"), b = try openStore(dir, "B")
         let x = try a.create("contact", ["name": .text("x")]).id
         let y = try a.create("contact", ["name": .text("y")]).id
@@ -136,7 +143,8 @@ import Testing
         #expect(report.conflicts.isEmpty)
     }
 
-    @Test func incrementsFromSeveralReplicasAddUp() throws {
+    @Test(arguments: DatabaseBackend.allCases) func incrementsFromSeveralReplicasAddUp(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let a = try openStore(dir, "A"), b = try openStore(dir, "B")
         let id = try a.create("contact", ["name": .text("x")]).id
         try b.apply(try a.changes(after: 0, limit: 10).map(\.state))
@@ -149,7 +157,8 @@ import Testing
         #expect(try a.record(id) == (try b.record(id)))
     }
 
-    @Test func aBatchInterruptedHalfWayLeavesTheStoreExactlyAsBefore() throws {
+    @Test(arguments: DatabaseBackend.allCases) func aBatchInterruptedHalfWayLeavesTheStoreExactlyAsBefore(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         struct Interrupted: Error {}
         let source = try openStore(dir, "source"), target = try openStore(dir, "target")
         for i in 0..<20 { try source.create("contact", ["name": .text("c\(i)")]) }
@@ -171,7 +180,8 @@ import Testing
         #expect(try target.update(shared, ["note": .text("n")]).vector[target.replicaID] == 3)
     }
 
-    @Test func anInvalidRecordAnywhereInABatchRejectsTheWholeBatch() throws {
+    @Test(arguments: DatabaseBackend.allCases) func anInvalidRecordAnywhereInABatchRejectsTheWholeBatch(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let source = try openStore(dir, "source"), target = try openStore(dir, "target")
         for i in 0..<5 { try source.create("contact", ["name": .text("c\(i)")]) }
         var batch = try source.changes(after: 0, limit: 100).map(\.state)
@@ -191,7 +201,8 @@ import Testing
         #expect(throws: ReplicaStoreError.self) { try target.apply([retyped]) }
     }
 
-    @Test func checkpointMovesWithItsBatchAndOnlyThen() throws {
+    @Test(arguments: DatabaseBackend.allCases) func checkpointMovesWithItsBatchAndOnlyThen(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         struct Interrupted: Error {}
         let server = try openStore(dir, "server"), device = try openStore(dir, "device")
         for i in 0..<4 { try server.create("contact", ["name": .text("c\(i)")]) }
@@ -209,7 +220,8 @@ import Testing
         #expect(try device.checkpoint(for: "server") == 0)
     }
 
-    @Test func aRejectedPushIsKeptAsAConflictAndStopsBeingPushed() throws {
+    @Test(arguments: DatabaseBackend.allCases) func aRejectedPushIsKeptAsAConflictAndStopsBeingPushed(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let id = try device.create("contact", ["name": .text("Ada")]).id
         let pushed = try #require(try device.dirtyRecords().first)
@@ -223,8 +235,8 @@ import Testing
         #expect(try device.dirtyCount() == 1)
     }
 
-    @Test func conflictsReportedByAPeerAreLoggedOnce() throws {
-        let r = try TwoReplicas()
+    @Test(arguments: DatabaseBackend.allCases) func conflictsReportedByAPeerAreLoggedOnce(_ backend: DatabaseBackend) throws {
+        let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.update(id, ["city": .text("Bergen")])
         try r.bob.update(id, ["city": .text("Trondheim")])

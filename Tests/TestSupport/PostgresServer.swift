@@ -154,3 +154,11 @@ public struct PostgresServerError: Error, CustomStringConvertible, Sendable {
     public let description: String
     init(_ description: String) { self.description = description }
 }
+
+/// What a test's registry or stores run on: SQLite files, or a database of the test's own on
+/// the test PostgreSQL server (`PostgresServer`). Suites of code that serves both, with the
+/// same SQL, run on both.
+public enum DatabaseBackend: String, CaseIterable, Sendable {
+    case sqlite
+    case postgres
+}

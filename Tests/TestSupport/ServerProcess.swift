@@ -57,8 +57,8 @@ public final class ServerProcess: Sendable {
     /// user `owner@<tenant>.example`) and enrolls `devicesPerTenant` devices in each, the way
     /// `rapportctl` and the Enroll message would, without a server.
     public static func prepare(data: String, tenants: [String], devicesPerTenant: Int = 1,
-                               schema: Schema) throws -> [String: [DeviceCredential]] {
-        let directory = DataDirectory(data)
+                               schema: Schema, database: String? = nil) throws -> [String: [DeviceCredential]] {
+        let directory = DataDirectory(data, database: database)
         let registry = try directory.openRegistry()
         defer { registry.close() }
         var credentials: [String: [DeviceCredential]] = [:]
