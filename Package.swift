@@ -123,7 +123,7 @@ let package = Package(
         .executableTarget(
             name: "rapportd",
             dependencies: [
-                "PrivateFiles", "RapportAPI", "RapportServer", "Registry", "ReplicaStore", "CRM", "TLS",
+                "Postgres", "PrivateFiles", "RapportAPI", "RapportServer", "Registry", "ReplicaStore", "CRM", "TLS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

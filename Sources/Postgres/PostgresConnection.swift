@@ -23,6 +23,9 @@ public final class PostgresConnection: SQLDatabase {
     /// Prepared statements by their SQL text (`cached`), and the number of the last one named.
     private var statements: [String: PostgresStatement] = [:]
     var preparedCount = 0
+    /// How many times the connection was made again after the server closed it (`open`): a
+    /// statement prepared in an earlier session is prepared again.
+    private(set) var session = 0
 
     /// Connects to `url` (`postgres://user[:password]@host[:port]/database?options`, or
     /// libpq's `key=value` form).
@@ -41,6 +44,10 @@ public final class PostgresConnection: SQLDatabase {
             handle = nil
             throw PostgresError(message: message, server: server)
         }
+        try configureSession()
+    }
+
+    private func configureSession() throws {
         // UTC and ISO dates whatever the server's defaults: nothing Rapport reads depends on them,
         // but a log line should not change meaning with the server's configuration.
         try run("SET TIME ZONE 'UTC'")
@@ -160,8 +167,20 @@ public final class PostgresConnection: SQLDatabase {
         return received
     }
 
+    /// The connection, made again first when the server closed it (a restart, a failover, an
+    /// administrator ending the backend) and no transaction was open on it: the statement that
+    /// met the closed connection failed, the next one runs on a new session. Within a
+    /// transaction it stays closed, so the transaction fails whole and its caller retries it.
     func open() throws -> OpaquePointer {
         guard let handle else { throw PostgresError(message: "the connection is closed", server: server) }
+        if PQstatus(handle) != CONNECTION_OK && transactionDepth == 0 {
+            PQreset(handle)
+            guard PQstatus(handle) == CONNECTION_OK else {
+                throw PostgresError(message: "reconnecting: " + Self.trimmed(PQerrorMessage(handle)), server: server)
+            }
+            session += 1
+            try configureSession()
+        }
         return handle
     }
 

@@ -19,7 +19,7 @@ public final class PostgresStatement: SQLStatement {
     private let numberedSQL: String
     private var values: [SQLValue] = []
     /// The server-side name and the parameter types it was prepared for.
-    private var prepared: (name: String, types: [Oid])?
+    private var prepared: (name: String, types: [Oid], session: Int)?
     private var result: OpaquePointer?
     private var row: Int32 = -1
     private var rows: Int32 = 0
@@ -110,7 +110,7 @@ public final class PostgresStatement: SQLStatement {
     /// The name of the server's prepared statement for values of `types`, preparing it when it
     /// does not exist yet or was prepared for other types.
     private func preparedName(for types: [Oid], on connection: OpaquePointer) throws -> String {
-        if let prepared, prepared.types.count == types.count,
+        if let prepared, prepared.session == self.connection.session, prepared.types.count == types.count,
            zip(prepared.types, types).allSatisfy({ $0 == $1 || $1 == 0 }) {
             return prepared.name
         }
@@ -121,7 +121,7 @@ public final class PostgresStatement: SQLStatement {
         }
         defer { PQclear(made) }
         try self.connection.check(made, sql: sql)
-        prepared = (name, types)
+        prepared = (name, types, self.connection.session)
         return name
     }
 

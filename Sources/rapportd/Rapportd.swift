@@ -2,6 +2,7 @@ import ArgumentParser
 import CRM
 import Foundation
 import Logging
+import Postgres
 import PrivateFiles
 import RapportAPI
 import RapportServer
@@ -235,7 +236,9 @@ struct Rapportd: AsyncParsableCommand {
         }
         let apiPort = try await integration?.start()
 
-        var banner = "rapportd serving \(data) on \(host):\(boundPort)\n"
+        // The first line ends with the port, which scripts and tests read.
+        let serving = store.map { "the PostgreSQL store \(PostgresConnection.redactedURL($0)) (node files in \(data))" } ?? data
+        var banner = "rapportd serving \(serving) on \(host):\(boundPort)\n"
         banner += "connections: at most \(config.maxConnections); \(descriptors)\n"
         if let branch = config.upstream {
             banner += "branch '\(branch.credential.name)' of tenant '\(branch.credential.tenant)' at \(branch.host):\(branch.port)\n"

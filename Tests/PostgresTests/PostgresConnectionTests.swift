@@ -159,6 +159,37 @@ import Testing
         #expect(try connection.scalarInt("SELECT 1") == 1, "the connection serves on after a refused copy")
     }
 
+    @Test func aConnectionTheServerClosedIsMadeAgainForTheNextStatementNotInsideATransaction() throws {
+        let database = try PostgresServer.database()
+        let connection = try PostgresConnection(url: database.url)
+        let admin = try PostgresConnection(url: database.url)
+        try connection.run("CREATE TABLE t (n bigint)")
+        let insert = try connection.cached("INSERT INTO t VALUES (?)")
+        try insert.bind(integer: 1, at: 1)
+        try insert.step()
+        func endBackend() throws {
+            let pid = try #require(try connection.scalarInt("SELECT pg_backend_pid()"))
+            try admin.run("SELECT pg_terminate_backend(?::int)", [pid])
+        }
+        try endBackend()
+        #expect(throws: PostgresError.self, "the statement that meets the closed connection fails") {
+            try connection.run("SELECT 1")
+        }
+        #expect(try connection.scalarInt("SELECT 2") == 2, "the next one runs on a new session")
+        insert.reset()
+        try insert.bind(integer: 2, at: 1)
+        try insert.step()  // prepared again on the new session
+        // Inside a transaction the connection stays closed: the transaction fails whole.
+        #expect(throws: PostgresError.self) {
+            try connection.transaction {
+                try connection.run("INSERT INTO t VALUES (3)")
+                try endBackend()
+                try connection.run("INSERT INTO t VALUES (4)")
+            }
+        }
+        #expect(try connection.query("SELECT n FROM t ORDER BY n") { try $0.int64(0) } == [1, 2])
+    }
+
     @Test func migrationsRunOnceEvenFromSeveralConnectionsAndANewerSchemaIsRefused() throws {
         let database = try PostgresServer.database()
         let migrations = [

@@ -112,7 +112,11 @@ import Testing
 
         // The laptop comes back: told to resync, it pushes first, then takes a fresh copy.
         let report = try await laptop.sync()
-        #expect(report.dropped == 1, "the record deleted elsewhere and purged goes: \(report)")
+        // Its own delete of `deletedHere` went up again as a tombstone, which the fresh copy
+        // brings back, unless the sync took longer than the 2 s horizon (a loaded machine) and
+        // housekeeping purged it again meanwhile: then that tombstone is dropped too.
+        let tombstoneDropped = try laptop.local { try $0.record(deletedHere) == nil }
+        #expect(report.dropped == (tombstoneDropped ? 2 : 1), "the record deleted elsewhere and purged goes: \(report)")
         try laptop.local { store throws in
             #expect(try store.record(deletedThere) == nil, "no tombstone needed")
             #expect(try store.record(edited)?.text("department") == "Field sales")
