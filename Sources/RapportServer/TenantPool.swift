@@ -92,9 +92,8 @@ public final class TenantStore: Sendable {
     /// subscribers, change-feed readers or observers.
     func announceOutsideCommits() async {
         guard subscribers.withLock({ !$0.isEmpty }) || waiters.withLock({ !$0.isEmpty }) || observers.withLock({ !$0.isEmpty }),
-              let sequence = try? await store.perform({ try $0.lastSequence }),
-              sequence > announced.withLock({ $0 }) else { return }
-        announce(sequence, except: nil)
+              let sequence = try? await store.perform({ try $0.lastSequence }) else { return }
+        announceCommitted(sequence)
     }
 }
 
