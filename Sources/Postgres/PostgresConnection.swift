@@ -104,6 +104,24 @@ public final class PostgresConnection: SQLDatabase {
         try query(sql, values) { try row($0) }
     }
 
+    /// The first `limit` rows of `sql` (ordered, without `LIMIT`; see `SQLDatabase.fetchFirst`),
+    /// read through a cursor: the planner then weighs how soon the first rows come
+    /// (`cursor_tuple_fraction`), so it takes an index scan in the query's order over reading
+    /// and sorting the whole range, even when its statistics expect few rows. The cursor lives
+    /// in a transaction of its own (a savepoint inside one), closed before it returns.
+    public func fetchFirst<T>(_ limit: Int, of sql: String, _ values: [any SQLBindable], row: (any SQLRow) throws -> T) throws -> [T] {
+        guard limit > 0 else { return [] }
+        let cursor = "rapport_first_\(transactionDepth)"
+        return try transaction {
+            try run("DECLARE \(cursor) NO SCROLL CURSOR FOR " + sql, values)
+            // FETCH counts in 32 bits; a caller that means "every row" passes Int.max.
+            let count = limit < Int(Int32.max) ? "FORWARD \(limit)" : "ALL"
+            let rows = try query("FETCH \(count) FROM \(cursor)") { try row($0) }
+            try run("CLOSE \(cursor)")
+            return rows
+        }
+    }
+
     /// The first column of the first row as an integer, or `nil` when there is no row or it is NULL.
     public func scalarInt(_ sql: String, _ values: [any SQLBindable] = []) throws -> Int64? {
         try query(sql, values) { row in try row.isNull(0) ? nil : row.int64(0) }.first ?? nil

@@ -695,7 +695,7 @@ public final class ReplicaStore {
     /// Records changed after sequence number `after`, oldest change first: how a peer pulls.
     /// A record changed several times appears once, at its latest change.
     public func changes(after: Int64, limit: Int) throws -> [Change] {
-        try db.fetch("SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? ORDER BY seq LIMIT ?", [after, limit]) {
+        try db.fetchFirst(limit, of: "SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? ORDER BY seq", [after]) {
             Change(sequence: try $0.int64(0), state: try decodeRow($0, from: 1))
         }
     }
@@ -725,7 +725,7 @@ public final class ReplicaStore {
     /// `changes(after:limit:)` as the rows hold them, for sending to a peer: nothing is decoded,
     /// so a damaged row is not noticed here but by the receiver, which validates every record.
     public func encodedChanges(after: Int64, limit: Int) throws -> [EncodedChange] {
-        try db.fetch("SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? ORDER BY seq LIMIT ?", [after, limit]) {
+        try db.fetchFirst(limit, of: "SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? ORDER BY seq", [after]) {
             EncodedChange(sequence: try $0.int64(0), record: try encodedRow($0, from: 1))
         }
     }

@@ -190,8 +190,8 @@ extension ReplicaStore {
     /// A page of the live records of `type`: at most `limit` changed after `after`, in the order
     /// of their last change, so a listing resumes after the last record it was given.
     public func liveChanges(ofType type: String, after: Int64, limit: Int) throws -> [Change] {
-        try db.fetch("SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? AND type = ? AND deleted = 0 ORDER BY seq LIMIT ?",
-                     [after, type, Int64(limit)]) {
+        try db.fetchFirst(limit, of: "SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? AND type = ? AND deleted = 0 ORDER BY seq",
+                          [after, type]) {
             Change(sequence: try $0.int64(0), state: try decodeRow($0, from: 1))
         }
     }

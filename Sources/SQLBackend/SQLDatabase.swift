@@ -152,6 +152,17 @@ public protocol SQLDatabase: AnyObject {
     func run(_ sql: String, _ values: [any SQLBindable]) throws -> Int
     /// Runs one query and maps each row of its result.
     func fetch<T>(_ sql: String, _ values: [any SQLBindable], row: (any SQLRow) throws -> T) throws -> [T]
+    /// The first `limit` rows of `sql`, a query that orders its rows and has no `LIMIT`, read so
+    /// that the database stops after them and finds them by an index in that order when one
+    /// fits, whatever its statistics of the table say. What a reader that pages through a large
+    /// ordered range uses (a pull, batch by batch).
+    ///
+    /// The default adds `LIMIT ?`, which SQLite plans by its indexes alone. PostgreSQL plans a
+    /// `LIMIT` from its statistics: for a table just filled (a tenant copied in, before ANALYZE)
+    /// or a tenant that statistics of every tenant's rows misjudge, it expects a few rows, so it
+    /// reads and sorts every row of the range for each page; `PostgresConnection` reads through
+    /// a cursor instead, planned to return its first rows early.
+    func fetchFirst<T>(_ limit: Int, of sql: String, _ values: [any SQLBindable], row: (any SQLRow) throws -> T) throws -> [T]
     /// The statement for `sql`, prepared on first use and kept for the connection's life.
     func statement(_ sql: String) throws -> any SQLStatement
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws. Called
@@ -165,6 +176,10 @@ extension SQLDatabase {
     /// `run` without parameters.
     @discardableResult
     public func run(_ sql: String) throws -> Int { try run(sql, []) }
+
+    public func fetchFirst<T>(_ limit: Int, of sql: String, _ values: [any SQLBindable], row: (any SQLRow) throws -> T) throws -> [T] {
+        try fetch(sql + " LIMIT ?", values + [limit], row: row)
+    }
 
     /// `fetch` without parameters.
     public func fetch<T>(_ sql: String, row: (any SQLRow) throws -> T) throws -> [T] { try fetch(sql, [], row: row) }

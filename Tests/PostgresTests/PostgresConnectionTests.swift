@@ -137,6 +137,41 @@ import Testing
         #expect(try any.fetch("SELECT ?2 || ?1 || ?", ["a", "b", "c"]) { try $0.string(0) } == ["bac"])
     }
 
+    @Test func fetchFirstReadsAnOrderedRangeByItsIndexWhateverTheStatisticsSayAsSQLiteDoes() throws {
+        let database = try PostgresServer.database()
+        let connection = try PostgresConnection(url: database.url)
+        let file = try Database(path: ":memory:")
+        defer { file.close() }
+        // Rows just loaded, not analysed yet: the case where a LIMIT read and sorted them all.
+        try connection.run("CREATE TABLE w (tenant_id text, k bigint, label text, PRIMARY KEY (tenant_id, k)) WITH (autovacuum_enabled = false)")
+        try connection.run("INSERT INTO w SELECT 'a', g, 'row ' || g FROM generate_series(1, 20000) g")
+        try file.execute("CREATE TABLE w (tenant_id text, k integer, label text, PRIMARY KEY (tenant_id, k))")
+        try file.transaction { for k in 1...300 { try file.run("INSERT INTO w VALUES ('a', ?, ?)", [k, "row \(k)"]) } }
+        let query = "SELECT k, label FROM w WHERE tenant_id = 'a' AND k > ? ORDER BY k"
+        for database in [connection, file] as [any SQLDatabase] {
+            let page = try database.fetchFirst(3, of: query, [10]) { (try $0.int64(0), try $0.string(1)) }
+            #expect(page.map(\.0) == [11, 12, 13] && page.map(\.1) == ["row 11", "row 12", "row 13"], "\(database.dialect)")
+            #expect(try database.fetchFirst(5, of: query, [298]) { try $0.int64(0) }.prefix(2) == [299, 300])
+            #expect(try database.fetchFirst(0, of: query, [0]) { try $0.int64(0) }.isEmpty)
+            #expect(try database.fetchFirst(Int.max, of: query, [295]) { try $0.int64(0) }.prefix(5) == [296, 297, 298, 299, 300])
+            // Inside a transaction, twice, and after a reader that failed half-way.
+            struct Stop: Error {}
+            let pages = try database.transaction { () throws -> [[Int64]] in
+                #expect(throws: Stop.self) { _ = try database.fetchFirst(4, of: query, [0]) { _ in throw Stop() } }
+                return [try database.fetchFirst(2, of: query, [0]) { try $0.int64(0) }, try database.fetchFirst(2, of: query, [2]) { try $0.int64(0) }]
+            }
+            #expect(pages == [[1, 2], [3, 4]])
+            #expect(throws: Stop.self) { _ = try database.fetchFirst(4, of: query, [0]) { _ in throw Stop() } }
+            #expect(try database.fetchFirst(1, of: query, [7]) { try $0.int64(0) } == [8])
+        }
+        // The cursor's plan walks the primary key in order and stops; a LIMIT without statistics
+        // expects a few rows, so it would fetch all of them and sort them.
+        let plan = try connection.transaction {
+            try connection.query("EXPLAIN DECLARE c NO SCROLL CURSOR FOR " + query, [0]) { try $0.string(0) }
+        }
+        #expect(plan.first?.contains("Index Scan using w_pkey") == true && !plan.contains { $0.contains("Sort") }, "\(plan)")
+    }
+
     @Test func copyInLoadsRowsAndAFailingWriterLeavesNone() throws {
         let database = try PostgresServer.database()
         let connection = try PostgresConnection(url: database.url)
