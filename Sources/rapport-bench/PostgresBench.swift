@@ -116,22 +116,33 @@ struct PostgresBench: AsyncParsableCommand {
         // 2. Pushes a second: one tenant, then many, through one node and through two.
         let node1 = try ServerProcess.start(binary: binary, data: pgData, arguments: ["--store", database.url, "--no-dev-tenant"])
         defer { node1.stop() }
+        // `devices` pushers at once. To one tenant, each pushes through its own device of it; to
+        // many, pusher w takes tenants w, w + devices, w + 2 devices, ... in turn, each through
+        // that tenant's device, so every tenant is pushed to (when devices x pushes reach them).
         let oneTenant = try (0..<devices).map { index in
-            try benchDevice(pgCredentials["one"]!.removeLast(), store: dir.path("one-\(index).sqlite"), port: node0.port, data: pgData)
+            [try benchDevice(pgCredentials["one"]!.removeLast(), store: dir.path("one-\(index).sqlite"), port: node0.port, data: pgData)]
         }
-        let manyTenants = try (0..<devices).map { index in
-            try benchDevice(pgCredentials[many[index % many.count]]!.removeLast(), store: dir.path("many-\(index).sqlite"), port: node0.port, data: pgData)
+        let manyTenants = try (0..<devices).map { pusher in
+            try stride(from: pusher, to: many.count, by: devices).map { index in
+                try benchDevice(pgCredentials[many[index]]!.removeLast(), store: dir.path("many-\(index).sqlite"), port: node0.port, data: pgData)
+            }
         }
-        for (name, clients) in [("one_tenant", oneTenant), ("many_tenants", manyTenants)] {
+        for (name, pushers) in [("one_tenant", oneTenant), ("many_tenants", manyTenants)] {
+            let tenantsPushed = Set(pushers.flatMap { $0.prefix(pushes).map(\.configuration.tenant) }).count
+            let total = pushers.filter { !$0.isEmpty }.count * pushes
             for nodes in [1, 2] {
-                let targets = try clients.enumerated().map { index, client in
+                let targets = try pushers.enumerated().map { index, clients in
                     let node = nodes == 1 || index % 2 == 0 ? node0 : node1
-                    return try moved(client, to: node, data: pgData)
+                    return try clients.map { try moved($0, to: node, data: pgData) }
                 }
+                // Every device has synced through its node once: the figure is pushes to tenants
+                // a node serves, not a node's first lease of each tenant's store nor a
+                // device's first session.
+                for clients in targets { for client in clients { try await client.sync() } }
                 let seconds = try await pushRounds(targets, pushes: pushes, tag: "\(name)-\(nodes)")
                 report.line("pushes_\(name)_\(nodes)_node\(nodes == 1 ? "" : "s")", [
-                    "devices": devices, "tenants": name == "one_tenant" ? 1 : min(devices, many.count), "pushes": devices * pushes,
-                    "seconds": seconds, "pushes_per_second": Double(devices * pushes) / seconds,
+                    "devices": devices, "tenants": tenantsPushed, "pushes": total,
+                    "seconds": seconds, "pushes_per_second": Double(total) / seconds,
                 ])
             }
         }
@@ -166,14 +177,15 @@ struct PostgresBench: AsyncParsableCommand {
         return try RapportClient(store: client.store, configuration: configuration, logger: logger)
     }
 
-    /// Every client makes `pushes` pushes of 10 new records at once with the others; the seconds
-    /// until the last is done.
-    func pushRounds(_ clients: [RapportClient], pushes: Int, tag: String) async throws -> Double {
+    /// Every pusher makes `pushes` pushes of 10 new records at once with the others, through
+    /// its clients in turn; the seconds until the last is done.
+    func pushRounds(_ pushers: [[RapportClient]], pushes: Int, tag: String) async throws -> Double {
         let start = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for (index, client) in clients.enumerated() {
+            for (index, clients) in pushers.enumerated() where !clients.isEmpty {
                 group.addTask {
                     for push in 0..<pushes {
+                        let client = clients[push % clients.count]
                         try client.store.performSync { store in
                             try store.transaction { for i in 0..<10 { try store.create("activity", ["kind": .text("note"), "subject": .text("\(tag) \(index)-\(push)-\(i)")]) } }
                         }
