@@ -125,17 +125,9 @@ public struct DataDirectory: Sendable {
 
     /// Removes a deleted tenant for good: its registry rows and its store files.
     public func purgeTenant(_ slug: String, in registry: Registry) throws {
-        let path = try storePath(of: slug)
+        try Registry.checkSlug(slug)
         try registry.removeTenant(slug)
-        if let database {
-            let connection = try connectStores(database)
-            defer { connection.close() }
-            try ReplicaStore.removeStore(tenant: slug, from: connection)
-            return
-        }
-        for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
-            try FileManager.default.removeItem(atPath: file)
-        }
+        try removeStore(of: slug)
     }
 
     /// Copies a tenant's store to `file` with SQLite's online backup API, while the server keeps

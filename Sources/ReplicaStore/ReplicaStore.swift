@@ -300,16 +300,18 @@ public final class ReplicaStore {
 
     /// The replica header as the file holds it: what other handles have committed.
     ///
-    /// - Parameter lock: in a write transaction on PostgreSQL, locks the header row until the
+    /// - Parameter lock: in a write transaction: refuses a store whose tenant moved away
+    ///   (`ReplicaStoreError.moved`), and on PostgreSQL locks the header row until the
     ///   transaction ends, so the tenant's writers on every connection and node queue here, as
     ///   SQLite's write lock (`BEGIN IMMEDIATE`) makes them queue for a file; each then reads
     ///   the header as the one before it committed it.
     private func committedHeader(lock: Bool = false) throws -> (counter: UInt64, sequence: Int64, clock: HLCTimestamp) {
         let forUpdate = lock && db.dialect == .postgres ? " FOR UPDATE" : ""
-        let statement = try db.statement("SELECT counter, sequence, clock FROM replica WHERE \(tenant.and)singleton = 1\(forUpdate)")
+        let statement = try db.statement("SELECT counter, sequence, clock, moved_to FROM replica WHERE \(tenant.and)singleton = 1\(forUpdate)")
         statement.reset()
         defer { statement.reset() }
         guard try statement.step() else { throw ReplicaStoreError.corrupt(path: path, reason: "the replica identity row is missing") }
+        if lock, let movedTo = try statement.optionalString(3) { throw ReplicaStoreError.moved(path: path, to: movedTo) }
         let (counter, sequence) = (try statement.int64(0), try statement.int64(1))
         guard counter >= 0, sequence >= 0, let clock = try? HLCTimestamp(signed: statement.int64(2)) else {
             throw ReplicaStoreError.corrupt(path: path, reason: "replica identity row: negative counter, sequence or clock")
