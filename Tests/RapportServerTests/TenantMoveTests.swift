@@ -145,6 +145,47 @@ import Testing
         #expect(audit.output.contains("tenant move in") && audit.output.contains("tenant move out"), "\(audit.output)")
     }
 
+    @Test func aDevicePushingThroughoutTheMoveLosesNothing() async throws {
+        let setup = try Setup()
+        var server = try setup.server(onPostgres: false)
+        var laptop = try await setup.enroll("laptop", user: "anna@acme.example", on: server)
+        try createAccounts(laptop, 2_000, "Before")
+        try await laptop.sync()
+        // Pushes of 5 records, one after another, before, during and after the move: each is
+        // taken by the old server before the copy, refused while the store is locked or marked
+        // moved, or refused for an unknown tenant after; the laptop keeps whatever was refused.
+        let writer = Task { [laptop] in
+            var rounds = 0
+            while !Task.isCancelled {
+                try createAccounts(laptop, 5, "Round \(rounds)")
+                _ = try? await laptop.sync()
+                rounds += 1
+            }
+            return rounds
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let move = try await setup.ctl.runDetached(["tenant", "move", "acme", "--to", setup.database.url, "--json"])
+        #expect(move.status == 0, "\(move.error)")
+        try await Task.sleep(for: .milliseconds(300))
+        writer.cancel()
+        let rounds = try await writer.value
+        server.stop()
+
+        server = try setup.server(onPostgres: true)
+        defer { server.stop() }
+        laptop = try setup.pointed(laptop, at: server)
+        try await laptop.sync()
+        #expect(try laptop.local { try $0.dirtyCount() } == 0)
+        let held = try holdings(laptop)
+        #expect(held.count == 2_000 + 5 * rounds)
+        let store = try DataDirectory(setup.data, database: setup.database.url).openStore(of: "acme", options: .crm(role: .authority))
+        defer { store.close() }
+        let served = try Set(store.changes(after: 0, limit: .max).map(\.state.id))
+        let lost = Set(held.keys).subtracting(served)
+        #expect(lost.isEmpty && served.count == held.count,
+                "every record the laptop wrote is in the moved tenant, whichever server took it: \(lost.count) missing of \(held.count)")
+    }
+
     @Test func aMoveStoppedAtAnyStepFinishesWhenRunAgain() async throws {
         for step in DataDirectory.MoveStep.allCases {
             let setup = try Setup()
