@@ -119,7 +119,7 @@ extension DataDirectory {
         }
     }
 
-    /// A tenant's store as a database: its file (migrated to this program's schema first), or
+    /// A tenant's store as a database: its file (brought to this program's schema first), or
     /// a connection to the shared database and the tenant's id there.
     func openStoreDatabase(of slug: String) throws -> (database: any SQLDatabase, tenant: String?) {
         if let database {
@@ -134,8 +134,9 @@ extension DataDirectory {
         guard FileManager.default.fileExists(atPath: path) else {
             throw ReplicaStoreError.notAStore(path: path, reason: "the tenant's store file is missing")
         }
-        try ReplicaStore(path: path, options: .init(schema: Schema([]))).close()
-        return (try Database(path: path, options: Self.existingFile), nil)
+        // Not opened as a store: that would build its field index for no fields, under the
+        // server that serves it.
+        return (try ReplicaStore.openFile(path), nil)
     }
 
     /// Makes tenant `slug`'s store with `fill`, which is given the database and the tenant id
@@ -155,8 +156,7 @@ extension DataDirectory {
         try PrivateFiles.createDirectory(tenantsPath)
         let temporary = tenantsPath + "/.\(slug).moving-\(Crypto.hex(try Crypto.randomBytes(6))).sqlite"
         do {
-            try ReplicaStore(path: temporary, options: .init(schema: Schema([]))).close()
-            let file = try Database(path: temporary, options: Self.existingFile)
+            let file = try ReplicaStore.openFile(temporary)
             let result: T
             do {
                 result = try fill(file, nil)

@@ -184,9 +184,20 @@ public final class ReplicaStore {
     ///   `.corrupt` for a damaged one, `.newerSchema` for one written by a newer program;
     ///   in each case the file is left as it was.
     public convenience init(path: String, options: Options) throws {
+        let db = try Self.openFile(path, synchronous: options.synchronous)
+        try self.init(opened: db, tenant: .ownFile, path: path, options: options)
+    }
+
+    /// The store file at `path` as a database brought to this program's schema, and nothing
+    /// else of opening a store: its field index, built for whichever fields the handles that
+    /// serve it index, is left as it is. What copying a store (`copyStore`) reads and writes;
+    /// `init(path:options:)` is this, then the replica and its index.
+    ///
+    /// - Throws: as `init(path:options:)`.
+    public static func openFile(_ path: String, synchronous: Database.Synchronous = .normal) throws -> Database {
         var dbOptions = Database.Options()
         dbOptions.walMode = false  // not before we know the file is ours: switching modes writes to it
-        dbOptions.synchronous = options.synchronous
+        dbOptions.synchronous = synchronous
         let db: Database
         do {
             db = try Database(path: path, options: dbOptions)
@@ -210,7 +221,7 @@ public final class ReplicaStore {
         } catch let error as SQLiteError where error.isCorruption {
             throw ReplicaStoreError.corrupt(path: path, reason: error.description)
         }
-        try self.init(opened: db, tenant: .ownFile, path: path, options: options)
+        return db
     }
 
     /// Opens tenant `tenant`'s store in a PostgreSQL database shared by tenants, creating its

@@ -1,3 +1,4 @@
+import Foundation
 import SQLBackend
 import SQLite
 import SyncModel
@@ -87,11 +88,11 @@ extension ReplicaStore {
     /// `database`, a PostgreSQL database holding the store tables, as it is (`copyStore`). The
     /// tenant must have no store there yet. Returns the number of records copied.
     ///
-    /// The file is brought to this program's schema first (opening it migrates it).
+    /// The file is brought to this program's schema first; its field index is copied as it is.
     @discardableResult
     public static func copyFile(_ path: String, into database: any SQLDatabase, tenant slug: String) throws -> Int {
-        try ReplicaStore(path: path, options: .init(schema: Schema([]))).close()
-        let file = try Database(path: path, options: { var o = Database.Options(); o.create = false; return o }())
+        guard FileManager.default.fileExists(atPath: path) else { throw ReplicaStoreError.notAStore(path: path, reason: "no such file") }
+        let file = try openFile(path)
         defer { file.close() }
         return try copyStore(from: file, tenant: nil, into: database, tenant: slug).records
     }

@@ -120,7 +120,12 @@ import Testing
 
         let connection = try PostgresConnection(url: database.url)
         try connection.migrate("store", ReplicaStore.postgresMigrations)
+        let indexRows = try Database(path: place.dir.path("server.sqlite"), options: .init()).scalarInt("SELECT count(*) FROM field_index")
+        #expect(indexRows ?? 0 > 0)
         #expect(try ReplicaStore.copyFile(place.dir.path("server.sqlite"), into: connection, tenant: "acme") == 700)
+        // The index is copied as built, not dropped by the copy and built again by the next open.
+        #expect(try connection.scalarInt("SELECT count(*) FROM field_index WHERE tenant_id = 'acme'") == indexRows)
+        #expect(try Database(path: place.dir.path("server.sqlite"), options: .init()).scalarInt("SELECT count(*) FROM field_index") == indexRows)
         let copy = try StorePlace.open(tenant: "acme", in: database, options: options)
         #expect(copy.replicaID.rawValue == "server")
         #expect(try StoreSnapshot(copy) == before)
