@@ -144,6 +144,7 @@ extension DataDirectory {
     /// `createTenant`: no registry row is touched, a store of the slug that no registry row
     /// names (left by a stopped create or move) is replaced, and a file is written under a
     /// temporary name and renamed into place once synced.
+    @discardableResult
     func placeStore<T>(of slug: String, _ fill: (any SQLDatabase, String?) throws -> T) throws -> T {
         let final = try storePath(of: slug)
         if let database {

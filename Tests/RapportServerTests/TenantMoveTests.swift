@@ -38,8 +38,11 @@ import Testing
                                     arguments: ["--handshake-timeout", "60", "--no-dev-tenant"] + (onPostgres ? ["--store", database.url] : []))
         }
 
-        func enroll(_ name: String, user: String, on server: ServerProcess) async throws -> RapportClient {
-            let ticket = try ctl.run(["device", "enroll", "--tenant", "acme", "--user", user, "--json"])
+        /// A device of `user` enrolled with `rapportctl` on the data directory, or with
+        /// `inPostgres` on the database.
+        func enroll(_ name: String, user: String, on server: ServerProcess, inPostgres: Bool = false) async throws -> RapportClient {
+            let arguments = ["device", "enroll", "--tenant", "acme", "--user", user, "--json"]
+            let ticket = try inPostgres ? onPostgres(arguments) : ctl.run(arguments)
             let code = try #require((ticket.json as? [String: Any])?["code"] as? String, "\(ticket.error)")
             let enrollment = try await RapportClient.enroll(configuration: configuration(server), code: code, deviceName: name)
             let store = try ReplicaStore(path: dir.path("\(name).sqlite"),
@@ -82,7 +85,7 @@ import Testing
         }
     }
 
-    func createAccounts(_ device: RapportClient, _ count: Int, _ prefix: String) throws {
+    static func createAccounts(_ device: RapportClient, _ count: Int, _ prefix: String) throws {
         try device.local { store in
             try store.transaction { for index in 0..<count { _ = try store.create("account", ["name": .text("\(prefix) \(index)")]) } }
         }
@@ -93,11 +96,11 @@ import Testing
         var server = try setup.server(onPostgres: false)
         var laptop = try await setup.enroll("laptop", user: "anna@acme.example", on: server)
         var phone = try await setup.enroll("phone", user: "ben@acme.example", on: server)
-        try createAccounts(laptop, 300, "Before")
+        try Self.createAccounts(laptop, 300, "Before")
         try await laptop.sync()
         #expect(try await phone.sync().pulled == 300)
         // Written offline, while the move runs.
-        try createAccounts(laptop, 20, "Offline")
+        try Self.createAccounts(laptop, 20, "Offline")
 
         // The server keeps running during the move, as an operator would leave it.
         let move = try setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url, "--json"])
@@ -136,7 +139,7 @@ import Testing
         defer { server.stop() }
         laptop = try setup.pointed(laptop, at: server)
         phone = try setup.pointed(phone, at: server)
-        try createAccounts(phone, 5, "After")
+        try Self.createAccounts(phone, 5, "After")
         #expect(try await phone.sync().pushed == 5)
         #expect(try await laptop.sync().pulled == 5)
         #expect(try holdings(laptop) == holdings(phone))
@@ -149,7 +152,7 @@ import Testing
         let setup = try Setup()
         var server = try setup.server(onPostgres: false)
         var laptop = try await setup.enroll("laptop", user: "anna@acme.example", on: server)
-        try createAccounts(laptop, 2_000, "Before")
+        try Self.createAccounts(laptop, 2_000, "Before")
         try await laptop.sync()
         // Pushes of 5 records, one after another, before, during and after the move: each is
         // taken by the old server before the copy, refused while the store is locked or marked
@@ -157,7 +160,7 @@ import Testing
         let writer = Task { [laptop] in
             var rounds = 0
             while !Task.isCancelled {
-                try createAccounts(laptop, 5, "Round \(rounds)")
+                try Self.createAccounts(laptop, 5, "Round \(rounds)")
                 _ = try? await laptop.sync()
                 rounds += 1
             }
@@ -191,7 +194,7 @@ import Testing
             let setup = try Setup()
             let server = try setup.server(onPostgres: false)
             let laptop = try await setup.enroll("laptop", user: "anna@acme.example", on: server)
-            try createAccounts(laptop, 50, "Before")
+            try Self.createAccounts(laptop, 50, "Before")
             try await laptop.sync()
             server.stop()
             let stopped = try setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url],
