@@ -132,7 +132,7 @@ let package = Package(
         .executableTarget(
             name: "rapportctl",
             dependencies: [
-                "Access", "PrivateFiles", "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "RapportDevice",
+                "Access", "Postgres", "PrivateFiles", "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "RapportDevice",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -392,6 +392,12 @@ public final class PostgresConnection: SQLDatabase {
         return String(cString: message).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// Whether `text` is a PostgreSQL URL (what `--store` and `tenant move --to` take) rather
+    /// than a path.
+    public static func isURL(_ text: String) -> Bool {
+        text.hasPrefix("postgres://") || text.hasPrefix("postgresql://")
+    }
+
     /// `url` without its password, for errors and logs.
     public static func redactedURL(_ url: String) -> String {
         guard var components = URLComponents(string: url), components.password != nil else { return url }
@@ -484,6 +490,19 @@ public struct PostgresRow: SQLRow {
 
     /// A `boolean` column.
     public func bool(_ column: Int32) throws -> Bool { try int64(column) != 0 }
+
+    /// The column as the `SQLValue` of its type: integers (and booleans as 0 or 1), floating
+    /// point, text, `bytea`; another type is refused, naming it.
+    public func value(_ column: Int32) throws -> SQLValue {
+        if isNull(column) { return .null }
+        switch PQftype(result, column) {
+        case PostgresType.int8, PostgresType.int4, PostgresType.int2, PostgresType.bool: return .integer(try int64(column))
+        case PostgresType.float8, PostgresType.float4: return .real(try double(column))
+        case PostgresType.text, PostgresType.varchar, PostgresType.name: return .text(try string(column))
+        case PostgresType.bytea: return .blob(try data(column))
+        default: throw mismatch(column, "an integer, a number, text or bytes")
+        }
+    }
 
     private func raw(_ column: Int32) throws -> UnsafeRawBufferPointer {
         guard column >= 0, column < PQnfields(result) else {

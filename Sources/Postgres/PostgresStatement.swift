@@ -139,6 +139,7 @@ public final class PostgresStatement: SQLStatement {
     public func double(_ column: Int32) throws -> Double { try current().double(column) }
     public func string(_ column: Int32) throws -> String { try current().string(column) }
     public func data(_ column: Int32) throws -> Data { try current().data(column) }
+    public func value(_ column: Int32) throws -> SQLValue { try current().value(column) }
 
     public func withBytes<T>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
         try current().withBytes(column, body)

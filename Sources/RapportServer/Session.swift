@@ -172,7 +172,10 @@ extension SyncServer {
                   try? await outbound.write(refusal.frame)
               } catch let error as ReplicaStoreError {
                   logger.error("store failure; session closed", metadata: ["error": "\(error)"])
-                  try? await outbound.write(SyncError(.internal, "the server could not store the batch; retry later").frame)
+                  // A moved tenant's writes go to its new server; the device keeps them until it reaches it.
+                  let reason = if case .moved = error { "the tenant's store moved to another server; this one takes no more of its writes" }
+                      else { "the server could not store the batch" }
+                  try? await outbound.write(SyncError(.internal, reason + "; retry later").frame)
               }
             }
         } catch let error as TLSError {

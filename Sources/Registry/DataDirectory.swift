@@ -44,13 +44,6 @@ public struct DataDirectory: Sendable {
         return connection
     }
 
-    /// Refuses what only files allow (a backup file of one tenant, a restore from one).
-    func requireFiles(for operation: String) throws {
-        guard database == nil else {
-            throw RegistryError.invalidArgument("\(operation) of a tenant works on the SQLite store files of a data directory; this server keeps its tenants in PostgreSQL, whose own tools back them up (pg_dump)")
-        }
-    }
-
     public var registryPath: String { path + "/registry.sqlite" }
     public var tenantsPath: String { path + "/tenants" }
     public var tlsPath: String { path + "/tls" }
@@ -125,31 +118,33 @@ public struct DataDirectory: Sendable {
 
     /// Removes a deleted tenant for good: its registry rows and its store files.
     public func purgeTenant(_ slug: String, in registry: Registry) throws {
-        let path = try storePath(of: slug)
+        try Registry.checkSlug(slug)
         try registry.removeTenant(slug)
-        if let database {
-            let connection = try connectStores(database)
-            defer { connection.close() }
-            try ReplicaStore.removeStore(tenant: slug, from: connection)
-            return
-        }
-        for file in [path, path + "-wal", path + "-shm"] where FileManager.default.fileExists(atPath: file) {
-            try FileManager.default.removeItem(atPath: file)
-        }
+        try removeStore(of: slug)
     }
 
-    /// Copies a tenant's store to `file` with SQLite's online backup API, while the server keeps
-    /// serving it. The copy is written beside `file` and renamed, so `file` is either the old
-    /// content or a whole backup; it is checked before the rename.
+    /// Copies a tenant's store to `file`, a store file of its own, while the server keeps serving
+    /// it: with SQLite's online backup API, or from PostgreSQL row for row in one snapshot
+    /// (`ReplicaStore.copyStore`), so a backup file is the same whichever store it came from.
+    /// The copy is written beside `file` and renamed, so `file` is either the old content or a
+    /// whole backup; it is checked before the rename.
     @discardableResult
     public func backup(tenant: String, to file: String, in registry: Registry) throws -> StoreFileInfo {
         _ = try registry.requireTenant(tenant, allowDeleted: true)
-        try requireFiles(for: "A backup")
-        let source = try Database(path: try storePath(of: tenant), options: Self.existingFile)
-        defer { source.close() }
         let temporary = file + ".partial-\(Crypto.hex(try Crypto.randomBytes(4)))"
         do {
-            try Self.copy(source, toNewFile: temporary)
+            if database != nil {
+                let source = try openStoreDatabase(of: tenant)
+                defer { source.database.close() }
+                let copy = try ReplicaStore.openFile(temporary)
+                defer { copy.close() }
+                try ReplicaStore.copyStore(from: source.database, tenant: source.tenant, into: copy, tenant: nil)
+                try copy.execute("PRAGMA journal_mode=DELETE")  // one self-contained file, as the backup API writes
+            } else {
+                let source = try Database(path: try storePath(of: tenant), options: Self.existingFile)
+                defer { source.close() }
+                try Self.copy(source, toNewFile: temporary)
+            }
             let info = try ReplicaStore.inspect(path: temporary)
             try Self.syncFile(temporary)
             guard rename(temporary, file) == 0 else {
@@ -174,8 +169,8 @@ public struct DataDirectory: Sendable {
     @discardableResult
     public func restore(tenant slug: String, from file: String, name: String? = nil, schema: Schema,
                         in registry: Registry) throws -> StoreFileInfo {
-        try requireFiles(for: "A restore")
         _ = try ReplicaStore.inspect(path: file)
+        if database != nil { return try restoreIntoDatabase(tenant: slug, from: file, name: name, in: registry) }
         let target = try storePath(of: slug)
         var readOnly = Self.existingFile
         readOnly.readOnly = true
@@ -210,6 +205,41 @@ public struct DataDirectory: Sendable {
         }
         _ = try registry.insertTenant(slug: slug, name: name ?? slug, settings: [:])
         return try ReplicaStore.inspect(path: target)
+    }
+
+    /// `restore` on PostgreSQL: the backup is copied to a file beside it, given its new replica
+    /// id and brought to this program's schema there, then copied row for row into the
+    /// tenant's rows in one transaction, which replaces what a suspended tenant held (its
+    /// writers, on every node, wait for it at the tenant's header row).
+    private func restoreIntoDatabase(tenant slug: String, from file: String, name: String?, in registry: Registry) throws -> StoreFileInfo {
+        let existing = try registry.tenant(slug)
+        if let existing, existing.status != .suspended {
+            throw RegistryError.invalidArgument("tenant '\(slug)' is \(existing.status.rawValue): suspend it before restoring over it (rapportctl tenant suspend \(slug))")
+        }
+        let temporary = file + ".restoring-\(Crypto.hex(try Crypto.randomBytes(4)))"
+        defer { for suffix in ["", "-wal", "-shm", "-journal"] { try? FileManager.default.removeItem(atPath: temporary + suffix) } }
+        var readOnly = Self.existingFile
+        readOnly.readOnly = true
+        let backup = try Database(path: file, options: readOnly)
+        defer { backup.close() }
+        try Self.copy(backup, toNewFile: temporary)
+        try ReplicaStore.assignNewReplicaID(path: temporary)
+        let copy = try ReplicaStore.openFile(temporary)
+        defer { copy.close() }
+        if existing != nil {
+            let connection = try connectStores(database!)
+            defer { connection.close() }
+            try connection.transaction {
+                try ReplicaStore.removeStore(tenant: slug, from: connection)
+                try ReplicaStore.copyStore(from: copy, tenant: nil, into: connection, tenant: slug)
+            }
+        } else {
+            try placeStore(of: slug) { connection, tenant in
+                try ReplicaStore.copyStore(from: copy, tenant: nil, into: connection, tenant: tenant)
+            }
+            _ = try registry.insertTenant(slug: slug, name: name ?? slug, settings: [:])
+        }
+        return try ReplicaStore.inspect(path: temporary)
     }
 
     /// Opens a tenant's store for reading or admin writes beside a running server. Never creates

@@ -184,9 +184,20 @@ public final class ReplicaStore {
     ///   `.corrupt` for a damaged one, `.newerSchema` for one written by a newer program;
     ///   in each case the file is left as it was.
     public convenience init(path: String, options: Options) throws {
+        let db = try Self.openFile(path, synchronous: options.synchronous)
+        try self.init(opened: db, tenant: .ownFile, path: path, options: options)
+    }
+
+    /// The store file at `path` as a database brought to this program's schema, and nothing
+    /// else of opening a store: its field index, built for whichever fields the handles that
+    /// serve it index, is left as it is. What copying a store (`copyStore`) reads and writes;
+    /// `init(path:options:)` is this, then the replica and its index.
+    ///
+    /// - Throws: as `init(path:options:)`.
+    public static func openFile(_ path: String, synchronous: Database.Synchronous = .normal) throws -> Database {
         var dbOptions = Database.Options()
         dbOptions.walMode = false  // not before we know the file is ours: switching modes writes to it
-        dbOptions.synchronous = options.synchronous
+        dbOptions.synchronous = synchronous
         let db: Database
         do {
             db = try Database(path: path, options: dbOptions)
@@ -210,7 +221,7 @@ public final class ReplicaStore {
         } catch let error as SQLiteError where error.isCorruption {
             throw ReplicaStoreError.corrupt(path: path, reason: error.description)
         }
-        try self.init(opened: db, tenant: .ownFile, path: path, options: options)
+        return db
     }
 
     /// Opens tenant `tenant`'s store in a PostgreSQL database shared by tenants, creating its
@@ -300,16 +311,18 @@ public final class ReplicaStore {
 
     /// The replica header as the file holds it: what other handles have committed.
     ///
-    /// - Parameter lock: in a write transaction on PostgreSQL, locks the header row until the
+    /// - Parameter lock: in a write transaction: refuses a store whose tenant moved away
+    ///   (`ReplicaStoreError.moved`), and on PostgreSQL locks the header row until the
     ///   transaction ends, so the tenant's writers on every connection and node queue here, as
     ///   SQLite's write lock (`BEGIN IMMEDIATE`) makes them queue for a file; each then reads
     ///   the header as the one before it committed it.
     private func committedHeader(lock: Bool = false) throws -> (counter: UInt64, sequence: Int64, clock: HLCTimestamp) {
         let forUpdate = lock && db.dialect == .postgres ? " FOR UPDATE" : ""
-        let statement = try db.statement("SELECT counter, sequence, clock FROM replica WHERE \(tenant.and)singleton = 1\(forUpdate)")
+        let statement = try db.statement("SELECT counter, sequence, clock, moved_to FROM replica WHERE \(tenant.and)singleton = 1\(forUpdate)")
         statement.reset()
         defer { statement.reset() }
         guard try statement.step() else { throw ReplicaStoreError.corrupt(path: path, reason: "the replica identity row is missing") }
+        if lock, let movedTo = try statement.optionalString(3) { throw ReplicaStoreError.moved(path: path, to: movedTo) }
         let (counter, sequence) = (try statement.int64(0), try statement.int64(1))
         guard counter >= 0, sequence >= 0, let clock = try? HLCTimestamp(signed: statement.int64(2)) else {
             throw ReplicaStoreError.corrupt(path: path, reason: "replica identity row: negative counter, sequence or clock")

@@ -12,6 +12,9 @@ public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
     case corrupt(path: String, reason: String)
     /// Written by a newer Rapport whose schema this one does not know.
     case newerSchema(path: String, found: Int, supported: Int)
+    /// The tenant was moved to another database (`rapportctl tenant move`); this store keeps
+    /// what it held at the move and takes no more writes. `to` says where it went.
+    case moved(path: String, to: String)
     /// A record state or a local write broke the model's rules; nothing was written.
     case invalidRecord(ModelError)
     case recordNotFound(UUID)
@@ -34,7 +37,7 @@ public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
     /// Callers that skip refused records must stop on the others.
     public var isAboutTheRecord: Bool {
         switch self {
-        case .notAStore, .corrupt, .newerSchema: false
+        case .notAStore, .corrupt, .newerSchema, .moved: false
         case .invalidRecord, .recordNotFound, .recordExists, .recordDeleted, .recordNotDeleted,
              .conflictNotFound, .conflictClosed, .invalidResolution, .accessDenied: true
         }
@@ -46,6 +49,8 @@ public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
         case let .corrupt(path, reason): return "\(path) is damaged: \(reason)"
         case let .newerSchema(path, found, supported):
             return "\(path) has store schema version \(found), newer than the \(supported) this program supports"
+        case let .moved(path, to):
+            return "\(path) takes no more writes: its tenant moved to \(to); its servers serve it from there"
         case let .invalidRecord(error): return "invalid record: \(error)"
         case let .recordNotFound(id): return "no record \(id)"
         case let .recordExists(id): return "record \(id) already exists"

@@ -170,10 +170,11 @@ extension ReplicaStore {
                     let rows = try db.fetch("""
                         SELECT seq, id FROM records WHERE \(tenant.and)deleted = 1 AND (dirty = 0 OR ? = 1) AND seq <= ? ORDER BY seq LIMIT ?
                         """, [keepUnpushed ? 0 : 1, cutoff, Int64(chunk)]) { (try $0.int64(0), try $0.data(1)) }
+                    let peers = rows.isEmpty ? [] : try peersHoldingRecords()
                     for (_, id) in rows {
                         try db.run("DELETE FROM records WHERE \(tenant.and)id = ?", [SQLValue.blob(id)])
                         // What a server noted of its peers about the record: it is gone for them too.
-                        try db.run("DELETE FROM peer_records WHERE \(tenant.and)id = ?", [SQLValue.blob(id)])
+                        try forgetHeld(id, peers: peers)
                         try db.run("DELETE FROM pending_evictions WHERE \(tenant.and)id = ?", [SQLValue.blob(id)])
                     }
                     if let last = rows.last?.0 { try raisePurgedThrough(to: last) }
@@ -268,9 +269,10 @@ extension ReplicaStore {
             let ids = try db.fetch("""
                 SELECT r.id FROM resync_unseen u JOIN records r ON \(tenant.and("r"))r.id = u.id WHERE \(tenant.and("u"))r.dirty = 0
                 """) { row in try row.withBytes(0) { UUID(bytes: $0) } ?? UUID() }
+            let peers = ids.isEmpty ? [] : try peersHoldingRecords()
             for id in ids {
                 try purge(id)
-                try db.run("DELETE FROM peer_records WHERE \(tenant.and)id = ?", [SQLValue.blob(Data(id.bytes))])
+                try forgetHeld(Data(id.bytes), peers: peers)
             }
             try db.run("DELETE FROM resync_unseen\(tenant.only)")
             try setLocalSetting(Self.resyncPeerSetting, nil)

@@ -40,6 +40,34 @@ extension ReplicaStore {
         }
     }
 
+    /// The peers this store noted records for, found by seeking the key's first column from one
+    /// peer to the next (a loose index scan), not by reading every row: `peer_records` holds a
+    /// row per record per device, and a tenant has few devices next to its records.
+    func peersHoldingRecords() throws -> [String] {
+        try db.fetch("""
+            WITH RECURSIVE peers (peer) AS (
+                SELECT min(peer) FROM peer_records\(tenant.only)
+                UNION ALL
+                SELECT (SELECT min(peer) FROM peer_records WHERE \(tenant.and)peer > peers.peer) FROM peers WHERE peers.peer IS NOT NULL
+            ) SELECT peer FROM peers WHERE peer IS NOT NULL
+            """) { try $0.string(0) }
+    }
+
+    /// `peer IN (?, ...) AND id = ?` on `peer_records`, with its values for record `id`: the
+    /// rows of one record are found through the key (peer, id), peer by peer, where `id = ?`
+    /// alone reads the whole table. `nil` when no peer holds anything.
+    func heldRowsCondition(of id: Data, peers: [String]) -> (sql: String, values: [SQLValue])? {
+        guard !peers.isEmpty else { return nil }
+        let list = Array(repeating: "?", count: peers.count).joined(separator: ", ")
+        return ("\(tenant.and)peer IN (\(list)) AND id = ?", peers.map { SQLValue.text($0) } + [.blob(id)])
+    }
+
+    /// Forgets that any of `peers` (`peersHoldingRecords()`) holds record `id`: it is gone.
+    func forgetHeld(_ id: Data, peers: [String]) throws {
+        guard let held = heldRowsCondition(of: id, peers: peers) else { return }
+        try db.run("DELETE FROM peer_records WHERE \(held.sql)", held.values)
+    }
+
     /// What the peer's scope was last computed for, as its caller wrote it; `nil` before the
     /// first time.
     public func scopeState(of peer: String) throws -> String? {
@@ -80,15 +108,16 @@ extension ReplicaStore {
     public func evict(_ ids: [UUID], reason: String) throws -> [UUID] {
         try write {
             var kept: [UUID] = []
+            let peers = relaysDownstream ? try peersHoldingRecords() : []
             for id in ids {
                 guard let (stored, _) = try load(id, decodeState: false) else { continue }
-                if relaysDownstream {
+                if let held = heldRowsCondition(of: Data(id.bytes), peers: peers) {
                     try db.run("""
                         INSERT INTO peer_evictions (\(tenant.column)peer, id, type, reason)
-                        SELECT \(tenant.value)peer, id, ?, ? FROM peer_records WHERE \(tenant.and)id = ?
+                        SELECT \(tenant.value)peer, id, ?, ? FROM peer_records WHERE \(held.sql)
                         ON CONFLICT (\(tenant.column)peer, id) DO UPDATE SET type = excluded.type, reason = excluded.reason
-                        """, [stored.type, reason, SQLValue.blob(Data(id.bytes))])
-                    try db.run("DELETE FROM peer_records WHERE \(tenant.and)id = ?", [SQLValue.blob(Data(id.bytes))])
+                        """, [SQLValue.text(stored.type), .text(reason)] + held.values)
+                    try forgetHeld(Data(id.bytes), peers: peers)
                 }
                 if stored.isDirty {
                     try db.run("""

@@ -157,12 +157,19 @@ enum StoreSchema {
             -- this migration, which the first purge of its kind stamps, so it is never purged early.
             ALTER TABLE local_settings ADD COLUMN kept_at INTEGER;
             """),
+        Migration(version: 10, "a store whose tenant moved to another database takes no more writes", sql: """
+            -- Set by `rapportctl tenant move` once the tenant's rows are copied, in the
+            -- transaction that held the write lock for the copy: a server that still has this
+            -- store open is refused every later write (ReplicaStoreError.moved), so nothing is
+            -- written where no one will read it again. Where the tenant went, for the message.
+            ALTER TABLE replica ADD COLUMN moved_to TEXT;
+            """),
     ]
 }
 
 extension ReplicaStore {
     /// The store's tables in a PostgreSQL database shared by tenants: those of `StoreSchema`'s
-    /// migrations as they stand at version 9, in PostgreSQL's types, every table keyed by
+    /// migrations as they stand at version 10, in PostgreSQL's types, every table keyed by
     /// `tenant_id` first. Run by whoever connects first (`PostgresConnection.migrate("store",
     /// ...)`, under an advisory lock, so nodes starting together run it once); a tenant's store
     /// is then opened with `init(database:tenant:options:)`. A new store migration adds an
@@ -293,6 +300,9 @@ extension ReplicaStore {
                 id bytea NOT NULL,
                 PRIMARY KEY (tenant_id, id)
             );
+            """),
+        PostgresMigration(version: 2, "as SQLite store schema 10: a moved tenant's store takes no more writes", sql: """
+            ALTER TABLE replica ADD COLUMN moved_to text;
             """),
     ]
 }

@@ -79,6 +79,9 @@ public protocol SQLRow {
     func data(_ column: Int32) throws -> Data
     /// The bytes of a blob column without copying them; valid only inside `body`.
     func withBytes<T>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T
+    /// The column as whichever type the database holds it in: what code that copies rows it
+    /// does not know the shape of (moving a tenant between databases) reads.
+    func value(_ column: Int32) throws -> SQLValue
 }
 
 extension SQLRow {

@@ -1,14 +1,15 @@
 import ArgumentParser
 import CRM
 import Foundation
+import Postgres
 import RapportDevice
 import Registry
 
 struct TenantCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tenant",
-        abstract: "Create, list, suspend, resume and delete tenants.",
-        subcommands: [Create.self, List.self, Show.self, Rename.self, Suspend.self, Resume.self, Delete.self, Purge.self])
+        abstract: "Create, list, suspend, resume, delete and move tenants.",
+        subcommands: [Create.self, List.self, Show.self, Rename.self, Suspend.self, Resume.self, Delete.self, Purge.self, Move.self])
 
     static func json(_ tenant: Tenant) -> JSONValue {
         .object([
@@ -160,6 +161,46 @@ struct TenantCommand: AsyncParsableCommand {
             defer { registry.close() }
             try common.audited(registry, "tenant purge", tenant: slug) { try common.directory.purgeTenant(slug, in: registry) }
             common.emit(text: "purged tenant \(slug)\n", json: .object(["slug": .string(slug), "purged": .bool(true)]))
+        }
+    }
+}
+
+extension TenantCommand {
+    struct Move: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move a tenant to PostgreSQL (--to postgres://...) or to a data directory (--to DIR), keeping its replica.",
+            discussion: """
+                The store is copied row for row under its write lock and checked, then the registry rows (users, devices, \
+                branches, API keys, webhooks, roles, audit log), then the tenant is removed here. The replica id, sequence \
+                numbers and credentials stay, so devices keep their checkpoints and need no resync: point them (or the \
+                server's address) at a server of the target. A server still serving the tenant here is refused every write \
+                after the copy, so nothing is lost. Run again after a stop, it finishes the move.
+                """)
+        @OptionGroup var common: CommonOptions
+        @Argument(help: "The tenant id.")
+        var slug: String
+        @Option(help: ArgumentHelp("Where to: a PostgreSQL URL (postgres://...) or a data directory.", valueName: "store"))
+        var to: String
+
+        func run() throws {
+            let target = PostgresConnection.isURL(to)
+                ? DataDirectory(common.directory.path, database: to)
+                : DataDirectory(URL(fileURLWithPath: to).standardizedFileURL.path)
+            let crashAt = ProcessInfo.processInfo.environment["RAPPORTCTL_CRASH_AT"].flatMap(DataDirectory.MoveStep.init)
+            let move = try common.directory.moveTenant(slug, to: target, actor: common.actorName,
+                                                       crashAt: { step in if step == crashAt { abort() } })
+            let users = move.registryRows["users"] ?? 0, devices = move.registryRows["devices"] ?? 0
+            common.emit(text: """
+                moved tenant \(slug) to \(move.destination)\(move.finishedEarlierMove ? " (finished an earlier move)" : "")
+                store: \(move.store.records) records, sequence \(move.store.sequence), replica \(move.store.replicaID), checked table by table
+                registry: \(users) users, \(devices) devices, \(move.registryRows["api_keys"] ?? 0) API keys, \(move.registryRows["webhooks"] ?? 0) webhooks
+                next: serve it from there (rapportd \(target.database == nil ? "--data DIR" : "--store URL")); devices keep their checkpoints
+
+                """, json: .object([
+                    "slug": .string(slug), "to": .string(move.destination), "finished_earlier_move": .bool(move.finishedEarlierMove),
+                    "records": .integer(Int64(move.store.records)), "sequence": .integer(move.store.sequence), "replica_id": .string(move.store.replicaID),
+                    "registry_rows": .object(sorted: move.registryRows.mapValues { .integer(Int64($0)) }),
+                ]))
         }
     }
 }

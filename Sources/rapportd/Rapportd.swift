@@ -150,7 +150,7 @@ struct Rapportd: AsyncParsableCommand {
         }
         guard rulesInterval >= 0, rulesInterval.isFinite else { throw ValidationError("--rules-interval must be 0 (off) or a number of seconds") }
         guard housekeepingInterval >= 0, housekeepingInterval.isFinite else { throw ValidationError("--housekeeping-interval must be 0 (off) or a number of seconds") }
-        if let store, !(store.hasPrefix("postgres://") || store.hasPrefix("postgresql://")) {
+        if let store, !PostgresConnection.isURL(store) {
             throw ValidationError("--store takes a PostgreSQL URL (postgres://user@host:port/database)")
         }
         if store != nil && upstream != nil {

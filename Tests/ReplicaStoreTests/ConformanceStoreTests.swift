@@ -4,7 +4,7 @@ import SyncModel
 import TestSupport
 import Testing
 
-/// Protocol/conformance/merge through replica stores on real SQLite files: each input is a
+/// Protocol/conformance/merge through replica stores on real SQLite files and in PostgreSQL: each input is a
 /// store that took the state in, each merge applies the remote side's state to the local side's
 /// store (as a pull from upstream does), and the stores must end with the vector's result, its
 /// outcome, and its conflicts both reported and in their conflict logs.
@@ -20,20 +20,24 @@ import Testing
         var reported: [Conflict]
     }
 
+    /// The stores of one case: named `case` and a number in `place`, which the cases of a
+    /// test share (one PostgreSQL database, not one per case).
     final class Stores {
-        let dir: TemporaryDirectory
+        let place: StorePlace
+        let name: String
         let schema: Schema
         var opened: [ReplicaStore] = []
 
-        init(schema: Schema) throws {
-            dir = try TemporaryDirectory()
+        init(schema: Schema, place: StorePlace, case number: Int = 0) {
+            self.place = place
+            name = "case-\(number)"
             self.schema = schema
         }
 
         func make() throws -> ReplicaStore {
             var options = ReplicaStore.Options(schema: schema, replicaID: try ReplicaID("merging-\(opened.count)"))
             options.wallClock = ConformanceStoreTests.wallClock
-            let store = try ReplicaStore(path: dir.path("replica-\(opened.count).sqlite"), options: options)
+            let store = try place.open("\(name)-replica-\(opened.count)", options: options)
             opened.append(store)
             return store
         }
@@ -56,14 +60,17 @@ import Testing
         }
     }
 
-    @Test func everyCaseEndsInTheResultInRealStores() throws {
+    @Test(arguments: DatabaseBackend.allCases) func everyCaseEndsInTheResultInRealStores(_ backend: DatabaseBackend) throws {
         let vectors = try MergeVector.loadAll()
         try #require(!vectors.isEmpty)
+        let place = try StorePlace(backend)
+        var cases = 0
         for vector in vectors {
             let inputs = try vector.inputs.mapValues { try $0.state() }
             let result = try vector.result.state()
             for kitCase in vector.cases {
-                let stores = try Stores(schema: try vector.schema())
+                cases += 1
+                let stores = Stores(schema: try vector.schema(), place: place, case: cases)
                 defer { stores.closeAll() }
                 let evaluated = try evaluate(kitCase.merge, inputs, stores)
                 let label = "\(vector.name) \(kitCase.merge)"
@@ -80,10 +87,10 @@ import Testing
 
     /// clock_skew: the store merges the state from a clock 48 hours ahead, and its own clock
     /// does not follow it (SPEC 1.2): the next local write is stamped from its wall clock.
-    @Test func aStoreMergesAStateFromFarAheadWithoutAdoptingItsClock() throws {
+    @Test(arguments: DatabaseBackend.allCases) func aStoreMergesAStateFromFarAheadWithoutAdoptingItsClock(_ backend: DatabaseBackend) throws {
         let vector = try #require(try MergeVector.loadAll().first { $0.name == "clock_skew" })
         let ahead = try vector.inputs["b"]!.state(), own = try vector.inputs["a"]!.state()
-        let stores = try Stores(schema: try vector.schema())
+        let stores = Stores(schema: try vector.schema(), place: try StorePlace(backend))
         defer { stores.closeAll() }
         let store = try stores.make()
         try store.apply([own])

@@ -8,24 +8,24 @@ import Testing
 /// (`deferFieldIndex(of:)`, `completeFieldIndex()`): queries answer exactly what reading every
 /// record answers before, during (through another handle, as another process reads) and after,
 /// also when the deferring handle is gone half-way, as after a crash.
+///
+/// On SQLite and PostgreSQL: a whole-org import defers a server tenant's index the same way.
 @Suite struct DeferredIndexTests {
-    let dir: TemporaryDirectory
-    init() throws { dir = try TemporaryDirectory() }
 
     static let cities = ["Lyon", "Oslo", "Porto", "Quito", "Lima", "Riga", "Bern"]
     static let words = ["anna", "an", "smith", "ber", "zed", "zo", "zoë", "o", "holm", "å", "ångs", "x"]
 
-    func open(_ name: String) throws -> ReplicaStore {
+    func open(_ place: StorePlace, _ name: String) throws -> ReplicaStore {
         var options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID(name))
         options.indexedFields = ["city"]
         options.searchFields = ["name"]
-        return try ReplicaStore(path: dir.path("\(name).sqlite"), options: options)
+        return try place.open(name, options: options)
     }
 
     /// A source with contacts in seven cities, some renamed, moved or deleted after their
     /// creation, and accounts, as a server would send them.
-    func source(contacts: Int = 1_200) throws -> [EncodedRecord] {
-        let source = try open("source")
+    func source(_ place: StorePlace, contacts: Int = 1_200) throws -> [EncodedRecord] {
+        let source = try open(place, "source")
         defer { source.close() }
         let given = ["Anna", "Annabel", "Bert", "Berta", "Zed", "Zoë"], family = ["Smith", "Holm", "Smithers", "Ångström"]
         try source.transaction {
@@ -76,9 +76,10 @@ import Testing
         }
     }
 
-    @Test func queriesAreExactDuringAndAfterADeferredPull() throws {
-        let records = try source()
-        let device = try open("device"), reader = try open("device")
+    @Test(arguments: DatabaseBackend.allCases) func queriesAreExactDuringAndAfterADeferredPull(_ backend: DatabaseBackend) throws {
+        let place = try StorePlace(backend)
+        let records = try source(place)
+        let device = try open(place, "device"), reader = try open(place, "device")
         try pull(records, into: device, reader: reader, stopAfter: 2)
         // The app writes while the sync runs: those records are indexed with the rest.
         let contacts = try device.records(ofType: "contact")
@@ -104,14 +105,15 @@ import Testing
         try expectExact(device, "after the build")
     }
 
-    @Test func aSyncCutShortLeavesTheTypesDeferredAndTheNextPullBuildsThem() throws {
-        let records = try source()
+    @Test(arguments: DatabaseBackend.allCases) func aSyncCutShortLeavesTheTypesDeferredAndTheNextPullBuildsThem(_ backend: DatabaseBackend) throws {
+        let place = try StorePlace(backend)
+        let records = try source(place)
         do {
-            let device = try open("device")
+            let device = try open(place, "device")
             try pull(records, into: device, stopAfter: 3)
             device.close()  // committed batches are all a killed process leaves, too
         }
-        let reopened = try open("device")
+        let reopened = try open(place, "device")
         #expect(try reopened.deferredFieldIndexTypes() == ["contact", "account"])
         #expect(try reopened.checkpoint(for: "server") == 750)
         try expectExact(reopened, "reopened, deferred")
@@ -124,7 +126,7 @@ import Testing
         try reopened.completeFieldIndex()
         #expect(try reopened.deferredFieldIndexTypes().isEmpty)
         try expectExact(reopened, "resumed, built")
-        #expect(try reopened.count(ofType: "contact") == (try open("source").count(ofType: "contact")))
+        #expect(try reopened.count(ofType: "contact") == (try open(place, "source").count(ofType: "contact")))
     }
 
     /// The connection settings of this handle: page cache and checkpoint interval.
@@ -133,7 +135,8 @@ import Testing
     }
 
     @Test func aBulkPullTakesALargerCacheAndGivesBackWhatItFound() throws {
-        let device = try open("device")
+        let place = try StorePlace(.sqlite)  // SQLite's page cache and checkpoints
+        let device = try open(place, "device")
         try device.sqliteFile!.execute("PRAGMA cache_size = -3000")
         let before = try settings(device)
         try device.endBulkPull()  // none begun: nothing to give back
@@ -142,16 +145,17 @@ import Testing
         try device.beginBulkPull()  // every batch of a pull asks again
         let bulk: [Int64?] = [-Int64(ReplicaStore.bulkPullCacheKiB), Int64(ReplicaStore.bulkPullAutocheckpointPages)]
         #expect(try settings(device) == bulk)
-        try pull(try source(contacts: 300), into: device)
+        try pull(try source(place, contacts: 300), into: device)
         try device.completeFieldIndex()
         try device.endBulkPull()
         #expect(try settings(device) == before)
         try expectExact(device)
     }
 
-    @Test func aDeferralInABatchThatFailsIsUndoneWithIt() throws {
-        let records = try source(contacts: 100)
-        let device = try open("device")
+    @Test(arguments: DatabaseBackend.allCases) func aDeferralInABatchThatFailsIsUndoneWithIt(_ backend: DatabaseBackend) throws {
+        let place = try StorePlace(backend)
+        let records = try source(place, contacts: 100)
+        let device = try open(place, "device")
         var broken = records[3]
         broken.state = [0xFF, 0xFF]
         #expect(throws: ReplicaStoreError.self) {

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Postgres
+import SQLite
 import ReplicaStore
 import SyncModel
 import TestSupport
@@ -119,7 +120,12 @@ import Testing
 
         let connection = try PostgresConnection(url: database.url)
         try connection.migrate("store", ReplicaStore.postgresMigrations)
+        let indexRows = try Database(path: place.dir.path("server.sqlite"), options: .init()).scalarInt("SELECT count(*) FROM field_index")
+        #expect(indexRows ?? 0 > 0)
         #expect(try ReplicaStore.copyFile(place.dir.path("server.sqlite"), into: connection, tenant: "acme") == 700)
+        // The index is copied as built, not dropped by the copy and built again by the next open.
+        #expect(try connection.scalarInt("SELECT count(*) FROM field_index WHERE tenant_id = 'acme'") == indexRows)
+        #expect(try Database(path: place.dir.path("server.sqlite"), options: .init()).scalarInt("SELECT count(*) FROM field_index") == indexRows)
         let copy = try StorePlace.open(tenant: "acme", in: database, options: options)
         #expect(copy.replicaID.rawValue == "server")
         #expect(try StoreSnapshot(copy) == before)
@@ -133,6 +139,60 @@ import Testing
         #expect(throws: ReplicaStoreError.self, "a tenant with a store is not overwritten") {
             try ReplicaStore.copyFile(place.dir.path("server.sqlite"), into: connection, tenant: "acme")
         }
+    }
+
+    /// What `rapportctl tenant move` does to a store, both ways: the copy is the same replica,
+    /// row for row, and a handle that stayed open on the source (a server still serving it) is
+    /// refused every write after the copy, so nothing lands where no one reads it again.
+    @Test func aStoreMovedIntoTheDatabaseAndBackIsTheSameReplicaAndItsSourceTakesNoMoreWrites() throws {
+        let place = try StorePlace(.sqlite)
+        let database = try PostgresServer.database()
+        var options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID("server"))
+        options.indexedFields = ["city"]
+        let file = try place.open("server", options: options)
+        var ids: [UUID] = []
+        for i in 0..<300 { ids.append(try file.create("contact", ["name": .text("Name \(i)"), "city": .text(i % 3 == 0 ? "Oslo" : "Bergen")]).id) }
+        try file.delete(ids[7])
+        try file.setLocalSetting("k", Data("v".utf8))
+        let before = try StoreSnapshot(file)
+        func isMoved(_ error: any Error) -> Bool {
+            if case .moved? = error as? ReplicaStoreError { return true }
+            return false
+        }
+
+        let connection = try PostgresConnection(url: database.url)
+        defer { connection.close() }
+        try connection.migrate("store", ReplicaStore.postgresMigrations)
+        let source = try Database(path: place.dir.path("server.sqlite"), options: .init())
+        let there = try ReplicaStore.copyStore(from: source, tenant: nil, into: connection, tenant: "acme", markingSourceMovedTo: "the test's database")
+        source.close()
+        #expect(there.records == 300 && there.replicaID == "server" && there.sequence == before.sequence)
+        #expect(performing: { try file.update(ids[0], ["city": .text("Tromsø")]) }, throws: isMoved)
+        #expect(try file.record(ids[0])?.values["city"] == .text("Oslo"), "reads still work, the refused write left nothing")
+        file.close()
+        let marked = try Database(path: place.dir.path("server.sqlite"), options: .init())
+        #expect(try ReplicaStore.movedTo(tenant: nil, in: marked) == "the test's database")
+        marked.close()
+
+        let copy = try StorePlace.open(tenant: "acme", in: database, options: options)
+        #expect(try StoreSnapshot(copy) == before)
+        #expect(try ReplicaStore.movedTo(tenant: "acme", in: connection) == nil, "the copy takes writes")
+        let next = try copy.update(ids[1], ["city": .text("Bodø")])
+        let after = try StoreSnapshot(copy)
+
+        let back = place.dir.path("back.sqlite")
+        try ReplicaStore(path: back, options: .init(schema: testSchema)).close()
+        let file2 = try Database(path: back, options: .init())
+        let digest = try ReplicaStore.copyStore(from: connection, tenant: "acme", into: file2, tenant: nil, markingSourceMovedTo: "a file")
+        file2.close()
+        #expect(digest == (try ReplicaStore.digest(tenant: "acme", in: connection)))
+        #expect(performing: { try copy.update(ids[2], ["city": .text("Oslo")]) }, throws: isMoved)
+        copy.close()
+        let returned = try ReplicaStore(path: back, options: options)
+        defer { returned.close() }
+        #expect(try StoreSnapshot(returned) == after)
+        #expect(try returned.records(ofType: "contact", where: "city", equals: "Bodø").map(\.id) == [ids[1]])
+        #expect(try returned.update(ids[2], ["city": .text("Oslo")]).vector[returned.replicaID] == (next.vector[returned.replicaID] ?? 0) + 1)
     }
 
     @Test func aTenantIdThatIsNotASlugOrADatabaseWithoutStoreTablesIsRefused() throws {
