@@ -69,10 +69,10 @@ struct PostgresBench: AsyncParsableCommand {
         defer { connection.close() }
         try ReplicaStore.removeStore(tenant: "bench", from: connection)
         let copySeconds = try measure { try ReplicaStore.copyFile(file, into: connection, tenant: "bench") }
-        // copyFile migrates the file by opening it with no schema, which also drops its field
-        // index (a handle that indexes other fields rebuilds the index), so each server would
-        // build it again inside the timed sync, at its first lease. Built here instead, outside
-        // the timing, as a server that has served the tenant before finds it.
+        // Each store opened once as rapportd opens it, before the servers start: whatever a
+        // first open does (building a field index its handle finds missing, as every server did
+        // inside the timed sync while copyFile's migrating open dropped the file's index) is
+        // outside the timings, as for a server that has served the tenant before.
         let fileIndexSeconds = try measure { try ReplicaStore(path: file, options: .benchTenantLoad).close() }
         let pgIndexSeconds = try measure {
             try ReplicaStore(database: try PostgresConnection(url: database.url), tenant: "bench", options: .benchTenantLoad).close()
