@@ -206,10 +206,10 @@ public final class TenantPool: Sendable {
     ///
     /// Opening blocks on SQLite, so it runs on the caller's thread: callers are never event loops.
     public func lease(_ tenant: String) throws -> TenantStore {
-        if let store = takeLease(tenant) { return store }
+        if let store = try takeCurrentLease(tenant) { return store }
         let lock = openingLocks[Int(UInt(bitPattern: tenant.hashValue) % UInt(openingLocks.count))]
         return try lock.mutex.withLock { _ in
-            if let store = takeLease(tenant) { return store }
+            if let store = try takeCurrentLease(tenant) { return store }
             precondition(TenantID.isValid(tenant), "tenant ids are validated before they reach the pool")
             let replica = try data.openStore(of: tenant, options: options, creating: createsMissing)
             let store = TenantStore(tenant: tenant, store: SharedReplicaStore(replica, label: "tenant.\(tenant)"),
@@ -249,6 +249,29 @@ public final class TenantPool: Sendable {
             return evict(&state)
         }
         close(evicted)
+    }
+
+    /// `takeLease`, for a store that is still the tenant's: one a restore replaced under the
+    /// pool (a tenant restored while suspended, before this server closed it) is closed when
+    /// its last session ends, and opened again by the next lease once it is. Until then a
+    /// session is refused, to retry; none is served under the old identity.
+    private func takeCurrentLease(_ tenant: String) throws -> TenantStore? {
+        guard let store = takeLease(tenant) else { return nil }
+        let replaced: Bool
+        do {
+            replaced = try store.store.performSync { try $0.isReplaced() }
+        } catch {
+            release(tenant)
+            throw error
+        }
+        guard replaced else { return store }
+        logger.notice("tenant store replaced by a restore: opening it again", metadata: ["tenant": "\(tenant)"])
+        state.withLock { _ = $0.retired.insert(tenant) }
+        release(tenant)
+        guard state.withLock({ $0.entries[tenant] == nil }) else {
+            throw ReplicaStoreError.replaced(path: tenant, by: "a restored store; its sessions are ending")
+        }
+        return nil
     }
 
     private func takeLease(_ tenant: String) -> TenantStore? {

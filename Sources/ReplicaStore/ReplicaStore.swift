@@ -309,20 +309,35 @@ public final class ReplicaStore {
         get throws { transactionState == nil ? max(clock.last, try committedHeader().clock) : clock.last }
     }
 
+    /// Whether the store this handle was opened on has another replica id now: a restore
+    /// replaced it (its file's pages, or a tenant's rows in PostgreSQL) while the handle was
+    /// open. Such a handle takes no more writes (`ReplicaStoreError.replaced`) and would answer
+    /// reads under its old identity; open the store again.
+    public func isReplaced() throws -> Bool {
+        try db.fetch("SELECT replica_id FROM replica\(tenant.only)") { try $0.string(0) }.first != replicaID.rawValue
+    }
+
     /// The replica header as the file holds it: what other handles have committed.
     ///
     /// - Parameter lock: in a write transaction: refuses a store whose tenant moved away
-    ///   (`ReplicaStoreError.moved`), and on PostgreSQL locks the header row until the
+    ///   (`ReplicaStoreError.moved`) or that a restore replaced under this handle (`.replaced`),
+    ///   and on PostgreSQL locks the header row until the
     ///   transaction ends, so the tenant's writers on every connection and node queue here, as
     ///   SQLite's write lock (`BEGIN IMMEDIATE`) makes them queue for a file; each then reads
     ///   the header as the one before it committed it.
     private func committedHeader(lock: Bool = false) throws -> (counter: UInt64, sequence: Int64, clock: HLCTimestamp) {
         let forUpdate = lock && db.dialect == .postgres ? " FOR UPDATE" : ""
-        let statement = try db.statement("SELECT counter, sequence, clock, moved_to FROM replica WHERE \(tenant.and)singleton = 1\(forUpdate)")
+        let statement = try db.statement("SELECT counter, sequence, clock, moved_to, replica_id FROM replica WHERE \(tenant.and)singleton = 1\(forUpdate)")
         statement.reset()
         defer { statement.reset() }
         guard try statement.step() else { throw ReplicaStoreError.corrupt(path: path, reason: "the replica identity row is missing") }
-        if lock, let movedTo = try statement.optionalString(3) { throw ReplicaStoreError.moved(path: path, to: movedTo) }
+        if lock {
+            if let movedTo = try statement.optionalString(3) { throw ReplicaStoreError.moved(path: path, to: movedTo) }
+            // A restore gave the store another identity under this handle: writing on with this
+            // one's counter would issue its dots again.
+            let identity = try statement.string(4)
+            guard identity == replicaID.rawValue else { throw ReplicaStoreError.replaced(path: path, by: identity) }
+        }
         let (counter, sequence) = (try statement.int64(0), try statement.int64(1))
         guard counter >= 0, sequence >= 0, let clock = try? HLCTimestamp(signed: statement.int64(2)) else {
             throw ReplicaStoreError.corrupt(path: path, reason: "replica identity row: negative counter, sequence or clock")

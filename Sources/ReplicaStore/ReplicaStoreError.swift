@@ -15,6 +15,9 @@ public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
     /// The tenant was moved to another database (`rapportctl tenant move`); this store keeps
     /// what it held at the move and takes no more writes. `to` says where it went.
     case moved(path: String, to: String)
+    /// A restore gave the store a new replica id (`by`) while this handle was open; the handle
+    /// takes no more writes, and a new one must be opened.
+    case replaced(path: String, by: String)
     /// A record state or a local write broke the model's rules; nothing was written.
     case invalidRecord(ModelError)
     case recordNotFound(UUID)
@@ -37,7 +40,7 @@ public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
     /// Callers that skip refused records must stop on the others.
     public var isAboutTheRecord: Bool {
         switch self {
-        case .notAStore, .corrupt, .newerSchema, .moved: false
+        case .notAStore, .corrupt, .newerSchema, .moved, .replaced: false
         case .invalidRecord, .recordNotFound, .recordExists, .recordDeleted, .recordNotDeleted,
              .conflictNotFound, .conflictClosed, .invalidResolution, .accessDenied: true
         }
@@ -49,6 +52,8 @@ public enum ReplicaStoreError: Error, Equatable, CustomStringConvertible {
         case let .corrupt(path, reason): return "\(path) is damaged: \(reason)"
         case let .newerSchema(path, found, supported):
             return "\(path) has store schema version \(found), newer than the \(supported) this program supports"
+        case let .replaced(path, by):
+            return "\(path) was restored under this handle (replica \(by) now); open it again"
         case let .moved(path, to):
             return "\(path) takes no more writes: its tenant moved to \(to); its servers serve it from there"
         case let .invalidRecord(error): return "invalid record: \(error)"

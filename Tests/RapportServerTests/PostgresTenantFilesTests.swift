@@ -37,13 +37,16 @@ import Testing
         try await laptop.sync()
         #expect(try setup.onPostgres(["restore", "acme", "--from", file]).status != 0, "an active tenant is not restored over")
         #expect(try setup.onPostgres(["tenant", "suspend", "acme"]).status == 0)
+        // Restored at once, while the server may still hold the tenant's store open: it opens
+        // it again at the next session rather than serve the old replica id (TenantPool).
         let over = try setup.onPostgres(["restore", "acme", "--from", file, "--json"])
         #expect(over.status == 0, "\(over.error)")
         #expect(try setup.onPostgres(["tenant", "resume", "acme"]).status == 0)
         #expect(try setup.onPostgres(["stats", "acme"]).output.contains("120 records"))
-        try await laptop.sync()
-        try await laptop.sync()
-        #expect(try setup.onPostgres(["stats", "acme"]).output.contains("127 records"), "nothing the device held is lost")
+        let first = try await laptop.sync()
+        let second = try await laptop.sync()
+        let stats = try setup.onPostgres(["stats", "acme"]).output
+        #expect(stats.contains("127 records"), "nothing the device held is lost: \(stats.prefix(80)) after \(first), \(second)")
 
         // The whole-org import's dry run: a report, nothing written; the real run matches it.
         let fixture = SalesforceExportFixture()
