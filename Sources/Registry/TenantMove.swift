@@ -70,30 +70,31 @@ extension DataDirectory {
         let source = try openStoreDatabase(of: slug)
         defer { source.database.close() }
 
-        var move = TenantMove(tenant: slug, store: try ReplicaStore.digest(tenant: source.tenant, in: source.database),
-                              registryRows: [:], destination: destination, finishedEarlierMove: false)
+        let move: TenantMove
         if let existing = try targetRegistry.tenant(slug) {
             // Step 2 of an earlier run is done when the source carries the mark and the target
             // holds the same store; anything else is another tenant of that name.
             let target = try target.openStoreDatabase(of: slug)
             defer { target.database.close() }
+            let store = try ReplicaStore.digest(tenant: source.tenant, in: source.database)
             guard try ReplicaStore.movedTo(tenant: source.tenant, in: source.database) != nil,
-                  try ReplicaStore.digest(tenant: target.tenant, in: target.database) == move.store else {
+                  try ReplicaStore.digest(tenant: target.tenant, in: target.database) == store else {
                 throw RegistryError.invalidArgument("\(destination) has a tenant '\(slug)' already (\(existing.status.rawValue)); it is not this one's copy")
             }
-            move.finishedEarlierMove = true
-            move.registryRows = try Registry.tenantRowCounts(slug, in: targetRegistry)
+            move = TenantMove(tenant: slug, store: store, registryRows: try Registry.tenantRowCounts(slug, in: targetRegistry),
+                              destination: destination, finishedEarlierMove: true)
         } else {
-            move.store = try target.placeStore(of: slug) { database, tenant in
+            // The copy checks itself against the source (its digest), under the source's lock.
+            let store = try target.placeStore(of: slug) { database, tenant in
                 try ReplicaStore.copyStore(from: source.database, tenant: source.tenant, into: database, tenant: tenant,
                                            markingSourceMovedTo: destination)
             }
             try crashAt?(.storeCopied)
-            move.registryRows = try targetRegistry.audited(actor: actor, action: "tenant move in", tenant: slug,
-                                                           detail: "from \(storeDescription)") {
+            let rows = try targetRegistry.audited(actor: actor, action: "tenant move in", tenant: slug, detail: "from \(storeDescription)") {
                 try Registry.copyTenant(slug, from: registry, into: targetRegistry)
             }
             try crashAt?(.registryCopied)
+            move = TenantMove(tenant: slug, store: store, registryRows: rows, destination: destination, finishedEarlierMove: false)
         }
         try registry.audited(actor: actor, action: "tenant move out", tenant: slug, detail: "to \(destination)") {
             try registry.removeMovedTenant(slug)
