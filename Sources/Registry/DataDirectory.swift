@@ -226,19 +226,10 @@ public struct DataDirectory: Sendable {
         try ReplicaStore.assignNewReplicaID(path: temporary)
         let copy = try ReplicaStore.openFile(temporary)
         defer { copy.close() }
-        if existing != nil {
-            let connection = try connectStores(database!)
-            defer { connection.close() }
-            try connection.transaction {
-                try ReplicaStore.removeStore(tenant: slug, from: connection)
-                try ReplicaStore.copyStore(from: copy, tenant: nil, into: connection, tenant: slug)
-            }
-        } else {
-            try placeStore(of: slug) { connection, tenant in
-                try ReplicaStore.copyStore(from: copy, tenant: nil, into: connection, tenant: tenant)
-            }
-            _ = try registry.insertTenant(slug: slug, name: name ?? slug, settings: [:])
+        try placeStore(of: slug) { connection, tenant in
+            try ReplicaStore.copyStore(from: copy, tenant: nil, into: connection, tenant: tenant)
         }
+        if existing == nil { _ = try registry.insertTenant(slug: slug, name: name ?? slug, settings: [:]) }
         return try ReplicaStore.inspect(path: temporary)
     }
 

@@ -141,18 +141,21 @@ extension DataDirectory {
     }
 
     /// Makes tenant `slug`'s store with `fill`, which is given the database and the tenant id
-    /// there (`nil` for a file of its own) and writes it in its own transaction. As
-    /// `createTenant`: no registry row is touched, a store of the slug that no registry row
-    /// names (left by a stopped create or move) is replaced, and a file is written under a
-    /// temporary name and renamed into place once synced.
+    /// there (`nil` for a file of its own) and writes it in its own transaction. No registry
+    /// row is touched. What the slug had is replaced whole: a store no registry row names
+    /// (left by a stopped create or move), or a suspended tenant's being restored. In
+    /// PostgreSQL the old rows go in the transaction that writes the new ones; a file is
+    /// written under a temporary name and renamed into place once synced, as `createTenant`'s.
     @discardableResult
     func placeStore<T>(of slug: String, _ fill: (any SQLDatabase, String?) throws -> T) throws -> T {
         let final = try storePath(of: slug)
         if let database {
             let connection = try connectStores(database)
             defer { connection.close() }
-            try ReplicaStore.removeStore(tenant: slug, from: connection)
-            return try fill(connection, slug)
+            return try connection.transaction {
+                try ReplicaStore.removeStore(tenant: slug, from: connection)
+                return try fill(connection, slug)
+            }
         }
         let files = FileManager.default
         try PrivateFiles.createDirectory(tenantsPath)
