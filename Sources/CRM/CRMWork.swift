@@ -30,7 +30,7 @@ extension CRMStore {
     public func openCase(subject: String, account: UUID? = nil, contact: UUID? = nil, priority: String = "normal",
                          type: String? = nil, severity: String? = nil, description: String? = nil,
                          channel: String? = nil) throws -> ServiceCase {
-        let id = UUID()
+        let id = UUID.newRecordID()
         var values: [String: FieldValue] = ["subject": .text(subject), "priority": .text(priority), "status": .text("new")]
         let optional: [(String, String?)] = [
             ("account", account?.uuidString), ("contact", contact?.uuidString), ("type", type), ("severity", severity),

@@ -25,7 +25,7 @@ public struct Account: CRMEntity {
     public var custom: [String: FieldValue] = [:]
 
     public init(id: UUID) { self.id = id }
-    public init(id: UUID = UUID(), name: String, owner: String? = nil) {
+    public init(id: UUID = .newRecordID(), name: String, owner: String? = nil) {
         self.id = id
         self.name = name
         self.owner = owner
@@ -59,7 +59,7 @@ public struct Contact: CRMEntity {
     public var custom: [String: FieldValue] = [:]
 
     public init(id: UUID) { self.id = id }
-    public init(id: UUID = UUID(), firstName: String? = nil, lastName: String, account: UUID? = nil, email: String? = nil, owner: String? = nil) {
+    public init(id: UUID = .newRecordID(), firstName: String? = nil, lastName: String, account: UUID? = nil, email: String? = nil, owner: String? = nil) {
         self.id = id
         self.firstName = firstName
         self.lastName = lastName
@@ -100,7 +100,7 @@ public struct Lead: CRMEntity {
     public var custom: [String: FieldValue] = [:]
 
     public init(id: UUID) { self.id = id }
-    public init(id: UUID = UUID(), firstName: String? = nil, lastName: String, company: String? = nil,
+    public init(id: UUID = .newRecordID(), firstName: String? = nil, lastName: String, company: String? = nil,
                 email: String? = nil, source: String? = nil, owner: String? = nil) {
         self.id = id
         self.firstName = firstName
@@ -137,7 +137,7 @@ public struct Opportunity: CRMEntity {
     public var custom: [String: FieldValue] = [:]
 
     public init(id: UUID) { self.id = id }
-    public init(id: UUID = UUID(), name: String, account: UUID?, stage: String, amount: Double? = nil,
+    public init(id: UUID = .newRecordID(), name: String, account: UUID?, stage: String, amount: Double? = nil,
                 currency: String? = nil, owner: String? = nil) {
         self.id = id
         self.name = name
@@ -174,7 +174,7 @@ public struct Order: CRMEntity {
     public var custom: [String: FieldValue] = [:]
 
     public init(id: UUID) { self.id = id }
-    public init(id: UUID = UUID(), account: UUID, number: String, date: String, amount: Double, currency: String? = nil,
+    public init(id: UUID = .newRecordID(), account: UUID, number: String, date: String, amount: Double, currency: String? = nil,
                 status: String = "confirmed") {
         self.id = id
         self.account = account
@@ -225,7 +225,7 @@ public struct Activity: CRMEntity {
     public var custom: [String: FieldValue] = [:]
 
     public init(id: UUID) { self.id = id }
-    public init(id: UUID = UUID(), kind: String, subject: String, account: UUID? = nil, contact: UUID? = nil,
+    public init(id: UUID = .newRecordID(), kind: String, subject: String, account: UUID? = nil, contact: UUID? = nil,
                 opportunity: UUID? = nil, owner: String? = nil) {
         self.id = id
         self.kind = kind
@@ -261,7 +261,7 @@ public struct ServiceCase: CRMEntity {
     public var custom: [String: FieldValue] = [:]
 
     public init(id: UUID) { self.id = id }
-    public init(id: UUID = UUID(), number: String, subject: String, account: UUID? = nil, contact: UUID? = nil,
+    public init(id: UUID = .newRecordID(), number: String, subject: String, account: UUID? = nil, contact: UUID? = nil,
                 priority: String = "normal", owner: String? = nil) {
         self.id = id
         self.number = number
@@ -293,7 +293,7 @@ public struct Campaign: CRMEntity {
     public var custom: [String: FieldValue] = [:]
 
     public init(id: UUID) { self.id = id }
-    public init(id: UUID = UUID(), name: String, type: String? = nil, status: String? = nil) {
+    public init(id: UUID = .newRecordID(), name: String, type: String? = nil, status: String? = nil) {
         self.id = id
         self.name = name
         self.type = type
@@ -316,7 +316,7 @@ public struct CampaignMember: CRMEntity {
     public var custom: [String: FieldValue] = [:]
 
     public init(id: UUID) { self.id = id }
-    public init(id: UUID = UUID(), campaign: UUID, contact: UUID? = nil, lead: UUID? = nil, status: String? = nil) {
+    public init(id: UUID = .newRecordID(), campaign: UUID, contact: UUID? = nil, lead: UUID? = nil, status: String? = nil) {
         self.id = id
         self.campaign = campaign
         self.contact = contact

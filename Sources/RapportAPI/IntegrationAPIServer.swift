@@ -256,7 +256,7 @@ public final class IntegrationAPIServer: Service, Sendable {
     /// The id a create gives its record: the client's (a UUID string), or a new one.
     func newID(_ value: JSONValue?) throws -> UUID {
         switch value {
-        case nil, .null?: return UUID()
+        case nil, .null?: return .newRecordID()
         case .string(let text)?:
             guard let parsed = UUID(uuidString: text) else { throw APIProblem.badRequest("id '\(text.prefix(80))' is not a UUID", field: "id") }
             return parsed

@@ -194,7 +194,7 @@ struct BenchRows {
         let letters = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
         var previous: UUID?
         rows = (0..<count).map { _ in
-            let id = UUID()
+            let id = UUID.newRecordID()
             defer { previous = id }
             return Row(id: id,
                 texts: shape.texts.map { field in
