@@ -45,6 +45,7 @@ public final class PostgresStatement: SQLStatement {
     }
 
     public func bind(text: String, at index: Int32) throws { try bind(.text(text), at: index) }
+    public func bind(utf8: UnsafeRawBufferPointer, at index: Int32) throws { try bind(.text(String(decoding: utf8, as: UTF8.self)), at: index) }
     public func bind(integer: Int64, at index: Int32) throws { try bind(.integer(integer), at: index) }
     public func bind(bytes: UnsafeRawBufferPointer, at index: Int32) throws { try bind(.blob(Data(bytes)), at: index) }
     public func bind(bytes: [UInt8], at index: Int32) throws { try bind(.blob(Data(bytes)), at: index) }

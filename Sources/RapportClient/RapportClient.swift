@@ -278,86 +278,113 @@ public final class RapportClient: Sendable {
             return frame
         }
         try await session.send(request(after: checkpoint))
-        var more = true
-        while more {
-            let answer: Rapport_V1_Frame
-            do {
-                answer = try await session.response()
-            } catch let error as SyncError where error.code == .resyncRequired {
-                // The server does not know our checkpoint (restored from a backup, say): pull
-                // everything again; merging makes the repeats harmless.
-                logger.notice("server asks for a resync", metadata: ["reason": "\(error.message)", "purged_through": "\(error.purgedThrough)"])
-                if error.purgedThrough > 0 {
-                    try await beginResync(&session)
-                } else {
-                    try await store.perform { try $0.resetCheckpoint(for: peer) }
-                }
-                checkpoint = 0
-                fromStart = true
-                try await session.send(request(after: 0))
-                continue
-            }
-            guard case .pullBatch(let batch)? = answer.body else {
-                throw ClientError.protocolViolation("expected PullBatch")
-            }
-            guard batch.lastSequence >= UInt64(checkpoint), batch.lastSequence <= UInt64(Int64.max) else {
-                throw ClientError.protocolViolation("PullBatch moves the checkpoint from \(checkpoint) to \(batch.lastSequence)")
-            }
-            more = batch.remainingRecords > 0 && !batch.records.isEmpty
-            // Ask for the next batch before applying this one: the server reads and sends it
-            // while this device writes, instead of each side waiting for the other.
-            if more { try await session.send(request(after: Int64(batch.lastSequence))) }
-            let last = Int64(batch.lastSequence)
-            let deferIndex = fromStart
-            let applied = try await store.perform { store in
-                // Not decoded: records new to this store are validated on their bytes and kept
-                // as they came, which is most of an initial sync (see `apply(encoded:)`).
-                let records: [EncodedRecord]
-                do {
-                    records = try batch.records.map { try EncodedRecord($0) }
-                } catch {
-                    throw ClientError.invalidServerData("\(error)")
-                }
-                let lost: [Conflict]
-                do {
-                    lost = try batch.conflicts.map { try $0.decoded() }
-                } catch {
-                    throw ClientError.invalidServerData("\(error)")
-                }
-                // A cache that holds the batch's pages, fewer log checkpoints (`beginBulkPull`).
-                if deferIndex { try store.beginBulkPull() }
-                return try store.transaction {
-                    // Records that left this device's scope go first: one that comes back in
-                    // the same batch (its visible fields changed) is then taken in afresh.
-                    for eviction in batch.evictions {
-                        guard let id = eviction.recordID.withUnsafeBytes({ UUID(bytes: $0) }) else { throw ClientError.invalidServerData("an eviction's record id is not 16 bytes") }
-                        try store.evict([id], reason: eviction.reason)
-                    }
-                    if deferIndex { try store.deferFieldIndex(of: records.map(\.type)) }
-                    let report: ApplyReport
-                    do {
-                        report = try store.apply(encoded: records, from: .upstream, checkpoint: (peer, last))
-                        try store.settleEvictions(returned: records.map(\.id))
-                        try store.noteSeenInResync(records.map(\.id))
-                    } catch ReplicaStoreError.invalidRecord(let error) {
-                        // A malformed or invalid record: the server's data, refused whole.
-                        throw ClientError.invalidServerData("\(error)")
-                    }
-                    return report.conflicts.count + (try store.logConflicts(lost))
-                }
-            }
-            checkpoint = last
+        // Into an empty store, the index entries of what the pull brings are made here, beside
+        // the store's thread, instead of by reading every record back at the end.
+        var gather = fromStart ? try await store.perform { try $0.gatherFieldIndex() } : nil
+        // The batch the store is applying while this task reads and checks the next one: each
+        // batch is awaited before the next is queued, so a batch that fails keeps every later
+        // one (and its checkpoint) out of the store.
+        var applying: (task: Task<Int, any Error>, batch: Rapport_V1_PullBatch)?
+        func finishApplying() async throws {
+            guard let (task, batch) = applying else { return }
+            applying = nil
+            report.conflicts += try await task.value
             done += batch.records.count
             bytesDone += batch.records.reduce(0) { $0 + $1.vector.count + $1.state.count }
             report.pulled += batch.records.count
             report.evicted += batch.evictions.count
-            report.conflicts += applied
             progress?(SyncProgress(phase: .pull, recordsDone: done, recordsTotal: done + Int(batch.remainingRecords),
                                    bytesDone: bytesDone, bytesTotal: bytesDone + Int(batch.remainingBytes)))
         }
+        do {
+            var more = true
+            while more {
+                let answer: Rapport_V1_Frame
+                do {
+                    answer = try await session.response()
+                } catch let error as SyncError where error.code == .resyncRequired {
+                    try await finishApplying()
+                    // The server does not know our checkpoint (restored from a backup, say): pull
+                    // everything again; merging makes the repeats harmless.
+                    logger.notice("server asks for a resync", metadata: ["reason": "\(error.message)", "purged_through": "\(error.purgedThrough)"])
+                    if error.purgedThrough > 0 {
+                        try await beginResync(&session)
+                    } else {
+                        try await store.perform { try $0.resetCheckpoint(for: peer) }
+                    }
+                    checkpoint = 0
+                    fromStart = true
+                    try await session.send(request(after: 0))
+                    continue
+                }
+                guard case .pullBatch(let batch)? = answer.body else {
+                    throw ClientError.protocolViolation("expected PullBatch")
+                }
+                guard batch.lastSequence >= UInt64(checkpoint), batch.lastSequence <= UInt64(Int64.max) else {
+                    throw ClientError.protocolViolation("PullBatch moves the checkpoint from \(checkpoint) to \(batch.lastSequence)")
+                }
+                more = batch.remainingRecords > 0 && !batch.records.isEmpty
+                // Ask for the next batch before applying this one: the server reads and sends it
+                // while this device writes, instead of each side waiting for the other.
+                if more { try await session.send(request(after: Int64(batch.lastSequence))) }
+                let last = Int64(batch.lastSequence)
+                let deferIndex = fromStart
+                // Read and checked here, while the store applies the batch before: not decoded,
+                // records new to the store are validated on their bytes and kept as they came,
+                // which is most of an initial sync (see `apply(encoded:)`).
+                let records: CheckedRecords
+                let lost: [Conflict]
+                do {
+                    records = CheckedRecords(try batch.records.map { try EncodedRecord($0) }, against: store.schema)
+                    lost = try batch.conflicts.map { try $0.decoded() }
+                } catch {
+                    throw ClientError.invalidServerData("\(error)")
+                }
+                if deferIndex { try gather?.add(records) } else { gather = nil }
+                let evictions = try batch.evictions.map { eviction in
+                    guard let id = eviction.recordID.withUnsafeBytes({ UUID(bytes: $0) }) else {
+                        throw ClientError.invalidServerData("an eviction's record id is not 16 bytes")
+                    }
+                    return (id, eviction.reason)
+                }
+                try await finishApplying()
+                // A sync cancelled (once its progress showed the batch before, say) writes no more.
+                try Task.checkCancellation()
+                let task = Task { [store] in
+                    try await store.perform { store in
+                        // A cache that holds the batch's pages, fewer log checkpoints (`beginBulkPull`).
+                        if deferIndex { try store.beginBulkPull() }
+                        return try store.transaction {
+                            // Records that left this device's scope go first: one that comes back in
+                            // the same batch (its visible fields changed) is then taken in afresh.
+                            for (id, reason) in evictions { try store.evict([id], reason: reason) }
+                            if deferIndex { try store.deferFieldIndex(of: records.records.map(\.type)) }
+                            let report: ApplyReport
+                            do {
+                                report = try store.apply(checked: records, checkpoint: (peer, last))
+                                try store.settleEvictions(returned: records.records.map(\.id))
+                                try store.noteSeenInResync(records.records.map(\.id))
+                            } catch ReplicaStoreError.invalidRecord(let error) {
+                                // A malformed or invalid record: the server's data, refused whole.
+                                throw ClientError.invalidServerData("\(error)")
+                            }
+                            return report.conflicts.count + (try store.logConflicts(lost))
+                        }
+                    }
+                }
+                applying = (task, batch)
+                checkpoint = last
+            }
+            try await finishApplying()
+        } catch {
+            // Nothing of this pull may still be writing when the caller hears how it ended.
+            if let (task, _) = applying { _ = try? await task.value }
+            throw error
+        }
         // Also what an earlier pull from the start left deferred when it was cut short.
-        try await store.perform { store in
-            try store.completeFieldIndex()
+        gather?.sort()
+        try await store.perform { [gather] store in
+            try store.completeFieldIndex(gathered: gather)
             try store.endBulkPull()
         }
         report.checkpoint = checkpoint

@@ -175,15 +175,53 @@ extension ReplicaStore {
     /// transaction per type, so readers and local writes wait for one type at most. Does
     /// nothing when no type is deferred, so a sync can call it at the end of every pull, and
     /// the pull after one killed half-way finishes what that one deferred.
-    public func completeFieldIndex() throws {
+    ///
+    /// - Parameter gathered: the entries a pull gathered from the records it brought
+    ///   (`gatherFieldIndex()`), inserted instead of reading the records back, for each type
+    ///   they are known to be complete for; the other types are read back as without them.
+    public func completeFieldIndex(gathered: FieldIndexGather? = nil) throws {
+        defer { gatheredIndexWrites = nil }
         for type in try committedDeferredIndexTypes().sorted() {
             try write {
                 guard deferredIndexTypes.contains(type) else { return }  // another handle built it
                 try db.run("DELETE FROM field_index_deferred WHERE \(tenant.and)type = ?", [type])
                 deferredIndexTypes.remove(type)
-                try buildFieldIndex(of: type)
+                // Complete when every live record of the type was stored by this handle as it
+                // came, since a store that held no record, and each of those was gathered once.
+                if let build = gathered?.builds[type], let writes = gatheredIndexWrites, build.records == writes[type] ?? 0 {
+                    try db.run("DELETE FROM field_index WHERE \(tenant.and)type = ?", [type])
+                    try build.insert(type: type, into: db, tenant: tenant)
+                } else {
+                    try buildFieldIndex(of: type)
+                }
             }
         }
+    }
+
+    // MARK: Entries gathered by a pull
+
+    /// Starts gathering index entries beside a pull from the start into this store, when the
+    /// store holds no record yet (an initial sync): the pull adds each batch it checked to the
+    /// gather on its own task (`FieldIndexGather.add`), and hands it to `completeFieldIndex`,
+    /// which then need not read every record back. `nil` when the store indexes nothing or
+    /// holds records (a resync): those the pull does not bring would be missing.
+    ///
+    /// Whatever this handle writes otherwise until then (a merge, a local edit, an eviction,
+    /// a rolled back batch), or another handle's write, makes the index be built by reading
+    /// the records back after all: the gather is an optimisation, never the source of truth.
+    public func gatherFieldIndex() throws -> FieldIndexGather? {
+        guard !indexedFieldsByType.isEmpty, try db.fetchInt("SELECT 1 FROM records\(tenant.only) LIMIT 1") == nil else {
+            gatheredIndexWrites = nil
+            return nil
+        }
+        gatheredIndexWrites = [:]
+        return FieldIndexGather(indexedFieldsByType)
+    }
+
+    /// Counts a live record of a deferred type stored as it came (its bytes canonical), which
+    /// a gather reads the same bytes of.
+    func noteGatherableWrite(of type: String) {
+        if gatheredIndexWrites != nil, deferredIndexTypes.contains(type) { gatheredIndexWrites![type, default: 0] += 1 }
     }
 
     func committedDeferredIndexTypes() throws -> Set<String> {
@@ -191,63 +229,14 @@ extension ReplicaStore {
         return Set(try db.fetch("SELECT type FROM field_index_deferred\(tenant.only)") { try $0.string(0) })
     }
 
-    /// Replaces the entries of `type` by those of its live records, inserted in key order, so
-    /// that every insert appends to the b-tree instead of landing on a page anywhere in it.
-    /// Only the indexed fields are decoded (`scan`); the entries are those `indexEntries` gives.
+    /// Replaces the entries of `type` by those of its live records, inserted in key order
+    /// (`FieldIndexBuild`). Only the indexed fields are read from each state.
     private func buildFieldIndex(of type: String) throws {
         guard let fields = indexedFieldsByType[type] else { return }
         try db.run("DELETE FROM field_index WHERE \(tenant.and)type = ?", [type])
-        // One list per field name, the words under `searchKey`.
-        let names = Array(Set(fields.values + (fields.words.isEmpty ? [] : [Self.searchKey]))).sorted()
-        var lists = [[SortedEntry]](repeating: [], count: names.count)
-        let valueList = fields.values.map { names.firstIndex(of: $0)! }
-        let wordList = names.firstIndex(of: Self.searchKey)
-        try scan(type, fields: fields.values + fields.words) { id, values in
-            for (index, value) in values.enumerated() {
-                guard case .text(let text) = value else { continue }
-                if index < valueList.count {
-                    lists[valueList[index]].append(SortedEntry(text, id))
-                } else if let wordList {
-                    for word in Self.words(text) { lists[wordList].append(SortedEntry(word, id)) }
-                }
-            }
-        }
-        for (name, entries) in zip(names, lists) {
-            // Positions are sorted rather than the entries, by the values' first bytes kept
-            // apart: moving or reading an entry copies its string, whose reference counting
-            // cost more than comparing. The strings are read only where the first bytes tie.
-            let prefixes = entries.map(\.prefix)
-            var order = Array(entries.indices)
-            order.sort { prefixes[$0] != prefixes[$1] ? prefixes[$0] < prefixes[$1] : entries[$0] < entries[$1] }
-            // A word twice in one record, or in two of its search fields, is one entry.
-            var unique: [SortedEntry] = []
-            unique.reserveCapacity(entries.count)
-            for index in order where unique.last != entries[index] { unique.append(entries[index]) }
-            try insertSorted(unique, type: type, field: name)
-        }
-    }
-
-    /// Inserts entries of one field, many rows per statement: most of the cost of inserting a
-    /// row one statement at a time is running the statement, not the b-tree.
-    private func insertSorted(_ entries: [SortedEntry], type: String, field: String) throws {
-        let rows = 64
-        let many = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES "
-                                    + Array(repeating: "(\(tenant.value)?1, ?2, ?, ?)", count: rows).joined(separator: ", "))
-        let one = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES (\(tenant.value)?1, ?2, ?, ?)")
-        var start = 0
-        while start < entries.count {
-            let statement = entries.count - start >= rows ? many : one
-            let count = statement === many ? rows : 1
-            statement.reset()
-            try statement.bind(text: type, at: 1)
-            try statement.bind(text: field, at: 2)
-            for (offset, entry) in entries[start..<start + count].enumerated() {
-                try statement.bind(text: entry.value, at: Int32(3 + 2 * offset))
-                try statement.bind(uuid: entry.id, at: Int32(4 + 2 * offset))
-            }
-            try statement.step()
-            start += count
-        }
+        var build = FieldIndexBuild(fields)
+        try forEachLiveState(of: type, read: { id, state in try build.add(id, state: state) })
+        try build.insert(type: type, into: db, tenant: tenant)
     }
 
     /// Runs `body` in one read snapshot, so that whether a type is deferred and what the index
@@ -303,44 +292,197 @@ extension ReplicaStore {
     }
 }
 
-/// An index entry of one field, ordered as SQLite orders the table's key: the value's UTF-8
-/// bytes, then the id's. The first eight bytes of the value, kept as a number, decide most
-/// comparisons without reading either string.
-struct SortedEntry: Comparable {
-    let value: String
-    let id: UUID
-    /// The first eight bytes of the value, big-endian, zero-padded.
-    let prefix: UInt64
+/// Index entries of the records a pull from the start brings, made on the pull's own task
+/// while the store applies the batch before (`ReplicaStore.gatherFieldIndex()`).
+public struct FieldIndexGather: Sendable {
+    private let indexed: [String: ReplicaStore.IndexedFields]
+    fileprivate(set) var builds: [String: FieldIndexBuild] = [:]
 
-    init(_ value: String, _ id: UUID) {
-        self.value = value
-        self.id = id
-        var prefix: UInt64 = 0, taken = 0
-        for byte in value.utf8.prefix(8) {
-            prefix |= UInt64(byte) << (56 - 8 * taken)
-            taken += 1
-        }
-        self.prefix = prefix
-    }
+    init(_ indexed: [String: ReplicaStore.IndexedFields]) { self.indexed = indexed }
 
-    static func < (a: Self, b: Self) -> Bool { compare(a, b) < 0 }
-
-    /// Equal bytes, not equal strings: two spellings of one text are two keys to SQLite.
-    static func == (a: Self, b: Self) -> Bool { a.prefix == b.prefix && compare(a, b) == 0 }
-
-    private static func compare(_ a: Self, _ b: Self) -> Int {
-        if a.prefix != b.prefix { return a.prefix < b.prefix ? -1 : 1 }
-        var x = a.value, y = b.value
-        let order = x.withUTF8 { x in
-            y.withUTF8 { y in
-                let common = min(x.count, y.count)
-                let compared = common == 0 ? 0 : memcmp(x.baseAddress!, y.baseAddress!, common)
-                return compared != 0 ? Int(compared) : x.count - y.count
+    /// Adds the live records of a checked batch whose bytes the store keeps as they came.
+    public mutating func add(_ batch: CheckedRecords) throws {
+        for (record, outcome) in zip(batch.records, batch.outcomes) {
+            guard let fields = indexed[record.type], case .success(let check) = outcome,
+                  !check.isDeleted, check.decodedState == nil else { continue }
+            try record.state.withUnsafeBytes { state in
+                try builds[record.type, default: FieldIndexBuild(fields)].add(record.id, state: state)
             }
         }
-        if order != 0 { return order }
-        return withUnsafeBytes(of: a.id.uuid) { x in
-            withUnsafeBytes(of: b.id.uuid) { y in Int(memcmp(x.baseAddress!, y.baseAddress!, 16)) }
+    }
+
+    /// Sorts the entries, so that the store's thread only inserts them.
+    public mutating func sort() {
+        for type in builds.keys { builds[type]!.sort() }
+    }
+}
+
+/// One type's index entries made in memory, then inserted field by field in the table's key
+/// order, so that every insert appends to the b-tree instead of landing on a page anywhere in
+/// it: a pull from the start builds its index this way (`completeFieldIndex`).
+///
+/// The values' bytes are kept end to end in one buffer per field name, and entries are small
+/// values pointing into it, sorted in place: a `String` per entry, moved and compared while
+/// sorting, made its reference counting a third of the build.
+struct FieldIndexBuild {
+    private let projection: RecordCodec.Projection
+    /// The field names, sorted (`searchKey` for words), one list each.
+    private let names: [String]
+    /// For each projected field (the indexed ones, then the search ones): its list, and
+    /// whether its words are indexed rather than its value.
+    private let targets: [(list: Int, words: Bool)]
+    private var ids: [UUID] = []
+    private var lists: [List]
+    private var isSorted = false
+
+    /// How many records were added.
+    var records: Int { ids.count }
+
+    private struct List {
+        var bytes: [UInt8] = []
+        var entries: [Entry] = []
+    }
+
+    /// A value's bytes in its list's buffer and the record it indexes. The first sixteen bytes,
+    /// big-endian, decide most comparisons without reading the buffer.
+    private struct Entry {
+        var head: UInt64
+        var next: UInt64
+        var start: Int
+        var count: Int32
+        var record: Int32
+    }
+
+    init(_ fields: ReplicaStore.IndexedFields) {
+        projection = RecordCodec.Projection(fields.values + fields.words)
+        let names = Array(Set(fields.values + (fields.words.isEmpty ? [] : [ReplicaStore.searchKey]))).sorted()
+        let wordList = names.firstIndex(of: ReplicaStore.searchKey)
+        self.names = names
+        targets = fields.values.map { (names.firstIndex(of: $0)!, false) } + fields.words.map { _ in (wordList!, true) }
+        lists = Array(repeating: List(), count: names.count)
+    }
+
+    /// Adds the entries of a live record's encoded state.
+    mutating func add(_ id: UUID, state: UnsafeRawBufferPointer) throws(ModelError) {
+        let record = Int32(ids.count)
+        ids.append(id)
+        isSorted = false
+        try projection.forEachText(in: state) { field, text in
+            let target = targets[field]
+            guard target.words else { return append(text, record: record, to: target.list) }
+            var start = -1
+            for (offset, byte) in text.enumerated() {
+                let isWordByte = (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+                    || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                if byte >= 0x80 {
+                    // Beyond ASCII, letters are told by their Unicode properties: `words` does it.
+                    for word in ReplicaStore.words(String(decoding: text, as: UTF8.self)) {
+                        var word = word
+                        word.withUTF8 { append(UnsafeRawBufferPointer($0), record: record, to: target.list) }
+                    }
+                    return
+                }
+                if isWordByte, start < 0 { start = offset }
+                if !isWordByte, start >= 0 {
+                    appendLowercased(UnsafeRawBufferPointer(rebasing: text[start..<offset]), record: record, to: target.list)
+                    start = -1
+                }
+            }
+            if start >= 0 { appendLowercased(UnsafeRawBufferPointer(rebasing: text[start...]), record: record, to: target.list) }
         }
+    }
+
+    private mutating func append(_ text: UnsafeRawBufferPointer, record: Int32, to list: Int) {
+        let start = lists[list].bytes.count
+        lists[list].bytes.append(contentsOf: text)
+        lists[list].entries.append(Self.entry(text, start: start, record: record))
+    }
+
+    /// `append` for an ASCII word, lower-cased as `ReplicaStore.words` does.
+    private mutating func appendLowercased(_ word: UnsafeRawBufferPointer, record: Int32, to list: Int) {
+        let start = lists[list].bytes.count
+        lists[list].bytes.append(contentsOf: word.lazy.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 + 32 : $0 })
+        lists[list].bytes.withUnsafeBytes { all in
+            lists[list].entries.append(Self.entry(UnsafeRawBufferPointer(rebasing: all[start...]), start: start, record: record))
+        }
+    }
+
+    private static func entry(_ text: UnsafeRawBufferPointer, start: Int, record: Int32) -> Entry {
+        var head: UInt64 = 0, next: UInt64 = 0
+        for (index, byte) in text.prefix(16).enumerated() {
+            if index < 8 { head |= UInt64(byte) << (56 - 8 * index) } else { next |= UInt64(byte) << (56 - 8 * (index - 8)) }
+        }
+        return Entry(head: head, next: next, start: start, count: Int32(text.count), record: record)
+    }
+
+    /// Sorts each list as SQLite orders the table's key (the value's bytes, then the id's) and
+    /// drops repeats (a word twice in one record, or in two of its search fields).
+    mutating func sort() {
+        guard !isSorted else { return }
+        let ids = self.ids
+        for index in lists.indices {
+            var entries = lists[index].entries
+            lists[index].entries = []
+            lists[index].bytes.withUnsafeBytes { bytes in
+                entries.sort { a, b in
+                    if a.head != b.head { return a.head < b.head }
+                    if a.next != b.next { return a.next < b.next }
+                    let order = Self.compare(a, b, in: bytes)
+                    if order != 0 { return order < 0 }
+                    return withUnsafeBytes(of: ids[Int(a.record)].uuid) { x in
+                        withUnsafeBytes(of: ids[Int(b.record)].uuid) { y in memcmp(x.baseAddress!, y.baseAddress!, 16) < 0 }
+                    }
+                }
+                var unique: [Entry] = []
+                unique.reserveCapacity(entries.count)
+                for entry in entries {
+                    if let last = unique.last, last.record == entry.record, Self.compare(last, entry, in: bytes) == 0 { continue }
+                    unique.append(entry)
+                }
+                lists[index].entries = unique
+            }
+        }
+        isSorted = true
+    }
+
+    /// Inserts the entries in key order (sorting them first if `sort()` was not called), many
+    /// rows per statement: most of the cost of inserting a row one statement at a time is
+    /// running the statement, not the b-tree.
+    func insert(type: String, into db: any SQLDatabase, tenant: TenantRows) throws {
+        var build = self
+        build.sort()
+        let rows = 64
+        let many = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES "
+                                    + Array(repeating: "(\(tenant.value)?1, ?2, ?, ?)", count: rows).joined(separator: ", "))
+        let one = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES (\(tenant.value)?1, ?2, ?, ?)")
+        for (name, list) in zip(build.names, build.lists) {
+            try list.bytes.withUnsafeBytes { bytes in
+                var start = 0
+                while start < list.entries.count {
+                    let statement = list.entries.count - start >= rows ? many : one
+                    let count = statement === many ? rows : 1
+                    statement.reset()
+                    try statement.bind(text: type, at: 1)
+                    try statement.bind(text: name, at: 2)
+                    for (offset, entry) in list.entries[start..<start + count].enumerated() {
+                        try statement.bind(utf8: UnsafeRawBufferPointer(rebasing: bytes[entry.start..<entry.start + Int(entry.count)]),
+                                           at: Int32(3 + 2 * offset))
+                        try statement.bind(uuid: build.ids[Int(entry.record)], at: Int32(4 + 2 * offset))
+                    }
+                    try statement.step()
+                    start += count
+                }
+            }
+        }
+    }
+
+    /// The order of two entries' values: their bytes, then their lengths.
+    private static func compare(_ a: Entry, _ b: Entry, in bytes: UnsafeRawBufferPointer) -> Int {
+        let common = Int(min(a.count, b.count))
+        if common > 0 {
+            let order = memcmp(bytes.baseAddress! + a.start, bytes.baseAddress! + b.start, common)
+            if order != 0 { return Int(order) }
+        }
+        return Int(a.count) - Int(b.count)
     }
 }

@@ -122,6 +122,10 @@ public final class ReplicaStore {
     /// The types whose index entries are deferred (`deferFieldIndex(of:)`), read from the file
     /// at the start of every write transaction, since another handle may have built them.
     var deferredIndexTypes: Set<String> = []
+    /// While a pull gathers index entries (`gatherFieldIndex()`): the live records this handle
+    /// stored as they came, per deferred type. `nil` otherwise, and once any other write made
+    /// the gather incomplete.
+    var gatheredIndexWrites: [String: Int]?
     /// What `RecordRules` derived from the store's configuration records (`RecordLookup.cached`).
     var rulesCache: [String: Any] = [:]
     /// The connection's page cache and checkpoint interval from before `beginBulkPull()`,
@@ -350,7 +354,10 @@ public final class ReplicaStore {
     /// records may then be stale too, since that handle may have changed one.
     private func adoptCommittedHeader() throws {
         let committed = try committedHeader(lock: true)
-        if committed.sequence != sequence { rulesCache = [:] }
+        if committed.sequence != sequence {
+            rulesCache = [:]
+            gatheredIndexWrites = nil  // another handle wrote: records no gather saw
+        }
         counter = committed.counter
         sequence = committed.sequence
         clock.adopt(issued: committed.clock)
@@ -402,6 +409,7 @@ public final class ReplicaStore {
         } catch {
             (counter, sequence, clock) = saved
             rulesCache = [:]  // it may hold what the rolled back records configured
+            gatheredIndexWrites = nil  // it counted rolled back records
             if outermost {
                 transactionState = nil
             } else {
@@ -630,6 +638,7 @@ public final class ReplicaStore {
     @discardableResult
     func saveRow(id: UUID, type: String, isDeleted: Bool, dirty: Bool, vector: [UInt8], state: [UInt8],
                  replacing previous: Int64?) throws -> Int64 {
+        gatheredIndexWrites = nil  // a write a gather did not see
         sequence += 1
         noteChange(id, type: type)
         let statement: any SQLStatement
@@ -777,7 +786,7 @@ public final class ReplicaStore {
 
     /// Creates a record. Every field is checked against the schema first.
     @discardableResult
-    public func create(_ type: String, id: UUID = UUID(), _ values: [String: FieldValue] = [:]) throws -> RecordState {
+    public func create(_ type: String, id: UUID = .newRecordID(), _ values: [String: FieldValue] = [:]) throws -> RecordState {
         try write {
             guard schema.types[type] != nil else { throw ModelError.unknownRecordType(type) }
             for (field, value) in values {
@@ -906,12 +915,34 @@ public final class ReplicaStore {
         checkpoint: (peer: String, sequence: Int64)? = nil,
         progress: ((Int) throws -> Void)? = nil
     ) throws -> ApplyReport {
+        try apply(records, checks: nil, from: origin, checkpoint: checkpoint, progress: progress)
+    }
+
+    /// `apply(encoded:from:checkpoint:progress:)` for records from upstream whose bytes were
+    /// checked on another thread (`CheckedRecords`), with the same outcomes and errors: a
+    /// record new to this store is kept on the strength of that check, and one whose check
+    /// failed is refused here as it would have been. Records checked against another schema
+    /// than this store's are checked again.
+    @discardableResult
+    public func apply(
+        checked batch: CheckedRecords, checkpoint: (peer: String, sequence: Int64)? = nil,
+        progress: ((Int) throws -> Void)? = nil
+    ) throws -> ApplyReport {
+        try apply(batch.records, checks: batch.schema == schema ? batch.outcomes : nil, from: .upstream,
+                  checkpoint: checkpoint, progress: progress)
+    }
+
+    private func apply(
+        _ records: [EncodedRecord], checks: [Result<EncodedRecord.Validation, ModelError>]?, from origin: ApplyOrigin,
+        checkpoint: (peer: String, sequence: Int64)?, progress: ((Int) throws -> Void)?
+    ) throws -> ApplyReport {
         let newDirty = staysDirty(from: origin, existing: nil, holdsRemoteVector: true)
         var expectNew = true
         return try applyBatch(records.count, from: origin, checkpoint: checkpoint, progress: progress) { index in
             let record = records[index]
+            let check = checks?[index]
             guard schema.types[record.type] != nil else { throw ModelError.unknownRecordType(record.type) }
-            if expectNew, try store(new: record, dirty: newDirty, from: origin) { return .applied }
+            if expectNew, try store(new: record, check: check, dirty: newDirty, from: origin) { return .applied }
             switch try arrival(
                 of: record.id, type: record.type, encodedVector: record.vector,
                 vector: { try record.vector.withUnsafeBytes { try RecordCodec.decodeVector($0) } }, from: origin
@@ -924,7 +955,7 @@ public final class ReplicaStore {
                 return try integrate(try record.decoded(), existing: existing, encodedVector: nil, from: origin)
             case .news(nil):
                 expectNew = true
-                guard try store(new: record, dirty: newDirty, from: origin) else { throw ReplicaStoreError.recordExists(record.id) }
+                guard try store(new: record, check: check, dirty: newDirty, from: origin) else { throw ReplicaStoreError.recordExists(record.id) }
                 return .applied
             }
         }
@@ -937,7 +968,11 @@ public final class ReplicaStore {
     /// batch back, row included, exactly as if they had been checked first. Valid bytes in a form
     /// `RecordCodec` never writes are replaced by the canonical ones, under the same sequence
     /// number, so that every stored row is canonical.
-    private func store(new record: EncodedRecord, dirty: Bool, from origin: ApplyOrigin) throws -> Bool {
+    ///
+    /// - Parameter check: the outcome of checking the bytes with this store's schema, rules off,
+    ///   made elsewhere (`CheckedRecords`); only for a record from upstream, whose rules are not checked.
+    private func store(new record: EncodedRecord, check: Result<EncodedRecord.Validation, ModelError>?, dirty: Bool,
+                       from origin: ApplyOrigin) throws -> Bool {
         if insertIfNewStatement == nil {
             insertIfNewStatement = try db.statement("""
                 INSERT INTO records (\(tenant.column)seq, deleted, dirty, vector, state, id, type, txn)
@@ -960,7 +995,7 @@ public final class ReplicaStore {
         try statement.step()
         guard statement.changedRows == 1 else { return false }  // a row had its id
         sequence += 1
-        let validation = try schema.validate(record, rules: origin != .upstream)
+        let validation = try check.map { try $0.get() } ?? schema.validate(record, rules: origin != .upstream)
         var decoded = validation.decodedState
         if let state = decoded {
             sequence -= 1  // `save` takes the next number again: the one the row has
@@ -968,6 +1003,7 @@ public final class ReplicaStore {
             try checkRules(state, from: origin)
         } else {
             noteChange(record.id, type: record.type)
+            if !validation.isDeleted { noteGatherableWrite(of: record.type) }
             // Decoding is needed only for what the bytes cannot answer in place: index entries
             // and the rules of a batch from downstream.
             if !validation.isDeleted && (maintainsIndex(of: record.type) || (origin == .downstream && options.rules != nil)) {

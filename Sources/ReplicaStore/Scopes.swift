@@ -155,6 +155,7 @@ extension ReplicaStore {
 
     /// Removes a record's row, index entries and pending eviction, without a tombstone.
     func purge(_ id: UUID) throws {
+        gatheredIndexWrites = nil  // a record a gather saw may be gone
         guard let (_, state) = try load(id, decodeState: true) else { return }
         if let state, !state.isDeleted {
             // A tombstone has no index entries: going from the state to one removes the record's.

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import SyncModel
 
 /// A replica store that async code on any thread can use: every call runs on one serial
 /// dispatch queue of its own.
@@ -13,10 +14,13 @@ public final class SharedReplicaStore: @unchecked Sendable {
 
     /// The store's replica id, readable from anywhere: it never changes.
     public let replicaID: String
+    /// The store's schema, readable from anywhere: it never changes.
+    public let schema: Schema
 
     public init(_ store: ReplicaStore, label: String) {
         self.store = store
         self.replicaID = store.replicaID.rawValue
+        self.schema = store.schema
         self.queue = DispatchQueue(label: "rapport.store.\(label)")
     }
 

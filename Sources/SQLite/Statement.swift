@@ -89,11 +89,14 @@ public final class Statement {
     /// Binds text without going through `SQLValue`, for hot paths.
     public func bind(text: String, at index: Int32) throws {
         var text = text
-        try text.withUTF8 { utf8 in
-            // An empty string must bind as '' rather than NULL, so never pass a nil pointer.
-            let base = UnsafeRawPointer(utf8.baseAddress ?? UnsafePointer(bitPattern: 1)!)
-            try checked(sqlite3_bind_text(pointer, index, base.assumingMemoryBound(to: CChar.self), Int32(utf8.count), transientDestructor))
-        }
+        try text.withUTF8 { try bind(utf8: UnsafeRawBufferPointer($0), at: index) }
+    }
+
+    /// Binds text from its UTF-8 bytes; SQLite copies them.
+    public func bind(utf8: UnsafeRawBufferPointer, at index: Int32) throws {
+        // An empty string must bind as '' rather than NULL, so never pass a nil pointer.
+        let base = utf8.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!
+        try checked(sqlite3_bind_text(pointer, index, base.assumingMemoryBound(to: CChar.self), Int32(utf8.count), transientDestructor))
     }
 
     /// Binds an integer without going through `SQLValue`, for hot paths.

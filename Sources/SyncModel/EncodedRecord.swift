@@ -321,3 +321,23 @@ func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
         }
     }
 }
+
+/// Records from upstream with their bytes already checked against a schema
+/// (`Schema.validate(_:rules: false)`, the check a store makes of a new record from upstream):
+/// a device's pull checks each batch on its own task, beside the store's thread applying the
+/// batch before, and the store (`ReplicaStore.apply(checked:)`) keeps the outcomes instead of
+/// checking again. A record's check failing is kept too, and reported by the store exactly
+/// where it would have checked the record itself: only for a record new to it.
+public struct CheckedRecords: Sendable {
+    public let records: [EncodedRecord]
+    /// The schema the records were checked against; a store with another checks them itself.
+    public let schema: Schema
+    /// One outcome per record, in order.
+    public let outcomes: [Result<EncodedRecord.Validation, ModelError>]
+
+    public init(_ records: [EncodedRecord], against schema: Schema) {
+        self.records = records
+        self.schema = schema
+        outcomes = records.map { record in Result { () throws(ModelError) in try schema.validate(record, rules: false) } }
+    }
+}

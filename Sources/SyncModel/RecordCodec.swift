@@ -241,6 +241,12 @@ struct ByteReader {
         return bytes[offset]
     }
 
+    /// The next byte, left to be read.
+    func peekByte() throws(ModelError) -> UInt8 {
+        guard offset < bytes.count else { throw .malformedEncoding("unexpected end of data") }
+        return bytes[offset]
+    }
+
     mutating func varint() throws(ModelError) -> UInt64 {
         // One bounds check per byte and no call per byte: varints are most of what is read.
         var result: UInt64 = 0

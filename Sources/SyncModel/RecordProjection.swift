@@ -34,6 +34,32 @@ extension RecordCodec {
             } else {
                 values = [FieldValue](repeating: .null, count: names.count)
             }
+            try walk(state, register: { wanted, reader throws(ModelError) in values[wanted] = try reader.value() },
+                     counter: { wanted, total in values[wanted] = .integer(total) })
+        }
+
+        /// Calls `body` with the position (in `fields`) and the UTF-8 bytes of each projected
+        /// field whose current value is text, in the order the state holds them; skips others.
+        /// Makes no `String`: for a sorted index build over many records, which copies the
+        /// bytes into one buffer. The bytes are checked to be UTF-8, as decoding checks them.
+        ///
+        /// - Throws: `ModelError` for malformed bytes, as decoding would.
+        public func forEachText(in state: UnsafeRawBufferPointer,
+                                _ body: (Int, UnsafeRawBufferPointer) -> Void) throws(ModelError) {
+            try walk(state, register: { wanted, reader throws(ModelError) in
+                guard try reader.peekByte() == 5 else { return try reader.skipValue() }
+                _ = try reader.byte()
+                let text = try reader.raw(try reader.count(limit: reader.remaining))
+                guard isValidUTF8(text) else { throw .malformedEncoding("text is not valid UTF-8") }
+                body(wanted, text)
+            }, counter: { _, _ in })
+        }
+
+        /// Walks the state's fields until every projected one is found: `register` reads the
+        /// value of a projected register field (and must consume it), `counter` is given a
+        /// projected counter's total; everything else is skipped.
+        private func walk(_ state: UnsafeRawBufferPointer, register: (Int, inout ByteReader) throws(ModelError) -> Void,
+                          counter: (Int, Int64) -> Void) throws(ModelError) {
             var reader = ByteReader(state)
             _ = try reader.skipToFields()
             var found = 0
@@ -43,7 +69,7 @@ extension RecordCodec {
                 switch try reader.byte() {
                 case 0:
                     if let wanted {
-                        values[wanted] = try reader.value()
+                        try register(wanted, &reader)
                         found += 1
                     } else {
                         try reader.skipValue()
@@ -52,7 +78,7 @@ extension RecordCodec {
                 case 1:
                     let total = try reader.counterTotal()
                     if let wanted {
-                        values[wanted] = .integer(total)
+                        counter(wanted, total)
                         found += 1
                     }
                 case let tag:

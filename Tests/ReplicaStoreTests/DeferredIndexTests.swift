@@ -24,8 +24,8 @@ import Testing
 
     /// A source with contacts in seven cities, some renamed, moved or deleted after their
     /// creation, and accounts, as a server would send them.
-    func source(_ place: StorePlace, contacts: Int = 1_200) throws -> [EncodedRecord] {
-        let source = try open(place, "source")
+    func source(_ place: StorePlace, contacts: Int = 1_200, name: String = "source") throws -> [EncodedRecord] {
+        let source = try open(place, name)
         defer { source.close() }
         let given = ["Anna", "Annabel", "Bert", "Berta", "Zed", "Zoë"], family = ["Smith", "Holm", "Smithers", "Ångström"]
         try source.transaction {
@@ -172,5 +172,95 @@ import Testing
         // A type without indexed fields is never deferred.
         try device.deferFieldIndex(of: ["nothing"])
         #expect(try device.deferredFieldIndexTypes().isEmpty)
+    }
+
+    // MARK: Entries gathered beside the pull (`gatherFieldIndex()`)
+
+    /// `pull` as RapportClient's pull from the start does it into an empty store: each batch
+    /// checked apart from the store (`CheckedRecords`) and added to the gather, then applied.
+    func pullGathering(_ records: [EncodedRecord], into store: ReplicaStore, gather: inout FieldIndexGather?,
+                       gathering others: [EncodedRecord]? = nil, batch: Int = 250) throws {
+        for start in stride(from: 0, to: records.count, by: batch) {
+            let slice = Array(records[start..<min(start + batch, records.count)])
+            let checked = CheckedRecords(slice, against: store.schema)
+            try gather?.add(others.map { CheckedRecords(Array($0[start..<min(start + batch, $0.count)]), against: store.schema) } ?? checked)
+            try store.transaction {
+                try store.deferFieldIndex(of: slice.map(\.type))
+                try store.apply(checked: checked, checkpoint: ("server", Int64(start + slice.count)))
+            }
+        }
+        gather?.sort()
+    }
+
+    /// Every row of the index, in key order.
+    func indexRows(_ store: ReplicaStore) throws -> [String] {
+        try store.db.fetch("SELECT type, field, value, id FROM field_index ORDER BY type, field, value, id") { row in
+            "\(try row.string(0)) \(try row.string(1)) \(try row.string(2)) \(try row.withBytes(3) { UUID(bytes: $0)! })"
+        }
+    }
+
+    @Test(arguments: DatabaseBackend.allCases) func aGatheredIndexHoldsExactlyWhatReadingTheRecordsBackBuilds(_ backend: DatabaseBackend) throws {
+        let place = try StorePlace(backend)
+        let records = try source(place)
+        let gathered = try open(place, "gathered"), readBack = try open(place, "read-back")
+        var gather = try gathered.gatherFieldIndex()
+        #expect(gather != nil)
+        try pullGathering(records, into: gathered, gather: &gather)
+        try gathered.completeFieldIndex(gathered: gather)
+        try pull(records, into: readBack)
+        try readBack.completeFieldIndex()
+        try expectExact(gathered)
+        #expect(try indexRows(gathered) == (try indexRows(readBack)))
+        #expect(try indexRows(gathered).count > records.count)
+    }
+
+    /// The gather is taken only when every live record was stored as it came since the store
+    /// was empty: here it is made from other records than those applied (as many, of the same
+    /// types), so whether the store took it shows in the index.
+    @Test(arguments: DatabaseBackend.allCases) func aGatherIsTakenOnlyWhenNothingElseWroteTheStore(_ backend: DatabaseBackend) throws {
+        let place = try StorePlace(backend)
+        let records = try source(place)
+        // As many records of the same types, under other ids.
+        let others = try source(place, name: "other-source")
+        #expect(others.count == records.count && Set(others.map(\.id)).isDisjoint(with: records.map(\.id)))
+
+        // Nothing else wrote: the store takes the gather, wrong as it is made here.
+        let taken = try open(place, "taken")
+        var gather = try taken.gatherFieldIndex()
+        try pullGathering(records, into: taken, gather: &gather, gathering: others)
+        try taken.completeFieldIndex(gathered: gather)
+        #expect(try taken.records(ofType: "contact", where: "city", equals: "Lyon").isEmpty)  // ids it does not hold
+        #expect(try taken.deferredFieldIndexTypes().isEmpty)
+
+        // Each of these writes makes the gather incomplete: the index is read back, exact.
+        let writes: [(String, (ReplicaStore) throws -> Void)] = [
+            ("a local edit", { store in try store.update(try store.records(ofType: "contact")[0].id, ["city": .text("Oslo")]) }),
+            ("another handle's write", { _ in
+                let other = try open(place, "edited-elsewhere")
+                try other.create("contact", ["name": .text("Zed Other"), "city": .text("Bern")])
+                other.close()
+            }),
+            ("a batch rolled back", { store in
+                var broken = records[3]
+                broken.id = UUID.newRecordID()
+                broken.state = [0xFF, 0xFF]
+                #expect(throws: ReplicaStoreError.self) { try store.apply(encoded: [broken]) }
+            }),
+        ]
+        for (index, (name, write)) in writes.enumerated() {
+            let label = index == 1 ? "edited-elsewhere" : "store-\(index)"
+            let store = try open(place, label)
+            var gather = try store.gatherFieldIndex()
+            try pullGathering(Array(records[..<500]), into: store, gather: &gather, gathering: Array(others[..<500]))
+            try write(store)
+            try pullGathering(Array(records[500...]), into: store, gather: &gather, gathering: Array(others[500...]))
+            try store.completeFieldIndex(gathered: gather)
+            try expectExact(store, "after \(name)")
+        }
+
+        // A store that holds records already (a resync) gathers nothing.
+        let holding = try open(place, "holding")
+        try holding.create("account", ["name": .text("Mine")])
+        #expect(try holding.gatherFieldIndex() == nil)
     }
 }
