@@ -126,8 +126,9 @@ extension ReplicaStore {
     static let bulkPullAutocheckpointPages = 4_000
 
     /// Sets this connection up for a pull from the start (an initial sync, a resync), whose
-    /// batches of new records each touch pages all over the records' id index (ids are
-    /// random): with SQLite's default 2 MiB cache, a batch spilled dirty pages to the log
+    /// batches of new records each touch pages all over the records' id index when the ids are
+    /// random (imported records' derived ids, and ids made before version 7 UUIDs, see
+    /// `UUID.newRecordID()`): with SQLite's default 2 MiB cache, a batch spilled dirty pages to the log
     /// before its commit and read the index back from the file for the next one, and the log
     /// was copied into the file after nearly every batch, copying the same index pages each
     /// time. A larger cache keeps the index in memory; a longer checkpoint interval copies
