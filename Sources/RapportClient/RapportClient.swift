@@ -284,11 +284,11 @@ public final class RapportClient: Sendable {
         // The batch the store is applying while this task reads and checks the next one: each
         // batch is awaited before the next is queued, so a batch that fails keeps every later
         // one (and its checkpoint) out of the store.
-        var applying: (task: Task<Int, any Error>, batch: Rapport_V1_PullBatch)?
+        var applying: (work: QueuedStoreWork<Int>, batch: Rapport_V1_PullBatch)?
         func finishApplying() async throws {
-            guard let (task, batch) = applying else { return }
+            guard let (work, batch) = applying else { return }
             applying = nil
-            report.conflicts += try await task.value
+            report.conflicts += try await work.value
             done += batch.records.count
             bytesDone += batch.records.reduce(0) { $0 + $1.vector.count + $1.state.count }
             report.pulled += batch.records.count
@@ -350,35 +350,33 @@ public final class RapportClient: Sendable {
                 try await finishApplying()
                 // A sync cancelled (once its progress showed the batch before, say) writes no more.
                 try Task.checkCancellation()
-                let task = Task { [store] in
-                    try await store.perform { store in
-                        // A cache that holds the batch's pages, fewer log checkpoints (`beginBulkPull`).
-                        if deferIndex { try store.beginBulkPull() }
-                        return try store.transaction {
-                            // Records that left this device's scope go first: one that comes back in
-                            // the same batch (its visible fields changed) is then taken in afresh.
-                            for (id, reason) in evictions { try store.evict([id], reason: reason) }
-                            if deferIndex { try store.deferFieldIndex(of: records.records.map(\.type)) }
-                            let report: ApplyReport
-                            do {
-                                report = try store.apply(checked: records, checkpoint: (peer, last))
-                                try store.settleEvictions(returned: records.records.map(\.id))
-                                try store.noteSeenInResync(records.records.map(\.id))
-                            } catch ReplicaStoreError.invalidRecord(let error) {
-                                // A malformed or invalid record: the server's data, refused whole.
-                                throw ClientError.invalidServerData("\(error)")
-                            }
-                            return report.conflicts.count + (try store.logConflicts(lost))
+                let work = store.enqueue { store in
+                    // A cache that holds the batch's pages, fewer log checkpoints (`beginBulkPull`).
+                    if deferIndex { try store.beginBulkPull() }
+                    return try store.transaction {
+                        // Records that left this device's scope go first: one that comes back in
+                        // the same batch (its visible fields changed) is then taken in afresh.
+                        for (id, reason) in evictions { try store.evict([id], reason: reason) }
+                        if deferIndex { try store.deferFieldIndex(of: records.records.map(\.type)) }
+                        let report: ApplyReport
+                        do {
+                            report = try store.apply(checked: records, checkpoint: (peer, last))
+                            try store.settleEvictions(returned: records.records.map(\.id))
+                            try store.noteSeenInResync(records.records.map(\.id))
+                        } catch ReplicaStoreError.invalidRecord(let error) {
+                            // A malformed or invalid record: the server's data, refused whole.
+                            throw ClientError.invalidServerData("\(error)")
                         }
+                        return report.conflicts.count + (try store.logConflicts(lost))
                     }
                 }
-                applying = (task, batch)
+                applying = (work, batch)
                 checkpoint = last
             }
             try await finishApplying()
         } catch {
             // Nothing of this pull may still be writing when the caller hears how it ended.
-            if let (task, _) = applying { _ = try? await task.value }
+            if let (work, _) = applying { _ = try? await work.value }
             throw error
         }
         // Also what an earlier pull from the start left deferred when it was cut short.

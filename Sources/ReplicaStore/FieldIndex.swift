@@ -455,6 +455,8 @@ struct FieldIndexBuild {
         let many = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES "
                                     + Array(repeating: "(\(tenant.value)?1, ?2, ?, ?)", count: rows).joined(separator: ", "))
         let one = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES (\(tenant.value)?1, ?2, ?, ?)")
+        // The values are bound from the lists' buffers, uncopied: no statement keeps them bound.
+        defer { many.reset(); one.reset() }
         for (name, list) in zip(build.names, build.lists) {
             try list.bytes.withUnsafeBytes { bytes in
                 var start = 0

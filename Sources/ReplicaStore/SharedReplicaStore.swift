@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 import Foundation
 import SyncModel
 
@@ -33,6 +34,15 @@ public final class SharedReplicaStore: @unchecked Sendable {
         }
     }
 
+    /// Queues `body` on the store's queue at once and returns without waiting: the caller goes
+    /// on (reading the next batch of a pull, say) and awaits `QueuedStoreWork.value` later. No
+    /// task is started for it, so nothing waits for a free thread before the work is queued.
+    public func enqueue<T: Sendable>(_ body: @escaping @Sendable (ReplicaStore) throws -> T) -> QueuedStoreWork<T> {
+        let work = QueuedStoreWork<T>()
+        queue.async { work.finish(Result { try body(self.store) }) }
+        return work
+    }
+
     /// Runs `body` on the store's queue and waits for it: for code that is not async, such as
     /// command-line tools and tests, never from an event loop.
     public func performSync<T>(_ body: (ReplicaStore) throws -> T) rethrows -> T {
@@ -45,6 +55,42 @@ public final class SharedReplicaStore: @unchecked Sendable {
             queue.async {
                 self.store.close()
                 continuation.resume()
+            }
+        }
+    }
+}
+
+/// The result of work queued by `SharedReplicaStore.enqueue`, awaited by one caller.
+public final class QueuedStoreWork<T: Sendable>: Sendable {
+    private struct State {
+        var result: Result<T, any Error>?
+        var waiter: CheckedContinuation<T, any Error>?
+    }
+    private let state = Mutex(State())
+
+    init() {}
+
+    fileprivate func finish(_ result: Result<T, any Error>) {
+        let waiter = state.withLock { state in
+            defer { state.waiter = nil }
+            if state.waiter == nil { state.result = result }
+            return state.waiter
+        }
+        waiter?.resume(with: result)
+    }
+
+    /// What the work returned or threw, once it has run. Awaited once: a second waiter while
+    /// the first still waits is a programming error.
+    public var value: T {
+        get async throws {
+            try await withCheckedThrowingContinuation { continuation in
+                let result = state.withLock { state -> Result<T, any Error>? in
+                    if let result = state.result { return result }
+                    precondition(state.waiter == nil, "QueuedStoreWork awaited twice at once")
+                    state.waiter = continuation
+                    return nil
+                }
+                if let result { continuation.resume(with: result) }
             }
         }
     }

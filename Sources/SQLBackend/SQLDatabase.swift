@@ -106,7 +106,8 @@ public protocol SQLStatement: AnyObject, SQLRow {
     func bind(_ value: SQLValue, at index: Int32) throws
     func bind(text: String, at index: Int32) throws
     /// Binds text given as its UTF-8 bytes (valid UTF-8), without making a `String` of them:
-    /// for many values cut from one buffer, as a sorted index build binds them.
+    /// for many values cut from one buffer, as a sorted index build binds them. The bytes may
+    /// not be copied: they must stay as they are until the statement has run and is reset.
     func bind(utf8: UnsafeRawBufferPointer, at index: Int32) throws
     func bind(integer: Int64, at index: Int32) throws
     func bind(bytes: UnsafeRawBufferPointer, at index: Int32) throws

@@ -89,14 +89,19 @@ public final class Statement {
     /// Binds text without going through `SQLValue`, for hot paths.
     public func bind(text: String, at index: Int32) throws {
         var text = text
-        try text.withUTF8 { try bind(utf8: UnsafeRawBufferPointer($0), at: index) }
+        try text.withUTF8 { try bind(utf8: UnsafeRawBufferPointer($0), at: index, destructor: transientDestructor) }
     }
 
-    /// Binds text from its UTF-8 bytes; SQLite copies them.
+    /// Binds text from its UTF-8 bytes without copying them: they must stay as they are until
+    /// the statement has run and is reset (`SQLStatement.bind(utf8:at:)`).
     public func bind(utf8: UnsafeRawBufferPointer, at index: Int32) throws {
+        try bind(utf8: utf8, at: index, destructor: nil)  // SQLITE_STATIC
+    }
+
+    private func bind(utf8: UnsafeRawBufferPointer, at index: Int32, destructor: sqlite3_destructor_type?) throws {
         // An empty string must bind as '' rather than NULL, so never pass a nil pointer.
         let base = utf8.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!
-        try checked(sqlite3_bind_text(pointer, index, base.assumingMemoryBound(to: CChar.self), Int32(utf8.count), transientDestructor))
+        try checked(sqlite3_bind_text(pointer, index, base.assumingMemoryBound(to: CChar.self), Int32(utf8.count), destructor))
     }
 
     /// Binds an integer without going through `SQLValue`, for hot paths.
