@@ -126,8 +126,6 @@ struct OrgImportWorker: ParsableCommand {
 
     @Option var from: String
     @Option var directory: String
-    @Option(help: "Rows per transaction, to measure other commit sizes than the import's own.")
-    var batchSize = OrgImporter.Options().batchSize
 
     func run() throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -135,7 +133,6 @@ struct OrgImportWorker: ParsableCommand {
         defer { store.close() }
         var options = OrgImporter.Options()
         options.storeRunsEffects = true
-        options.batchSize = batchSize
         options.journal = try ImportJournal.Writer(tenant: "bench", detail: "salesforce export", dataDirectory: directory) {
             "imp-00000000000000-000000"
         }
