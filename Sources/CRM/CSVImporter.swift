@@ -164,14 +164,13 @@ public struct CSVImporter {
     }
 
     /// Imports the records `next` gives, the header first. `verified` tells a reference its
-    /// caller knows live in the store with the type given (found just before, or made by the
-    /// same import), so it is not looked up again; `made` is told the records each batch
-    /// created once it has committed.
+    /// caller found live in the store with the type given, just before, so it is not looked up
+    /// again.
     ///
     /// - Throws: for the file as a whole (an unknown type, a mapping to a field the type does
     ///   not have, a store that fails); a bad row is a rejection in the report instead.
     func run(next: @escaping () throws -> CSV.Record?, verified: ((UUID, String) -> Bool)? = nil,
-             made: ((ArraySlice<ImportReport.Created>) -> Void)? = nil, read: () -> (Int, Int?)) throws -> ImportReport {
+             read: () -> (Int, Int?)) throws -> ImportReport {
         guard let recordType = store.schema.types[type] else { throw CRMError.unknownRecordType(type) }
         var report = ImportReport(type: type, dryRun: options.dryRun)
         guard let header = try next()?.fields else { return report }
@@ -189,30 +188,17 @@ public struct CSVImporter {
         var rows = Rows(next: next, headerWidth: header.count)
         var batch: [CSV.Record] = []
         batch.reserveCapacity(max(1, options.batchSize))
-        /// What reading the rows threw: the file's problem (or the caller's), not the store's.
-        struct Unreadable: Error { var cause: any Error }
-        func fill() throws {
-            do {
-                while batch.count < max(1, options.batchSize), let row = try rows.next() { batch.append(row) }
-            } catch {
-                throw Unreadable(cause: error)
-            }
-        }
-        var lastRow = 1  // the header's
         while true {
             batch.removeAll(keepingCapacity: true)
+            while batch.count < max(1, options.batchSize), let row = try rows.next() { batch.append(row) }
+            if batch.isEmpty { break }
             var next = report
+            next.rows += batch.count
             do {
                 if options.dryRun {
-                    try fill()
                     for record in batch { try run.importRow(record, into: &next) }
                 } else {
                     try store.transaction {
-                        // Read in the batch's transaction: a whole-org import resolves its rows'
-                        // references as they are read, and each look-up outside it would be a
-                        // read transaction of its own (locks taken and released per row).
-                        try fill()
-                        guard !batch.isEmpty else { return }
                         let mark = try options.journal?.mark(store)
                         for record in batch { try run.importRow(record, into: &next) }
                         if let journal = options.journal, let mark {
@@ -220,25 +206,15 @@ public struct CSVImporter {
                         }
                     }
                 }
-            } catch let unreadable as Unreadable {
-                throw unreadable.cause
             } catch {
                 // The batch rolled back whole; what earlier batches committed stays, and a
                 // re-run finds those rows imported and goes on from there.
-                // A batch stopped before it was read (its transaction could not begin) starts
-                // after the last row of the one before.
-                throw ImportInterrupted(report: report, atRow: batch.first?.row ?? lastRow + 1, cause: error)
+                throw ImportInterrupted(report: report, atRow: batch.first?.row ?? 0, cause: error)
             }
-            if batch.isEmpty { break }
-            lastRow = batch.last?.row ?? lastRow
-            next.rows += batch.count
-            if !options.dryRun { made?(next.created[report.created.count...]) }
             if !options.dryRun && next.created.count > options.createdListLimit { next.created.removeLast(next.created.count - options.createdListLimit) }
             report = next
             let (bytes, total) = read()
             options.progress?(report.rows, bytes, total)
-            // A short batch ended the rows: no transaction more just to find none.
-            if batch.count < max(1, options.batchSize) { break }
         }
         report.footerLines = rows.footer
         return report
@@ -303,7 +279,7 @@ private struct ImportRun {
     var accounts: [String: UUID]
     /// The tenant's custom fields of the type, which a mapping may fill like built-in ones.
     let custom: [String: CustomField]
-    /// References the caller knows live in the store (`CSVImporter.run(next:verified:made:read:)`).
+    /// References the caller found live in the store just before (`CSVImporter.run(next:verified:read:)`).
     let verified: ((UUID, String) -> Bool)?
     /// Records a dry run would have created, which later rows may duplicate.
     var pending: [UUID: [String: FieldValue]] = [:]

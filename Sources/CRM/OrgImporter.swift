@@ -229,15 +229,11 @@ private final class OrgRun {
     var assumedRecords: Set<UUID> = []
     var assumedAccounts: [String: UUID] = [:]
     var assumedCustomFields: [CustomField] = []
-    /// Records `find` saw live in the store, and records of referenced types the run created,
-    /// with their types: most references of an export name a record an earlier file of it
-    /// made, and the rows of a batch are converted just before the batch is written, whose
-    /// reference checks then need not ask the store again. Emptied when it fills (about 4 MB),
-    /// so it stays bounded however large the export; past that, references are looked up.
+    /// Records `find` saw live in the store, with their types: the rows of a batch are
+    /// converted just before the batch is written, whose reference checks then need not ask
+    /// the store again. Emptied when it fills, so it stays small however large the export.
     var verified: [UUID: String] = [:]
-    static let verifiedLimit = 65_536
-    /// The types some reference field names: the only ones whose records are worth remembering.
-    lazy var referencedTypes = Set(store.schema.types.values.flatMap { $0.rules.values.compactMap(\.reference) })
+    static let verifiedLimit = 16_384
 
     struct Key: Hashable { var file: String; var owner: String }
 
@@ -415,10 +411,7 @@ private final class OrgRun {
         if let progress = importer.options.progress { options.progress = { progress(name, $0, $1, $2) } }
         let mapping = CSVMapping(Dictionary(uniqueKeysWithValues: slots.map { ($0.title, $0.target) }))
         var report = try CSVImporter(store: store, type: type, mapping: mapping, options: options)
-            .run(next: next, verified: { [self] id, type in verified[id] == type }, made: { [self] created in
-                guard referencedTypes.contains(type) else { return }
-                for record in created { remember(record.record, type: type) }
-            }) { (reader.bytesRead, reader.totalBytes) }
+            .run(next: next, verified: { [self] id, type in verified[id] == type }) { (reader.bytesRead, reader.totalBytes) }
         report.rows += early.count
         report.footerLines = rows.footer
         report.ignoredColumns = header.filter { target(of: $0, profile: profile) == nil }
@@ -534,14 +527,9 @@ private final class OrgRun {
         let derived = DerivedID.make("import:\(type)", "external:" + sourceID)
         if assumedRecords.contains(derived) || verified[derived] == type { return derived }
         guard try store.recordType(of: derived, live: true) == type else { return nil }
-        remember(derived, type: type)
-        return derived
-    }
-
-    /// Notes a record known live with its type, for `find`.
-    func remember(_ id: UUID, type: String) {
         if verified.count >= Self.verifiedLimit { verified.removeAll(keepingCapacity: true) }
-        verified[id] = type
+        verified[derived] = type
+        return derived
     }
 
     func note(file: String, owner: String, reason: String) {
