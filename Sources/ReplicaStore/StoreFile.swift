@@ -132,8 +132,10 @@ extension ReplicaStore {
     /// before its commit and read the index back from the file for the next one, and the log
     /// was copied into the file after nearly every batch, copying the same index pages each
     /// time. A larger cache keeps the index in memory; a longer checkpoint interval copies
-    /// each of those pages once for several batches. Both are per connection and not
-    /// persistent; `endBulkPull()` restores them. Calling it twice is harmless.
+    /// each of those pages once for several batches. The copies run on a thread of their own
+    /// (`Database.checkpointLogInBackground`): in the commit that triggered it, a checkpoint
+    /// had kept the pull waiting for the disk with the other core idle. All of this is per
+    /// connection and not persistent; `endBulkPull()` restores it. Calling it twice is harmless.
     ///
     /// A store in a database shared by tenants (PostgreSQL) has no such settings of its own: there
     /// it does nothing.
@@ -142,17 +144,25 @@ extension ReplicaStore {
         let before = (cacheSize: try db.scalarInt("PRAGMA cache_size") ?? -2_000,
                       autocheckpoint: try db.scalarInt("PRAGMA wal_autocheckpoint") ?? 1_000)
         try db.execute("PRAGMA cache_size = -\(Self.bulkPullCacheKiB)")
-        try db.execute("PRAGMA wal_autocheckpoint = \(max(Self.bulkPullAutocheckpointPages, Int(before.autocheckpoint)))")
+        try db.checkpointLogInBackground(everyPages: max(Self.bulkPullAutocheckpointPages, Int(before.autocheckpoint)))
         settingsBeforeBulkPull = before
     }
 
     /// Gives the connection back the page cache and checkpoint interval it had before
-    /// `beginBulkPull()` (the cache shrinks at once, freeing its memory). Does nothing when no
-    /// bulk pull was begun.
+    /// `beginBulkPull()` (the cache shrinks at once, freeing its memory). The log's last copy
+    /// into the file goes on in the background, so the pull ends without waiting for the disk;
+    /// the store's next write does not wait for it either, and `close()` does. Does nothing
+    /// when no bulk pull was begun.
     public func endBulkPull() throws {
         guard let before = settingsBeforeBulkPull, let db = sqliteFile else { return }
         settingsBeforeBulkPull = nil
         try db.execute("PRAGMA cache_size = \(before.cacheSize)")
-        try db.execute("PRAGMA wal_autocheckpoint = \(before.autocheckpoint)")
+        try db.checkpointLogInForeground(autocheckpointPages: Int(before.autocheckpoint))
+    }
+
+    /// Waits until the log's copy into the file that a bulk pull left running is done (see
+    /// `endBulkPull()`), for a caller that measures it or copies the file; returns at once when none runs.
+    public func waitForLogCheckpoint() throws {
+        try sqliteFile?.waitForBackgroundCheckpoint()
     }
 }

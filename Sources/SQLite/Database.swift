@@ -42,6 +42,11 @@ public final class Database: SQLDatabase {
     let handle: ConnectionHandle
     private var statementCache: [String: Statement] = [:]
     private var savepointDepth = 0
+    /// While checkpoints run in the background (`checkpointLogInBackground`), and after, until
+    /// the last one is done.
+    var logCheckpointer: LogCheckpointer?
+    /// The closure SQLite calls after each commit while checkpoints run in the background.
+    var logCommitHook: LogCommitHook?
 
     /// The file this connection opened.
     public var path: String { handle.path }
@@ -103,7 +108,11 @@ public final class Database: SQLDatabase {
     /// with `SQLITE_MISUSE`.
     public func close() {
         statementCache.removeAll()
+        // First, so that this connection is the file's last one and SQLite removes the log.
+        logCheckpointer?.finish(wait: true)
+        logCheckpointer = nil
         handle.close()
+        logCommitHook = nil
     }
 
     // MARK: Statements

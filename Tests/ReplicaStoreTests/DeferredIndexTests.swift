@@ -143,12 +143,16 @@ import Testing
         #expect(try settings(device) == before)
         try device.beginBulkPull()
         try device.beginBulkPull()  // every batch of a pull asks again
-        let bulk: [Int64?] = [-Int64(ReplicaStore.bulkPullCacheKiB), Int64(ReplicaStore.bulkPullAutocheckpointPages)]
+        // SQLite's own checkpoint is off: the log is copied on a thread of its own.
+        let bulk: [Int64?] = [-Int64(ReplicaStore.bulkPullCacheKiB), 0]
         #expect(try settings(device) == bulk)
+        #expect(device.sqliteFile!.checkpointsLogInBackground)
         try pull(try source(place, contacts: 300), into: device)
         try device.completeFieldIndex()
         try device.endBulkPull()
         #expect(try settings(device) == before)
+        #expect(!device.sqliteFile!.checkpointsLogInBackground)
+        try device.waitForLogCheckpoint()
         try expectExact(device)
     }
 

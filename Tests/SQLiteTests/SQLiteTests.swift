@@ -169,6 +169,79 @@ import Testing
     }
 }
 
+/// A writer whose log is copied into the file on a thread of its own (a device's initial sync).
+@Suite struct BackgroundCheckpointTests {
+    let dir: TemporaryDirectory
+    let db: Database
+    static let rowBytes = 3_000
+
+    init() throws {
+        dir = try TemporaryDirectory()
+        db = try Database(path: dir.path("bulk.sqlite"))
+        try db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, data BLOB)")
+    }
+
+    func size(_ suffix: String = "") -> Int64 {
+        ((try? FileManager.default.attributesOfItem(atPath: db.path + suffix)[.size]) as? NSNumber)?.int64Value ?? -1
+    }
+
+    /// `transactions` transactions of 20 rows of a page or so each; returns the log's largest
+    /// size on disk after a commit (the log is written over from its start, never shrunk).
+    @discardableResult
+    func write(transactions: Int) throws -> Int64 {
+        var largest: Int64 = 0
+        for _ in 0..<transactions {
+            try db.transaction {
+                for _ in 0..<20 { try db.run("INSERT INTO t (data) VALUES (?)", [Data(count: Self.rowBytes)]) }
+            }
+            largest = max(largest, size("-wal"))
+        }
+        return largest
+    }
+
+    @Test func theLogIsCopiedBesideTheWriterAndStaysBounded() throws {
+        try db.checkpointLogInBackground(everyPages: 100)
+        #expect(db.checkpointsLogInBackground)
+        #expect(try db.scalarInt("PRAGMA wal_autocheckpoint") == 0, "SQLite's own checkpoint is replaced")
+        // About 3,000 pages committed: a log never copied would hold them all (12 MB); one
+        // copied only beside the writer would never start over either. At twice the interval
+        // the writer waits for a copy of everything, so the log stays near 200 pages.
+        let largest = try write(transactions: 150)
+        #expect(largest < 300 * 4_120, "log grew to \(largest) bytes")
+        try db.waitForBackgroundCheckpoint()
+        // Copied: the file itself holds every row.
+        #expect(size() >= Int64(150 * 20 * Self.rowBytes))
+        let reader = try Database(path: db.path)
+        #expect(try reader.scalarInt("SELECT count(*) FROM t") == 3_000)
+        reader.close()
+    }
+
+    @Test func theForegroundTakesOverWithoutWaitingAndCloseWaitsForTheLastCopy() throws {
+        try db.checkpointLogInBackground(everyPages: 1_000_000)  // nothing copied during the run
+        try db.checkpointLogInBackground(everyPages: 10)  // a second call changes nothing
+        try write(transactions: 40)
+        #expect(size() < Int64(40 * 20 * Self.rowBytes), "copied during the run")
+        try db.checkpointLogInForeground(autocheckpointPages: 1_500)
+        #expect(!db.checkpointsLogInBackground)
+        #expect(try db.scalarInt("PRAGMA wal_autocheckpoint") == 1_500)
+        try db.waitForBackgroundCheckpoint()
+        #expect(size() >= Int64(40 * 20 * Self.rowBytes), "the last copy is done")
+        try write(transactions: 2)
+        db.close()
+        // The writer's close was the file's last: SQLite removed the log.
+        #expect(!FileManager.default.fileExists(atPath: db.path + "-wal"))
+    }
+
+    @Test func closeWaitsForACopyStillRunning() throws {
+        try db.checkpointLogInBackground(everyPages: 1_000_000)
+        try write(transactions: 40)
+        try db.checkpointLogInForeground(autocheckpointPages: 1_000)
+        db.close()
+        #expect(!FileManager.default.fileExists(atPath: db.path + "-wal"))
+        #expect(size() >= Int64(40 * 20 * Self.rowBytes))
+    }
+}
+
 /// Databases hold tenants' data: owner-only from their creation, with their -wal and -shm.
 @Suite(.serialized) struct OwnerOnlyFileTests {
     @Test(arguments: [mode_t(0o022), mode_t(0o000)])
