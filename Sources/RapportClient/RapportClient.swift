@@ -373,6 +373,8 @@ public final class RapportClient: Sendable {
                 applying = (work, batch)
                 checkpoint = last
             }
+            // Sorted while the store applies the last batch, instead of after it.
+            gather?.sort()
             try await finishApplying()
         } catch {
             // Nothing of this pull may still be writing when the caller hears how it ended.
@@ -380,7 +382,6 @@ public final class RapportClient: Sendable {
             throw error
         }
         // Also what an earlier pull from the start left deferred when it was cut short.
-        gather?.sort()
         try await store.perform { [gather] store in
             try store.completeFieldIndex(gathered: gather)
             try store.endBulkPull()

@@ -27,11 +27,7 @@ public final class SharedReplicaStore: @unchecked Sendable {
 
     /// Runs `body` with the store on its queue and returns its result.
     public func perform<T: Sendable>(_ body: @escaping @Sendable (ReplicaStore) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            queue.async {
-                continuation.resume(with: Result { try body(self.store) })
-            }
-        }
+        try await enqueue(body).value
     }
 
     /// Queues `body` on the store's queue at once and returns without waiting: the caller goes

@@ -144,7 +144,14 @@ extension ReplicaStore {
         let before = (cacheSize: try db.scalarInt("PRAGMA cache_size") ?? -2_000,
                       autocheckpoint: try db.scalarInt("PRAGMA wal_autocheckpoint") ?? 1_000)
         try db.execute("PRAGMA cache_size = -\(Self.bulkPullCacheKiB)")
-        try db.checkpointLogInBackground(everyPages: max(Self.bulkPullAutocheckpointPages, Int(before.autocheckpoint)))
+        let interval = max(Self.bulkPullAutocheckpointPages, Int(before.autocheckpoint))
+        do {
+            try db.checkpointLogInBackground(everyPages: interval)
+        } catch {
+            // No second connection (out of descriptors, say): the pull's own commits copy the
+            // log, as SQLite does by itself, which is slower but loses nothing.
+            try db.execute("PRAGMA wal_autocheckpoint = \(interval)")
+        }
         settingsBeforeBulkPull = before
     }
 
@@ -157,7 +164,11 @@ extension ReplicaStore {
         guard let before = settingsBeforeBulkPull, let db = sqliteFile else { return }
         settingsBeforeBulkPull = nil
         try db.execute("PRAGMA cache_size = \(before.cacheSize)")
-        try db.checkpointLogInForeground(autocheckpointPages: Int(before.autocheckpoint))
+        if db.checkpointsLogInBackground {
+            try db.checkpointLogInForeground(autocheckpointPages: Int(before.autocheckpoint))
+        } else {
+            try db.execute("PRAGMA wal_autocheckpoint = \(before.autocheckpoint)")
+        }
     }
 
     /// Waits until the log's copy into the file that a bulk pull left running is done (see

@@ -30,12 +30,12 @@ final class LogCheckpointer: @unchecked Sendable {
     init(for writer: Database) throws {
         var options = Database.Options()
         options.create = false
-        // Never waits for a lock: a passive checkpoint that finds one taken skips, and the
-        // next request tries again.
-        options.busyTimeoutMilliseconds = 0
         let connection = try Database(path: writer.path, options: options)
         let synchronous = try writer.scalarInt("PRAGMA synchronous") ?? 1
         try connection.execute("PRAGMA synchronous = \(synchronous)")
+        // Opened, it never waits for a lock: a passive checkpoint that finds one taken skips,
+        // and the next request tries again.
+        try connection.execute("PRAGMA busy_timeout = 0")
         self.connection = connection
         queue = DispatchQueue(label: "rapport.sqlite.checkpoint")
     }
