@@ -59,7 +59,7 @@ struct APIBench: AsyncParsableCommand {
             defer { registry.close() }
             key = try registry.createAPIKey(tenant: "api", name: "bench", role: .admin).secret
         }
-        let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data,
+        let server = try await ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data,
                                              arguments: ["--api", "127.0.0.1:0", "--api-rate", "1000000", "--rules-interval", "0"],
                                              bannerLine: "integration API at")
         defer { server.stop() }
@@ -141,7 +141,7 @@ struct APIBench: AsyncParsableCommand {
             "floor_seconds": syncSeconds, "ratio_to_floor": feedSeconds / syncSeconds, "target_ratio": 2,
             "floor": "a device's initial sync of the same tenant (floor_device_initial_sync)", "note": feedNote,
         ])
-        server.stop()
+        await server.stop()
 
         // 4. Webhook delivery latency after a device push: the webhooks bench, run here.
         guard webhookRounds > 0 else {

@@ -75,7 +75,7 @@ struct BranchBench: AsyncParsableCommand {
         report.line("setup", ["records": records, "centre_sequence": centreSequence, "seconds": seconds(ContinuousClock.now - setupStart),
                               "note": "centre and branches are rapportd child processes on 127.0.0.1; the centre runs with --rules-interval 0"])
 
-        let centre = try ServerProcess.start(binary: binary, data: centreData, arguments: ["--rules-interval", "0"])
+        let centre = try await ServerProcess.start(binary: binary, data: centreData, arguments: ["--rules-interval", "0"])
         defer { centre.stop() }
         let startBranch = { (name: String) throws -> ServerProcess in
             try ServerProcess.start(binary: binary, data: dir.path(name), arguments: [
@@ -118,7 +118,7 @@ struct BranchBench: AsyncParsableCommand {
         let eastSent = centre.bytesWritten() - eastBytes
         let eastCentreCPU = centre.cpuSeconds() - eastCPU
         let eastBranchCPU = east.cpuSeconds()
-        east.stop()
+        await east.stop()
         eastProbe.close()
         let eastHeld = try eastProbe.liveRecords(ofType: "account")
         guard eastHeld == records else { throw ValidationError("branch east holds \(eastHeld) of \(records) accounts after its catch-up") }
@@ -138,7 +138,7 @@ struct BranchBench: AsyncParsableCommand {
         var west = try startBranch("west")
         defer { west.stop() }
         try await westProbe.wait(for: west, "branch west's first half") { try $0.checkpoint(peer: centreID) >= centreSequence / 2 }
-        west.stop()
+        await west.stop()
         let beforeStop = seconds(ContinuousClock.now - westStart)
         let stoppedAt = try westProbe.checkpoint(peer: centreID)
         let heldAtStop = try westProbe.liveRecords(ofType: "account")
@@ -152,7 +152,7 @@ struct BranchBench: AsyncParsableCommand {
         west = try startBranch("west")
         try await westProbe.wait(for: west, "branch west's catch-up after its restart") { try $0.checkpoint(peer: centreID) >= centreSequence }
         let afterRestart = seconds(ContinuousClock.now - restart)
-        west.stop()
+        await west.stop()
         westProbe.close()
         let westSent = centre.bytesWritten() - westBytes
         let westHeld = try westProbe.liveRecords(ofType: "account")

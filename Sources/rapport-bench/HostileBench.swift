@@ -53,7 +53,7 @@ struct HostileBench: AsyncParsableCommand {
         // Caps above the bench's own connections, so the figure measures what each connection
         // holds; all of them come from 127.0.0.1, which the per-address cap exists to stop.
         // The handshake timeout must outlast opening them all on a slow machine.
-        let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data, arguments: [
+        let server = try await ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data, arguments: [
             "--max-connections", "\(connections + 64)", "--max-prelogin", "\(connections + 16)",
             "--max-prelogin-per-address", "\(connections + 16)", "--handshake-timeout", "300", "--no-dev-tenant"])
         defer { server.stop() }

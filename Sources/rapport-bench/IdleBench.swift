@@ -95,7 +95,7 @@ struct IdleBench: AsyncParsableCommand {
         // All sessions come from 127.0.0.1: the per-address cap on connections not logged in
         // yet (one peer among many) would turn the workers' openings away. The connection cap
         // is rapportd's own default, which is what is being shown to hold them.
-        let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data, arguments: [
+        let server = try await ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data, arguments: [
             "--max-prelogin-per-address", "\(workers * concurrency + 16)", "--max-prelogin", "\(max(1024, workers * concurrency + 16))"])
         defer { server.stop() }
         let announced = server.banner.split(separator: "\n").first { $0.hasPrefix("connections:") }.map(String.init) ?? ""

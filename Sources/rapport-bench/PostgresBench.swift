@@ -97,14 +97,14 @@ struct PostgresBench: AsyncParsableCommand {
         report.line("floor_copy", ["records": records, "seconds": floor])
 
         // 1. Initial sync to an empty device, from each server.
-        let fileServer = try ServerProcess.start(binary: binary, data: sqliteData)
+        let fileServer = try await ServerProcess.start(binary: binary, data: sqliteData)
         let fileDevice = try benchDevice(fileCredentials["bench"]!.removeLast(), store: dir.path("device-sqlite.sqlite"),
                                          port: fileServer.port, data: sqliteData)
         let fileSeconds = try await timedSync(fileDevice, expecting: records)
-        fileServer.stop()
+        await fileServer.stop()
         report.line("initial_sync_sqlite_server", ["records": records, "seconds": fileSeconds])
 
-        let node0 = try ServerProcess.start(binary: binary, data: pgData, arguments: ["--store", database.url, "--no-dev-tenant"])
+        let node0 = try await ServerProcess.start(binary: binary, data: pgData, arguments: ["--store", database.url, "--no-dev-tenant"])
         defer { node0.stop() }
         let pgDevice = try benchDevice(pgCredentials["bench"]!.removeLast(), store: dir.path("device-pg.sqlite"), port: node0.port, data: pgData)
         let pgSeconds = try await timedSync(pgDevice, expecting: records)
@@ -114,7 +114,7 @@ struct PostgresBench: AsyncParsableCommand {
         if syncOnly { return }
 
         // 2. Pushes a second: one tenant, then many, through one node and through two.
-        let node1 = try ServerProcess.start(binary: binary, data: pgData, arguments: ["--store", database.url, "--no-dev-tenant"])
+        let node1 = try await ServerProcess.start(binary: binary, data: pgData, arguments: ["--store", database.url, "--no-dev-tenant"])
         defer { node1.stop() }
         // `devices` pushers at once. To one tenant, each pushes through its own device of it; to
         // many, pusher w takes tenants w, w + devices, w + 2 devices, ... in turn, each through

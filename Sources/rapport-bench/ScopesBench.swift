@@ -98,7 +98,7 @@ struct ScopesBench: AsyncParsableCommand {
             "note": "the measured reps (rep0, rep1) are each alone in a team of their own, so the rep role's read level 'team' reaches only their own accounts; the other reps share \(teams) teams; the floor tenant holds only rep0's records and is read by an admin device",
         ])
 
-        let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data)
+        let server = try await ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data)
         defer { server.stop() }
         try FileManager.default.createDirectory(atPath: dir.path("devices"), withIntermediateDirectories: true)
         let device = { (credential: DeviceCredential, name: String) throws -> RapportClient in

@@ -55,7 +55,7 @@ struct SyncBench: AsyncParsableCommand {
 
         // Every bench device connects from 127.0.0.1: the per-address cap on connections not
         // logged in yet (meant for one peer among many) would turn most of them away.
-        let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data,
+        let server = try await ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data,
                                              arguments: ["--max-prelogin-per-address", "\(max(64, sessions))"])
         defer { server.stop() }
         func client(_ tenant: String, _ name: String,

@@ -63,7 +63,7 @@ struct TenantsBench: AsyncParsableCommand {
         }
         report.line("setup", ["tenants": tenants, "devices": tenants * 2, "seconds": seconds(ContinuousClock.now - setupStart)])
 
-        let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data,
+        let server = try await ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data,
                                              arguments: ["--max-open-tenants", String(pool)])
         defer { server.stop() }
         let idleDescriptors = server.openFileDescriptors()

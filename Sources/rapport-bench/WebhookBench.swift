@@ -40,7 +40,7 @@ struct WebhookBench: AsyncParsableCommand {
             _ = try registry.createWebhook(tenant: "hooks", url: receiver.url, events: ["account"], role: "admin",
                                            caFile: receiver.caFile, cursor: 0)
         }
-        let server = try ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data, arguments: ["--rules-interval", "0"])
+        let server = try await ServerProcess.start(binary: rapportd ?? ServerProcess.defaultBinary(), data: data, arguments: ["--rules-interval", "0"])
         defer { server.stop() }
 
         let a = try benchDevice(devices["floor"]![0], store: dir.path("floor-a.sqlite"), port: server.port, data: data)

@@ -9,16 +9,16 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(3))) struct DeviceCRMCommandTests {
     // MARK: Types and help
 
-    @Test func helpAndTypesListEveryTypeWithTheValuesItsFieldsTake() throws {
+    @Test func helpAndTypesListEveryTypeWithTheValuesItsFieldsTake() async throws {
         let cli = CLI(binary: ServerProcess.defaultBinary(named: "rapport"))
-        let help = try cli.run(["--help"])
+        let help = try await cli.run(["--help"])
         #expect(help.status == 0)
         for type in CRMSchema.current.types.keys { #expect(help.output.contains(type), "\(type) in --help") }
         for verb in ["account", "lead", "opportunity", "case", "log", "tasks", "report", "types"] {
             #expect(help.output.contains("  \(verb)"), "\(verb) in --help")
         }
 
-        let types = try cli.run(["types", "--json"])
+        let types = try await cli.run(["types", "--json"])
         #expect(types.status == 0, "\(types.error)")
         let listed = try #require(types.json as? [[String: Any]])
         #expect(Set(listed.compactMap { $0["type"] as? String }) == Set(CRMSchema.current.types.keys))
@@ -30,21 +30,21 @@ import Testing
         let points = try #require(fields.first { $0["name"] as? String == "loyalty_points" })
         #expect(points["kind"] as? String == "counter")
 
-        let caseHelp = try cli.run(["types", "--help"])
+        let caseHelp = try await cli.run(["types", "--help"])
         #expect(caseHelp.output.contains("one of urgent, high, normal, low"), "\(caseHelp.output.prefix(400))")
-        let oneType = try cli.run(["types", "case"])
+        let oneType = try await cli.run(["types", "case"])
         #expect(oneType.output.hasPrefix("case\n"))
         #expect(oneType.output.contains("one of question, request, complaint, incident"))
         #expect(!oneType.output.contains("\naccount\n"))
 
-        let unknown = try cli.run(["types", "customer"])
+        let unknown = try await cli.run(["types", "customer"])
         #expect(unknown.status == 1)
         #expect(unknown.error.contains("unknown record type 'customer'") && unknown.error.contains("account, activity"), "\(unknown.error)")
     }
 
     // MARK: Accounts
 
-    @Test func accountShowGathersContactsDealsActivitiesAndCases() throws {
+    @Test func accountShowGathersContactsDealsActivitiesAndCases() async throws {
         try CRMServer.with { server in
             let ana = try server.enroll("ana", user: "ana@acme.example")
             let account = try ana.create("account", ["name=Acme Trading", "owner=ana@acme.example", "loyalty_points+=120",
@@ -101,7 +101,7 @@ import Testing
 
     // MARK: Leads and opportunities
 
-    @Test func leadConvertMakesTheAccountContactAndOpportunityOnce() throws {
+    @Test func leadConvertMakesTheAccountContactAndOpportunityOnce() async throws {
         try CRMServer.with { server in
             let ana = try server.enroll("ana", user: "ana@acme.example")
             let lead = try ana.create("lead", ["first_name=Grace", "last_name=Hopper", "company=Cobol Inc",
@@ -139,7 +139,7 @@ import Testing
         }
     }
 
-    @Test func opportunityStageTakesOnlyTheTenantsStages() throws {
+    @Test func opportunityStageTakesOnlyTheTenantsStages() async throws {
         try CRMServer.with { server in
             let ana = try server.enroll("ana", user: "ana@acme.example")
             let account = try ana.create("account", ["name=Acme", "owner=ana@acme.example"])
@@ -179,7 +179,7 @@ import Testing
 
     // MARK: Cases
 
-    @Test func aCaseIsOpenedAnsweredByNumberAndClosed() throws {
+    @Test func aCaseIsOpenedAnsweredByNumberAndClosed() async throws {
         try CRMServer.with { server in
             let ana = try server.enroll("ana", user: "ana@acme.example")
             let account = try ana.create("account", ["name=Acme", "owner=ana@acme.example"])
@@ -244,7 +244,7 @@ import Testing
 
     // MARK: Activities and tasks
 
-    @Test func logRecordsWhatHappenedAndTasksListsWhatIsDue() throws {
+    @Test func logRecordsWhatHappenedAndTasksListsWhatIsDue() async throws {
         try CRMServer.with { server in
             let ana = try server.enroll("ana", user: "ana@acme.example")
             let account = try ana.create("account", ["name=Acme", "owner=ana@acme.example"])
@@ -295,7 +295,7 @@ import Testing
         }
     }
 
-    @Test func aDeviceMadeWithASecretLearnsItsUserAtItsFirstSync() throws {
+    @Test func aDeviceMadeWithASecretLearnsItsUserAtItsFirstSync() async throws {
         try CRMServer.with { server in
             let owner = try server.withSecret("owner-device")
             let before = try owner.run(["tasks"])
@@ -312,7 +312,7 @@ import Testing
 
     // MARK: Lists and reports
 
-    @Test func listFiltersByIndexedAndOtherFields() throws {
+    @Test func listFiltersByIndexedAndOtherFields() async throws {
         try CRMServer.with { server in
             let ana = try server.enroll("ana", user: "ana@acme.example")
             let acme = try ana.create("account", ["name=Acme", "owner=ana@acme.example"])
@@ -336,7 +336,7 @@ import Testing
         }
     }
 
-    @Test func reportsRunOnTheDevicesOwnData() throws {
+    @Test func reportsRunOnTheDevicesOwnData() async throws {
         try CRMServer.with { server in
             let ana = try server.enroll("ana", user: "ana@acme.example")
             let account = try ana.create("account", ["name=Acme", "owner=ana@acme.example"])
@@ -362,7 +362,7 @@ import Testing
 
     // MARK: Two devices
 
-    @Test func aCaseOpenedOnOneDeviceShowsInTheAccountOnAnother() throws {
+    @Test func aCaseOpenedOnOneDeviceShowsInTheAccountOnAnother() async throws {
         try CRMServer.with { server in
             let ana = try server.enroll("ana", user: "ana@acme.example")
             let ben = try server.enroll("ben", user: "ben@acme.example")

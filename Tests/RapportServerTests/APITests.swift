@@ -211,7 +211,7 @@ private let changesPath = "/v1/changes"
         }
     }
 
-    @Test func listsFilterOnIndexedFieldsAndPageWithCursors() throws {
+    @Test func listsFilterOnIndexedFieldsAndPageWithCursors() async throws {
         let server = try APIServer()
         let api = server.client(try server.key(name: "erp", role: "admin"))
         var owners: [String: Int] = [:]
@@ -280,7 +280,7 @@ private let changesPath = "/v1/changes"
         #expect([FieldValue.text("from the device"), .text("from the ERP")].contains(serverValue ?? .null))
     }
 
-    @Test func aRetriedWriteWithAnIdempotencyKeyHappensOnce() throws {
+    @Test func aRetriedWriteWithAnIdempotencyKeyHappensOnce() async throws {
         let server = try APIServer()
         let api = server.client(try server.key(name: "erp", role: "admin"))
         let body: [String: Any] = ["fields": ["name": "Once Ltd", "owner": "owner@acme.example"]]
@@ -311,7 +311,7 @@ private let changesPath = "/v1/changes"
         #expect(theirs.status == 201 && theirs.json["id"] as? String != id)
     }
 
-    @Test func aKeyHasExactlyTheRightsOfItsRole() throws {
+    @Test func aKeyHasExactlyTheRightsOfItsRole() async throws {
         let server = try APIServer()
         let admin = server.client(try server.key(name: "erp", role: "admin"))
         let rep = server.client(try server.key(name: "web", role: "rep"))
@@ -350,7 +350,7 @@ private let changesPath = "/v1/changes"
         #expect((changes.first?["fields"] as? [String: Any])?["annual_revenue"] == nil)
     }
 
-    @Test func theChangeFeedResumedFromEveryPositionGivesEveryChangeOnceInOrder() throws {
+    @Test func theChangeFeedResumedFromEveryPositionGivesEveryChangeOnceInOrder() async throws {
         let server = try APIServer()
         let admin = server.client(try server.key(name: "erp", role: "admin"))
         let rep = server.client(try server.key(name: "web", role: "rep"))
@@ -472,7 +472,7 @@ private let changesPath = "/v1/changes"
         #expect(changes.compactMap { $0["id"] as? String } == [id.uuidString.lowercased()])
     }
 
-    @Test func aRevokedKeyIsRefusedAtOnceAndKeysAreAudited() throws {
+    @Test func aRevokedKeyIsRefusedAtOnceAndKeysAreAudited() async throws {
         let server = try APIServer()
         let key = try server.key(name: "erp", role: "admin")
         let api = server.client(key)
@@ -491,7 +491,7 @@ private let changesPath = "/v1/changes"
         #expect(try server.client(nil).checked("GET", "/v1/changes", template: changesPath).status == 401)
     }
 
-    @Test func aKeyOverItsRateIsAnswered429WithRetryAfter() throws {
+    @Test func aKeyOverItsRateIsAnswered429WithRetryAfter() async throws {
         // A rate so low that the second request within the same quarter-hour is over it.
         let server = try APIServer(arguments: ["--api-rate", "0.001"])
         let api = server.client(try server.key(name: "erp", role: "admin"))

@@ -77,7 +77,7 @@ struct OperatedServer {
 }
 
 @Suite(.serialized, .timeLimit(.minutes(2))) struct AdminCLITests {
-    @Test func aCrashInTheMiddleOfTenantCreateLeavesNoTenant() throws {
+    @Test func aCrashInTheMiddleOfTenantCreateLeavesNoTenant() async throws {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))
         for step in ["store-written", "store-in-place"] {
@@ -91,7 +91,7 @@ struct OperatedServer {
         #expect(try ctl.run(["tenant", "show", "acme", "--json"]).output.contains("\"active\""))
     }
 
-    @Test func badInputGetsAClearMessageAndAMeaningfulExitCode() throws {
+    @Test func badInputGetsAClearMessageAndAMeaningfulExitCode() async throws {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))
         #expect(try ctl.run(["tenant", "list"]).status == 2, "no registry yet: not found")
@@ -179,7 +179,7 @@ struct OperatedServer {
 
     /// rapportd's startup hint puts --data before the subcommand; the common options work on
     /// either side of it.
-    @Test func commonOptionsGoBeforeOrAfterTheSubcommand() throws {
+    @Test func commonOptionsGoBeforeOrAfterTheSubcommand() async throws {
         let dir = try TemporaryDirectory()
         let data = dir.path("data")
         let ctl = Ctl(data: data)
@@ -206,7 +206,7 @@ struct OperatedServer {
         let dir = try TemporaryDirectory()
         let data = dir.path("data")
         let credentials = try ServerProcess.prepare(data: data, tenants: ["acme"], devicesPerTenant: 2, schema: CRMSchema.current)
-        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data)
+        let server = try await ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data)
         defer { server.stop() }
         func device(_ credential: DeviceCredential, batch: Int) throws -> RapportClient {
             var config = ClientConfiguration(host: "127.0.0.1", port: server.port, tenant: "acme", secret: credential.secret,
@@ -225,7 +225,7 @@ struct OperatedServer {
         #expect(report.pulled == 25)
         #expect(report.checkpoint >= 25)
         // A graceful stop saves what the server noted about its devices.
-        server.stop()
+        await server.stop()
         let devices = try #require(try Ctl(data: data).run(["device", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]])
         let listed = devices.first { $0["id"] as? String == reader.store.replicaID }
         #expect((listed?["last_checkpoint"] as? Int).map(Int64.init) == report.checkpoint, "\(devices)")
@@ -233,7 +233,7 @@ struct OperatedServer {
 }
 
 @Suite struct CRMCommandTests {
-    @Test func anOperatorImportsASalesforceExportAndRunsReports() throws {
+    @Test func anOperatorImportsASalesforceExportAndRunsReports() async throws {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))
         #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)

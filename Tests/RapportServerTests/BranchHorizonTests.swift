@@ -31,7 +31,7 @@ struct BranchHorizonTests {
 
         // The branch is down; meanwhile the record is deleted at the centre and its tombstone purged.
         topology.stop(branch)
-        let deleted = try ben.cli.run(["delete", doomed.uuidString.lowercased()])
+        let deleted = try await ben.cli.run(["delete", doomed.uuidString.lowercased()])
         #expect(deleted.status == 0, "\(deleted.error)")
         try ben.synced()
         try topology.ctl.ok(["retention", "run", BranchTopology.tenant])

@@ -146,7 +146,7 @@ import Testing
         #expect(try phone.local { try $0.tombstoneCount() } == 0)
         #expect(try phone.local { try $0.upstreamRetention }?.tombstoneHorizon == 2_000)
 
-        operated.server.stop()
+        await operated.server.stop()
         let text = try String(contentsOfFile: log, encoding: .utf8)
         #expect(text.contains("housekeeping done") && text.contains("tombstones_purged=2"), "\(text.suffix(2000))")
         #expect(!text.contains("housekeeping failed"), "\(text.suffix(2000))")
@@ -210,7 +210,7 @@ import Testing
             #expect(held == live, "each device holds every record pushed")
         }
         #expect(try server.purgedThrough > 0)
-        operated.server.stop()
+        await operated.server.stop()
         let text = try String(contentsOfFile: log, encoding: .utf8)
         let runs = text.components(separatedBy: "housekeeping done").count - 1
         #expect(runs >= 3, "\(text.suffix(2000))")

@@ -25,7 +25,7 @@ import Testing
         // raw sessions never ping, and opening them all can take over a minute beside the other
         // suites, so the silence limit (60 s, what a pinging device never meets) is lifted, and
         // the handshake's (10 s), which a loaded machine stalled 32 TLS handshakes at once past.
-        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data,
+        let server = try await ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data,
                                              arguments: ["--idle-timeout", "600", "--handshake-timeout", "60"])
         defer { server.stop() }
         let caPath = data + "/tls/ca.pem"
@@ -127,16 +127,16 @@ import Testing
         _ = try ServerProcess.prepare(data: data, tenants: ["acme"], schema: CRMSchema.current)
         let binary = ServerProcess.defaultBinary()
 
-        let server = try ServerProcess.start(binary: binary, data: data, arguments: ["--no-dev-tenant"])
+        let server = try await ServerProcess.start(binary: binary, data: data, arguments: ["--no-dev-tenant"])
         let line = try #require(server.banner.split(separator: "\n").first { $0.hasPrefix("connections: at most ") })
         let budget = DescriptorBudget.raisingLimit(maxOpenTenants: 256)
         // The server raised its soft limit to the hard one, as this process just did.
         #expect(line.contains("open-file limit \(budget.limit)"), "\(line)")
         #expect(line.contains("connections: at most \(budget.defaultMaxConnections);"), "\(line)")
-        server.stop()
+        await server.stop()
 
         let tooMany = budget.forConnections + 1
-        let refused = try ToolProcess.run(binary, ["--port", "0", "--data", data, "--no-dev-tenant", "--max-connections", "\(tooMany)"])
+        let refused = try await ToolProcess.run(binary, ["--port", "0", "--data", data, "--no-dev-tenant", "--max-connections", "\(tooMany)"])
         #expect(refused.status != 0)
         #expect(refused.error.contains("--max-connections \(tooMany) needs"), "\(refused.error)")
         #expect(refused.error.contains("open-file limit is \(budget.limit)"), "\(refused.error)")
@@ -145,10 +145,10 @@ import Testing
         // The same cap fits once fewer tenant stores are kept open beside it.
         let fewerStores = DescriptorBudget(limit: budget.limit, hardLimit: budget.hardLimit, maxOpenTenants: 1)
         if fewerStores.problem(maxConnections: tooMany) == nil {
-            let fits = try ServerProcess.start(binary: binary, data: data, arguments: [
+            let fits = try await ServerProcess.start(binary: binary, data: data, arguments: [
                 "--no-dev-tenant", "--max-connections", "\(tooMany)", "--max-open-tenants", "1"])
             #expect(fits.banner.contains("connections: at most \(tooMany);"), "\(fits.banner)")
-            fits.stop()
+            await fits.stop()
         }
     }
 

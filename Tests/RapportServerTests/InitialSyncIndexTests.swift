@@ -102,7 +102,7 @@ import Testing
 
     @Test func theAppAndAnotherProcessReadBetweenBatchesAndTheIndexIsExactAfter() async throws {
         let tenant = try Tenant(accounts: 3_000, contacts: 600)
-        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: tenant.data)
+        let server = try await ServerProcess.start(binary: ServerProcess.defaultBinary(), data: tenant.data)
         defer { server.stop() }
         let (cli, path) = try tenant.home(port: server.port)
         // The app's store, opened as `rapport` opens it, on the file the `rapport` process reads.
@@ -163,7 +163,7 @@ import Testing
 
     @Test func aRapportSyncKilledHalfWayLeavesExactAnswersAndTheNextSyncBuildsTheIndex() async throws {
         let tenant = try Tenant(accounts: 14_000, contacts: 2_000)
-        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: tenant.data)
+        let server = try await ServerProcess.start(binary: ServerProcess.defaultBinary(), data: tenant.data)
         defer {
             kill(server.process.processIdentifier, SIGCONT)
             server.stop()
@@ -208,7 +208,7 @@ import Testing
         let truth = try watcher.records(ofType: "account").filter { $0.fields["owner"]?.value == .text(Self.owners[2]) }.map(\.id)
         #expect(try Self.listed(cli, owner: Self.owners[2]) == truth)
 
-        let again = try cli.run(["sync"])
+        let again = try await cli.run(["sync"])
         #expect(again.status == 0, "\(again.error)")
         #expect(try watcher.deferredFieldIndexTypes().isEmpty)
         #expect(try watcher.count(ofType: "account") == tenant.byOwner.values.reduce(0) { $0 + $1.count })

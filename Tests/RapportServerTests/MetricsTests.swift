@@ -21,7 +21,7 @@ import TLS
         let data = dir.path("data")
         let credentials = try ServerProcess.prepare(data: data, tenants: ["acme", "globex"], devicesPerTenant: 3, schema: CRMSchema.current)
         // One open store at most: the second tenant's session evicts the first's store.
-        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data, arguments: [
+        let server = try await ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data, arguments: [
             "--metrics", "127.0.0.1:0", "--max-open-tenants", "1", "--no-dev-tenant", "--rules-interval", "0",
         ], logFile: dir.path("rapportd.log"))
         defer { server.stop() }

@@ -56,7 +56,7 @@ import Testing
         return try #require(files.first { $0["file"] as? String == name }?["report"] as? [String: Any])
     }
 
-    @Test func aSalesforceDataExportLandsWithReferencesOwnersAndConsent() throws {
+    @Test func aSalesforceDataExportLandsWithReferencesOwnersAndConsent() async throws {
         let dir = try TemporaryDirectory()
         let ctl = try Self.tenant(dir)
         let fixture = SalesforceExportFixture()
@@ -167,7 +167,7 @@ import Testing
         #expect(try Self.records(ctl, dir, "again") as NSDictionary == tenant as NSDictionary)
     }
 
-    @Test func reportExportsSingleFilesAndHubspot() throws {
+    @Test func reportExportsSingleFilesAndHubspot() async throws {
         let dir = try TemporaryDirectory()
         let ctl = try Self.tenant(dir)
         // A Salesforce opportunity report: accounts by name (one it does not have), owners by
@@ -256,7 +256,7 @@ import Testing
 }
 
 @Suite struct ImportUndoTests {
-    @Test func undoRestoresTheTenantRecordForRecordAndKeepsLaterChanges() throws {
+    @Test func undoRestoresTheTenantRecordForRecordAndKeepsLaterChanges() async throws {
         let dir = try TemporaryDirectory()
         let ctl = try OrgImportTests.tenant(dir)
         // Contacts the tenant had before: the export's first five people, without what it adds.
@@ -315,7 +315,7 @@ import Testing
         return result
     }
 
-    @Test func aKilledImportRunAgainGivesTheTenantAnUninterruptedRunGives() throws {
+    @Test func aKilledImportRunAgainGivesTheTenantAnUninterruptedRunGives() async throws {
         let dir = try TemporaryDirectory()
         let ctl = try OrgImportTests.tenant(dir)
         let fixture = SalesforceExportFixture(accounts: 600, contacts: 800, leads: 600, opportunities: 600, cases: 300, campaigns: 5, members: 400, tasks: 600)
@@ -336,7 +336,7 @@ import Testing
         readOnly.readOnly = true
         let watcher = try Database(path: try DataDirectory(ctl.data).storePath(of: "acme"), options: readOnly)
         while process.isRunning, try watcher.scalarInt("SELECT count(*) FROM records WHERE type = 'account'") == 0 {
-            Thread.sleep(forTimeInterval: 0.005)
+            usleep(5_000)
         }
         watcher.close()
         let killedEarly = process.isRunning

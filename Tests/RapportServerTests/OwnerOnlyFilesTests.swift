@@ -52,7 +52,7 @@ import Testing
 
     /// Data directories made before files were owner-only are made so at start, with a warning
     /// (README, "Operating a server"): the server starts and serves.
-    @Test func aServerOnALooseDataDirectoryMakesItOwnerOnlyAndSaysSo() throws {
+    @Test func aServerOnALooseDataDirectoryMakesItOwnerOnlyAndSaysSo() async throws {
         let dir = try TemporaryDirectory()
         let data = dir.path("data")
         let ctl = Ctl(data: data)
@@ -63,9 +63,9 @@ import Testing
         #expect(PrivateFiles.entries(under: data).allSatisfy { $0.isLoose })
 
         let log = dir.path("rapportd.log")
-        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data, logFile: log)
+        let server = try await ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data, logFile: log)
         #expect(try ctl.run(["tenant", "show", "acme"]).status == 0)
-        server.stop()
+        await server.stop()
         #expect(server.process.terminationStatus == 0)
         #expect(FileModes.notOwnerOnly(under: data).isEmpty, "\(FileModes.notOwnerOnly(under: data))")
         let logged = try String(contentsOfFile: log, encoding: .utf8)
@@ -73,10 +73,10 @@ import Testing
         #expect(logged.contains(data + "/tenants/acme.sqlite (644)"), "\(logged)")
     }
 
-    @Test func theDevelopmentEnrollmentCodeIsNeverLogged() throws {
+    @Test func theDevelopmentEnrollmentCodeIsNeverLogged() async throws {
         let dir = try TemporaryDirectory()
         let data = dir.path("data"), log = dir.path("rapportd.log")
-        let server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data,
+        let server = try await ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data,
                                              arguments: ["--log-level", "trace"], logFile: log)
         let code = try String(contentsOfFile: data + "/dev-enrollment-code", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -84,7 +84,7 @@ import Testing
         let enrolled = try rapport(["init", "--home", dir.path("ana"), "--server", "127.0.0.1:\(server.port)", "--tenant", "dev",
                                     "--enroll", code, "--ca", data + "/tls/ca.pem"])
         #expect(enrolled.status == 0, "\(enrolled.output)")
-        server.stop()
+        await server.stop()
         let logged = try String(contentsOfFile: log, encoding: .utf8)
         #expect(logged.contains("device enrolled"), "the log is written at trace level: \(logged.prefix(500))")
         let stdout = server.banner + server.remainingOutput()

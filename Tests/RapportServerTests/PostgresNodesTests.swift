@@ -171,7 +171,7 @@ struct PostgresNodes {
         }
         let push = Task { try? await tablet.sync() }
         try await Task.sleep(for: .milliseconds(150))
-        cluster.nodes[0].kill()
+        await cluster.nodes[0].kill()
         _ = await push.value
         let other = try cluster.moved(tablet, to: cluster.nodes[1], secret: enrollment.secret)
         try await other.sync()

@@ -39,7 +39,7 @@ import Testing
 
     static let defaultRep = CRMAccess.defaultRoles.first { $0.name == "rep" }!
 
-    @Test func aTenantStartsWithTheDefaultRoles() throws {
+    @Test func aTenantStartsWithTheDefaultRoles() async throws {
         let roles = try listed()
         #expect(roles.compactMap { $0["name"] as? String } == ["admin", "manager", "rep"])
         #expect(roles.allSatisfy { $0["source"] as? String == "default" })
@@ -52,7 +52,7 @@ import Testing
         #expect(text.output.contains("READ-ONLY") && text.output.contains("annual_revenue"), "\(text.output)")
     }
 
-    @Test func setChangesOneTypeOfTheRoleAndResetGivesTheDefaultsBack() throws {
+    @Test func setChangesOneTypeOfTheRoleAndResetGivesTheDefaultsBack() async throws {
         let set = try ctl.run(["role", "set", "rep", "--tenant", "acme", "contact", "--read", "all", "--write", "team",
                                "--no-create", "--hide", "birthday", "mobile", "--read-only", "email", "--json", "--actor", "ops"])
         #expect(set.status == 0, "\(set.error)")
@@ -83,7 +83,7 @@ import Testing
         #expect((first["detail"] as? String)?.contains("rep contact read=all write=team no-create") == true, "\(first)")
     }
 
-    @Test func unknownTypesFieldsLevelsAndRolesAreRefusedAndNothingIsStored() throws {
+    @Test func unknownTypesFieldsLevelsAndRolesAreRefusedAndNothingIsStored() async throws {
         let refused: [([String], String)] = [
             (["role", "set", "rep", "--tenant", "acme", "widget", "--read", "all"], "no record type 'widget'"),
             (["role", "set", "rep", "--tenant", "acme", "contact", "--hide", "nickname"], "contact has no field 'nickname'"),
@@ -108,7 +108,7 @@ import Testing
         #expect(try ctl.run(["role", "set", "rep", "--tenant", "globex", "contact", "--read", "all"]).status == 2)
     }
 
-    @Test func aUserMovesBetweenTeams() throws {
+    @Test func aUserMovesBetweenTeams() async throws {
         func team() throws -> Any? {
             let users = try #require(try ctl.run(["user", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]])
             return users.first { $0["email"] as? String == "anna@acme.example" }?["team"]
@@ -134,7 +134,7 @@ import Testing
 
     /// A setting written before the store rules refused bad values: reports still run, with the
     /// default, and say which record to correct.
-    @Test func aReportOverABadSettingUsesTheDefaultAndNamesTheSetting() throws {
+    @Test func aReportOverABadSettingUsesTheDefaultAndNamesTheSetting() async throws {
         let store = try ReplicaStore(path: dir.path("data") + "/tenants/acme.sqlite", options: .init(schema: CRMSchema.current))
         let bad = try store.create("setting", ["key": .text("churn.inactivity_days"), "value": .text("soon")]).id
         store.close()

@@ -73,7 +73,7 @@ import Testing
         try await phone.sync()
         #expect(try phone.local { try $0.record(supportCase) } == breached)
         #expect(try phone.local { try $0.count(ofType: "activity") } == 2)
-        operated.server.stop()
+        await operated.server.stop()
         let text = try String(contentsOfFile: log, encoding: .utf8)
         #expect(text.contains("rules pass done") && text.contains("tenant=acme"), "\(text.suffix(2000))")
         #expect(text.contains("rules pass failed") && text.contains("a-broken"), "\(text.suffix(2000))")
@@ -81,7 +81,7 @@ import Testing
 
     /// `rapportctl rules run` on a data directory: the manager from the registry, JSON
     /// figures, nothing written the second time, --at for a later date, and its errors.
-    @Test func anOperatorRunsThePassAtAChosenMoment() throws {
+    @Test func anOperatorRunsThePassAtAChosenMoment() async throws {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))
         #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)

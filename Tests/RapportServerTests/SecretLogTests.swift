@@ -34,15 +34,15 @@ import Testing
         #expect(try initialize("eve3", code: typo, port: centrePort, ca: topology.centreCA).status != 0)
         for home in ["ana", "ben"] {
             let device = CLI(binary: topology.rapport, fixed: ["--home", topology.dir.path(home)])
-            _ = try device.create("contact", ["first_name=\(home)", "last_name=Secretless"])
-            #expect(try device.run(["sync"]).status == 0)
+            _ = try await device.create("contact", ["first_name=\(home)", "last_name=Secretless"])
+            await #expect(try device.run(["sync"]).status == 0)
         }
         // A wrong secret in a copy of ana's home: refused at login.
         let mallory = topology.dir.path("mallory")
         try FileManager.default.copyItem(atPath: topology.dir.path("ana"), toPath: mallory)
         let wrongSecret = String(repeating: "5a", count: 32)
         try wrongSecret.write(toFile: mallory + "/secret", atomically: true, encoding: .utf8)
-        #expect(try CLI(binary: topology.rapport, fixed: ["--home", mallory]).run(["sync"]).status != 0)
+        await #expect(try CLI(binary: topology.rapport, fixed: ["--home", mallory]).run(["sync"]).status != 0)
         try await topology.settle()
 
         // The branch's link as its metrics show it.

@@ -22,7 +22,7 @@ import Testing
             tenant.close()
         }
         let binary = ServerProcess.defaultBinary()
-        let first = try ServerProcess.start(binary: binary, data: data)
+        let first = try await ServerProcess.start(binary: binary, data: data)
         let store = SharedReplicaStore(
             try ReplicaStore(path: dir.path("device.sqlite"), options: .init(schema: CRMSchema.current, replicaID: try credential.replicaID)),
             label: "device")
@@ -44,7 +44,7 @@ import Testing
         let partial = try store.performSync { try $0.count(ofType: "contact") }
         #expect(partial >= 200 && partial < 3_000 && partial % 200 == 0)
 
-        let second = try ServerProcess.start(binary: binary, data: data)
+        let second = try await ServerProcess.start(binary: binary, data: data)
         defer { second.stop() }
         let report = try await client(port: second.port).sync()
         #expect(report.pulled == 3_000 - partial)

@@ -69,7 +69,7 @@ import Testing
 
         // Two rounds: the first pushes what is left, the second brings everyone's changes.
         for _ in 0..<2 { for device in devices { #expect(try await device.sync().rejected == 0) } }
-        operated.server.stop()
+        await operated.server.stop()
         let server = try ReplicaStore(path: operated.data + "/tenants/acme.sqlite", options: .init(schema: CRMSchema.current))
         defer { server.close() }
         let everything = try server.changes(after: 0, limit: .max).map(\.state)

@@ -113,7 +113,7 @@ import Testing
         // The old server no longer serves the tenant, and the laptop keeps what it could not push.
         await #expect(throws: (any Error).self) { try await laptop.sync() }
         #expect(try laptop.local { try $0.dirtyCount() } == 20)
-        server.stop()
+        await server.stop()
 
         server = try setup.server(onPostgres: true)
         laptop = try setup.pointed(laptop, at: server)
@@ -129,7 +129,7 @@ import Testing
         #expect(try setup.onPostgres(["tenant", "show", "acme", "--json"]).output.contains("\"active\""))
 
         // And back, to the same data directory.
-        server.stop()
+        await server.stop()
         let back = try setup.onPostgres(["tenant", "move", "acme", "--to", setup.data, "--json"])
         #expect(back.status == 0, "\(back.error)")
         #expect((back.json as? [String: Any])?["records"] as? Int == 320)
@@ -172,7 +172,7 @@ import Testing
         try await Task.sleep(for: .milliseconds(300))
         writer.cancel()
         let rounds = try await writer.value
-        server.stop()
+        await server.stop()
 
         server = try setup.server(onPostgres: true)
         defer { server.stop() }
@@ -196,7 +196,7 @@ import Testing
             let laptop = try await setup.enroll("laptop", user: "anna@acme.example", on: server)
             try Self.createAccounts(laptop, 50, "Before")
             try await laptop.sync()
-            server.stop()
+            await server.stop()
             let stopped = try setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url],
                                             environment: ["RAPPORTCTL_CRASH_AT": step.rawValue])
             #expect(stopped.status != 0, "\(step.rawValue)")
@@ -216,7 +216,7 @@ import Testing
         }
     }
 
-    @Test func aMoveIsRefusedWhereItWouldLoseOrMixTenants() throws {
+    @Test func aMoveIsRefusedWhereItWouldLoseOrMixTenants() async throws {
         let setup = try Setup()
         // A tenant of that name at the target that is not this one's copy.
         #expect(try setup.onPostgres(["tenant", "create", "acme"]).status == 0)
