@@ -24,12 +24,11 @@ struct Ctl {
 }
 
 extension Ctl {
-    /// Runs the command on a thread of its own, so that waiting for the process does not hold
-    /// one of the few threads async tests share while devices sync beside it.
-    func runDetached(_ arguments: [String]) async throws -> Result {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread { continuation.resume(with: Swift.Result { try self.run(arguments) }) }
-        }
+    /// `run`, waited for off Swift's shared pool (`offThePool`), so that waiting for the process
+    /// does not hold one of the few threads async tests share while devices sync beside it.
+    @discardableResult
+    func run(_ arguments: [String], environment: [String: String] = [:], passingData: Bool = true) async throws -> Result {
+        try await offThePool { try run(arguments, environment: environment, passingData: passingData) as Result }
     }
 }
 
@@ -43,16 +42,16 @@ struct OperatedServer {
 
     /// Creates tenant `acme` with user anna@acme.example, an admin (so rights refuse nothing),
     /// and starts the server with `arguments`, its log going to `logFile` when given.
-    init(_ dir: TemporaryDirectory, arguments: [String] = [], logFile: String? = nil) throws {
+    init(_ dir: TemporaryDirectory, arguments: [String] = [], logFile: String? = nil) async throws {
         self.dir = dir
         data = dir.path("data")
         ctl = Ctl(data: data)
-        guard try ctl.run(["tenant", "create", "acme", "--name", "Acme Corp"]).status == 0,
-              try ctl.run(["user", "add", "--tenant", "acme", "--email", "anna@acme.example", "--name", "Anna", "--role", "admin"]).status == 0
+        guard try await ctl.run(["tenant", "create", "acme", "--name", "Acme Corp"]).status == 0,
+              try await ctl.run(["user", "add", "--tenant", "acme", "--email", "anna@acme.example", "--name", "Anna", "--role", "admin"]).status == 0
         else { throw BenchError("cannot set up tenant acme") }
         // A connection has 60 s, not 10, for its handshake and Hello: beside the other suites a
         // loaded machine can stall a client that long, and no test here is about that timeout.
-        server = try ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data,
+        server = try await ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data,
                                          arguments: ["--handshake-timeout", "60"] + arguments, logFile: logFile)
     }
 
@@ -65,7 +64,7 @@ struct OperatedServer {
 
     /// Enrolls a device of `user` (by default anna's) with a code from `rapportctl device enroll`.
     func enroll(_ name: String, user: String = "anna@acme.example", attempts: Int = 2) async throws -> RapportClient {
-        let ticket = try ctl.run(["device", "enroll", "--tenant", "acme", "--user", user, "--json"])
+        let ticket = try await ctl.run(["device", "enroll", "--tenant", "acme", "--user", user, "--json"])
         let code = try #require((ticket.json as? [String: Any])?["code"] as? String)
         let enrollment = try await RapportClient.enroll(configuration: configuration(), code: code, deviceName: name)
         let store = try ReplicaStore(path: dir.path("\(name).sqlite"),
@@ -81,38 +80,38 @@ struct OperatedServer {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))
         for step in ["store-written", "store-in-place"] {
-            let crashed = try ctl.run(["tenant", "create", "acme"], environment: ["RAPPORTCTL_CRASH_AT": step])
+            let crashed = try await ctl.run(["tenant", "create", "acme"], environment: ["RAPPORTCTL_CRASH_AT": step])
             #expect(crashed.status != 0)
-            let list = try ctl.run(["tenant", "list", "--all", "--json"])
+            let list = try await ctl.run(["tenant", "list", "--all", "--json"])
             #expect(list.status == 0)
             #expect((list.json as? [Any])?.isEmpty == true, "\(step): \(list.output)")
         }
-        #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)
-        #expect(try ctl.run(["tenant", "show", "acme", "--json"]).output.contains("\"active\""))
+        await #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)
+        await #expect(try ctl.run(["tenant", "show", "acme", "--json"]).output.contains("\"active\""))
     }
 
     @Test func badInputGetsAClearMessageAndAMeaningfulExitCode() async throws {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))
-        #expect(try ctl.run(["tenant", "list"]).status == 2, "no registry yet: not found")
+        await #expect(try ctl.run(["tenant", "list"]).status == 2, "no registry yet: not found")
         for slug in ["../x", "a/b", "", String(repeating: "x", count: 10_000), "Acme"] {
-            let result = try ctl.run(["tenant", "create", slug])
+            let result = try await ctl.run(["tenant", "create", slug])
             #expect(result.status == 1)
             #expect(result.error.contains("invalid tenant id"))
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path("data") + "/tenants").isEmpty)
-        try ctl.run(["tenant", "create", "acme"])
-        #expect(try ctl.run(["tenant", "create", "acme"]).status == 3)
-        #expect(try ctl.run(["user", "add", "--tenant", "acme", "--email", "nope", "--name", "N"]).status == 1)
-        #expect(try ctl.run(["user", "add", "--tenant", "globex", "--email", "a@b.example", "--name", "N"]).status == 2)
-        #expect(try ctl.run(["device", "revoke", "no-such-device"]).status == 2)
-        let unconfirmed = try ctl.run(["tenant", "delete", "acme"])
+        try await ctl.run(["tenant", "create", "acme"])
+        await #expect(try ctl.run(["tenant", "create", "acme"]).status == 3)
+        await #expect(try ctl.run(["user", "add", "--tenant", "acme", "--email", "nope", "--name", "N"]).status == 1)
+        await #expect(try ctl.run(["user", "add", "--tenant", "globex", "--email", "a@b.example", "--name", "N"]).status == 2)
+        await #expect(try ctl.run(["device", "revoke", "no-such-device"]).status == 2)
+        let unconfirmed = try await ctl.run(["tenant", "delete", "acme"])
         #expect(unconfirmed.status == 3)
         #expect(unconfirmed.error.contains("--confirm acme"))
-        #expect(try ctl.run(["tenant", "delete", "acme", "--confirm", "globex"]).status == 3)
-        #expect(try ctl.run(["tenant", "purge", "acme", "--confirm", "acme"]).status == 3, "only a deleted tenant is purged")
-        #expect(try ctl.run(["device", "enroll", "--tenant", "acme", "--user", "x@acme.example", "--valid-for", "soon"]).status == 1)
-        let audit = try ctl.run(["audit", "--json"])
+        await #expect(try ctl.run(["tenant", "delete", "acme", "--confirm", "globex"]).status == 3)
+        await #expect(try ctl.run(["tenant", "purge", "acme", "--confirm", "acme"]).status == 3, "only a deleted tenant is purged")
+        await #expect(try ctl.run(["device", "enroll", "--tenant", "acme", "--user", "x@acme.example", "--valid-for", "soon"]).status == 1)
+        let audit = try await ctl.run(["audit", "--json"])
         let actions = (audit.json as? [[String: Any]])?.map { "\($0["action"]!) \(($0["result"] as? String)?.prefix(6) ?? "")" }
         #expect(actions?.contains("tenant create ok") == true)
         #expect(actions?.contains("tenant create failed") == true)
@@ -120,7 +119,7 @@ struct OperatedServer {
 
     @Test func anOperatorEnrollsRevokesBacksUpAndRestoresWhileTheServerRuns() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         let (data, ctl) = (operated.data, operated.ctl)
         defer { operated.server.stop() }
 
@@ -136,12 +135,12 @@ struct OperatedServer {
                 try await phone.sync()
             }
         }
-        let backup = try ctl.run(["backup", "acme", "--to", dir.path("acme.backup"), "--json"])
+        let backup = try await ctl.run(["backup", "acme", "--to", dir.path("acme.backup"), "--json"])
         try await syncing.value
         #expect(backup.status == 0, "\(backup.error)")
         let backedUp = try #require((backup.json as? [String: Any])?["records"] as? Int)
         #expect(backedUp >= 500 && backedUp <= 700)
-        let restore = try ctl.run(["restore", "acme-copy", "--from", dir.path("acme.backup")])
+        let restore = try await ctl.run(["restore", "acme-copy", "--from", dir.path("acme.backup")])
         #expect(restore.status == 0, "\(restore.error)")
         let original = try ReplicaStore(path: data + "/tenants/acme.sqlite", options: .init(schema: CRMSchema.current))
         let copy = try ReplicaStore(path: data + "/tenants/acme-copy.sqlite", options: .init(schema: CRMSchema.current))
@@ -156,24 +155,24 @@ struct OperatedServer {
         let live = phone.live()
         var events = live.events.makeAsyncIterator()
         _ = await events.next()
-        #expect(try ctl.run(["device", "revoke", phone.store.replicaID, "--tenant", "acme"]).status == 0)
+        await #expect(try ctl.run(["device", "revoke", phone.store.replicaID, "--tenant", "acme"]).status == 0)
         #expect(await endOfLiveSession(live) == .deviceRevoked)
         await live.stop()
 
         // Suspended and resumed from the CLI.
-        #expect(try ctl.run(["tenant", "suspend", "acme"]).status == 0)
+        await #expect(try ctl.run(["tenant", "suspend", "acme"]).status == 0)
         #expect(await syncErrorCode { try await laptop.sync() } == .tenantSuspended)
-        #expect(try ctl.run(["tenant", "resume", "acme"]).status == 0)
+        await #expect(try ctl.run(["tenant", "resume", "acme"]).status == 0)
         #expect(try await laptop.sync().pulled == 200)
 
-        let export = try ctl.run(["export", "acme", "--to", dir.path("export"), "--json"])
+        let export = try await ctl.run(["export", "acme", "--to", dir.path("export"), "--json"])
         #expect(export.status == 0)
         let lines = try String(contentsOfFile: dir.path("export") + "/account.jsonl", encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 700)
-        let stats = try ctl.run(["stats", "acme", "--json"])
+        let stats = try await ctl.run(["stats", "acme", "--json"])
         let records = (stats.json as? [String: Any])?["records"] as? [String: Int]
         #expect(records?["account"] == 700)
-        let devices = try ctl.run(["device", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]]
+        let devices = try await ctl.run(["device", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]]
         #expect(devices?.compactMap { $0["status"] as? String }.sorted() == ["active", "revoked"])
     }
 
@@ -183,19 +182,19 @@ struct OperatedServer {
         let dir = try TemporaryDirectory()
         let data = dir.path("data")
         let ctl = Ctl(data: data)
-        #expect(try ctl.run(["--data", data, "tenant", "create", "acme"], passingData: false).status == 0)
-        #expect(try ctl.run(["--data=\(data)", "user", "add", "--tenant", "acme", "--email", "ana@acme.example", "--name", "Ana"],
+        await #expect(try ctl.run(["--data", data, "tenant", "create", "acme"], passingData: false).status == 0)
+        await #expect(try ctl.run(["--data=\(data)", "user", "add", "--tenant", "acme", "--email", "ana@acme.example", "--name", "Ana"],
                             passingData: false).status == 0)
-        let enrolled = try ctl.run(["--data", data, "--json", "--actor", "ops", "device", "enroll", "--tenant", "acme",
+        let enrolled = try await ctl.run(["--data", data, "--json", "--actor", "ops", "device", "enroll", "--tenant", "acme",
                                     "--user", "ana@acme.example"], passingData: false)
         #expect(enrolled.status == 0, "\(enrolled.error)")
         #expect((enrolled.json as? [String: Any])?["code"] is String, "\(enrolled.output)")
-        let after = try ctl.run(["audit", "--tenant", "acme", "--json"])
+        let after = try await ctl.run(["audit", "--tenant", "acme", "--json"])
         let actors = (after.json as? [[String: Any]])?.compactMap { $0["actor"] as? String }
         #expect(actors?.contains("ops") == true, "\(after.output)")
         // Before and after at once: the later --json is as good as the first.
-        #expect(try ctl.run(["--data", data, "tenant", "list", "--json"], passingData: false).json is [Any])
-        let unknown = try ctl.run(["--data", data, "no-such-command"], passingData: false)
+        await #expect(try ctl.run(["--data", data, "tenant", "list", "--json"], passingData: false).json is [Any])
+        let unknown = try await ctl.run(["--data", data, "no-such-command"], passingData: false)
         #expect(unknown.status == 1)
         #expect(unknown.error.contains("no-such-command"), "\(unknown.error)")
     }
@@ -226,7 +225,7 @@ struct OperatedServer {
         #expect(report.checkpoint >= 25)
         // A graceful stop saves what the server noted about its devices.
         await server.stop()
-        let devices = try #require(try Ctl(data: data).run(["device", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]])
+        let devices = try await #require(try Ctl(data: data).run(["device", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]])
         let listed = devices.first { $0["id"] as? String == reader.store.replicaID }
         #expect((listed?["last_checkpoint"] as? Int).map(Int64.init) == report.checkpoint, "\(devices)")
     }
@@ -236,7 +235,7 @@ struct OperatedServer {
     @Test func anOperatorImportsASalesforceExportAndRunsReports() async throws {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))
-        #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)
+        await #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)
         let csv = """
             Contact ID,First Name,Last Name,Email,Phone,Account Name,Title
             003A,Ada,Lovelace,ada@example.com,+44 20 7946 0000,Analytical Engines,Countess
@@ -248,26 +247,26 @@ struct OperatedServer {
             """
         try csv.write(toFile: dir.path("contacts.csv"), atomically: true, encoding: .utf8)
         let arguments = ["import", "acme", "--type", "contact", "--from", dir.path("contacts.csv"), "--mapping", "salesforce", "--json"]
-        let dry = try ctl.run(arguments + ["--dry-run"])
+        let dry = try await ctl.run(arguments + ["--dry-run"])
         #expect(dry.status == 0, "\(dry.error)")
-        let first = try ctl.run(arguments)
+        let first = try await ctl.run(arguments)
         let report = try #require(first.json as? [String: Any])
         #expect(report["imported"] as? Int == 2)
         #expect((report["merges"] as? [Any])?.count == 1)
         let rejections = try #require(report["rejections"] as? [[String: Any]])
         #expect(rejections.compactMap { $0["field"] as? String }.sorted() == ["email", "last_name"])
         #expect(try #require(dry.json as? [String: Any])["imported"] as? Int == 2, "a dry run reports what the import does")
-        let again = try #require(try ctl.run(arguments).json as? [String: Any])
+        let again = try await #require(try ctl.run(arguments).json as? [String: Any])
         #expect(again["imported"] as? Int == 0, "re-running the import creates nothing")
 
-        let exported = try ctl.run(["export-csv", "acme", "--type", "contact"])
+        let exported = try await ctl.run(["export-csv", "acme", "--type", "contact"])
         #expect(exported.output.split(whereSeparator: \.isNewline).count == 3)
         #expect(exported.output.contains("ada@example.com"))
-        let pipeline = try ctl.run(["report", "pipeline", "acme", "--csv"])
+        let pipeline = try await ctl.run(["report", "pipeline", "acme", "--csv"])
         #expect(pipeline.status == 0)
         #expect(pipeline.output.hasPrefix("stage,"))
-        #expect(try ctl.run(["report", "no-such-report", "acme"]).status == 1)
-        let audit = try ctl.run(["audit", "--tenant", "acme", "--json"]).json as? [[String: Any]]
+        await #expect(try ctl.run(["report", "no-such-report", "acme"]).status == 1)
+        let audit = try await ctl.run(["audit", "--tenant", "acme", "--json"]).json as? [[String: Any]]
         #expect(audit?.compactMap { $0["action"] as? String }.contains("import") == true)
     }
 }

@@ -446,7 +446,7 @@ final class TopologyScenario {
         for arguments in [["tenant", "create", "acme", "--name", "Acme Corp"],
                           ["user", "add", "--tenant", "acme", "--email", Self.anna, "--name", "Anna", "--role", "admin"],
                           ["user", "add", "--tenant", "acme", "--email", Self.ben, "--name", "Ben", "--role", "rep", "--team", "north"]] {
-            let result = try ctl.run(arguments)
+            let result = try await ctl.run(arguments)
             guard result.status == 0 else { throw BenchError("rapportctl \(arguments.joined(separator: " ")): \(result.error)") }
         }
         try centre.start()
@@ -458,7 +458,7 @@ final class TopologyScenario {
             case (2, .benOnly): ["--users", Self.ben]
             default: []
             }
-            let enrolled = try ctl.run(["branch", "enroll", "--tenant", "acme", "--name", "branch \(index)", "--out", credential] + users)
+            let enrolled = try await ctl.run(["branch", "enroll", "--tenant", "acme", "--name", "branch \(index)", "--out", credential] + users)
             guard enrolled.status == 0 else { throw BenchError("branch enroll: \(enrolled.error)") }
             let branch = try TopologyNode(name: "branch\(index)", data: dir.path("branch\(index)"), logDirectory: dir.path("."))
             branch.arguments = ["--upstream", upstream, "--upstream-ca", centre.caPath]
@@ -501,7 +501,7 @@ final class TopologyScenario {
     /// A device of `user` enrolled at `node` with a code made at the centre (a branch relays
     /// the enrollment), synced once so that it holds its user's rights.
     func enroll(_ name: String, user: String, at node: TopologyNode) async throws -> TopologyDevice {
-        let ticket = try centre.ctl.run(["device", "enroll", "--tenant", "acme", "--user", user, "--json"])
+        let ticket = try await centre.ctl.run(["device", "enroll", "--tenant", "acme", "--user", user, "--json"])
         guard let code = (ticket.json as? [String: Any])?["code"] as? String else { throw BenchError("no enrollment code: \(ticket.error)") }
         let enrollment = try await RapportClient.enroll(configuration: configuration(for: node, secret: []), code: code, deviceName: name)
         let store = try ReplicaStore(path: dir.path("\(name).sqlite"), options: .crm(replicaID: try ReplicaID(enrollment.deviceID)))

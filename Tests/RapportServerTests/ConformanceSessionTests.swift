@@ -62,7 +62,7 @@ import Testing
     @Test func everySessionPassesAgainstARealServer() async throws {
         let dir = try TemporaryDirectory()
         // As the README says: no scheduled rule pass, so nothing but the sessions writes.
-        let operated = try OperatedServer(dir, arguments: ["--rules-interval", "0"])
+        let operated = try await OperatedServer(dir, arguments: ["--rules-interval", "0"])
         defer { operated.server.stop() }
         let sessions = try SessionVector.loadAll()
         try #require(!sessions.isEmpty)
@@ -88,7 +88,7 @@ import Testing
         for (index, step) in session.steps.enumerated() {
             let label = "\(session.name) step \(index + 1)"
             if let admin = step.admin {
-                let result = try await operated.ctl.runDetached(try admin.map { try SessionVector.substitute($0, bindings) })
+                let result = try await operated.ctl.run(try admin.map { try SessionVector.substitute($0, bindings) })
                 try #require(result.status == 0, "\(label): rapportctl \(admin.joined(separator: " ")): \(result.error)")
                 if step.capture != nil { try capture(step.capture, from: try KitJSON.parse(result.output), label) }
             }

@@ -15,12 +15,12 @@ import Testing
 
     @Test func twoEnrolledDevicesKeepDistinctNumbersInTheirStores() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         defer { operated.server.stop() }
 
         // The laptop enrolls as a user does, `rapport init --enroll`: the number comes in
         // Enrolled and is in the new store before it ever syncs.
-        let ticket = try operated.ctl.run(["device", "enroll", "--tenant", "acme", "--user", "anna@acme.example", "--json"])
+        let ticket = try await operated.ctl.run(["device", "enroll", "--tenant", "acme", "--user", "anna@acme.example", "--json"])
         let code = try #require((ticket.json as? [String: Any])?["code"] as? String)
         let home = dir.path("laptop")
         let initialized = try OwnerOnlyFilesTests().rapport([
@@ -54,16 +54,16 @@ import Testing
         #expect(try phone.local(keptNumber) == "2")
 
         // Revoking the laptop does not free its number.
-        let list = try operated.ctl.run(["device", "list", "--tenant", "acme", "--json"])
+        let list = try await operated.ctl.run(["device", "list", "--tenant", "acme", "--json"])
         let devices = try #require(list.json as? [[String: Any]])
         #expect(devices.compactMap { $0["number"] as? Int } == [1, 2])
         let laptopID = try #require(devices.first { $0["number"] as? Int == 1 }?["id"] as? String)
-        #expect(try operated.ctl.run(["device", "revoke", laptopID]).status == 0)
+        await #expect(try operated.ctl.run(["device", "revoke", laptopID]).status == 0)
         let tablet = try await operated.enroll("tablet")
         try await tablet.sync()
         #expect(try tablet.local(keptNumber) == "3")
 
-        let text = try operated.ctl.run(["device", "list", "--tenant", "acme"])
+        let text = try await operated.ctl.run(["device", "list", "--tenant", "acme"])
         #expect(text.status == 0)
         let header = try #require(text.output.split(separator: "\n").first)
         #expect(header.hasPrefix("NO"), "\(text.output)")

@@ -24,9 +24,9 @@ import Testing
     /// relaying its devices' writes is the same case).
     @Test func aDeviceWithRecordsButNoCheckpointResyncsAfterAPurge() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir, arguments: ["--housekeeping-interval", "0.3", "--rules-interval", "0"])
+        let operated = try await OperatedServer(dir, arguments: ["--housekeeping-interval", "0.3", "--rules-interval", "0"])
         defer { operated.server.stop() }
-        #expect(try operated.ctl.run(["retention", "set", "acme", "--tombstones", "1s"]).status == 0)
+        await #expect(try operated.ctl.run(["retention", "set", "acme", "--tombstones", "1s"]).status == 0)
         let laptop = try await operated.enroll("laptop")
         let phone = try await operated.enroll("phone")
         let (kept, doomed) = try laptop.local { store throws in
@@ -63,14 +63,14 @@ import Testing
     @Test func aDeviceOfflinePastTheHorizonResyncsWithoutLosingItsEditsAndDeletes() async throws {
         let dir = try TemporaryDirectory()
         let log = dir.path("rapportd.log")
-        let operated = try OperatedServer(dir, arguments: ["--housekeeping-interval", "0.3", "--rules-interval", "0", "--log-level", "info"],
+        let operated = try await OperatedServer(dir, arguments: ["--housekeeping-interval", "0.3", "--rules-interval", "0", "--log-level", "info"],
                                       logFile: log)
         defer { operated.server.stop() }
         let ctl = operated.ctl
-        let set = try ctl.run(["retention", "set", "acme", "--tombstones", "2s", "--conflicts", "1h"])
+        let set = try await ctl.run(["retention", "set", "acme", "--tombstones", "2s", "--conflicts", "1h"])
         #expect(set.status == 0, "\(set.error)")
         #expect(set.output.contains("tombstones kept 2s"), "\(set.output)")
-        #expect(try ctl.run(["retention", "set", "acme", "--tombstones", "soon"]).status == 1, "a duration without a unit is refused")
+        await #expect(try ctl.run(["retention", "set", "acme", "--tombstones", "soon"]).status == 1, "a duration without a unit is refused")
 
         let laptop = try await operated.enroll("laptop")
         let phone = try await operated.enroll("phone")
@@ -150,17 +150,17 @@ import Testing
         let text = try String(contentsOfFile: log, encoding: .utf8)
         #expect(text.contains("housekeeping done") && text.contains("tombstones_purged=2"), "\(text.suffix(2000))")
         #expect(!text.contains("housekeeping failed"), "\(text.suffix(2000))")
-        #expect(try ctl.run(["audit", "--tenant", "acme"]).output.contains("retention set"))
+        await #expect(try ctl.run(["audit", "--tenant", "acme"]).output.contains("retention set"))
     }
 
     @Test func compactionRunsWhileDevicesPush() async throws {
         let dir = try TemporaryDirectory()
         let log = dir.path("rapportd.log")
-        let operated = try OperatedServer(dir, arguments: ["--housekeeping-interval", "0.2", "--rules-interval", "0", "--log-level", "debug"],
+        let operated = try await OperatedServer(dir, arguments: ["--housekeeping-interval", "0.2", "--rules-interval", "0", "--log-level", "debug"],
                                       logFile: log)
         defer { operated.server.stop() }
         let ctl = operated.ctl
-        #expect(try ctl.run(["retention", "set", "acme", "--tombstones", "1s"]).status == 0)
+        await #expect(try ctl.run(["retention", "set", "acme", "--tombstones", "1s"]).status == 0)
         let devices = [try await operated.enroll("one"), try await operated.enroll("two"), try await operated.enroll("three")]
         let note = String(repeating: "n", count: 1_500)
         let deadline = ContinuousClock.now + .seconds(6)
@@ -189,7 +189,7 @@ import Testing
             group.addTask {
                 // And the operator's on-demand run beside the server's.
                 for _ in 0..<3 {
-                    let run = try await ctl.runDetached(["retention", "run", "acme", "--json"])
+                    let run = try await ctl.run(["retention", "run", "acme", "--json"])
                     #expect(run.status == 0, "\(run.error)")
                     try await Task.sleep(for: .seconds(1))
                 }

@@ -11,7 +11,7 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(2))) struct OrderTieringTests {
     @Test func pushedOrdersTierTheirAccountAtTheServer() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir, arguments: ["--rules-interval", "1"])
+        let operated = try await OperatedServer(dir, arguments: ["--rules-interval", "1"])
         defer { operated.server.stop() }
         let erp = try await operated.enroll("erp")
         let phone = try await operated.enroll("phone")

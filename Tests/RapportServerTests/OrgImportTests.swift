@@ -63,10 +63,10 @@ import Testing
         try fixture.write(to: dir.path("export"))
         let arguments = ["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"]
 
-        let dry = try ctl.run(arguments + ["--dry-run"])
+        let dry = try await ctl.run(arguments + ["--dry-run"])
         #expect(dry.status == 0, "\(dry.error)")
         #expect(try Self.records(ctl, dir, "before")["contact"] == nil, "a dry run writes nothing")
-        let real = try ctl.run(arguments)
+        let real = try await ctl.run(arguments)
         #expect(real.status == 0, "\(real.error)")
         #expect(try Self.comparable(dry.json) == Self.comparable(real.json), "the dry run reports what the import does, row for row")
 
@@ -161,7 +161,7 @@ import Testing
         store.close()
 
         // The same export again creates and changes nothing.
-        let again = try ctl.run(arguments)
+        let again = try await ctl.run(arguments)
         let totals = try #require(again.json as? [String: Any])
         #expect(again.status == 0 && (totals["files"] as? [[String: Any]])?.compactMap { ($0["report"] as? [String: Any])?["imported"] as? Int }.allSatisfy { $0 == 0 } == true)
         #expect(try Self.records(ctl, dir, "again") as NSDictionary == tenant as NSDictionary)
@@ -182,7 +182,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir.path("report"), withIntermediateDirectories: true)
         try report.write(toFile: dir.path("report/pipeline.csv"), atomically: true, encoding: .utf8)
         try "owner,email\nBen Brown,ben@acme.example\n".write(toFile: dir.path("users.csv"), atomically: true, encoding: .utf8)
-        let imported = try ctl.run(["import", "acme", "--from", dir.path("report"), "--source", "salesforce", "--users", dir.path("users.csv"),
+        let imported = try await ctl.run(["import", "acme", "--from", dir.path("report"), "--source", "salesforce", "--users", dir.path("users.csv"),
                                     "--object", "pipeline.csv=Opportunity:report"])
         #expect(imported.status == 0, "\(imported.error)")
         #expect(imported.output.contains("pipeline.csv: Opportunity (report) -> opportunity (--object): 200 row(s), created 200"), "\(imported.output)")
@@ -198,13 +198,13 @@ import Testing
         // Stages as the schema names them: a single file's mapping does not translate them.
         try report.replacingOccurrences(of: "Closed Won", with: "closed_won").replacingOccurrences(of: "Prospecting", with: "prospecting")
             .write(toFile: dir.path("opps.csv"), atomically: true, encoding: .utf8)
-        let single = try ctl.run(["import", "acme", "--type", "opportunity", "--from", dir.path("opps.csv"), "--mapping", "salesforce", "--json"])
+        let single = try await ctl.run(["import", "acme", "--type", "opportunity", "--from", dir.path("opps.csv"), "--mapping", "salesforce", "--json"])
         let singleReport = try #require(single.json as? [String: Any], "\(single.error)")
         #expect(singleReport["rejections"] as? [Any] != nil && (singleReport["rejections"] as? [Any])?.isEmpty == true)
         #expect((singleReport["footerLines"] as? [String])?.count == 4 && singleReport["accountsCreated"] as? Int == 0)
         let leads = "Record ID,First Name,Last Name,Email,Company Name,Lead Status\n901,Åsa,Lindqvist,asa@example.se,Volvo,New\n"
         try leads.write(toFile: dir.path("leads.csv"), atomically: true, encoding: .utf8)
-        let lead = try ctl.run(["import", "acme", "--type", "lead", "--from", dir.path("leads.csv"), "--mapping", "hubspot",
+        let lead = try await ctl.run(["import", "acme", "--type", "lead", "--from", dir.path("leads.csv"), "--mapping", "hubspot",
                                 "--map", "Lead Status=status", "--json"])
         #expect((lead.json as? [String: Any])?["imported"] as? Int == 1, "\(lead.output) \(lead.error)")
         let storedLead = try #require(try Self.records(ctl, dir, "leads")["lead"]?.values.first)
@@ -234,7 +234,7 @@ import Testing
                                  "anna@acme.example"])
         }
         try tickets.write(toFile: hub + "/hubspot-crm-exports-all-tickets.csv", atomically: true, encoding: .utf8)
-        let hubspot = try ctl.run(["import", "acme", "--from", hub, "--source", "hubspot", "--json"])
+        let hubspot = try await ctl.run(["import", "acme", "--from", hub, "--source", "hubspot", "--json"])
         #expect(hubspot.status == 0, "\(hubspot.error)")
         #expect(try Self.file(hubspot.json, "hubspot-crm-exports-all-contacts.csv")["imported"] as? Int == 49)
         #expect(try Self.file(hubspot.json, "hubspot-crm-exports-all-deals.csv")["imported"] as? Int == 50)
@@ -262,12 +262,12 @@ import Testing
         // Contacts the tenant had before: the export's first five people, without what it adds.
         try "Last Name,Email\nPre,person0@example.com\nPre,person1@example.com\nPre,person2@example.com\n"
             .write(toFile: dir.path("pre.csv"), atomically: true, encoding: .utf8)
-        #expect(try ctl.run(["import", "acme", "--type", "contact", "--from", dir.path("pre.csv")]).status == 0)
+        await #expect(try ctl.run(["import", "acme", "--type", "contact", "--from", dir.path("pre.csv")]).status == 0)
         let before = try OrgImportTests.records(ctl, dir, "before")
 
         let fixture = SalesforceExportFixture(accounts: 40, contacts: 60, leads: 30, opportunities: 40, cases: 20, campaigns: 5, members: 30, tasks: 30)
         try fixture.write(to: dir.path("export"))
-        let imported = try ctl.run(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"])
+        let imported = try await ctl.run(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"])
         let report = try #require(imported.json as? [String: Any], "\(imported.error)")
         let id = try #require(report["importID"] as? String)
         let contacts = try OrgImportTests.file(imported.json, "Contact.csv")
@@ -283,7 +283,7 @@ import Testing
             try store.update(try #require(UUID(uuidString: lead)), ["title": .text("Called back, wants a demo")])
         }
         let edited = try #require(try OrgImportTests.records(ctl, dir, "edited")["lead"]?[lead])
-        let undo = try ctl.run(["import", "undo", id, "--json"])
+        let undo = try await ctl.run(["import", "undo", id, "--json"])
         let undone = try #require(undo.json as? [String: Any], "\(undo.output) \(undo.error)")
         let kept = try #require(undone["kept"] as? [[String: Any]])
         #expect(kept.count == 2 && kept.contains { $0["field"] as? String == "title" && $0["record"] as? String == person1.uppercased() })
@@ -294,8 +294,8 @@ import Testing
         expected["lead", default: [:]][lead] = edited
         let after = try OrgImportTests.records(ctl, dir, "after")
         #expect(after as NSDictionary == expected as NSDictionary, "the tenant is as before the import, record for record")
-        #expect(try ctl.run(["import", "undo", id]).status == 3, "an import is undone once")
-        #expect(try ctl.run(["import", "undo", "../registry"]).status == 1)
+        await #expect(try ctl.run(["import", "undo", id]).status == 3, "an import is undone once")
+        await #expect(try ctl.run(["import", "undo", "../registry"]).status == 1)
     }
 }
 
@@ -355,13 +355,13 @@ import Testing
         let killedID = String(try #require(journals.first).dropLast(5))
         try FileManager.default.copyItem(atPath: ctl.data, toPath: dir.path("copy"))
         let copy = Ctl(data: dir.path("copy"))
-        let undo = try copy.run(["import", "undo", killedID, "--json"])
+        let undo = try await copy.run(["import", "undo", killedID, "--json"])
         #expect(undo.status == 0, "\(undo.output) \(undo.error)")
         #expect(try OrgImportTests.records(copy, dir, "copy-undone") as NSDictionary == before as NSDictionary,
                 "the undo of the killed run gives the tenant as it was before it")
 
         // Run again, it carries the killed run's journal on.
-        let again = try ctl.run(Array(arguments.dropLast(2)) + ["--json"])
+        let again = try await ctl.run(Array(arguments.dropLast(2)) + ["--json"])
         #expect(again.status == 0, "\(again.error)")
         #expect((again.json as? [String: Any])?["importID"] as? String == killedID)
         #expect(again.error.contains("carrying on import \(killedID)"))
@@ -376,13 +376,13 @@ import Testing
         resumedStore.close()
 
         // The same import, uninterrupted, into a fresh tenant of the same data directory.
-        #expect(try ctl.run(["tenant", "create", "fresh"]).status == 0)
+        await #expect(try ctl.run(["tenant", "create", "fresh"]).status == 0)
         for email in ["anna@acme.example", "ben@acme.example"] {
-            #expect(try ctl.run(["user", "add", "--tenant", "fresh", "--email", email, "--name", "X", "--role", "rep"]).status == 0)
+            await #expect(try ctl.run(["user", "add", "--tenant", "fresh", "--email", email, "--name", "X", "--role", "rep"]).status == 0)
         }
-        #expect(try ctl.run(["import", "fresh", "--from", dir.path("export"), "--source", "salesforce"]).status == 0)
+        await #expect(try ctl.run(["import", "fresh", "--from", dir.path("export"), "--source", "salesforce"]).status == 0)
         let out = dir.path("fresh-export")
-        #expect(try ctl.run(["export", "fresh", "--to", out]).status == 0)
+        await #expect(try ctl.run(["export", "fresh", "--to", out]).status == 0)
         var uninterrupted: [String: [String: [String: Any]]] = [:]
         for file in try FileManager.default.contentsOfDirectory(atPath: out) where file.hasSuffix(".jsonl") {
             for line in try String(contentsOfFile: out + "/" + file, encoding: .utf8).split(separator: "\n") {
@@ -413,7 +413,7 @@ import Testing
 
     @Test func aDeviceSyncingThroughAnImportAndItsUndoEndsLikeTheServer() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         defer { operated.server.stop() }
         let phone = try await operated.enroll("phone")
         _ = try await phone.sync()
@@ -421,7 +421,7 @@ import Testing
         try fixture.write(to: dir.path("export"))
 
         // The device syncs over and over while the import runs beside the server.
-        async let imported = operated.ctl.runDetached(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"])
+        async let imported = operated.ctl.run(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"])
         for _ in 0..<5 { _ = try await phone.sync() }
         let report = try await imported
         let id = try #require((report.json as? [String: Any])?["importID"] as? String, "\(report.error)")
@@ -430,7 +430,7 @@ import Testing
         #expect(server["contact"] == fixture.contactsCreated && server["account"] == fixture.accounts)
         #expect(try Self.counts(phone) == server, "the device holds what the server holds")
 
-        let undo = try await operated.ctl.runDetached(["import", "undo", id])
+        let undo = try await operated.ctl.run(["import", "undo", id])
         #expect(undo.status == 0, "\(undo.error)")
         _ = try await phone.sync()
         let after = try OrgImportTests.records(operated.ctl, dir, "undone").mapValues(\.count).filter { $0.value > 0 }

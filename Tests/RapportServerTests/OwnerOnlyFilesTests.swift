@@ -56,7 +56,7 @@ import Testing
         let dir = try TemporaryDirectory()
         let data = dir.path("data")
         let ctl = Ctl(data: data)
-        #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)
+        await #expect(try ctl.run(["tenant", "create", "acme"]).status == 0)
         for entry in PrivateFiles.entries(under: data) {
             #expect(chmod(entry.path, entry.isDirectory ? 0o755 : 0o644) == 0)
         }
@@ -64,7 +64,7 @@ import Testing
 
         let log = dir.path("rapportd.log")
         let server = try await ServerProcess.start(binary: ServerProcess.defaultBinary(), data: data, logFile: log)
-        #expect(try ctl.run(["tenant", "show", "acme"]).status == 0)
+        await #expect(try ctl.run(["tenant", "show", "acme"]).status == 0)
         await server.stop()
         #expect(server.process.terminationStatus == 0)
         #expect(FileModes.notOwnerOnly(under: data).isEmpty, "\(FileModes.notOwnerOnly(under: data))")

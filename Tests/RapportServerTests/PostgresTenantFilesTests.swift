@@ -13,7 +13,7 @@ import Testing
     @Test func aTenantInPostgresIsBackedUpRestoredAndDryRunLikeAFileOne() async throws {
         let setup = try TenantMoveTests.Setup()
         // The tenant lives in PostgreSQL from the start here.
-        #expect(try setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url]).status == 0)
+        await #expect(try setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url]).status == 0)
         let server = try setup.server(onPostgres: true)
         defer { server.stop() }
         let laptop = try await setup.enroll("laptop", user: "anna@acme.example", on: server, inPostgres: true)

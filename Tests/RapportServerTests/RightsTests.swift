@@ -14,10 +14,10 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(2))) struct RightsTests {
     @Test func theServerRefusesWhatARoleMayNotDoAndNamesTheRule() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         defer { operated.server.stop() }
         for (email, role, team) in [("nina", "rep", "north"), ("nick", "rep", "north"), ("sam", "rep", "south")] {
-            let added = try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "\(email)@acme.example",
+            let added = try await operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "\(email)@acme.example",
                                               "--name", email, "--role", role, "--team", team])
             #expect(added.status == 0, "\(added.error)")
         }
@@ -79,7 +79,7 @@ import Testing
         // A role changed by the operator applies at the device's next push.
         try bypass("nick-phone", nick, operated) { _ = try $0.delete(north2) }
         #expect(try await pushDirty(of: nick, operated).map(\.code) == [.permissionDenied])
-        #expect(try operated.ctl.run(["user", "set-role", "--tenant", "acme", "--email", "nick@acme.example", "--role", "manager"]).status == 0)
+        await #expect(try operated.ctl.run(["user", "set-role", "--tenant", "acme", "--email", "nick@acme.example", "--role", "manager"]).status == 0)
         #expect(try await pushDirty(of: nick, operated).map(\.outcome) == [.applied], "a manager deletes the team's accounts")
 
         // What the server holds: nothing refused got in.

@@ -47,13 +47,13 @@ import Testing
         #expect(rep["account"]?["hidden_fields"] as? [String] == ["annual_revenue"])
         #expect(rep["lead"]?["read"] as? String == "own")
         #expect(try shown("rep") == Self.defaultRep)
-        let text = try ctl.run(["role", "list", "--tenant", "acme"])
+        let text = try await ctl.run(["role", "list", "--tenant", "acme"])
         #expect(text.status == 0)
         #expect(text.output.contains("READ-ONLY") && text.output.contains("annual_revenue"), "\(text.output)")
     }
 
     @Test func setChangesOneTypeOfTheRoleAndResetGivesTheDefaultsBack() async throws {
-        let set = try ctl.run(["role", "set", "rep", "--tenant", "acme", "contact", "--read", "all", "--write", "team",
+        let set = try await ctl.run(["role", "set", "rep", "--tenant", "acme", "contact", "--read", "all", "--write", "team",
                                "--no-create", "--hide", "birthday", "mobile", "--read-only", "email", "--json", "--actor", "ops"])
         #expect(set.status == 0, "\(set.error)")
         var expected = Self.defaultRep
@@ -64,12 +64,12 @@ import Testing
         #expect(try listed().map { $0["source"] as? String } == ["default", "default", "tenant"])
 
         // A second change starts from the tenant's definition, not from the defaults.
-        #expect(try ctl.run(["role", "set", "rep", "--tenant", "acme", "contact", "--show", "mobile", "--writable", "email"]).status == 0)
+        await #expect(try ctl.run(["role", "set", "rep", "--tenant", "acme", "contact", "--show", "mobile", "--writable", "email"]).status == 0)
         expected.types["contact"]!.hiddenFields = ["birthday"]
         expected.types["contact"]!.readOnlyFields = []
         #expect(try shown("rep") == expected)
 
-        let reset = try ctl.run(["role", "reset", "rep", "--tenant", "acme"])
+        let reset = try await ctl.run(["role", "reset", "rep", "--tenant", "acme"])
         #expect(reset.status == 0, "\(reset.error)")
         #expect(try shown("rep") == Self.defaultRep)
         #expect(try listed().allSatisfy { $0["source"] as? String == "default" })
@@ -77,7 +77,7 @@ import Testing
         let actions = try auditActions().filter { $0.action.hasPrefix("role ") }
         #expect(actions.map(\.action) == ["role set", "role set", "role reset"])
         #expect(actions.allSatisfy { $0.result == "ok" })
-        let entries = try #require(try ctl.run(["audit", "--tenant", "acme", "--json"]).json as? [[String: Any]])
+        let entries = try await #require(try ctl.run(["audit", "--tenant", "acme", "--json"]).json as? [[String: Any]])
         let first = try #require(entries.first { $0["action"] as? String == "role set" })
         #expect(first["actor"] as? String == "ops")
         #expect((first["detail"] as? String)?.contains("rep contact read=all write=team no-create") == true, "\(first)")
@@ -97,15 +97,15 @@ import Testing
             (["role", "reset", "boss", "--tenant", "acme"], "no role 'boss'"),
         ]
         for (arguments, message) in refused {
-            let result = try ctl.run(arguments)
+            let result = try await ctl.run(arguments)
             #expect(result.status == 1, "\(arguments): \(result.output)")
             #expect(result.error.contains(message), "\(arguments): \(result.error)")
         }
         #expect(try shown("rep") == Self.defaultRep)
         #expect(try listed().allSatisfy { $0["source"] as? String == "default" })
         #expect(try auditActions().allSatisfy { $0.action != "role set" || $0.result.hasPrefix("failed") })
-        #expect(try ctl.run(["role", "list", "--tenant", "globex"]).status == 2)
-        #expect(try ctl.run(["role", "set", "rep", "--tenant", "globex", "contact", "--read", "all"]).status == 2)
+        await #expect(try ctl.run(["role", "list", "--tenant", "globex"]).status == 2)
+        await #expect(try ctl.run(["role", "set", "rep", "--tenant", "globex", "contact", "--read", "all"]).status == 2)
     }
 
     @Test func aUserMovesBetweenTeams() async throws {
@@ -113,20 +113,20 @@ import Testing
             let users = try #require(try ctl.run(["user", "list", "--tenant", "acme", "--json"]).json as? [[String: Any]])
             return users.first { $0["email"] as? String == "anna@acme.example" }?["team"]
         }
-        let moved = try ctl.run(["user", "set-team", "--tenant", "acme", "--email", "anna@acme.example", "--team", "north", "--json"])
+        let moved = try await ctl.run(["user", "set-team", "--tenant", "acme", "--email", "anna@acme.example", "--team", "north", "--json"])
         #expect(moved.status == 0, "\(moved.error)")
         #expect((moved.json as? [String: Any])?["team"] as? String == "north")
         #expect(try team() as? String == "north")
-        #expect(try ctl.run(["user", "list", "--tenant", "acme"]).output.contains("north"))
+        await #expect(try ctl.run(["user", "list", "--tenant", "acme"]).output.contains("north"))
 
-        #expect(try ctl.run(["user", "set-team", "--tenant", "acme", "--email", "anna@acme.example", "--no-team"]).status == 0)
+        await #expect(try ctl.run(["user", "set-team", "--tenant", "acme", "--email", "anna@acme.example", "--no-team"]).status == 0)
         #expect(try team() is NSNull)
 
         for arguments in [[], ["--team", "north", "--no-team"], ["--team", " "]] {
-            let result = try ctl.run(["user", "set-team", "--tenant", "acme", "--email", "anna@acme.example"] + arguments)
+            let result = try await ctl.run(["user", "set-team", "--tenant", "acme", "--email", "anna@acme.example"] + arguments)
             #expect(result.status == 1, "\(arguments): \(result.error)")
         }
-        #expect(try ctl.run(["user", "set-team", "--tenant", "acme", "--email", "nobody@acme.example", "--team", "x"]).status == 2)
+        await #expect(try ctl.run(["user", "set-team", "--tenant", "acme", "--email", "nobody@acme.example", "--team", "x"]).status == 2)
         #expect(try team() is NSNull)
         let actions = try auditActions().filter { $0.action == "user set-team" }
         #expect(actions.map(\.result).filter { $0 == "ok" }.count == 2)
@@ -139,10 +139,10 @@ import Testing
         let bad = try store.create("setting", ["key": .text("churn.inactivity_days"), "value": .text("soon")]).id
         store.close()
 
-        let json = try ctl.run(["report", "churn-risk", "acme", "--json"])
+        let json = try await ctl.run(["report", "churn-risk", "acme", "--json"])
         #expect(json.status == 0, "\(json.error)")
         #expect(json.json is [Any], "the JSON keeps its shape: \(json.output)")
-        for result in [json, try ctl.run(["report", "pipeline", "acme"])] {
+        for result in await [json, try ctl.run(["report", "pipeline", "acme"])] {
             #expect(result.error.contains("warning: setting 'churn.inactivity_days' (record \(bad.uuidString.lowercased())) is 'soon'"),
                     "\(result.error)")
             #expect(result.error.contains("expected a whole number of days above 0"))

@@ -12,10 +12,10 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(2))) struct ScopesTests {
     @Test func eachDeviceHoldsItsScopeAndRecordsLeaveAndEnterWithReassignment() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         defer { operated.server.stop() }
         for (email, role, team) in [("nina", "rep", "north"), ("sam", "rep", "south")] {
-            #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "\(email)@acme.example",
+            await #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "\(email)@acme.example",
                                           "--name", email, "--role", role, "--team", team]).status == 0)
         }
         let anna = try await operated.enroll("anna-laptop")
@@ -74,12 +74,12 @@ import Testing
         #expect(try anna.local { try $0.record(ada)?.values["title"] } == nil, "the refused edit never reached the server")
 
         // Nina becomes an admin: at her next sync she sees everything, the hidden field included.
-        #expect(try operated.ctl.run(["user", "set-role", "--tenant", "acme", "--email", "nina@acme.example", "--role", "admin"]).status == 0)
+        await #expect(try operated.ctl.run(["user", "set-role", "--tenant", "acme", "--email", "nina@acme.example", "--role", "admin"]).status == 0)
         try await nina.sync()
         #expect(try holds(nina) == [north, ada, south, grace])
         #expect(try nina.local { try $0.record(north)?.values["annual_revenue"] } == .real(1.2e6))
         // And back to rep: everything goes but what is hers (nothing), the field with it.
-        #expect(try operated.ctl.run(["user", "set-role", "--tenant", "acme", "--email", "nina@acme.example", "--role", "rep"]).status == 0)
+        await #expect(try operated.ctl.run(["user", "set-role", "--tenant", "acme", "--email", "nina@acme.example", "--role", "rep"]).status == 0)
         try await nina.sync()
         #expect(try holds(nina).isEmpty)
     }
@@ -88,9 +88,9 @@ import Testing
     /// what its user may no longer see without pushing anything.
     @Test func aLiveDeviceLosesWhatItsUserMayNoLongerSeeWithoutAsking() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         defer { operated.server.stop() }
-        #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
+        await #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
                                       "--role", "rep", "--team", "north"]).status == 0)
         let anna = try await operated.enroll("anna-laptop")
         let north = try anna.local { try $0.create("account", ["name": .text("North Ltd"), "owner": .text("nina@acme.example")]).id }
@@ -103,7 +103,7 @@ import Testing
             return
         }
         #expect(try nina.local { try $0.record(north) } != nil)
-        let narrowed = try operated.ctl.run(["role", "set", "rep", "--tenant", "acme", "account",
+        let narrowed = try await operated.ctl.run(["role", "set", "rep", "--tenant", "acme", "account",
                                              "--read", "none", "--write", "none", "--delete", "none", "--no-create"])
         #expect(narrowed.status == 0, "\(narrowed.error)")
         var evicted = 0
@@ -120,9 +120,9 @@ import Testing
     /// still be sent.
     @Test func aChangeOfWhatHangsOffAChangedRecordReachesTheDeviceInTheSameBatch() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         defer { operated.server.stop() }
-        #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
+        await #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
                                       "--role", "rep", "--team", "north"]).status == 0)
         let anna = try await operated.enroll("anna-laptop")
         let (north, ada) = try anna.local { store in
@@ -149,9 +149,9 @@ import Testing
     /// pulling from 0 (a new device of the owner) gets it, as one that held the account does.
     @Test func aPullFromZeroBringsWhatHangsOffADeletedRecordTheUserMayRead() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         defer { operated.server.stop() }
-        #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
+        await #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
                                       "--role", "rep", "--team", "north"]).status == 0)
         let anna = try await operated.enroll("anna-laptop")
         _ = try anna.local { try $0.create("account", ["name": .text("South plc"), "owner": .text("anna@acme.example")]) }
@@ -179,9 +179,9 @@ import Testing
     /// off it leaves the device with it, as a pull from 0 would leave it out.
     @Test func whatHangsOffARecordGivenAwayAndDeletedLeavesTheDevice() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         defer { operated.server.stop() }
-        #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
+        await #expect(try operated.ctl.run(["user", "add", "--tenant", "acme", "--email", "nina@acme.example", "--name", "Nina",
                                       "--role", "rep", "--team", "north"]).status == 0)
         let anna = try await operated.enroll("anna-laptop")
         let (north, ada) = try anna.local { store in

@@ -13,7 +13,7 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(4))) struct SeveralWritersTests {
     @Test func importAndBackupWhileDevicesPushLoseNothingAndFailNoDevice() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         defer { operated.server.stop() }
         // One attempt per sync: a store error must reach the test, not be retried away.
         var devices: [RapportClient] = []
@@ -47,8 +47,8 @@ import Testing
             }
         }
         try await Task.sleep(for: .milliseconds(300))  // the devices are pushing by now
-        async let imported = operated.ctl.runDetached(["import", "acme", "--type", "contact", "--from", dir.path("contacts.csv"), "--json"])
-        async let backedUp = operated.ctl.runDetached(["backup", "acme", "--to", dir.path("acme.backup"), "--json"])
+        async let imported = operated.ctl.run(["import", "acme", "--type", "contact", "--from", dir.path("contacts.csv"), "--json"])
+        async let backedUp = operated.ctl.run(["backup", "acme", "--to", dir.path("acme.backup"), "--json"])
         let (importResult, backupResult) = try await (imported, backedUp)
         importDone.set(1)
         var created: [UUID] = []
@@ -64,7 +64,7 @@ import Testing
         #expect(report["imported"] as? Int == rows)
         #expect((report["rejections"] as? [Any])?.isEmpty == true, "\(importResult.output.prefix(600))")
         #expect(backupResult.status == 0, "\(backupResult.error)")
-        let restored = try operated.ctl.run(["restore", "acme-copy", "--from", dir.path("acme.backup"), "--json"])
+        let restored = try await operated.ctl.run(["restore", "acme-copy", "--from", dir.path("acme.backup"), "--json"])
         #expect(restored.status == 0, "\(restored.error)")
 
         // Two rounds: the first pushes what is left, the second brings everyone's changes.
@@ -93,7 +93,7 @@ import Testing
     /// asking: the server notices the store's sequence moved and announces it.
     @Test func aLiveDeviceReceivesWhatAnImportCommitsBesideTheServer() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try OperatedServer(dir)
+        let operated = try await OperatedServer(dir)
         defer { operated.server.stop() }
         let phone = try await operated.enroll("phone")
         let live = phone.live()
@@ -104,7 +104,7 @@ import Testing
         }
         try "last_name,email\nBabbage,charles@import.example\nSomerville,mary@import.example\n"
             .write(toFile: dir.path("contacts.csv"), atomically: true, encoding: .utf8)
-        let imported = try await operated.ctl.runDetached(["import", "acme", "--type", "contact", "--from", dir.path("contacts.csv")])
+        let imported = try await operated.ctl.run(["import", "acme", "--type", "contact", "--from", dir.path("contacts.csv")])
         #expect(imported.status == 0, "\(imported.error)")
         var pulled = 0
         while pulled < 2, let event = await events.next() {

@@ -42,7 +42,7 @@ import Testing
         /// `inPostgres` on the database.
         func enroll(_ name: String, user: String, on server: ServerProcess, inPostgres: Bool = false) async throws -> RapportClient {
             let arguments = ["device", "enroll", "--tenant", "acme", "--user", user, "--json"]
-            let ticket = try inPostgres ? onPostgres(arguments) : ctl.run(arguments)
+            let ticket = try await inPostgres ? onPostgres(arguments) : ctl.run(arguments)
             let code = try #require((ticket.json as? [String: Any])?["code"] as? String, "\(ticket.error)")
             let enrollment = try await RapportClient.enroll(configuration: configuration(server), code: code, deviceName: name)
             let store = try ReplicaStore(path: dir.path("\(name).sqlite"),
@@ -103,13 +103,13 @@ import Testing
         try Self.createAccounts(laptop, 20, "Offline")
 
         // The server keeps running during the move, as an operator would leave it.
-        let move = try setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url, "--json"])
+        let move = try await setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url, "--json"])
         #expect(move.status == 0, "\(move.error)")
         let moved = try #require(move.json as? [String: Any])
         #expect(moved["records"] as? Int == 300)
         #expect((moved["registry_rows"] as? [String: Any])?["devices"] as? Int == 2)
         #expect(!FileManager.default.fileExists(atPath: setup.data + "/tenants/acme.sqlite"))
-        #expect(try setup.ctl.run(["tenant", "list", "--json"]).output.contains("acme") == false)
+        await #expect(try setup.ctl.run(["tenant", "list", "--json"]).output.contains("acme") == false)
         // The old server no longer serves the tenant, and the laptop keeps what it could not push.
         await #expect(throws: (any Error).self) { try await laptop.sync() }
         #expect(try laptop.local { try $0.dirtyCount() } == 20)
@@ -144,7 +144,7 @@ import Testing
         #expect(try await laptop.sync().pulled == 5)
         #expect(try holdings(laptop) == holdings(phone))
         #expect(try holdings(laptop).count == 325)
-        let audit = try setup.ctl.run(["audit", "--tenant", "acme"])
+        let audit = try await setup.ctl.run(["audit", "--tenant", "acme"])
         #expect(audit.output.contains("tenant move in") && audit.output.contains("tenant move out"), "\(audit.output)")
     }
 
@@ -167,7 +167,7 @@ import Testing
             return rounds
         }
         try await Task.sleep(for: .milliseconds(300))
-        let move = try await setup.ctl.runDetached(["tenant", "move", "acme", "--to", setup.database.url, "--json"])
+        let move = try await setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url, "--json"])
         #expect(move.status == 0, "\(move.error)")
         try await Task.sleep(for: .milliseconds(300))
         writer.cancel()
@@ -197,17 +197,17 @@ import Testing
             try Self.createAccounts(laptop, 50, "Before")
             try await laptop.sync()
             await server.stop()
-            let stopped = try setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url],
+            let stopped = try await setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url],
                                             environment: ["RAPPORTCTL_CRASH_AT": step.rawValue])
             #expect(stopped.status != 0, "\(step.rawValue)")
             // Until the re-run, the tenant is in one place (the data directory before the
             // registry copy; both registries after it, the source's store taking no writes).
-            #expect(try setup.ctl.run(["tenant", "show", "acme"]).status == 0, "\(step.rawValue)")
-            let rerun = try setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url, "--json"])
+            await #expect(try setup.ctl.run(["tenant", "show", "acme"]).status == 0, "\(step.rawValue)")
+            let rerun = try await setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url, "--json"])
             #expect(rerun.status == 0, "\(step.rawValue): \(rerun.error)")
             #expect((rerun.json as? [String: Any])?["records"] as? Int == 50, "\(step.rawValue)")
             #expect((rerun.json as? [String: Any])?["finished_earlier_move"] as? Bool == (step == .registryCopied))
-            #expect(try setup.ctl.run(["tenant", "show", "acme"]).status != 0)
+            await #expect(try setup.ctl.run(["tenant", "show", "acme"]).status != 0)
             #expect(try setup.onPostgres(["tenant", "show", "acme"]).status == 0)
             let onPostgres = try setup.server(onPostgres: true)
             defer { onPostgres.stop() }
@@ -220,15 +220,15 @@ import Testing
         let setup = try Setup()
         // A tenant of that name at the target that is not this one's copy.
         #expect(try setup.onPostgres(["tenant", "create", "acme"]).status == 0)
-        let clash = try setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url])
+        let clash = try await setup.ctl.run(["tenant", "move", "acme", "--to", setup.database.url])
         #expect(clash.status != 0)
         #expect(clash.error.contains("not this one's copy"), "\(clash.error)")
-        #expect(try setup.ctl.run(["tenant", "show", "acme"]).status == 0, "the source is untouched")
+        await #expect(try setup.ctl.run(["tenant", "show", "acme"]).status == 0, "the source is untouched")
         // Onto itself.
-        let itself = try setup.ctl.run(["tenant", "move", "acme", "--to", setup.data])
+        let itself = try await setup.ctl.run(["tenant", "move", "acme", "--to", setup.data])
         #expect(itself.status != 0)
         #expect(itself.error.contains("already kept"), "\(itself.error)")
         // An unknown tenant.
-        #expect(try setup.ctl.run(["tenant", "move", "globex", "--to", setup.database.url]).status != 0)
+        await #expect(try setup.ctl.run(["tenant", "move", "globex", "--to", setup.database.url]).status != 0)
     }
 }

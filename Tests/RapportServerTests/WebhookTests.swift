@@ -54,7 +54,7 @@ import Testing
         let dir = try TemporaryDirectory()
         let receiver = try await WebhookReceiver(directory: dir.path("receiver"))
         defer { Task { await receiver.stop() } }
-        let operated = try OperatedServer(dir, arguments: Self.arguments)
+        let operated = try await OperatedServer(dir, arguments: Self.arguments)
         defer { operated.server.stop() }
         let hook = try Self.create(operated, receiver, events: "opportunity.stage,account")
         let laptop = try await operated.enroll("laptop")
@@ -97,12 +97,12 @@ import Testing
         let sequences = events.compactMap { $0["sequence"] as? Int }
         #expect(sequences == sequences.sorted() && Set(sequences).count == 3)
 
-        let listed = try operated.ctl.run(["webhook", "list", "--tenant", "acme"])
+        let listed = try await operated.ctl.run(["webhook", "list", "--tenant", "acme"])
         #expect(listed.output.contains(hook.id) && listed.output.contains("enabled"))
         let shown = try Self.show(operated, hook.id)
         #expect(shown["cursor"] as? Int == sequences.last)
         #expect((shown["deliveries"] as? [[String: Any]])?.first?["status"] as? Int == 200)
-        #expect(try operated.ctl.run(["audit", "--tenant", "acme"]).output.contains("webhook create"))
+        await #expect(try operated.ctl.run(["audit", "--tenant", "acme"]).output.contains("webhook create"))
     }
 
     /// A receiver that answers 500, never answers (the timeout), answers 503, then recovers:
@@ -119,7 +119,7 @@ import Testing
             default: .status(200)
             }
         }
-        let operated = try OperatedServer(dir, arguments: Self.arguments)
+        let operated = try await OperatedServer(dir, arguments: Self.arguments)
         defer { operated.server.stop() }
         let hook = try Self.create(operated, receiver, events: "case")
         let laptop = try await operated.enroll("laptop")
@@ -181,11 +181,11 @@ import Testing
         let dir = try TemporaryDirectory()
         let receiver = try await WebhookReceiver(directory: dir.path("receiver"))
         defer { Task { await receiver.stop() } }
-        let operated = try OperatedServer(dir, arguments: Self.arguments)
+        let operated = try await OperatedServer(dir, arguments: Self.arguments)
         defer { operated.server.stop() }
         // Reps of this tenant see every account, without its annual revenue (hidden by default),
         // and only their own leads.
-        #expect(try operated.ctl.run(["role", "set", "rep", "--tenant", "acme", "account", "--read", "all"]).status == 0)
+        await #expect(try operated.ctl.run(["role", "set", "rep", "--tenant", "acme", "account", "--read", "all"]).status == 0)
         _ = try Self.create(operated, receiver, events: "account,lead", role: "rep")
         let laptop = try await operated.enroll("laptop")
         try laptop.local { store in
@@ -211,7 +211,7 @@ import Testing
         let receiver = try await WebhookReceiver(directory: dir.path("receiver"))
         defer { Task { await receiver.stop() } }
         receiver.answer { _ in .status(500) }
-        let operated = try OperatedServer(dir, arguments: Self.arguments)
+        let operated = try await OperatedServer(dir, arguments: Self.arguments)
         defer { operated.server.stop() }
         let hook = try Self.create(operated, receiver, events: "account")
         let start = try #require(Self.show(operated, hook.id)["cursor"] as? Int)
@@ -228,11 +228,11 @@ import Testing
         #expect(shown["state"] as? String == "disabled")
         let reason = try #require(shown["disabled_reason"] as? String)
         #expect(reason.contains("4 failed deliveries") && reason.contains("500"), "\(reason)")
-        #expect(try operated.ctl.run(["webhook", "list", "--tenant", "acme"]).output.contains("disabled: "))
+        await #expect(try operated.ctl.run(["webhook", "list", "--tenant", "acme"]).output.contains("disabled: "))
         #expect(receiver.requests.count == 4)
 
         receiver.answer { _ in .status(200) }
-        #expect(try operated.ctl.run(["webhook", "enable", hook.id]).status == 0)
+        await #expect(try operated.ctl.run(["webhook", "enable", hook.id]).status == 0)
         let first = try await Self.received(receiver, atLeast: 5)
         #expect(first.count == 5, "delivered once enabled")
         let id = try #require(first.last?.json["id"] as? String)
@@ -243,15 +243,15 @@ import Testing
         let delivered = try Self.show(operated, hook.id)
         #expect(delivered["state"] as? String == "enabled" && (delivered["cursor"] as? Int ?? 0) > start)
 
-        #expect(try operated.ctl.run(["webhook", "redeliver", hook.id, "--from", "\(start)"]).status == 0)
+        await #expect(try operated.ctl.run(["webhook", "redeliver", hook.id, "--from", "\(start)"]).status == 0)
         let again = try await Self.received(receiver, atLeast: 6)
         #expect(again.count == 6)
         #expect(again.last?.json["id"] as? String == id, "the same event, the same id")
-        #expect(try operated.ctl.run(["webhook", "show", "wh_nope"]).status == 2)
-        #expect(try operated.ctl.run(["webhook", "create", "--tenant", "acme", "--url", "http://example.com/x", "--events", "account"]).status == 1)
-        #expect(try operated.ctl.run(["webhook", "create", "--tenant", "acme", "--url", receiver.url, "--events", "account.colour"]).status == 1)
-        #expect(try operated.ctl.run(["webhook", "delete", hook.id]).status == 0)
-        #expect(try operated.ctl.run(["webhook", "list", "--tenant", "acme", "--json"]).json as? [Any] != nil)
+        await #expect(try operated.ctl.run(["webhook", "show", "wh_nope"]).status == 2)
+        await #expect(try operated.ctl.run(["webhook", "create", "--tenant", "acme", "--url", "http://example.com/x", "--events", "account"]).status == 1)
+        await #expect(try operated.ctl.run(["webhook", "create", "--tenant", "acme", "--url", receiver.url, "--events", "account.colour"]).status == 1)
+        await #expect(try operated.ctl.run(["webhook", "delete", hook.id]).status == 0)
+        await #expect(try operated.ctl.run(["webhook", "list", "--tenant", "acme", "--json"]).json as? [Any] != nil)
     }
 
     /// While the receiver holds a delivery unanswered, devices push and pull as usual.
@@ -260,7 +260,7 @@ import Testing
         let receiver = try await WebhookReceiver(directory: dir.path("receiver"))
         defer { Task { await receiver.stop() } }
         receiver.answer { _ in .held }
-        let operated = try OperatedServer(dir, arguments: Self.arguments + ["--webhook-timeout", "600"])
+        let operated = try await OperatedServer(dir, arguments: Self.arguments + ["--webhook-timeout", "600"])
         defer { operated.server.stop() }
         _ = try Self.create(operated, receiver, events: "account")
         let laptop = try await operated.enroll("laptop")
