@@ -164,29 +164,31 @@ let package = Package(
         .target(name: "TestSupport", dependencies: [
             "PrivateFiles", "TLS", "Registry", "SyncModel", "Postgres", .product(name: "NIOHTTP1", package: "swift-nio"),
         ] + nio, path: "Tests/TestSupport"),
-        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "SQLBackend", "SQLite", "TestSupport"]),
-        .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "PrivateFiles", "TestSupport"]),
+        // Where tests run: a trait that takes long synchronous tests off Swift's shared pool.
+        .target(name: "TestScheduling", path: "Tests/TestScheduling"),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "SQLBackend", "SQLite", "TestSupport", "TestScheduling"]),
+        .testTarget(name: "SQLiteTests", dependencies: ["SQLite", "PrivateFiles", "TestSupport", "TestScheduling"]),
         .testTarget(name: "SyncModelTests", dependencies: [
-            "SyncModel", "TestSupport",
+            "SyncModel", "TestSupport", "TestScheduling",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "ReplicaStoreTests", dependencies: [
-            "Access", "Postgres", "ReplicaStore", "SQLite", "SyncModel", "TestSupport",
+            "Access", "Postgres", "ReplicaStore", "SQLite", "SyncModel", "TestSupport", "TestScheduling",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
-        .testTarget(name: "CRMTests", dependencies: ["Access", "CRM", "ReplicaStore", "SyncModel", "TestSupport"]),
+        .testTarget(name: "CRMTests", dependencies: ["Access", "CRM", "ReplicaStore", "SyncModel", "TestSupport", "TestScheduling"]),
         .testTarget(name: "RapportServerTests", dependencies: [
-            "Access", "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport",
+            "Access", "RapportServer", "RapportClient", "SyncProtocol", "SyncModel", "ReplicaStore", "CRM", "TLS", "TestSupport", "TestScheduling",
             "PrivateFiles", "Registry", "SQLite",
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "PropertyBased", package: "swift-property-based"),
         ] + nio),
         .testTarget(name: "RapportDeviceTests", dependencies: [
-            "Access", "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS", "TestSupport",
+            "Access", "RapportDevice", "RapportClient", "RapportServer", "ReplicaStore", "SyncModel", "SyncProtocol", "CRM", "TLS", "TestSupport", "TestScheduling",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "RegistryTests", dependencies: ["Postgres", "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "TestSupport"]),
-        .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "SyncModel", "TestSupport", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "RegistryTests", dependencies: ["Postgres", "Registry", "ReplicaStore", "SQLite", "SyncModel", "CRM", "TestSupport", "TestScheduling"]),
+        .testTarget(name: "SyncProtocolTests", dependencies: ["SyncProtocol", "SyncModel", "TestSupport", "TestScheduling", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "TLSTests", dependencies: ["TLS", .product(name: "NIOEmbedded", package: "swift-nio")] + nio),
     ],
     swiftLanguageModes: [.v6]
