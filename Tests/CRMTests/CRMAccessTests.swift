@@ -5,6 +5,7 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// The default roles as a sales organisation uses them: reps in two teams, a manager, an admin.
 /// Each test writes records into a real store, then asks the policy what each person may do.
@@ -56,7 +57,7 @@ import Testing
         }
     }
 
-    @Test func repsSeeTheirTeamsAccountsAndWhatHangsOffThemButNotOtherTeams() throws {
+    @Test(.blocking) func repsSeeTheirTeamsAccountsAndWhatHangsOffThemButNotOtherTeams() throws {
         let ninas = try store.create("account", ["name": .text("North Ltd"), "owner": .text("nina@acme.example")])
         let sams = try store.create("account", ["name": .text("South plc"), "owner": .text("sam@acme.example")])
         let contact = try store.create("contact", ["last_name": .text("Lovelace"), "account": .text(ninas.id.uuidString)])
@@ -76,7 +77,7 @@ import Testing
         #expect(try sam.mayRead(stage, lookup: lookup), "every device reads the tenant's configuration")
     }
 
-    @Test func repsChangeWhatTheyOwnAndNothingOfAnotherTeam() throws {
+    @Test(.blocking) func repsChangeWhatTheyOwnAndNothingOfAnotherTeam() throws {
         let ninas = try store.create("account", ["name": .text("North Ltd"), "owner": .text("nina@acme.example")])
         let renamed = try proposed { try $0.update(ninas.id, ["phone": .text("+44 20 7946 0000")]) }
         #expect(try denial(nina, before: ninas, after: renamed) == nil)
@@ -92,7 +93,7 @@ import Testing
         #expect(try denial(ada, before: ninas, after: reassigned) == nil)
     }
 
-    @Test func createsAreCheckedForTheRightAndForWhoWillOwnTheRecord() throws {
+    @Test(.blocking) func createsAreCheckedForTheRightAndForWhoWillOwnTheRecord() throws {
         let mine = try proposed { try $0.create("lead", ["last_name": .text("Turing"), "status": .text("new"), "owner": .text("nina@acme.example")]) }
         #expect(try denial(nina, before: nil, after: mine) == nil)
         let unowned = try proposed { try $0.create("lead", ["last_name": .text("Turing"), "status": .text("new")]) }
@@ -106,7 +107,7 @@ import Testing
         #expect(try denial(sam, before: nil, after: contact) != nil)
     }
 
-    @Test func onlyAdminsWriteTheTenantsConfiguration() throws {
+    @Test(.blocking) func onlyAdminsWriteTheTenantsConfiguration() throws {
         let stage = try proposed { try $0.create("pipeline_stage", ["name": .text("Pilot"), "position": .integer(3), "probability": .integer(40)]) }
         #expect(try denial(nina, before: nil, after: stage) == "reps may not create pipeline_stages")
         #expect(try denial(mona, before: nil, after: stage) == "managers may not create pipeline_stages")
@@ -117,7 +118,7 @@ import Testing
         #expect(try denial(ada, before: setting, after: changed) == nil)
     }
 
-    @Test func hiddenAndReadOnlyFieldsRefuseWrites() throws {
+    @Test(.blocking) func hiddenAndReadOnlyFieldsRefuseWrites() throws {
         let account = try store.create("account", ["name": .text("North Ltd"), "owner": .text("nina@acme.example")])
         let revenue = try proposed { try $0.update(account.id, ["annual_revenue": .real(1e6)]) }
         #expect(try denial(nina, before: account, after: revenue) == "reps may not write the field annual_revenue")
@@ -128,7 +129,7 @@ import Testing
         #expect(denial(strict, before: account, after: tier) == "the field tier is read-only for reps")
     }
 
-    @Test func rolesRoundTripThroughJSONWithDefaultsForWhatIsLeftOut() throws {
+    @Test(.blocking) func rolesRoundTripThroughJSONWithDefaultsForWhatIsLeftOut() throws {
         let data = try JSONEncoder().encode(CRMAccess.defaultRoles)
         #expect(try JSONDecoder().decode([Role].self, from: data) == CRMAccess.defaultRoles)
         let short = try JSONDecoder().decode(TypeRights.self, from: Data(#"{"read": "team", "write": "all"}"#.utf8))

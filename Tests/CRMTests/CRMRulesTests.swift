@@ -4,6 +4,7 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// A CRM store in a temporary directory, with the CRM's rules and indexes.
 func openCRMStore(_ dir: TemporaryDirectory, _ name: String) throws -> ReplicaStore {
@@ -26,7 +27,7 @@ func invalid(_ record: UUID, _ field: String, _ reason: String) -> ReplicaStoreE
         store = try openCRMStore(dir, "device-a")
     }
 
-    @Test func aReferenceMustNameARecordOfTheReferencedTypeInThisStore() throws {
+    @Test(.blocking) func aReferenceMustNameARecordOfTheReferencedTypeInThisStore() throws {
         let missing = UUID(), contact = UUID()
         #expect(throws: invalid(contact, "account", "no record of type account with id \(missing.uuidString)")) {
             try store.create("contact", id: contact, ["last_name": .text("Ng"), "account": .text(missing.uuidString)])
@@ -45,7 +46,7 @@ func invalid(_ record: UUID, _ field: String, _ reason: String) -> ReplicaStoreE
         }
     }
 
-    @Test func aTransactionIsCheckedAsItEnds() throws {
+    @Test(.blocking) func aTransactionIsCheckedAsItEnds() throws {
         let account = UUID(), contact = UUID()
         // The contact is written before the account it references, and completed later.
         try store.transaction {
@@ -66,14 +67,14 @@ func invalid(_ record: UUID, _ field: String, _ reason: String) -> ReplicaStoreE
         #expect(try store.record(incomplete) == nil)
     }
 
-    @Test func deletingIsNeverRefusedForWhatTheRecordLacks() throws {
+    @Test(.blocking) func deletingIsNeverRefusedForWhatTheRecordLacks() throws {
         let account = try store.create("account", ["name": .text("Acme")]).id
         try store.delete(account)
         let contact = try store.create("contact", ["last_name": .text("Ng"), "account": .text(account.uuidString)]).id
         #expect(try store.record(contact) != nil, "a deleted account is still a record to point at: a merge leaves one")
     }
 
-    @Test func anOpportunityStageIsOneOfTheTenantsPipeline() throws {
+    @Test(.blocking) func anOpportunityStageIsOneOfTheTenantsPipeline() throws {
         let account = try store.create("account", ["name": .text("Acme")]).id
         func opportunity(_ stage: String) throws -> UUID {
             try store.create("opportunity", ["name": .text("Deal"), "account": .text(account.uuidString), "stage": .text(stage)]).id
@@ -90,7 +91,7 @@ func invalid(_ record: UUID, _ field: String, _ reason: String) -> ReplicaStoreE
         #expect(throws: ReplicaStoreError.self) { try opportunity("proposal") }
     }
 
-    @Test func customFieldsAreValidatedLikeBuiltInOnes() throws {
+    @Test(.blocking) func customFieldsAreValidatedLikeBuiltInOnes() throws {
         let crm = CRMStore(store: store)
         let contact = try store.create("contact", ["last_name": .text("Ng")]).id
         // Not declared yet: a local write refuses the unknown field.
@@ -112,7 +113,7 @@ func invalid(_ record: UUID, _ field: String, _ reason: String) -> ReplicaStoreE
         #expect(Set(try crm.customFields(of: Contact.self).keys) == ["region_code", "seats", "renewal"])
     }
 
-    @Test func aCustomFieldDefinitionMustAddANewValidField() throws {
+    @Test(.blocking) func aCustomFieldDefinitionMustAddANewValidField() throws {
         let crm = CRMStore(store: store)
         let error = try #require(#expect(throws: ReplicaStoreError.self) {
             try crm.addCustomField(CustomField(entity: "contact", name: "email", kind: .text))
@@ -126,7 +127,7 @@ func invalid(_ record: UUID, _ field: String, _ reason: String) -> ReplicaStoreE
     /// A device that skipped the checks pushes a contact whose account does not exist: the
     /// server (downstream apply) refuses it; a pull (upstream apply) takes it, because upstream
     /// checked it and its account may simply come later in the pull.
-    @Test func batchesFromDownstreamAreCheckedAndFromUpstreamNot() throws {
+    @Test(.blocking) func batchesFromDownstreamAreCheckedAndFromUpstreamNot() throws {
         let lenient = try ReplicaStore(path: dir.path("lenient.sqlite"), options: .init(schema: CRMSchema.current, replicaID: try ReplicaID("lenient")))
         let orphan = try lenient.create("contact", ["last_name": .text("Orphan"), "account": .text(UUID().uuidString)])
         let server = try openCRMStore(dir, "server")
@@ -147,7 +148,7 @@ func invalid(_ record: UUID, _ field: String, _ reason: String) -> ReplicaStoreE
 extension CRMRulesTests {
     /// A setting of a known key must hold a value the key can take, on a local write and in a
     /// batch from downstream; a key this version does not know is kept for the version that does.
-    @Test func aSettingWithABadValueIsRefused() throws {
+    @Test(.blocking) func aSettingWithABadValueIsRefused() throws {
         let bad = UUID()
         let refusal = invalid(bad, "value", "'soon' is not a value for setting 'churn.inactivity_days': expected a whole number of days above 0")
         #expect(throws: refusal) {
@@ -170,7 +171,7 @@ extension CRMRulesTests {
 
     /// A write that fails inside a larger transaction is rolled back alone; the checks at the
     /// end see the records as they are, not the states the failed write left behind.
-    @Test func aFailedNestedWriteLeavesNoStaleStateToCheck() throws {
+    @Test(.blocking) func aFailedNestedWriteLeavesNoStaleStateToCheck() throws {
         let account = try store.create("account", ["name": .text("Acme")]).id
         try store.transaction {
             #expect(throws: ReplicaStoreError.self) {
@@ -189,7 +190,7 @@ extension CRMRulesTests {
 extension CRMRulesTests {
     /// A server with a newer schema allowed a lead source this device's schema lacks: the pull
     /// takes it (and passes it on), a push of it from below would not.
-    @Test func aValueANewerSchemaAllowsIsTakenFromUpstream() throws {
+    @Test(.blocking) func aValueANewerSchemaAllowsIsTakenFromUpstream() throws {
         var fields = CRMSchema.current.types["lead"]!.fields
         fields["source"] = .text
         var rules = CRMSchema.current.types["lead"]!.rules

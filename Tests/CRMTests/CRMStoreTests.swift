@@ -4,6 +4,7 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// The typed CRM API: entities, stage history, lead conversion, merges, indexed queries,
 /// observation and the push order that keeps references and transactions together.
@@ -19,7 +20,7 @@ import Testing
                        now: { Date(timeIntervalSince1970: 1_800_000_000) })
     }
 
-    @Test func entitiesRoundTripAndUpdatesWriteOnlyWhatChanged() throws {
+    @Test(.blocking) func entitiesRoundTripAndUpdatesWriteOnlyWhatChanged() throws {
         var account = try crm.create(Account(name: "Acme", owner: "rep@example.com"))
         account.industry = "Retail"
         account.annualRevenue = 2e6
@@ -41,7 +42,7 @@ import Testing
         #expect(try crm.get(Account.self, account.id) == nil)
     }
 
-    @Test func stageChangesAreKeptAsHistoryWithTheStagesProbability() throws {
+    @Test(.blocking) func stageChangesAreKeptAsHistoryWithTheStagesProbability() throws {
         let account = try crm.create(Account(name: "Acme"))
         var deal = try crm.create(Opportunity(name: "Renewal", account: account.id, stage: "qualification", amount: 1000, currency: "EUR"))
         #expect(deal.probability == 25)
@@ -59,7 +60,7 @@ import Testing
         #expect(history.allSatisfy { $0.changedBy == "rep@example.com" && CRMDate.instant($0.changedAt) != nil })
     }
 
-    @Test func aLeadConvertsIntoLinkedRecordsInOneTransaction() throws {
+    @Test(.blocking) func aLeadConvertsIntoLinkedRecordsInOneTransaction() throws {
         let lead = try crm.create(Lead(firstName: "Ada", lastName: "Lovelace", company: "Analytical Engines",
                                        email: "ada@engines.example", source: "referral", owner: "rep@example.com"))
         let conversion = try crm.convert(lead: lead.id, opportunity: Opportunity(name: "First order", account: nil, stage: "prospecting"))
@@ -80,7 +81,7 @@ import Testing
         #expect(try store.pushBatch(limit: 5).count == 5)
     }
 
-    @Test func aFailedConversionLeavesNothing() throws {
+    @Test(.blocking) func aFailedConversionLeavesNothing() throws {
         let lead = try crm.create(Lead(lastName: "Babbage", company: "Difference"))
         let before = try store.lastSequence
         #expect(throws: ReplicaStoreError.self) {
@@ -91,7 +92,7 @@ import Testing
         #expect(try crm.all(Account.self).isEmpty)
     }
 
-    @Test func mergingAccountsRepointsEverythingAndLeavesATombstone() throws {
+    @Test(.blocking) func mergingAccountsRepointsEverythingAndLeavesATombstone() throws {
         let survivor = try crm.create(Account(name: "Acme"))
         var loser = Account(name: "ACME Inc.")
         loser.website = "https://acme.example"
@@ -118,7 +119,7 @@ import Testing
         #expect(try crm.ofAccount(Contact.self, loser.id).isEmpty)
     }
 
-    @Test func mergingContactsAndLeads() throws {
+    @Test(.blocking) func mergingContactsAndLeads() throws {
         let account = try crm.create(Account(name: "Acme"))
         let keep = try crm.create(Contact(lastName: "Ng", account: account.id))
         let drop = try crm.create(Contact(firstName: "Jo", lastName: "Ng", email: "jo@acme.example"))
@@ -136,7 +137,7 @@ import Testing
         #expect(throws: ReplicaStoreError.self) { try crm.merge(Campaign.self, survivor: campaign.id, loser: campaign.id) }
     }
 
-    @Test func indexedQueriesFollowWritesAndSyncs() throws {
+    @Test(.blocking) func indexedQueriesFollowWritesAndSyncs() throws {
         let acme = try crm.create(Account(name: "Acme Corporation", owner: "ann@example.com"))
         let globex = try crm.create(Account(name: "Globex", owner: "bob@example.com"))
         var deal = try crm.create(Opportunity(name: "Anvils", account: acme.id, stage: "proposal", owner: "ann@example.com"))
@@ -175,7 +176,7 @@ import Testing
         #expect(try otherCRM.search(Account.self, "holdings").map(\.id) == [globex.id])
     }
 
-    @Test func anExistingStoreGetsItsIndexWhenOpenedWithIndexes() throws {
+    @Test(.blocking) func anExistingStoreGetsItsIndexWhenOpenedWithIndexes() throws {
         let path = dir.path("plain.sqlite")
         let plain = try ReplicaStore(path: path, options: .init(schema: CRMSchema.current))
         let id = try plain.create("account", ["name": .text("Initech"), "owner": .text("pat@example.com")]).id
@@ -204,7 +205,7 @@ import Testing
         #expect(second.contains(type: "contact"))
     }
 
-    @Test func aPushBatchPutsReferencedRecordsFirstAndKeepsTransactionsTogether() throws {
+    @Test(.blocking) func aPushBatchPutsReferencedRecordsFirstAndKeepsTransactionsTogether() throws {
         let account = try crm.create(Account(name: "Acme"))
         let contact = try crm.create(Contact(lastName: "Ng", account: account.id))
         var edited = account

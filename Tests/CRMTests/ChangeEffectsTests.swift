@@ -4,11 +4,12 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// What follows from a change (`CRMChangeEffects`), written by the store in the transaction of
 /// the change: on a device when its app writes, on the server when a batch arrives.
 @Suite struct ChangeEffectsTests {
-    @Test func aNewCaseGetsANumberOpenedAtAndDeadlines() throws {
+    @Test(.blocking) func aNewCaseGetsANumberOpenedAtAndDeadlines() throws {
         let f = try Fixture(options: Fixture.crmOptions(role: .device))
         let first = try f.store.create("case", ["subject": .text("printer"), "priority": .text("high"), "status": .text("new")])
         let record = try f.read(first.id)
@@ -35,7 +36,7 @@ import Testing
         #expect(try f.store.lastSequence == before + 1)
     }
 
-    @Test func complaintsAndCoreAccountsGetStricterDeadlines() throws {
+    @Test(.blocking) func complaintsAndCoreAccountsGetStricterDeadlines() throws {
         let f = try Fixture(options: Fixture.crmOptions(role: .authority))
         let complaint = try f.store.create("case", ["subject": .text("rude driver"), "priority": .text("normal"),
                                                     "status": .text("new"), "type": .text("complaint"),
@@ -51,7 +52,7 @@ import Testing
         #expect(try f.read(coreCase.id).text("resolution_due") == "2025-06-16T00:00:00Z")
     }
 
-    @Test func closingACaseStampsItAndMakesOneFollowUp() throws {
+    @Test(.blocking) func closingACaseStampsItAndMakesOneFollowUp() throws {
         let f = try Fixture(options: Fixture.crmOptions(role: .device))
         let account = try f.account("A")
         let id = try f.store.create("case", ["subject": .text("broken"), "priority": .text("low"), "status": .text("open"),
@@ -77,7 +78,7 @@ import Testing
         #expect(try f.store.records(ofType: "activity", includeDeleted: true).count == 1)
     }
 
-    @Test func aStageChangeIsRecordedOnceWithItsProbabilityAndAWinMakesACustomer() throws {
+    @Test(.blocking) func aStageChangeIsRecordedOnceWithItsProbabilityAndAWinMakesACustomer() throws {
         let f = try Fixture(options: Fixture.crmOptions(role: .device))
         let account = try f.account("A", lifecycle: "prospect")
         let deal = try f.opportunity(account, stage: "prospecting", amount: 5_000)
@@ -104,7 +105,7 @@ import Testing
         #expect(try f.store.count(ofType: "stage_change") == 4)
     }
 
-    @Test func consentChangesAreStampedWithTheirWrite() throws {
+    @Test(.blocking) func consentChangesAreStampedWithTheirWrite() throws {
         let f = try Fixture(options: Fixture.crmOptions(role: .device))
         let contact = try f.contact("Smith", ["consent_email": .text("granted")])
         #expect(try f.read(contact).text("consent_email_at") == "2025-06-15T12:00:00Z")
@@ -113,7 +114,7 @@ import Testing
         #expect(try f.read(contact).text("consent_calls_at") == "2025-06-01T09:00:00Z")
     }
 
-    @Test func aLeadMarkedConvertedByAPlainWriteIsConvertedOnce() throws {
+    @Test(.blocking) func aLeadMarkedConvertedByAPlainWriteIsConvertedOnce() throws {
         let f = try Fixture(options: Fixture.crmOptions(role: .device))
         let lead = try f.store.create("lead", ["first_name": .text("Ada"), "last_name": .text("Lovelace"), "company": .text("Engines"),
                                                "email": .text("ada@engines.example"), "status": .text("qualified")]).id
@@ -136,7 +137,7 @@ import Testing
 
     // MARK: Refusals
 
-    @Test func aComputedFieldTypedByAUserIsRefusedUnlessTheTenantAllowsAnOverride() throws {
+    @Test(.blocking) func aComputedFieldTypedByAUserIsRefusedUnlessTheTenantAllowsAnOverride() throws {
         let f = try Fixture(options: Fixture.crmOptions(role: .device))
         let account = try f.account("A")
         #expect { try f.store.update(account, ["tier": .text("vip")]) } throws: { error in
@@ -162,7 +163,7 @@ import Testing
         #expect { try f.store.update(account, ["overrides": .text("churn_risk,tier")]) } throws: { "\($0)".contains("overrides") }
     }
 
-    @Test func theServerTrustsItsOwnWritesAndChecksThoseFromBelow() throws {
+    @Test(.blocking) func theServerTrustsItsOwnWritesAndChecksThoseFromBelow() throws {
         let server = try Fixture(options: Fixture.crmOptions(role: .authority))
         let account = try server.account("A")
         try server.store.update(account, ["tier": .text("gold")])  // an operator's tool, or the rules
@@ -178,7 +179,7 @@ import Testing
         #expect(try server.read(account).text("tier") == "gold")
     }
 
-    @Test func aCallToAContactWhoWithdrewConsentIsRefusedOrFlagged() throws {
+    @Test(.blocking) func aCallToAContactWhoWithdrewConsentIsRefusedOrFlagged() throws {
         let f = try Fixture(options: Fixture.crmOptions(role: .device))
         let contact = try f.contact("Smith", ["first_name": .text("Jo"), "consent_calls": .text("withdrawn"),
                                               "consent_calls_at": .text("2025-06-10T00:00:00Z")])
@@ -210,7 +211,7 @@ import Testing
 
     /// The device computes what follows offline; the server, receiving the device's changes,
     /// computes the same and writes nothing of its own.
-    @Test func theServerComputesWhatTheDeviceDidAndWritesNothingMore() throws {
+    @Test(.blocking) func theServerComputesWhatTheDeviceDidAndWritesNothingMore() throws {
         let server = try Fixture(options: Fixture.crmOptions(role: .authority))
         let device = try Fixture(options: Fixture.crmOptions(role: .device, offset: 3_600))
         let account = try device.account("A", lifecycle: "prospect")
@@ -233,7 +234,7 @@ import Testing
 
     /// Two devices close the same case offline: each makes the follow-up, under the same id, and
     /// the sync keeps one.
-    @Test func twoDevicesClosingOneCaseMakeOneFollowUp() throws {
+    @Test(.blocking) func twoDevicesClosingOneCaseMakeOneFollowUp() throws {
         let server = try Fixture(options: Fixture.crmOptions(role: .authority))
         let caseID = try server.store.create("case", ["subject": .text("broken"), "priority": .text("low"),
                                                       "status": .text("open"), "owner": .text("bob@example.com")]).id

@@ -4,6 +4,7 @@ import PropertyBased
 import ReplicaStore
 import SyncModel
 import TestSupport
+import TestScheduling
 import Testing
 
 /// What follows from changes converges: three devices and their server edit cases and deals
@@ -14,7 +15,7 @@ import Testing
 ///
 /// A failure prints its seed; `RAPPORT_SEED=<seed> swift test --filter EffectsConvergence`
 /// replays it, and `RAPPORT_PROPERTY_CASES` raises the number of cases.
-@Suite(.shrinking(false)) struct EffectsConvergenceProperties {
+@Suite(.shrinking(false), .blocking) struct EffectsConvergenceProperties {
     @Test func effectsComputedOfflineOnSeveralReplicasConverge() async throws {
         if let seed = ProcessInfo.processInfo.environment["RAPPORT_SEED"].flatMap(UInt64.init) {
             try EffectsScenario(seed: seed).run()

@@ -4,9 +4,10 @@ import ReplicaStore
 import SyncModel
 import Synchronization
 import Testing
+import TestScheduling
 
 @Suite struct DuplicateTests {
-    @Test func normalisedEmailAndPhone() {
+    @Test(.blocking) func normalisedEmailAndPhone() {
         #expect(ContactKey.email("  Ann@Example.COM ") == "ann@example.com")
         #expect(ContactKey.email("   ") == nil)
         #expect(ContactKey.phone("+44 (20) 7946-0958") == "+442079460958")
@@ -18,7 +19,7 @@ import Testing
         #expect(ContactKey.phone("12-34") == nil)
     }
 
-    @Test func finderMatchesExistingContactsByEmailOrPhone() throws {
+    @Test(.blocking) func finderMatchesExistingContactsByEmailOrPhone() throws {
         let f = try Fixture()
         let ann = try f.contact("Ann", email: "ann@example.com", phone: "+44 20 7946 0958")
         let bob = try f.contact("Bob", phone: "020 7946 0000", ["mobile": .text("07700 900123")])
@@ -65,7 +66,7 @@ import Testing
         return text
     }
 
-    @Test func tenThousandRowsWithBadRowsAndDuplicates() throws {
+    @Test(.blocking) func tenThousandRowsWithBadRowsAndDuplicates() throws {
         let f = try Fixture()
         let csv = Self.generated()
         let report = try CSVImporter(store: f.store, type: "contact").run(csv: csv)
@@ -104,7 +105,7 @@ import Testing
         #expect(try f.store.count(ofType: "contact") == 9_000)
     }
 
-    @Test func dryRunReportsTheSameAndWritesNothing() throws {
+    @Test(.blocking) func dryRunReportsTheSameAndWritesNothing() throws {
         let f = try Fixture()
         let csv = Self.generated(rows: 1_000)
         var options = CSVImporter.Options()
@@ -117,7 +118,7 @@ import Testing
         #expect(dry.dryRun && !real.dryRun && real.imported == 900)
     }
 
-    @Test func salesforceExportShape() throws {
+    @Test(.blocking) func salesforceExportShape() throws {
         let f = try Fixture()
         let csv = #"""
             "Salutation","First Name","Last Name","Title","Department","Email","Phone","Mobile","Account Name","Birthdate","Do Not Call"
@@ -131,7 +132,7 @@ import Testing
         #expect(try f.read(try #require(jane.reference("account"))).text("name") == "Acme, Inc.")
     }
 
-    @Test func hubspotExportShapeUsesAnExistingAccount() throws {
+    @Test(.blocking) func hubspotExportShapeUsesAnExistingAccount() throws {
         let f = try Fixture()
         let globex = try f.account("Globex")
         let csv = """
@@ -147,7 +148,7 @@ import Testing
         #expect(initech.text("name") == "Initech" && initech.text("lifecycle_stage") == "core")
     }
 
-    @Test func explicitMappingAndItsErrors() throws {
+    @Test(.blocking) func explicitMappingAndItsErrors() throws {
         let f = try Fixture()
         let mapping = try CSVMapping.parse(["Surname=last_name", "Mail=email", "Where=source", "State=status"])
         let csv = "Surname,Mail,Where,State,Notes\nSmith,s@example.com,Cold Call,new,x\nJones,j@example.com,radio,new,y\n"
@@ -165,7 +166,7 @@ import Testing
         }
     }
 
-    @Test func aRowTheStoreRefusesLeavesNoTraceAndBlocksNothing() throws {
+    @Test(.blocking) func aRowTheStoreRefusesLeavesNoTraceAndBlocksNothing() throws {
         let f = try Fixture()
         let huge = String(repeating: "x", count: 1 << 20 + 1)
         let csv = CSV.line(["Last Name", "Title", "Account Name"]) + CSV.line(["Big", huge, "Only Here Inc"])
@@ -176,7 +177,7 @@ import Testing
         #expect(try f.store.records(ofType: "account").map { $0.text("name") } == ["Elsewhere"])
     }
 
-    @Test func leadsDeduplicateAndDeletedRowsStayDeleted() throws {
+    @Test(.blocking) func leadsDeduplicateAndDeletedRowsStayDeleted() throws {
         let f = try Fixture()
         let existing = try f.store.create("lead", ["last_name": .text("Known"), "status": .text("new"),
                                                    "phone": .text("+44 20 7946 0958")]).id
@@ -194,7 +195,7 @@ import Testing
         #expect(again.rejections[0].reason.contains("deleted since"))
     }
 
-    @Test func datesInTheFormatTheSourceWritesAndRejectedValuesAsWritten() throws {
+    @Test(.blocking) func datesInTheFormatTheSourceWritesAndRejectedValuesAsWritten() throws {
         let f = try Fixture()
         var options = CSVImporter.Options()
         options.dateFormat = .european
@@ -206,7 +207,7 @@ import Testing
         #expect(Set(try f.store.records(ofType: "contact").compactMap { $0.text("birthday") }) == ["1980-12-31", "2026-03-01"])
     }
 
-    @Test func orgImporterReportsProgressPerBatchAndResolvesReferences() throws {
+    @Test(.blocking) func orgImporterReportsProgressPerBatchAndResolvesReferences() throws {
         let f = try Fixture()
         let accounts = CSV.line(["Id", "Name"]) + (0..<5).map { CSV.line(["001\($0)", "Firma \($0)"]) }.joined()
         let contacts = CSV.line(["Id", "AccountId", "LastName"]) + (0..<5).map { CSV.line(["003\($0)", "001\($0)", "Nachname \($0)"]) }.joined()
@@ -226,7 +227,7 @@ import Testing
         #expect(try f.read(try #require(contact.reference("account"))).text("name") == "Firma 3")
     }
 
-    @Test func referencesMustExist() throws {
+    @Test(.blocking) func referencesMustExist() throws {
         let f = try Fixture()
         let account = try f.account("A")
         let missing = UUID()
@@ -236,7 +237,7 @@ import Testing
         #expect(report.rejections == [.init(row: 3, field: "account", column: "account", reason: "no account with id \(missing.uuidString)")])
     }
 
-    @Test func exportReimportsIntoAnotherStore() throws {
+    @Test(.blocking) func exportReimportsIntoAnotherStore() throws {
         let f = try Fixture()
         let account = try f.account("A, with \"quotes\"")
         try f.contact("Doe", email: "doe@example.com", account: account, ["first_name": .text("Jo\nanne"), "nps": .integer(9)])
@@ -288,7 +289,7 @@ import Testing
         return f
     }
 
-    @Test func theTenantEndsAsTheEffectsAloneLeaveIt() throws {
+    @Test(.blocking) func theTenantEndsAsTheEffectsAloneLeaveIt() throws {
         let (folded, plain) = (try imported(folding: true), try imported(folding: false))
         for type in ["opportunity", "contact", "account"] {
             let values = { (f: Fixture) in Dictionary(uniqueKeysWithValues: try f.store.records(ofType: type).map { ($0.id, $0.values) }) }
@@ -308,7 +309,7 @@ import Testing
     /// The effects date what they write by the write's own time; a clock that moves on between
     /// writes (here by 7 hours at every reading, so every other write is another day) still
     /// gives each record the day and the moment of its own write.
-    @Test func aClockThatTicksBetweenWritesStillDatesEachRecordByItsWrite() throws {
+    @Test(.blocking) func aClockThatTicksBetweenWritesStillDatesEachRecordByItsWrite() throws {
         var options = Fixture.crmOptions(role: .authority)
         let ticks = Mutex<UInt64>(0)
         let start = UInt64(Fixture.now.timeIntervalSince1970 * 1000)
@@ -328,7 +329,7 @@ import Testing
 }
 
 @Suite struct ConversionShortcutTests {
-    @Test func translationKeysAreLettersAndDigitsLowercasedWhateverTheScript() {
+    @Test(.blocking) func translationKeysAreLettersAndDigitsLowercasedWhateverTheScript() {
         for text in ["Closed Won", "Open - Not Contacted", "Proposal/Price Quote", "Id. Decision Makers", "  42 ", "", "-",
                      "Zürich", "ÉLAN 2", "Straße", "日本 Sales"] {
             #expect(ImportProfile.key(text) == String(text.lowercased().unicodeScalars.filter { CharacterSet.alphanumerics.contains($0) }), "\(text)")
@@ -337,11 +338,11 @@ import Testing
 
     /// Ids already in tenants' stores must never change: this one computed apart, by the
     /// definition (128-bit FNV-1a over the namespace, a zero byte and the key).
-    @Test func derivedIDsKeepTheirValues() {
+    @Test(.blocking) func derivedIDsKeepTheirValues() {
         #expect(DerivedID.make("contact", "ann@example.com") == UUID(uuidString: "2415E3A2-9C32-8C14-B301-54A7A495DFE9"))
     }
 
-    @Test func idsReadAndWriteAsFoundationDoes() {
+    @Test(.blocking) func idsReadAndWriteAsFoundationDoes() {
         for _ in 0..<1_000 {
             let id = UUID()
             #expect(id.text() == id.uuidString)

@@ -3,11 +3,12 @@ import Foundation
 import ReplicaStore
 import SyncModel
 import Testing
+import TestScheduling
 
 /// The `order` entity an ERP writes, and tiering by spend from orders, won deals or both
 /// (`tier.basis`), through the scheduled pass the server runs.
 @Suite struct OrderTests {
-    @Test func anOrderIsValidatedLikeEveryOtherRecord() throws {
+    @Test(.blocking) func anOrderIsValidatedLikeEveryOtherRecord() throws {
         let f = try Fixture(options: Fixture.crmOptions(role: .authority))
         let account = try f.account("Acme")
         let id = try f.order(account, "SO-1001", amount: 1200.5, day: Fixture.day(-3), status: "invoiced")
@@ -37,7 +38,7 @@ import Testing
         #expect(try f.store.count(ofType: "order") == 2, "a refused order leaves nothing behind")
     }
 
-    @Test func theTierBasisSettingIsChecked() throws {
+    @Test(.blocking) func theTierBasisSettingIsChecked() throws {
         #expect(try CRMSettings([]).tierBasis == .opportunities)
         #expect(try CRMSettings([("tier.basis", "orders")]).tierBasis == .orders)
         #expect(try CRMSettings([("tier.basis", " both ")]).tierBasis == .both)
@@ -49,7 +50,7 @@ import Testing
 
     /// One account with a won deal and orders: its tier under each basis, from the scheduled
     /// pass; drafts, cancelled orders and orders older than 12 months count for nothing.
-    @Test func tiersFollowTheBasisTheTenantChose() throws {
+    @Test(.blocking) func tiersFollowTheBasisTheTenantChose() throws {
         let f = try Fixture(options: Fixture.crmOptions(role: .authority))
         let account = try f.account("Acme", lifecycle: "customer")
         try f.opportunity(account, stage: "closed_won", amount: 450_000, closed: Fixture.day(-20))
@@ -79,7 +80,7 @@ import Testing
 
     /// The built-in roles: a rep reads the orders of the accounts of their team like their
     /// opportunities, and cannot delete one.
-    @Test func repsReadOrdersLikeOpportunities() throws {
+    @Test(.blocking) func repsReadOrdersLikeOpportunities() throws {
         let rep = try #require(CRMAccess.defaultRoles.first { $0.name == "rep" })
         #expect(rep.types["order"] == rep.types["opportunity"])
         let admin = try #require(CRMAccess.defaultRoles.first { $0.name == "admin" })

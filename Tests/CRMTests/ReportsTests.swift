@@ -3,6 +3,7 @@ import Foundation
 import ReplicaStore
 import SyncModel
 import Testing
+import TestScheduling
 
 @Suite struct ReportsTests {
     let f: Fixture
@@ -10,7 +11,7 @@ import Testing
 
     init() throws { f = try Fixture() }
 
-    @Test func pipelineByStageWeightsByStageProbability() throws {
+    @Test(.blocking) func pipelineByStageWeightsByStageProbability() throws {
         let a = try f.account("A")
         try f.opportunity(a, stage: "prospecting", amount: 1_000)
         try f.opportunity(a, stage: "prospecting", amount: 500)
@@ -24,7 +25,7 @@ import Testing
         #expect(rows[4].weightedAmount == 300)
     }
 
-    @Test func forecastByExpectedCloseMonthOfOpenDeals() throws {
+    @Test(.blocking) func forecastByExpectedCloseMonthOfOpenDeals() throws {
         let a = try f.account("A")
         try f.opportunity(a, stage: "proposal", amount: 100, expectedClose: "2025-07-03")
         try f.opportunity(a, stage: "qualification", amount: 400, expectedClose: "2025-07-30")
@@ -37,7 +38,7 @@ import Testing
         ])
     }
 
-    @Test func winRateAndSalesCycleByOwner() throws {
+    @Test(.blocking) func winRateAndSalesCycleByOwner() throws {
         let a = try f.account("A")
         let won1 = try f.opportunity(a, stage: "closed_won", amount: 1, owner: "ann@example.com", closed: "2025-06-11")
         let won2 = try f.opportunity(a, stage: "closed_won", amount: 1, owner: "ann@example.com", closed: "2025-06-21")
@@ -54,7 +55,7 @@ import Testing
         ])
     }
 
-    @Test func leadConversionBySource() throws {
+    @Test(.blocking) func leadConversionBySource() throws {
         let a = try f.account("A")
         for (source, status) in [("web", "converted"), ("web", "new"), ("web", "working"), ("event", "converted"), (nil, "new")] {
             var values: [String: FieldValue] = ["last_name": .text("L"), "status": .text(status)]
@@ -70,7 +71,7 @@ import Testing
         ])
     }
 
-    @Test func activitiesPerRepPerWeek() throws {
+    @Test(.blocking) func activitiesPerRepPerWeek() throws {
         try f.activity(occurred: "2025-06-09T08:00:00Z", owner: "ann@example.com")
         try f.activity(occurred: "2025-06-15T23:59:59Z", owner: "ann@example.com")
         try f.activity(occurred: "2025-06-16T00:00:00Z", owner: "ann@example.com")
@@ -83,7 +84,7 @@ import Testing
         ])
     }
 
-    @Test func openAndBreachedCasesByPriority() throws {
+    @Test(.blocking) func openAndBreachedCasesByPriority() throws {
         let past = FieldValue.text(Fixture.instant(days: -1)), future = FieldValue.text(Fixture.instant(days: 1))
         try f.supportCase("1", priority: "urgent", ["response_due": past])
         try f.supportCase("2", priority: "urgent", ["response_due": future])
@@ -97,7 +98,7 @@ import Testing
         ])
     }
 
-    @Test func npsAndAverageSatisfaction() throws {
+    @Test(.blocking) func npsAndAverageSatisfaction() throws {
         #expect(try reports.satisfaction()[0].nps == nil)
         for (nps, satisfaction) in [(10, 5), (9, 4), (8, 3), (3, 1)] {
             try f.supportCase("C", priority: "low", ["nps": .integer(Int64(nps)), "satisfaction": .integer(Int64(satisfaction))])
@@ -107,7 +108,7 @@ import Testing
                                                       satisfactionResponses: 4, averageSatisfaction: 3.25)])
     }
 
-    @Test func tierAndLifecycleDistribution() throws {
+    @Test(.blocking) func tierAndLifecycleDistribution() throws {
         try f.account("A", lifecycle: "customer", ["tier": .text("gold")])
         try f.account("B", lifecycle: "customer", ["tier": .text("vip")])
         try f.account("C", lifecycle: "prospect", ["tier": .text("gold")])
@@ -120,7 +121,7 @@ import Testing
         #expect(try reports.lifecycleDistribution()[1].accounts == 2)
     }
 
-    @Test func tiersAndSegmentsWithTheirShareOfRevenue() throws {
+    @Test(.blocking) func tiersAndSegmentsWithTheirShareOfRevenue() throws {
         let a = try f.account("A", lifecycle: "customer", ["tier": .text("gold"), "value_segment": .text("core")])
         let b = try f.account("B", lifecycle: "customer", ["tier": .text("gold"), "value_segment": .text("regular")])
         try f.account("C", ["value_segment": .text("marginal")])
@@ -134,7 +135,7 @@ import Testing
         ])
     }
 
-    @Test func churnRiskListAndRenewals() throws {
+    @Test(.blocking) func churnRiskListAndRenewals() throws {
         let quiet = try f.account("Quiet", lifecycle: "customer")
         let dropping = try f.account("Dropping", lifecycle: "prospect", renewal: Fixture.day(5))
         for d in [-100.0, -110, -120] { try f.activity(account: dropping, occurred: Fixture.instant(days: d)) }
@@ -147,7 +148,7 @@ import Testing
         #expect(try reports.renewals()[0].daysLeft == 5)
     }
 
-    @Test func renderedAsTableJSONAndCSV() throws {
+    @Test(.blocking) func renderedAsTableJSONAndCSV() throws {
         let a = try f.account("A")
         try f.opportunity(a, stage: "proposal", amount: 1_234.5)
         let csv = try reports.render(.pipeline, as: .csv)
@@ -174,7 +175,7 @@ enum JSONAny: Decodable, Equatable {
 }
 
 @Suite struct ProjectionTests {
-    @Test func scanReadsTheNamedFieldsOfLiveRecords() throws {
+    @Test(.blocking) func scanReadsTheNamedFieldsOfLiveRecords() throws {
         let f = try Fixture()
         let a = try f.account("A")
         try f.store.increment(a, field: "loyalty_points", by: 7)

@@ -3,9 +3,10 @@ import Foundation
 import ReplicaStore
 import SyncModel
 import Testing
+import TestScheduling
 
 @Suite struct SettingsTests {
-    @Test func defaultsWithoutSettingRecords() throws {
+    @Test(.blocking) func defaultsWithoutSettingRecords() throws {
         let f = try Fixture()
         let settings = try CRMSettings.load(from: f.store).settings
         #expect(settings == CRMSettings())
@@ -13,7 +14,7 @@ import Testing
         #expect(settings.sla["urgent"] == .init(responseHours: 1, resolutionHours: 8))
     }
 
-    @Test func settingRecordsOverrideDefaults() throws {
+    @Test(.blocking) func settingRecordsOverrideDefaults() throws {
         let f = try Fixture()
         try f.setting("tier.gold", "400000")
         try f.setting("sla.high.response_hours", "2")
@@ -29,7 +30,7 @@ import Testing
         #expect(settings.renewalWindowDays == 14)
     }
 
-    @Test func invalidSettingNamesKeyAndValue() throws {
+    @Test(.blocking) func invalidSettingNamesKeyAndValue() throws {
         #expect(throws: CRMError.invalidSetting(key: "churn.inactivity_days", value: "soon", expected: "a whole number of days above 0")) {
             try CRMSettings([("churn.inactivity_days", "soon")])
         }
@@ -38,7 +39,7 @@ import Testing
 
     /// A rep's setting with a bad value (written before the store rules refused it) must not
     /// fail every report of the tenant: the key keeps its default and the record is named.
-    @Test func aBadSettingFallsBackToItsDefaultAndIsReported() throws {
+    @Test(.blocking) func aBadSettingFallsBackToItsDefaultAndIsReported() throws {
         let f = try Fixture()
         try f.setting("tier.gold", "400000")
         let bad = try f.store.create("setting", ["key": .text("churn.inactivity_days"), "value": .text("soon")]).id
@@ -56,7 +57,7 @@ import Testing
         #expect(try CRMRules(store: f.store, now: Fixture.now).settings.churnInactivityDays == 90)
     }
 
-    @Test func theExpectedFormOfAKnownKeysBadValue() {
+    @Test(.blocking) func theExpectedFormOfAKnownKeysBadValue() {
         #expect(CRMSettings.expectedForm(ofKey: "churn.inactivity_days", value: "30") == nil)
         #expect(CRMSettings.expectedForm(ofKey: "churn.inactivity_days", value: "0") == "a whole number of days above 0")
         #expect(CRMSettings.expectedForm(ofKey: "sla.urgent.response_hours", value: "-1") == "a number of at least 0")
@@ -64,7 +65,7 @@ import Testing
         #expect(CRMSettings.expectedForm(ofKey: "some.future.key", value: "anything") == nil)
     }
 
-    @Test func pipelineFromStageRecordsOrDefault() throws {
+    @Test(.blocking) func pipelineFromStageRecordsOrDefault() throws {
         let f = try Fixture()
         #expect(try CRMPipeline.load(from: f.store) == .default)
         try f.store.create("pipeline_stage", ["name": .text("won"), "position": .integer(2), "probability": .integer(100),
@@ -77,7 +78,7 @@ import Testing
 }
 
 @Suite struct DateTests {
-    @Test func daysAndInstantsRoundTrip() {
+    @Test(.blocking) func daysAndInstantsRoundTrip() {
         #expect(CRMDate.day("1970-01-01") == 0)
         #expect(CRMDate.day("2024-02-29") == 19_782)
         #expect(CRMDate.day("2023-02-29") == nil)
@@ -96,7 +97,7 @@ import Testing
 @Suite struct RulesTests {
     let rules = CRMRules(now: Fixture.now)
 
-    @Test func tierThresholdsAreExclusive() {
+    @Test(.blocking) func tierThresholdsAreExclusive() {
         #expect(rules.tier(forWonRevenue: 1_000_001) == "vip")
         #expect(rules.tier(forWonRevenue: 1_000_000) == "gold")
         #expect(rules.tier(forWonRevenue: 500_000.5) == "gold")
@@ -106,7 +107,7 @@ import Testing
         #expect(rules.tier(forWonRevenue: 0) == "standard")
     }
 
-    @Test func tiersCountOnlyWonRevenueOfTheLastTwelveMonths() throws {
+    @Test(.blocking) func tiersCountOnlyWonRevenueOfTheLastTwelveMonths() throws {
         let f = try Fixture()
         let a = try f.account("A")
         let b = try f.account("B")
@@ -122,12 +123,12 @@ import Testing
         #expect(tiers == [a: "vip", b: "bronze", c: "standard"])
     }
 
-    @Test func tenantThresholdsChangeTiers() throws {
+    @Test(.blocking) func tenantThresholdsChangeTiers() throws {
         let custom = CRMRules(settings: try CRMSettings([("tier.vip", "100")]), now: Fixture.now)
         #expect(custom.tier(forWonRevenue: 101) == "vip")
     }
 
-    @Test func lifecycleAfterWin() {
+    @Test(.blocking) func lifecycleAfterWin() {
         #expect(CRMRules.lifecycleAfterWin("prospect") == "customer")
         #expect(CRMRules.lifecycleAfterWin("target") == "customer")
         #expect(CRMRules.lifecycleAfterWin(nil) == "customer")
@@ -135,7 +136,7 @@ import Testing
         #expect(CRMRules.lifecycleAfterWin("core") == nil)
     }
 
-    @Test func churnRiskAfterConfiguredInactivity() throws {
+    @Test(.blocking) func churnRiskAfterConfiguredInactivity() throws {
         let f = try Fixture()
         let quiet = try f.account("Quiet", lifecycle: "customer")
         let called = try f.account("Called", lifecycle: "customer")
@@ -162,7 +163,7 @@ import Testing
         #expect(try risks(rules).isEmpty)
     }
 
-    @Test func slaDeadlinesAndBreaches() throws {
+    @Test(.blocking) func slaDeadlinesAndBreaches() throws {
         let opened = CRMDate.seconds(Fixture.now) - 10 * 3600
         #expect(rules.deadlines(priority: "urgent", openedAt: opened)! == (opened + 3600, opened + 8 * 3600))
         #expect(rules.deadlines(priority: "low", openedAt: opened)! == (opened + 86_400, opened + 168 * 3600))
@@ -183,7 +184,7 @@ import Testing
         #expect(!rules.isBreached(try make([:])))
     }
 
-    @Test func activityDropAgainstOwnPreviousPeriod() throws {
+    @Test(.blocking) func activityDropAgainstOwnPreviousPeriod() throws {
         let f = try Fixture()
         let dropped = try f.account("Dropped")
         let steady = try f.account("Steady")
@@ -198,7 +199,7 @@ import Testing
         #expect(drops == [.init(account: dropped, previous: 4, current: 1)])
     }
 
-    @Test func renewalWithinWindowWithoutOpenOpportunity() throws {
+    @Test(.blocking) func renewalWithinWindowWithoutOpenOpportunity() throws {
         let f = try Fixture()
         let due = try f.account("Due", renewal: Fixture.day(30))
         let worked = try f.account("Worked", renewal: Fixture.day(10))
@@ -212,7 +213,7 @@ import Testing
         #expect(Set(warned) == [due, closedOnly])
     }
 
-    @Test func derivedIDsAreStableAndDistinct() {
+    @Test(.blocking) func derivedIDsAreStableAndDistinct() {
         let a = DerivedID.make("contact", "ann@example.com")
         #expect(a == DerivedID.make("contact", "ann@example.com"))
         #expect(a != DerivedID.make("lead", "ann@example.com"))
@@ -221,7 +222,7 @@ import Testing
 }
 
 @Suite struct EffectsTests {
-    @Test func theScheduledPassWritesOnlyChanges() throws {
+    @Test(.blocking) func theScheduledPassWritesOnlyChanges() throws {
         let f = try Fixture()
         let big = try f.account("Big", lifecycle: "customer")
         let quiet = try f.account("Quiet", lifecycle: "customer", ["tier": .text("standard")])

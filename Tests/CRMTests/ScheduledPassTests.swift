@@ -3,6 +3,7 @@ import Foundation
 import ReplicaStore
 import SyncModel
 import Testing
+import TestScheduling
 
 /// The server's scheduled rule pass on known data at `Fixture.now` (2025-06-15T12:00:00Z).
 @Suite struct ScheduledPassTests {
@@ -23,7 +24,7 @@ import Testing
         return first
     }
 
-    @Test func tiersFollowWonRevenueOverTwelveMonths() throws {
+    @Test(.blocking) func tiersFollowWonRevenueOverTwelveMonths() throws {
         let f = try Fixture()
         func account(_ name: String, won amounts: [(Double, Int)]) throws -> UUID {
             let id = try f.account(name, lifecycle: "customer")
@@ -55,7 +56,7 @@ import Testing
         #expect(fall.written.tiers == 4)
     }
 
-    @Test func churnFlagsCustomersButNotMarginalOrProspects() throws {
+    @Test(.blocking) func churnFlagsCustomersButNotMarginalOrProspects() throws {
         let f = try Fixture()
         // Bought 200 days ago (regular), nothing since: at risk.
         let quiet = try f.account("quiet", lifecycle: "customer")
@@ -84,7 +85,7 @@ import Testing
         #expect(report.written.churnFlags == 2, "quiet set, back cleared; unset already reads as false")
     }
 
-    @Test func renewalDueWithoutAnOpenOpportunity() throws {
+    @Test(.blocking) func renewalDueWithoutAnOpenOpportunity() throws {
         let f = try Fixture()
         let due = try f.account("due", renewal: Fixture.day(30))
         let worked = try f.account("worked", renewal: Fixture.day(30))
@@ -107,7 +108,7 @@ import Testing
         #expect(try f.read(worked).flag("renewal_due") == true)
     }
 
-    @Test func eachValueSegment() throws {
+    @Test(.blocking) func eachValueSegment() throws {
         let f = try Fixture()
         let strategic = try f.account("strategic", ["strategic": .bool(true)])
         let big = try f.account("big")
@@ -130,7 +131,7 @@ import Testing
         #expect(report.written.segments == 7)
     }
 
-    @Test func breachesAndEscalationsMadeOnceForTheManager() throws {
+    @Test(.blocking) func breachesAndEscalationsMadeOnceForTheManager() throws {
         let f = try Fixture()
         let account = try f.account("Acme", lifecycle: "customer")
         let contact = try f.contact("Hopper", account: account)
@@ -204,7 +205,7 @@ import Testing
 
     /// The escalation task a pass makes is about the account, but no work with the customer:
     /// counted as activity, it would clear the churn flag on the next pass.
-    @Test func anEscalationDoesNotCountAsActivityWithTheCustomer() throws {
+    @Test(.blocking) func anEscalationDoesNotCountAsActivityWithTheCustomer() throws {
         let f = try Fixture()
         let account = try f.account("Quiet", lifecycle: "customer")
         try f.opportunity(account, stage: "closed_won", amount: 50_000, closed: Fixture.day(-200))
@@ -219,7 +220,7 @@ import Testing
                                  activities: try f.store.records(ofType: "activity")) == [account], "reports agree")
     }
 
-    @Test func overriddenFieldsAreLeftAlone() throws {
+    @Test(.blocking) func overriddenFieldsAreLeftAlone() throws {
         let f = try Fixture()
         let account = try f.account("Hand-tiered", lifecycle: "customer", [
             "tier": .text("vip"), "churn_risk": .bool(false), "value_segment": .text("core"),
@@ -239,7 +240,7 @@ import Testing
 
     /// A user's edit that lands between the pass's read and its write is never overwritten with
     /// a value computed from the state before it; the next pass catches up.
-    @Test func aConcurrentEditBetweenReadAndWriteIsNotOverwritten() throws {
+    @Test(.blocking) func aConcurrentEditBetweenReadAndWriteIsNotOverwritten() throws {
         let f = try Fixture()
         let edited = try f.account("Edited", lifecycle: "customer")
         let other = try f.account("Other", lifecycle: "customer")
@@ -264,7 +265,7 @@ import Testing
         #expect(try f.read(edited).text("value_segment") == "marginal")
     }
 
-    @Test func writesInChunksAndStopsBetweenThemWhenCancelled() throws {
+    @Test(.blocking) func writesInChunksAndStopsBetweenThemWhenCancelled() throws {
         let f = try Fixture()
         let accounts = try (1...7).map { try f.account("A\($0)") }
         var stopping = pass()
@@ -284,7 +285,7 @@ import Testing
         #expect(try pass().run(on: f.store).recordsWritten == 0)
     }
 
-    @Test func theReportCountsReadsAndEncodesAsJSON() throws {
+    @Test(.blocking) func theReportCountsReadsAndEncodesAsJSON() throws {
         let f = try Fixture()
         let account = try f.account("A", lifecycle: "customer")
         try f.contact("C", account: account)
@@ -299,7 +300,7 @@ import Testing
         #expect(try JSONDecoder().decode(CRMScheduledPass.Report.self, from: JSONEncoder().encode(report)).written == report.written)
     }
 
-    @Test func managersComeFromTheOwnersTeam() {
+    @Test(.blocking) func managersComeFromTheOwnersTeam() {
         let manager = CRMScheduledPass.managers(in: [
             .init(email: "ann@example.com", role: "rep", team: "north"),
             .init(email: "zoe@example.com", role: "manager", team: "north"),

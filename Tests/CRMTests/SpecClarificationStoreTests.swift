@@ -3,6 +3,7 @@ import Foundation
 import ReplicaStore
 import SyncModel
 import Testing
+import TestScheduling
 
 /// The answers of Protocol/SPEC.md's clarifications that live in a replica store, pinned on a
 /// CRM store: each test names the clarification it holds.
@@ -17,7 +18,7 @@ struct SpecClarificationStoreTests {
 
     /// Clarification 10: every local operation is one write with its own dot, so a counter
     /// increment in the same transaction as field updates takes the next counter, not theirs.
-    @Test func anIncrementInTheTransactionOfAnUpdateHasADotOfItsOwn() throws {
+    @Test(.blocking) func anIncrementInTheTransactionOfAnUpdateHasADotOfItsOwn() throws {
         let fixture = try Self.fixture()
         let store = fixture.store
         let id = try fixture.account("Acme")
@@ -37,7 +38,7 @@ struct SpecClarificationStoreTests {
     /// Clarification 14: a state stamped more than 24 hours ahead is merged and stored like any
     /// other; only this replica's clock does not follow it. A later local write of the field
     /// still wins, stamped just after the value it overwrites.
-    @Test func aStateFarInTheFutureIsMergedButTheClockDoesNotFollowIt() throws {
+    @Test(.blocking) func aStateFarInTheFutureIsMergedButTheClockDoesNotFollowIt() throws {
         let fixture = try Self.fixture()
         let store = fixture.store
         let peer = try ReplicaID("far-ahead")

@@ -4,11 +4,12 @@ import SQLite
 import SQLBackend
 import TestSupport
 import Testing
+import TestScheduling
 
 /// The libpq layer against a real server (see `PostgresServer`): values both ways in binary,
 /// errors with their context, transactions and savepoints, and notifications between connections.
 @Suite(.serialized) struct PostgresConnectionTests {
-    @Test func valuesGoInAndComeBackUnchanged() throws {
+    @Test(.blocking) func valuesGoInAndComeBackUnchanged() throws {
         let database = try PostgresServer.database()
         let connection = try PostgresConnection(url: database.url)
         try connection.run("CREATE TABLE t (i bigint, r double precision, s text, b bytea, f boolean, n text)")
@@ -30,7 +31,7 @@ import Testing
         #expect(try connection.scalarInt("SELECT NULL::bigint") == nil)
     }
 
-    @Test func aFailingStatementSaysWhatRanWhereAndWhy() throws {
+    @Test(.blocking) func aFailingStatementSaysWhatRanWhereAndWhy() throws {
         let database = try PostgresServer.database()
         let connection = try PostgresConnection(url: database.url)
         let syntax = #expect(throws: PostgresError.self) { try connection.run("SELEC 1") }
@@ -50,7 +51,7 @@ import Testing
         #expect(null?.message.contains("NULL") == true)
     }
 
-    @Test func anUnreachableServerOrAWrongPasswordIsAClearErrorWithoutThePassword() throws {
+    @Test(.blocking) func anUnreachableServerOrAWrongPasswordIsAClearErrorWithoutThePassword() throws {
         let server = try PostgresServer.shared()
         let closed = #expect(throws: PostgresError.self) {
             _ = try PostgresConnection(url: "postgresql://rapport:hunter2@127.0.0.1:1/postgres?connect_timeout=5")
@@ -64,7 +65,7 @@ import Testing
         #expect(missing?.message.contains("no_such_database_here") == true)
     }
 
-    @Test func transactionsCommitOrRollBackAndNestedOnesAreSavepoints() throws {
+    @Test(.blocking) func transactionsCommitOrRollBackAndNestedOnesAreSavepoints() throws {
         let database = try PostgresServer.database()
         let connection = try PostgresConnection(url: database.url)
         let other = try PostgresConnection(url: database.url)
@@ -97,7 +98,7 @@ import Testing
         #expect(try other.query("SELECT n FROM v ORDER BY n") { try $0.int64(0) } == [2, 4])
     }
 
-    @Test func notificationsReachAListeningConnectionOnlyWhenTheirTransactionCommits() throws {
+    @Test(.blocking) func notificationsReachAListeningConnectionOnlyWhenTheirTransactionCommits() throws {
         let database = try PostgresServer.database()
         let listener = try PostgresConnection(url: database.url)
         let sender = try PostgresConnection(url: database.url)
@@ -120,7 +121,7 @@ import Testing
         #expect(received.first?.channel == "tenant changes")
     }
 
-    @Test func questionMarksAreParametersOutsideQuotesAndComments() throws {
+    @Test(.blocking) func questionMarksAreParametersOutsideQuotesAndComments() throws {
         let database = try PostgresServer.database()
         let connection = try PostgresConnection(url: database.url)
         let rows = try connection.query("""
@@ -137,7 +138,7 @@ import Testing
         #expect(try any.fetch("SELECT ?2 || ?1 || ?", ["a", "b", "c"]) { try $0.string(0) } == ["bac"])
     }
 
-    @Test func fetchFirstReadsAnOrderedRangeByItsIndexWhateverTheStatisticsSayAsSQLiteDoes() throws {
+    @Test(.blocking) func fetchFirstReadsAnOrderedRangeByItsIndexWhateverTheStatisticsSayAsSQLiteDoes() throws {
         let database = try PostgresServer.database()
         let connection = try PostgresConnection(url: database.url)
         let file = try Database(path: ":memory:")
@@ -172,7 +173,7 @@ import Testing
         #expect(plan.first?.contains("Index Scan using w_pkey") == true && !plan.contains { $0.contains("Sort") }, "\(plan)")
     }
 
-    @Test func copyInLoadsRowsAndAFailingWriterLeavesNone() throws {
+    @Test(.blocking) func copyInLoadsRowsAndAFailingWriterLeavesNone() throws {
         let database = try PostgresServer.database()
         let connection = try PostgresConnection(url: database.url)
         try connection.run("CREATE TABLE t (n bigint, name text, bytes bytea)")
@@ -194,7 +195,7 @@ import Testing
         #expect(try connection.scalarInt("SELECT 1") == 1, "the connection serves on after a refused copy")
     }
 
-    @Test func aConnectionTheServerClosedIsMadeAgainForTheNextStatementNotInsideATransaction() throws {
+    @Test(.blocking) func aConnectionTheServerClosedIsMadeAgainForTheNextStatementNotInsideATransaction() throws {
         let database = try PostgresServer.database()
         let connection = try PostgresConnection(url: database.url)
         let admin = try PostgresConnection(url: database.url)
@@ -225,7 +226,7 @@ import Testing
         #expect(try connection.query("SELECT n FROM t ORDER BY n") { try $0.int64(0) } == [1, 2])
     }
 
-    @Test func migrationsRunOnceEvenFromSeveralConnectionsAndANewerSchemaIsRefused() throws {
+    @Test(.blocking) func migrationsRunOnceEvenFromSeveralConnectionsAndANewerSchemaIsRefused() throws {
         let database = try PostgresServer.database()
         let migrations = [
             PostgresMigration(version: 1, "a table", sql: "CREATE TABLE m (k text PRIMARY KEY); INSERT INTO m VALUES ('one');"),
@@ -248,7 +249,7 @@ import Testing
 
     /// Code that binds and steps a statement per record (the stores' hot paths) runs unchanged
     /// on both databases, and reads the same rows back.
-    @Test func aPreparedStatementRunsManyTimesAndReadsRowsAsSQLitesDoes() throws {
+    @Test(.blocking) func aPreparedStatementRunsManyTimesAndReadsRowsAsSQLitesDoes() throws {
         let database = try PostgresServer.database()
         let postgres = try PostgresConnection(url: database.url)
         let dir = try TemporaryDirectory()
@@ -293,7 +294,7 @@ import Testing
         #expect(try exercise(postgres, blob: "bytea") == onSQLite)
     }
 
-    @Test func aStatementBoundWithOtherTypesIsPreparedAgainNotMisread() throws {
+    @Test(.blocking) func aStatementBoundWithOtherTypesIsPreparedAgainNotMisread() throws {
         let database = try PostgresServer.database()
         let connection = try PostgresConnection(url: database.url)
         let echo = try connection.cached("SELECT ?::text")

@@ -5,6 +5,7 @@ import SyncModel
 import TestSupport
 import Testing
 import TLS
+import TestScheduling
 
 @Suite struct DeviceHomeTests {
     /// A device's settings with a freshly generated CA written to `dir`.
@@ -15,7 +16,7 @@ import TLS
                               secret: Array("s3cret".utf8), caFile: ca, deviceID: deviceID)
     }
 
-    @Test(arguments: [
+    @Test(.blocking, arguments: [
         ("sync.example.com:7443", "sync.example.com", 7443), ("127.0.0.1:1", "127.0.0.1", 1),
         ("example.com", "example.com", 7443), ("[::1]:9000", "::1", 9000), ("[::1]", "::1", 7443),
     ])
@@ -23,12 +24,12 @@ import TLS
         #expect(try ServerAddress(parsing: text) == ServerAddress(host: host, port: port))
     }
 
-    @Test(arguments: ["", ":7443", "host:", "host:0", "host:70000", "host:x", "::1", "[::1", "[::1]x", "a b:1"])
+    @Test(.blocking, arguments: ["", ":7443", "host:", "host:0", "host:70000", "host:x", "::1", "[::1", "[::1]x", "a b:1"])
     func refusesBadServerAddresses(text: String) {
         #expect(throws: DeviceError.self) { try ServerAddress(parsing: text) }
     }
 
-    @Test func initializeWritesProfileSecretStoreAndCA() throws {
+    @Test(.blocking) func initializeWritesProfileSecretStoreAndCA() throws {
         let dir = try TemporaryDirectory()
         let home = DeviceHome(path: dir.path("device"))
         let profile = try home.initialize(Self.settings(in: dir))
@@ -51,7 +52,7 @@ import TLS
         #expect(device.store.replicaID == "device-1")
     }
 
-    @Test func profileRoundTrips() throws {
+    @Test(.blocking) func profileRoundTrips() throws {
         let dir = try TemporaryDirectory()
         let home = DeviceHome(path: dir.path("h"))
         try FileManager.default.createDirectory(atPath: home.path, withIntermediateDirectories: true)
@@ -62,7 +63,7 @@ import TLS
         #expect(profile.server.description == "[::1]:1")
     }
 
-    @Test func refusesToOverwriteUnlessForced() throws {
+    @Test(.blocking) func refusesToOverwriteUnlessForced() throws {
         let dir = try TemporaryDirectory()
         let home = DeviceHome(path: dir.path("device"))
         try home.initialize(Self.settings(in: dir))
@@ -77,13 +78,13 @@ import TLS
         #expect(device.store.replicaID == "device-2")
     }
 
-    @Test func randomDeviceIDWhenNoneIsGiven() throws {
+    @Test(.blocking) func randomDeviceIDWhenNoneIsGiven() throws {
         let dir = try TemporaryDirectory()
         let profile = try DeviceHome(path: dir.path("d")).initialize(Self.settings(in: dir, deviceID: nil))
         #expect(UUID(uuidString: profile.deviceID) != nil)
     }
 
-    @Test func refusesBadSettingsWithoutWritingAnything() throws {
+    @Test(.blocking) func refusesBadSettingsWithoutWritingAnything() throws {
         let dir = try TemporaryDirectory()
         let good = try Self.settings(in: dir)
         var cases: [DeviceSettings] = []
@@ -103,25 +104,25 @@ import TLS
         }
     }
 
-    @Test func pinsAreNormalized() throws {
+    @Test(.blocking) func pinsAreNormalized() throws {
         let colons = stride(from: 0, to: 32, by: 1).map { _ in "AB" }.joined(separator: ":")
         #expect(try DeviceHome.normalizePin(colons) == String(repeating: "ab", count: 32))
         #expect(throws: DeviceError.self) { try DeviceHome.normalizePin(String(repeating: "g", count: 64)) }
     }
 
-    @Test func secretsAreHex() throws {
+    @Test(.blocking) func secretsAreHex() throws {
         #expect(try DeviceHome.decodeSecret("0aff\n", source: "x") == [0x0A, 0xFF])
         #expect(throws: DeviceError.self) { try DeviceHome.decodeSecret("not hex", source: "x") }
         #expect(throws: DeviceError.self) { try DeviceHome.decodeSecret("\n", source: "x") }
     }
 
-    @Test func homeResolution() {
+    @Test(.blocking) func homeResolution() {
         #expect(DeviceHome.resolve(explicit: "/a/b", environment: ["RAPPORT_HOME": "/c"]).path == "/a/b")
         #expect(DeviceHome.resolve(explicit: nil, environment: ["RAPPORT_HOME": "/c"]).path == "/c")
         #expect(DeviceHome.resolve(explicit: nil, environment: [:]).path.hasSuffix("/rapport-device"))
     }
 
-    @Test func openingWhereThereIsNoDeviceIsNotFound() throws {
+    @Test(.blocking) func openingWhereThereIsNoDeviceIsNotFound() throws {
         let dir = try TemporaryDirectory()
         let error = #expect(throws: DeviceError.self) { try Device.open(DeviceHome(path: dir.path("none"))) }
         #expect(error?.status == .notFound)

@@ -9,6 +9,7 @@ import SyncProtocol
 import TestSupport
 import Testing
 import TLS
+import TestScheduling
 
 /// The device's local commands, on a real store in a temporary directory (no server).
 @Suite struct DeviceTests {
@@ -22,7 +23,7 @@ import TLS
         device = try Device.open(home)
     }
 
-    @Test func putCreatesThenUpdates() throws {
+    @Test(.blocking) func putCreatesThenUpdates() throws {
         let created = try device.put(type: "account", id: nil, assignments: ["name=Acme", "industry=Retail", "loyalty_points+=10", "annual_revenue=2e6"])
         #expect(created.created)
         let id = Device.text(created.record.id)
@@ -38,7 +39,7 @@ import TLS
         #expect(try device.status().dirtyCount == 1)
     }
 
-    @Test func aWriteTheUsersRightsRefuseExitsRefusedWithTheRuleAndKeepsNothingEvenOffline() throws {
+    @Test(.blocking) func aWriteTheUsersRightsRefuseExitsRefusedWithTheRuleAndKeepsNothingEvenOffline() throws {
         let account = try device.put(type: "account", id: nil, assignments: ["name=North Ltd", "owner=nina@acme.example"]).record
         // Rights a session's Welcome gave, kept in the store: a device opened later, offline, checks with them.
         let rep = try #require(CRMAccess.defaultRoles.first { $0.name == "rep" })
@@ -67,7 +68,7 @@ import TLS
         #expect(computed.message.contains("tier is computed by the tenant's rules"), "\(computed.message)")
     }
 
-    @Test func aBadArgumentWritesNothing() throws {
+    @Test(.blocking) func aBadArgumentWritesNothing() throws {
         let error = #expect(throws: DeviceError.self) {
             try device.put(type: "contact", id: nil, assignments: ["first_name=Ada", "do_not_call=perhaps"])
         }
@@ -77,7 +78,7 @@ import TLS
         #expect(try device.status().dirtyCount == 0)
     }
 
-    @Test func updatesAreCheckedAgainstTheRecord() throws {
+    @Test(.blocking) func updatesAreCheckedAgainstTheRecord() throws {
         let contact = Device.text(try device.put(type: "contact", id: nil, assignments: ["first_name=Ada", "last_name=Lovelace"]).record.id)
         #expect(throws: DeviceError.usage("record \(contact) is a contact, not a account")) {
             try device.put(type: "account", id: contact, assignments: ["name=X"])
@@ -91,7 +92,7 @@ import TLS
         #expect(try #require(#expect(throws: DeviceError.self) { try device.record(UUID().uuidString) }).status == .notFound)
     }
 
-    @Test func deleteAndRestore() throws {
+    @Test(.blocking) func deleteAndRestore() throws {
         let id = Device.text(try device.put(type: "contact", id: nil, assignments: ["first_name=Ada", "last_name=Lovelace"]).record.id)
         #expect(try device.delete(id).isDeleted)
         #expect(try device.list(type: "contact").isEmpty)
@@ -102,7 +103,7 @@ import TLS
         #expect(try #require(#expect(throws: DeviceError.self) { try device.restore(id) }).status == .usage)
     }
 
-    @Test func resolvingAConflictThatDoesNotExistIsNotFound() throws {
+    @Test(.blocking) func resolvingAConflictThatDoesNotExistIsNotFound() throws {
         let error = try #require(#expect(throws: DeviceError.self) { try device.resolve(42, .keepWinner) })
         #expect(error.status == .notFound)
     }

@@ -5,6 +5,7 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 private let batchPath = "/v1/batch"
 
@@ -51,7 +52,7 @@ private let batchPath = "/v1/batch"
         }
     }
 
-    @Test func anInvalidItemRefusesTheWholeBatchNamingItsIndex() throws {
+    @Test(.blocking) func anInvalidItemRefusesTheWholeBatchNamingItsIndex() throws {
         let server = try APIServer(tenants: ["acme", "globex"])
         let api = server.client(try server.key(name: "erp", role: "admin"))
         let foreign = try #require(try server.client(try server.key(tenant: "globex", name: "erp", role: "admin"))
@@ -93,7 +94,7 @@ private let batchPath = "/v1/batch"
         #expect(try api.checked("POST", batchPath, template: batchPath, body: "[1, 2").status == 400)
     }
 
-    @Test func aRetriedBatchWithAnIdempotencyKeyHappensOnce() throws {
+    @Test(.blocking) func aRetriedBatchWithAnIdempotencyKeyHappensOnce() throws {
         let server = try APIServer()
         let api = server.client(try server.key(name: "erp", role: "admin"))
         let items = (0..<20).map { ["type": "account", "fields": ["name": "Account \($0)", "owner": "owner@acme.example"]] as [String: Any] }
@@ -115,7 +116,7 @@ private let batchPath = "/v1/batch"
         #expect(again.status == 200 && again.headers["idempotent-replayed"] == nil, "\(again)")
     }
 
-    @Test func aBatchHasExactlyTheRightsOfTheKeysRole() throws {
+    @Test(.blocking) func aBatchHasExactlyTheRightsOfTheKeysRole() throws {
         let server = try APIServer()
         let rep = server.client(try server.key(name: "web", role: "rep"))
         let mine: [String: Any] = ["type": "account", "fields": ["name": "Mine", "owner": "web@apikey.invalid"]]
@@ -140,7 +141,7 @@ private let batchPath = "/v1/batch"
         #expect(deleted.status == 403 && deleted.json["index"] == nil, "a batch of one is refused as its item: \(deleted)")
     }
 
-    @Test func aBatchBeyondItsLimitsIsRefused413() throws {
+    @Test(.blocking) func aBatchBeyondItsLimitsIsRefused413() throws {
         let server = try APIServer()
         let api = server.client(try server.key(name: "erp", role: "admin"))
         let item: [String: Any] = ["type": "account", "fields": ["name": "N"]]

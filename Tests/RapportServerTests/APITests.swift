@@ -3,6 +3,7 @@ import Foundation
 import RapportClient
 import ReplicaStore
 import SyncModel
+import TestScheduling
 import TestSupport
 import Testing
 
@@ -140,7 +141,7 @@ private let recordPath = "/v1/records/{type}"
 private let onePath = "/v1/records/{type}/{id}"
 private let changesPath = "/v1/changes"
 
-@Suite(.serialized) struct APITests {
+@Suite(.serialized, .ownThread) struct APITests {
     /// Valid new records of every type, in an order in which references exist; a record's
     /// reference fields name types created before it. Configuration types come last, since a
     /// new pipeline stage changes the stages opportunities may have.

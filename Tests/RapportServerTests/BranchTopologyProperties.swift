@@ -5,6 +5,7 @@ import RapportClient
 import Registry
 import ReplicaStore
 import SyncModel
+import TestScheduling
 import TestSupport
 import Testing
 
@@ -50,7 +51,7 @@ import Testing
 /// `RAPPORT_TEST_LOG=1` has the servers log at debug level (their logs' tails are printed on
 /// failure in any case) and prints every case's steps; `RAPPORT_TOPOLOGY_KEEP=DIR` keeps a
 /// failed case's stores and logs in DIR.
-@Suite(.serialized, .timeLimit(.minutes(20))) struct BranchTopologyProperties {
+@Suite(.serialized, .timeLimit(.minutes(20)), .ownThread) struct BranchTopologyProperties {
     @Test func branchesAndDevicesConvergeThroughCutsAndKillsAndLoseNoWrite() async throws {
         if let seed = ProcessInfo.processInfo.environment["RAPPORT_SEED"].flatMap(UInt64.init) {
             try await TopologyScenario(seed: seed).run()
@@ -72,7 +73,7 @@ import Testing
 /// record, the branch puts it back, and then everything must heal as in the random cases: the
 /// put-back taken by the centre, nothing left waiting, every replica alike, and every write in
 /// the state or in a conflict log.
-@Suite(.serialized, .timeLimit(.minutes(3))) struct BranchRefusalTests {
+@Suite(.serialized, .timeLimit(.minutes(3)), .ownThread) struct BranchRefusalTests {
     enum Variant: String, CaseIterable, CustomStringConvertible {
         case field, sameValue, fieldsOfTwoDevices, created, counter
         var description: String { rawValue }
@@ -108,7 +109,7 @@ import Testing
 
 /// A branch of ben alone holds his scope: an account given away at the centre leaves the branch
 /// (the centre evicts it there), and must leave ben's devices at the branch too.
-@Suite(.serialized, .timeLimit(.minutes(2))) struct BranchScopeTests {
+@Suite(.serialized, .timeLimit(.minutes(2)), .ownThread) struct BranchScopeTests {
     @Test func aRecordThatLeavesTheScopeOfABranchLeavesItsDevices() async throws {
         // The branch purges what the centre evicts; the eviction is queued for the devices that
         // hold the record and goes with their next pull.

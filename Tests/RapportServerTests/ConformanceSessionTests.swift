@@ -3,6 +3,7 @@ import NIOCore
 import SyncProtocol
 import TestSupport
 import Testing
+import TestScheduling
 
 /// Protocol/conformance/sessions, run as a client in another language would run them: against
 /// a `rapportd` process on a fresh data directory prepared with `rapportctl` (tenant `acme` and
@@ -12,12 +13,12 @@ import Testing
 /// `RAPPORT_WRITE_VECTORS=1 swift test --filter ConformanceSessionTests` rewrites the files from
 /// `ConformanceSessions`; the normal run checks the files and runs every one.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct ConformanceSessionTests {
-    @Test(.enabled(if: ConformanceKit.writing, "set RAPPORT_WRITE_VECTORS=1 to rewrite Protocol/conformance/sessions"))
+    @Test(.blocking, .enabled(if: ConformanceKit.writing, "set RAPPORT_WRITE_VECTORS=1 to rewrite Protocol/conformance/sessions"))
     func writeVectors() throws {
         try ConformanceKit.rewrite(SessionVector.directory, try ConformanceSessions.all.map { ($0.name, try ConformanceKit.encode($0)) })
     }
 
-    @Test func theFilesAreWhatTheGeneratorMakes() throws {
+    @Test(.blocking) func theFilesAreWhatTheGeneratorMakes() throws {
         let sessions = try ConformanceSessions.all
         #expect(Set(try SessionVector.loadAll().map(\.name)) == Set(sessions.map(\.name)))
         for session in sessions {
@@ -28,7 +29,7 @@ import Testing
 
     /// Every frame's `hex` is its JSON with the example bindings, framed; and every placeholder
     /// a session uses has an example.
-    @Test func everyFrameIsItsJSONWithTheExampleBindings() throws {
+    @Test(.blocking) func everyFrameIsItsJSONWithTheExampleBindings() throws {
         for session in try SessionVector.loadAll() {
             let bindings = try session.bindingRecords(session.exampleBindings)
             for (index, step) in session.steps.enumerated() {
@@ -43,7 +44,7 @@ import Testing
 
     /// Which error codes of SPEC 2.6 the kit provokes; the others need a fault or a wait the
     /// README lists.
-    @Test func theSessionsProvokeEveryErrorAClientCan() throws {
+    @Test(.blocking) func theSessionsProvokeEveryErrorAClientCan() throws {
         let provoked = Set(try SessionVector.loadAll().flatMap(\.errors))
         let notProvoked: Set = ["TIMEOUT", "SERVER_BUSY", "SHUTTING_DOWN", "INTERNAL", "STORAGE_FULL", "ENROLLMENT_CODE_EXPIRED"]
         let all = Set(Rapport_V1_Error.Code.allCases.filter { $0 != .unspecified }.map { "\($0)" }.map(Self.protoName))

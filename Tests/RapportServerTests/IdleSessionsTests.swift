@@ -7,6 +7,7 @@ import SyncModel
 import SyncProtocol
 import TestSupport
 import Testing
+import TestScheduling
 
 /// Field devices keep a live session open all day: a `rapportd` process with a few hundred idle
 /// live (subscribed) sessions, each an enrolled device of its own, still carries an edit from
@@ -213,7 +214,7 @@ import Testing
         await fixture.stop()
     }
 
-    @Test func theBudgetSetsTheStoresDescriptorsAsideAndNamesWhatToChange() {
+    @Test(.blocking) func theBudgetSetsTheStoresDescriptorsAsideAndNamesWhatToChange() {
         let budget = DescriptorBudget(limit: 20_000, hardLimit: 20_000, maxOpenTenants: 256)
         #expect(budget.forStores == 3 * 256 + 64)
         #expect(budget.forConnections == 20_000 - 832)

@@ -4,12 +4,13 @@ import RapportClient
 import Registry
 import ReplicaStore
 import SQLite
+import TestScheduling
 import TestSupport
 import Testing
 
 /// `rapportctl import --source`: whole Salesforce and HubSpot exports into a tenant, as an
 /// operator moving a company in runs it.
-@Suite struct OrgImportTests {
+@Suite(.ownThread) struct OrgImportTests {
     /// A tenant `acme` with users anna and ben; not carl, whom the export knows.
     static func tenant(_ dir: TemporaryDirectory) throws -> Ctl {
         let ctl = Ctl(data: dir.path("data"))
@@ -255,7 +256,7 @@ import Testing
     }
 }
 
-@Suite struct ImportUndoTests {
+@Suite(.ownThread) struct ImportUndoTests {
     @Test func undoRestoresTheTenantRecordForRecordAndKeepsLaterChanges() async throws {
         let dir = try TemporaryDirectory()
         let ctl = try OrgImportTests.tenant(dir)
@@ -299,7 +300,7 @@ import Testing
     }
 }
 
-@Suite struct ImportResumeTests {
+@Suite(.ownThread) struct ImportResumeTests {
     /// What two runs of one import agree on: every live record's id and fields, but the moments
     /// the store stamps when a write happens (a consent's time, a stage change's), and a stage
     /// change's id, which its write's dot makes, taken by what it records instead.

@@ -5,6 +5,7 @@ import Registry
 import ReplicaStore
 import SyncModel
 import SyncProtocol
+import TestScheduling
 import TestSupport
 import Testing
 
@@ -76,7 +77,7 @@ struct PostgresNodes {
     }
 }
 
-@Suite(.serialized, .timeLimit(.minutes(4))) struct PostgresNodesTests {
+@Suite(.serialized, .timeLimit(.minutes(4)), .ownThread) struct PostgresNodesTests {
     /// Records of every type a device holds, by id, with their values: what convergence compares.
     func holdings(_ device: RapportClient) throws -> [UUID: [String: FieldValue]] {
         try device.local { store in

@@ -9,6 +9,7 @@ import SyncModel
 import SyncProtocol
 import TestSupport
 import Testing
+import TestScheduling
 
 /// A real server (TLS, SQLite) fed broken, hostile or unlucky clients through `RawConnection`.
 /// Each fault must end with the documented answer, touch nothing it should not, and leave the
@@ -357,7 +358,7 @@ extension ProtocolFaultTests {
             func channelRead(context: ChannelHandlerContext, data: NIOAny) { received.append(unwrapInboundIn(data)) }
         }
 
-        @Test func aTruncatedTailAtTheEndOfTheStreamIsMalformed() throws {
+        @Test(.blocking) func aTruncatedTailAtTheEndOfTheStreamIsMalformed() throws {
             let sink = Sink()
             let channel = EmbeddedChannel()
             try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(FrameDecoder(maxFrameBytes: 1024)), sink)
@@ -374,7 +375,7 @@ extension ProtocolFaultTests {
             #expect(error.code == .malformedFrame)
         }
 
-        @Test func aStreamThatEndsBetweenFramesIsClean() throws {
+        @Test(.blocking) func aStreamThatEndsBetweenFramesIsClean() throws {
             let sink = Sink()
             let channel = EmbeddedChannel()
             try channel.pipeline.syncOperations.addHandlers(ByteToMessageHandler(FrameDecoder(maxFrameBytes: 1024)), sink)

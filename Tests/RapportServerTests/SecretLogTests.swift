@@ -1,4 +1,5 @@
 import Foundation
+import TestScheduling
 import TestSupport
 import Testing
 
@@ -6,7 +7,7 @@ import Testing
 /// `rapportd` at `--log-level trace` through enrollment (at the centre and passed on by the
 /// branch), syncs, a used code offered again, a login with a wrong secret and the branch's
 /// link; then every form of every secret used is looked for in what they wrote.
-@Suite(.serialized) struct SecretLogTests {
+@Suite(.serialized, .ownThread) struct SecretLogTests {
     @Test func noSecretReachesAServersLogAtTraceLevel() async throws {
         let topology = try BranchTopology(serverArguments: ["--log-level", "trace", "--metrics", "127.0.0.1:0"])
         defer { topology.stopAll() }

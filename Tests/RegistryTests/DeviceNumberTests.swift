@@ -4,6 +4,7 @@ import SQLite
 import Synchronization
 import TestSupport
 import Testing
+import TestScheduling
 
 /// Every device gets a number in its tenant at enrollment (1, 2, 3, ..., never reused): the
 /// prefix of the case numbers it makes offline, so those must never repeat within a tenant.
@@ -14,7 +15,7 @@ import Testing
         return try registry.enroll(tenant: tenant, code: ticket.code, deviceName: name).device
     }
 
-    @Test(arguments: DatabaseBackend.allCases)
+    @Test(.blocking, arguments: DatabaseBackend.allCases)
     func devicesAreNumberedOneTwoThreeWithinEachTenant(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
@@ -35,7 +36,7 @@ import Testing
         }
     }
 
-    @Test(arguments: DatabaseBackend.allCases)
+    @Test(.blocking, arguments: DatabaseBackend.allCases)
     func aNumberIsNeverGivenAgainAfterItsDeviceIsRevokedOrItsUserRemoved(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
@@ -55,7 +56,7 @@ import Testing
         #expect(try enroll(registry, "acme", "d").number == 5)
     }
 
-    @Test func theMigrationNumbersExistingDevicesInEnrollmentOrderPerTenant() throws {
+    @Test(.blocking) func theMigrationNumbersExistingDevicesInEnrollmentOrderPerTenant() throws {
         let f = try RegistryFixture()
         let path = f.dir.path("registry.sqlite")
         // A registry as the version before numbers left it.
@@ -104,7 +105,7 @@ import Testing
     /// server nodes on one PostgreSQL database) would have, enroll at the same time: the number
     /// is read and taken under the write lock that `BEGIN IMMEDIATE` holds for the whole
     /// enrollment, or under the tenant row's lock on PostgreSQL, so none is handed out twice.
-    @Test(arguments: DatabaseBackend.allCases)
+    @Test(.blocking, arguments: DatabaseBackend.allCases)
     func enrollmentsRacingOnTwoConnectionsGetDistinctNumbers(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let perConnection = 25
@@ -137,7 +138,7 @@ import Testing
 
     /// One code tried by two connections at once (a device retrying through two server nodes):
     /// exactly one device comes of it, whatever the backend.
-    @Test(arguments: DatabaseBackend.allCases)
+    @Test(.blocking, arguments: DatabaseBackend.allCases)
     func aCodeUsedOnTwoConnectionsAtOnceMakesOneDevice(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let codes: [String]

@@ -4,12 +4,13 @@ import Postgres
 import SQLite
 import TestSupport
 import Testing
+import TestScheduling
 
 /// What differs between the registry's backends and must not show: how a server learns that
 /// another connection (another process, or another node) changed what it caches, and how a
 /// registry written by a newer Rapport is refused.
 @Suite struct RegistryBackendTests {
-    @Test(arguments: DatabaseBackend.allCases)
+    @Test(.blocking, arguments: DatabaseBackend.allCases)
     func aRevocationThroughOneConnectionChangesTheVersionAnotherReads(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let admin = try f.registry()
@@ -39,7 +40,7 @@ import Testing
         }
     }
 
-    @Test func aRegistryDatabaseOfANewerRapportIsRefusedAndLeftAsItIs() throws {
+    @Test(.blocking) func aRegistryDatabaseOfANewerRapportIsRefusedAndLeftAsItIs() throws {
         let database = try PostgresServer.database()
         do {
             let registry = try Registry(postgres: database.url)
@@ -52,7 +53,7 @@ import Testing
         #expect(try raw.scalarInt("SELECT version FROM rapport_schema WHERE component = 'registry'") == 99)
     }
 
-    @Test func theRegistryWritesTheSameThingsOnBothBackends() throws {
+    @Test(.blocking) func theRegistryWritesTheSameThingsOnBothBackends() throws {
         // One script of registry calls on each backend; what the API reads back must agree.
         func script(_ backend: DatabaseBackend) throws -> [String] {
             let f = try RegistryFixture(backend)
@@ -81,7 +82,7 @@ import Testing
         #expect(try script(.postgres) == sqlite)
     }
 
-    @Test func keysWebhooksAndBranchesWorkAlikeOnBothBackends() throws {
+    @Test(.blocking) func keysWebhooksAndBranchesWorkAlikeOnBothBackends() throws {
         func script(_ backend: DatabaseBackend) throws -> [String] {
             let f = try RegistryFixture(backend)
             let registry = try f.registry()

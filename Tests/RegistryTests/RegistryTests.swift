@@ -7,6 +7,7 @@ import Synchronization
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// A data directory in a temporary folder, with a clock the test moves, and the registry on
 /// the backend the test asked for (tenant stores stay files of the data directory).
@@ -41,7 +42,7 @@ final class RegistryFixture: Sendable {
 }
 
 @Suite struct TenantTests {
-    @Test(arguments: DatabaseBackend.allCases)
+    @Test(.blocking, arguments: DatabaseBackend.allCases)
     func aTenantGoesThroughItsWholeLife(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
@@ -69,7 +70,7 @@ final class RegistryFixture: Sendable {
         #expect(try registry.auditEntries().isEmpty, "the registry API does not audit by itself; audited() does")
     }
 
-    @Test(arguments: ["../x", "a/b", "", String(repeating: "a", count: 10_000), "a\u{0}b", "-a", "a-", "Acme", "a b", "é"])
+    @Test(.blocking, arguments: ["../x", "a/b", "", String(repeating: "a", count: 10_000), "a\u{0}b", "-a", "a-", "Acme", "a b", "é"])
     func anInvalidTenantIdIsRefusedAndNoFileAppears(_ slug: String) throws {
         let f = try RegistryFixture()
         let registry = try f.registry()
@@ -85,7 +86,7 @@ final class RegistryFixture: Sendable {
         #expect(try registry.tenants(includeDeleted: true).isEmpty)
     }
 
-    @Test(arguments: DatabaseBackend.allCases)
+    @Test(.blocking, arguments: DatabaseBackend.allCases)
     func aCrashBeforeTheRegistryRowLeavesNoTenantAndTheSlugCanBeCreatedAgain(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
@@ -110,7 +111,7 @@ final class RegistryFixture: Sendable {
 }
 
 @Suite struct UserAndDeviceTests {
-    @Test(arguments: DatabaseBackend.allCases)
+    @Test(.blocking, arguments: DatabaseBackend.allCases)
     func usersAreCheckedAndRemovingOneRevokesItsDevices(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
@@ -140,7 +141,7 @@ final class RegistryFixture: Sendable {
         #expect(try registry.device(device.id)?.status == .revoked)
     }
 
-    @Test(arguments: DatabaseBackend.allCases)
+    @Test(.blocking, arguments: DatabaseBackend.allCases)
     func anEnrollmentCodeWorksOnceBeforeItExpiresAndOnlyForItsTenant(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
@@ -182,7 +183,7 @@ final class RegistryFixture: Sendable {
         }
     }
 
-    @Test func theRegistryKeepsOnlyHashesOfSecretsAndCodes() throws {
+    @Test(.blocking) func theRegistryKeepsOnlyHashesOfSecretsAndCodes() throws {
         let f = try RegistryFixture()
         let registry = try f.registry()
         let ticket: EnrollmentTicket
@@ -199,7 +200,7 @@ final class RegistryFixture: Sendable {
         #expect(bytes.range(of: Data(ticket.code.replacingOccurrences(of: "-", with: "").utf8)) == nil)
     }
 
-    @Test(arguments: DatabaseBackend.allCases)
+    @Test(.blocking, arguments: DatabaseBackend.allCases)
     func auditedRecordsSuccessWithTheChangeAndFailureWithItsReason(_ backend: DatabaseBackend) throws {
         let f = try RegistryFixture(backend)
         let registry = try f.registry()
@@ -234,7 +235,7 @@ final class RegistryFixture: Sendable {
         return Dictionary(uniqueKeysWithValues: try store.records(ofType: "account", includeDeleted: true).map { ($0.id, $0) })
     }
 
-    @Test func aBackupTakenWhileTheStoreIsWrittenRestoresIntoANewTenantRecordForRecord() async throws {
+    @Test(.blocking) func aBackupTakenWhileTheStoreIsWrittenRestoresIntoANewTenantRecordForRecord() async throws {
         let f = try RegistryFixture()
         let registry = try f.registry()
         defer { registry.close() }
@@ -261,7 +262,7 @@ final class RegistryFixture: Sendable {
         for (id, state) in copy { #expect(source[id] == state) }
     }
 
-    @Test func aDamagedOrForeignBackupIsRefusedAndNothingIsReplaced() throws {
+    @Test(.blocking) func aDamagedOrForeignBackupIsRefusedAndNothingIsReplaced() throws {
         let f = try RegistryFixture()
         let registry = try f.registry()
         defer { registry.close() }
@@ -295,7 +296,7 @@ final class RegistryFixture: Sendable {
         #expect(try FileManager.default.contentsOfDirectory(atPath: f.data.tenantsPath).sorted() == ["acme.sqlite"])
     }
 
-    @Test func restoringOverATenantNeedsItSuspendedAndBringsBackTheBackupsContent() throws {
+    @Test(.blocking) func restoringOverATenantNeedsItSuspendedAndBringsBackTheBackupsContent() throws {
         let f = try RegistryFixture()
         let registry = try f.registry()
         defer { registry.close() }

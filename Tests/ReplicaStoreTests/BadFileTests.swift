@@ -4,6 +4,7 @@ import SQLite
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 @Suite struct BadFileTests {
     let dir: TemporaryDirectory
@@ -11,7 +12,7 @@ import Testing
 
     func fileBytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
 
-    @Test func aFileThatIsNotSQLiteIsRefusedAndLeftAlone() throws {
+    @Test(.blocking) func aFileThatIsNotSQLiteIsRefusedAndLeftAlone() throws {
         let path = dir.path("A.sqlite")
         let original = Data((0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 31) })
         try original.write(to: URL(fileURLWithPath: path))
@@ -20,7 +21,7 @@ import Testing
         #expect(try fileBytes(path) == original)
     }
 
-    @Test func anotherProgramsDatabaseIsRefusedAndLeftAlone() throws {
+    @Test(.blocking) func anotherProgramsDatabaseIsRefusedAndLeftAlone() throws {
         let path = dir.path("A.sqlite")
         do {
             var options = Database.Options()
@@ -35,7 +36,7 @@ import Testing
         #expect(try fileBytes(path) == original)
     }
 
-    @Test func aStoreFromANewerVersionIsRefused() throws {
+    @Test(.blocking) func aStoreFromANewerVersionIsRefused() throws {
         do {
             let store = try openStore(dir, "A")
             try store.create("contact", ["name": .text("Ada")])
@@ -49,7 +50,7 @@ import Testing
         }
     }
 
-    @Test func aDamagedStoreGivesATypedError() throws {
+    @Test(.blocking) func aDamagedStoreGivesATypedError() throws {
         let path = dir.path("A.sqlite")
         do {
             let store = try openStore(dir, "A")
@@ -72,7 +73,7 @@ import Testing
         }
     }
 
-    @Test func aDamagedRecordRowIsReportedNotTrusted() throws {
+    @Test(.blocking) func aDamagedRecordRowIsReportedNotTrusted() throws {
         let store = try openStore(dir, "A")
         let id = try store.create("contact", ["name": .text("Ada")]).id
         let raw = try Database(path: dir.path("A.sqlite"))

@@ -3,6 +3,7 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// Two replicas with hand-set clocks, so which concurrent write wins is known in advance.
 struct TwoReplicas {
@@ -36,7 +37,7 @@ struct TwoReplicas {
 }
 
 @Suite struct ConflictLogTests {
-    @Test(arguments: DatabaseBackend.allCases) func concurrentUpdateIsLoggedWithBothSides(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func concurrentUpdateIsLoggedWithBothSides(_ backend: DatabaseBackend) throws {
         let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.update(id, ["city": .text("Bergen")])
@@ -63,7 +64,7 @@ struct TwoReplicas {
         #expect(try r.alice.conflicts(status: nil).count == 1)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func takingTheLoserIsACausalWriteThatWinsEverywhere(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func takingTheLoserIsACausalWriteThatWinsEverywhere(_ backend: DatabaseBackend) throws {
         let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.update(id, ["city": .text("Bergen")])
@@ -84,7 +85,7 @@ struct TwoReplicas {
         #expect(try r.bob.conflicts(status: .superseded).count == 1)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func resolvingWithANewValue(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func resolvingWithANewValue(_ backend: DatabaseBackend) throws {
         let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.update(id, ["city": .text("Bergen")])
@@ -95,7 +96,7 @@ struct TwoReplicas {
         #expect(throws: ReplicaStoreError.conflictNotFound(999)) { try r.bob.resolve(999, .keepWinner) }
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func updateOfDeletedCanBeRestored(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func updateOfDeletedCanBeRestored(_ backend: DatabaseBackend) throws {
         let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.delete(id)
@@ -114,7 +115,7 @@ struct TwoReplicas {
         #expect(try r.bob.conflicts().isEmpty)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func keepingTheDeletionLeavesTheRecordDeleted(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func keepingTheDeletionLeavesTheRecordDeleted(_ backend: DatabaseBackend) throws {
         let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.delete(id)
@@ -126,7 +127,7 @@ struct TwoReplicas {
         #expect(try r.bob.conflicts().isEmpty)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func updatingAFieldSupersedesItsOpenConflict(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func updatingAFieldSupersedesItsOpenConflict(_ backend: DatabaseBackend) throws {
         let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.update(id, ["city": .text("Bergen")])

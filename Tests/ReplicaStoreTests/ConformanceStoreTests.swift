@@ -3,6 +3,7 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// Protocol/conformance/merge through replica stores on real SQLite files and in PostgreSQL: each input is a
 /// store that took the state in, each merge applies the remote side's state to the local side's
@@ -60,7 +61,7 @@ import Testing
         }
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func everyCaseEndsInTheResultInRealStores(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func everyCaseEndsInTheResultInRealStores(_ backend: DatabaseBackend) throws {
         let vectors = try MergeVector.loadAll()
         try #require(!vectors.isEmpty)
         let place = try StorePlace(backend)
@@ -87,7 +88,7 @@ import Testing
 
     /// clock_skew: the store merges the state from a clock 48 hours ahead, and its own clock
     /// does not follow it (SPEC 1.2): the next local write is stamped from its wall clock.
-    @Test(arguments: DatabaseBackend.allCases) func aStoreMergesAStateFromFarAheadWithoutAdoptingItsClock(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aStoreMergesAStateFromFarAheadWithoutAdoptingItsClock(_ backend: DatabaseBackend) throws {
         let vector = try #require(try MergeVector.loadAll().first { $0.name == "clock_skew" })
         let ahead = try vector.inputs["b"]!.state(), own = try vector.inputs["a"]!.state()
         let stores = Stores(schema: try vector.schema(), place: try StorePlace(backend))

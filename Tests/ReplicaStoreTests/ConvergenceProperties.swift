@@ -3,6 +3,7 @@ import PropertyBased
 import ReplicaStore
 import SyncModel
 import TestSupport
+import TestScheduling
 import Testing
 
 /// The sync invariants, checked on real stores in real SQLite files: 3 to 5 replicas make random
@@ -15,7 +16,7 @@ import Testing
 ///
 /// Each case runs twice over: with batches of `RecordState`s (`apply`) and with batches in the
 /// form they travel in between replicas (`encodedChanges`, `apply(encoded:)`).
-@Suite(.shrinking(false)) struct ConvergenceProperties {
+@Suite(.shrinking(false), .blocking) struct ConvergenceProperties {
     static var caseCount: Int {
         ProcessInfo.processInfo.environment["RAPPORT_PROPERTY_CASES"].flatMap(Int.init) ?? 300
     }

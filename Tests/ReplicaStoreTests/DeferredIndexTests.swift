@@ -3,6 +3,7 @@ import Foundation
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// A pull from the start defers the field index of the types it brings and builds it at its end
 /// (`deferFieldIndex(of:)`, `completeFieldIndex()`): queries answer exactly what reading every
@@ -76,7 +77,7 @@ import Testing
         }
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func queriesAreExactDuringAndAfterADeferredPull(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func queriesAreExactDuringAndAfterADeferredPull(_ backend: DatabaseBackend) throws {
         let place = try StorePlace(backend)
         let records = try source(place)
         let device = try open(place, "device"), reader = try open(place, "device")
@@ -105,7 +106,7 @@ import Testing
         try expectExact(device, "after the build")
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aSyncCutShortLeavesTheTypesDeferredAndTheNextPullBuildsThem(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aSyncCutShortLeavesTheTypesDeferredAndTheNextPullBuildsThem(_ backend: DatabaseBackend) throws {
         let place = try StorePlace(backend)
         let records = try source(place)
         do {
@@ -134,7 +135,7 @@ import Testing
         [try store.sqliteFile!.scalarInt("PRAGMA cache_size"), try store.sqliteFile!.scalarInt("PRAGMA wal_autocheckpoint")]
     }
 
-    @Test func aBulkPullTakesALargerCacheAndGivesBackWhatItFound() throws {
+    @Test(.blocking) func aBulkPullTakesALargerCacheAndGivesBackWhatItFound() throws {
         let place = try StorePlace(.sqlite)  // SQLite's page cache and checkpoints
         let device = try open(place, "device")
         try device.sqliteFile!.execute("PRAGMA cache_size = -3000")
@@ -156,7 +157,7 @@ import Testing
         try expectExact(device)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aDeferralInABatchThatFailsIsUndoneWithIt(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aDeferralInABatchThatFailsIsUndoneWithIt(_ backend: DatabaseBackend) throws {
         let place = try StorePlace(backend)
         let records = try source(place, contacts: 100)
         let device = try open(place, "device")
@@ -203,7 +204,7 @@ import Testing
         }
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aGatheredIndexHoldsExactlyWhatReadingTheRecordsBackBuilds(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aGatheredIndexHoldsExactlyWhatReadingTheRecordsBackBuilds(_ backend: DatabaseBackend) throws {
         let place = try StorePlace(backend)
         let records = try source(place)
         let gathered = try open(place, "gathered"), readBack = try open(place, "read-back")
@@ -221,7 +222,7 @@ import Testing
     /// The gather is taken only when every live record was stored as it came since the store
     /// was empty: here it is made from other records than those applied (as many, of the same
     /// types), so whether the store took it shows in the index.
-    @Test(arguments: DatabaseBackend.allCases) func aGatherIsTakenOnlyWhenNothingElseWroteTheStore(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aGatherIsTakenOnlyWhenNothingElseWroteTheStore(_ backend: DatabaseBackend) throws {
         let place = try StorePlace(backend)
         let records = try source(place)
         // As many records of the same types, under other ids.

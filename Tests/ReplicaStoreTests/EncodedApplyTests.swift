@@ -3,6 +3,7 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// `apply(encoded:)` keeps every promise of `apply`: atomic, idempotent, the same outcomes,
 /// conflicts, dirty set and checkpoint, whichever path a record takes inside.
@@ -14,7 +15,7 @@ import Testing
         try store.encodedChanges(after: after, limit: .max).map(\.record)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func newRecordsAreStoredAsTheyCame(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func newRecordsAreStoredAsTheyCame(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let source = try openStore(dir, "source"), target = try openStore(dir, "target")
         for i in 0..<5 {
@@ -36,7 +37,7 @@ import Testing
         #expect(try target.lastTimestamp >= source.lastTimestamp)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func itEndsWhereApplyEndsWithMergesAndConflicts(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func itEndsWhereApplyEndsWithMergesAndConflicts(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let clock = ManualClock(1_700_000_000_000)
         let source = try openStore(dir, "source", wallClock: { clock.read() })
@@ -69,7 +70,7 @@ import Testing
         #expect(try StoreSnapshot(viaEncoded) == (try StoreSnapshot(viaStates)))
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func downstreamRecordsStayDirtyOnlyWhenForwarded(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func downstreamRecordsStayDirtyOnlyWhenForwarded(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         try device.create("contact", ["name": .text("Ada")])
@@ -83,7 +84,7 @@ import Testing
         #expect(try branch.dirtyCount() == 1)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func duplicatesChangeNothingAndClearWhatUpstreamHolds(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func duplicatesChangeNothingAndClearWhatUpstreamHolds(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let server = try openStore(dir, "server"), device = try openStore(dir, "device")
         for i in 0..<4 { try server.create("contact", ["name": .text("c\(i)")]) }
@@ -106,7 +107,7 @@ import Testing
         #expect(try device.dirtyCount() == 0)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func invalidBytesAnywhereInABatchLeaveTheStoreUnchanged(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func invalidBytesAnywhereInABatchLeaveTheStoreUnchanged(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let source = try openStore(dir, "source"), target = try openStore(dir, "target")
         for i in 0..<5 { try source.create("contact", ["name": .text("c\(i)")]) }
@@ -142,7 +143,7 @@ import Testing
         #expect(try target.apply(encoded: batch).outcomes.count == 6)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func anInterruptedBatchLeavesNoTraceAndTheCheckpointMovesWithItsBatch(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func anInterruptedBatchLeavesNoTraceAndTheCheckpointMovesWithItsBatch(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         struct Interrupted: Error {}
         let server = try openStore(dir, "server"), device = try openStore(dir, "device")
@@ -167,7 +168,7 @@ import Testing
         #expect(try device.count(ofType: "contact") == 6)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aValidRecordInAnotherFormIsStoredCanonical(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aValidRecordInAnotherFormIsStoredCanonical(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let source = try openStore(dir, "source"), target = try openStore(dir, "target")
         let state = try source.create("contact", ["name": .text("Ada"), "age": .integer(36)])

@@ -3,11 +3,12 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// Records upstream takes out of a device's scope: gone without a tombstone, but never before
 /// what the device wrote to them was pushed and answered.
 @Suite struct EvictionTests {
-    @Test(arguments: DatabaseBackend.allCases) func anEvictedRecordGoesAtOnceUnlessItHasChangesToPush(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func anEvictedRecordGoesAtOnceUnlessItHasChangesToPush(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let server = try openStore(dir, "server")
         let device = try openStore(dir, "device")
@@ -31,7 +32,7 @@ import Testing
         #expect(try device.pendingEvictions().isEmpty)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aRecordThatComesBackIsNoLongerWaitingToGo(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aRecordThatComesBackIsNoLongerWaitingToGo(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let record = try device.create("contact", ["name": .text("Ada")])
@@ -42,7 +43,7 @@ import Testing
         #expect(try device.record(record.id) != nil)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aRefusedChangeStaysInTheConflictLogAfterItsRecordIsEvicted(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aRefusedChangeStaysInTheConflictLogAfterItsRecordIsEvicted(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let record = try device.create("contact", ["name": .text("Ada")])

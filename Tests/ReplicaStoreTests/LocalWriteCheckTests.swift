@@ -5,6 +5,7 @@ import Synchronization
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// A check that notes every call and refuses what `refuse` names, standing in for a device's
 /// rights: contacts name the account they belong to in `note`.
@@ -38,7 +39,7 @@ final class RecordingCheck: LocalWriteCheck {
     let dir: TemporaryDirectory
     init() throws { dir = try TemporaryDirectory() }
 
-    @Test(arguments: DatabaseBackend.allCases) func theCheckRunsOnceARecordWhenTheOutermostTransactionEndsAndSeesItsOtherRecords(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func theCheckRunsOnceARecordWhenTheOutermostTransactionEndsAndSeesItsOtherRecords(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let store = try openStore(dir, "device")
         let check = RecordingCheck()
@@ -73,7 +74,7 @@ final class RecordingCheck: LocalWriteCheck {
         #expect(later[2].before?.isDeleted == true && later[2].after.isDeleted == false)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aRefusedWriteRollsBackTheWholeTransactionWithTheReason(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aRefusedWriteRollsBackTheWholeTransactionWithTheReason(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let store = try openStore(dir, "device")
         let kept = try store.create("contact", ["name": .text("Ada")])
@@ -109,7 +110,7 @@ final class RecordingCheck: LocalWriteCheck {
                 "the check can be taken away at any time")
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aWriteUndoneByANestedRollbackIsNotJudged(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aWriteUndoneByANestedRollbackIsNotJudged(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let store = try openStore(dir, "device")
         let check = RecordingCheck()
@@ -125,7 +126,7 @@ final class RecordingCheck: LocalWriteCheck {
         #expect(check.recorded.map(\.after.id) == [kept.id])
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func theCheckNeverRunsOnBatchesFromSync(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func theCheckNeverRunsOnBatchesFromSync(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let peer = try openStore(dir, "peer")
         let id = try peer.create("contact", ["name": .text("Ada")]).id
@@ -150,7 +151,7 @@ final class RecordingCheck: LocalWriteCheck {
         #expect(check.recorded.isEmpty)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func localSettingsSurviveReopeningAndRollBackWithTheirTransaction(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func localSettingsSurviveReopeningAndRollBackWithTheirTransaction(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         do {
             let store = try openStore(dir, "device")

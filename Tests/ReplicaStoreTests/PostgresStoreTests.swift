@@ -6,12 +6,13 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// What only a store in a database shared by tenants must show: tenants that never see each
 /// other's rows, and writers of one tenant on several connections at once (several nodes) that
 /// queue for the tenant's header instead of issuing a dot or a sequence number twice.
 @Suite struct PostgresStoreTests {
-    @Test func tenantsSharingADatabaseSeeOnlyTheirOwnRows() throws {
+    @Test(.blocking) func tenantsSharingADatabaseSeeOnlyTheirOwnRows() throws {
         let database = try PostgresServer.database()
         var options = ReplicaStore.Options(schema: testSchema)
         options.indexedFields = ["city"]
@@ -62,7 +63,7 @@ import Testing
         #expect(try north.tombstoneCount() == 1)
     }
 
-    @Test func severalConnectionsWritingOneTenantAtOnceNeverIssueADotOrASequenceNumberTwice() throws {
+    @Test(.blocking) func severalConnectionsWritingOneTenantAtOnceNeverIssueADotOrASequenceNumberTwice() throws {
         let database = try PostgresServer.database()
         let options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID("server"))
         let shared = try StorePlace.open(tenant: "acme", in: database, options: options)
@@ -98,7 +99,7 @@ import Testing
         #expect(try shared.record(counterRecord)?.vector[shared.replicaID] == UInt64(writes))
     }
 
-    @Test func aStoreFileCopiedIntoTheDatabaseIsTheSameReplicaRowForRow() throws {
+    @Test(.blocking) func aStoreFileCopiedIntoTheDatabaseIsTheSameReplicaRowForRow() throws {
         let place = try StorePlace(.sqlite)
         let database = try PostgresServer.database()
         var options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID("server"))
@@ -144,7 +145,7 @@ import Testing
     /// What `rapportctl tenant move` does to a store, both ways: the copy is the same replica,
     /// row for row, and a handle that stayed open on the source (a server still serving it) is
     /// refused every write after the copy, so nothing lands where no one reads it again.
-    @Test func aStoreMovedIntoTheDatabaseAndBackIsTheSameReplicaAndItsSourceTakesNoMoreWrites() throws {
+    @Test(.blocking) func aStoreMovedIntoTheDatabaseAndBackIsTheSameReplicaAndItsSourceTakesNoMoreWrites() throws {
         let place = try StorePlace(.sqlite)
         let database = try PostgresServer.database()
         var options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID("server"))
@@ -195,7 +196,7 @@ import Testing
         #expect(try returned.update(ids[2], ["city": .text("Oslo")]).vector[returned.replicaID] == (next.vector[returned.replicaID] ?? 0) + 1)
     }
 
-    @Test func aTenantIdThatIsNotASlugOrADatabaseWithoutStoreTablesIsRefused() throws {
+    @Test(.blocking) func aTenantIdThatIsNotASlugOrADatabaseWithoutStoreTablesIsRefused() throws {
         let database = try PostgresServer.database()
         let options = ReplicaStore.Options(schema: testSchema)
         let bare = try PostgresConnection(url: database.url)

@@ -4,12 +4,13 @@ import SQLite
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 @Suite struct ReplicaStoreTests {
     let dir: TemporaryDirectory
     init() throws { dir = try TemporaryDirectory() }
 
-    @Test(arguments: DatabaseBackend.allCases) func localWritesPersistWithDotsAndVectors(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func localWritesPersistWithDotsAndVectors(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let store = try openStore(dir, "A")
         let id = UUID()
@@ -25,7 +26,7 @@ import Testing
         #expect(try store.count(ofType: "contact") == 1)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func counterAndSequenceSurviveARestart(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func counterAndSequenceSurviveARestart(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let id = UUID()
         do {
@@ -44,7 +45,7 @@ import Testing
         #expect(try reopened.lastTimestamp > HLCTimestamp.zero)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func invalidLocalWritesChangeNothing(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func invalidLocalWritesChangeNothing(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let store = try openStore(dir, "A")
         let id = try store.create("contact", ["name": .text("Ada")]).id
@@ -64,7 +65,7 @@ import Testing
         #expect(try store.update(id, ["age": .integer(1)]).vector[store.replicaID] == 2)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func deleteAndRestore(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func deleteAndRestore(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let store = try openStore(dir, "A")
         let id = try store.create("contact", ["name": .text("Ada")]).id
@@ -78,7 +79,7 @@ import Testing
         #expect(throws: ReplicaStoreError.recordNotDeleted(id)) { try store.restore(id) }
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func changesComeInSequenceOrderOncePerRecord(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func changesComeInSequenceOrderOncePerRecord(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let store = try openStore(dir, "A")
         let first = try store.create("contact", ["name": .text("1")]).id
@@ -94,7 +95,7 @@ import Testing
         #expect(try store.pendingChanges(after: 3).records == 0)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func dirtySetFollowsPushesAndAcknowledgements(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func dirtySetFollowsPushesAndAcknowledgements(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let server = try openStore(dir, "server")
@@ -113,7 +114,7 @@ import Testing
         #expect(try device.dirtyCount() == 0)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func pullingTheMergedStateClearsDirty(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func pullingTheMergedStateClearsDirty(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let server = try openStore(dir, "server")
@@ -125,7 +126,7 @@ import Testing
         #expect(try device.record(id)?.values["city"] == .text("Paris"))
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func applyIsIdempotentAndReportsOutcomes(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func applyIsIdempotentAndReportsOutcomes(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let a = try openStore(dir, "A"), b = try openStore(dir, "B")
         let x = try a.create("contact", ["name": .text("x")]).id
@@ -143,7 +144,7 @@ import Testing
         #expect(report.conflicts.isEmpty)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func incrementsFromSeveralReplicasAddUp(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func incrementsFromSeveralReplicasAddUp(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let a = try openStore(dir, "A"), b = try openStore(dir, "B")
         let id = try a.create("contact", ["name": .text("x")]).id
@@ -157,7 +158,7 @@ import Testing
         #expect(try a.record(id) == (try b.record(id)))
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aBatchInterruptedHalfWayLeavesTheStoreExactlyAsBefore(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aBatchInterruptedHalfWayLeavesTheStoreExactlyAsBefore(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         struct Interrupted: Error {}
         let source = try openStore(dir, "source"), target = try openStore(dir, "target")
@@ -180,7 +181,7 @@ import Testing
         #expect(try target.update(shared, ["note": .text("n")]).vector[target.replicaID] == 3)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func anInvalidRecordAnywhereInABatchRejectsTheWholeBatch(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func anInvalidRecordAnywhereInABatchRejectsTheWholeBatch(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let source = try openStore(dir, "source"), target = try openStore(dir, "target")
         for i in 0..<5 { try source.create("contact", ["name": .text("c\(i)")]) }
@@ -201,7 +202,7 @@ import Testing
         #expect(throws: ReplicaStoreError.self) { try target.apply([retyped]) }
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func checkpointMovesWithItsBatchAndOnlyThen(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func checkpointMovesWithItsBatchAndOnlyThen(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         struct Interrupted: Error {}
         let server = try openStore(dir, "server"), device = try openStore(dir, "device")
@@ -220,7 +221,7 @@ import Testing
         #expect(try device.checkpoint(for: "server") == 0)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aRejectedPushIsKeptAsAConflictAndStopsBeingPushed(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aRejectedPushIsKeptAsAConflictAndStopsBeingPushed(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let id = try device.create("contact", ["name": .text("Ada")]).id
@@ -235,7 +236,7 @@ import Testing
         #expect(try device.dirtyCount() == 1)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func conflictsReportedByAPeerAreLoggedOnce(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func conflictsReportedByAPeerAreLoggedOnce(_ backend: DatabaseBackend) throws {
         let r = try TwoReplicas(backend)
         let id = try r.sharedContact()
         try r.alice.update(id, ["city": .text("Bergen")])

@@ -3,13 +3,14 @@ import ReplicaStore
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// The store's purge, resync and compaction (SPEC.md 1.8), on one replica's file with a clock
 /// the test moves.
 @Suite struct RetentionTests {
     let policy = RetentionPolicy(tombstoneHorizon: 10_000, conflictHorizon: 5_000)
 
-    @Test(arguments: DatabaseBackend.allCases) func settingsUnderAPrefixGoOncePastTheirHorizonAndOthersStay(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func settingsUnderAPrefixGoOncePastTheirHorizonAndOthersStay(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let clock = ManualClock(1_000_000)
         let store = try openStore(dir, "server", wallClock: clock.read)
@@ -42,7 +43,7 @@ import Testing
         #expect(try store.localSetting("retention.upstream") != nil)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aTombstoneGoesOncePastTheHorizonCountedFromAMarkAndNotBefore(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aTombstoneGoesOncePastTheHorizonCountedFromAMarkAndNotBefore(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let clock = ManualClock(1_000_000)
         let store = try openStore(dir, "device", wallClock: clock.read)
@@ -79,7 +80,7 @@ import Testing
         #expect(try store.record(live.id) == nil)
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aStoreWithoutUpstreamPurgesItsOwnDeletesToo(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aStoreWithoutUpstreamPurgesItsOwnDeletesToo(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let clock = ManualClock(1_000_000)
         let centre = try openStore(dir, "centre", wallClock: clock.read)
@@ -90,7 +91,7 @@ import Testing
         #expect(try centre.purgeExpired(policy).tombstonesPurged == 1, "no one would ever acknowledge its own delete")
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func closedConflictsGoAfterTheirHorizonAndOpenOnesNever(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func closedConflictsGoAfterTheirHorizonAndOpenOnesNever(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let clock = ManualClock(2_000_000)
         let a = try openStore(dir, "a", wallClock: clock.read)
@@ -115,7 +116,7 @@ import Testing
         #expect(try a.conflicts().count == 1, "open conflicts are never purged")
     }
 
-    @Test(arguments: DatabaseBackend.allCases) func aResyncDropsWhatTheFreshCopyLacksKeepsWhatIsDirtyAndSurvivesAReopen(_ backend: DatabaseBackend) throws {
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aResyncDropsWhatTheFreshCopyLacksKeepsWhatIsDirtyAndSurvivesAReopen(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let device = try openStore(dir, "device")
         let server = try openStore(dir, "server")
@@ -157,7 +158,7 @@ import Testing
         #expect(try reopened.purgedThrough == reopened.lastSequence, "its own peers must resync too")
     }
 
-    @Test func compactionGivesBackWhatAPurgeFreed() throws {
+    @Test(.blocking) func compactionGivesBackWhatAPurgeFreed() throws {
         let dir = try TemporaryDirectory()
         let clock = ManualClock(3_000_000)
         let store = try openStore(dir, "server", wallClock: clock.read)
@@ -180,7 +181,7 @@ import Testing
         #expect(report.after.freeBytes == 0)
     }
 
-    @Test func durationsTakeAUnitAndBadOnesAreRefused() throws {
+    @Test(.blocking) func durationsTakeAUnitAndBadOnesAreRefused() throws {
         #expect(try RetentionPolicy.duration("90d") == 90 * RetentionPolicy.day)
         #expect(try RetentionPolicy.duration("2s") == 2_000)
         #expect(try RetentionPolicy.duration("500ms") == 500)

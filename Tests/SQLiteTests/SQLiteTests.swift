@@ -4,6 +4,7 @@ import PrivateFiles
 import SQLite
 import TestSupport
 import Testing
+import TestScheduling
 
 @Suite struct SQLiteTests {
     let dir: TemporaryDirectory
@@ -15,12 +16,12 @@ import Testing
         try db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE, score REAL, data BLOB)")
     }
 
-    @Test func opensInWALModeWithForeignKeys() throws {
+    @Test(.blocking) func opensInWALModeWithForeignKeys() throws {
         #expect(try db.query("PRAGMA journal_mode") { $0.string(0) } == ["wal"])
         #expect(try db.scalarInt("PRAGMA foreign_keys") == 1)
     }
 
-    @Test func errorsCarryCodesMessageAndSQL() throws {
+    @Test(.blocking) func errorsCarryCodesMessageAndSQL() throws {
         let sql = "SELECT * FROM missing_table"
         let error = try #require(throws: SQLiteError.self) { try db.prepare(sql) }
         #expect(error.code == SQLITE_ERROR)
@@ -36,13 +37,13 @@ import Testing
         #expect(unique.sql == "INSERT INTO t (name) VALUES (?)")
     }
 
-    @Test func wrongParameterCountIsAnError() throws {
+    @Test(.blocking) func wrongParameterCountIsAnError() throws {
         let error = try #require(throws: SQLiteError.self) { try db.run("INSERT INTO t (name, score) VALUES (?, ?)", ["x"]) }
         #expect(error.code == SQLITE_RANGE)
         #expect(error.message.contains("2 parameters"))
     }
 
-    @Test func bindsAndReadsEveryStorageClass() throws {
+    @Test(.blocking) func bindsAndReadsEveryStorageClass() throws {
         let blob = Data([0, 1, 2, 255])
         try db.run("INSERT INTO t (id, name, score, data) VALUES (?, ?, ?, ?)", [Int64.max, "Zoë 🚀", 2.5, blob])
         try db.run("INSERT INTO t (id, name, score, data) VALUES (?, ?, ?, ?)", [Int64.min, "", Double?.none, Data()])
@@ -55,13 +56,13 @@ import Testing
         ])
     }
 
-    @Test func cachedStatementsAreReused() throws {
+    @Test(.blocking) func cachedStatementsAreReused() throws {
         let a = try db.cached("SELECT count(*) FROM t")
         let b = try db.cached("SELECT count(*) FROM t")
         #expect(a === b)
     }
 
-    @Test func transactionRollsBackWhenBodyThrows() throws {
+    @Test(.blocking) func transactionRollsBackWhenBodyThrows() throws {
         struct Boom: Error {}
         try db.run("INSERT INTO t (name) VALUES ('kept')")
         #expect(throws: Boom.self) {
@@ -74,7 +75,7 @@ import Testing
         #expect(!db.isInTransaction)
     }
 
-    @Test func nestedTransactionIsASavepoint() throws {
+    @Test(.blocking) func nestedTransactionIsASavepoint() throws {
         struct Boom: Error {}
         try db.transaction {
             try db.run("INSERT INTO t (name) VALUES ('outer')")
@@ -87,7 +88,7 @@ import Testing
         #expect(try db.query("SELECT name FROM t ORDER BY id") { $0.string(0) } == ["outer", "second"])
     }
 
-    @Test func migrationsRunOnceAndInOrder() throws {
+    @Test(.blocking) func migrationsRunOnceAndInOrder() throws {
         let migrations = [
             Migration(version: 1, "a", sql: "CREATE TABLE m1 (x)"),
             Migration(version: 2, "b", sql: "CREATE TABLE m2 (x)"),
@@ -99,7 +100,7 @@ import Testing
         #expect(try db.migrate(more) == [3])
     }
 
-    @Test func failedMigrationLeavesThePreviousVersion() throws {
+    @Test(.blocking) func failedMigrationLeavesThePreviousVersion() throws {
         let migrations = [
             Migration(version: 1, "a", sql: "CREATE TABLE m1 (x)"),
             Migration(version: 2, "broken", sql: "CREATE TABLE m2 (x); INSERT INTO nowhere VALUES (1)"),
@@ -109,7 +110,7 @@ import Testing
         #expect(try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE name = 'm2'") == 0)
     }
 
-    @Test func newerDatabaseIsRefused() throws {
+    @Test(.blocking) func newerDatabaseIsRefused() throws {
         try db.execute("PRAGMA user_version = 7")
         let error = try #require(throws: MigrationError.self) {
             try db.migrate([Migration(version: 1, "a", sql: "CREATE TABLE m1 (x)")])
@@ -117,13 +118,13 @@ import Testing
         #expect(error == .databaseIsNewer(path: db.path, found: 7, supported: 1))
     }
 
-    @Test func badlyNumberedMigrationsAreRefused() throws {
+    @Test(.blocking) func badlyNumberedMigrationsAreRefused() throws {
         #expect(throws: MigrationError.self) {
             try db.migrate([Migration(version: 2, "skips one", sql: "SELECT 1")])
         }
     }
 
-    @Test func aFileThatIsNotSQLiteIsRefusedAtOpen() throws {
+    @Test(.blocking) func aFileThatIsNotSQLiteIsRefusedAtOpen() throws {
         let path = dir.path("notes.txt")
         let original = Data(String(repeating: "this is not a database\n", count: 200).utf8)
         try original.write(to: URL(fileURLWithPath: path))
@@ -133,7 +134,7 @@ import Testing
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == original)
     }
 
-    @Test func fullDiskFailsTheTransactionAndKeepsEarlierData() throws {
+    @Test(.blocking) func fullDiskFailsTheTransactionAndKeepsEarlierData() throws {
         try db.run("INSERT INTO t (name) VALUES ('before')")
         // A page limit stands in for a full disk: SQLite reports SQLITE_FULL either way.
         let pages = try #require(try db.scalarInt("PRAGMA page_count"))
@@ -149,7 +150,7 @@ import Testing
         #expect(try db.query("SELECT name FROM t") { $0.string(0) } == ["before"])
     }
 
-    @Test func closeIsIdempotentAndLaterUseFails() throws {
+    @Test(.blocking) func closeIsIdempotentAndLaterUseFails() throws {
         let statement = try db.prepare("SELECT 1")
         db.close()
         db.close()
@@ -158,7 +159,7 @@ import Testing
         #expect(throws: SQLiteError.self) { try db.execute("SELECT 1") }
     }
 
-    @Test func readerSeesCommittedDataWhileWriterHoldsTransaction() throws {
+    @Test(.blocking) func readerSeesCommittedDataWhileWriterHoldsTransaction() throws {
         try db.run("INSERT INTO t (name) VALUES ('committed')")
         let reader = try Database(path: db.path)
         try db.transaction {
@@ -199,7 +200,7 @@ import Testing
         return largest
     }
 
-    @Test func theLogIsCopiedBesideTheWriterAndStaysBounded() throws {
+    @Test(.blocking) func theLogIsCopiedBesideTheWriterAndStaysBounded() throws {
         try db.checkpointLogInBackground(everyPages: 100)
         #expect(db.checkpointsLogInBackground)
         #expect(try db.scalarInt("PRAGMA wal_autocheckpoint") == 0, "SQLite's own checkpoint is replaced")
@@ -216,7 +217,7 @@ import Testing
         reader.close()
     }
 
-    @Test func theForegroundTakesOverWithoutWaitingAndCloseWaitsForTheLastCopy() throws {
+    @Test(.blocking) func theForegroundTakesOverWithoutWaitingAndCloseWaitsForTheLastCopy() throws {
         try db.checkpointLogInBackground(everyPages: 1_000_000)  // nothing copied during the run
         try db.checkpointLogInBackground(everyPages: 10)  // a second call changes nothing
         try write(transactions: 40)
@@ -232,7 +233,7 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: db.path + "-wal"))
     }
 
-    @Test func closeWaitsForACopyStillRunning() throws {
+    @Test(.blocking) func closeWaitsForACopyStillRunning() throws {
         try db.checkpointLogInBackground(everyPages: 1_000_000)
         try write(transactions: 40)
         try db.checkpointLogInForeground(autocheckpointPages: 1_000)
@@ -261,7 +262,7 @@ import Testing
         }
     }
 
-    @Test func aFolderThatCannotBeMadeIsReportedWithItsPath() throws {
+    @Test(.blocking) func aFolderThatCannotBeMadeIsReportedWithItsPath() throws {
         let dir = try TemporaryDirectory()
         try PrivateFiles.write("x", to: dir.path("file"))
         let error = try #require(throws: PrivateFileError.self) { try PrivateFiles.createDirectory(dir.path("file/sub")) }

@@ -2,6 +2,7 @@ import Foundation
 import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// Protocol/conformance/merge, proven on `SyncModel`: every vector's states decode from their
 /// bytes and encode to them, and every case, evaluated with `Merge`, ends in the vector's result
@@ -11,14 +12,14 @@ import Testing
 /// `RAPPORT_WRITE_VECTORS=1 swift test --filter ConformanceMergeTests` rewrites the files from
 /// `ConformanceMergeVectors`; the normal run checks every file in the folder.
 @Suite(.serialized) struct ConformanceMergeTests {
-    @Test(.enabled(if: ConformanceKit.writing, "set RAPPORT_WRITE_VECTORS=1 to rewrite Protocol/conformance/merge"))
+    @Test(.blocking, .enabled(if: ConformanceKit.writing, "set RAPPORT_WRITE_VECTORS=1 to rewrite Protocol/conformance/merge"))
     func writeVectors() throws {
         try ConformanceKit.rewrite(MergeVector.directory, ConformanceMergeVectors.all.map { scenario in
             (scenario.name, try ConformanceKit.encode(try ConformanceMergeVectors.vector(scenario)))
         })
     }
 
-    @Test func theFilesAreWhatTheGeneratorMakes() throws {
+    @Test(.blocking) func theFilesAreWhatTheGeneratorMakes() throws {
         let vectors = try MergeVector.loadAll()
         #expect(Set(vectors.map(\.name)) == Set(ConformanceMergeVectors.all.map(\.name)))
         for scenario in ConformanceMergeVectors.all {
@@ -28,7 +29,7 @@ import Testing
         }
     }
 
-    @Test func everyStateDecodesFromItsBytesAndEncodesToThem() throws {
+    @Test(.blocking) func everyStateDecodesFromItsBytesAndEncodesToThem() throws {
         for vector in try MergeVector.loadAll() {
             for (name, kit) in vector.inputs.sorted(by: { $0.key < $1.key }) + [("result", vector.result)] {
                 let state = try kit.state()
@@ -41,7 +42,7 @@ import Testing
         }
     }
 
-    @Test func everyCaseEndsInTheResultWithItsOutcomeAndConflicts() throws {
+    @Test(.blocking) func everyCaseEndsInTheResultWithItsOutcomeAndConflicts() throws {
         let vectors = try MergeVector.loadAll()
         try #require(!vectors.isEmpty)
         for vector in vectors {
@@ -60,7 +61,7 @@ import Testing
 
     /// The kit promises every order of the inputs ends in the one result; the files list the
     /// orders, and this checks they are all there.
-    @Test func everyVectorListsEveryOrderOfItsInputs() throws {
+    @Test(.blocking) func everyVectorListsEveryOrderOfItsInputs() throws {
         for vector in try MergeVector.loadAll() {
             let listed = Set(vector.cases.map(\.merge))
             for expected in ConformanceMergeVectors.cases(for: vector.inputs.keys.sorted()) {

@@ -2,6 +2,7 @@ import Foundation
 @testable import SyncModel
 import TestSupport
 import Testing
+import TestScheduling
 
 /// `Schema.validate(_: EncodedRecord)` against its reference, decoding and then
 /// `Schema.validate(_: RecordState)`: the two must refuse exactly the same records, and whatever
@@ -136,7 +137,7 @@ import Testing
             fields: fields)
     }
 
-    @Test func validStatesAreAcceptedOnTheFastPath() throws {
+    @Test(.blocking) func validStatesAreAcceptedOnTheFastPath() throws {
         var rng = SeededGenerator(seed: 0x5EED_0001)
         for round in 0..<500 {
             let state = Self.randomState(&rng)
@@ -147,7 +148,7 @@ import Testing
         }
     }
 
-    @Test func mutatedRecordsAreRefusedExactlyWhenTheReferenceRefusesThem() {
+    @Test(.blocking) func mutatedRecordsAreRefusedExactlyWhenTheReferenceRefusesThem() {
         var rng = SeededGenerator(seed: 0x5EED_0002)
         var accepted = 0, refused = 0
         for round in 0..<400 {
@@ -224,7 +225,7 @@ import Testing
         EncodedRecord(id: Self.id, type: type, vector: vector, state: state)
     }
 
-    @Test func invalidRecordsAreRefusedByBoth() {
+    @Test(.blocking) func invalidRecordsAreRefusedByBoth() {
         let s = Self.self
         let cases: [(String, EncodedRecord)] = [
             ("unknown type", record(type: "spaceship", s.state(fieldCount: 0) { _ in })),
@@ -288,7 +289,7 @@ import Testing
         }
     }
 
-    @Test func validRecordsInFormsTheEncoderNeverWritesAreAcceptedAndDecoded() {
+    @Test(.blocking) func validRecordsInFormsTheEncoderNeverWritesAreAcceptedAndDecoded() {
         let s = Self.self
         var overlong = Bytes()
         overlong.raw([1, 0]); overlong.varint(0); overlong.raw([0x81, 0x00]); overlong.varint(1_000); overlong.varint(0); overlong.varint(0)
@@ -315,7 +316,7 @@ import Testing
         #expect(Self.compare(canonical, "canonical")?.decodedState == nil)
     }
 
-    @Test func recordsOfADeclaredNonASCIIFieldTakeTheReferencePath() throws {
+    @Test(.blocking) func recordsOfADeclaredNonASCIIFieldTakeTheReferencePath() throws {
         let schema = Schema([RecordType(name: "contact", fields: ["café": .text])])
         var w = Bytes()
         w.raw([1, 0]); w.varint(0); w.varint(1); w.varint(1_000); w.varint(0); w.varint(1)
@@ -325,7 +326,7 @@ import Testing
         #expect(validation.decodedState == (try record.decoded()))
     }
 
-    @Test func peerRecordsNeedAnIdOf16BytesAndATypeName() throws {
+    @Test(.blocking) func peerRecordsNeedAnIdOf16BytesAndATypeName() throws {
         let sixteen = [UInt8](repeating: 7, count: 16)
         let record = try sixteen.withUnsafeBytes { try EncodedRecord(idBytes: $0, type: "contact", vector: [], state: []) }
         #expect(record.id.bytes == sixteen)
@@ -339,7 +340,7 @@ import Testing
     // MARK: UTF-8
 
     /// Texts are checked without making `String`s: the check must agree with `String(validating:)`.
-    @Test func utf8CheckAgreesWithTheStandardLibrary() {
+    @Test(.blocking) func utf8CheckAgreesWithTheStandardLibrary() {
         func agrees(_ bytes: [UInt8]) -> Bool {
             bytes.withUnsafeBytes { isValidUTF8($0) } == (String(validating: bytes, as: UTF8.self) != nil)
         }

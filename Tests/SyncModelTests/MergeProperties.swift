@@ -2,11 +2,12 @@ import Foundation
 import PropertyBased
 import SyncModel
 import TestSupport
+import TestScheduling
 import Testing
 
 /// Random histories of one record over three replicas, then checks that the merge is a join:
 /// commutative, associative and idempotent, which is what convergence rests on.
-@Suite(.shrinking(false)) struct MergeProperties {
+@Suite(.shrinking(false), .blocking) struct MergeProperties {
     static func randomStates(seed: UInt64) -> [RecordState] {
         var rng = SeededGenerator(seed: seed)
         var replicas = [ModelReplica(a), ModelReplica(b), ModelReplica(c)]
