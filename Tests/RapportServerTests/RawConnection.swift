@@ -11,7 +11,7 @@ import TLS
 /// sends whatever bytes or frames the test gives it, and collects what the server sends back,
 /// decoded into frames, plus the moment the connection closes.
 ///
-/// Every wait is bounded (10 s by default), so a server that misbehaves fails the test instead
+/// Every wait is bounded (30 s by default), so a server that misbehaves fails the test instead
 /// of hanging it. Nothing here asserts on timing.
 final class RawConnection: Sendable {
     /// What the server did, in order.
@@ -27,7 +27,9 @@ final class RawConnection: Sendable {
         var description: String { "gave up waiting for \(what)" }
     }
 
-    static let defaultWait: Duration = .seconds(10)
+    /// Long enough for a loaded 2-core machine running the other suites beside this one; every
+    /// wait is for something a correct server sends, so only a failing test waits it out.
+    static let defaultWait: Duration = .seconds(30)
 
     let channel: any Channel
     private let inbox: Inbox

@@ -13,8 +13,15 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(4))) struct SeveralWritersTests {
     @Test func importAndBackupWhileDevicesPushLoseNothingAndFailNoDevice() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try await OperatedServer(dir)
+        let log = dir.path("rapportd.log")
+        let operated = try await OperatedServer(dir, logFile: log)
         defer { operated.server.stop() }
+        /// A device's failure with what the server logged about it.
+        func withServerLog(_ error: any Error) -> any Error {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            let tail = text.split(separator: "\n").filter { $0.contains("error") || $0.contains("warning") }.suffix(10)
+            return BenchError("\(error); the server logged:\n\(tail.joined(separator: "\n"))")
+        }
         // One attempt per sync: a store error must reach the test, not be retried away.
         var devices: [RapportClient] = []
         for name in ["laptop", "phone", "tablet"] { devices.append(try await operated.enroll(name, attempts: 1)) }
@@ -40,7 +47,7 @@ import Testing
                         }
                     }
                     created += ids
-                    rejected += try await device.sync().rejected
+                    do { rejected += try await device.sync().rejected } catch { throw withServerLog(error) }
                     round += 1
                 }
                 return (created, rejected, round)
@@ -93,8 +100,15 @@ import Testing
     /// asking: the server notices the store's sequence moved and announces it.
     @Test func aLiveDeviceReceivesWhatAnImportCommitsBesideTheServer() async throws {
         let dir = try TemporaryDirectory()
-        let operated = try await OperatedServer(dir)
+        let log = dir.path("rapportd.log")
+        let operated = try await OperatedServer(dir, logFile: log)
         defer { operated.server.stop() }
+        /// A device's failure with what the server logged about it.
+        func withServerLog(_ error: any Error) -> any Error {
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            let tail = text.split(separator: "\n").filter { $0.contains("error") || $0.contains("warning") }.suffix(10)
+            return BenchError("\(error); the server logged:\n\(tail.joined(separator: "\n"))")
+        }
         let phone = try await operated.enroll("phone")
         let live = phone.live()
         var events = live.events.makeAsyncIterator()
