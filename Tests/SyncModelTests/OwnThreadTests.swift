@@ -15,19 +15,19 @@ import Testing
     }
 
     @Test(.blocking) func aSynchronousTestRunsOnAThreadMadeForIt() {
-        #expect(Self.threadName() == OneThreadExecutor.threadName)
+        #expect(OneThreadExecutor.isRunningOnOne, "on \(Self.threadName())")
     }
 
     @Test(.ownThread) func anAsyncTestRunsItsCodeAndItsChildTasksThere() async {
-        #expect(Self.threadName() == OneThreadExecutor.threadName)
+        #expect(OneThreadExecutor.isRunningOnOne, "on \(Self.threadName())")
         await Task.yield()
-        #expect(Self.threadName() == OneThreadExecutor.threadName)
-        async let child = Self.threadName()
-        #expect(await child == OneThreadExecutor.threadName)
+        #expect(OneThreadExecutor.isRunningOnOne, "on \(Self.threadName())")
+        async let child = OneThreadExecutor.isRunningOnOne
+        #expect(await child)
     }
 
     @Test func aTestWithoutTheTraitRunsOnTheSharedPool() {
-        #expect(Self.threadName() != OneThreadExecutor.threadName)
+        #expect(!OneThreadExecutor.isRunningOnOne)
     }
 
     /// Six cases that each hold their place for a while, started together: at most two run at once.

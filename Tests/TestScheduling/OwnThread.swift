@@ -99,6 +99,17 @@ public final class OneThreadExecutor: TaskExecutor, @unchecked Sendable {
     /// The name of the executor's thread, as `ps` and a debugger show it.
     public static let threadName = "own-thread-test"
 
+    /// Marks the threads of these executors, for `isRunningOnOne`.
+    private static let marker: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// Whether the caller runs on the thread of one of these executors. (A thread's name is no
+    /// proof: Foundation does not always give it to the system.)
+    public static var isRunningOnOne: Bool { pthread_getspecific(marker) != nil }
+
     init() {
         Thread { [self] in work() }.start()
     }
@@ -127,6 +138,7 @@ public final class OneThreadExecutor: TaskExecutor, @unchecked Sendable {
         // Named from the thread itself: on Linux a name given before the start is not applied,
         // and the thread keeps the name of the pool thread that made it.
         Thread.current.name = Self.threadName
+        pthread_setspecific(Self.marker, UnsafeRawPointer(bitPattern: 1))
         while true {
             condition.lock()
             while jobs.isEmpty && !finished { condition.wait() }
