@@ -23,7 +23,11 @@ public final class Database: SQLDatabase {
         /// Create the file when it does not exist.
         public var create = true
         /// How long a statement waits for another connection's lock before failing with `SQLITE_BUSY`.
-        public var busyTimeoutMilliseconds: Int32 = 5_000
+        ///
+        /// Thirty seconds: `rapportctl import` beside a serving `rapportd` holds the store's write
+        /// lock for one batch at a time, and on a loaded machine a batch took longer than the
+        /// five seconds this was, so the server refused a device's push it could have stored.
+        public var busyTimeoutMilliseconds: Int32 = 30_000
         /// WAL lets readers run beside the one writer. Ignored for read-only connections.
         public var walMode = true
         /// `NORMAL` is durable across application crashes in WAL mode; `FULL` also across power loss.
