@@ -109,13 +109,14 @@ import Testing
 
 /// A branch of ben alone holds his scope: an account given away at the centre leaves the branch
 /// (the centre evicts it there), and must leave ben's devices at the branch too.
-@Suite(.serialized, .timeLimit(.minutes(2)), .ownThread) struct BranchScopeTests {
+@Suite(.serialized, .timeLimit(.minutes(3)), .ownThread) struct BranchScopeTests {
     @Test func aRecordThatLeavesTheScopeOfABranchLeavesItsDevices() async throws {
         // The branch purges what the centre evicts; the eviction is queued for the devices that
         // hold the record and goes with their next pull.
         let scenario = try TopologyScenario(seed: 2)
         scenario.isRandomCase = false
-        scenario.healingDeadline = .seconds(30)
+        // A round of syncs through the branch took 20 s beside the other suites on 2 cores.
+        scenario.healingDeadline = .seconds(90)
         defer { scenario.shutDown() }
         try await scenario.givenAwayFromABranchOfBen()
     }
