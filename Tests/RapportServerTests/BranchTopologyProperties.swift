@@ -94,7 +94,9 @@ import Testing
     func run(_ variant: Variant) async throws {
         let scenario = try TopologyScenario(seed: 1)
         scenario.isRandomCase = false
-        scenario.healingDeadline = .seconds(variant == .counter ? 10 : 30)
+        // The counter never converges (the known issue); the others took over 30 s beside the
+        // other suites on 2 cores, a round of syncs through the branches at 15 s.
+        scenario.healingDeadline = .seconds(variant == .counter ? 10 : 90)
         do {
             try await scenario.refusedAtTheCentre(variant)
         } catch {
