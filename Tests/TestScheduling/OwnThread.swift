@@ -32,10 +32,9 @@ public struct OwnThreadTrait: TestTrait, SuiteTrait, TestScoping {
         defer { if takesAPlace { OwnThreadTrait.places.release() } }
         let executor = OneThreadExecutor()
         defer { executor.finish() }
-        // A child task made with the preference starts on the executor's thread. Setting the
-        // preference on the running task (`withTaskExecutorPreference`) moved it there only at
-        // its first suspension in some runs, so a synchronous body ran where it started.
-        // The child ends before this scope does, so `function` never outlives it.
+        // A child task made with the preference is enqueued on the executor from its start, so
+        // even a synchronous body never begins on the pool thread that runs this scope. The
+        // child ends before this scope does, so `function` never outlives it.
         try await withoutActuallyEscaping(function) { function in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask(executorPreference: executor) { try await function() }
