@@ -4,6 +4,7 @@ import Logging
 import RapportDevice
 import RapportServer
 import SyncModel
+import SyncProtocol
 import TestSupport
 import Testing
 import TLS
@@ -21,6 +22,9 @@ final class TestServer: Sendable {
         var config = SyncServer.Configuration(dataDirectory: dir.path("server"), port: 0,
                                               schema: CRMSchema.current, schemaVersion: CRMSchema.version)
         config.shutdownGracePeriod = .seconds(2)
+        // 60 s for a handshake and Hello, as `ServerFixture` gives: beside the other suites a
+        // loaded machine stalled a client past the 10 s default.
+        config.limits = SessionLimits(handshakeTimeout: .seconds(60))
         var logger = Logger(label: "test.rapportd")
         logger.logLevel = ProcessInfo.processInfo.environment["RAPPORT_TEST_LOG"] == nil ? .critical : .debug
         server = try SyncServer(configuration: config, authenticator: StaticAuthenticator(secrets: ["acme": Self.secret]),
