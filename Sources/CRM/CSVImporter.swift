@@ -533,16 +533,10 @@ enum FieldConversion {
         switch rule.format {
         case .date?:
             if text.count == 10, CRMDate.day(text) != nil { return text }
-            if text.count > 10, CRMDate.day(String(text.prefix(10))) != nil, text.dropFirst(10).first == "T" { return String(text.prefix(10)) }
-            return dateFormat.day(text) ?? text
+            // A day written with its time (a date-time column exported into a date field).
+            return dateFormat.dateTime(text)?.day ?? dateFormat.day(text) ?? text
         case .dateTime?:
-            if text.count == 10, CRMDate.day(text) != nil { return text + "T00:00:00Z" }
-            if let day = dateFormat.day(text) { return day + "T00:00:00Z" }
-            // Salesforce writes milliseconds and sometimes +0000 for UTC.
-            var instant = text
-            if instant.hasSuffix("+0000") || instant.hasSuffix("+00:00") { instant = String(instant.dropLast(instant.hasSuffix("+0000") ? 5 : 6)) + "Z" }
-            if instant.count == 24, instant.hasSuffix("Z"), instant.dropFirst(19).first == "." { instant = String(instant.prefix(19)) + "Z" }
-            return instant
+            return dateFormat.dateTime(text)?.instant ?? text
         default:
             return text
         }
@@ -599,6 +593,71 @@ public enum ImportDateFormat: String, Sendable, CaseIterable, Codable {
     case us = "MM/DD/YYYY"
     /// `DD.MM.YYYY` (or `DD/MM/YYYY`), as European locales write it.
     case european = "DD.MM.YYYY"
+
+    /// A day with an optional time of day and zone, as exports write them, read as the day
+    /// and the UTC instant the schema keeps: the day `YYYY-MM-DD` or in this format; then, after
+    /// `T` or a space, `H:MM`, `H:MM:SS` or with a fraction of a second (Salesforce's
+    /// `2024-05-31T14:30:00.000Z`, HubSpot's `2024-05-31 14:30`, a US report's
+    /// `5/31/2024 2:30 PM`); then `Z`, `UTC`, `GMT` or an offset (`+02:00`, `+0200`, `-05`).
+    /// A time without a zone is read as UTC, which is how the schema keeps instants: exports
+    /// write such times in their user's zone, which the file does not say. `nil` when `text`
+    /// is none of these, or names a time that does not exist (25:00, 13 PM).
+    func dateTime(_ text: String) -> (day: String, instant: String)? {
+        if text.utf8.count == 10, CRMDate.day(text) != nil { return (text, text + "T00:00:00Z") }
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let split = trimmed.firstIndex { $0 == "T" || $0 == " " }
+        let dayText = split.map { String(trimmed[..<$0]) } ?? trimmed
+        guard let day = dayText.count == 10 && CRMDate.day(dayText) != nil ? dayText : self.day(dayText),
+              let days = CRMDate.day(day) else { return nil }
+        guard let split else { return (day, day + "T00:00:00Z") }
+        guard let seconds = Self.timeOfDay(trimmed[trimmed.index(after: split)...]) else { return nil }
+        return (day, CRMDate.format(instant: days * 86_400 + seconds))
+    }
+
+    /// Seconds from midnight UTC of `H:MM[:SS[.fff]][ AM|PM][zone]` (see `dateTime`), which
+    /// may be negative or past a day once the zone's offset is taken off.
+    private static func timeOfDay(_ text: Substring) -> Int64? {
+        var rest = text.uppercased()[...]
+        func number(maxDigits: Int) -> Int? {
+            let digits = rest.prefix { $0.isASCII && $0.isNumber }.prefix(maxDigits)
+            guard !digits.isEmpty, let value = Int(digits) else { return nil }
+            rest = rest.dropFirst(digits.count)
+            return value
+        }
+        func skip(_ prefix: String) -> Bool {
+            guard rest.hasPrefix(prefix) else { return false }
+            rest = rest.dropFirst(prefix.count)
+            return true
+        }
+        guard var hour = number(maxDigits: 2), skip(":"), let minute = number(maxDigits: 2), minute < 60 else { return nil }
+        var second = 0
+        if skip(":") {
+            guard let value = number(maxDigits: 2), value < 60 else { return nil }
+            second = value
+            if skip(".") { guard number(maxDigits: 9) != nil else { return nil } }
+        }
+        _ = skip(" ")
+        let morning = skip("AM"), afternoon = !morning && skip("PM")
+        if morning || afternoon {
+            guard (1...12).contains(hour) else { return nil }
+            hour = hour % 12 + (afternoon ? 12 : 0)
+            _ = skip(" ")
+        }
+        guard hour < 24 else { return nil }
+        var offset = 0
+        if rest.isEmpty || skip("Z") || skip("UTC") || skip("GMT") {
+            // UTC, or no zone: read as UTC.
+        } else if let sign = rest.first, sign == "+" || sign == "-" {
+            rest = rest.dropFirst()
+            guard let hours = number(maxDigits: 2), hours <= 14 else { return nil }
+            _ = skip(":")
+            let minutes = rest.isEmpty ? 0 : number(maxDigits: 2) ?? -1
+            guard (0..<60).contains(minutes) else { return nil }
+            offset = (hours * 3600 + minutes * 60) * (sign == "+" ? 1 : -1)
+        }
+        guard rest.isEmpty else { return nil }
+        return Int64(hour * 3600 + minute * 60 + second - offset)
+    }
 
     /// The ISO day `YYYY-MM-DD` of `text` in this format, `nil` when it is not one.
     func day(_ text: String) -> String? {

@@ -102,7 +102,7 @@ struct ImportRun: ParsableCommand {
     var object: [String] = []
     @Option(help: ArgumentHelp("A CSV of source owner (id, name or e-mail) and tenant user e-mail.", valueName: "file"))
     var users: String?
-    @Option(help: ArgumentHelp("How days with separators read: MM/DD/YYYY (default) or DD.MM.YYYY.", valueName: "format"))
+    @Option(help: ArgumentHelp("How days with separators read: MM/DD/YYYY (default) or DD.MM.YYYY. A day may carry a time (2024-05-31 14:30, 5/31/2024 2:30 PM) and a zone (Z, +02:00); one without a zone is read as UTC.", valueName: "format"))
     var dateFormat: String = ImportDateFormat.us.rawValue
     @Flag(help: "Check and report without writing anything.")
     var dryRun = false

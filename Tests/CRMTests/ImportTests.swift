@@ -207,6 +207,34 @@ import TestScheduling
         #expect(Set(try f.store.records(ofType: "contact").compactMap { $0.text("birthday") }) == ["1980-12-31", "2026-03-01"])
     }
 
+    /// Times as Salesforce, HubSpot and US reports write them, with and without a zone, kept
+    /// as UTC instants; a time that does not exist is refused as the file wrote it.
+    @Test(.blocking) func timesInTheFormsExportsWriteThemAreKeptAsUTCInstants() throws {
+        let f = try Fixture()
+        let written = [
+            "2024-02-01 10:00": "2024-02-01T10:00:00Z",              // HubSpot
+            "2024-02-01 10:00:59": "2024-02-01T10:00:59Z",
+            "2024-05-31T14:30:00.000Z": "2024-05-31T14:30:00Z",       // Salesforce
+            "2024-05-31T14:30:00.000+0000": "2024-05-31T14:30:00Z",
+            "2024-05-31T00:30:00+02:00": "2024-05-30T22:30:00Z",      // an offset moves the day
+            "2024-05-31T23:30:00-0500": "2024-06-01T04:30:00Z",
+            "5/31/2024 2:30 PM": "2024-05-31T14:30:00Z",               // a US report
+            "5/31/2024 12:05 AM": "2024-05-31T00:05:00Z",
+            "5/31/2024 12:05 pm": "2024-05-31T12:05:00Z",
+            "5/31/2024 14:30 UTC": "2024-05-31T14:30:00Z",
+            "2024-05-31": "2024-05-31T00:00:00Z",
+        ]
+        let refused = ["2024-05-31 25:00", "5/31/2024 13:00 PM", "2024-05-31 10:61", "2024-05-31 10:00 tomorrow", "2024-02-30 10:00"]
+        let rows = written.keys.sorted() + refused
+        let csv = "subject,kind,due_at\n" + rows.map { CSV.line(["s " + $0, "task", $0]) }.joined()
+        let report = try CSVImporter(store: f.store, type: "activity").run(csv: csv)
+        #expect(report.imported == written.count)
+        #expect(report.rejections.map(\.reason) == refused.map { "'\($0)' is not a valid instant (YYYY-MM-DDTHH:MM:SSZ, UTC)" })
+        let kept = Dictionary(uniqueKeysWithValues: try f.store.records(ofType: "activity").map {
+            (String($0.text("subject")!.dropFirst(2)), $0.text("due_at")) })
+        for (text, instant) in written { #expect(kept[text] == instant, "\(text)") }
+    }
+
     @Test(.blocking) func orgImporterReportsProgressPerBatchAndResolvesReferences() throws {
         let f = try Fixture()
         let accounts = CSV.line(["Id", "Name"]) + (0..<5).map { CSV.line(["001\($0)", "Firma \($0)"]) }.joined()
