@@ -63,6 +63,7 @@ public final class Database: SQLDatabase {
     /// A new file is created owner-only (0600) whatever the umask; SQLite gives its -wal, -shm
     /// and journal files the main file's mode, so they are owner-only too.
     public init(path: String, options: Options = Options()) throws {
+        Self.configureLibrary
         var flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
         if options.readOnly {
             flags |= SQLITE_OPEN_READONLY
@@ -107,6 +108,14 @@ public final class Database: SQLDatabase {
     deinit {
         statementCache.removeAll()
     }
+
+    /// What the whole process's SQLite is set to, once, before its first connection opens it
+    /// (settings made later are refused by SQLite, and would change nothing here): no memory
+    /// statistics, whose process-wide mutex every allocation of every connection took, on the
+    /// server's sessions and a device's pull alike.
+    private static let configureLibrary: Void = {
+        _ = rapport_sqlite3_disable_memory_statistics()
+    }()
 
     /// Closes the connection now. Safe to call more than once; later calls on this connection fail
     /// with `SQLITE_MISUSE`.

@@ -21,6 +21,14 @@ import TestScheduling
         #expect(try db.scalarInt("PRAGMA foreign_keys") == 1)
     }
 
+    /// SQLite counts no memory (`Database.configureLibrary`): with its statistics on, the
+    /// count of memory in use is never zero while a connection holds its cache and statements.
+    @Test(.blocking) func sqliteKeepsNoMemoryStatistics() throws {
+        try db.run("INSERT INTO t (name, data) VALUES (?, ?)", ["big", SQLValue.blob(Data(count: 100_000))])
+        #expect(try db.scalarInt("SELECT count(*) FROM t") == 1)
+        #expect(sqlite3_memory_used() == 0)
+    }
+
     @Test(.blocking) func errorsCarryCodesMessageAndSQL() throws {
         let sql = "SELECT * FROM missing_table"
         let error = try #require(throws: SQLiteError.self) { try db.prepare(sql) }
