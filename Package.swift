@@ -162,7 +162,7 @@ let package = Package(
         // Tests.
         // Support for tests and benchmarks: temp directories, seeded randomness, server processes.
         .target(name: "TestSupport", dependencies: [
-            "PrivateFiles", "TLS", "Registry", "SyncModel", "Postgres", .product(name: "NIOHTTP1", package: "swift-nio"),
+            "PrivateFiles", "TLS", "Registry", "SyncModel", "SyncProtocol", "Postgres", .product(name: "NIOHTTP1", package: "swift-nio"),
         ] + nio, path: "Tests/TestSupport"),
         // Where tests run: a trait that takes long synchronous tests off Swift's shared pool.
         .target(name: "TestScheduling", path: "Tests/TestScheduling"),

@@ -22,9 +22,7 @@ final class TestServer: Sendable {
         var config = SyncServer.Configuration(dataDirectory: dir.path("server"), port: 0,
                                               schema: CRMSchema.current, schemaVersion: CRMSchema.version)
         config.shutdownGracePeriod = .seconds(2)
-        // 60 s for a handshake and Hello, as `ServerFixture` gives: beside the other suites a
-        // loaded machine stalled a client past the 10 s default.
-        config.limits = SessionLimits(handshakeTimeout: .seconds(60))
+        config.limits = .forTests
         var logger = Logger(label: "test.rapportd")
         logger.logLevel = ProcessInfo.processInfo.environment["RAPPORT_TEST_LOG"] == nil ? .critical : .debug
         server = try SyncServer(configuration: config, authenticator: StaticAuthenticator(secrets: ["acme": Self.secret]),

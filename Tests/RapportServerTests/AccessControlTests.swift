@@ -28,9 +28,7 @@ final class RegistryServer: Sendable {
         config.accessCheckInterval = .milliseconds(200)
         config.maxOpenTenants = maxOpenTenants
         config.shutdownGracePeriod = .seconds(2)
-        // 60 s for a handshake and Hello, as `ServerFixture` gives: beside the other suites a
-        // loaded machine stalled a client past the 10 s default.
-        config.limits = SessionLimits(handshakeTimeout: .seconds(60))
+        config.limits = .forTests
         config.access = access
         server = try SyncServer(configuration: config, logger: ServerFixture.logger("test.rapportd"))
         port = try await server.start()

@@ -173,7 +173,7 @@ import TLS
         config.storeOptions = .crm(role: .authority)
         config.accessCheckInterval = .milliseconds(20)
         config.shutdownGracePeriod = .seconds(2)
-        config.limits = SessionLimits(handshakeTimeout: .seconds(60))  // as `ServerFixture` gives
+        config.limits = .forTests
         let registry = UnreliableRegistry()
         let server = try SyncServer(configuration: config, authenticator: registry, logger: ServerFixture.logger("test.rapportd"))
         #expect(server.health.reason == "not listening")

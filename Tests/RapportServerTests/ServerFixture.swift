@@ -21,9 +21,7 @@ final class ServerFixture: Sendable {
 
     var caPath: String { server.devCertificateAuthorityPath! }
 
-    /// By default a connection has 60 s, not 10, for its handshake and Hello: beside the other
-    /// suites a loaded machine can stall a client that long; tests of the timeout set their own.
-    init(limits: SessionLimits = SessionLimits(handshakeTimeout: .seconds(60)), dir: TemporaryDirectory? = nil, port: Int = 0, retention: RetentionPolicy? = nil,
+    init(limits: SessionLimits = .forTests, dir: TemporaryDirectory? = nil, port: Int = 0, retention: RetentionPolicy? = nil,
          configure: (inout SyncServer.Configuration) -> Void = { _ in }) async throws {
         let dir = try dir ?? TemporaryDirectory()
         self.dir = dir
