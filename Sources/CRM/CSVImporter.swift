@@ -319,6 +319,13 @@ private struct ImportRun {
             }
             // Exports of contacts-as-leads (HubSpot) carry no lead status; a new lead is what they are.
             if recordType.name == "lead", values["status"] == nil { values["status"] = .text("new") }
+            // A closed deal's close date in an export (Salesforce's CloseDate, HubSpot's Close
+            // Date) is the day it closed, which win rates and monthly reports count it by;
+            // left out, the store's effects would date every historical close on the import's day.
+            if recordType.name == "opportunity", values["closed_at"] == nil, let day = values["expected_close"],
+               let stage = values["stage"]?.crmText, try tenantPipeline().stage(stage)?.closed == true {
+                values["closed_at"] = day
+            }
             // An account given by name is found or made when the row is written.
             for (field, rule) in recordType.rules where rule.required && values[field] == nil && !(field == "account" && extra["account_name"] != nil) {
                 throw Rejected(field: field, column: column(of: field), reason: "required, and the row has no value for it")
@@ -345,6 +352,14 @@ private struct ImportRun {
         } catch let error as ModelError {
             report.rejections.append(.init(row: record.row, field: nil, column: nil, reason: String(describing: error)))
         }
+    }
+
+    /// The tenant's pipeline, read at the first opportunity that needs it.
+    mutating func tenantPipeline() throws -> CRMPipeline {
+        if let pipeline { return pipeline }
+        let loaded = try CRMPipeline.load(from: store)
+        pipeline = loaded
+        return loaded
     }
 
     func column(of field: String) -> String? {
@@ -429,22 +444,16 @@ extension ImportRun {
             try store.create(type, id: id, values)
             return
         }
-        var pipeline = self.pipeline
-        let stages = { () throws -> CRMPipeline in
-            if let pipeline { return pipeline }
-            pipeline = try CRMPipeline.load(from: store)
-            return pipeline!
-        }
         // The effects date what they write by the write's timestamp, which the store's clock
         // issues at the create: its last one tells the second but across a tick.
         let expected = CRMChangeEffects.seconds(of: try store.lastTimestamp)
-        let folded = try CRMChangeEffects.valuesOnCreation(of: type, values, pipeline: stages, at: expected)
-        self.pipeline = pipeline
+        let folded = try CRMChangeEffects.valuesOnCreation(of: type, values, pipeline: { try tenantPipeline() }, at: expected)
         let state = try store.create(type, id: id, values.merging(folded) { $1 })
         let written = CRMChangeEffects.seconds(of: state.liveness.timestamp)
         guard !folded.isEmpty, written != expected else { return }
         // The clock ticked: what the effects would have written at the write's own time.
-        let actual = try CRMChangeEffects.valuesOnCreation(of: type, values, pipeline: stages, at: written).filter { folded[$0.key] != $0.value }
+        let actual = try CRMChangeEffects.valuesOnCreation(of: type, values, pipeline: { try tenantPipeline() }, at: written)
+            .filter { folded[$0.key] != $0.value }
         if !actual.isEmpty { try store.update(id, actual) }
     }
 }

@@ -334,6 +334,27 @@ import TestScheduling
         #expect(try folded.read(try #require(won.reference("account"))).text("lifecycle_stage") == "customer")
     }
 
+    /// An export's close date of a deal already closed is the day it closed: the record keeps
+    /// it as its closing day, where the effects would have dated the close on the import's day.
+    /// An open deal's close date stays what it is, expected; a closing day the file gives wins.
+    @Test(.blocking, arguments: [true, false]) func aClosedDealClosedOnItsExportedCloseDate(folding: Bool) throws {
+        let f = try Fixture(options: Fixture.crmOptions(role: .authority))
+        var options = CSVImporter.Options()
+        options.storeRunsEffects = folding
+        let csv = """
+            name,stage,amount,account,expected_close,closed_at
+            Won in 2023,closed_won,100,\(try f.account("A").text()),2023-03-31,
+            Lost in 2024,closed_lost,100,\(try f.account("B").text()),2024-01-15,
+            Still open,negotiation,100,\(try f.account("C").text()),2027-06-30,
+            Won with its day,closed_won,100,\(try f.account("D").text()),2023-03-31,2023-04-02
+
+            """
+        let report = try CSVImporter(store: f.store, type: "opportunity", options: options).run(csv: csv)
+        #expect(report.imported == 4, "\(report.rejections)")
+        let closing = Dictionary(uniqueKeysWithValues: try f.store.records(ofType: "opportunity").map { ($0.text("name")!, $0.text("closed_at") ?? "none") })
+        #expect(closing == ["Won in 2023": "2023-03-31", "Lost in 2024": "2024-01-15", "Still open": "none", "Won with its day": "2023-04-02"])
+    }
+
     /// The effects date what they write by the write's own time; a clock that moves on between
     /// writes (here by 7 hours at every reading, so every other write is another day) still
     /// gives each record the day and the moment of its own write.

@@ -187,7 +187,7 @@ import Testing
                                     "--object", "pipeline.csv=Opportunity:report"])
         #expect(imported.status == 0, "\(imported.error)")
         #expect(imported.output.contains("pipeline.csv: Opportunity (report) -> opportunity (--object): 200 row(s), created 200"), "\(imported.output)")
-        #expect(imported.output.contains("accounts by name 2") && imported.output.contains("footer lines 4"))
+        #expect(imported.output.contains("created 2 account(s) by name") && imported.output.contains("footer lines 4"))
         #expect(imported.output.contains("owner 'Nobody Known' in pipeline.csv (100 row(s))"))
         let tenant = try Self.records(ctl, dir, "out")
         #expect(Set(tenant["account"]?.values.compactMap { $0["name"] as? String } ?? []) == ["Navy Systems Inc", "société  ÉTUDES"])
