@@ -165,16 +165,6 @@ extension ImportProfile {
             "Mobile": "mobile", "Birthdate": "birthday", "Contact Owner": "owner", "Email Opt Out": "optout",
             "Do Not Call": "do_not_call", "Lead Source": "lead_source",
         ].merging(addressColumns("Mailing", label: true)) { $1 }),
-        ImportProfile("Lead", "api", "lead", [
-            "Id": "external_id", "FirstName": "first_name", "LastName": "last_name", "Company": "company", "Title": "title",
-            "Email": "email", "Phone": "phone", "LeadSource": "source", "Status": "status", "OwnerId": "owner",
-            "HasOptedOutOfEmail": "optout", "DoNotCall": "do_not_call",
-        ].merging(addressColumns("", label: false)) { $1 }, translations: ["source": leadSources, "status": leadStatuses]),
-        ImportProfile("Lead", "report", "lead", [
-            "Lead ID": "external_id", "First Name": "first_name", "Last Name": "last_name", "Company / Account": "company",
-            "Company": "company", "Title": "title", "Email": "email", "Phone": "phone", "Lead Source": "source",
-            "Lead Status": "status", "Lead Owner": "owner", "Email Opt Out": "optout", "Do Not Call": "do_not_call",
-        ].merging(addressColumns("", label: true)) { $1 }, translations: ["source": leadSources, "status": leadStatuses]),
         ImportProfile("Opportunity", "api", "opportunity", [
             "Id": "external_id", "AccountId": "ref:account", "Name": "name", "Amount": "amount", "StageName": "stage",
             "Probability": "probability", "CloseDate": "expected_close", "OwnerId": "owner", "LeadSource": "lead_source",
@@ -185,6 +175,22 @@ extension ImportProfile {
             "Opportunity Name": "name", "Amount": "amount", "Stage": "stage", "Probability (%)": "probability",
             "Close Date": "expected_close", "Opportunity Owner": "owner", "Lead Source": "lead_source", "Next Step": "next_step",
         ], translations: ["stage": stages, "lead_source": leadSources]),
+        // After opportunities: a converted lead refers to the opportunity its conversion made.
+        ImportProfile("Lead", "api", "lead", [
+            "Id": "external_id", "FirstName": "first_name", "LastName": "last_name", "Company": "company", "Title": "title",
+            "Email": "email", "Phone": "phone", "LeadSource": "source", "Status": "status", "OwnerId": "owner",
+            "HasOptedOutOfEmail": "optout", "DoNotCall": "do_not_call",
+            // A converted lead names what its conversion made, which the export holds too; with
+            // them the lead is linked to those records instead of converted again on import,
+            // which made a second contact (and account) for every converted lead.
+            "ConvertedAccountId": "ref:converted_account", "ConvertedContactId": "ref:converted_contact",
+            "ConvertedOpportunityId": "ref:converted_opportunity", "ConvertedDate": "converted_at",
+        ].merging(addressColumns("", label: false)) { $1 }, translations: ["source": leadSources, "status": leadStatuses]),
+        ImportProfile("Lead", "report", "lead", [
+            "Lead ID": "external_id", "First Name": "first_name", "Last Name": "last_name", "Company / Account": "company",
+            "Company": "company", "Title": "title", "Email": "email", "Phone": "phone", "Lead Source": "source",
+            "Lead Status": "status", "Lead Owner": "owner", "Email Opt Out": "optout", "Do Not Call": "do_not_call",
+        ].merging(addressColumns("", label: true)) { $1 }, translations: ["source": leadSources, "status": leadStatuses]),
         ImportProfile("Case", "api", "case", [
             "Id": "external_id", "CaseNumber": "number", "AccountId": "ref:account", "ContactId": "ref:contact",
             "Subject": "subject", "Description": "description", "Priority": "priority", "Status": "status",

@@ -73,7 +73,8 @@ public struct OrgImportReport: Sendable, Equatable, Codable {
 ///
 /// Each file is recognised by its header and name (`ImportProfile.detect`), or as `--object`
 /// says, and files import in dependency order: users (owners only), accounts, campaigns,
-/// contacts, leads, opportunities, cases, campaign members, tasks and events. A reference by
+/// contacts, opportunities, leads (a converted one refers to all three), cases, campaign
+/// members, tasks and events. A reference by
 /// source id becomes the id of the record the same export made (or an earlier import of it
 /// made); one by name (`Account Name` in a report) finds or creates the account by name. A row
 /// whose reference names nothing is rejected with the column and the id, never imported

@@ -255,6 +255,41 @@ import TestScheduling
         #expect(try f.read(try #require(contact.reference("account"))).text("name") == "Firma 3")
     }
 
+    /// A Salesforce export holds a converted lead and what its conversion made (account,
+    /// contact, opportunity): the lead is linked to those, not converted a second time by the
+    /// CRM's effects, which gave every converted lead a second contact.
+    @Test(.blocking) func aConvertedLeadIsLinkedToWhatItsConversionMadeNotConvertedAgain() throws {
+        let f = try Fixture(options: Fixture.crmOptions(role: .authority))
+        let files = [
+            ("Lead.csv", CSV.line(["Id", "FirstName", "LastName", "Company", "Email", "Status", "IsConverted", "ConvertedAccountId",
+                                   "ConvertedContactId", "ConvertedOpportunityId", "ConvertedDate"])
+                + CSV.line(["00QA", "Peter", "Gibbons", "Initrode Ltd", "peter@initrode.example", "Closed - Converted", "true",
+                            "001A", "003A", "006A", "2024-01-10"])
+                + CSV.line(["00QB", "Milton", "Waddams", "Initech", "milton@initech.example", "Open - Not Contacted", "false", "", "", "", ""])),
+            ("Opportunity.csv", CSV.line(["Id", "AccountId", "Name", "StageName", "CloseDate"])
+                + CSV.line(["006A", "001A", "Initrode TPS", "Closed Won", "2024-03-31"])),
+            ("Contact.csv", CSV.line(["Id", "AccountId", "FirstName", "LastName", "Email"])
+                + CSV.line(["003A", "001A", "Peter", "Gibbons", "peter@initrode.example"])),
+            ("Account.csv", CSV.line(["Id", "Name"]) + CSV.line(["001A", "Initrode Ltd"])),
+        ]
+        var options = OrgImporter.Options()
+        options.storeRunsEffects = true
+        let report = try OrgImporter(store: f.store, source: .salesforce, options: options)
+            .run(files: files.map { name, text in (name, { CSV.Reader(data: Data(text.utf8)) }) })
+        #expect(report.files.map(\.file) == ["Account.csv", "Contact.csv", "Opportunity.csv", "Lead.csv"])
+        #expect(report.created == 5 && report.rejected == 0, "\(report.summary)")
+        try f.store.settleEffects()
+        let (accounts, contacts) = (try f.store.records(ofType: "account"), try f.store.records(ofType: "contact"))
+        #expect(accounts.count == 1 && contacts.count == 1, "no second contact or account for the converted lead")
+        let opportunity = try #require(try f.store.records(ofType: "opportunity").first)
+        let converted = try #require(try f.store.records(ofType: "lead").first { $0.text("last_name") == "Gibbons" })
+        #expect(converted.text("status") == "converted" && converted.text("converted_at") == "2024-01-10T00:00:00Z")
+        #expect(converted.reference("converted_account") == accounts[0].id && converted.reference("converted_contact") == contacts[0].id
+                && converted.reference("converted_opportunity") == opportunity.id)
+        let open = try #require(try f.store.records(ofType: "lead").first { $0.text("last_name") == "Waddams" })
+        #expect(open.text("status") == "new" && open.reference("converted_contact") == nil)
+    }
+
     @Test(.blocking) func referencesMustExist() throws {
         let f = try Fixture()
         let account = try f.account("A")
