@@ -7,7 +7,7 @@ import Testing
 /// The CRM verbs of `rapport` as a rep runs them: `rapport` processes on device homes enrolled
 /// with a `rapportd` process, users and teams set with `rapportctl`. Each verb's `--json` is
 /// parsed and its values checked, and each has a failure with its exit code and message.
-@Suite(.serialized, .timeLimit(.minutes(3)), .ownThread) struct DeviceCRMCommandTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct DeviceCRMCommandTests {
     // MARK: Types and help
 
     @Test func helpAndTypesListEveryTypeWithTheValuesItsFieldsTake() async throws {

@@ -91,7 +91,7 @@ func endOfLiveSession(_ live: LiveSync) async -> SyncError.Code? {
     return nil
 }
 
-@Suite(.serialized, .timeLimit(.minutes(2))) struct AccessControlTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct AccessControlTests {
     @Test func aDeviceEnrollsOnceThroughTheProtocolAndSyncs() async throws {
         let f = try await RegistryServer()
         defer { Task { await f.stop() } }

@@ -75,7 +75,7 @@ struct OperatedServer {
     }
 }
 
-@Suite(.serialized, .timeLimit(.minutes(2))) struct AdminCLITests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct AdminCLITests {
     @Test func aCrashInTheMiddleOfTenantCreateLeavesNoTenant() async throws {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))

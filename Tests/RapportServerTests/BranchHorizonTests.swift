@@ -15,7 +15,7 @@ import Testing
 /// writes back held them with no checkpoint, and took the pull from 0 after the purge as an
 /// initial sync, keeping the purged record; a store with records and no checkpoint now resyncs
 /// when the server has purged (SPEC.md 1.8).
-@Suite(.serialized, .timeLimit(.minutes(3)), .ownThread)
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread)
 struct BranchHorizonTests {
     @Test func aBranchPastTheHorizonResyncsAndPassesTheResyncOnToItsDevices() async throws {
         let topology = try BranchTopology()

@@ -13,7 +13,7 @@ import Testing
 /// device writes at a branch reaches the centre and the other offices, whatever the link did in
 /// between; what the centre decides (rights, revocations, a restore) reaches the branch's
 /// devices. Waits poll with a deadline; no assertion depends on how fast anything is.
-@Suite(.serialized, .timeLimit(.minutes(3)), .ownThread) struct BranchTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct BranchTests {
     static let nina = "nina@acme.example"
     static let nick = "nick@acme.example"
     static let reps: [(email: String, role: String, team: String?)] = [(nina, "rep", "north"), (nick, "rep", "north")]

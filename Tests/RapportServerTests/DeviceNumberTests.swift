@@ -8,7 +8,7 @@ import Testing
 
 /// A device learns its number in the tenant (the prefix of the case numbers it makes offline)
 /// from a real `rapportd`, and keeps it in its store's local settings for the CRM to read.
-@Suite(.serialized, .timeLimit(.minutes(2)), .ownThread) struct DeviceNumberTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct DeviceNumberTests {
     /// The number a store keeps, as the CRM reads it.
     func keptNumber(_ store: ReplicaStore) throws -> String? {
         try store.localSetting(CaseNumbers.deviceNumberSetting).map { String(decoding: $0, as: UTF8.self) }

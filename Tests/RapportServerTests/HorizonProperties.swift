@@ -19,7 +19,7 @@ import Testing
 ///
 /// `RAPPORT_SEED=<seed> swift test --filter HorizonProperties` replays one case;
 /// `RAPPORT_HORIZON_CASES` sets how many run (10 by default).
-@Suite(.serialized, .timeLimit(.minutes(4))) struct HorizonProperties {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct HorizonProperties {
     @Test func purgesInterleavedWithEditsAndSyncsConvergeWithNothingLost() async throws {
         if let seed = ProcessInfo.processInfo.environment["RAPPORT_SEED"].flatMap(UInt64.init) {
             try await HorizonScenario(seed: seed).run()

@@ -11,7 +11,7 @@ import Testing
 /// process: the index is deferred while it runs and built at its end. The app and a `rapport`
 /// process read the store between batches and get exact answers; a `rapport sync` killed
 /// half-way (SIGKILL) leaves a store that answers exactly and whose next sync builds the index.
-@Suite(.serialized, .timeLimit(.minutes(5))) struct InitialSyncIndexTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct InitialSyncIndexTests {
     static let owners = (0..<5).map { "rep\($0)@acme.example" }
     static let places = ["North", "Harbor", "Summit"]
     static let words = ["harbor", "north", "firm", "summ", "person", "nothing"]

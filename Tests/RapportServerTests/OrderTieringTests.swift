@@ -8,7 +8,7 @@ import Testing
 
 /// Orders an ERP's device pushes to a real `rapportd`: the server's rule pass tiers their
 /// account by spend, as the tenant's `tier.basis` says, and the tier syncs back.
-@Suite(.serialized, .timeLimit(.minutes(2))) struct OrderTieringTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct OrderTieringTests {
     @Test func pushedOrdersTierTheirAccountAtTheServer() async throws {
         let dir = try TemporaryDirectory()
         let operated = try await OperatedServer(dir, arguments: ["--rules-interval", "1"])

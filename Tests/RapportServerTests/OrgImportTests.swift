@@ -404,7 +404,7 @@ import Testing
     }
 }
 
-@Suite(.timeLimit(.minutes(3))) struct ImportDeviceTests {
+@Suite(.timeLimit(.minutes(10))) struct ImportDeviceTests {
     /// Live records per type on a device.
     static func counts(_ client: RapportClient) throws -> [String: Int] {
         try client.local { store in

@@ -8,7 +8,7 @@ import Testing
 /// What a server and its tools write is readable by its owner only, whatever the umask, and the
 /// development enrollment code never reaches a log: `rapportd`, `rapportctl` and `rapport` as
 /// processes, which inherit the umask set here.
-@Suite(.serialized, .timeLimit(.minutes(2)), .ownThread) struct OwnerOnlyFilesTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct OwnerOnlyFilesTests {
     /// Runs a `rapport` (device CLI) process.
     func rapport(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let result = try ToolProcess.run(ServerProcess.defaultBinary(named: "rapport"), arguments)

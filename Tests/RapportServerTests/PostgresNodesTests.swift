@@ -77,7 +77,7 @@ struct PostgresNodes {
     }
 }
 
-@Suite(.serialized, .timeLimit(.minutes(4)), .ownThread) struct PostgresNodesTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct PostgresNodesTests {
     /// Records of every type a device holds, by id, with their values: what convergence compares.
     func holdings(_ device: RapportClient) throws -> [UUID: [String: FieldValue]] {
         try device.local { store in

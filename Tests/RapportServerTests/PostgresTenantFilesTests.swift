@@ -9,7 +9,7 @@ import Testing
 /// What works on a tenant's store file works on a tenant in PostgreSQL too: `rapportctl backup`
 /// (a store file of the tenant, as from a data directory), `restore` into a new tenant or over a
 /// suspended one, and the whole-org import's dry run, which runs on such a copy.
-@Suite(.serialized, .timeLimit(.minutes(4))) struct PostgresTenantFilesTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct PostgresTenantFilesTests {
     @Test func aTenantInPostgresIsBackedUpRestoredAndDryRunLikeAFileOne() async throws {
         let setup = try TenantMoveTests.Setup()
         // The tenant lives in PostgreSQL from the start here.

@@ -20,7 +20,7 @@ import Testing
 ///
 /// `RAPPORT_SEED=<seed> swift test --filter ScopeProperties` replays one case;
 /// `RAPPORT_SCOPE_CASES` sets how many run (12 by default: each starts a server).
-@Suite(.serialized, .shrinking(false), .timeLimit(.minutes(4))) struct ScopeProperties {
+@Suite(.serialized, .shrinking(false), .timeLimit(.minutes(10))) struct ScopeProperties {
     @Test func devicesHoldExactlyTheirScopeAndNoWriteIsLost() async throws {
         if let seed = ProcessInfo.processInfo.environment["RAPPORT_SEED"].flatMap(UInt64.init) {
             try await ScopeScenario(seed: seed).run()

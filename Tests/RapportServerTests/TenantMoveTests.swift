@@ -10,7 +10,7 @@ import Testing
 
 /// `rapportctl tenant move` as an operator runs it, between a `rapportd` on a data directory and
 /// `rapportd --store` on PostgreSQL, with devices that sync before, during and after.
-@Suite(.serialized, .timeLimit(.minutes(4))) struct TenantMoveTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct TenantMoveTests {
     /// A data directory with tenant `acme` (admin anna, an API key) and its server.
     struct Setup {
         let dir: TemporaryDirectory

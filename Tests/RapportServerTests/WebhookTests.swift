@@ -10,10 +10,15 @@ import Testing
 /// Webhooks as an operator and a receiver meet them: subscriptions made with `rapportctl
 /// webhook`, a real `rapportd` delivering over HTTPS (the project's TLS, a test CA) to a real
 /// receiver on loopback, after a device's push.
-@Suite(.serialized, .timeLimit(.minutes(3))) struct WebhookTests {
-    /// Fast retries and a short timeout, so that failures play out in a test's time.
-    static let arguments = ["--rules-interval", "0", "--webhook-timeout", "1", "--webhook-retry", "0.05",
+@Suite(.serialized, .timeLimit(.minutes(10))) struct WebhookTests {
+    /// Fast retries, so that failures play out in a test's time. A receiver has 30 s to answer:
+    /// the receiver is in the test process, which a loaded machine stalled past 1 s, and the
+    /// server then delivered the event again (at least once, as it should), one request more
+    /// than the test counted. The test of the timeout itself sets 1 s (`timingOut`).
+    static let arguments = ["--rules-interval", "0", "--webhook-timeout", "30", "--webhook-retry", "0.05",
                             "--webhook-disable-after", "4", "--webhook-disable-period", "0"]
+    /// `arguments` with a receiver that never answers failing after 1 s.
+    static let timingOut = arguments + ["--webhook-timeout", "1"]
 
     /// `rapportctl webhook create`; returns the id and the secret.
     static func create(_ operated: OperatedServer, _ receiver: WebhookReceiver, events: String,
@@ -119,7 +124,7 @@ import Testing
             default: .status(200)
             }
         }
-        let operated = try await OperatedServer(dir, arguments: Self.arguments)
+        let operated = try await OperatedServer(dir, arguments: Self.timingOut)
         defer { operated.server.stop() }
         let hook = try Self.create(operated, receiver, events: "case")
         let laptop = try await operated.enroll("laptop")
