@@ -541,9 +541,8 @@ enum FieldConversion {
         }
         switch rule.format {
         case .date?:
-            if text.count == 10, CRMDate.day(text) != nil { return text }
-            // A day written with its time (a date-time column exported into a date field).
-            return dateFormat.dateTime(text)?.day ?? dateFormat.day(text) ?? text
+            // Also a day written with its time (a date-time column exported into a date field).
+            return dateFormat.dateTime(text)?.day ?? text
         case .dateTime?:
             return dateFormat.dateTime(text)?.instant ?? text
         default:
@@ -616,11 +615,12 @@ public enum ImportDateFormat: String, Sendable, CaseIterable, Codable {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         let split = trimmed.firstIndex { $0 == "T" || $0 == " " }
         let dayText = split.map { String(trimmed[..<$0]) } ?? trimmed
-        guard let day = dayText.count == 10 && CRMDate.day(dayText) != nil ? dayText : self.day(dayText),
+        // `CRMDate.day` reads the first ten characters of a longer text: whole days only.
+        guard let day = dayText.utf8.count == 10 && CRMDate.day(dayText) != nil ? dayText : self.day(dayText),
               let days = CRMDate.day(day) else { return nil }
         guard let split else { return (day, day + "T00:00:00Z") }
         guard let seconds = Self.timeOfDay(trimmed[trimmed.index(after: split)...]) else { return nil }
-        return (day, CRMDate.format(instant: days * 86_400 + seconds))
+        return (day, CRMDate.format(instant: days * CRMDate.secondsPerDay + seconds))
     }
 
     /// Seconds from midnight UTC of `H:MM[:SS[.fff]][ AM|PM][zone]` (see `dateTime`), which
