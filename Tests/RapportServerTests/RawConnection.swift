@@ -27,9 +27,10 @@ final class RawConnection: Sendable {
         var description: String { "gave up waiting for \(what)" }
     }
 
-    /// Long enough for a loaded 2-core machine running the other suites beside this one; every
-    /// wait is for something a correct server sends, so only a failing test waits it out.
-    static let defaultWait: Duration = .seconds(30)
+    /// Long enough for a loaded 2-core machine running the other suites beside this one (a
+    /// full run stalled a pre-login test past 30 s); every wait is for something a correct
+    /// server sends, so only a failing test waits it out.
+    static let defaultWait: Duration = .seconds(90)
 
     let channel: any Channel
     private let inbox: Inbox
