@@ -314,6 +314,12 @@ public struct CRMPipeline: Sendable, Equatable {
         guard let name else { return nil }
         return stages.first { $0.name == name }
     }
+
+    /// Why an opportunity cannot be at `name`, as the store's rules and the import say it;
+    /// `nil` when `name` is a stage of this pipeline.
+    public func refusal(ofStage name: String) -> String? {
+        stage(name) == nil ? "'\(name)' is not a stage of this tenant's pipeline (\(stages.map(\.name).joined(separator: ", ")))" : nil
+    }
 }
 
 extension PipelineStage {

@@ -37,12 +37,9 @@ public struct CRMStoreRules: RecordRules {
         }
         switch state.type {
         case "opportunity":
-            if case .text(let stage)? = state.fields["stage"]?.value {
-                let pipeline = try PipelineStage.pipeline(in: store)
-                guard pipeline.contains(where: { $0.name == stage }) else {
-                    throw ModelError.invalidFieldValue(record: record, field: "stage", reason:
-                        "'\(stage)' is not a stage of this tenant's pipeline (\(pipeline.map(\.name).joined(separator: ", ")))")
-                }
+            if case .text(let stage)? = state.fields["stage"]?.value,
+               let refusal = CRMPipeline(stages: try PipelineStage.pipeline(in: store)).refusal(ofStage: stage) {
+                throw ModelError.invalidFieldValue(record: record, field: "stage", reason: refusal)
             }
         case "custom_field":
             try checkDefinition(state, in: store)

@@ -180,7 +180,7 @@ public struct CSVImporter {
         try mapping.check(header: header, type: recordType, customFields: Set(custom.keys))
         let targets = header.map { mapping.target(ofColumn: $0) }
         report.ignoredColumns = zip(header, targets).filter { $0.1 == nil }.map(\.0)
-        var run = ImportRun(importer: self, recordType: recordType, header: header, targets: targets,
+        var run = ImportRun(importer: self, recordType: recordType, header: header, targets: targets, mapping: mapping,
                             finder: try DuplicateFinder(store: store, type: type, defaultCountryPrefix: options.defaultCountryPrefix),
                             accounts: recordType.fields["account"] != nil
                                 ? try Self.accountsByName(store).merging(options.assumedAccounts) { existing, _ in existing } : [:],
@@ -275,6 +275,7 @@ private struct ImportRun {
     let recordType: RecordType
     let header: [String]
     let targets: [String?]
+    let mapping: CSVMapping
     var finder: DuplicateFinder
     var accounts: [String: UUID]
     /// The tenant's custom fields of the type, which a mapping may fill like built-in ones.
@@ -311,7 +312,7 @@ private struct ImportRun {
                     continue
                 }
                 do {
-                    values[target] = try FieldConversion.value(text, field: target, type: recordType, custom: custom[target],
+                    values[target] = try FieldConversion.value(mapping.translated(text, for: target), field: target, type: recordType, custom: custom[target],
                                                                dateFormat: importer.options.dateFormat)
                 } catch let problem as FieldConversion.Problem {
                     throw Rejected(field: target, column: header[index], reason: problem.reason)
@@ -322,9 +323,19 @@ private struct ImportRun {
             // A closed deal's close date in an export (Salesforce's CloseDate, HubSpot's Close
             // Date) is the day it closed, which win rates and monthly reports count it by;
             // left out, the store's effects would date every historical close on the import's day.
-            if recordType.name == "opportunity", values["closed_at"] == nil, let day = values["expected_close"],
-               let stage = values["stage"]?.crmText, try tenantPipeline().stage(stage)?.closed == true {
-                values["closed_at"] = day
+            if recordType.name == "opportunity", let stage = values["stage"]?.crmText {
+                // The store checks the stage only when the batch commits, and its refusal would
+                // stop the import there: a stage the export has and the tenant lacks (a
+                // Salesforce org's own stages) is this row's problem, reported with the row.
+                if let refusal = try tenantPipeline().refusal(ofStage: stage) {
+                    let column = column(of: "stage")
+                    let written = targets.firstIndex(of: "stage").map { CRMText.trimmed(record.fields[$0]) } ?? stage
+                    throw Rejected(field: "stage", column: column, reason: (written == stage ? refusal : "'\(written)' is read as \(refusal)")
+                        + "; add the stage to the pipeline (a pipeline_stage record) and run the import again")
+                }
+                if values["closed_at"] == nil, let day = values["expected_close"], try tenantPipeline().stage(stage)?.closed == true {
+                    values["closed_at"] = day
+                }
             }
             // An account given by name is found or made when the row is written.
             for (field, rule) in recordType.rules where rule.required && values[field] == nil && !(field == "account" && extra["account_name"] != nil) {

@@ -13,9 +13,14 @@ public struct CSVMapping: Sendable, Equatable {
 
     /// Column title → target; titles compare trimmed and case-insensitively.
     public var columns: [String: String]
+    /// Target → the source's value (compared as `ImportProfile.key` compares them) → the
+    /// value Rapport has for it: a Salesforce stage `Closed Won` is `closed_won`. A value
+    /// without a translation is imported as written.
+    public var values: [String: [String: String]]
 
-    public init(_ columns: [String: String]) {
+    public init(_ columns: [String: String], values: [String: [String: String]] = [:]) {
         self.columns = Dictionary(columns.map { (Self.normalise($0.key), $0.value) }, uniquingKeysWith: { $1 })
+        self.values = values
     }
 
     static func normalise(_ title: String) -> String {
@@ -24,6 +29,11 @@ public struct CSVMapping: Sendable, Equatable {
 
     /// The target of a column, `nil` when the column is not imported.
     public func target(ofColumn title: String) -> String? { columns[Self.normalise(title)] }
+
+    /// `text`, a value of `target` as the file held it, as Rapport has it (`values`).
+    func translated(_ text: String, for target: String) -> String {
+        values[target]?[ImportProfile.key(text)] ?? text
+    }
 
     /// A contact export of Salesforce ("First Name", "Last Name", "Account Name", "Mobile"...).
     public static let salesforceContact = CSVMapping([

@@ -33,7 +33,8 @@ public struct ImportProfile: Sendable, Equatable {
     var columns: [String: String]
     /// Values as the source writes them → the schema's, per target, normalised keys.
     var translations: [String: [String: String]] = [:]
-    /// Values every row gets (an activity's kind for a Task file).
+    /// Values a row gets where no column fills the target or its column is empty (an
+    /// activity's kind for a Task file, whose subtype only newer orgs write).
     var constants: [String: String] = [:]
 
     init(_ object: String, _ shape: String, _ type: String?, _ columns: [String: String],
@@ -77,7 +78,11 @@ enum ImportCustomFields {
         CustomField(entity: "lead", name: "do_not_call", kind: .boolean, label: "Do not call"),
         CustomField(entity: "lead", name: "consent_email", kind: .choice, choices: CRMSchema.consentStates, label: "E-mail consent"),
         CustomField(entity: "lead", name: "consent_email_source", kind: .text, label: "E-mail consent source"),
-    ]
+    ] + ["account", "contact", "lead", "opportunity", "activity", "campaign"].map {
+        // The free text a record carries (a call's notes, a deal's background), which only
+        // cases have a field for.
+        CustomField(entity: $0, name: "description", kind: .text, label: "Description")
+    }
 
     /// The field an address fills on a type.
     static func addressField(of type: String) -> String {
@@ -121,6 +126,8 @@ extension ImportProfile {
     static let campaignStatuses = ["planned": "planned", "inprogress": "active", "completed": "completed", "aborted": "aborted"]
     static let memberStatuses = ["planned": "targeted", "sent": "sent", "received": "opened", "responded": "responded",
                                  "attended": "attended", "unsubscribed": "unsubscribed"]
+    /// A task's `TaskSubtype`: a logged call is a call, a sent e-mail an e-mail.
+    static let taskSubtypes = ["task": "task", "call": "call", "email": "email", "listemail": "email", "cadence": "task", "linkedin": "task"]
     static let taskStatuses = ["notstarted": "open", "inprogress": "open", "waitingonsomeoneelse": "open",
                                "deferred": "cancelled", "completed": "done"]
     static let address = ["address:0", "address:1", "address:2", "address:3", "address:4"]
@@ -144,42 +151,44 @@ extension ImportProfile {
         ImportProfile("User", "api", nil, ["Id": "external_id", "Email": "email", "Name": "name", "Username": "username"]),
         ImportProfile("Account", "api", "account", [
             "Id": "external_id", "Name": "name", "Industry": "industry", "Phone": "phone", "Website": "website",
-            "OwnerId": "owner", "AnnualRevenue": "annual_revenue", "ParentId": "ref:parent",
+            "OwnerId": "owner", "AnnualRevenue": "annual_revenue", "ParentId": "ref:parent", "Description": "description",
         ].merging(addressColumns("Billing", label: false)) { $1 }),
         ImportProfile("Account", "report", "account", [
             "Account ID": "external_id", "Account Name": "name", "Industry": "industry", "Phone": "phone", "Website": "website",
-            "Account Owner": "owner", "Annual Revenue": "annual_revenue",
+            "Account Owner": "owner", "Annual Revenue": "annual_revenue", "Description": "description",
         ].merging(addressColumns("Billing", label: true)) { $1 }),
         ImportProfile("Campaign", "api", "campaign", [
             "Id": "external_id", "Name": "name", "Type": "type", "Status": "status", "StartDate": "start_date",
-            "EndDate": "end_date", "BudgetedCost": "budget",
+            "EndDate": "end_date", "BudgetedCost": "budget", "Description": "description",
         ], translations: ["type": campaignTypes, "status": campaignStatuses]),
         ImportProfile("Contact", "api", "contact", [
             "Id": "external_id", "AccountId": "ref:account", "FirstName": "first_name", "LastName": "last_name", "Title": "title",
             "Department": "department", "Email": "email", "Phone": "phone", "MobilePhone": "mobile", "Birthdate": "birthday",
             "OwnerId": "owner", "HasOptedOutOfEmail": "optout", "DoNotCall": "do_not_call", "LeadSource": "lead_source",
+            "Description": "description",
         ].merging(addressColumns("Mailing", label: false)) { $1 }),
         ImportProfile("Contact", "report", "contact", [
             "Contact ID": "external_id", "Account ID": "ref:account", "Account Name": "account_name", "First Name": "first_name",
             "Last Name": "last_name", "Title": "title", "Department": "department", "Email": "email", "Phone": "phone",
             "Mobile": "mobile", "Birthdate": "birthday", "Contact Owner": "owner", "Email Opt Out": "optout",
-            "Do Not Call": "do_not_call", "Lead Source": "lead_source",
+            "Do Not Call": "do_not_call", "Lead Source": "lead_source", "Description": "description",
         ].merging(addressColumns("Mailing", label: true)) { $1 }),
         ImportProfile("Opportunity", "api", "opportunity", [
             "Id": "external_id", "AccountId": "ref:account", "Name": "name", "Amount": "amount", "StageName": "stage",
             "Probability": "probability", "CloseDate": "expected_close", "OwnerId": "owner", "LeadSource": "lead_source",
-            "NextStep": "next_step", "CurrencyIsoCode": "currency",
+            "NextStep": "next_step", "CurrencyIsoCode": "currency", "Description": "description",
         ], translations: ["stage": stages, "lead_source": leadSources]),
         ImportProfile("Opportunity", "report", "opportunity", [
             "Opportunity ID": "external_id", "Account ID": "ref:account", "Account Name": "account_name",
             "Opportunity Name": "name", "Amount": "amount", "Stage": "stage", "Probability (%)": "probability",
             "Close Date": "expected_close", "Opportunity Owner": "owner", "Lead Source": "lead_source", "Next Step": "next_step",
+            "Description": "description",
         ], translations: ["stage": stages, "lead_source": leadSources]),
         // After opportunities: a converted lead refers to the opportunity its conversion made.
         ImportProfile("Lead", "api", "lead", [
             "Id": "external_id", "FirstName": "first_name", "LastName": "last_name", "Company": "company", "Title": "title",
             "Email": "email", "Phone": "phone", "LeadSource": "source", "Status": "status", "OwnerId": "owner",
-            "HasOptedOutOfEmail": "optout", "DoNotCall": "do_not_call",
+            "HasOptedOutOfEmail": "optout", "DoNotCall": "do_not_call", "Description": "description",
             // A converted lead names what its conversion made, which the export holds too; with
             // them the lead is linked to those records instead of converted again on import,
             // which made a second contact (and account) for every converted lead.
@@ -190,6 +199,7 @@ extension ImportProfile {
             "Lead ID": "external_id", "First Name": "first_name", "Last Name": "last_name", "Company / Account": "company",
             "Company": "company", "Title": "title", "Email": "email", "Phone": "phone", "Lead Source": "source",
             "Lead Status": "status", "Lead Owner": "owner", "Email Opt Out": "optout", "Do Not Call": "do_not_call",
+            "Description": "description",
         ].merging(addressColumns("", label: true)) { $1 }, translations: ["source": leadSources, "status": leadStatuses]),
         ImportProfile("Case", "api", "case", [
             "Id": "external_id", "CaseNumber": "number", "AccountId": "ref:account", "ContactId": "ref:contact",
@@ -207,11 +217,11 @@ extension ImportProfile {
         ], translations: ["status": memberStatuses]),
         ImportProfile("Task", "api", "activity", [
             "Id": "external_id", "Subject": "subject", "ActivityDate": "due_at", "Status": "status", "OwnerId": "owner",
-            "WhoId": "any:contact", "WhatId": "any:account,opportunity,case",
-        ], translations: ["status": taskStatuses], constants: ["kind": "task"]),
+            "WhoId": "any:contact", "WhatId": "any:account,opportunity,case", "TaskSubtype": "kind", "Description": "description",
+        ], translations: ["status": taskStatuses, "kind": taskSubtypes], constants: ["kind": "task"]),
         ImportProfile("Event", "api", "activity", [
             "Id": "external_id", "Subject": "subject", "StartDateTime": "occurred_at", "DurationInMinutes": "duration_minutes",
-            "OwnerId": "owner", "WhoId": "any:contact", "WhatId": "any:account,opportunity,case",
+            "OwnerId": "owner", "WhoId": "any:contact", "WhatId": "any:account,opportunity,case", "Description": "description",
         ], constants: ["kind": "meeting"]),
     ]
 
@@ -220,7 +230,7 @@ extension ImportProfile {
             "Record ID": "external_id", "Company name": "name", "Industry": "industry", "Phone Number": "phone",
             "Website URL": "website", "Company owner": "owner", "Annual Revenue": "annual_revenue",
             "Lifecycle Stage": "lifecycle_stage", "Street Address": "address:0", "City": "address:1",
-            "State/Region": "address:2", "Postal Code": "address:3", "Country/Region": "address:4",
+            "State/Region": "address:2", "Postal Code": "address:3", "Country/Region": "address:4", "Description": "description",
         ], translations: ["lifecycle_stage": ["subscriber": "prospect", "lead": "prospect", "marketingqualifiedlead": "prospect",
                                                "salesqualifiedlead": "prospect", "opportunity": "target", "customer": "customer",
                                                "evangelist": "core", "other": "prospect"]]),
@@ -234,7 +244,7 @@ extension ImportProfile {
         ImportProfile("deals", "export", "opportunity", [
             "Record ID": "external_id", "Deal Name": "name", "Amount": "amount", "Deal Stage": "stage",
             "Close Date": "expected_close", "Deal owner": "owner", "Associated Company IDs (Primary)": "ref:account",
-            "Associated Company": "account_name", "Original Source": "lead_source",
+            "Associated Company": "account_name", "Original Source": "lead_source", "Deal Description": "description",
         ], translations: ["stage": stages, "lead_source": leadSources]),
         ImportProfile("tickets", "export", "case", [
             "Ticket ID": "external_id|number", "Ticket name": "subject", "Ticket description": "description",
@@ -245,8 +255,9 @@ extension ImportProfile {
     ]
 
     /// The built-in mapping of single files of `type` from `source` (`--mapping`): the
-    /// column-to-field part of the source's profiles of that type (report shape for Salesforce),
-    /// without the targets only a whole-org import resolves.
+    /// column-to-field part of the source's profiles of that type (report shape for Salesforce)
+    /// with its value translations, without the targets only a whole-org import resolves or
+    /// declares (its custom fields: a tenant may not have them).
     public static func singleFileMapping(_ source: ImportSource, type: String) -> CSVMapping? {
         if type == "contact" { return source == .salesforce ? .salesforceContact : .hubspotContact }
         // HubSpot has no lead object: leads are contacts exported with their company's name.
@@ -255,10 +266,11 @@ extension ImportProfile {
         var columns: [String: String] = [:]
         for (column, targets) in profile.columns {
             let target = targets.split(separator: "|").last.map(String.init) ?? targets
-            guard !target.isEmpty, !target.contains(":"), target != "owner", target != "optout" else { continue }
+            guard !target.isEmpty, !target.contains(":"), target != "owner", target != "optout",
+                  !ImportCustomFields.all.contains(where: { $0.entity == type && $0.name == target }) else { continue }
             columns[column] = target
         }
-        return CSVMapping(columns)
+        return CSVMapping(columns, values: profile.translations)
     }
 
     /// A HubSpot contact export read as leads.

@@ -411,7 +411,7 @@ private final class OrgRun {
         options.journal = importer.options.journal
         options.storeRunsEffects = importer.options.storeRunsEffects
         if let progress = importer.options.progress { options.progress = { progress(name, $0, $1, $2) } }
-        let mapping = CSVMapping(Dictionary(uniqueKeysWithValues: slots.map { ($0.title, $0.target) }))
+        let mapping = CSVMapping(Dictionary(uniqueKeysWithValues: slots.map { ($0.title, $0.target) }), values: profile.translations)
         var report = try CSVImporter(store: store, type: type, mapping: mapping, options: options)
             .run(next: next, verified: { [self] id, type in verified[id] == type }) { (reader.bytesRead, reader.totalBytes) }
         report.rows += early.count
@@ -474,8 +474,10 @@ private final class OrgRun {
     func value(_ slot: Slot, target: String, title: String, record: CSV.Record, profile: ImportProfile, file: String) throws -> String {
         switch slot {
         case .copy(let index, let target):
+            // Translated by the mapping (`CSVMapping.values`) as the row is imported, so a
+            // rejection quotes the value as the file held it.
             let text = CRMText.trimmed(record.fields[index])
-            return profile.translations[target]?[ImportProfile.key(text)] ?? text
+            return text.isEmpty ? profile.constants[target] ?? "" : text
         case .constant(let value):
             return value
         case .address(let indices):

@@ -133,7 +133,7 @@ struct ImportRun: ParsableCommand {
         }
         if !map.isEmpty {
             let explicit = try CSVMapping.parse(map)
-            chosen = CSVMapping((chosen?.columns ?? [:]).merging(explicit.columns) { $1 })
+            chosen = CSVMapping((chosen?.columns ?? [:]).merging(explicit.columns) { $1 }, values: chosen?.values ?? [:])
         }
         var options = CSVImporter.Options()
         options.dryRun = dryRun
