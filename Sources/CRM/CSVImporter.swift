@@ -114,6 +114,9 @@ public struct CSVImporter {
         public var dateFormat: ImportDateFormat = .us
         /// Custom field definitions a dry run of the same import would have created first.
         public var assumedCustomFields: [CustomField] = []
+        /// The tenant's pipeline as a dry run of the same import would have left it (stages it
+        /// adds); `nil`: the store's.
+        public var assumedPipeline: CRMPipeline?
         /// Told the rows done, the bytes of the file read and its size after each batch, for a
         /// progress line (the rows in all are not known before the end of a file read as it
         /// imports).
@@ -331,7 +334,7 @@ private struct ImportRun {
                     let column = column(of: "stage")
                     let written = targets.firstIndex(of: "stage").map { CRMText.trimmed(record.fields[$0]) } ?? stage
                     throw Rejected(field: "stage", column: column, reason: (written == stage ? refusal : "'\(written)' is read as \(refusal)")
-                        + "; add the stage to the pipeline (a pipeline_stage record) and run the import again")
+                        + "; add the stage to the tenant's pipeline (a whole export's import does with --add-stages) and run the import again")
                 }
                 if values["closed_at"] == nil, let day = values["expected_close"], try tenantPipeline().stage(stage)?.closed == true {
                     values["closed_at"] = day
@@ -368,7 +371,7 @@ private struct ImportRun {
     /// The tenant's pipeline, read at the first opportunity that needs it.
     mutating func tenantPipeline() throws -> CRMPipeline {
         if let pipeline { return pipeline }
-        let loaded = try CRMPipeline.load(from: store)
+        let loaded = try importer.options.assumedPipeline ?? CRMPipeline.load(from: store)
         pipeline = loaded
         return loaded
     }

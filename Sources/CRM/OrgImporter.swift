@@ -32,6 +32,9 @@ public struct OrgImportReport: Sendable, Equatable, Codable {
     public var unmappedOwners: [UnmappedOwner] = []
     /// Custom fields declared for what the schema has no field for (`contact.mailing_address`).
     public var customFieldsCreated: [String] = []
+    /// Stages the export's deals are at that the tenant's pipeline lacked, added to it
+    /// (`Options.addsStages`).
+    public var stagesAdded: [PipelineStage] = []
     /// The id `rapportctl import undo` takes to revert this import; `nil` for a dry run.
     public var importID: String?
 
@@ -102,6 +105,10 @@ public struct OrgImporter {
         public var journal: ImportJournal.Writer?
         /// Whether the store runs the CRM's effects (`CSVImporter.Options.storeRunsEffects`).
         public var storeRunsEffects = false
+        /// Adds the stages the export's deals are at and the tenant's pipeline lacks (an org's
+        /// own `Contract Signed`) to the pipeline before the deals import (`--add-stages`);
+        /// otherwise those deals are rejected.
+        public var addsStages = false
         public init() {}
     }
 
@@ -166,6 +173,9 @@ public struct OrgImporter {
             users[name] = try Self.reading(name) { run.learnUsers(try open().all(), profile: profile) }
         }
         report.customFieldsCreated = try run.declareCustomFields(for: planned.map { ($0.profile, $0.header) })
+        if options.addsStages {
+            report.stagesAdded = try run.addStages(from: planned.filter { $0.profile.recordType == "opportunity" }.map { ($0.name, $0.profile, $0.open) })
+        }
         for (_, name, profile, chosenBy, _, open) in planned {
             guard profile.recordType != nil else {
                 report.files.append(.init(file: name, profile: profile.name, chosenBy: chosenBy, users: users[name] ?? 0))
@@ -231,6 +241,7 @@ private final class OrgRun {
     var assumedRecords: Set<UUID> = []
     var assumedAccounts: [String: UUID] = [:]
     var assumedCustomFields: [CustomField] = []
+    var assumedPipeline: CRMPipeline?
     /// Records `find` saw live in the store, with their types: the rows of a batch are
     /// converted just before the batch is written, whose reference checks then need not ask
     /// the store again. Emptied when it fills, so it stays small however large the export.
@@ -300,6 +311,88 @@ private final class OrgRun {
         let create = { [store] in for (id, field) in toCreate { _ = try store.create("custom_field", id: id, field.recordValues) } }
         if let journal = importer.options.journal { try journal.transaction(store, create) } else { try store.transaction(create) }
         return made
+    }
+
+    /// Adds to the tenant's pipeline the stages the files' deals are at and it lacks; the
+    /// stages added. Each file is read once more for it, a row at a time.
+    ///
+    /// A stage is closed, won and at the probability most of its deals say (Salesforce's
+    /// `IsClosed`, `IsWon` and `Probability`); without those columns it is open, at 50%. An
+    /// open stage goes before the first stage of a higher probability, a closed one at the end.
+    /// A tenant still on the default pipeline gets it as records first, since a tenant's stage
+    /// records replace the default: adding one stage alone would have left only that one.
+    /// Only records are created, in one journaled transaction, so undo takes them away again.
+    func addStages(from files: [(name: String, profile: ImportProfile, open: () throws -> CSV.Reader)]) throws -> [PipelineStage] {
+        struct Seen { var order: Int; var rows = 0; var closed = 0; var won = 0; var probabilities: [Int: Int] = [:] }
+        let pipeline = try CRMPipeline.load(from: store)
+        var seen: [String: Seen] = [:]
+        for file in files {
+            try OrgImporter.reading(file.name) {
+                let reader = try file.open()
+                let header = try reader.next()?.fields ?? []
+                func column(_ wanted: (String) -> Bool) -> Int? {
+                    header.indices.first { wanted(CSVMapping.normalise(header[$0])) }
+                }
+                guard let stageColumn = column({ self.target(of: $0, profile: file.profile)?.contains("stage") == true }) else { return }
+                let closedColumn = column { $0 == "isclosed" }, wonColumn = column { $0 == "iswon" }
+                let probabilityColumn = column { self.target(of: $0, profile: file.profile)?.contains("probability") == true }
+                while let record = try reader.next() {
+                    guard record.fields.count == header.count else { continue }
+                    let written = CRMText.trimmed(record.fields[stageColumn])
+                    let name = file.profile.translations["stage"]?[ImportProfile.key(written)] ?? written
+                    guard !name.isEmpty, pipeline.stage(name) == nil else { continue }
+                    var stage = seen[name] ?? Seen(order: seen.count)
+                    stage.rows += 1
+                    if let closedColumn, FieldConversion.boolean(CRMText.trimmed(record.fields[closedColumn])) == true { stage.closed += 1 }
+                    if let wonColumn, FieldConversion.boolean(CRMText.trimmed(record.fields[wonColumn])) == true { stage.won += 1 }
+                    if let probabilityColumn, let percent = Double(CRMText.trimmed(record.fields[probabilityColumn])), (0...100).contains(percent) {
+                        stage.probabilities[Int(percent.rounded()), default: 0] += 1
+                    }
+                    seen[name] = stage
+                }
+            }
+        }
+        guard !seen.isEmpty else { return [] }
+        let added = seen.sorted { $0.value.order < $1.value.order }.map { name, stage -> PipelineStage in
+            let closed = stage.closed * 2 > stage.rows, won = closed && stage.won * 2 > stage.rows
+            // The most common probability, the lower of a tie; a closed stage's is its outcome's.
+            let probability = closed ? (won ? 100 : 0)
+                : stage.probabilities.max { ($0.value, -$0.key) < ($1.value, -$1.key) }?.key ?? 50
+            return PipelineStage(name: name, position: 0, probability: probability, isClosed: closed, isWon: won)
+        }
+        let onDefault = try store.records(ofType: "pipeline_stage").isEmpty
+        // The default pipeline as records, spaced so that stages fit between them.
+        var stages = onDefault ? pipeline.stages.enumerated().map { index, stage in
+            PipelineStage(name: stage.name, position: (index + 1) * 100, probability: stage.probability, isClosed: stage.isClosed, isWon: stage.isWon)
+        } : pipeline.stages
+        var made = onDefault ? stages : []
+        for var stage in added.sorted(by: { ($0.isClosed ? 1 : 0, $0.probability) < ($1.isClosed ? 1 : 0, $1.probability) }) {
+            let index = stage.isClosed ? stages.count
+                : stages.firstIndex { $0.isClosed || $0.probability > stage.probability } ?? stages.count
+            let before = index > 0 ? stages[index - 1].position : 0
+            let after = index < stages.count ? stages[index].position : before + 200
+            // Between its neighbours; where they leave no room, at the earlier one's position
+            // (ties list by name).
+            stage.position = after - before >= 2 ? (before + after) / 2 : before
+            stages.insert(stage, at: index)
+            made.append(stage)
+        }
+        if !importer.options.dryRun {
+            let create = { [store] in
+                for stage in made {
+                    let id = DerivedID.make("import:pipeline_stage", stage.name)
+                    guard try store.record(id) == nil else { continue }
+                    _ = try store.create("pipeline_stage", id: id, [
+                        "name": .text(stage.name), "position": .integer(Int64(stage.position)),
+                        "probability": .integer(Int64(stage.probability)), "closed": .bool(stage.isClosed), "won": .bool(stage.isWon),
+                    ])
+                }
+            }
+            if let journal = importer.options.journal { try journal.transaction(store, create) } else { try store.transaction(create) }
+        } else {
+            assumedPipeline = CRMPipeline(stages: stages)
+        }
+        return stages.filter { stage in added.contains { $0.name == stage.name } }
     }
 
     /// The targets of a column: `--map` first, else the profile's.
@@ -408,6 +501,7 @@ private final class OrgRun {
         options.assumedRecords = assumedRecords
         options.assumedAccounts = assumedAccounts
         options.assumedCustomFields = assumedCustomFields
+        options.assumedPipeline = assumedPipeline
         options.journal = importer.options.journal
         options.storeRunsEffects = importer.options.storeRunsEffects
         if let progress = importer.options.progress { options.progress = { progress(name, $0, $1, $2) } }

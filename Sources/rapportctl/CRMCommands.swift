@@ -71,8 +71,10 @@ struct ImportRun: ParsableCommand {
             e-mail, through the export's User file or --users (a CSV of owner id or name, \
             e-mail); an owner no user stands for is reported and the row keeps no owner. E-mail \
             opt-outs become withdrawn e-mail consent with the source noted; addresses, lead \
-            source and do-not-call are kept (in custom fields the import declares where the \
-            schema has none).
+            source, do-not-call and descriptions are kept (in custom fields the import declares \
+            where the schema has none). A deal at a stage the tenant's pipeline lacks is \
+            rejected, or with --add-stages the stage is added to the pipeline first (closed, won \
+            and probability as most of its deals say).
 
             A rejected row never blocks the others; duplicates (by normalised e-mail or phone) \
             are merged into the existing record, filling only empty fields; running the same \
@@ -106,9 +108,12 @@ struct ImportRun: ParsableCommand {
     var dateFormat: String = ImportDateFormat.us.rawValue
     @Flag(help: "Check and report without writing anything.")
     var dryRun = false
+    @Flag(help: "A whole export: add the stages its deals are at and the tenant's pipeline lacks, rather than reject those deals.")
+    var addStages = false
 
     func validate() throws {
         guard (type == nil) != (source == nil) else { throw ValidationError("give --type for one file or --source for a whole export") }
+        guard source != nil || !addStages else { throw ValidationError("--add-stages is for a whole export (--source)") }
         guard source == nil || mapping == nil else { throw ValidationError("--mapping is for one file; a whole export is mapped by --source") }
         guard ImportDateFormat(rawValue: dateFormat) != nil else {
             throw ValidationError("--date-format \(dateFormat): expected \(ImportDateFormat.allCases.map(\.rawValue).joined(separator: " or "))")
@@ -179,6 +184,7 @@ struct ImportRun: ParsableCommand {
         options.dryRun = dryRun
         // The tenant's store and a dry run's snapshot both open with `.crm`, so with the CRM's effects.
         options.storeRunsEffects = true
+        options.addsStages = addStages
         options.dateFormat = ImportDateFormat(rawValue: dateFormat) ?? .us
         if !map.isEmpty { options.map = try CSVMapping.parse(map) }
         for pair in object {
@@ -233,6 +239,10 @@ struct ImportRun: ParsableCommand {
             if let id = report.importID { text += "import id \(id): 'rapportctl import undo \(id)' reverts it\n" }
             for owner in report.unmappedOwners { text += "  owner '\(owner.owner)' in \(owner.file) (\(owner.rows) row(s)): \(owner.reason); left without owner\n" }
             if !report.customFieldsCreated.isEmpty { text += "  custom fields declared: \(report.customFieldsCreated.joined(separator: ", "))\n" }
+            for stage in report.stagesAdded {
+                text += "  stage added to the pipeline: '\(stage.name)', \(stage.isWon ? "closed won" : stage.isClosed ? "closed lost" : "open"), "
+                    + "probability \(stage.probability)%, position \(stage.position)\n"
+            }
             var shown = 0
             for file in report.files {
                 for rejection in file.report?.rejections ?? [] where shown < 50 {

@@ -191,40 +191,61 @@ import Testing
         #expect(try Self.records(ctl, dir, "again") as NSDictionary == tenant as NSDictionary)
     }
 
-    /// A Salesforce org's own stage ("Contract Signed") is its deals' problem, reported with
-    /// them: it stopped the whole import at the batch holding the first one. The operator adds
-    /// the stage to the pipeline and runs the import again, which brings in what was rejected.
-    @Test func aStageTheTenantLacksRejectsItsDealsNotTheImport() async throws {
+    /// A Salesforce org's own stages ("Contract Signed", "Lost to Competitor") are their deals'
+    /// problem, reported with them: they stopped the whole import at the batch holding the
+    /// first one. With --add-stages the import adds them to the pipeline (the default one made
+    /// records first), and undo takes them away again.
+    @Test func stagesTheTenantLacksRejectTheirDealsOrAreAddedToThePipeline() async throws {
         let dir = try TemporaryDirectory()
         let ctl = try Self.tenant(dir)
         let export = dir.path("export")
         try FileManager.default.createDirectory(atPath: export, withIntermediateDirectories: true)
         try (CSV.line(["Id", "Name"]) + CSV.line(["001A", "Acme"])).write(toFile: export + "/Account.csv", atomically: true, encoding: .utf8)
-        var deals = CSV.line(["Id", "AccountId", "Name", "Amount", "StageName", "CloseDate"])
-        for i in 0..<30 { deals += CSV.line(["006\(i)", "001A", "Deal \(i)", "100", i % 10 == 3 ? "Contract Signed" : "Closed Won", "2025-06-30"]) }
+        var deals = CSV.line(["Id", "AccountId", "Name", "Amount", "StageName", "Probability", "IsClosed", "IsWon", "CloseDate"])
+        for i in 0..<30 {
+            let row: [String] = switch i % 10 {
+            case 3: ["Contract Signed", i == 3 ? "80" : "90", "false", "false"]
+            case 7: ["Lost to Competitor", "0", "true", "false"]
+            default: ["Closed Won", "100", "true", "true"]
+            }
+            deals += CSV.line(["006\(i)", "001A", "Deal \(i)", "100"] + row + ["2025-06-30"])
+        }
         try deals.write(toFile: export + "/Opportunity.csv", atomically: true, encoding: .utf8)
         let arguments = ["import", "acme", "--from", export, "--source", "salesforce", "--json"]
 
         let first = try await ctl.run(arguments)
         #expect(first.status == 0, "\(first.error)")
         let opportunities = try Self.file(first.json, "Opportunity.csv")
-        #expect(opportunities["imported"] as? Int == 27)
+        #expect(opportunities["imported"] as? Int == 24)
         let rejections = try #require(opportunities["rejections"] as? [[String: Any]])
-        #expect(rejections.map { $0["row"] as? Int } == [5, 15, 25])
-        #expect(rejections.allSatisfy { $0["column"] as? String == "StageName" && ($0["reason"] as? String)?.hasPrefix(
-            "'Contract Signed' is not a stage of this tenant's pipeline (prospecting, qualification, proposal, negotiation, closed_won, closed_lost); add the stage") == true },
+        #expect(rejections.compactMap { $0["row"] as? Int } == [5, 9, 15, 19, 25, 29])
+        #expect(rejections.first?["column"] as? String == "StageName" && (rejections.first?["reason"] as? String)?.hasPrefix(
+            "'Contract Signed' is not a stage of this tenant's pipeline (prospecting, qualification, proposal, negotiation, closed_won, closed_lost); add the stage") == true,
             "\(rejections)")
 
-        // The tenant's pipeline gets the stage (a single-file import of pipeline_stage records), then the same import again.
-        try (CSV.line(["name", "position", "probability", "closed", "won"]) + CSV.line(["Contract Signed", "45", "90", "false", "false"]))
-            .write(toFile: dir.path("stages.csv"), atomically: true, encoding: .utf8)
-        let stage = try await ctl.run(["import", "acme", "--type", "pipeline_stage", "--from", dir.path("stages.csv")])
-        #expect(stage.status == 0, "\(stage.error)")
-        let again = try await ctl.run(arguments)
-        #expect(try Self.file(again.json, "Opportunity.csv")["imported"] as? Int == 3)
-        let held = try Self.records(ctl, dir, "after")["opportunity"] ?? [:]
+        // Again with --add-stages, as a dry run and then for real: the rejected deals come in.
+        let dry = try await ctl.run(arguments + ["--add-stages", "--dry-run"])
+        let real = try await ctl.run(arguments + ["--add-stages"])
+        #expect(real.status == 0, "\(real.error)")
+        #expect(try Self.comparable(dry.json) == Self.comparable(real.json))
+        #expect(try Self.file(real.json, "Opportunity.csv")["imported"] as? Int == 6)
+        let added = try #require((real.json as? [String: Any])?["stagesAdded"] as? [[String: Any]])
+        #expect(added.compactMap { $0["name"] as? String } == ["Contract Signed", "Lost to Competitor"])
+        #expect(added.first?["probability"] as? Int == 90 && added.first?["isClosed"] as? Bool == false)
+        #expect(added.last?["isClosed"] as? Bool == true && added.last?["isWon"] as? Bool == false)
+        let tenant = try Self.records(ctl, dir, "after")
+        let pipeline = (tenant["pipeline_stage"] ?? [:]).values.sorted { ($0["position"] as! Int) < ($1["position"] as! Int) }.compactMap { $0["name"] as? String }
+        #expect(pipeline == ["prospecting", "qualification", "proposal", "negotiation", "Contract Signed", "closed_won", "closed_lost", "Lost to Competitor"])
+        let held = tenant["opportunity"] ?? [:]
         #expect(held.count == 30 && held.values.filter { $0["stage"] as? String == "Contract Signed" }.count == 3)
-        #expect(held.values.filter { $0["stage"] as? String == "closed_won" }.allSatisfy { $0["closed_at"] as? String == "2025-06-30" })
+        // A deal at a closed stage keeps its close date as its closing day, an added one too.
+        #expect(held.values.filter { ($0["stage"] as? String)?.hasPrefix("Contract") == false }.allSatisfy { $0["closed_at"] as? String == "2025-06-30" })
+
+        // Undo of that import: its deals and the stages it added go, the default pipeline is back.
+        let undo = try await ctl.run(["import", "undo", try #require((real.json as? [String: Any])?["importID"] as? String)])
+        #expect(undo.status == 0, "\(undo.error)")
+        let undone = try Self.records(ctl, dir, "undone")
+        #expect(undone["pipeline_stage"] == nil && undone["opportunity"]?.count == 24)
     }
 
     /// `--mapping salesforce` for one file: the source's values are translated as in a whole
