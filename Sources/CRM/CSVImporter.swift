@@ -13,6 +13,17 @@ public struct ImportReport: Sendable, Equatable, Codable {
         /// The column that field came from.
         public var column: String?
         public var reason: String
+        /// The row's id in the other system (its `external_id` column), so that a row of a
+        /// later file referring to it can say it was rejected.
+        public var externalID: String?
+
+        public init(row: Int, field: String?, column: String?, reason: String, externalID: String? = nil) {
+            self.row = row
+            self.field = field
+            self.column = column
+            self.reason = reason
+            self.externalID = externalID
+        }
     }
 
     /// A row found to be a record that exists already: merged into it rather than created.
@@ -359,13 +370,20 @@ private struct ImportRun {
                 try write(values, extra: extra, row: record.row, settling: checkedAtEnd, into: &report)
             }
         } catch let rejected as Rejected {
-            report.rejections.append(.init(row: record.row, field: rejected.field, column: rejected.column, reason: rejected.reason))
+            report.rejections.append(.init(row: record.row, field: rejected.field, column: rejected.column, reason: rejected.reason, externalID: externalID(of: record)))
         } catch let error as ReplicaStoreError where error.isAboutTheRecord {
             // The store refused the write (its own validation): the row's savepoint rolled back.
-            report.rejections.append(.init(row: record.row, field: nil, column: nil, reason: String(describing: error)))
+            report.rejections.append(.init(row: record.row, field: nil, column: nil, reason: String(describing: error), externalID: externalID(of: record)))
         } catch let error as ModelError {
-            report.rejections.append(.init(row: record.row, field: nil, column: nil, reason: String(describing: error)))
+            report.rejections.append(.init(row: record.row, field: nil, column: nil, reason: String(describing: error), externalID: externalID(of: record)))
         }
+    }
+
+    /// The row's `external_id`, if the file has one and the row fills it.
+    func externalID(of record: CSV.Record) -> String? {
+        guard let index = targets.firstIndex(of: "external_id"), index < record.fields.count else { return nil }
+        let text = CRMText.trimmed(record.fields[index])
+        return text.isEmpty ? nil : text
     }
 
     /// The tenant's pipeline, read at the first opportunity that needs it.

@@ -242,6 +242,10 @@ private final class OrgRun {
     var assumedAccounts: [String: UUID] = [:]
     var assumedCustomFields: [CustomField] = []
     var assumedPipeline: CRMPipeline?
+    /// Source ids of rows rejected so far, by type, with their file and row: a later row
+    /// referring to one says so, rather than that the export lacks it. As large as the
+    /// rejections the report lists anyway.
+    var rejected: [String: [String: (file: String, row: Int)]] = [:]
     /// Records `find` saw live in the store, with their types: the rows of a batch are
     /// converted just before the batch is written, whose reference checks then need not ask
     /// the store again. Emptied when it fills, so it stays small however large the export.
@@ -488,7 +492,8 @@ private final class OrgRun {
                     if let nameIndex { names[record.row] = fields[nameIndex] }
                     return CSV.Record(fields: fields, row: record.row, line: record.line)
                 } catch let rejected as Rejected {
-                    early.append(.init(row: record.row, field: rejected.field, column: rejected.column, reason: rejected.reason))
+                    let externalID = idColumn.map { CRMText.trimmed(record.fields[$0]) }.flatMap { $0.isEmpty ? nil : $0 }
+                    early.append(.init(row: record.row, field: rejected.field, column: rejected.column, reason: rejected.reason, externalID: externalID))
                 }
             }
             return nil
@@ -526,6 +531,9 @@ private final class OrgRun {
         }
         early += try resolveDeferred(type: type)
         report.rejections = (report.rejections + early).sorted { $0.row < $1.row }
+        for rejection in report.rejections {
+            if let externalID = rejection.externalID { rejected[type, default: [:]][externalID] = (name, rejection.row) }
+        }
         return report
     }
 
@@ -612,6 +620,11 @@ private final class OrgRun {
                 if !sourceID.isEmpty {
                     deferred.append(.init(row: record.row, sourceID: sourceID, field: field, column: title, target: text, type: current.type))
                     return ""
+                }
+            }
+            for (_, type) in types {
+                if let (file, row) = rejected[type]?[text] {
+                    throw Rejected(field: field, column: title, reason: "'\(text)' is the \(type) of \(file) row \(row), which was rejected")
                 }
             }
             throw Rejected(field: field, column: title, reason:

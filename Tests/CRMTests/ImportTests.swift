@@ -79,13 +79,13 @@ import TestScheduling
         #expect(try f.store.count(ofType: "contact") == 9_000)
         #expect(try f.store.count(ofType: "account") == 50)
 
-        // Reasons name the row (the header is row 1) and the field.
+        // Reasons name the row (the header is row 1), the field and the row's id in the other system.
         #expect(report.rejections[0] == .init(row: 9, field: "last_name", column: "Last Name",
-                                              reason: "required, and the row has no value for it"))
+                                              reason: "required, and the row has no value for it", externalID: "0037"))
         #expect(report.rejections[1] == .init(row: 29, field: "email", column: "Email",
-                                              reason: "'person27.example.com' is not a valid e-mail address"))
-        #expect(report.rejections[2] == .init(row: 49, field: "phone", column: "Phone", reason: "'call me' is not a valid phone number (digits, spaces and + - ( ) ., at least 5 digits)"))
-        #expect(report.rejections[3] == .init(row: 69, field: nil, column: nil, reason: "7 field(s) where the header has 8"))
+                                              reason: "'person27.example.com' is not a valid e-mail address", externalID: "00327"))
+        #expect(report.rejections[2] == .init(row: 49, field: "phone", column: "Phone", reason: "'call me' is not a valid phone number (digits, spaces and + - ( ) ., at least 5 digits)", externalID: "00347"))
+        #expect(report.rejections[3] == .init(row: 69, field: nil, column: nil, reason: "7 field(s) where the header has 8", externalID: "00367"))
 
         // A duplicate fills what the original lacked and overwrites nothing.
         let merge = report.merges[0]

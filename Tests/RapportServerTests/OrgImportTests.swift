@@ -211,6 +211,8 @@ import Testing
             deals += CSV.line(["006\(i)", "001A", "Deal \(i)", "100"] + row + ["2025-06-30"])
         }
         try deals.write(toFile: export + "/Opportunity.csv", atomically: true, encoding: .utf8)
+        try (CSV.line(["Id", "Subject", "WhatId"]) + CSV.line(["00T1", "Send the contract", "0063"]))
+            .write(toFile: export + "/Task.csv", atomically: true, encoding: .utf8)
         let arguments = ["import", "acme", "--from", export, "--source", "salesforce", "--json"]
 
         let first = try await ctl.run(arguments)
@@ -222,6 +224,9 @@ import Testing
         #expect(rejections.first?["column"] as? String == "StageName" && (rejections.first?["reason"] as? String)?.hasPrefix(
             "'Contract Signed' is not a stage of this tenant's pipeline (prospecting, qualification, proposal, negotiation, closed_won, closed_lost); add the stage") == true,
             "\(rejections)")
+        // A task of a rejected deal says so, rather than that the export lacks the deal.
+        let task = try #require((try Self.file(first.json, "Task.csv")["rejections"] as? [[String: Any]])?.first)
+        #expect(task["column"] as? String == "WhatId" && task["reason"] as? String == "'0063' is the opportunity of Opportunity.csv row 5, which was rejected")
 
         // Again with --add-stages, as a dry run and then for real: the rejected deals come in.
         let dry = try await ctl.run(arguments + ["--add-stages", "--dry-run"])
@@ -229,6 +234,7 @@ import Testing
         #expect(real.status == 0, "\(real.error)")
         #expect(try Self.comparable(dry.json) == Self.comparable(real.json))
         #expect(try Self.file(real.json, "Opportunity.csv")["imported"] as? Int == 6)
+        #expect(try Self.file(real.json, "Task.csv")["imported"] as? Int == 1)
         let added = try #require((real.json as? [String: Any])?["stagesAdded"] as? [[String: Any]])
         #expect(added.compactMap { $0["name"] as? String } == ["Contract Signed", "Lost to Competitor"])
         #expect(added.first?["probability"] as? Int == 90 && added.first?["isClosed"] as? Bool == false)
