@@ -464,6 +464,9 @@ private final class OrgRun {
 
         let dryRun = importer.options.dryRun
         let idColumn = slots.firstIndex { $0.target == "external_id" }.flatMap { if case .copy(let i, _) = slots[$0].slot { i } else { nil } }
+        // Data Loader's "Export All" holds the recycle bin too, rows with IsDeleted true: what
+        // was deleted (or merged away) there stays out of the tenant, each row reported.
+        let deletedColumn = importer.source == .salesforce ? header.firstIndex { CSVMapping.normalise($0) == "isdeleted" } : nil
         current = (type, idColumn)
         deferred = []
         defer { current = nil }
@@ -483,6 +486,12 @@ private final class OrgRun {
                     early.append(.init(row: record.row, field: nil, column: nil, reason: "\(record.fields.count) field(s) where the header has \(header.count)"))
                     continue
                 }
+                let externalID = idColumn.map { CRMText.trimmed(record.fields[$0]) }.flatMap { $0.isEmpty ? nil : $0 }
+                if let deletedColumn, FieldConversion.boolean(CRMText.trimmed(record.fields[deletedColumn])) == true {
+                    early.append(.init(row: record.row, field: nil, column: header[deletedColumn],
+                                       reason: "deleted in Salesforce (IsDeleted is true): not imported", externalID: externalID))
+                    continue
+                }
                 do {
                     var fields: [String] = []
                     fields.reserveCapacity(slots.count)
@@ -492,7 +501,6 @@ private final class OrgRun {
                     if let nameIndex { names[record.row] = fields[nameIndex] }
                     return CSV.Record(fields: fields, row: record.row, line: record.line)
                 } catch let rejected as Rejected {
-                    let externalID = idColumn.map { CRMText.trimmed(record.fields[$0]) }.flatMap { $0.isEmpty ? nil : $0 }
                     early.append(.init(row: record.row, field: rejected.field, column: rejected.column, reason: rejected.reason, externalID: externalID))
                 }
             }
@@ -515,7 +523,7 @@ private final class OrgRun {
             .run(next: next, verified: { [self] id, type in verified[id] == type }) { (reader.bytesRead, reader.totalBytes) }
         report.rows += early.count
         report.footerLines = rows.footer
-        report.ignoredColumns = header.filter { target(of: $0, profile: profile) == nil }
+        report.ignoredColumns = header.indices.filter { $0 != deletedColumn && target(of: header[$0], profile: profile) == nil }.map { header[$0] }
 
         // What each source id merged into another record became, for the files after this one.
         for merge in report.merges {

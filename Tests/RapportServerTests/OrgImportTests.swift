@@ -254,6 +254,31 @@ import Testing
         #expect(undone["pipeline_stage"] == nil && undone["opportunity"]?.count == 24)
     }
 
+    /// Data Loader's "Export All" holds the recycle bin: a record deleted (or merged away) in
+    /// Salesforce stays out of the tenant, and a row referring to it says so.
+    @Test func aRecordDeletedInSalesforceIsNotImported() async throws {
+        let dir = try TemporaryDirectory()
+        let ctl = try Self.tenant(dir)
+        let export = dir.path("export")
+        try FileManager.default.createDirectory(atPath: export, withIntermediateDirectories: true)
+        try (CSV.line(["Id", "IsDeleted", "MasterRecordId", "Name"]) + CSV.line(["001A", "false", "", "Acme"])
+             + CSV.line(["001B", "true", "001A", "ACME Corp (merged)"]) + CSV.line(["001C", "0", "", "Globex"]))
+            .write(toFile: export + "/Account.csv", atomically: true, encoding: .utf8)
+        try (CSV.line(["Id", "IsDeleted", "AccountId", "LastName"]) + CSV.line(["003A", "false", "001A", "Weiß"])
+             + CSV.line(["003B", "false", "001B", "García"]))
+            .write(toFile: export + "/Contact.csv", atomically: true, encoding: .utf8)
+        let imported = try await ctl.run(["import", "acme", "--from", export, "--source", "salesforce", "--json"])
+        #expect(imported.status == 0, "\(imported.error)")
+        let accounts = try Self.file(imported.json, "Account.csv")
+        #expect(accounts["imported"] as? Int == 2 && accounts["ignoredColumns"] as? [String] == ["MasterRecordId"])
+        let deleted = try #require((accounts["rejections"] as? [[String: Any]])?.first)
+        #expect(deleted["row"] as? Int == 3 && deleted["column"] as? String == "IsDeleted" && deleted["externalID"] as? String == "001B")
+        #expect(deleted["reason"] as? String == "deleted in Salesforce (IsDeleted is true): not imported")
+        let contact = try #require((try Self.file(imported.json, "Contact.csv")["rejections"] as? [[String: Any]])?.first)
+        #expect(contact["reason"] as? String == "'001B' is the account of Account.csv row 3, which was rejected")
+        #expect(Set(try Self.records(ctl, dir, "after")["account"]?.values.compactMap { $0["name"] as? String } ?? []) == ["Acme", "Globex"])
+    }
+
     /// `--mapping salesforce` for one file: the source's values are translated as in a whole
     /// export, and a column the whole export puts in a field it declares is left out, not refused.
     @Test func aSingleReportFileIsTranslatedAndKeepsWhatTheTenantHasFieldsFor() async throws {
