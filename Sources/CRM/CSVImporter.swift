@@ -194,7 +194,8 @@ public struct CSVImporter {
         try mapping.check(header: header, type: recordType, customFields: Set(custom.keys))
         let targets = header.map { mapping.target(ofColumn: $0) }
         report.ignoredColumns = zip(header, targets).filter { $0.1 == nil }.map(\.0)
-        var run = ImportRun(importer: self, recordType: recordType, header: header, targets: targets, mapping: mapping,
+        var run = ImportRun(importer: self, recordType: recordType, header: header, targets: targets,
+                            translations: targets.map { $0.flatMap { mapping.values[$0] } },
                             finder: try DuplicateFinder(store: store, type: type, defaultCountryPrefix: options.defaultCountryPrefix),
                             accounts: recordType.fields["account"] != nil
                                 ? try Self.accountsByName(store).merging(options.assumedAccounts) { existing, _ in existing } : [:],
@@ -289,7 +290,8 @@ private struct ImportRun {
     let recordType: RecordType
     let header: [String]
     let targets: [String?]
-    let mapping: CSVMapping
+    /// Per column, the translations of its target's values (`CSVMapping.values`).
+    let translations: [[String: String]?]
     var finder: DuplicateFinder
     var accounts: [String: UUID]
     /// The tenant's custom fields of the type, which a mapping may fill like built-in ones.
@@ -326,7 +328,7 @@ private struct ImportRun {
                     continue
                 }
                 do {
-                    values[target] = try FieldConversion.value(mapping.translated(text, for: target), field: target, type: recordType, custom: custom[target],
+                    values[target] = try FieldConversion.value(translations[index].flatMap { $0[ImportProfile.key(text)] } ?? text, field: target, type: recordType, custom: custom[target],
                                                                dateFormat: importer.options.dateFormat)
                 } catch let problem as FieldConversion.Problem {
                     throw Rejected(field: target, column: header[index], reason: problem.reason)

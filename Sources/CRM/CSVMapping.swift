@@ -30,11 +30,6 @@ public struct CSVMapping: Sendable, Equatable {
     /// The target of a column, `nil` when the column is not imported.
     public func target(ofColumn title: String) -> String? { columns[Self.normalise(title)] }
 
-    /// `text`, a value of `target` as the file held it, as Rapport has it (`values`).
-    func translated(_ text: String, for target: String) -> String {
-        values[target]?[ImportProfile.key(text)] ?? text
-    }
-
     /// A contact export of Salesforce ("First Name", "Last Name", "Account Name", "Mobile"...).
     public static let salesforceContact = CSVMapping([
         "Contact ID": "external_id", "First Name": "first_name", "Last Name": "last_name", "Title": "title",
