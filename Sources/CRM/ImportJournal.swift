@@ -296,6 +296,17 @@ public struct ImportJournal: Sendable, Equatable, Codable {
             }
         }
 
+        /// Removes the journal when this run wrote nothing and carried on no earlier run (a
+        /// re-run of an import already in, a run stopped before its first write): there is
+        /// nothing to undo, so the run is no import. Whether it did.
+        public func discardIfEmpty() throws -> Bool {
+            guard !resumed, try handle.offset() == 0 else { return false }
+            let folder = ImportJournal.folder(in: dataDirectory)
+            try FileManager.default.removeItem(atPath: folder + "/" + id + ".jsonl")
+            try FileManager.default.removeItem(atPath: folder + "/" + id + ".json")
+            return true
+        }
+
         /// Marks the import finished: a later run of it is a new import.
         public func finish() throws {
             // The header alone: the batch lines may be as long as the import.

@@ -82,7 +82,8 @@ struct ImportRun: ParsableCommand {
             would do (created, updated, merged as duplicate, unchanged, rejected, per file and \
             with --json per row) without writing.
 
-            Every import that writes gets an id (shown, and 'importID' with --json); \
+            Every import that writes gets an id (shown, and 'importID' with --json; a run that \
+            writes nothing gets none); \
             'rapportctl import undo ID' reverts it. Its journal is written as batches commit: \
             a run that is killed can be undone too, and running the same import again carries \
             it on under the same id. Files are read as they import, in the same memory whatever \
@@ -236,7 +237,11 @@ struct ImportRun: ParsableCommand {
             Output.standard(try Self.json(report))
         } else {
             var text = report.summary
-            if let id = report.importID { text += "import id \(id): 'rapportctl import undo \(id)' reverts it\n" }
+            if let id = report.importID {
+                text += "import id \(id): 'rapportctl import undo \(id)' reverts it\n"
+            } else if !dryRun {
+                text += "nothing written, so no import to undo\n"
+            }
             for owner in report.unmappedOwners { text += "  owner '\(owner.owner)' in \(owner.file) (\(owner.rows) row(s)): \(owner.reason); left without owner\n" }
             if !report.customFieldsCreated.isEmpty { text += "  custom fields declared: \(report.customFieldsCreated.joined(separator: ", "))\n" }
             for stage in report.stagesAdded {
@@ -265,10 +270,13 @@ struct ImportRun: ParsableCommand {
         do {
             result = try body(journal)
         } catch {
-            Output.error("import \(journal.id) stopped: 'rapportctl import undo \(journal.id)' reverts what went in; "
-                + "running the same import again carries it on")
+            if (try? journal.discardIfEmpty()) != true {
+                Output.error("import \(journal.id) stopped: 'rapportctl import undo \(journal.id)' reverts what went in; "
+                    + "running the same import again carries it on")
+            }
             throw error
         }
+        if try journal.discardIfEmpty() { return result }
         try journal.finish()
         setting(&result, journal.id)
         return result
@@ -302,7 +310,11 @@ struct ImportRun: ParsableCommand {
             Output.standard(try Self.json(report))
         } else {
             var text = report.summary + "\n"
-            if let id = report.importID { text += "import id \(id): 'rapportctl import undo \(id)' reverts it\n" }
+            if let id = report.importID {
+                text += "import id \(id): 'rapportctl import undo \(id)' reverts it\n"
+            } else if !dryRun {
+                text += "nothing written, so no import to undo\n"
+            }
             if !report.footerLines.isEmpty { text += "  \(report.footerLines.count) footer line(s) after the data, not imported\n" }
             for rejection in report.rejections.prefix(50) {
                 text += "  row \(rejection.row)\(rejection.field.map { ", \($0)" } ?? ""): \(rejection.reason)\n"

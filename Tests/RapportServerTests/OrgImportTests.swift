@@ -189,6 +189,9 @@ import Testing
         let totals = try #require(again.json as? [String: Any])
         #expect(again.status == 0 && (totals["files"] as? [[String: Any]])?.compactMap { ($0["report"] as? [String: Any])?["imported"] as? Int }.allSatisfy { $0 == 0 } == true)
         #expect(try Self.records(ctl, dir, "again") as NSDictionary == tenant as NSDictionary)
+        // Having written nothing, it is no import: no id, no journal to undo.
+        #expect(totals["importID"] == nil && totals["dryRun"] as? Bool == false)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: ctl.data + "/imports").filter { $0.hasSuffix(".json") }.count == 1)
     }
 
     /// A Salesforce org's own stages ("Contract Signed", "Lost to Competitor") are their deals'
