@@ -316,9 +316,12 @@ public struct CRMPipeline: Sendable, Equatable {
     }
 
     /// Why an opportunity cannot be at `name`, as the store's rules and the import say it;
-    /// `nil` when `name` is a stage of this pipeline.
-    public func refusal(ofStage name: String) -> String? {
-        stage(name) == nil ? "'\(name)' is not a stage of this tenant's pipeline (\(stages.map(\.name).joined(separator: ", ")))" : nil
+    /// `nil` when `name` is a stage of this pipeline. `written`: the value a file held, when
+    /// an import translated it to `name`.
+    public func refusal(ofStage name: String, written: String? = nil) -> String? {
+        guard stage(name) == nil else { return nil }
+        let quoted = written.map { $0 == name ? "'\(name)'" : "'\($0)' (read as '\(name)')" } ?? "'\(name)'"
+        return "\(quoted) is not a stage of this tenant's pipeline (\(stages.map(\.name).joined(separator: ", ")))"
     }
 }
 

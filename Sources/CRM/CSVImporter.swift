@@ -343,10 +343,9 @@ private struct ImportRun {
                 // The store checks the stage only when the batch commits, and its refusal would
                 // stop the import there: a stage the export has and the tenant lacks (a
                 // Salesforce org's own stages) is this row's problem, reported with the row.
-                if let refusal = try tenantPipeline().refusal(ofStage: stage) {
-                    let column = column(of: "stage")
-                    let written = targets.firstIndex(of: "stage").map { CRMText.trimmed(record.fields[$0]) } ?? stage
-                    throw Rejected(field: "stage", column: column, reason: (written == stage ? refusal : "'\(written)' is read as \(refusal)")
+                let written = targets.firstIndex(of: "stage").map { CRMText.trimmed(record.fields[$0]) }
+                if let refusal = try tenantPipeline().refusal(ofStage: stage, written: written) {
+                    throw Rejected(field: "stage", column: column(of: "stage"), reason: refusal
                         + "; add the stage to the tenant's pipeline (a whole export's import does with --add-stages) and run the import again")
                 }
                 if values["closed_at"] == nil, let day = values["expected_close"], try tenantPipeline().stage(stage)?.closed == true {

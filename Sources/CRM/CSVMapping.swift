@@ -13,14 +13,15 @@ public struct CSVMapping: Sendable, Equatable {
 
     /// Column title → target; titles compare trimmed and case-insensitively.
     public var columns: [String: String]
-    /// Target → the source's value (compared as `ImportProfile.key` compares them) → the
-    /// value Rapport has for it: a Salesforce stage `Closed Won` is `closed_won`. A value
-    /// without a translation is imported as written.
+    /// Target → the source's value → the value Rapport has for it: a Salesforce stage
+    /// `Closed Won` is `closed_won`. Source values compare by their letters and digits,
+    /// lower-cased (`Closed - Won` is the same); a value without a translation is imported as
+    /// written.
     public var values: [String: [String: String]]
 
     public init(_ columns: [String: String], values: [String: [String: String]] = [:]) {
         self.columns = Dictionary(columns.map { (Self.normalise($0.key), $0.value) }, uniquingKeysWith: { $1 })
-        self.values = values
+        self.values = values.mapValues { Dictionary($0.map { (ImportProfile.key($0.key), $0.value) }, uniquingKeysWith: { $1 }) }
     }
 
     static func normalise(_ title: String) -> String {
