@@ -287,8 +287,20 @@ struct ImportRun: ParsableCommand {
     /// the real run's, and nothing of the tenant is locked or written meanwhile.
     private func dryRunOnSnapshot(_ source: ImportSource, options: OrgImporter.Options, registry: Registry) throws -> OrgImportReport {
         try requireActive(registry)
-        let snapshot = common.directory.tenantsPath + "/.dry-run-\(tenant)-\(ProcessInfo.processInfo.processIdentifier).sqlite"
-        defer { for suffix in ["", "-wal", "-shm", "-journal"] { try? FileManager.default.removeItem(atPath: snapshot + suffix) } }
+        // Beside the tenant's own file; a tenant kept in PostgreSQL (--store) has no folder
+        // here, and its snapshot goes to an owner-only folder of its own.
+        var folder = common.directory.tenantsPath
+        var madeFolder: String?
+        if !FileManager.default.fileExists(atPath: folder) {
+            folder = FileManager.default.temporaryDirectory.path + "/rapport-dry-run-\(UUID().uuidString)"
+            try PrivateFiles.createDirectory(folder)
+            madeFolder = folder
+        }
+        let snapshot = folder + "/.dry-run-\(tenant)-\(ProcessInfo.processInfo.processIdentifier).sqlite"
+        defer {
+            for suffix in ["", "-wal", "-shm", "-journal"] { try? FileManager.default.removeItem(atPath: snapshot + suffix) }
+            if let madeFolder { try? FileManager.default.removeItem(atPath: madeFolder) }
+        }
         _ = try common.directory.backup(tenant: tenant, to: snapshot, in: registry)
         let store = try ReplicaStore(path: snapshot, options: .crm(role: .authority))
         defer { store.close() }

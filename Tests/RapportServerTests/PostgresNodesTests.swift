@@ -85,6 +85,26 @@ struct PostgresNodes {
         }
     }
 
+    /// A dry run of a whole-export import is the real import into a snapshot: for a tenant in
+    /// PostgreSQL, whose data directory holds no tenants folder, the snapshot has a folder of
+    /// its own. It stopped with "cannot create .../tenants/.dry-run-acme-....sqlite".
+    @Test func aDryRunImportOfATenantInPostgresReportsWhatTheRealOneDoes() async throws {
+        let nodes = try PostgresNodes(count: 0)
+        let export = nodes.dir.path("export")
+        try FileManager.default.createDirectory(atPath: export, withIntermediateDirectories: true)
+        try (CSV.line(["Id", "Name"]) + CSV.line(["001A", "Acme"])).write(toFile: export + "/Account.csv", atomically: true, encoding: .utf8)
+        try (CSV.line(["Id", "AccountId", "Name", "StageName"]) + CSV.line(["006A", "001A", "Deal", "Contract Signed"]))
+            .write(toFile: export + "/Opportunity.csv", atomically: true, encoding: .utf8)
+        let arguments = ["import", "acme", "--from", export, "--source", "salesforce", "--add-stages", "--json"]
+        let dry = try nodes.store(arguments + ["--dry-run"])
+        #expect(dry.status == 0, "\(dry.error)")
+        let real = try nodes.store(arguments)
+        #expect(real.status == 0, "\(real.error)")
+        #expect(try OrgImportTests.comparable(dry.json) == OrgImportTests.comparable(real.json))
+        #expect(try OrgImportTests.file(real.json, "Opportunity.csv")["imported"] as? Int == 1)
+        #expect(!FileManager.default.fileExists(atPath: nodes.data + "/tenants"), "the dry run left nothing in the data directory")
+    }
+
     @Test func aLiveDeviceOnOneNodeHearsAnEditPushedThroughAnotherAndDevicesConverge() async throws {
         // Other processes' commits are otherwise announced by a poll every second: with the poll
         // an hour apart, only the nodes' notifications can tell the live device in time.
