@@ -335,7 +335,8 @@ public final class RapportClient: Sendable {
                 let records: CheckedRecords
                 let lost: [Conflict]
                 do {
-                    records = CheckedRecords(try batch.records.map { try EncodedRecord($0) }, against: store.schema)
+                    records = CheckedRecords(try batch.records.map { try EncodedRecord($0) }, against: store.schema,
+                                             texts: deferIndex ? gather?.textFields ?? [:] : [:])
                     lost = try batch.conflicts.map { try $0.decoded() }
                 } catch {
                     throw ClientError.invalidServerData("\(error)")

@@ -72,7 +72,7 @@ extension ReplicaStore {
     /// - Parameter vector: the vector of the state that was refused.
     public func reject(_ id: UUID, upTo vector: VersionVector, reason: String) throws {
         try write {
-            guard let (stored, loaded) = try load(id, decodeState: true), let state = loaded else {
+            guard let (_, loaded) = try load(id, decodeState: true), let state = loaded else {
                 throw ReplicaStoreError.recordNotFound(id)
             }
             let newest = state.fields.values.compactMap { field -> RegisterState? in

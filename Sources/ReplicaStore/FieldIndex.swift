@@ -300,13 +300,26 @@ public struct FieldIndexGather: Sendable {
 
     init(_ indexed: [String: ReplicaStore.IndexedFields]) { self.indexed = indexed }
 
+    /// The fields whose texts the gather reads, by type: the pull asks the check of each batch
+    /// for them (`CheckedRecords.init(_:against:texts:)`), which then finds them on its walk
+    /// through each state, so that `add` need not walk it again.
+    public var textFields: [String: [String]] { indexed.mapValues { $0.values + $0.words } }
+
     /// Adds the live records of a checked batch whose bytes the store keeps as they came.
     public mutating func add(_ batch: CheckedRecords) throws {
-        for (record, outcome) in zip(batch.records, batch.outcomes) {
+        var span = 0
+        for (index, (record, outcome)) in zip(batch.records, batch.outcomes).enumerated() {
+            let first = span
+            while span < batch.texts.count && batch.texts[span].record == index { span += 1 }
             guard let fields = indexed[record.type], case .success(let check) = outcome,
                   !check.isDeleted, check.decodedState == nil else { continue }
+            let spans = batch.textFields[record.type] == fields.values + fields.words ? batch.texts[first..<span] : nil
             try record.state.withUnsafeBytes { state in
-                try builds[record.type, default: FieldIndexBuild(fields)].add(record.id, state: state)
+                if let spans {
+                    builds[record.type, default: FieldIndexBuild(fields)].add(record.id, state: state, texts: spans)
+                } else {
+                    try builds[record.type, default: FieldIndexBuild(fields)].add(record.id, state: state)
+                }
             }
         }
     }
@@ -364,32 +377,48 @@ struct FieldIndexBuild {
 
     /// Adds the entries of a live record's encoded state.
     mutating func add(_ id: UUID, state: UnsafeRawBufferPointer) throws(ModelError) {
-        let record = Int32(ids.count)
+        let record = begin(id)
+        try projection.forEachText(in: state) { field, text in add(text, field: field, record: record) }
+    }
+
+    /// `add(_:state:)` for a state whose check found where the texts of the indexed fields lie
+    /// (`CheckedRecords.texts`, for the fields of `ReplicaStore.IndexedFields` in order).
+    mutating func add(_ id: UUID, state: UnsafeRawBufferPointer, texts: some Collection<CheckedRecords.TextSpan>) {
+        let record = begin(id)
+        for text in texts {
+            add(UnsafeRawBufferPointer(rebasing: state[Int(text.start)..<Int(text.start) + Int(text.count)]), field: Int(text.field), record: record)
+        }
+    }
+
+    private mutating func begin(_ id: UUID) -> Int32 {
         ids.append(id)
         isSorted = false
-        try projection.forEachText(in: state) { field, text in
-            let target = targets[field]
-            guard target.words else { return append(text, record: record, to: target.list) }
-            var start = -1
-            for (offset, byte) in text.enumerated() {
-                let isWordByte = (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
-                    || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
-                if byte >= 0x80 {
-                    // Beyond ASCII, letters are told by their Unicode properties: `words` does it.
-                    for word in ReplicaStore.words(String(decoding: text, as: UTF8.self)) {
-                        var word = word
-                        word.withUTF8 { append(UnsafeRawBufferPointer($0), record: record, to: target.list) }
-                    }
-                    return
+        return Int32(ids.count - 1)
+    }
+
+    /// Adds the entries of one text of the projected field `field`: its value, or its words.
+    private mutating func add(_ text: UnsafeRawBufferPointer, field: Int, record: Int32) {
+        let target = targets[field]
+        guard target.words else { return append(text, record: record, to: target.list) }
+        var start = -1
+        for (offset, byte) in text.enumerated() {
+            let isWordByte = (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+            if byte >= 0x80 {
+                // Beyond ASCII, letters are told by their Unicode properties: `words` does it.
+                for word in ReplicaStore.words(String(decoding: text, as: UTF8.self)) {
+                    var word = word
+                    word.withUTF8 { append(UnsafeRawBufferPointer($0), record: record, to: target.list) }
                 }
-                if isWordByte, start < 0 { start = offset }
-                if !isWordByte, start >= 0 {
-                    appendLowercased(UnsafeRawBufferPointer(rebasing: text[start..<offset]), record: record, to: target.list)
-                    start = -1
-                }
+                return
             }
-            if start >= 0 { appendLowercased(UnsafeRawBufferPointer(rebasing: text[start...]), record: record, to: target.list) }
+            if isWordByte, start < 0 { start = offset }
+            if !isWordByte, start >= 0 {
+                appendLowercased(UnsafeRawBufferPointer(rebasing: text[start..<offset]), record: record, to: target.list)
+                start = -1
+            }
         }
+        if start >= 0 { appendLowercased(UnsafeRawBufferPointer(rebasing: text[start...]), record: record, to: target.list) }
     }
 
     private mutating func append(_ text: UnsafeRawBufferPointer, record: Int32, to list: Int) {

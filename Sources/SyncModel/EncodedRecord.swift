@@ -90,11 +90,20 @@ extension Schema {
     ///
     /// - Parameter rules: whether to check the fields' rules, as in `validate(_:rules:)`.
     public func validate(_ record: EncodedRecord, rules: Bool = true) throws(ModelError) -> EncodedRecord.Validation {
+        var texts = CanonicalRecordCheck.TextCollector()
+        return try validate(record, rules: rules, collecting: &texts)
+    }
+
+    /// `validate(_:rules:)`, noting in `texts` where the wanted texts of a record the fast path
+    /// accepts lie; nothing for one it sends to the reference path.
+    func validate(_ record: EncodedRecord, rules: Bool, collecting texts: inout CanonicalRecordCheck.TextCollector)
+        throws(ModelError) -> EncodedRecord.Validation {
         if let recordType = types[record.type], let fields = recordType.sortedFields {
             let required = recordType.requiredFields.count
             let checked = record.vector.withUnsafeBytes { vector in
                 record.state.withUnsafeBytes { state in
-                    CanonicalRecordCheck.validate(vector: vector, state: state, fields: fields, required: rules ? required : nil)
+                    CanonicalRecordCheck.validate(vector: vector, state: state, fields: fields, required: rules ? required : nil,
+                                                  texts: &texts)
                 }
             }
             if let checked { return checked }
@@ -115,8 +124,10 @@ enum CanonicalRecordCheck {
     /// - Parameter required: how many of `fields` are required: a live record must hold each of
     ///   them non-null, which the walk counts instead of looking names up. `nil` checks no rules.
     static func validate(
-        vector: UnsafeRawBufferPointer, state: UnsafeRawBufferPointer, fields: [RecordType.DeclaredField], required: Int?
+        vector: UnsafeRawBufferPointer, state: UnsafeRawBufferPointer, fields: [RecordType.DeclaredField], required: Int?,
+        texts: inout TextCollector
     ) -> EncodedRecord.Validation? {
+        let collected = texts.spans.count
         var reader = ByteReader(vector)
         // An empty vector cannot cover the record's existence: the reference will say so.
         guard let count = try? reader.canonicalCount(limit: reader.remaining), count > 0 else { return nil }
@@ -124,8 +135,9 @@ enum CanonicalRecordCheck {
         return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: count) { counters in
             do {
                 try readVector(&reader, into: counters)
-                return try readState(state, counters: UnsafeBufferPointer(counters), fields: fields, required: required)
+                return try readState(state, counters: UnsafeBufferPointer(counters), fields: fields, required: required, texts: &texts)
             } catch {
+                texts.spans.removeSubrange(collected...)  // the reference path decodes the record
                 return nil
             }
         }
@@ -147,7 +159,7 @@ enum CanonicalRecordCheck {
 
     private static func readState(
         _ bytes: UnsafeRawBufferPointer, counters: UnsafeBufferPointer<UInt64>, fields declared: [RecordType.DeclaredField],
-        required: Int?
+        required: Int?, texts: inout TextCollector
     ) throws(ModelError) -> EncodedRecord.Validation {
         var reader = ByteReader(bytes)
         guard try reader.byte() == RecordCodec.formatVersion else { throw refused }
@@ -197,7 +209,10 @@ enum CanonicalRecordCheck {
                 guard kind != .counter else { throw refused }
                 // Only a field with a rule pays for reading it.
                 let rule = required != nil && matched >= 0 && declared[matched].hasRule ? declared[matched].rule : nil
+                let wanted = matched >= 0 && matched < texts.wanted.count ? texts.wanted[matched] : -1
+                let value = reader.offset
                 if try reader.checkValue(kind, rule: rule), matched >= 0 && declared[matched].isRequired { requiredHeld += 1 }
+                if wanted >= 0 { try texts.note(field: wanted, value: UnsafeRawBufferPointer(rebasing: bytes[value..<reader.offset]), in: bytes) }
                 try reader.dot(within: counters)
                 latest = max(latest, try reader.canonicalTimestamp())
             case 1:
@@ -322,6 +337,29 @@ func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
     }
 }
 
+extension CanonicalRecordCheck {
+    /// Where the texts of some fields lie in the states the fast path accepts: a pull that
+    /// indexes those fields (a device's field index) then reads them from there instead of
+    /// walking every state again.
+    struct TextCollector {
+        /// For each declared field of the type being checked (in `sortedFields` order), its
+        /// position among the fields asked for, or -1; empty when none is asked for.
+        var wanted: [Int32] = []
+        /// The record being checked, as the spans name it.
+        var record: Int32 = 0
+        var spans: [CheckedRecords.TextSpan] = []
+
+        /// Notes `value` (a value's bytes, tag first, as the check read them) when it is text.
+        mutating func note(field: Int32, value: UnsafeRawBufferPointer, in state: UnsafeRawBufferPointer) throws(ModelError) {
+            var reader = ByteReader(value)
+            guard try reader.byte() == 5 else { return }
+            let count = try reader.count(limit: reader.remaining)
+            let start = value.baseAddress! - state.baseAddress! + reader.offset
+            spans.append(CheckedRecords.TextSpan(record: record, field: field, start: Int32(start), count: Int32(count)))
+        }
+    }
+}
+
 /// Records from upstream with their bytes already checked against a schema
 /// (`Schema.validate(_:rules: false)`, the check a store makes of a new record from upstream):
 /// a device's pull checks each batch on its own task, beside the store's thread applying the
@@ -335,9 +373,48 @@ public struct CheckedRecords: Sendable {
     /// One outcome per record, in order.
     public let outcomes: [Result<EncodedRecord.Validation, ModelError>]
 
-    public init(_ records: [EncodedRecord], against schema: Schema) {
+    /// The fields whose texts were asked for (`init(_:against:texts:)`), by record type.
+    public let textFields: [String: [String]]
+    /// Where those texts lie in the `state` of each record the check accepted as canonical
+    /// (`Validation.decodedState` is `nil`), in record order, and in each record in the
+    /// state's order. A field that is null, not text or missing has none.
+    public let texts: [TextSpan]
+
+    /// A text value within a record's `state`.
+    public struct TextSpan: Sendable {
+        /// The record's position in `records`.
+        public var record: Int32
+        /// The field's position in `textFields[type]`.
+        public var field: Int32
+        /// The text's UTF-8 bytes: where they start in `state`, and how many.
+        public var start: Int32
+        public var count: Int32
+    }
+
+    /// Checks `records`, and notes where the texts of `textFields` lie in those it accepts:
+    /// a pull that indexes them then need not walk every state once more.
+    public init(_ records: [EncodedRecord], against schema: Schema, texts textFields: [String: [String]] = [:]) {
         self.records = records
         self.schema = schema
-        outcomes = records.map { record in Result { () throws(ModelError) in try schema.validate(record, rules: false) } }
+        self.textFields = textFields
+        var collector = CanonicalRecordCheck.TextCollector()
+        // Positions in sortedFields order, worked out once per type of the batch.
+        var wantedByType: [String: [Int32]] = [:]
+        outcomes = records.enumerated().map { index, record in
+            if textFields.isEmpty {
+                collector.wanted = []
+            } else if let wanted = wantedByType[record.type] {
+                collector.wanted = wanted
+            } else {
+                let names = textFields[record.type] ?? []
+                let declared = schema.types[record.type]?.sortedFields ?? []
+                let wanted = declared.map { field in Int32(names.firstIndex { $0.utf8.elementsEqual(field.name) } ?? -1) }
+                wantedByType[record.type] = wanted
+                collector.wanted = wanted
+            }
+            collector.record = Int32(index)
+            return Result { () throws(ModelError) in try schema.validate(record, rules: false, collecting: &collector) }
+        }
+        texts = collector.spans
     }
 }

@@ -228,7 +228,7 @@ struct ByteWriter {
 /// Reads what `ByteWriter` wrote, checking every length against what is left.
 struct ByteReader {
     private let bytes: UnsafeRawBufferPointer
-    private var offset = 0
+    private(set) var offset = 0
 
     init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 

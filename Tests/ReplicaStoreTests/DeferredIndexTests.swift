@@ -183,12 +183,15 @@ import TestScheduling
 
     /// `pull` as RapportClient's pull from the start does it into an empty store: each batch
     /// checked apart from the store (`CheckedRecords`) and added to the gather, then applied.
+    /// With `notingTexts` the check notes where the indexed texts lie, as the client asks it
+    /// to; without, the gather reads them from the states itself.
     func pullGathering(_ records: [EncodedRecord], into store: ReplicaStore, gather: inout FieldIndexGather?,
-                       gathering others: [EncodedRecord]? = nil, batch: Int = 250) throws {
+                       gathering others: [EncodedRecord]? = nil, notingTexts: Bool = true, batch: Int = 250) throws {
+        let texts = notingTexts ? gather?.textFields ?? [:] : [:]
         for start in stride(from: 0, to: records.count, by: batch) {
             let slice = Array(records[start..<min(start + batch, records.count)])
-            let checked = CheckedRecords(slice, against: store.schema)
-            try gather?.add(others.map { CheckedRecords(Array($0[start..<min(start + batch, $0.count)]), against: store.schema) } ?? checked)
+            let checked = CheckedRecords(slice, against: store.schema, texts: texts)
+            try gather?.add(others.map { CheckedRecords(Array($0[start..<min(start + batch, $0.count)]), against: store.schema, texts: texts) } ?? checked)
             try store.transaction {
                 try store.deferFieldIndex(of: slice.map(\.type))
                 try store.apply(checked: checked, checkpoint: ("server", Int64(start + slice.count)))
@@ -207,16 +210,19 @@ import TestScheduling
     @Test(.blocking, arguments: DatabaseBackend.allCases) func aGatheredIndexHoldsExactlyWhatReadingTheRecordsBackBuilds(_ backend: DatabaseBackend) throws {
         let place = try StorePlace(backend)
         let records = try source(place)
-        let gathered = try open(place, "gathered"), readBack = try open(place, "read-back")
-        var gather = try gathered.gatherFieldIndex()
-        #expect(gather != nil)
-        try pullGathering(records, into: gathered, gather: &gather)
-        try gathered.completeFieldIndex(gathered: gather)
+        let readBack = try open(place, "read-back")
         try pull(records, into: readBack)
         try readBack.completeFieldIndex()
-        try expectExact(gathered)
-        #expect(try indexRows(gathered) == (try indexRows(readBack)))
-        #expect(try indexRows(gathered).count > records.count)
+        for notingTexts in [true, false] {
+            let gathered = try open(place, "gathered-\(notingTexts)")
+            var gather = try gathered.gatherFieldIndex()
+            #expect(gather != nil)
+            try pullGathering(records, into: gathered, gather: &gather, notingTexts: notingTexts)
+            try gathered.completeFieldIndex(gathered: gather)
+            try expectExact(gathered)
+            #expect(try indexRows(gathered) == (try indexRows(readBack)), "noting texts: \(notingTexts)")
+            #expect(try indexRows(gathered).count > records.count)
+        }
     }
 
     /// The gather is taken only when every live record was stored as it came since the store

@@ -326,6 +326,54 @@ import TestScheduling
         #expect(validation.decodedState == (try record.decoded()))
     }
 
+    /// The texts a check notes (`CheckedRecords(_:against:texts:)`, for a pull that indexes
+    /// them) are exactly the text values the decoded state holds in the fields asked for, for a
+    /// record the fast path accepts; a record it refused or decoded has none.
+    @Test(.blocking) func theTextsACheckNotesAreThoseOfTheDecodedState() throws {
+        var rng = SeededGenerator(seed: 0x5EED_0003)
+        var records: [EncodedRecord] = []
+        for _ in 0..<300 {
+            var record = EncodedRecord(Self.randomState(&rng))
+            if Int.random(in: 0..<3, using: &rng) == 0, !record.state.isEmpty {
+                record.state[Int.random(in: 0..<record.state.count, using: &rng)] ^= 1 << UInt8.random(in: 0...7, using: &rng)
+            }
+            records.append(record)
+        }
+        records.append(record(type: "account", Self.state(fieldCount: 1) { Self.register(&$0, "name", value: Self.text(Array("Zoë Ång".utf8))) }))
+        let wanted = ["contact": ["photo", "name", "age", "extra"], "account": ["name"]]
+        let checked = CheckedRecords(records, against: Self.schema, texts: wanted)
+        var noted = Array(repeating: [String: String](), count: records.count)
+        for span in checked.texts {
+            let record = checked.records[Int(span.record)]
+            let text = record.state[Int(span.start)..<Int(span.start + span.count)]
+            let field = wanted[record.type]![Int(span.field)]
+            #expect(noted[Int(span.record)][field] == nil, "record \(span.record): \(field) noted twice")
+            noted[Int(span.record)][field] = String(decoding: text, as: UTF8.self)
+        }
+        #expect(zip(checked.texts, checked.texts.dropFirst()).allSatisfy { $0.record <= $1.record }, "spans out of record order")
+        var fast = 0, withTexts = 0
+        for (index, (record, outcome)) in zip(records, checked.outcomes).enumerated() {
+            guard case .success(let validation) = outcome, validation.decodedState == nil else {
+                #expect(noted[index].isEmpty, "record \(index): texts noted for a record the fast path did not take")
+                continue
+            }
+            fast += 1
+            let state = try record.decoded()
+            var expected: [String: String] = [:]
+            for field in wanted[record.type]! {
+                // Only declared fields are noted: "extra" is one the random states may hold undeclared.
+                guard Self.schema.types[record.type]!.fields[field] != nil, case .text(let text)? = state.fields[field]?.value else { continue }
+                expected[field] = text
+            }
+            #expect(noted[index] == expected, "record \(index)")
+            if !expected.isEmpty { withTexts += 1 }
+        }
+        #expect(fast > 150 && withTexts > 50 && fast < records.count, "fast \(fast), with texts \(withTexts) of \(records.count)")
+        #expect(noted.last == ["name": "Zoë Ång"])
+        // Asking for no texts notes none.
+        #expect(CheckedRecords(records, against: Self.schema).texts.isEmpty)
+    }
+
     @Test(.blocking) func peerRecordsNeedAnIdOf16BytesAndATypeName() throws {
         let sixteen = [UInt8](repeating: 7, count: 16)
         let record = try sixteen.withUnsafeBytes { try EncodedRecord(idBytes: $0, type: "contact", vector: [], state: []) }
