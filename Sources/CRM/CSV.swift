@@ -17,6 +17,36 @@ public enum CSV {
         public var line: Int
     }
 
+    /// How a file without a byte-order mark is read. A file with one (UTF-8, UTF-16) is read
+    /// as its mark says, whatever was chosen: the mark cannot be mistaken.
+    public enum TextEncoding: String, Sendable, CaseIterable, Codable {
+        /// UTF-8; a file that is not is refused at its first line that is not.
+        case utf8 = "utf-8"
+        /// Windows-1252, which Salesforce's Data Export and Excel on Windows write for many
+        /// orgs and locales; also the reading of a Latin-1 (ISO-8859-1) file, as browsers read
+        /// one: the two differ only in 0x80-0x9F, control codes Latin-1 text never holds.
+        case windows1252 = "windows-1252"
+
+        /// The encoding a name stands for, as tools spell them: `utf-8`, `utf8`, `windows-1252`,
+        /// `cp1252`, `latin-1`, `latin1`, `iso-8859-1` (case does not matter).
+        public init?(name: String) {
+            switch name.lowercased().replacingOccurrences(of: "_", with: "-") {
+            case "utf-8", "utf8": self = .utf8
+            case "windows-1252", "cp1252", "cp-1252", "latin-1", "latin1", "iso-8859-1", "iso8859-1": self = .windows1252
+            default: return nil
+            }
+        }
+
+        /// The characters of bytes 0x80-0x9F in Windows-1252; the five it leaves undefined read
+        /// as the control codes of the same number, as browsers read them, so no byte is lost.
+        static let windows1252High: [Unicode.Scalar] = [
+            "\u{20AC}", "\u{81}", "\u{201A}", "\u{192}", "\u{201E}", "\u{2026}", "\u{2020}", "\u{2021}",
+            "\u{2C6}", "\u{2030}", "\u{160}", "\u{2039}", "\u{152}", "\u{8D}", "\u{17D}", "\u{8F}",
+            "\u{90}", "\u{2018}", "\u{2019}", "\u{201C}", "\u{201D}", "\u{2022}", "\u{2013}", "\u{2014}",
+            "\u{2DC}", "\u{2122}", "\u{161}", "\u{203A}", "\u{153}", "\u{9D}", "\u{17E}", "\u{178}",
+        ]
+    }
+
     /// Every record of `text`. Blank lines are skipped (they carry no record in any export).
     ///
     /// - Throws: `CRMError.malformedCSV` naming the row and line.
@@ -24,26 +54,32 @@ public enum CSV {
         try Reader(data: Data(text.utf8)).all()
     }
 
+    /// Why a file read as UTF-8 that is not is refused, and how to read it.
+    static let notUTF8Reason = "not UTF-8 (Latin-1 or Windows-1252?); read it as Windows-1252 "
+        + "(rapportctl import --encoding windows-1252) or convert it to UTF-8 first, for example with iconv -f WINDOWS-1252 -t UTF-8"
+
     /// `parse(_:)` over a file's bytes: UTF-8 (with or without a byte-order mark), or UTF-16
     /// with its byte-order mark, as Excel's "Unicode text" and some HubSpot exports are.
     ///
+    /// - Parameter encoding: how a file without a byte-order mark is read.
     /// - Throws: `CRMError.malformedCSV` naming the first line that is not UTF-8 (a Latin-1 or
-    ///   Windows-1252 file): guessing its encoding could turn names into other names, so it is
-    ///   refused with the line and the way to convert it.
-    public static func parse(data: Data) throws -> [Record] {
-        try Reader(data: data).all()
+    ///   Windows-1252 file read as UTF-8): guessing its encoding could turn names into other
+    ///   names, so it is refused with the line and the ways to read it.
+    public static func parse(data: Data, encoding: TextEncoding = .utf8) throws -> [Record] {
+        try Reader(data: data, encoding: encoding).all()
     }
 
     /// Reads the records of a CSV file or bytes one at a time, so that an export of millions of
     /// rows is read in the memory of one chunk and the record in hand, whatever its size.
     ///
     /// Reads what `parse(data:)` reads (it is the one parser): UTF-8 with or without a
-    /// byte-order mark, UTF-16 with one, converted chunk by chunk; a file that is not UTF-8 is
-    /// refused at the first line that is not, when the reading reaches it.
+    /// byte-order mark, UTF-16 with one, Windows-1252 when told, converted chunk by chunk; a
+    /// file read as UTF-8 that is not is refused at the first line that is not, when the
+    /// reading reaches it.
     public final class Reader {
         static let chunkSize = 1 << 16
 
-        private enum Encoding { case unknown, utf8, utf16(bigEndian: Bool) }
+        private enum Encoding { case unknown, utf8, utf16(bigEndian: Bool), windows1252 }
 
         private let nextChunk: () throws -> Data?
         private let close: () -> Void
@@ -52,6 +88,8 @@ public enum CSV {
         private var start = 0
         private var ended = false
         private var encoding = Encoding.unknown
+        /// How the file is read when it has no byte-order mark.
+        private let unmarked: TextEncoding
         /// Raw bytes held back because a character continues in the next chunk.
         private var held: [UInt8] = []
         /// Lines of the decoded text so far, to name the line a bad byte is on.
@@ -63,22 +101,22 @@ public enum CSV {
         public private(set) var bytesRead = 0
         public let totalBytes: Int?
 
-        /// A reader of the file at `path`.
+        /// A reader of the file at `path`, read as `encoding` when it has no byte-order mark.
         ///
         /// - Throws: `CRMError.invalidMapping` when it cannot be opened.
-        public convenience init(path: String) throws {
+        public convenience init(path: String, encoding: TextEncoding = .utf8) throws {
             guard let handle = FileHandle(forReadingAtPath: path) else { throw CRMError.invalidMapping("cannot read \(path)") }
             let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
-            self.init(totalBytes: size, chunks: {
+            self.init(totalBytes: size, encoding: encoding, chunks: {
                 let data = try handle.read(upToCount: Reader.chunkSize)
                 return data?.isEmpty == false ? data : nil
             }, close: { try? handle.close() })
         }
 
-        /// A reader of bytes in memory.
-        public convenience init(data: Data) {
+        /// A reader of bytes in memory, read as `encoding` when they have no byte-order mark.
+        public convenience init(data: Data, encoding: TextEncoding = .utf8) {
             var offset = data.startIndex
-            self.init(totalBytes: data.count, chunks: {
+            self.init(totalBytes: data.count, encoding: encoding, chunks: {
                 guard offset < data.endIndex else { return nil }
                 let end = min(offset + Reader.chunkSize, data.endIndex)
                 defer { offset = end }
@@ -86,8 +124,9 @@ public enum CSV {
             }, close: {})
         }
 
-        init(totalBytes: Int?, chunks: @escaping () throws -> Data?, close: @escaping () -> Void) {
+        init(totalBytes: Int?, encoding: TextEncoding, chunks: @escaping () throws -> Data?, close: @escaping () -> Void) {
             self.totalBytes = totalBytes
+            self.unmarked = encoding
             self.nextChunk = chunks
             self.close = close
         }
@@ -146,12 +185,28 @@ public enum CSV {
                 if bytes.starts(with: [0xFF, 0xFE]) || bytes.starts(with: [0xFE, 0xFF]) {
                     encoding = .utf16(bigEndian: bytes[0] == 0xFE)
                     bytes.removeFirst(2)
-                } else {
+                } else if bytes.starts(with: [0xEF, 0xBB, 0xBF]) {
                     encoding = .utf8
-                    if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
+                    bytes.removeFirst(3)
+                } else {
+                    encoding = unmarked == .windows1252 ? .windows1252 : .utf8
                 }
             }
             switch encoding {
+            case .windows1252:
+                // One byte, one character: no chunk splits one.
+                var text: [UInt8] = []
+                text.reserveCapacity(bytes.count + bytes.count / 8)
+                for byte in bytes {
+                    if byte < 0x80 {
+                        text.append(byte)
+                        if byte == UInt8(ascii: "\n") { decodedLines += 1 }
+                        continue
+                    }
+                    let scalar = byte < 0xA0 ? TextEncoding.windows1252High[Int(byte - 0x80)] : Unicode.Scalar(byte)
+                    text.append(contentsOf: UTF8.encode(scalar)!)
+                }
+                return text
             case .unknown, .utf8:
                 var cut = bytes.count
                 if !final {
@@ -194,8 +249,7 @@ public enum CSV {
                 if String(validating: part, as: UTF8.self) == nil { break }
                 line += 1
             }
-            return .malformedCSV(row: 0, line: line, reason:
-                "not UTF-8 (Latin-1 or Windows-1252?); convert the file to UTF-8 first, for example with iconv -f WINDOWS-1252 -t UTF-8")
+            return .malformedCSV(row: 0, line: line, reason: CSV.notUTF8Reason)
         }
 
         /// One record of `input` from `start`: its fields, where it ends and the line ends it

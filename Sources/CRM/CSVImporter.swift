@@ -123,6 +123,8 @@ public struct CSVImporter {
         public var assumedAccounts: [String: UUID] = [:]
         /// How dates the file writes as `NN/NN/YYYY` or `NN.NN.YYYY` read.
         public var dateFormat: ImportDateFormat = .us
+        /// How `run(data:)` reads bytes without a byte-order mark (`--encoding`).
+        public var encoding: CSV.TextEncoding = .utf8
         /// Custom field definitions a dry run of the same import would have created first.
         public var assumedCustomFields: [CustomField] = []
         /// The tenant's pipeline as a dry run of the same import would have left it (stages it
@@ -162,8 +164,8 @@ public struct CSVImporter {
     /// Imports a CSV text whose first record is the header.
     public func run(csv text: String) throws -> ImportReport { try run(reader: CSV.Reader(data: Data(text.utf8))) }
 
-    /// Imports a CSV file's bytes (UTF-8).
-    public func run(data: Data) throws -> ImportReport { try run(reader: CSV.Reader(data: data)) }
+    /// Imports a CSV file's bytes (UTF-8, or as `Options.encoding` says; a byte-order mark wins).
+    public func run(data: Data) throws -> ImportReport { try run(reader: CSV.Reader(data: data, encoding: options.encoding)) }
 
     /// Imports a CSV file as it reads it: the memory it takes is that of one batch, whatever the
     /// file's size.

@@ -97,6 +97,8 @@ public struct OrgImporter {
         /// The tenant's users' e-mails; an owner mapping to another is reported. `nil`: no check.
         public var tenantUsers: Set<String>?
         public var dateFormat: ImportDateFormat = .us
+        /// How `run(directory:)` reads files without a byte-order mark (`--encoding`).
+        public var encoding: CSV.TextEncoding = .utf8
         public var batchSize = 2_000
         /// Told the file, the rows done, the bytes of it read and its size after each batch, for
         /// a progress line.
@@ -131,7 +133,7 @@ public struct OrgImporter {
         } catch {
             throw CRMError.invalidMapping("cannot list \(directory): \(error.localizedDescription)")
         }
-        return try run(files: names.map { name in (name, { try CSV.Reader(path: directory + "/" + name) }) })
+        return try run(files: names.map { name in (name, { try CSV.Reader(path: directory + "/" + name, encoding: options.encoding) }) })
     }
 
     /// Imports files given by name and a way to open them, each opened twice: for its header
@@ -511,6 +513,7 @@ private final class OrgRun {
         options.dryRun = dryRun
         options.batchSize = importer.options.batchSize
         options.dateFormat = importer.options.dateFormat
+        options.encoding = importer.options.encoding
         options.assumedRecords = assumedRecords
         options.assumedAccounts = assumedAccounts
         options.assumedCustomFields = assumedCustomFields

@@ -107,6 +107,8 @@ struct ImportRun: ParsableCommand {
     var users: String?
     @Option(help: ArgumentHelp("How days with separators read: MM/DD/YYYY (default) or DD.MM.YYYY. A day may carry a time (2024-05-31 14:30, 5/31/2024 2:30 PM) and a zone (Z, +02:00); one without a zone is read as UTC.", valueName: "format"))
     var dateFormat: String = ImportDateFormat.us.rawValue
+    @Option(help: ArgumentHelp("How files without a byte-order mark are encoded: utf-8 (default) or windows-1252 (also for latin-1 / ISO-8859-1, as Salesforce's Data Export writes for many orgs). Files with a mark (UTF-8, UTF-16) are read as it says.", valueName: "encoding"))
+    var encoding: String = CSV.TextEncoding.utf8.rawValue
     @Flag(help: "Check and report without writing anything.")
     var dryRun = false
     @Flag(help: "A whole export: add the stages its deals are at and the tenant's pipeline lacks, rather than reject those deals.")
@@ -119,7 +121,13 @@ struct ImportRun: ParsableCommand {
         guard ImportDateFormat(rawValue: dateFormat) != nil else {
             throw ValidationError("--date-format \(dateFormat): expected \(ImportDateFormat.allCases.map(\.rawValue).joined(separator: " or "))")
         }
+        guard CSV.TextEncoding(name: encoding) != nil else {
+            throw ValidationError("--encoding \(encoding): expected utf-8 or windows-1252 (latin-1)")
+        }
     }
+
+    /// `--encoding`, checked by `validate()`.
+    private var textEncoding: CSV.TextEncoding { CSV.TextEncoding(name: encoding) ?? .utf8 }
 
     func run() throws {
         let registry = try common.registry()
@@ -146,6 +154,7 @@ struct ImportRun: ParsableCommand {
         // Every store below opens with `.crm`, so with the CRM's effects.
         options.storeRunsEffects = true
         options.dateFormat = ImportDateFormat(rawValue: dateFormat) ?? .us
+        options.encoding = textEncoding
         let report: ImportReport
         do {
             report = try common.audited(registry, dryRun ? "import (dry run)" : "import", tenant: tenant, detail: "\(type) from \(from)") {
@@ -187,6 +196,7 @@ struct ImportRun: ParsableCommand {
         options.storeRunsEffects = true
         options.addsStages = addStages
         options.dateFormat = ImportDateFormat(rawValue: dateFormat) ?? .us
+        options.encoding = textEncoding
         if !map.isEmpty { options.map = try CSVMapping.parse(map) }
         for pair in object {
             guard let equals = pair.lastIndex(of: "="), equals != pair.startIndex else { throw CtlFailure(.usage, "--object \(pair): expected FILE=OBJECT") }
@@ -203,7 +213,7 @@ struct ImportRun: ParsableCommand {
         }
         if let users {
             guard let data = FileManager.default.contents(atPath: users) else { throw CtlFailure(.notFound, "cannot read --users \(users)") }
-            for record in try CSV.parse(data: data) {
+            for record in try CSV.parse(data: data, encoding: textEncoding) {
                 guard record.fields.count >= 2 else { throw CtlFailure(.usage, "--users \(users), line \(record.line): expected owner,e-mail") }
                 let email = record.fields[1].trimmingCharacters(in: .whitespaces)
                 // A header line is allowed: its second column is no e-mail.

@@ -44,6 +44,29 @@ import Testing
 }
 
 @Suite struct CSVEncodingTests {
+    static let notUTF8 = "not UTF-8 (Latin-1 or Windows-1252?); read it as Windows-1252 (rapportctl import --encoding windows-1252) "
+        + "or convert it to UTF-8 first, for example with iconv -f WINDOWS-1252 -t UTF-8"
+
+    /// Windows-1252 as Salesforce and Excel write it: Latin-1 letters, and the characters it puts
+    /// in 0x80-0x9F (euro, curly quotes, dashes); the five bytes it leaves undefined read as the
+    /// control codes of the same number, so nothing is lost.
+    @Test func windows1252IsReadWhenToldAndAMarkStillWins() throws {
+        let bytes: [UInt8] = Array("Name,Note\r\n".utf8) + [0x4D, 0xFC, 0x6C, 0x6C, 0x65, 0x72, 0x2C, 0x80, 0x20, 0x35, 0x20, 0x93, 0x6F, 0x6B, 0x94, 0x20, 0x96, 0x20, 0x53, 0x74, 0x72, 0x61, 0xDF, 0x65, 0x81, 0x0D, 0x0A]
+        let expected = [["Name", "Note"], ["Müller", "€ 5 \u{201C}ok\u{201D} \u{2013} Straße\u{81}"]]
+        #expect(try CSV.parse(data: Data(bytes), encoding: .windows1252).map(\.fields) == expected)
+        #expect(throws: CRMError.self) { try CSV.parse(data: Data(bytes)) }
+        // Every byte above 0x7F reads as one character, and back: nothing is lost or merged.
+        let high = Data(Array(Array("x\n".utf8)) + (0x80...0xFF).map { UInt8($0) } + [0x0A])
+        let text = try #require(try CSV.parse(data: high, encoding: .windows1252).last?.fields.first)
+        #expect(text.unicodeScalars.count == 128 && Set(text.unicodeScalars).count == 128)
+        // A byte-order mark says what the file is, whatever was chosen.
+        let marked = Data([0xEF, 0xBB, 0xBF] + Array("Name\nMüller\n".utf8))
+        #expect(try CSV.parse(data: marked, encoding: .windows1252).map(\.fields) == [["Name"], ["Müller"]])
+        #expect(CSV.TextEncoding(name: "Latin-1") == .windows1252 && CSV.TextEncoding(name: "ISO-8859-1") == .windows1252
+                && CSV.TextEncoding(name: "cp1252") == .windows1252 && CSV.TextEncoding(name: "UTF8") == .utf8
+                && CSV.TextEncoding(name: "ebcdic") == nil)
+    }
+
     @Test func utf16IsReadAndLatin1IsRefusedWithItsLine() throws {
         let text = "Last Name,City\r\nMüller,Zürich\r\n"
         var utf16 = Data([0xFF, 0xFE])
@@ -51,7 +74,7 @@ import Testing
         #expect(try CSV.parse(data: utf16).map(\.fields) == [["Last Name", "City"], ["Müller", "Zürich"]])
         let latin1 = "Last Name,City\nSmith,Paris\nMüller,Zürich\n".data(using: .isoLatin1)!
         #expect(throws: CRMError.malformedCSV(row: 0, line: 3, reason:
-            "not UTF-8 (Latin-1 or Windows-1252?); convert the file to UTF-8 first, for example with iconv -f WINDOWS-1252 -t UTF-8")) {
+            Self.notUTF8)) {
             try CSV.parse(data: latin1)
         }
     }
@@ -87,13 +110,25 @@ import Testing
         }
     }
 
+    @Test func aWindows1252FileReadInChunksGivesWhatItsUTF8GivesWhatTheWholeTextGives() throws {
+        let text = Self.rows.map { $0.map { $0.replacingOccurrences(of: "山田", with: "\u{2019}Öström\u{20AC}") } }.map(CSV.line).joined()
+        let encoded = try #require(text.data(using: .windowsCP1252))
+        #expect(encoded.count > 4 * 65_536, "the file spans several chunks")
+        let path = try file(encoded)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let reader = try CSV.Reader(path: path, encoding: .windows1252)
+        var records: [CSV.Record] = []
+        while let record = try reader.next() { records.append(record) }
+        #expect(records == (try CSV.parse(text)))
+    }
+
     @Test func aLatin1LineFarIntoTheFileIsRefusedWithItsLine() throws {
         let text = (0..<20_000).map { "\($0),Smith\n" }.joined() + "20000,M\u{FC}ller\n"
         let path = try file(text.data(using: .isoLatin1)!)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let reader = try CSV.Reader(path: path)
         #expect(throws: CRMError.malformedCSV(row: 0, line: 20_001, reason:
-            "not UTF-8 (Latin-1 or Windows-1252?); convert the file to UTF-8 first, for example with iconv -f WINDOWS-1252 -t UTF-8")) {
+            CSVEncodingTests.notUTF8)) {
             while try reader.next() != nil {}
         }
     }

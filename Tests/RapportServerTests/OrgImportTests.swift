@@ -282,6 +282,40 @@ import Testing
         #expect(Set(try Self.records(ctl, dir, "after")["account"]?.values.compactMap { $0["name"] as? String } ?? []) == ["Acme", "Globex"])
     }
 
+    /// Salesforce's Data Export writes ISO-8859-1 / Windows-1252 for many orgs: read as UTF-8
+    /// it is refused with its line and the option, and `--encoding` reads it, names intact,
+    /// for a whole export and for one file.
+    @Test func anExportInWindows1252IsRefusedAsUTF8AndReadWhenTold() async throws {
+        let dir = try TemporaryDirectory()
+        let ctl = try Self.tenant(dir)
+        let export = dir.path("export")
+        try FileManager.default.createDirectory(atPath: export, withIntermediateDirectories: true)
+        func write(_ text: String, _ path: String) throws { try #require(text.data(using: .windowsCP1252)).write(to: URL(fileURLWithPath: path)) }
+        try write(CSV.line(["Id", "Name", "Description"]) + CSV.line(["001A", "Müller & Söhne", "\u{201C}Key\u{201D} account \u{2013} 5 000 \u{20AC}"]),
+                  export + "/Account.csv")
+        try write(CSV.line(["Id", "AccountId", "FirstName", "LastName"]) + CSV.line(["003A", "001A", "Jérôme", "Weiß"]), export + "/Contact.csv")
+        let refused = try await ctl.run(["import", "acme", "--from", export, "--source", "salesforce"])
+        #expect(refused.status != 0)
+        #expect(refused.error.contains("line 2") && refused.error.contains("--encoding windows-1252"), "\(refused.error)")
+        let imported = try await ctl.run(["import", "acme", "--from", export, "--source", "salesforce", "--encoding", "latin-1", "--json"])
+        #expect(imported.status == 0, "\(imported.error)")
+        let tenant = try Self.records(ctl, dir, "after")
+        let account = try #require(tenant["account"]?.values.first)
+        #expect(account["name"] as? String == "Müller & Söhne")
+        #expect(account["description"] as? String == "\u{201C}Key\u{201D} account \u{2013} 5 000 \u{20AC}")
+        let contact = try #require(tenant["contact"]?.values.first)
+        #expect(contact["first_name"] as? String == "Jérôme" && contact["last_name"] as? String == "Weiß")
+        #expect((contact["account"] as? String)?.lowercased() == tenant["account"]?.keys.first?.lowercased())
+        // One file, as a report export saved from Excel on Windows.
+        try write(CSV.line(["First Name", "Last Name", "Company"]) + CSV.line(["Zoë", "Ångström", "Åre Skidor"]), dir.path("leads.csv"))
+        let lead = try await ctl.run(["import", "acme", "--type", "lead", "--from", dir.path("leads.csv"), "--mapping", "salesforce",
+                                      "--encoding", "windows-1252", "--json"])
+        #expect(lead.status == 0, "\(lead.error)")
+        #expect(try Self.records(ctl, dir, "leads")["lead"]?.values.first?["last_name"] as? String == "Ångström")
+        let wrong = try await ctl.run(["import", "acme", "--type", "lead", "--from", dir.path("leads.csv"), "--encoding", "ebcdic"])
+        #expect(wrong.status != 0 && wrong.error.contains("--encoding ebcdic"), "\(wrong.error)")
+    }
+
     /// `--mapping salesforce` for one file: the source's values are translated as in a whole
     /// export, and a column the whole export puts in a field it declares is left out, not refused.
     @Test func aSingleReportFileIsTranslatedAndKeepsWhatTheTenantHasFieldsFor() async throws {
