@@ -36,7 +36,8 @@ public struct ImportReport: Sendable, Equatable, Codable {
     public struct Merge: Sendable, Equatable, Codable {
         public var row: Int
         public var record: UUID
-        /// `email`, `phone`, or `identity` (the same row, imported before).
+        /// `email`, `phone`, `name` (an account of the same name, for a row without a source
+        /// id), or `identity` (the same row, imported before).
         public var matchedBy: String
         /// Fields the row filled in because the record had no value; never an overwrite.
         public var filledFields: [String]
@@ -70,7 +71,7 @@ public struct ImportReport: Sendable, Equatable, Codable {
     public var updated: Int { merges.filter { $0.matchedBy == "identity" && !$0.filledFields.isEmpty }.count }
     /// Rows that were imported before and changed nothing.
     public var unchanged: Int { merges.filter { $0.matchedBy == "identity" && $0.filledFields.isEmpty }.count }
-    /// Rows found to duplicate another record by e-mail or phone.
+    /// Rows found to duplicate another record by e-mail or phone (an account: by name).
     public var duplicates: Int { merges.filter { $0.matchedBy != "identity" }.count }
 
     /// One line for a terminal.
@@ -199,7 +200,7 @@ public struct CSVImporter {
         var run = ImportRun(importer: self, recordType: recordType, header: header, targets: targets,
                             translations: targets.map { $0.flatMap { mapping.values[$0] } },
                             finder: try DuplicateFinder(store: store, type: type, defaultCountryPrefix: options.defaultCountryPrefix),
-                            accounts: recordType.fields["account"] != nil
+                            accounts: recordType.fields["account"] != nil || type == "account"
                                 ? try Self.accountsByName(store).merging(options.assumedAccounts) { existing, _ in existing } : [:],
                             custom: custom, verified: verified)
         var rows = Rows(next: next, headerWidth: header.count)
@@ -431,10 +432,20 @@ private struct ImportRun {
             }
         }
         let keys = finder.keys(values)
-        let identity = extra["external_id"].map { "external:" + $0 } ?? keys.first?.key
+        // An account without a source id is the account of its name, as a contact's company
+        // names one: the same list imported again with a column more (its owners, say) fills
+        // in the accounts it made, and an account the tenant has already takes the row.
+        let accountName: String?
+        if importer.type == "account", extra["external_id"] == nil, case .text(let name)? = values["name"] {
+            accountName = CSVMapping.normalise(name)
+        } else {
+            accountName = nil
+        }
+        let identity = extra["external_id"].map { "external:" + $0 } ?? keys.first?.key ?? accountName.map { "name:" + $0 }
             ?? values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\u{1F}")
         let id = DerivedID.make("import:\(importer.type)", identity)
         var match = finder.matches(keys: keys).first.map { ($0.record, $0.matchedBy) }
+        if match == nil, let accountName, let existing = accounts[accountName], existing != id { match = (existing, "name") }
         // The row's own record, found again by its keys: imported before, not a duplicate.
         if match?.0 == id { match = (id, "identity") }
         if match == nil, pending[id] != nil { match = (id, "identity") }
@@ -466,6 +477,7 @@ private struct ImportRun {
             accounts[newAccount.key] = newAccount.id
             report.accountsCreated += 1
         }
+        if let accountName, accounts[accountName] == nil { accounts[accountName] = match?.0 ?? id }
     }
 }
 

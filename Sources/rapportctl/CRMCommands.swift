@@ -76,8 +76,8 @@ struct ImportRun: ParsableCommand {
             rejected, or with --add-stages the stage is added to the pipeline first (closed, won \
             and probability as most of its deals say).
 
-            A rejected row never blocks the others; duplicates (by normalised e-mail or phone) \
-            are merged into the existing record, filling only empty fields; running the same \
+            A rejected row never blocks the others; duplicates (by normalised e-mail or phone, \
+            and an account without a source id by its name) are merged into the existing record, filling only empty fields; running the same \
             import again creates and changes nothing. --dry-run reports exactly what the import \
             would do (created, updated, merged as duplicate, unchanged, rejected, per file and \
             with --json per row) without writing.

@@ -282,6 +282,43 @@ import Testing
         #expect(Set(try Self.records(ctl, dir, "after")["account"]?.values.compactMap { $0["name"] as? String } ?? []) == ["Acme", "Globex"])
     }
 
+    /// An account list from a report has no ids: imported again with a column more (the owners
+    /// left out the first time), it fills in the accounts it made instead of making them all
+    /// again, and an account the tenant had takes its row.
+    @Test func anAccountListImportedAgainWithAColumnMoreFillsTheAccountsItMade() async throws {
+        let dir = try TemporaryDirectory()
+        let ctl = try Self.tenant(dir)
+        let first = ["Account Name", "Billing City"], rows = [["Müller & Söhne", "Köln"], ["Globex", "Oslo"], ["  globex  ", ""]]
+        try (CSV.line(first) + rows.map(CSV.line).joined()).write(toFile: dir.path("accounts.csv"), atomically: true, encoding: .utf8)
+        let once = try await ctl.run(["import", "acme", "--type", "account", "--from", dir.path("accounts.csv"), "--mapping", "salesforce", "--json"])
+        #expect(once.status == 0, "\(once.error)")
+        let report = try #require(once.json as? [String: Any])
+        #expect(report["imported"] as? Int == 2)
+        // Globex twice in the file: the second is the first's account, as a repeated e-mail is the first's contact.
+        #expect((report["merges"] as? [[String: Any]])?.map { $0["matchedBy"] as? String } == ["identity"])
+        let owners = CSV.line(first + ["Account Owner"]) + rows.map { CSV.line($0 + ["anna@acme.example"]) }.joined()
+            + CSV.line(["Initech", "Austin", "anna@acme.example"])
+        try owners.write(toFile: dir.path("owners.csv"), atomically: true, encoding: .utf8)
+        let again = try await ctl.run(["import", "acme", "--type", "account", "--from", dir.path("owners.csv"), "--mapping", "salesforce",
+                                       "--map", "Account Owner=owner", "--json"])
+        #expect(again.status == 0, "\(again.error)")
+        let second = try #require(again.json as? [String: Any])
+        #expect(second["imported"] as? Int == 1)  // Initech only
+        let accounts = try #require(try Self.records(ctl, dir, "after")["account"])
+        #expect(accounts.count == 3)
+        #expect(Set(accounts.values.compactMap { $0["name"] as? String }) == ["Müller & Söhne", "Globex", "Initech"])
+        #expect(accounts.values.allSatisfy { $0["owner"] as? String == "anna@acme.example" })
+        // An account the tenant has otherwise (made for a contact's company) takes a row of its name.
+        try (CSV.line(["First Name", "Last Name", "Account Name"]) + CSV.line(["Ana", "Ruiz", "Hooli"]))
+            .write(toFile: dir.path("contacts.csv"), atomically: true, encoding: .utf8)
+        #expect(try await ctl.run(["import", "acme", "--type", "contact", "--from", dir.path("contacts.csv"), "--mapping", "salesforce"]).status == 0)
+        try (CSV.line(["Account Name", "Industry"]) + CSV.line(["HOOLI", "Software"])).write(toFile: dir.path("more.csv"), atomically: true, encoding: .utf8)
+        let more = try await ctl.run(["import", "acme", "--type", "account", "--from", dir.path("more.csv"), "--mapping", "salesforce", "--json"])
+        #expect(((more.json as? [String: Any])?["merges"] as? [[String: Any]])?.map { $0["matchedBy"] as? String } == ["name"], "\(more.error)")
+        let after = try #require(try Self.records(ctl, dir, "more")["account"])
+        #expect(after.count == 4 && after.values.contains { $0["name"] as? String == "Hooli" && $0["industry"] as? String == "Software" })
+    }
+
     /// Salesforce's Data Export writes ISO-8859-1 / Windows-1252 for many orgs: read as UTF-8
     /// it is refused with its line and the option, and `--encoding` reads it, names intact,
     /// for a whole export and for one file.
