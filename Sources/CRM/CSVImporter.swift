@@ -75,9 +75,15 @@ public struct ImportReport: Sendable, Equatable, Codable {
     public var duplicates: Int { merges.filter { $0.matchedBy != "identity" }.count }
 
     /// One line for a terminal.
-    public var summary: String {
-        "\(dryRun ? "dry run: would import" : "imported") \(imported) \(type) record(s) of \(rows) row(s), "
-            + "merged \(merged) duplicate(s), rejected \(rejected), created \(accountsCreated) account(s)"
+    public var summary: String { "\(dryRun ? "dry run: " : "")\(type): \(counts)" }
+
+    /// What the rows did, as a whole export's report says it of each file: a row filling in a
+    /// record it made before is updated, not a duplicate.
+    public var counts: String {
+        "\(rows) row(s), \(dryRun ? "would create" : "created") \(imported), updated \(updated), "
+            + "merged as duplicate \(duplicates), unchanged \(unchanged), rejected \(rejected)"
+            // Accounts a row named that neither the file nor the tenant had.
+            + (accountsCreated > 0 ? ", \(dryRun ? "would create" : "created") \(accountsCreated) account(s) by name" : "")
     }
 }
 

@@ -59,11 +59,7 @@ public struct OrgImportReport: Sendable, Equatable, Codable {
                 text += "\(file.file): \(file.profile.map { "\($0), \(file.users ?? 0) user(s) for owners" } ?? "not recognised, skipped")\n"
                 continue
             }
-            text += "\(file.file): \(file.profile ?? "") -> \(file.type ?? "") (\(file.chosenBy)): \(report.rows) row(s), "
-                + "\(dryRun ? "would create" : "created") \(report.imported), updated \(report.updated), "
-                + "merged as duplicate \(report.duplicates), unchanged \(report.unchanged), rejected \(report.rejected)"
-                // Accounts a row named that neither the export nor the tenant had.
-                + (report.accountsCreated > 0 ? ", \(dryRun ? "would create" : "created") \(report.accountsCreated) account(s) by name" : "")
+            text += "\(file.file): \(file.profile ?? "") -> \(file.type ?? "") (\(file.chosenBy)): \(report.counts)"
                 + (report.footerLines.isEmpty ? "" : ", footer lines \(report.footerLines.count)") + "\n"
         }
         text += "\(dryRun ? "dry run: would create" : "created") \(created), updated \(updated), merged as duplicate \(duplicates), "
