@@ -509,7 +509,6 @@ private final class OrgRun {
         options.dryRun = dryRun
         options.batchSize = importer.options.batchSize
         options.dateFormat = importer.options.dateFormat
-        options.encoding = importer.options.encoding
         options.assumedRecords = assumedRecords
         options.assumedAccounts = assumedAccounts
         options.assumedCustomFields = assumedCustomFields

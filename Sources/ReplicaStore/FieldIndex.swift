@@ -296,27 +296,31 @@ extension ReplicaStore {
 /// while the store applies the batch before (`ReplicaStore.gatherFieldIndex()`).
 public struct FieldIndexGather: Sendable {
     private let indexed: [String: ReplicaStore.IndexedFields]
-    fileprivate(set) var builds: [String: FieldIndexBuild] = [:]
-
-    init(_ indexed: [String: ReplicaStore.IndexedFields]) { self.indexed = indexed }
-
     /// The fields whose texts the gather reads, by type: the pull asks the check of each batch
     /// for them (`CheckedRecords.init(_:against:texts:)`), which then finds them on its walk
     /// through each state, so that `add` need not walk it again.
-    public var textFields: [String: [String]] { indexed.mapValues { $0.values + $0.words } }
+    public let textFields: [String: [String]]
+    fileprivate(set) var builds: [String: FieldIndexBuild] = [:]
+
+    init(_ indexed: [String: ReplicaStore.IndexedFields]) {
+        self.indexed = indexed
+        textFields = indexed.mapValues { $0.values + $0.words }
+    }
 
     /// Adds the live records of a checked batch whose bytes the store keeps as they came.
     public mutating func add(_ batch: CheckedRecords) throws {
+        // The notes name fields by their place in what the check was asked for: usable when
+        // it was asked for these; otherwise each state is walked here.
+        let noted = batch.textFields == textFields
         var span = 0
         for (index, (record, outcome)) in zip(batch.records, batch.outcomes).enumerated() {
             let first = span
             while span < batch.texts.count && batch.texts[span].record == index { span += 1 }
             guard let fields = indexed[record.type], case .success(let check) = outcome,
                   !check.isDeleted, check.decodedState == nil else { continue }
-            let spans = batch.textFields[record.type] == fields.values + fields.words ? batch.texts[first..<span] : nil
             try record.state.withUnsafeBytes { state in
-                if let spans {
-                    builds[record.type, default: FieldIndexBuild(fields)].add(record.id, state: state, texts: spans)
+                if noted {
+                    builds[record.type, default: FieldIndexBuild(fields)].add(record.id, state: state, texts: batch.texts[first..<span])
                 } else {
                     try builds[record.type, default: FieldIndexBuild(fields)].add(record.id, state: state)
                 }
