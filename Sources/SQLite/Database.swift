@@ -205,6 +205,7 @@ public final class Database: SQLDatabase {
     /// can use it without knowing whether its caller already opened a transaction.
     public func transaction<T>(_ kind: SQLTransactionKind = .immediate, _ body: () throws -> T) throws -> T {
         if isInTransaction { return try savepoint(body) }
+        logCheckpointer?.waitIfDue()
         try execute("BEGIN \(kind.rawValue)")
         do {
             let result = try body()

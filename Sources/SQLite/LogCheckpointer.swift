@@ -20,6 +20,9 @@ final class LogCheckpointer: @unchecked Sendable {
     private struct State {
         /// A checkpoint is queued and has not started: another request needs no second one.
         var queued = false
+        /// The log is long enough that the writer's next transaction waits for the checkpoint
+        /// queued after the commit that made it so (`requestBeforeNextWrite()`).
+        var due = false
         /// The last checkpoint's failure (a full disk, an I/O error), kept for whoever asks;
         /// what the log holds stays committed, and a later checkpoint copies it.
         var failure: SQLiteError?
@@ -50,6 +53,28 @@ final class LogCheckpointer: @unchecked Sendable {
         queue.async { self.checkpoint() }
     }
 
+    /// Queues a checkpoint, like `request()`, that the writer's next transaction waits for
+    /// (`waitIfDue()`): a log that long must be copied before more is written to it, but the
+    /// commit that made it so need not wait, and the last commit of a run (an initial sync's
+    /// field index) then ends without waiting at all.
+    func requestBeforeNextWrite() {
+        state.withLock { $0.due = true }
+        request()
+    }
+
+    /// Waits for the checkpoint `requestBeforeNextWrite()` queued, if one is due; the next
+    /// transaction then writes the log from its beginning again.
+    func waitIfDue() {
+        guard state.withLock({ state -> Bool in
+            defer { state.due = false }
+            return state.due
+        }) else { return }
+        wait()
+    }
+
+    /// Whether the writer's next transaction waits for a checkpoint.
+    var isDue: Bool { state.withLock { $0.due } }
+
     /// Runs a passive checkpoint after whatever is queued, and waits for it: the writer's
     /// next transaction then starts the log over from its beginning, unless a reader still
     /// reads an older snapshot.
@@ -60,6 +85,8 @@ final class LogCheckpointer: @unchecked Sendable {
     /// Queues a last checkpoint, after which the connection is closed; with `wait`, returns
     /// only once both are done.
     func finish(wait: Bool) {
+        // Writes from here on are checkpointed by SQLite itself: none waits for this one.
+        state.withLock { $0.due = false }
         let work: @Sendable () -> Void = {
             self.checkpoint()
             self.connection?.close()
@@ -100,9 +127,10 @@ extension Database {
     /// Moves this connection's log checkpoints to a thread of their own, for a run of large
     /// write transactions (a pull from the start): after each commit that leaves the log
     /// `everyPages` pages long or longer, a passive checkpoint is queued there, and this
-    /// thread goes on. So that the log does not grow for as long as the run, a commit that
-    /// finds it twice that long waits for a checkpoint of everything committed, which lets the
-    /// next transaction write the log from its beginning again. Calling it twice is harmless.
+    /// thread goes on. So that the log does not grow for as long as the run, the transaction
+    /// after a commit that finds it twice that long waits for a checkpoint of everything
+    /// committed, which lets it write the log from its beginning again. Calling it twice is
+    /// harmless.
     ///
     /// `checkpointLogInForeground` ends it; so does `close()`, which waits for the last checkpoint.
     public func checkpointLogInBackground(everyPages: Int) throws {
@@ -111,7 +139,7 @@ extension Database {
         let limit = max(1, everyPages)
         let hook = LogCommitHook { frames in
             if frames >= 2 * limit {
-                checkpointer.checkpointAndWait()
+                checkpointer.requestBeforeNextWrite()
             } else if frames >= limit {
                 checkpointer.request()
             }

@@ -1,7 +1,7 @@
 import CSQLite
 import Foundation
 import PrivateFiles
-import SQLite
+@testable import SQLite
 import TestSupport
 import Testing
 import TestScheduling
@@ -223,6 +223,26 @@ import TestScheduling
         let reader = try Database(path: db.path)
         #expect(try reader.scalarInt("SELECT count(*) FROM t") == 3_000)
         reader.close()
+    }
+
+    @Test(.blocking) func aCommitThatMakesTheLogTooLongLeavesTheWaitToTheNextTransaction() throws {
+        try db.checkpointLogInBackground(everyPages: 10)
+        // One transaction of about 20 pages: past twice the interval. Its commit does not wait
+        // for the copy (the last commit of a run, an initial sync's field index, ends at once)...
+        try write(transactions: 1)
+        let checkpointer = try #require(db.logCheckpointer)
+        #expect(checkpointer.isDue)
+        // ...the next transaction (a small one) does, so it writes the log from its beginning:
+        // the log's file does not grow to hold both.
+        let before = size("-wal")
+        try db.transaction { try db.run("INSERT INTO t (data) VALUES (?)", [Data(count: 10)]) }
+        #expect(!checkpointer.isDue)
+        #expect(size("-wal") < before + before / 2, "log of \(size("-wal")) bytes after a transaction of \(before)")
+        // Ending the run drops a wait still due: the writes after it are SQLite's to copy.
+        try write(transactions: 1)
+        #expect(checkpointer.isDue)
+        try db.checkpointLogInForeground(autocheckpointPages: 1_000)
+        #expect(!checkpointer.isDue)
     }
 
     @Test(.blocking) func theForegroundTakesOverWithoutWaitingAndCloseWaitsForTheLastCopy() throws {
