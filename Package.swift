@@ -148,7 +148,8 @@ let package = Package(
 
         // Fuzz targets for what a peer's bytes reach first: frames, messages, records. Built
         // with -DRAPPORT_FUZZ and -sanitize=fuzzer it is a libFuzzer binary (scripts/fuzz.sh);
-        // otherwise a plain tool that replays inputs through the same checks.
+        // otherwise a plain tool that replays inputs, or mutates them at random, through the
+        // same checks (scripts/fuzz.sh --quick).
         .executableTarget(
             name: "rapport-fuzz",
             dependencies: [

@@ -76,20 +76,21 @@ enum Replay {
             }
             return
         }
-        guard let name = arguments.popFirst(), let target = Target(rawValue: name), !arguments.isEmpty else {
-            print("""
-                usage: rapport-fuzz TARGET FILE-OR-DIRECTORY...   replay inputs (TARGET: \(Target.allCases.map(\.rawValue).joined(separator: ", ")))
-                       rapport-fuzz seeds VECTORS-DIRECTORY OUT   write the record seeds from the golden vectors
-                """)
-            exit(1)
+        if arguments.first == "mutate" {
+            arguments.removeFirst()
+            guard arguments.count >= 5, let target = Target(rawValue: arguments.removeFirst()),
+                  let seconds = Double(arguments.removeFirst()), let seed = UInt64(arguments.removeFirst()) else { usage() }
+            let lastInput = arguments.removeFirst()
+            let inputs = arguments.flatMap { files(at: URL(fileURLWithPath: $0)) }.map { Array(read($0)) }
+            let count = Mutator.run(target, inputs: inputs, seconds: seconds, seed: seed, lastInput: lastInput)
+            print("\(target.rawValue): \(count) mutations of \(inputs.count) inputs (seed \(seed)), no property violated")
+            return
         }
+        guard let name = arguments.popFirst(), let target = Target(rawValue: name), !arguments.isEmpty else { usage() }
         var count = 0
         for path in arguments {
             for file in files(at: URL(fileURLWithPath: path)) {
-                guard let data = FileManager.default.contents(atPath: file.path) else {
-                    FileHandle.standardError.write(Data("cannot read \(file.path)\n".utf8))
-                    exit(1)
-                }
+                let data = read(file)
                 // Named first, so that a trap names the input that caused it.
                 FileHandle.standardError.write(Data("\(target.rawValue): \(file.path)\n".utf8))
                 data.withUnsafeBytes { target.run($0) }
@@ -97,6 +98,25 @@ enum Replay {
             }
         }
         print("\(target.rawValue): \(count) inputs replayed, no property violated")
+    }
+
+    static func usage() -> Never {
+        print("""
+            usage: rapport-fuzz TARGET FILE-OR-DIRECTORY...   replay inputs (TARGET: \(Target.allCases.map(\.rawValue).joined(separator: ", ")))
+                   rapport-fuzz mutate TARGET SECONDS SEED LAST-INPUT FILE-OR-DIRECTORY...
+                                                      mutate the inputs at random for SECONDS; each input is
+                                                      written to LAST-INPUT before it runs
+                   rapport-fuzz seeds VECTORS-DIRECTORY OUT   write the record seeds from the golden vectors
+            """)
+        exit(1)
+    }
+
+    static func read(_ file: URL) -> Data {
+        guard let data = FileManager.default.contents(atPath: file.path) else {
+            FileHandle.standardError.write(Data("cannot read \(file.path)\n".utf8))
+            exit(1)
+        }
+        return data
     }
 
     static func files(at url: URL) -> [URL] {
