@@ -64,6 +64,19 @@ public struct ImportReport: Sendable, Equatable, Codable {
     public var footerLines: [String] = []
     /// The id `rapportctl import undo` takes to revert this import; `nil` for a dry run.
     public var importID: String?
+    /// Owners of the file that map to no user of the tenant (`Options.owners`), with the rows
+    /// that kept no owner for it: reported, never dropped silently.
+    public var unmappedOwners: [UnmappedOwner] = []
+
+    /// An owner the file names that no tenant user stands for.
+    public struct UnmappedOwner: Sendable, Equatable, Codable {
+        public var owner: String
+        public var rows: Int
+        public init(owner: String, rows: Int) {
+            self.owner = owner
+            self.rows = rows
+        }
+    }
 
     public var merged: Int { merges.count }
     public var rejected: Int { rejections.count }
@@ -84,6 +97,9 @@ public struct ImportReport: Sendable, Equatable, Codable {
             + "merged as duplicate \(duplicates), unchanged \(unchanged), rejected \(rejected)"
             // Accounts a row named that neither the file nor the tenant had.
             + (accountsCreated > 0 ? ", \(dryRun ? "would create" : "created") \(accountsCreated) account(s) by name" : "")
+            + (unmappedOwners.isEmpty ? "" : ", \(unmappedOwners.reduce(0) { $0 + $1.rows }) kept no owner ("
+                + unmappedOwners.prefix(5).map { "'\($0.owner)' in \($0.rows)" }.joined(separator: ", ")
+                + (unmappedOwners.count > 5 ? ", \(unmappedOwners.count - 5) more" : "") + ": no user of the tenant)")
     }
 }
 
@@ -146,6 +162,14 @@ public struct CSVImporter {
         /// How many created rows the report lists one by one (`created`); the count is always
         /// whole. A dry run inside the library lists them all, for the files after it.
         public var createdListLimit = 10_000
+        /// Source owners (a user's name or e-mail, as `CSVMapping.normalise` compares them) →
+        /// the tenant user's e-mail, for the column mapped to `owner`: a report names owners by
+        /// name. An owner it lacks leaves the row without one, counted in
+        /// `ImportReport.unmappedOwners`. `nil`: an e-mail is taken as it is, a name is unmapped.
+        public var owners: [String: String]?
+        /// What `consent_email_source` says of an opt-out a column mapped to `optout` carries,
+        /// before the column's title: the file it came from.
+        public var origin = "CSV import"
         /// Whether the store runs the CRM's effects (`CRMChangeEffects`, as
         /// `ReplicaStore.Options.crm` opens it): a new record is then created with what they
         /// would write on it straight after (an opportunity's probability and closing day from
@@ -237,6 +261,7 @@ public struct CSVImporter {
             }
             if !options.dryRun && next.created.count > options.createdListLimit { next.created.removeLast(next.created.count - options.createdListLimit) }
             report = next
+            report.unmappedOwners = run.unmappedOwners.sorted { ($1.value, $0.key) < ($0.value, $1.key) }.map { .init(owner: $0.key, rows: $0.value) }
             let (bytes, total) = read()
             options.progress?(report.rows, bytes, total)
         }
@@ -311,6 +336,8 @@ private struct ImportRun {
     var pending: [UUID: [String: FieldValue]] = [:]
     /// The tenant's pipeline, read at the first opportunity the run creates.
     var pipeline: CRMPipeline?
+    /// Rows imported without their owner, by the owner the file names (`Options.owners`).
+    var unmappedOwners: [String: Int] = [:]
     var store: ReplicaStore { importer.store }
 
     struct Rejected: Error {
@@ -318,6 +345,9 @@ private struct ImportRun {
         var column: String?
         var reason: String
     }
+
+    /// Fields a row without a source id or a duplicate key is not known by.
+    static let notIdentity: Set<String> = ["owner", "consent_email", "consent_email_source"]
 
     /// Imports one row, or records why it is rejected. Throws only what is not about the row:
     /// a store that fails must stop the import, never pass for rejected rows.
@@ -328,10 +358,30 @@ private struct ImportRun {
             }
             var values: [String: FieldValue] = [:]
             var extra: [String: String] = [:]
+            var unmappedOwner: String?
             for (index, raw) in record.fields.enumerated() {
                 guard let target = targets[index] else { continue }
                 let text = CRMText.trimmed(raw)
                 guard !text.isEmpty else { continue }
+                if target == "owner" {
+                    if let owners = importer.options.owners {
+                        if let email = owners[CSVMapping.normalise(text)] { values["owner"] = .text(email) } else { unmappedOwner = text }
+                        continue
+                    }
+                    // Without the tenant's users, an e-mail is taken as it is; a name is no owner.
+                    guard text.contains("@") else { unmappedOwner = text; continue }
+                }
+                if target == "optout" {
+                    guard let optedOut = FieldConversion.boolean(text) else {
+                        throw Rejected(field: "consent_email", column: header[index], reason: "'\(text)' is not yes/no")
+                    }
+                    // Not opted out is not consent given: the fields stay empty.
+                    if optedOut {
+                        values["consent_email"] = .text("withdrawn")
+                        values["consent_email_source"] = .text("\(importer.options.origin), column \(header[index])")
+                    }
+                    continue
+                }
                 if CSVMapping.importTargets.contains(target) {
                     extra[target] = text
                     continue
@@ -379,6 +429,7 @@ private struct ImportRun {
             try store.savepoint(if: (createsAccount || checkedAtEnd) && !importer.options.dryRun) {
                 try write(values, extra: extra, row: record.row, settling: checkedAtEnd, into: &report)
             }
+            if let unmappedOwner { unmappedOwners[unmappedOwner, default: 0] += 1 }
         } catch let rejected as Rejected {
             report.rejections.append(.init(row: record.row, field: rejected.field, column: rejected.column, reason: rejected.reason, externalID: externalID(of: record)))
         } catch let error as ReplicaStoreError where error.isAboutTheRecord {
@@ -447,8 +498,11 @@ private struct ImportRun {
         } else {
             accountName = nil
         }
+        // Who owns a row and whether it opted out are not what it is: the same list imported
+        // again with its owners mapped, or after a reassignment, fills in its records.
         let identity = extra["external_id"].map { "external:" + $0 } ?? keys.first?.key ?? accountName.map { "name:" + $0 }
-            ?? values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\u{1F}")
+            ?? values.filter { !Self.notIdentity.contains($0.key) }.sorted { $0.key < $1.key }
+                .map { "\($0.key)=\($0.value)" }.joined(separator: "\u{1F}")
         let id = DerivedID.make("import:\(importer.type)", identity)
         var match = finder.matches(keys: keys).first.map { ($0.record, $0.matchedBy) }
         if match == nil, let accountName, let existing = accounts[accountName], existing != id { match = (existing, "name") }

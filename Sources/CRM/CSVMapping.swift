@@ -9,7 +9,7 @@ import SyncModel
 /// `account_lifecycle_stage` (the lifecycle of an account the import creates).
 public struct CSVMapping: Sendable, Equatable {
     /// Targets that are not fields of the record type.
-    public static let importTargets = ["external_id", "account_name", "account_lifecycle_stage"]
+    public static let importTargets = ["external_id", "account_name", "account_lifecycle_stage", "optout"]
 
     /// Column title → target; titles compare trimmed and case-insensitively.
     public var columns: [String: String]
@@ -24,7 +24,8 @@ public struct CSVMapping: Sendable, Equatable {
         self.values = values.mapValues { Dictionary($0.map { (ImportProfile.key($0.key), $0.value) }, uniquingKeysWith: { $1 }) }
     }
 
-    static func normalise(_ title: String) -> String {
+    /// How column titles, account names and owners compare: trimmed, lower-cased.
+    public static func normalise(_ title: String) -> String {
         CRMText.trimmed(title).lowercased()
     }
 
@@ -36,6 +37,7 @@ public struct CSVMapping: Sendable, Equatable {
         "Contact ID": "external_id", "First Name": "first_name", "Last Name": "last_name", "Title": "title",
         "Department": "department", "Email": "email", "Phone": "phone", "Mobile": "mobile",
         "Account Name": "account_name", "Birthdate": "birthday", "Do Not Call": "do_not_call",
+        "Email Opt Out": "optout", "Contact Owner": "owner",
     ])
 
     /// A contact export of HubSpot ("Phone Number", "Company Name", "Job Title", "Lifecycle Stage"...).
@@ -43,6 +45,7 @@ public struct CSVMapping: Sendable, Equatable {
         "Record ID": "external_id", "First Name": "first_name", "Last Name": "last_name", "Email": "email",
         "Phone Number": "phone", "Mobile Phone Number": "mobile", "Company Name": "account_name",
         "Job Title": "title", "Lifecycle Stage": "account_lifecycle_stage",
+        "Unsubscribed from all email": "optout", "Contact owner": "owner",
     ])
 
     /// Every column titled exactly like a field of `type` (as `CSVExporter` writes them), but
@@ -90,6 +93,8 @@ public struct CSVMapping: Sendable, Equatable {
                 }
             } else if target == "account_name" && type.fields["account"] == nil {
                 throw CRMError.invalidMapping("column '\(title)' maps to '\(target)', which \(type.name) does not take: it has no account")
+            } else if target == "optout" && type.fields["consent_email"] == nil {
+                throw CRMError.invalidMapping("column '\(title)' maps to '\(target)', which \(type.name) does not take: it has no e-mail consent")
             } else if target == "account_lifecycle_stage" && type.name != "contact" {
                 throw CRMError.invalidMapping("column '\(title)' maps to '\(target)', which only a contact import takes")
             }

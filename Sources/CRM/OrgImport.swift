@@ -257,7 +257,8 @@ extension ImportProfile {
     /// The built-in mapping of single files of `type` from `source` (`--mapping`): the
     /// column-to-field part of the source's profiles of that type (report shape for Salesforce)
     /// with its value translations, without the targets only a whole-org import resolves or
-    /// declares (its custom fields: a tenant may not have them).
+    /// declares (references by source id; its custom fields: a tenant may not have them).
+    /// Owners map through `CSVImporter.Options.owners`, opt-outs become consent.
     public static func singleFileMapping(_ source: ImportSource, type: String) -> CSVMapping? {
         if type == "contact" { return source == .salesforce ? .salesforceContact : .hubspotContact }
         // HubSpot has no lead object: leads are contacts exported with their company's name.
@@ -266,7 +267,7 @@ extension ImportProfile {
         var columns: [String: String] = [:]
         for (column, targets) in profile.columns {
             let target = targets.split(separator: "|").last.map(String.init) ?? targets
-            guard !target.isEmpty, !target.contains(":"), target != "owner", target != "optout",
+            guard !target.isEmpty, !target.contains(":"),
                   !ImportCustomFields.all.contains(where: { $0.entity == type && $0.name == target }) else { continue }
             columns[column] = target
         }
@@ -277,6 +278,7 @@ extension ImportProfile {
     static let hubspotLead = CSVMapping([
         "Record ID": "external_id", "First Name": "first_name", "Last Name": "last_name", "Email": "email",
         "Phone Number": "phone", "Company Name": "company", "Job Title": "title",
+        "Contact owner": "owner", "Unsubscribed from all email": "optout",
     ])
 
     /// How many of `header`'s columns this profile names.

@@ -59,7 +59,11 @@ struct ImportRun: ParsableCommand {
         discussion: """
             One file: --type and a CSV file. The header is mapped to fields by --mapping (the \
             built-in mapping of salesforce or hubspot exports of that type), by --map \
-            column=field (added to or overriding --mapping), or by matching field names.
+            column=field (added to or overriding --mapping), or by matching field names. A \
+            column mapped to owner (a report's Account Owner, Contact Owner...) names the \
+            tenant's users by e-mail or full name, or as --users maps them; an owner no user \
+            stands for is reported and the row keeps no owner. A column mapped to optout (Email \
+            Opt Out) becomes withdrawn e-mail consent, the file noted as its source.
 
             A whole export: --from DIR --source salesforce|hubspot. Every .csv file is recognised \
             by its header and name (Salesforce Data Export files such as Account.csv or \
@@ -155,6 +159,8 @@ struct ImportRun: ParsableCommand {
         options.storeRunsEffects = true
         options.dateFormat = ImportDateFormat(rawValue: dateFormat) ?? .us
         options.encoding = textEncoding
+        options.owners = try owners(registry)
+        options.origin = "\(mapping.map { "\($0.rawValue) " } ?? "")\(type) file \((from as NSString).lastPathComponent)"
         let report: ImportReport
         do {
             report = try common.audited(registry, dryRun ? "import (dry run)" : "import", tenant: tenant, detail: "\(type) from \(from)") {
@@ -173,6 +179,42 @@ struct ImportRun: ParsableCommand {
             throw CtlFailure(CtlFailure(stopped.cause)?.status ?? .io, stopped.description)
         }
         try render(report)
+    }
+
+    /// `--users`: source owner (id, name or e-mail) → tenant user e-mail.
+    private func usersFile() throws -> [String: String] {
+        guard let users else { return [:] }
+        guard let data = FileManager.default.contents(atPath: users) else { throw CtlFailure(.notFound, "cannot read --users \(users)") }
+        var map: [String: String] = [:]
+        for record in try CSV.parse(data: data, encoding: textEncoding) {
+            guard record.fields.count >= 2 else { throw CtlFailure(.usage, "--users \(users), line \(record.line): expected owner,e-mail") }
+            let email = record.fields[1].trimmingCharacters(in: .whitespaces)
+            // A header line is allowed: its second column is no e-mail.
+            if record.row == 1 && !email.contains("@") { continue }
+            map[record.fields[0]] = email
+        }
+        return map
+    }
+
+    /// The owners a single file may name, as `CSVImporter.Options.owners` takes them: the
+    /// tenant's users by e-mail and by full name (a report names owners by name; a name two
+    /// users share maps to neither), then `--users`, which wins.
+    private func owners(_ registry: Registry) throws -> [String: String] {
+        let users = try registry.users(tenant: tenant)
+        var owners: [String: String] = [:]
+        var names: [String: [String]] = [:]
+        for user in users {
+            owners[CSVMapping.normalise(user.email)] = user.email
+            if !user.name.isEmpty { names[CSVMapping.normalise(user.name), default: []].append(user.email) }
+        }
+        for (name, emails) in names where emails.count == 1 && owners[name] == nil { owners[name] = emails[0] }
+        let tenantEmails = Set(users.map(\.email))
+        for (owner, email) in try usersFile() {
+            // Like a whole export's: an owner mapped to someone who is no user stays unmapped.
+            guard tenantEmails.contains(email.lowercased()) else { continue }
+            owners[CSVMapping.normalise(owner)] = email.lowercased()
+        }
+        return owners
     }
 
     private func requireActive(_ registry: Registry) throws {
@@ -211,16 +253,7 @@ struct ImportRun: ParsableCommand {
                 options.overrides[file] = profile
             }
         }
-        if let users {
-            guard let data = FileManager.default.contents(atPath: users) else { throw CtlFailure(.notFound, "cannot read --users \(users)") }
-            for record in try CSV.parse(data: data, encoding: textEncoding) {
-                guard record.fields.count >= 2 else { throw CtlFailure(.usage, "--users \(users), line \(record.line): expected owner,e-mail") }
-                let email = record.fields[1].trimmingCharacters(in: .whitespaces)
-                // A header line is allowed: its second column is no e-mail.
-                if record.row == 1 && !email.contains("@") { continue }
-                options.users[record.fields[0]] = email
-            }
-        }
+        options.users = try usersFile()
         options.tenantUsers = Set(try registry.users(tenant: tenant).map { $0.email.lowercased() })
         // A line redrawn on a terminal only: piped output and --json keep their shape.
         let drawsProgress = isatty(STDERR_FILENO) == 1

@@ -319,6 +319,50 @@ import Testing
         #expect(after.count == 4 && after.values.contains { $0["name"] as? String == "Hooli" && $0["industry"] as? String == "Software" })
     }
 
+    /// A report exported from Salesforce or HubSpot names owners by name and carries the e-mail
+    /// opt-out: one file imported alone maps the owners to the tenant's users by name or e-mail
+    /// (or `--users`), reports those no user stands for, and keeps the opt-out as withdrawn
+    /// consent with its file, as a whole export's import does. Read again, the file changes nothing.
+    @Test func aSingleReportMapsOwnersByNameAndKeepsOptOuts() async throws {
+        let dir = try TemporaryDirectory()
+        let ctl = Ctl(data: dir.path("data"))
+        #expect(try await ctl.run(["tenant", "create", "acme"]).status == 0)
+        for (email, name) in [("ana@acme.example", "Ana López"), ("bo@acme.example", "Bo Chen"), ("bo2@acme.example", "Bo Chen")] {
+            #expect(try await ctl.run(["user", "add", "--tenant", "acme", "--email", email, "--name", name, "--role", "rep"]).status == 0)
+        }
+        let header = ["First Name", "Last Name", "Email", "Account Name", "Contact Owner", "Email Opt Out"]
+        let rows = [
+            ["Jérôme", "Weiß", "jerome@example.com", "Société Générale", "  ana lópez ", "1"],
+            ["Søren", "Kierkegård", "soren@example.com", "Øresund A/S", "BO2@acme.example", "0"],
+            ["Carla", "Díaz", "carla@example.com", "Iberia SL", "Zed Former", ""],
+            ["Dan", "Eve", "dan@example.com", "Acme Rockets", "Bo Chen", "true"],  // two users have this name
+            ["Eva", "Ek", "eva@example.com", "Ek AB", "Zed Former", "maybe"],
+            ["Fay", "Fox", "fay@example.com", "Fox Ltd", "Ex Rep", ""],
+        ]
+        try (CSV.line(header) + rows.map(CSV.line).joined()).write(toFile: dir.path("contacts.csv"), atomically: true, encoding: .utf8)
+        try (CSV.line(["Owner", "Email"]) + CSV.line(["Ex Rep", "ana@acme.example"])).write(toFile: dir.path("users.csv"), atomically: true, encoding: .utf8)
+        let arguments = ["import", "acme", "--type", "contact", "--from", dir.path("contacts.csv"), "--mapping", "salesforce", "--users", dir.path("users.csv")]
+        let dry = try await ctl.run(arguments + ["--dry-run"])
+        let run = try await ctl.run(arguments)
+        #expect(run.status == 0, "\(run.error)")
+        #expect(dry.output.contains("would create 5") && run.output.contains("created 5"), "\(dry.output)\n\(run.output)")
+        #expect(run.output.contains("2 kept no owner ('Bo Chen' in 1, 'Zed Former' in 1: no user of the tenant)"), "\(run.output)")
+        #expect(run.output.contains("row 6, consent_email: 'maybe' is not yes/no"), "\(run.output)")
+        let contacts = try #require(try Self.records(ctl, dir, "after")["contact"])
+        let byName = Dictionary(uniqueKeysWithValues: contacts.values.map { ($0["first_name"] as? String ?? "", $0) })
+        #expect(byName["Jérôme"]?["owner"] as? String == "ana@acme.example")
+        #expect(byName["Søren"]?["owner"] as? String == "bo2@acme.example")
+        #expect(byName["Carla"]?["owner"] == nil && byName["Dan"]?["owner"] == nil)
+        #expect(byName["Fay"]?["owner"] as? String == "ana@acme.example")
+        #expect(byName["Jérôme"]?["consent_email"] as? String == "withdrawn")
+        #expect(byName["Jérôme"]?["consent_email_source"] as? String == "salesforce contact file contacts.csv, column Email Opt Out")
+        #expect(byName["Dan"]?["consent_email"] as? String == "withdrawn")
+        // Not opted out is no consent given.
+        #expect(byName["Søren"]?["consent_email"] == nil && byName["Carla"]?["consent_email"] == nil)
+        let again = try await ctl.run(arguments)
+        #expect(again.output.contains("created 0, updated 0, merged as duplicate 0, unchanged 5"), "\(again.output)")
+    }
+
     /// Salesforce's Data Export writes ISO-8859-1 / Windows-1252 for many orgs: read as UTF-8
     /// it is refused with its line and the option, and `--encoding` reads it, names intact,
     /// for a whole export and for one file.
