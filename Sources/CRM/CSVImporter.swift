@@ -377,8 +377,13 @@ private struct ImportRun {
                     }
                     // Not opted out is not consent given: the fields stay empty.
                     if optedOut {
-                        values["consent_email"] = .text("withdrawn")
-                        values["consent_email_source"] = .text("\(importer.options.origin), column \(header[index])")
+                        for (field, value) in [("consent_email", "withdrawn"), ("consent_email_source", "\(importer.options.origin), column \(header[index])")] {
+                            do {
+                                values[field] = try FieldConversion.value(value, field: field, type: recordType, custom: custom[field], dateFormat: importer.options.dateFormat)
+                            } catch let problem as FieldConversion.Problem {
+                                throw Rejected(field: field, column: header[index], reason: problem.reason)
+                            }
+                        }
                     }
                     continue
                 }

@@ -93,7 +93,7 @@ public struct CSVMapping: Sendable, Equatable {
                 }
             } else if target == "account_name" && type.fields["account"] == nil {
                 throw CRMError.invalidMapping("column '\(title)' maps to '\(target)', which \(type.name) does not take: it has no account")
-            } else if target == "optout" && type.fields["consent_email"] == nil {
+            } else if target == "optout" && type.fields["consent_email"] == nil && !customFields.contains("consent_email") {
                 throw CRMError.invalidMapping("column '\(title)' maps to '\(target)', which \(type.name) does not take: it has no e-mail consent")
             } else if target == "account_lifecycle_stage" && type.name != "contact" {
                 throw CRMError.invalidMapping("column '\(title)' maps to '\(target)', which only a contact import takes")

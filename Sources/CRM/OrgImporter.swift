@@ -409,7 +409,6 @@ private final class OrgRun {
         case reference(Int, field: String, types: [(field: String, type: String)])
         case owner(Int)
         case address([Int])
-        case optOut(Int, source: Bool)
         case constant(String)
     }
 
@@ -445,9 +444,6 @@ private final class OrgRun {
                 } else if target.hasPrefix("address:"), let part = Int(target.dropFirst(8)) {
                     addressParts[part] = index
                     addressTitles.append(column)
-                } else if target == "optout" {
-                    add(column, "consent_email", .optOut(index, source: false))
-                    add(column, "consent_email_source", .optOut(index, source: true))
                 } else {
                     add(column, target, .copy(index, target: target))
                 }
@@ -515,6 +511,8 @@ private final class OrgRun {
         options.assumedPipeline = assumedPipeline
         options.journal = importer.options.journal
         options.storeRunsEffects = importer.options.storeRunsEffects
+        // An opt-out column (`optout`) becomes withdrawn consent in `CSVImporter`, this noted as its source.
+        options.origin = "\(importer.source.rawValue) \(profile.object) export"
         if let progress = importer.options.progress { options.progress = { progress(name, $0, $1, $2) } }
         let mapping = CSVMapping(Dictionary(uniqueKeysWithValues: slots.map { ($0.title, $0.target) }), values: profile.translations)
         var report = try CSVImporter(store: store, type: type, mapping: mapping, options: options)
@@ -590,16 +588,6 @@ private final class OrgRun {
             return value
         case .address(let indices):
             return indices.map { CRMText.trimmed(record.fields[$0]) }.filter { !$0.isEmpty }.joined(separator: ", ")
-        case .optOut(let index, let isSource):
-            let text = CRMText.trimmed(record.fields[index])
-            guard !text.isEmpty else { return "" }
-            guard let optedOut = FieldConversion.boolean(text) else {
-                throw Rejected(field: "consent_email", column: title, reason: "'\(text)' is not yes/no")
-            }
-            // Not opted out is not consent given: the field stays empty.
-            guard optedOut else { return "" }
-            let column = title.replacingOccurrences(of: " (\(target))", with: "")
-            return isSource ? "\(importer.source.rawValue) \(profile.object) export, column \(column)" : "withdrawn"
         case .owner(let index):
             let text = CRMText.trimmed(record.fields[index])
             guard !text.isEmpty else { return "" }
