@@ -49,6 +49,7 @@ public final class PostgresStatement: SQLStatement {
     public func bind(integer: Int64, at index: Int32) throws { try bind(.integer(integer), at: index) }
     public func bind(bytes: UnsafeRawBufferPointer, at index: Int32) throws { try bind(.blob(Data(bytes)), at: index) }
     public func bind(bytes: [UInt8], at index: Int32) throws { try bind(.blob(Data(bytes)), at: index) }
+    public func bind(uncopiedBytes: UnsafeRawBufferPointer, at index: Int32) throws { try bind(bytes: uncopiedBytes, at: index) }
 
     // MARK: Running
 

@@ -488,24 +488,30 @@ struct FieldIndexBuild {
         let many = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES "
                                     + Array(repeating: "(\(tenant.value)?1, ?2, ?, ?)", count: rows).joined(separator: ", "))
         let one = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES (\(tenant.value)?1, ?2, ?, ?)")
-        // The values are bound from the lists' buffers, uncopied: no statement keeps them bound.
+        // Values and ids are bound from the lists' buffers and the ids' array, uncopied: no
+        // statement keeps them bound. An id is bound as the 16 bytes `UUID` holds, as
+        // `bind(uuid:)` binds them.
+        assert(MemoryLayout<UUID>.size == 16 && MemoryLayout<UUID>.stride == 16)
         defer { many.reset(); one.reset() }
-        for (name, list) in zip(build.names, build.lists) {
-            try list.bytes.withUnsafeBytes { bytes in
-                var start = 0
-                while start < list.entries.count {
-                    let statement = list.entries.count - start >= rows ? many : one
-                    let count = statement === many ? rows : 1
-                    statement.reset()
-                    try statement.bind(text: type, at: 1)
-                    try statement.bind(text: name, at: 2)
-                    for (offset, entry) in list.entries[start..<start + count].enumerated() {
-                        try statement.bind(utf8: UnsafeRawBufferPointer(rebasing: bytes[entry.start..<entry.start + Int(entry.count)]),
-                                           at: Int32(3 + 2 * offset))
-                        try statement.bind(uuid: build.ids[Int(entry.record)], at: Int32(4 + 2 * offset))
+        try build.ids.withUnsafeBytes { ids in
+            for (name, list) in zip(build.names, build.lists) {
+                try list.bytes.withUnsafeBytes { bytes in
+                    var start = 0
+                    while start < list.entries.count {
+                        let statement = list.entries.count - start >= rows ? many : one
+                        let count = statement === many ? rows : 1
+                        statement.reset()
+                        try statement.bind(text: type, at: 1)
+                        try statement.bind(text: name, at: 2)
+                        for (offset, entry) in list.entries[start..<start + count].enumerated() {
+                            try statement.bind(utf8: UnsafeRawBufferPointer(rebasing: bytes[entry.start..<entry.start + Int(entry.count)]),
+                                               at: Int32(3 + 2 * offset))
+                            let id = Int(entry.record) * MemoryLayout<UUID>.stride
+                            try statement.bind(uncopiedBytes: UnsafeRawBufferPointer(rebasing: ids[id..<id + 16]), at: Int32(4 + 2 * offset))
+                        }
+                        try statement.step()
+                        start += count
                     }
-                    try statement.step()
-                    start += count
                 }
             }
         }

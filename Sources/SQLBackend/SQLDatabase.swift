@@ -112,6 +112,9 @@ public protocol SQLStatement: AnyObject, SQLRow {
     func bind(integer: Int64, at index: Int32) throws
     func bind(bytes: UnsafeRawBufferPointer, at index: Int32) throws
     func bind(bytes: [UInt8], at index: Int32) throws
+    /// Binds bytes as a blob without copying them where the database can: like the values of
+    /// `bind(utf8:at:)`, they must stay as they are until the statement has run and is reset.
+    func bind(uncopiedBytes: UnsafeRawBufferPointer, at index: Int32) throws
     /// Runs the statement the first time it is called after binding, then moves to the next
     /// row: `true` while a row is there to read.
     @discardableResult

@@ -116,6 +116,13 @@ public final class Statement {
         try checked(sqlite3_bind_blob64(pointer, index, base, sqlite3_uint64(bytes.count), transientDestructor))
     }
 
+    /// Binds a blob from raw bytes without copying them: they must stay as they are until the
+    /// statement has run and is reset (`SQLStatement.bind(uncopiedBytes:at:)`).
+    public func bind(uncopiedBytes bytes: UnsafeRawBufferPointer, at index: Int32) throws {
+        let base = bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!
+        try checked(sqlite3_bind_blob64(pointer, index, base, sqlite3_uint64(bytes.count), nil))  // SQLITE_STATIC
+    }
+
     /// Binds a byte array as a blob.
     public func bind(bytes: [UInt8], at index: Int32) throws {
         try bytes.withUnsafeBytes { try bind(bytes: $0, at: index) }

@@ -104,7 +104,9 @@ public struct FrameDecoder: ByteToMessageDecoder {
         buffer.moveReaderIndex(forwardBy: 4)
         let body = buffer.readSlice(length: Int(length))!
         do {
-            let frame = try Rapport_V1_Frame(serializedBytes: Array(body.readableBytesView))
+            // Decoded where the bytes lie: a copy of a pull batch (up to megabytes) first
+            // cost a fresh allocation, and the kernel zeroing its pages, per frame.
+            let frame = try Rapport_V1_Frame(serializedBytes: body.readableBytesSpan)
             guard frame.body != nil else {
                 broken = true
                 return .invalid(SyncError(.unknownMessageType, "the frame holds no message this server knows (protocol version \(SyncProtocolVersion.current))"))
@@ -129,10 +131,44 @@ public struct FrameEncoder: MessageToByteEncoder {
 
     /// Appends one length-prefixed frame to `out`.
     public static func write(_ frame: Rapport_V1_Frame, to out: inout ByteBuffer) throws {
-        let bytes: [UInt8] = try frame.serializedBytes()
-        out.reserveCapacity(minimumWritableBytes: 4 + bytes.count)
-        out.writeInteger(UInt32(bytes.count), endianness: .big)
-        out.writeBytes(bytes)
+        var encoded = try encode(frame)
+        out.writeBuffer(&encoded)
+    }
+
+    /// One length-prefixed frame in a buffer of its own, serialized straight into it: through
+    /// an array first, a pull batch (up to megabytes) was written twice into fresh memory.
+    public static func encode(_ frame: Rapport_V1_Frame) throws -> ByteBuffer {
+        let framed: FramedBytes = try frame.serializedBytes()
+        return framed.buffer
+    }
+}
+
+/// The bytes SwiftProtobuf serializes a frame into: a `ByteBuffer` that starts with the
+/// frame's length (SPEC.md 2.2), the body after it. Only `FrameEncoder.encode` makes one, from
+/// the allocator every NIO channel uses by default, as `FrameEncodingHandler` did.
+private struct FramedBytes: SwiftProtobufContiguousBytes {
+    private(set) var buffer: ByteBuffer
+
+    init(repeating: UInt8, count: Int) {
+        buffer = ByteBufferAllocator().buffer(capacity: 4 + count)
+        buffer.writeInteger(UInt32(count), endianness: .big)  // SwiftProtobuf refuses 2 GiB and more
+        buffer.writeRepeatingByte(repeating, count: count)
+    }
+
+    init<S: Sequence>(_ sequence: S) where S.Element == UInt8 {
+        let bytes = Array(sequence)
+        self.init(repeating: 0, count: bytes.count)
+        withUnsafeMutableBytes { $0.copyBytes(from: bytes) }
+    }
+
+    var count: Int { buffer.readableBytes - 4 }
+
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0.dropFirst(4))) }
+    }
+
+    mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeMutableReadableBytes { try body(UnsafeMutableRawBufferPointer(rebasing: $0.dropFirst(4))) }
     }
 }
 
@@ -150,9 +186,7 @@ public final class FrameEncodingHandler: ChannelOutboundHandler {
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         do {
-            var buffer = context.channel.allocator.buffer(capacity: 0)
-            try FrameEncoder.write(unwrapOutboundIn(data), to: &buffer)
-            context.write(wrapOutboundOut(buffer), promise: promise)
+            context.write(wrapOutboundOut(try FrameEncoder.encode(unwrapOutboundIn(data))), promise: promise)
         } catch {
             promise?.fail(error)
             context.fireErrorCaught(error)

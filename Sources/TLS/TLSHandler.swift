@@ -284,14 +284,20 @@ public final class TLSHandler: ChannelDuplexHandler {
 
     /// Encrypts the flushed prefix of `pendingWrites`; each write's promise is
     /// attached to its own ciphertext so completion order matches write order.
+    ///
+    /// A write is encrypted a TLS record at a time, its ciphertext moved out of the memory BIO
+    /// after each into one buffer sized for the whole write. Handed a whole pull batch (up to
+    /// megabytes) at once, the BIO grew to hold all of its ciphertext, copying and wiping what
+    /// it held at each doubling, only to be dropped as too large at the flush.
     private func encryptFlushedWrites(context: ChannelHandlerContext) {
         while flushedWriteCount > 0, state == .active, !outputClosed {
             var (data, promise) = pendingWrites.removeFirst()
             flushedWriteCount -= 1
+            var ciphertext = context.channel.allocator.buffer(capacity: Self.ciphertextCapacity(plaintext: data.readableBytes))
             while data.readableBytes > 0 {
                 ERR_clear_error()
                 let result = data.withUnsafeReadableBytes { bytes in
-                    SSL_write(ssl, bytes.baseAddress, Int32(clamping: bytes.count))
+                    SSL_write(ssl, bytes.baseAddress, Int32(min(bytes.count, Self.recordPlaintextBytes)))
                 }
                 guard result > 0 else {
                     // Memory BIOs grow on demand and renegotiation is disabled, so
@@ -302,8 +308,30 @@ public final class TLSHandler: ChannelDuplexHandler {
                     return
                 }
                 data.moveReaderIndex(forwardBy: Int(result))
+                moveNetworkOutput(into: &ciphertext)
             }
-            writeNetworkOutput(context: context, promise: promise)
+            // An empty write still carries what OpenSSL had pending (a post-handshake message),
+            // and its promise, even with nothing to send: completion stays in write order.
+            moveNetworkOutput(into: &ciphertext)
+            context.write(wrapOutboundOut(ciphertext), promise: promise)
+        }
+    }
+
+    /// The most plaintext one TLS record holds (RFC 8446 5.1).
+    static let recordPlaintextBytes = 16 * 1024
+
+    /// Room for the ciphertext of `plaintext` bytes: each record adds its header, the AEAD tag
+    /// and the inner content type, 22 bytes with the TLS 1.3 ciphers; 64 leaves a margin.
+    static func ciphertextCapacity(plaintext: Int) -> Int {
+        plaintext + (plaintext / recordPlaintextBytes + 1) * 64
+    }
+
+    /// Appends OpenSSL's pending ciphertext to `buffer`.
+    private func moveNetworkOutput(into buffer: inout ByteBuffer) {
+        let pending = Int(BIO_ctrl_pending(connection.networkOutput))
+        guard pending > 0 else { return }
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { bytes in
+            max(0, Int(BIO_read(connection.networkOutput, bytes.baseAddress, Int32(clamping: pending))))
         }
     }
 
@@ -319,9 +347,7 @@ public final class TLSHandler: ChannelDuplexHandler {
             return
         }
         var buffer = context.channel.allocator.buffer(capacity: pending)
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { bytes in
-            max(0, Int(BIO_read(connection.networkOutput, bytes.baseAddress, Int32(clamping: pending))))
-        }
+        moveNetworkOutput(into: &buffer)
         context.write(wrapOutboundOut(buffer), promise: promise)
     }
 

@@ -58,6 +58,30 @@ import Testing
         #expect(pair.clientRecorder.errors.isEmpty && pair.serverRecorder.errors.isEmpty)
     }
 
+    /// A frame of a megabyte leaves as one buffer of ciphertext, made at its final size: the
+    /// estimate covers every record's overhead, so it never grows while the frame is encrypted
+    /// a record at a time, and the peer reads back exactly what was written.
+    @Test func aLargeWriteLeavesAsOneBufferSizedForItsCiphertext() throws {
+        let pki = try TestPKI()
+        let pair = try EmbeddedPair(client: try pki.clientContext(), server: try pki.serverContext())
+        defer { pair.finish() }
+        try pair.shuttle()
+        for size in [1, 16 * 1024, 16 * 1024 + 1, (1 << 20) + 7] {
+            let plaintext = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ size) }
+            let before = pair.clientRecorder.received.count
+            pair.server.writeAndFlush(ByteBuffer(bytes: plaintext), promise: nil)
+            let ciphertext = try #require(try pair.server.readOutbound(as: ByteBuffer.self))
+            #expect(try pair.server.readOutbound(as: ByteBuffer.self) == nil, "one buffer per write (\(size) bytes)")
+            let records = (size + TLSHandler.recordPlaintextBytes - 1) / TLSHandler.recordPlaintextBytes
+            #expect(ciphertext.readableBytes == size + 22 * records, "TLS 1.3 adds 22 bytes to each record")
+            #expect(ciphertext.readableBytes <= TLSHandler.ciphertextCapacity(plaintext: size))
+            try pair.client.writeInbound(ciphertext)
+            #expect(Array(pair.clientRecorder.received[before...]) == plaintext)
+            #expect(pair.serverHandler.bufferedCapacity <= 16 << 10, "\(pair.serverHandler.bufferedCapacity)")
+        }
+        #expect(pair.clientRecorder.errors.isEmpty && pair.serverRecorder.errors.isEmpty)
+    }
+
     @Test func closeNotifyIsObservedByPeer() throws {
         let pki = try TestPKI()
         let pair = try EmbeddedPair(client: try pki.clientContext(), server: try pki.serverContext())
