@@ -169,7 +169,14 @@ enum CRMText {
         guard let first = text.utf8.first, let last = text.utf8.last else { return text }
         let isSpace = { (b: UInt8) in b == 0x20 || (b >= 0x09 && b <= 0x0D) || b >= 0x80 }
         guard isSpace(first) || isSpace(last) else { return text }
-        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        // The scalars Foundation's `whitespacesAndNewlines` holds: Unicode's White_Space, and
+        // the zero-width space. Foundation's trimming, through NSString, cost an import of names
+        // ending in a letter beyond ASCII more than converting the value.
+        let scalars = text.unicodeScalars
+        let isWhite = { (scalar: Unicode.Scalar) in scalar.properties.isWhitespace || scalar == "\u{200B}" }
+        guard let start = scalars.firstIndex(where: { !isWhite($0) }),
+              let end = scalars.lastIndex(where: { !isWhite($0) }) else { return "" }
+        return String(scalars[start...end])
     }
 }
 

@@ -369,7 +369,7 @@ private struct ImportRun {
                         continue
                     }
                     // Without the tenant's users, an e-mail is taken as it is; a name is no owner.
-                    guard text.contains("@") else { unmappedOwner = text; continue }
+                    guard text.utf8.contains(UInt8(ascii: "@")) else { unmappedOwner = text; continue }
                 }
                 if target == "optout" {
                     guard let optedOut = FieldConversion.boolean(text) else {

@@ -591,7 +591,7 @@ private final class OrgRun {
         case .owner(let index):
             let text = CRMText.trimmed(record.fields[index])
             guard !text.isEmpty else { return "" }
-            let email = owners[CSVMapping.normalise(text)] ?? (text.contains("@") ? text : nil)
+            let email = owners[CSVMapping.normalise(text)] ?? (text.utf8.contains(UInt8(ascii: "@")) ? text : nil)
             guard let email else {
                 note(file: file, owner: text, reason: "no user of the export or of --users has this id or name")
                 return ""

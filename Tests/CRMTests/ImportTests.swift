@@ -19,6 +19,28 @@ import TestScheduling
         #expect(ContactKey.phone("12-34") == nil)
     }
 
+    /// The import's own trimming cuts exactly what Foundation's did, beyond ASCII too: the
+    /// same scalars at either end, none that only looks like white space (a byte order mark),
+    /// and nothing inside or after a combining mark.
+    @Test(.blocking) func trimmingMatchesFoundationBeyondASCII() {
+        func foundation(_ text: String) -> String { text.trimmingCharacters(in: .whitespacesAndNewlines) }
+        func same(_ text: String) -> Bool { CRMText.trimmed(text).unicodeScalars.elementsEqual(foundation(text).unicodeScalars) }
+        let scalars = (0...0xFFFF).compactMap(Unicode.Scalar.init)
+        for scalar in scalars {
+            #expect(same(String(scalar) + "x") && same("x" + String(scalar)), "U+\(String(scalar.value, radix: 16))")
+        }
+        let spaces = scalars.filter { foundation(String($0)).isEmpty }.map { String($0) }
+        #expect(spaces.contains("\u{85}") && spaces.contains("\u{A0}") && spaces.contains("\u{3000}") && !spaces.contains("\u{FEFF}"))
+        let others: [String] = ["\u{FEFF}", "\u{301}", "é", "Zoë", "東京", "👩‍💻", "a b", "", "x"]
+        for space in spaces + ["\t\n", "\u{A0}\u{3000}"] {
+            for other in others {
+                for text in [space + other, other + space, space + other + space, other + space + other, space + "\u{301}" + other] {
+                    #expect(same(text), "\(text.unicodeScalars.map { String($0.value, radix: 16) })")
+                }
+            }
+        }
+    }
+
     @Test(.blocking) func finderMatchesExistingContactsByEmailOrPhone() throws {
         let f = try Fixture()
         let ann = try f.contact("Ann", email: "ann@example.com", phone: "+44 20 7946 0958")
