@@ -393,7 +393,11 @@ public final class ReplicaStore {
                     try checkLocalWrites(from: checked)
                     try checkWrittenRecords()
                 }
-                if counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
+                // Once, by the outermost write: a savepoint rolled back restores the counters in
+                // memory, so they hold what the transaction commits. On PostgreSQL each update of
+                // the one header row in a transaction leaves a version the next must step over: a
+                // header written per record made an import of n rows cost n² of them.
+                if outermost, counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
                     try db.run("UPDATE replica SET counter = ?, sequence = ?, clock = ? WHERE \(tenant.and)singleton = 1",
                                [Int64(counter), sequence, clock.last.signedValue])
                 }
