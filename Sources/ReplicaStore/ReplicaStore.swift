@@ -528,15 +528,21 @@ public final class ReplicaStore {
         }
     }
 
-    /// Checks one local value: against the schema, or, for a field the schema does not declare,
-    /// whether the store's rules declare it (a tenant's custom field; its value is checked with
-    /// the record when the transaction ends).
-    private func checkLocalValue(type: String, record: UUID, field: String, value: FieldValue) throws {
-        if schema.types[type]?.fields[field] == nil, let rules = options.rules,
-           try rules.extraFields(ofType: type, in: RecordLookup(self)).contains(field) {
-            return
+    /// Checks the values of one local write to a record of `type`: against the schema, or, for
+    /// a field the schema does not declare, whether the store's rules declare it (a tenant's
+    /// custom field; its value is checked with the record when the transaction ends). The type
+    /// is found once for all the fields: an import writes every field of every row through here.
+    private func checkLocalValues(type: String, record: UUID, _ values: [String: FieldValue]) throws {
+        guard let recordType = schema.types[type] else { throw ModelError.unknownRecordType(type) }
+        var extraFields: Set<String>?
+        for (field, value) in values {
+            guard let kind = recordType.fields[field] else {
+                if extraFields == nil { extraFields = try options.rules?.extraFields(ofType: type, in: RecordLookup(self)) ?? [] }
+                guard extraFields!.contains(field) else { throw ModelError.invalidFieldName(record: record.uuidString, field: field) }
+                continue
+            }
+            try Schema.checkWrite(value, of: recordType, field: field, kind: kind, record: record.uuidString)
         }
-        try schema.checkWrite(type: type, record: record.uuidString, field: field, value: value)
     }
 
     /// A stream of the records each committed transaction changed: local writes and batches
@@ -792,10 +798,7 @@ public final class ReplicaStore {
     @discardableResult
     public func create(_ type: String, id: UUID = .newRecordID(), _ values: [String: FieldValue] = [:]) throws -> RecordState {
         try write {
-            guard schema.types[type] != nil else { throw ModelError.unknownRecordType(type) }
-            for (field, value) in values {
-                try checkLocalValue(type: type, record: id, field: field, value: value)
-            }
+            try checkLocalValues(type: type, record: id, values)
             guard try load(id, decodeState: false) == nil else { throw ReplicaStoreError.recordExists(id) }
             let (dot, timestamp) = try nextWrite()
             let state = RecordState.created(id: id, type: type, fields: values, dot: dot, timestamp: timestamp)
@@ -812,9 +815,7 @@ public final class ReplicaStore {
     public func update(_ id: UUID, _ values: [String: FieldValue]) throws -> RecordState {
         try mutate(id) { state, dot, timestamp in
             guard !state.isDeleted else { throw ReplicaStoreError.recordDeleted(id) }
-            for (field, value) in values {
-                try checkLocalValue(type: state.type, record: id, field: field, value: value)
-            }
+            if !values.isEmpty { try checkLocalValues(type: state.type, record: id, values) }
             state.write(values, dot: dot, timestamp: timestamp)
         }
     }
@@ -1136,7 +1137,7 @@ public final class ReplicaStore {
 
     /// Forgets the checkpoint of `peer`, so the next pull starts from the beginning.
     public func resetCheckpoint(for peer: String) throws {
-        try write { try db.run("DELETE FROM peer_checkpoints WHERE \(tenant.and)peer = ?", [peer]) }
+        try write { _ = try db.run("DELETE FROM peer_checkpoints WHERE \(tenant.and)peer = ?", [peer]) }
     }
 
     /// Checks a state as `apply` would, without writing anything: for answering a peer per record.

@@ -46,6 +46,10 @@ public final class Database: SQLDatabase {
     let handle: ConnectionHandle
     private var statementCache: [String: Statement] = [:]
     private var savepointDepth = 0
+    /// `SAVEPOINT spN` and `RELEASE spN` for each depth N from 1, prepared once: every nested
+    /// write opens one (an import opens several per row), and compiling them each time, or
+    /// even finding them by their text, cost more than running them.
+    private var savepointStatements: [(open: Statement, release: Statement)] = []
     /// While checkpoints run in the background (`checkpointLogInBackground`), and after, until
     /// the last one is done.
     var logCheckpointer: LogCheckpointer?
@@ -107,6 +111,7 @@ public final class Database: SQLDatabase {
 
     deinit {
         statementCache.removeAll()
+        savepointStatements.removeAll()
     }
 
     /// What the whole process's SQLite is set to, once, before its first connection opens it
@@ -121,6 +126,7 @@ public final class Database: SQLDatabase {
     /// with `SQLITE_MISUSE`.
     public func close() {
         statementCache.removeAll()
+        savepointStatements.removeAll()
         // First, so that this connection is the file's last one and SQLite removes the log.
         logCheckpointer?.finish(wait: true)
         logCheckpointer = nil
@@ -221,16 +227,18 @@ public final class Database: SQLDatabase {
     public func savepoint<T>(_ body: () throws -> T) throws -> T {
         savepointDepth += 1
         defer { savepointDepth -= 1 }
-        let name = "sp\(savepointDepth)"
-        // Prepared once per depth: every nested write opens one (an import opens several per
-        // row), and compiling the two statements each time cost more than running them.
-        try cached("SAVEPOINT \(name)").run()
+        let depth = savepointDepth
+        if savepointStatements.count < depth {
+            savepointStatements.append((try prepare("SAVEPOINT sp\(depth)"), try prepare("RELEASE sp\(depth)")))
+        }
+        let statements = savepointStatements[depth - 1]
+        try statements.open.run()
         do {
             let result = try body()
-            try cached("RELEASE \(name)").run()
+            try statements.release.run()
             return result
         } catch {
-            rollbackQuietly("ROLLBACK TO \(name); RELEASE \(name)")
+            rollbackQuietly("ROLLBACK TO sp\(depth); RELEASE sp\(depth)")
             throw error
         }
     }

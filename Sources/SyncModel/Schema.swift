@@ -90,7 +90,14 @@ public struct Schema: Sendable, Equatable {
     public func checkWrite(type: String, record: @autoclosure () -> String, field: String, value: FieldValue) throws(ModelError) {
         guard let recordType = types[type] else { throw .unknownRecordType(type) }
         guard let kind = recordType.fields[field] else { throw .invalidFieldName(record: record(), field: field) }
-        try Self.check(value, kind: kind, record: record(), field: field)
+        try Self.checkWrite(value, of: recordType, field: field, kind: kind, record: record())
+    }
+
+    /// `checkWrite` for a field the caller found already declared as `kind` in `recordType`:
+    /// a write of many fields finds its type once rather than once per field.
+    public static func checkWrite(_ value: FieldValue, of recordType: RecordType, field: String, kind: FieldKind,
+                                  record: @autoclosure () -> String) throws(ModelError) {
+        try check(value, kind: kind, record: record(), field: field)
         if let rule = recordType.rules[field], let reason = rule.violation(of: value) {
             throw .invalidFieldValue(record: record(), field: field, reason: reason)
         }
