@@ -218,6 +218,13 @@ public struct CSVImporter {
     ///   not have, a store that fails); a bad row is a rejection in the report instead.
     func run(next: @escaping () throws -> CSV.Record?, verified: ((UUID, String) -> Bool)? = nil,
              read: () -> (Int, Int?)) throws -> ImportReport {
+        // A larger page cache and fewer log copies while the rows go in (`bulkWrite`).
+        options.dryRun ? try importRows(next: next, verified: verified, read: read)
+            : try store.bulkWrite { try importRows(next: next, verified: verified, read: read) }
+    }
+
+    private func importRows(next: @escaping () throws -> CSV.Record?, verified: ((UUID, String) -> Bool)?,
+                            read: () -> (Int, Int?)) throws -> ImportReport {
         guard let recordType = store.schema.types[type] else { throw CRMError.unknownRecordType(type) }
         var report = ImportReport(type: type, dryRun: options.dryRun)
         guard let header = try next()?.fields else { return report }

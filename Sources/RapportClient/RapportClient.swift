@@ -237,7 +237,7 @@ public final class RapportClient: Sendable {
         } catch {
             // A pull from the start cut short gives its connection settings back here; the next
             // pull from the start takes them again.
-            try? await store.perform { try $0.endBulkPull() }
+            try? await store.perform { try $0.endBulkWrite() }
             throw error
         }
     }
@@ -352,8 +352,8 @@ public final class RapportClient: Sendable {
                 // A sync cancelled (once its progress showed the batch before, say) writes no more.
                 try Task.checkCancellation()
                 let work = store.enqueue { store in
-                    // A cache that holds the batch's pages, fewer log checkpoints (`beginBulkPull`).
-                    if deferIndex { try store.beginBulkPull() }
+                    // A cache that holds the batch's pages, fewer log checkpoints (`beginBulkWrite`).
+                    if deferIndex { try store.beginBulkWrite() }
                     return try store.transaction {
                         // Records that left this device's scope go first: one that comes back in
                         // the same batch (its visible fields changed) is then taken in afresh.
@@ -385,7 +385,7 @@ public final class RapportClient: Sendable {
         // Also what an earlier pull from the start left deferred when it was cut short.
         try await store.perform { [gather] store in
             try store.completeFieldIndex(gathered: gather)
-            try store.endBulkPull()
+            try store.endBulkWrite()
         }
         report.checkpoint = checkpoint
         let (dropped, purge) = try await store.perform { store -> (Int, PurgeReport?) in

@@ -128,9 +128,9 @@ public final class ReplicaStore {
     var gatheredIndexWrites: [String: Int]?
     /// What `RecordRules` derived from the store's configuration records (`RecordLookup.cached`).
     var rulesCache: [String: Any] = [:]
-    /// The connection's page cache and checkpoint interval from before `beginBulkPull()`,
-    /// while a bulk pull runs.
-    var settingsBeforeBulkPull: (cacheSize: Int64, autocheckpoint: Int64)?
+    /// The connection's page cache and checkpoint interval from before `beginBulkWrite()`,
+    /// while a bulk write runs.
+    var settingsBeforeBulkWrite: (cacheSize: Int64, autocheckpoint: Int64)?
     private let configurationTypes: Set<String>
     /// See `FieldIndex.swift`.
     let indexedFieldsByType: [String: IndexedFields]

@@ -120,12 +120,13 @@ extension ReplicaStore {
 }
 
 extension ReplicaStore {
-    /// The page cache a bulk pull runs with (KiB), and the log pages after which it copies
+    /// The page cache a bulk write runs with (KiB), and the log pages after which it copies
     /// the log into the file.
-    static let bulkPullCacheKiB = 32 * 1024
-    static let bulkPullAutocheckpointPages = 4_000
+    static let bulkWriteCacheKiB = 32 * 1024
+    static let bulkWriteAutocheckpointPages = 4_000
 
-    /// Sets this connection up for a pull from the start (an initial sync, a resync), whose
+    /// Sets this connection up for a bulk write: a pull from the start (an initial sync, a
+    /// resync) or an import, whose
     /// batches of new records each touch pages all over the records' id index when the ids are
     /// random (imported records' derived ids, and ids made before version 7 UUIDs, see
     /// `UUID.newRecordID()`): with SQLite's default 2 MiB cache, a batch spilled dirty pages to the log
@@ -135,16 +136,16 @@ extension ReplicaStore {
     /// each of those pages once for several batches. The copies run on a thread of their own
     /// (`Database.checkpointLogInBackground`): in the commit that triggered it, a checkpoint
     /// had kept the pull waiting for the disk with the other core idle. All of this is per
-    /// connection and not persistent; `endBulkPull()` restores it. Calling it twice is harmless.
+    /// connection and not persistent; `endBulkWrite()` restores it. Calling it twice is harmless.
     ///
     /// A store in a database shared by tenants (PostgreSQL) has no such settings of its own: there
     /// it does nothing.
-    public func beginBulkPull() throws {
-        guard settingsBeforeBulkPull == nil, let db = sqliteFile else { return }
+    public func beginBulkWrite() throws {
+        guard settingsBeforeBulkWrite == nil, let db = sqliteFile else { return }
         let before = (cacheSize: try db.scalarInt("PRAGMA cache_size") ?? -2_000,
                       autocheckpoint: try db.scalarInt("PRAGMA wal_autocheckpoint") ?? 1_000)
-        try db.execute("PRAGMA cache_size = -\(Self.bulkPullCacheKiB)")
-        let interval = max(Self.bulkPullAutocheckpointPages, Int(before.autocheckpoint))
+        try db.execute("PRAGMA cache_size = -\(Self.bulkWriteCacheKiB)")
+        let interval = max(Self.bulkWriteAutocheckpointPages, Int(before.autocheckpoint))
         do {
             try db.checkpointLogInBackground(everyPages: interval)
         } catch {
@@ -152,17 +153,17 @@ extension ReplicaStore {
             // log, as SQLite does by itself, which is slower but loses nothing.
             try db.execute("PRAGMA wal_autocheckpoint = \(interval)")
         }
-        settingsBeforeBulkPull = before
+        settingsBeforeBulkWrite = before
     }
 
     /// Gives the connection back the page cache and checkpoint interval it had before
-    /// `beginBulkPull()` (the cache shrinks at once, freeing its memory). The log's last copy
+    /// `beginBulkWrite()` (the cache shrinks at once, freeing its memory). The log's last copy
     /// into the file goes on in the background, so the pull ends without waiting for the disk;
     /// the store's next write does not wait for it either, and `close()` does. Does nothing
-    /// when no bulk pull was begun.
-    public func endBulkPull() throws {
-        guard let before = settingsBeforeBulkPull, let db = sqliteFile else { return }
-        settingsBeforeBulkPull = nil
+    /// when no bulk write was begun.
+    public func endBulkWrite() throws {
+        guard let before = settingsBeforeBulkWrite, let db = sqliteFile else { return }
+        settingsBeforeBulkWrite = nil
         try db.execute("PRAGMA cache_size = \(before.cacheSize)")
         if db.checkpointsLogInBackground {
             try db.checkpointLogInForeground(autocheckpointPages: Int(before.autocheckpoint))
@@ -171,8 +172,28 @@ extension ReplicaStore {
         }
     }
 
-    /// Waits until the log's copy into the file that a bulk pull left running is done (see
-    /// `endBulkPull()`), for a caller that measures it or copies the file; returns at once when none runs.
+    /// Whether a bulk write is under way on this connection (`beginBulkWrite()`, not ended yet).
+    public var isInBulkWrite: Bool { settingsBeforeBulkWrite != nil }
+
+    /// Runs `body` as a bulk write (`beginBulkWrite()`), unless one is under way already (an
+    /// import of a whole export, of which each file's import is one too): the one that began it
+    /// ends it. A failure to end it is thrown only when `body` succeeded.
+    public func bulkWrite<T>(_ body: () throws -> T) throws -> T {
+        guard !isInBulkWrite else { return try body() }
+        try beginBulkWrite()
+        let result: T
+        do {
+            result = try body()
+        } catch {
+            try? endBulkWrite()
+            throw error
+        }
+        try endBulkWrite()
+        return result
+    }
+
+    /// Waits until the log's copy into the file that a bulk write left running is done (see
+    /// `endBulkWrite()`), for a caller that measures it or copies the file; returns at once when none runs.
     public func waitForLogCheckpoint() throws {
         try sqliteFile?.waitForBackgroundCheckpoint()
     }

@@ -82,7 +82,7 @@ struct SyncBench: AsyncParsableCommand {
         let initialUsed = processorSeconds()
         guard initial.pulled == records else { throw ValidationError("pulled \(initial.pulled) of \(records) records") }
         // The sync returns once its records are committed; the log's last copy into the file
-        // goes on beside the app (`endBulkPull`). Shown, and over before the next sync starts.
+        // goes on beside the app (`endBulkWrite`). Shown, and over before the next sync starts.
         try device.store.performSync { try $0.waitForLogCheckpoint() }
         let initialCopied = seconds(ContinuousClock.now - start)
         report.line("initial_sync", ["records": records, "seconds": initialSeconds,

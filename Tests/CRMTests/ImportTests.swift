@@ -279,6 +279,49 @@ import TestScheduling
         #expect(try f.read(try #require(contact.reference("account"))).text("name") == "Firma 3")
     }
 
+    /// Every batch of every file of an import goes in as one bulk write (a larger page cache,
+    /// fewer log copies), which ends with the import, whether it succeeds or fails; a dry run
+    /// writes nothing and begins none.
+    @Test(.blocking) func anImportIsOneBulkWriteThatEndsWithIt() throws {
+        let f = try Fixture()
+        let accounts = CSV.line(["Id", "Name"]) + (0..<5).map { CSV.line(["001\($0)", "Firma \($0)"]) }.joined()
+        let contacts = CSV.line(["Id", "AccountId", "LastName"]) + (0..<5).map { CSV.line(["003\($0)", "001\($0)", "Nachname \($0)"]) }.joined()
+        let files: [(name: String, open: () throws -> CSV.Reader)] = [
+            ("Contact.csv", { CSV.Reader(data: Data(contacts.utf8)) }), ("Account.csv", { CSV.Reader(data: Data(accounts.utf8)) })]
+        // The importer calls its progress on its own thread, between batches, while nothing
+        // else uses the store: reading whether it is in a bulk write there races with nothing.
+        nonisolated(unsafe) let store = f.store
+        let seen = Mutex<[String]>([])
+        var options = OrgImporter.Options()
+        options.batchSize = 2
+        options.progress = { file, rows, _, _ in seen.withLock { $0.append("\(file) \(rows) \(store.isInBulkWrite)") } }
+        options.dryRun = true
+        _ = try OrgImporter(store: f.store, source: .salesforce, options: options).run(files: files)
+        #expect(seen.withLock { $0 }.allSatisfy { $0.hasSuffix("false") })
+        #expect(seen.withLock { $0 }.count == 6)
+
+        seen.withLock { $0 = [] }
+        options.dryRun = false
+        let report = try OrgImporter(store: f.store, source: .salesforce, options: options).run(files: files)
+        #expect(report.created == 10)
+        #expect(seen.withLock { $0 } == ["Account.csv 2 true", "Account.csv 4 true", "Account.csv 5 true",
+                                         "Contact.csv 2 true", "Contact.csv 4 true", "Contact.csv 5 true"])
+        #expect(!f.store.isInBulkWrite)
+
+        // A single file on its own, and one that fails as a whole (a mapping to no field).
+        seen.withLock { $0 = [] }
+        var single = CSVImporter.Options()
+        single.progress = { rows, _, _ in seen.withLock { $0.append("\(rows) \(store.isInBulkWrite)") } }
+        _ = try CSVImporter(store: f.store, type: "account", options: single).run(csv: CSV.line(["name"]) + CSV.line(["Solo GmbH"]))
+        #expect(seen.withLock { $0 } == ["1 true"])
+        #expect(!f.store.isInBulkWrite)
+        #expect(throws: (any Error).self) {
+            try CSVImporter(store: f.store, type: "account", mapping: CSVMapping(["name": "no_such_field"]), options: single)
+                .run(csv: CSV.line(["name"]) + CSV.line(["Nobody"]))
+        }
+        #expect(!f.store.isInBulkWrite)
+    }
+
     /// A Salesforce export holds a converted lead and what its conversion made (account,
     /// contact, opportunity): the lead is linked to those, not converted a second time by the
     /// CRM's effects, which gave every converted lead a second contact.

@@ -65,7 +65,7 @@ import TestScheduling
               stopAfter: Int = .max) throws {
         for (n, start) in stride(from: 0, to: records.count, by: batch).enumerated() where n < stopAfter {
             let slice = Array(records[start..<min(start + batch, records.count)])
-            try store.beginBulkPull()  // as RapportClient's pull from the start
+            try store.beginBulkWrite()  // as RapportClient's pull from the start
             try store.transaction {
                 try store.deferFieldIndex(of: slice.map(\.type))
                 try store.apply(encoded: slice, checkpoint: ("server", Int64(start + slice.count)))
@@ -135,26 +135,52 @@ import TestScheduling
         [try store.sqliteFile!.scalarInt("PRAGMA cache_size"), try store.sqliteFile!.scalarInt("PRAGMA wal_autocheckpoint")]
     }
 
-    @Test(.blocking) func aBulkPullTakesALargerCacheAndGivesBackWhatItFound() throws {
+    @Test(.blocking) func aBulkWriteTakesALargerCacheAndGivesBackWhatItFound() throws {
         let place = try StorePlace(.sqlite)  // SQLite's page cache and checkpoints
         let device = try open(place, "device")
         try device.sqliteFile!.execute("PRAGMA cache_size = -3000")
         let before = try settings(device)
-        try device.endBulkPull()  // none begun: nothing to give back
+        try device.endBulkWrite()  // none begun: nothing to give back
         #expect(try settings(device) == before)
-        try device.beginBulkPull()
-        try device.beginBulkPull()  // every batch of a pull asks again
+        try device.beginBulkWrite()
+        try device.beginBulkWrite()  // every batch of a pull asks again
         // SQLite's own checkpoint is off: the log is copied on a thread of its own.
-        let bulk: [Int64?] = [-Int64(ReplicaStore.bulkPullCacheKiB), 0]
+        let bulk: [Int64?] = [-Int64(ReplicaStore.bulkWriteCacheKiB), 0]
         #expect(try settings(device) == bulk)
         #expect(device.sqliteFile!.checkpointsLogInBackground)
         try pull(try source(place, contacts: 300), into: device)
         try device.completeFieldIndex()
-        try device.endBulkPull()
+        try device.endBulkWrite()
         #expect(try settings(device) == before)
         #expect(!device.sqliteFile!.checkpointsLogInBackground)
         try device.waitForLogCheckpoint()
         try expectExact(device)
+    }
+
+    /// `bulkWrite` begins a bulk write unless one is under way, and the one that began it ends
+    /// it, whether its work returns or throws: an import of a whole export is one, and each of
+    /// its files' imports too.
+    @Test(.blocking) func aBulkWriteIsEndedByWhatBeganItEvenWhenItFails() throws {
+        struct Failed: Error {}
+        let place = try StorePlace(.sqlite)
+        let store = try open(place, "device")
+        try store.sqliteFile!.execute("PRAGMA cache_size = -3000")
+        let before = try settings(store)
+        let bulk: [Int64?] = [-Int64(ReplicaStore.bulkWriteCacheKiB), 0]
+        try store.bulkWrite {
+            #expect(store.isInBulkWrite)
+            try store.bulkWrite { try store.create("contact", ["name": .text("first file")]) }
+            #expect(try settings(store) == bulk, "the inner one did not end the outer one")
+            #expect(throws: Failed.self) { try store.bulkWrite { throw Failed() } }
+            #expect(store.isInBulkWrite)
+            try store.create("contact", ["name": .text("second file")])
+        }
+        #expect(!store.isInBulkWrite)
+        #expect(try settings(store) == before)
+        #expect(throws: Failed.self) { try store.bulkWrite { throw Failed() } }
+        #expect(!store.isInBulkWrite)
+        #expect(try settings(store) == before)
+        #expect(try store.count(ofType: "contact") == 2)
     }
 
     @Test(.blocking, arguments: DatabaseBackend.allCases) func aDeferralInABatchThatFailsIsUndoneWithIt(_ backend: DatabaseBackend) throws {
