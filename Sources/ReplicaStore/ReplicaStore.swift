@@ -139,6 +139,11 @@ public final class ReplicaStore {
     private var transactionState: TransactionState?
     /// Whether a write transaction of this handle is open.
     var isWriting: Bool { transactionState != nil }
+    /// An id the open transaction found no record of (`load`, `recordType`), with nothing
+    /// written to `records` since: `create` need not look for it again. An import looks up
+    /// each row's id before it creates the row's record, and the CRM's effects each record
+    /// they add: a second search of the id index for each, a twentieth of an import.
+    private var knownAbsent: UUID?
 
     /// The rights this replica's own writes are checked against before they are kept (see
     /// `LocalWriteCheck`); `nil` checks none. A device sets it when it learns its user's rights
@@ -375,6 +380,8 @@ public final class ReplicaStore {
         let outermost = transactionState == nil
         let committed: TransactionState?
         let result: T
+        if outermost { knownAbsent = nil }
+        defer { if outermost { knownAbsent = nil } }
         do {
             result = try db.transaction(.immediate) {
                 if outermost {
@@ -412,6 +419,7 @@ public final class ReplicaStore {
             if outermost { transactionState = nil }
         } catch {
             (counter, sequence, clock) = saved
+            knownAbsent = nil  // a savepoint rolled back: what it found may have been its own
             rulesCache = [:]  // it may hold what the rolled back records configured
             gatheredIndexWrites = nil  // it counted rolled back records
             if outermost {
@@ -581,7 +589,10 @@ public final class ReplicaStore {
         statement.reset()
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
-        guard try statement.step() else { return nil }
+        guard try statement.step() else {
+            if isWriting { knownAbsent = id }
+            return nil
+        }
         return try decoding(record: id) {
             let type = try statement.string(1)
             let vector = try statement.withBytes(3) { try RecordCodec.decodeVector($0) }
@@ -649,6 +660,7 @@ public final class ReplicaStore {
     func saveRow(id: UUID, type: String, isDeleted: Bool, dirty: Bool, vector: [UInt8], state: [UInt8],
                  replacing previous: Int64?) throws -> Int64 {
         gatheredIndexWrites = nil  // a write a gather did not see
+        knownAbsent = nil
         sequence += 1
         noteChange(id, type: type)
         let statement: any SQLStatement
@@ -723,7 +735,11 @@ public final class ReplicaStore {
         statement.reset()
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
-        return try statement.step() ? statement.string(0) : nil
+        guard try statement.step() else {
+            if isWriting, !live { knownAbsent = id }
+            return nil
+        }
+        return try statement.string(0)
     }
 
     /// Every record of `type`, in change order.
@@ -799,7 +815,7 @@ public final class ReplicaStore {
     public func create(_ type: String, id: UUID = .newRecordID(), _ values: [String: FieldValue] = [:]) throws -> RecordState {
         try write {
             try checkLocalValues(type: type, record: id, values)
-            guard try load(id, decodeState: false) == nil else { throw ReplicaStoreError.recordExists(id) }
+            guard try knownAbsent == id || load(id, decodeState: false) == nil else { throw ReplicaStoreError.recordExists(id) }
             let (dot, timestamp) = try nextWrite()
             let state = RecordState.created(id: id, type: type, fields: values, dot: dot, timestamp: timestamp)
             try save(state, replacing: nil, old: nil, dirty: true)
@@ -985,6 +1001,7 @@ public final class ReplicaStore {
                 ON CONFLICT (\(tenant.column)id) DO NOTHING
                 """)
         }
+        knownAbsent = nil
         let statement = insertIfNewStatement!
         statement.reset()
         try statement.bind(integer: sequence + 1, at: 1)

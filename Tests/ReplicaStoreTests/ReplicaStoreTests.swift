@@ -26,6 +26,52 @@ import TestScheduling
         #expect(try store.count(ofType: "contact") == 1)
     }
 
+    /// `create` trusts an id the transaction just found absent only while nothing could have
+    /// made it since: a write, or a savepoint rolled back (which can bring back what it removed).
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func anIdFoundAbsentIsLookedForAgainOnceAnythingCouldHaveMadeIt(_ backend: DatabaseBackend) throws {
+        struct Undone: Error {}
+        let dir = try StorePlace(backend)
+        let store = try openStore(dir, "A")
+        let peer = try openStore(dir, "B")
+
+        let id = UUID()
+        #expect(throws: ReplicaStoreError.recordExists(id)) {
+            try store.transaction {
+                #expect(try store.record(id) == nil)
+                try store.create("contact", id: id, ["name": .text("first")])
+                try store.create("contact", id: id, ["name": .text("again")])
+            }
+        }
+        #expect(try store.record(id) == nil, "the transaction rolled back whole")
+
+        // A record taken from a peer (so not dirty: evicting removes it), removed and looked
+        // for in a savepoint that then rolls back: it is there again, and creating it fails.
+        let theirs = try peer.create("contact", ["name": .text("theirs")])
+        try store.apply(try peer.changes(after: 0, limit: 10).map(\.state))
+        try store.transaction {
+            #expect(throws: Undone.self) {
+                try store.transaction {
+                    try store.evict([theirs.id], reason: "left the scope")
+                    #expect(try store.record(theirs.id) == nil)
+                    #expect(try store.recordType(of: theirs.id) == nil)
+                    throw Undone()
+                }
+            }
+            #expect(throws: ReplicaStoreError.recordExists(theirs.id)) {
+                try store.create("contact", id: theirs.id, ["name": .text("a copy")])
+            }
+        }
+        #expect(try store.record(theirs.id)?.values["name"] == .text("theirs"))
+
+        // Found absent, then created: the common case, one search of the index.
+        let fresh = UUID()
+        try store.transaction {
+            #expect(try store.recordType(of: fresh) == nil)
+            try store.create("contact", id: fresh, ["name": .text("new")])
+        }
+        #expect(try store.record(fresh)?.values["name"] == .text("new"))
+    }
+
     @Test(.blocking, arguments: DatabaseBackend.allCases) func counterAndSequenceSurviveARestart(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let id = UUID()
