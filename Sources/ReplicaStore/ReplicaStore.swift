@@ -139,6 +139,13 @@ public final class ReplicaStore {
     private var transactionState: TransactionState?
     /// Whether a write transaction of this handle is open.
     var isWriting: Bool { transactionState != nil }
+
+    /// Forgets what the open transaction found of records (`recordType(of:live:)`, `knownAbsent`),
+    /// for code that removes rows from `records`.
+    func forgetFoundRecords() {
+        transactionState?.recordTypes = [:]
+        knownAbsent = nil
+    }
     /// An id the open transaction found no record of (`load`, `recordType`), with nothing
     /// written to `records` since: `create` need not look for it again. An import looks up
     /// each row's id before it creates the row's record, and the CRM's effects each record
@@ -180,6 +187,11 @@ public final class ReplicaStore {
         var tracksChanges: Bool
         var changed: [UUID: String] = [:]
         var changedOrder: [UUID] = []
+        /// The types of the records `recordType(of:live:)` found, and whether they were live,
+        /// kept up to date by this transaction's writes: one reference is looked up several
+        /// times in a transaction (an import finds a row's account, then the rules check it).
+        /// Emptied when a savepoint rolls back or a row is removed.
+        var recordTypes: [UUID: (type: String, live: Bool)] = [:]
 
         mutating func noteChange(_ id: UUID, type: String) {
             guard tracksChanges else { return }
@@ -426,6 +438,7 @@ public final class ReplicaStore {
                 transactionState = nil
             } else {
                 transactionState?.reloadToCheck = true
+                transactionState?.recordTypes = [:]
                 // A deferral the savepoint undid must not keep this transaction from indexing.
                 if let committed = try? committedDeferredIndexTypes() { deferredIndexTypes = committed }
             }
@@ -661,6 +674,9 @@ public final class ReplicaStore {
                  replacing previous: Int64?) throws -> Int64 {
         gatheredIndexWrites = nil  // a write a gather did not see
         knownAbsent = nil
+        if transactionState?.recordTypes.isEmpty == false, transactionState?.recordTypes[id] != nil {
+            transactionState?.recordTypes[id] = (type, !isDeleted)
+        }
         sequence += 1
         noteChange(id, type: type)
         let statement: any SQLStatement
@@ -731,15 +747,25 @@ public final class ReplicaStore {
     public func recordType(of id: UUID, live: Bool = false) throws -> String? {
         // From the row's columns, without decoding the record: code that checks many references
         // (an import resolving every row's account and contact) calls this once per reference.
-        let statement = try db.statement(live ? "SELECT type FROM records WHERE \(tenant.and)id = ? AND deleted = 0" : "SELECT type FROM records WHERE \(tenant.and)id = ?")
+        guard isWriting else {
+            let statement = try db.statement(live ? "SELECT type FROM records WHERE \(tenant.and)id = ? AND deleted = 0" : "SELECT type FROM records WHERE \(tenant.and)id = ?")
+            statement.reset()
+            try statement.bind(uuid: id, at: 1)
+            defer { statement.reset() }
+            return try statement.step() ? statement.string(0) : nil
+        }
+        if let known = transactionState?.recordTypes[id] { return live && !known.live ? nil : known.type }
+        let statement = try db.statement("SELECT type, deleted FROM records WHERE \(tenant.and)id = ?")
         statement.reset()
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
         guard try statement.step() else {
-            if isWriting, !live { knownAbsent = id }
+            knownAbsent = id
             return nil
         }
-        return try statement.string(0)
+        let type = try statement.string(0), isLive = try statement.int64(1) == 0
+        transactionState?.recordTypes[id] = (type, isLive)
+        return live && !isLive ? nil : type
     }
 
     /// Every record of `type`, in change order.

@@ -171,6 +171,7 @@ extension ReplicaStore {
                         SELECT seq, id FROM records WHERE \(tenant.and)deleted = 1 AND (dirty = 0 OR ? = 1) AND seq <= ? ORDER BY seq LIMIT ?
                         """, [keepUnpushed ? 0 : 1, cutoff, Int64(chunk)]) { (try $0.int64(0), try $0.data(1)) }
                     let peers = rows.isEmpty ? [] : try peersHoldingRecords()
+                    forgetFoundRecords()
                     for (_, id) in rows {
                         try db.run("DELETE FROM records WHERE \(tenant.and)id = ?", [SQLValue.blob(id)])
                         // What a server noted of its peers about the record: it is gone for them too.

@@ -164,6 +164,7 @@ extension ReplicaStore {
             try updateFieldIndex(gone, old: state)
         }
         try db.run("DELETE FROM records WHERE \(tenant.and)id = ?", [SQLValue.blob(Data(id.bytes))])
+        forgetFoundRecords()
         try db.run("DELETE FROM pending_evictions WHERE \(tenant.and)id = ?", [SQLValue.blob(Data(id.bytes))])
     }
 }

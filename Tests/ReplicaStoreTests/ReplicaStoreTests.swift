@@ -72,6 +72,42 @@ import TestScheduling
         #expect(try store.record(fresh)?.values["name"] == .text("new"))
     }
 
+    /// What a transaction found of a record's type is what it says later in the transaction,
+    /// whatever the transaction did to the record since: deleted, rolled back, removed.
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aRecordsTypeFoundInATransactionFollowsWhatTheTransactionDoes(_ backend: DatabaseBackend) throws {
+        struct Undone: Error {}
+        let dir = try StorePlace(backend)
+        let store = try openStore(dir, "A")
+        let peer = try openStore(dir, "B")
+        let theirs = try peer.create("contact", ["name": .text("theirs")])
+        try store.apply(try peer.changes(after: 0, limit: 10).map(\.state))
+        try store.transaction {
+            #expect(try store.recordType(of: theirs.id, live: true) == "contact")
+            #expect(throws: Undone.self) {
+                try store.transaction {
+                    try store.delete(theirs.id)
+                    #expect(try store.recordType(of: theirs.id, live: true) == nil)
+                    #expect(try store.recordType(of: theirs.id) == "contact", "a tombstone keeps its type")
+                    throw Undone()
+                }
+            }
+            #expect(try store.recordType(of: theirs.id, live: true) == "contact", "the deletion rolled back")
+            try store.delete(theirs.id)
+            #expect(try store.recordType(of: theirs.id, live: true) == nil)
+        }
+        #expect(try store.recordType(of: theirs.id, live: true) == nil)
+        #expect(try store.recordType(of: theirs.id) == "contact")
+
+        let other = try peer.create("contact", ["name": .text("other")])
+        try store.apply(try peer.changes(after: 0, limit: 10).map(\.state))
+        try store.transaction {
+            #expect(try store.recordType(of: other.id, live: true) == "contact")
+            try store.evict([other.id], reason: "left the scope")
+            #expect(try store.recordType(of: other.id) == nil, "removed without a tombstone")
+        }
+        #expect(try store.record(other.id) == nil)
+    }
+
     @Test(.blocking, arguments: DatabaseBackend.allCases) func counterAndSequenceSurviveARestart(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let id = UUID()
