@@ -245,16 +245,28 @@ public struct CSVImporter {
         batch.reserveCapacity(max(1, options.batchSize))
         while true {
             batch.removeAll(keepingCapacity: true)
-            while batch.count < max(1, options.batchSize), let row = try rows.next() { batch.append(row) }
-            if batch.isEmpty { break }
             var next = report
-            next.rows += batch.count
+            var unreadable: (any Error)?
+            /// The batch's rows, read (and, in a whole export, their references found) in the
+            /// batch's transaction when there is one: the store's rules then check the same
+            /// references again without reading them from the file a second time.
+            func readBatch() throws {
+                do {
+                    while batch.count < max(1, options.batchSize), let row = try rows.next() { batch.append(row) }
+                } catch {
+                    unreadable = error
+                    throw error
+                }
+                next.rows += batch.count
+            }
             do {
                 if options.dryRun {
+                    try readBatch()
                     for record in batch { try run.importRow(record, into: &next) }
                 } else {
                     try store.transaction {
                         let mark = try options.journal?.mark(store)
+                        try readBatch()
                         for record in batch { try run.importRow(record, into: &next) }
                         if let journal = options.journal, let mark {
                             try journal.record(store, since: mark, merges: next.merges[report.merges.count...])
@@ -262,10 +274,12 @@ public struct CSVImporter {
                     }
                 }
             } catch {
+                if let unreadable { throw unreadable }
                 // The batch rolled back whole; what earlier batches committed stays, and a
                 // re-run finds those rows imported and goes on from there.
                 throw ImportInterrupted(report: report, atRow: batch.first?.row ?? 0, cause: error)
             }
+            if batch.isEmpty { break }
             if !options.dryRun && next.created.count > options.createdListLimit { next.created.removeLast(next.created.count - options.createdListLimit) }
             report = next
             report.unmappedOwners = run.unmappedOwners.sorted { ($1.value, $0.key) < ($0.value, $1.key) }.map { .init(owner: $0.key, rows: $0.value) }
