@@ -140,17 +140,11 @@ public final class ReplicaStore {
     /// Whether a write transaction of this handle is open.
     var isWriting: Bool { transactionState != nil }
 
-    /// Forgets what the open transaction found of records (`recordType(of:live:)`, `knownAbsent`),
-    /// for code that removes rows from `records`.
+    /// Forgets what the open transaction found of records (`TransactionState.found`), for
+    /// code that removes rows from `records`.
     func forgetFoundRecords() {
-        transactionState?.recordTypes = [:]
-        knownAbsent = nil
+        transactionState?.found = [:]
     }
-    /// An id the open transaction found no record of (`load`, `recordType`), with nothing
-    /// written to `records` since: `create` need not look for it again. An import looks up
-    /// each row's id before it creates the row's record, and the CRM's effects each record
-    /// they add: a second search of the id index for each, a twentieth of an import.
-    private var knownAbsent: UUID?
 
     /// The rights this replica's own writes are checked against before they are kept (see
     /// `LocalWriteCheck`); `nil` checks none. A device sets it when it learns its user's rights
@@ -159,6 +153,12 @@ public final class ReplicaStore {
     public var localWriteCheck: (any LocalWriteCheck)?
 
     /// What the outermost write transaction collects until it commits.
+    /// What a transaction found of a record's row: none, or its type and whether it is live.
+    private enum FoundRecord {
+        case absent
+        case present(type: String, live: Bool)
+    }
+
     private struct TransactionState {
         /// Identifies the records one local transaction wrote, so a push keeps them together.
         var id: Int64
@@ -187,11 +187,12 @@ public final class ReplicaStore {
         var tracksChanges: Bool
         var changed: [UUID: String] = [:]
         var changedOrder: [UUID] = []
-        /// The types of the records `recordType(of:live:)` found, and whether they were live,
-        /// kept up to date by this transaction's writes: one reference is looked up several
-        /// times in a transaction (an import finds a row's account, then the rules check it).
+        /// What `load` and `recordType(of:live:)` found of records, kept up to date by this
+        /// transaction's writes, so it is not searched for again: one reference is looked up
+        /// several times (an import finds a row's account, then the rules check it), and an id
+        /// found absent is then created (`create` need not search for it a second time).
         /// Emptied when a savepoint rolls back or a row is removed.
-        var recordTypes: [UUID: (type: String, live: Bool)] = [:]
+        var found: [UUID: FoundRecord] = [:]
 
         mutating func noteChange(_ id: UUID, type: String) {
             guard tracksChanges else { return }
@@ -392,8 +393,6 @@ public final class ReplicaStore {
         let outermost = transactionState == nil
         let committed: TransactionState?
         let result: T
-        if outermost { knownAbsent = nil }
-        defer { if outermost { knownAbsent = nil } }
         do {
             result = try db.transaction(.immediate) {
                 if outermost {
@@ -431,14 +430,13 @@ public final class ReplicaStore {
             if outermost { transactionState = nil }
         } catch {
             (counter, sequence, clock) = saved
-            knownAbsent = nil  // a savepoint rolled back: what it found may have been its own
             rulesCache = [:]  // it may hold what the rolled back records configured
             gatheredIndexWrites = nil  // it counted rolled back records
             if outermost {
                 transactionState = nil
             } else {
                 transactionState?.reloadToCheck = true
-                transactionState?.recordTypes = [:]
+                transactionState?.found = [:]  // it may have found what the savepoint wrote or removed
                 // A deferral the savepoint undid must not keep this transaction from indexing.
                 if let committed = try? committedDeferredIndexTypes() { deferredIndexTypes = committed }
             }
@@ -603,7 +601,7 @@ public final class ReplicaStore {
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
         guard try statement.step() else {
-            if isWriting { knownAbsent = id }
+            transactionState?.found[id] = .absent
             return nil
         }
         return try decoding(record: id) {
@@ -673,9 +671,8 @@ public final class ReplicaStore {
     func saveRow(id: UUID, type: String, isDeleted: Bool, dirty: Bool, vector: [UInt8], state: [UInt8],
                  replacing previous: Int64?) throws -> Int64 {
         gatheredIndexWrites = nil  // a write a gather did not see
-        knownAbsent = nil
-        if transactionState?.recordTypes.isEmpty == false, transactionState?.recordTypes[id] != nil {
-            transactionState?.recordTypes[id] = (type, !isDeleted)
+        if transactionState?.found.isEmpty == false, transactionState?.found[id] != nil {
+            transactionState?.found[id] = .present(type: type, live: !isDeleted)
         }
         sequence += 1
         noteChange(id, type: type)
@@ -754,17 +751,21 @@ public final class ReplicaStore {
             defer { statement.reset() }
             return try statement.step() ? statement.string(0) : nil
         }
-        if let known = transactionState?.recordTypes[id] { return live && !known.live ? nil : known.type }
+        switch transactionState?.found[id] {
+        case .absent: return nil
+        case .present(let type, let isLive): return live && !isLive ? nil : type
+        case nil: break
+        }
         let statement = try db.statement("SELECT type, deleted FROM records WHERE \(tenant.and)id = ?")
         statement.reset()
         try statement.bind(uuid: id, at: 1)
         defer { statement.reset() }
         guard try statement.step() else {
-            knownAbsent = id
+            transactionState?.found[id] = .absent
             return nil
         }
         let type = try statement.string(0), isLive = try statement.int64(1) == 0
-        transactionState?.recordTypes[id] = (type, isLive)
+        transactionState?.found[id] = .present(type: type, live: isLive)
         return live && !isLive ? nil : type
     }
 
@@ -841,7 +842,11 @@ public final class ReplicaStore {
     public func create(_ type: String, id: UUID = .newRecordID(), _ values: [String: FieldValue] = [:]) throws -> RecordState {
         try write {
             try checkLocalValues(type: type, record: id, values)
-            guard try knownAbsent == id || load(id, decodeState: false) == nil else { throw ReplicaStoreError.recordExists(id) }
+            if case .absent? = transactionState?.found[id] {
+                // This transaction found no row of it, and none was written since.
+            } else if try load(id, decodeState: false) != nil {
+                throw ReplicaStoreError.recordExists(id)
+            }
             let (dot, timestamp) = try nextWrite()
             let state = RecordState.created(id: id, type: type, fields: values, dot: dot, timestamp: timestamp)
             try save(state, replacing: nil, old: nil, dirty: true)
@@ -1027,7 +1032,8 @@ public final class ReplicaStore {
                 ON CONFLICT (\(tenant.column)id) DO NOTHING
                 """)
         }
-        knownAbsent = nil
+        // Inserted unless there is a row already: whether there is one now, only a search says.
+        if transactionState?.found.isEmpty == false { transactionState?.found[record.id] = nil }
         let statement = insertIfNewStatement!
         statement.reset()
         try statement.bind(integer: sequence + 1, at: 1)
