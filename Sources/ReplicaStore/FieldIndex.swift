@@ -1,3 +1,4 @@
+import CSQLite
 import Foundation
 import SQLite
 import SyncModel
@@ -229,14 +230,42 @@ extension ReplicaStore {
         return Set(try db.fetch("SELECT type FROM field_index_deferred\(tenant.only)") { try $0.string(0) })
     }
 
+    /// How much memory a build of one type's entries may take before it sets them aside
+    /// (`buildFieldIndex`): a type of a million records has some 300 MB of entries, which an
+    /// import or a sync must not hold whole.
+    static let fieldIndexBuildLimit = 24 << 20
+
     /// Replaces the entries of `type` by those of its live records, inserted in key order
     /// (`FieldIndexBuild`). Only the indexed fields are read from each state.
-    private func buildFieldIndex(of type: String) throws {
-        guard let fields = indexedFieldsByType[type] else { return }
+    ///
+    /// The entries are made in memory while they fit in `limit` bytes. A type with more has
+    /// them sorted and set aside in a file each time they fill it (`IndexRuns`), and those
+    /// sorted runs merged into the index at the end: a build's memory stays the same however
+    /// many records the type has, and the index is still inserted in key order. A PostgreSQL
+    /// store reads the type's rows whole anyway, and builds in memory.
+    ///
+    /// - Returns: how many sorted runs were set aside: none when the entries fit in memory.
+    @discardableResult
+    func buildFieldIndex(of type: String, limit: Int = ReplicaStore.fieldIndexBuildLimit) throws -> Int {
+        guard let fields = indexedFieldsByType[type] else { return 0 }
         try db.run("DELETE FROM field_index WHERE \(tenant.and)type = ?", [type])
         var build = FieldIndexBuild(fields)
-        try forEachLiveState(of: type, read: { id, state in try build.add(id, state: state) })
-        try build.insert(type: type, into: db, tenant: tenant)
+        var runs: IndexRuns?
+        let setsAside = db.dialect == .sqlite
+        try forEachLiveState(of: type, read: { id, state in
+            try build.add(id, state: state)
+            guard setsAside, build.memory >= limit else { return }
+            if runs == nil { runs = try IndexRuns(beside: path) }
+            try runs!.add(&build)
+            build = FieldIndexBuild(fields)
+        })
+        guard var runs else {
+            try build.insert(type: type, into: db, tenant: tenant)
+            return 0
+        }
+        try runs.add(&build)
+        try runs.merge(into: FieldIndexBuild(fields), type: type, db: db, tenant: tenant)
+        return runs.count
     }
 
     /// Runs `body` in one read snapshot, so that whether a type is deferred and what the index
@@ -354,6 +383,12 @@ struct FieldIndexBuild {
 
     /// How many records were added.
     var records: Int { ids.count }
+
+    /// The bytes the entries take, about: their values, their entries and their records' ids.
+    var memory: Int {
+        ids.count * MemoryLayout<UUID>.stride
+            + lists.reduce(0) { $0 + $1.bytes.count + $1.entries.count * MemoryLayout<Entry>.stride }
+    }
 
     private struct List {
         var bytes: [UInt8] = []
@@ -484,30 +519,75 @@ struct FieldIndexBuild {
     func insert(type: String, into db: any SQLDatabase, tenant: TenantRows) throws {
         var build = self
         build.sort()
+        let names = names
+        try build.insertRows(into: db, "INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES ",
+                             row: "(\(tenant.value)?1, ?2, ?, ?)", firstVariable: 3) { statement, list in
+            try statement.bind(text: type, at: 1)
+            try statement.bind(text: names[list], at: 2)
+        }
+    }
+
+    /// Sorts the entries and writes them as one run of `runs`: for each entry its list, the
+    /// length of its value, the value and the id, list by list in key order.
+    mutating func write(to runs: inout IndexRuns) throws {
+        sort()
+        var out: [UInt8] = []
+        out.reserveCapacity(1 << 20)
+        try ids.withUnsafeBytes { ids in
+            for (index, list) in lists.enumerated() {
+                try list.bytes.withUnsafeBytes { bytes in
+                    for entry in list.entries {
+                        withUnsafeBytes(of: UInt16(index).littleEndian) { out.append(contentsOf: $0) }
+                        withUnsafeBytes(of: UInt32(entry.count).littleEndian) { out.append(contentsOf: $0) }
+                        out.append(contentsOf: bytes[entry.start..<entry.start + Int(entry.count)])
+                        let id = Int(entry.record) * MemoryLayout<UUID>.stride
+                        out.append(contentsOf: ids[id..<id + 16])
+                        if out.count >= 1 << 20 {
+                            try runs.write(out)
+                            out.removeAll(keepingCapacity: true)
+                        }
+                    }
+                }
+            }
+        }
+        try runs.write(out)
+    }
+
+    /// Adds one entry of a merge, already in key order among those before it.
+    mutating func appendMerged(_ value: UnsafeRawBufferPointer, list: Int, id: UnsafeRawBufferPointer) {
+        let record = begin(UUID(uuid: id.loadUnaligned(as: uuid_t.self)))
+        append(value, record: record, to: list)
+        isSorted = true
+    }
+
+    /// Inserts the entries list by list, each in its order, `rows` at a time: `row` is one row's
+    /// values, its own parameters numbered from `firstVariable` on (value, then id), and
+    /// `constants` binds the others for a list.
+    private func insertRows(into db: any SQLDatabase, _ insert: String, row: String, firstVariable: Int32,
+                            constants: (any SQLStatement, Int) throws -> Void) throws {
         let rows = 64
-        let many = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES "
-                                    + Array(repeating: "(\(tenant.value)?1, ?2, ?, ?)", count: rows).joined(separator: ", "))
-        let one = try db.statement("INSERT INTO field_index (\(tenant.column)type, field, value, id) VALUES (\(tenant.value)?1, ?2, ?, ?)")
+        let many = try db.statement(insert + Array(repeating: row, count: rows).joined(separator: ", "))
+        let one = try db.statement(insert + row)
         // Values and ids are bound from the lists' buffers and the ids' array, uncopied: no
         // statement keeps them bound. An id is bound as the 16 bytes `UUID` holds, as
         // `bind(uuid:)` binds them.
         assert(MemoryLayout<UUID>.size == 16 && MemoryLayout<UUID>.stride == 16)
         defer { many.reset(); one.reset() }
-        try build.ids.withUnsafeBytes { ids in
-            for (name, list) in zip(build.names, build.lists) {
+        try ids.withUnsafeBytes { ids in
+            for (index, list) in lists.enumerated() {
                 try list.bytes.withUnsafeBytes { bytes in
                     var start = 0
                     while start < list.entries.count {
                         let statement = list.entries.count - start >= rows ? many : one
                         let count = statement === many ? rows : 1
                         statement.reset()
-                        try statement.bind(text: type, at: 1)
-                        try statement.bind(text: name, at: 2)
+                        try constants(statement, index)
                         for (offset, entry) in list.entries[start..<start + count].enumerated() {
                             try statement.bind(utf8: UnsafeRawBufferPointer(rebasing: bytes[entry.start..<entry.start + Int(entry.count)]),
-                                               at: Int32(3 + 2 * offset))
+                                               at: firstVariable + Int32(2 * offset))
                             let id = Int(entry.record) * MemoryLayout<UUID>.stride
-                            try statement.bind(uncopiedBytes: UnsafeRawBufferPointer(rebasing: ids[id..<id + 16]), at: Int32(4 + 2 * offset))
+                            try statement.bind(uncopiedBytes: UnsafeRawBufferPointer(rebasing: ids[id..<id + 16]),
+                                               at: firstVariable + 1 + Int32(2 * offset))
                         }
                         try statement.step()
                         start += count
@@ -519,11 +599,170 @@ struct FieldIndexBuild {
 
     /// The order of two entries' values: their bytes, then their lengths.
     private static func compare(_ a: Entry, _ b: Entry, in bytes: UnsafeRawBufferPointer) -> Int {
-        let common = Int(min(a.count, b.count))
+        compare(UnsafeRawBufferPointer(rebasing: bytes[a.start..<a.start + Int(a.count)]),
+                UnsafeRawBufferPointer(rebasing: bytes[b.start..<b.start + Int(b.count)]))
+    }
+
+    /// The order of two byte strings as SQLite orders text and blobs: their bytes, then their
+    /// lengths.
+    static func compare(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Int {
+        let common = min(a.count, b.count)
         if common > 0 {
-            let order = memcmp(bytes.baseAddress! + a.start, bytes.baseAddress! + b.start, common)
+            let order = memcmp(a.baseAddress!, b.baseAddress!, common)
             if order != 0 { return Int(order) }
         }
-        return Int(a.count) - Int(b.count)
+        return a.count - b.count
+    }
+}
+
+/// Sorted runs of one type's index entries, set aside by a build too large for its memory
+/// (`ReplicaStore.buildFieldIndex`) in a file of their own: made beside the store, readable by
+/// its owner only (`mkstemp`), and unlinked at once, so that it goes with the build however
+/// the build ends, a crash included.
+struct IndexRuns: ~Copyable {
+    private let descriptor: Int32
+    private let place: String
+    /// Where each run starts and ends in the file.
+    private var runs: [Range<Int>] = []
+    private var end = 0
+
+    /// How many runs were set aside.
+    var count: Int { runs.count }
+
+    init(beside store: String) throws {
+        let directory = (store as NSString).deletingLastPathComponent
+        var template = Array(((directory.isEmpty ? "." : directory) + "/.index-runs-XXXXXX").utf8CString)
+        descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        place = String(cString: template)
+        guard descriptor >= 0 else { throw Self.failure(IndexRuns.writeFailed, "cannot make a file for index entries", place) }
+        unlink(place)
+    }
+
+    deinit { close(descriptor) }
+
+    // SQLite's extended codes for them, macros Swift does not import.
+    static let readFailed = SQLITE_IOERR | 1 << 8, endedEarly = SQLITE_IOERR | 2 << 8, writeFailed = SQLITE_IOERR | 3 << 8
+
+    /// A failure of the file as SQLite reports one of its own temporary files', so that a full
+    /// disk is told as one (`SQLiteError.isStorageFull`).
+    static func failure(_ code: Int32, _ what: String, _ place: String, errno error: Int32 = errno) -> SQLiteError {
+        SQLiteError(code: SQLITE_IOERR, extendedCode: code,
+                    message: error == 0 ? what : "\(what): \(String(cString: strerror(error)))", path: place, systemErrno: error)
+    }
+
+    /// Sorts `build`'s entries and sets them aside as the next run.
+    mutating func add(_ build: inout FieldIndexBuild) throws {
+        let start = end
+        try build.write(to: &self)
+        runs.append(start..<end)
+    }
+
+    /// Appends bytes of the current run.
+    mutating func write(_ bytes: [UInt8]) throws {
+        var written = 0
+        try bytes.withUnsafeBytes { bytes in
+            while written < bytes.count {
+                let count = pwrite(descriptor, bytes.baseAddress! + written, bytes.count - written, off_t(end + written))
+                if count < 0, errno == EINTR { continue }
+                guard count > 0 else { throw Self.failure(IndexRuns.writeFailed, "cannot set index entries aside", place) }
+                written += count
+            }
+        }
+        end += written
+    }
+
+    /// Inserts the runs' entries into the index of `type`, merged into key order: each run is
+    /// read a buffer at a time, and `merged` is inserted and emptied each time it holds a few MB.
+    func merge(into empty: FieldIndexBuild, type: String, db: any SQLDatabase, tenant: TenantRows) throws {
+        var merged = empty
+        var readers = runs.map { Reader(range: $0) }
+        var live: [Int] = []
+        for index in readers.indices where try readers[index].advance(descriptor, place) { live.append(index) }
+        while !live.isEmpty {
+            var least = 0
+            for position in live.indices.dropFirst() where readers[live[position]].precedes(readers[live[least]]) { least = position }
+            readers[live[least]].withEntry { list, value, id in merged.appendMerged(value, list: list, id: id) }
+            if try !readers[live[least]].advance(descriptor, place) { live.remove(at: least) }
+            if merged.memory >= 4 << 20 {
+                try merged.insert(type: type, into: db, tenant: tenant)
+                merged = empty
+            }
+        }
+        try merged.insert(type: type, into: db, tenant: tenant)
+    }
+
+    /// One run read back a buffer at a time, positioned on an entry.
+    private struct Reader {
+        var range: Range<Int>
+        var buffer: [UInt8] = []
+        /// Where the current entry starts in `buffer`, and its value's length.
+        var entry = 0
+        var valueCount = 0
+        var next = 0
+
+        init(range: Range<Int>) { self.range = range }
+
+        static let header = 6
+
+        /// Moves to the next entry; false when the run has none left.
+        mutating func advance(_ descriptor: Int32, _ place: String) throws -> Bool {
+            if !buffer.isEmpty { next = entry + Self.header + valueCount + 16 }
+            guard try fill(Self.header, descriptor, place) else { return false }
+            valueCount = Int(buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: next + 2, as: UInt32.self) }.littleEndian)
+            guard try fill(Self.header + valueCount + 16, descriptor, place) else {
+                throw IndexRuns.failure(IndexRuns.endedEarly, "a run of index entries ends inside an entry", place, errno: 0)
+            }
+            entry = next
+            return true
+        }
+
+        /// Makes `count` bytes from `next` on be in the buffer, reading on; false when the run
+        /// has none left.
+        private mutating func fill(_ count: Int, _ descriptor: Int32, _ place: String) throws -> Bool {
+            if next + count <= buffer.count { return true }
+            buffer.removeSubrange(0..<next)
+            next = 0
+            let wanted = max(count, 256 << 10)
+            guard !range.isEmpty || buffer.count >= count else { return false }
+            let start = buffer.count
+            let reading = min(wanted - start, range.count)
+            if reading > 0 {
+                buffer.append(contentsOf: repeatElement(0, count: reading))
+                var read = 0
+                try buffer.withUnsafeMutableBytes { bytes in
+                    while read < reading {
+                        let count = pread(descriptor, bytes.baseAddress! + start + read, reading - read, off_t(range.lowerBound + read))
+                        if count < 0, errno == EINTR { continue }
+                        guard count > 0 else {
+                            throw count == 0 ? IndexRuns.failure(IndexRuns.endedEarly, "a run of index entries ends early", place, errno: 0)
+                                : IndexRuns.failure(IndexRuns.readFailed, "cannot read index entries back", place)
+                        }
+                        read += count
+                    }
+                }
+                range = range.lowerBound + reading..<range.upperBound
+            }
+            return buffer.count >= count
+        }
+
+        func withEntry<T>(_ body: (Int, UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+            try buffer.withUnsafeBytes { bytes in
+                let list = Int(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: entry, as: UInt16.self)))
+                let value = UnsafeRawBufferPointer(rebasing: bytes[entry + Self.header..<entry + Self.header + valueCount])
+                let id = UnsafeRawBufferPointer(rebasing: bytes[entry + Self.header + valueCount..<entry + Self.header + valueCount + 16])
+                return try body(list, value, id)
+            }
+        }
+
+        /// Whether this reader's entry comes before `other`'s in the index's key order.
+        func precedes(_ other: Reader) -> Bool {
+            withEntry { list, value, id in
+                other.withEntry { otherList, otherValue, otherID in
+                    if list != otherList { return list < otherList }
+                    let order = FieldIndexBuild.compare(value, otherValue)
+                    return order != 0 ? order < 0 : FieldIndexBuild.compare(id, otherID) < 0
+                }
+            }
+        }
     }
 }

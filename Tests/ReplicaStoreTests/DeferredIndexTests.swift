@@ -233,6 +233,26 @@ import TestScheduling
         }
     }
 
+    /// A type whose entries outgrow the memory a build may take has them set aside in sorted
+    /// runs and merged: the index holds exactly what the writes kept in it, a word twice in one
+    /// record once, as a build in memory makes it.
+    @Test(.blocking) func anIndexLargerThanABuildsMemoryIsBuiltTheSame() throws {
+        let place = try StorePlace(.sqlite)  // PostgreSQL reads a type's rows whole, and builds in memory
+        let store = try open(place, "store")
+        try store.apply(encoded: try source(place))
+        try store.create("contact", ["name": .text("Anna anna ANNA-Smith smith"), "city": .text("Oslo")])
+        let maintained = try indexRows(store)
+        #expect(maintained.count > 3_000)
+        for limit in [1 << 10, 64 << 10, ReplicaStore.fieldIndexBuildLimit] {
+            let runs = try store.transaction { try store.buildFieldIndex(of: "contact", limit: limit) }
+            #expect(limit < ReplicaStore.fieldIndexBuildLimit ? runs > 1 : runs == 0, "limit \(limit): \(runs) runs")
+            #expect(try indexRows(store) == maintained, "limit \(limit)")
+            try expectExact(store, "limit \(limit)")
+        }
+        // The runs' file is unlinked as soon as it is made: nothing is left beside the store.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: place.dir.url.path).filter { $0.hasPrefix(".index-runs") } == [])
+    }
+
     @Test(.blocking, arguments: DatabaseBackend.allCases) func aGatheredIndexHoldsExactlyWhatReadingTheRecordsBackBuilds(_ backend: DatabaseBackend) throws {
         let place = try StorePlace(backend)
         let records = try source(place)
