@@ -69,7 +69,31 @@ public struct DuplicateFinder: Sendable {
 
     public let type: String
     public let defaultCountryPrefix: String?
-    private var byKey: [String: UUID] = [:]
+    /// The first record with each key. An import of a million contacts keeps some two million
+    /// keys here: by their digests, not their text.
+    private var byKey: [Digest: UUID] = [:]
+
+    /// A key as the finder keeps it: 16 bytes, where its text took a string allocation of its
+    /// own besides. Two 64-bit hashes of the key, differently salted, with the process's random
+    /// hashing seed: two different keys share a digest with a chance of about 2^-128, so among
+    /// a million keys never.
+    private struct Digest: Hashable {
+        let first: Int
+        let second: Int
+
+        init(_ key: String) {
+            var hasher = Hasher()
+            hasher.combine(0 as UInt8)
+            hasher.combine(key)
+            first = hasher.finalize()
+            hasher = Hasher()
+            hasher.combine(1 as UInt8)
+            hasher.combine(key)
+            second = hasher.finalize()
+        }
+
+        func hash(into hasher: inout Hasher) { hasher.combine(first) }
+    }
 
     /// An empty finder for records of `type`.
     public init(type: String, defaultCountryPrefix: String? = nil) {
@@ -108,7 +132,10 @@ public struct DuplicateFinder: Sendable {
 
     /// `add` with the record's `keys` computed already.
     public mutating func add(_ id: UUID, keys: [(matchedBy: String, key: String)]) {
-        for (_, key) in keys where byKey[key] == nil { byKey[key] = id }
+        for (_, key) in keys {
+            let digest = Digest(key)
+            if byKey[digest] == nil { byKey[digest] = id }
+        }
     }
 
     /// The known records `values` likely duplicate, each once, best evidence (e-mail) first.
@@ -118,7 +145,7 @@ public struct DuplicateFinder: Sendable {
     public func matches(keys: [(matchedBy: String, key: String)]) -> [DuplicateMatch] {
         var found: [DuplicateMatch] = []
         for (matchedBy, key) in keys {
-            if let id = byKey[key], !found.contains(where: { $0.record == id }) {
+            if let id = byKey[Digest(key)], !found.contains(where: { $0.record == id }) {
                 found.append(DuplicateMatch(record: id, matchedBy: matchedBy, key: String(key.dropFirst(2))))
             }
         }
