@@ -165,8 +165,9 @@ struct CRMBench: ParsableCommand {
                                                  "ratio_to_floor": decoded / floor])
     }
 
-    private func median(_ body: () throws -> Void) throws -> Double {
-        var times = try (0..<runs).map { _ in try measure(body) }
+    /// The median time of `count` runs of `body` (`runs` by default).
+    func median(runs count: Int? = nil, _ body: () throws -> Void) throws -> Double {
+        var times = try (0..<(count ?? runs)).map { _ in try measure(body) }
         times.sort()
         return times[times.count / 2]
     }

@@ -93,7 +93,11 @@ extension CRMBench {
         for rows in [orgRows / 4, orgRows] where rows >= 100 {
             let export = OrgExport(rows: rows)
             try export.write(to: dir.path("org-export-\(rows)"))
-            let floor = try measure { try export.insertPlainly(into: dir.path("org-floor-\(rows).sqlite")) }
+            // The median of three: one run of it moved by half between runs on a shared machine.
+            let floor = try median(runs: 3) {
+                try? FileManager.default.removeItem(atPath: dir.path("org-floor-\(rows).sqlite"))
+                try export.insertPlainly(into: dir.path("org-floor-\(rows).sqlite"))
+            }
             let process = Process()
             process.executableURL = URL(fileURLWithPath: Bundle.main.executablePath ?? CommandLine.arguments[0])
             process.arguments = ["crm-org-import", "--from", dir.path("org-export-\(rows)"), "--directory", dir.path("org-import-\(rows)")]
@@ -110,7 +114,7 @@ extension CRMBench {
                 throw ValidationError("the whole-org import went wrong: \(String(decoding: data, as: UTF8.self))")
             }
             report.line("org_import_salesforce_export", [
-                "rows": rows, "seconds": seconds, "rows_per_second": Double(rows) / seconds, "floor_plain_insert_seconds": floor,
+                "rows": rows, "seconds": seconds, "rows_per_second": Double(rows) / seconds, "floor_plain_insert_seconds": floor, "floor_runs": 3,
                 "ratio_to_floor": seconds / floor, "target_ratio": 4, "peak_memory_mb": Double(memory) / 1024,
                 "export_mb": Double(result["export_bytes"] as? Int ?? 0) / 1_048_576,
             ])
