@@ -152,13 +152,13 @@ public final class ReplicaStore {
     /// between transactions; one set inside a transaction applies when that transaction ends.
     public var localWriteCheck: (any LocalWriteCheck)?
 
-    /// What the outermost write transaction collects until it commits.
     /// What a transaction found of a record's row: none, or its type and whether it is live.
     private enum FoundRecord {
         case absent
         case present(type: String, live: Bool)
     }
 
+    /// What the outermost write transaction collects until it commits.
     private struct TransactionState {
         /// Identifies the records one local transaction wrote, so a push keeps them together.
         var id: Int64
