@@ -288,8 +288,8 @@ final class TopologyNode {
         let deadline = Date().addingTimeInterval(20)
         while running.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
         guard running.isRunning else { return true }
-        Foundation.kill(running.processIdentifier, SIGKILL)
-        running.waitUntilExit()
+        running.send(SIGKILL)
+        _ = running.waitForExit(within: .seconds(60))
         return false
     }
 

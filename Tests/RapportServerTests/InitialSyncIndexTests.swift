@@ -4,6 +4,7 @@ import RapportClient
 import ReplicaStore
 import Synchronization
 import SyncModel
+import TestScheduling
 import TestSupport
 import Testing
 
@@ -11,7 +12,7 @@ import Testing
 /// process: the index is deferred while it runs and built at its end. The app and a `rapport`
 /// process read the store between batches and get exact answers; a `rapport sync` killed
 /// half-way (SIGKILL) leaves a store that answers exactly and whose next sync builds the index.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct InitialSyncIndexTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct InitialSyncIndexTests {
     static let owners = (0..<5).map { "rep\($0)@acme.example" }
     static let places = ["North", "Harbor", "Summit"]
     static let words = ["harbor", "north", "firm", "summ", "person", "nothing"]
@@ -175,12 +176,7 @@ import Testing
         for attempt in 1...4 where landed == nil {
             let (cli, path) = try tenant.home(port: server.port, name: "device-\(attempt)")
             let watcher = try ReplicaStore(path: path, options: .crm())
-            let sync = Process()
-            sync.executableURL = URL(fileURLWithPath: cli.binary)
-            sync.arguments = ["sync"] + cli.fixed
-            sync.standardOutput = FileHandle.nullDevice
-            sync.standardError = FileHandle.nullDevice
-            try sync.run()
+            let sync = try ChildProcess(cli.binary, ["sync"] + cli.fixed)
             // Once a batch (2,000 records of 16,000) is in, the server stops answering and the
             // device is killed, most often in the middle of the sync.
             while try watcher.count(ofType: "account") == 0 {
@@ -189,11 +185,11 @@ import Testing
                 try await Task.sleep(for: .milliseconds(5))
             }
             kill(server.process.processIdentifier, SIGSTOP)
-            kill(sync.processIdentifier, SIGKILL)
-            sync.waitUntilExit()
+            sync.send(SIGKILL)
+            try #require(sync.waitForExit(within: .seconds(60)), "the killed sync did not exit")
             kill(server.process.processIdentifier, SIGCONT)
             // A sync that ended on its own before the kill (it had the whole pull) is such an attempt too.
-            let killed = sync.terminationReason == .uncaughtSignal
+            let killed = sync.endedBySignal
             let held = try watcher.count(ofType: "account")
             let deferred = try watcher.deferredFieldIndexTypes()
             if killed && held > 0 && held < 14_000 && deferred == ["account"] {

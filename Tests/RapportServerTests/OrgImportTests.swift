@@ -576,12 +576,7 @@ import Testing
 
         // Killed (SIGKILL) part way, then run again.
         let before = try OrgImportTests.records(ctl, dir, "before")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ctl.binary)
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try ChildProcess(ctl.binary, arguments)
         // Killed once the import has written its first rows (the accounts), not after a fixed
         // time: the tenant's store is read as another process would while the import runs.
         var readOnly = Database.Options()
@@ -592,8 +587,8 @@ import Testing
         }
         watcher.close()
         let killedEarly = process.isRunning
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.send(SIGKILL)
+        try #require(process.waitForExit(within: .seconds(60)), "the killed import did not exit")
         let storePath = try DataDirectory(ctl.data).storePath(of: "acme")
         let killedStore = try Database(path: storePath, options: readOnly)
         let deferredByTheKilledRun = try killedStore.scalarInt("SELECT count(*) FROM field_index_deferred") ?? 0
@@ -655,7 +650,7 @@ import Testing
     }
 }
 
-@Suite(.timeLimit(.minutes(10))) struct ImportDeviceTests {
+@Suite(.timeLimit(.minutes(10)), .ownThread) struct ImportDeviceTests {
     /// Live records per type on a device.
     static func counts(_ client: RapportClient) throws -> [String: Int] {
         try client.local { store in

@@ -89,40 +89,25 @@ public final class PostgresServer: Sendable {
             .first { FileManager.default.isExecutableFile(atPath: $0 + "/initdb") }
     }
 
-    /// Runs a server program and waits for it, its output in a file. Spawned by hand, not with
-    /// Foundation's `Process`: the server pg_ctl starts would inherit the descriptors Process
-    /// and the test runner keep (Process learns of an exit through one), and neither would see
-    /// an end while the server runs. Here the program gets the file and nothing else.
+    /// Runs a server program and waits for it, its output in a file. The server pg_ctl starts
+    /// inherits the program's descriptors: it gets the file and nothing else (`ChildProcess`).
     private static func run(_ command: [String], what: String) throws {
         let output = NSTemporaryDirectory() + "rapport-postgres-\(UUID().uuidString).out"
         defer { try? FileManager.default.removeItem(atPath: output) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // glibc's closefrom action, which Swift's Glibc module does not declare.
-        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else {
-            throw PostgresServerError("\(what): this C library cannot close inherited descriptors (posix_spawn_file_actions_addclosefrom_np, glibc 2.34)")
+        let child: ChildProcess
+        do {
+            child = try ChildProcess(command[0], Array(command.dropFirst()), standardOutput: .file(output), standardError: .output)
+        } catch {
+            throw PostgresServerError("\(what): \(error)")
         }
-        _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
-        let argv = command.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, command[0], &actions, nil, argv, environ)
-        guard spawned == 0 else {
-            throw PostgresServerError("\(what): cannot start \(command[0]): \(String(cString: strerror(spawned)))")
+        guard child.waitForExit(within: .seconds(600)) else {
+            child.send(SIGKILL)
+            throw PostgresServerError("\(what) did not end within 10 minutes")
         }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
-        // WIFEXITED / WEXITSTATUS, which Swift does not import.
-        let exited = status & 0x7f == 0
-        let code = (status >> 8) & 0xff
-        guard exited, code == 0 else {
+        let code = child.terminationStatus
+        guard !child.endedBySignal, code == 0 else {
             let said = String(decoding: FileManager.default.contents(atPath: output) ?? Data(), as: UTF8.self)
-            throw PostgresServerError("\(what) failed (\(exited ? "status \(code)" : "signal \(status & 0x7f)")): \(said)")
+            throw PostgresServerError("\(what) failed (\(child.endedBySignal ? "signal" : "status") \(code)): \(said)")
         }
     }
 }

@@ -23,17 +23,23 @@ public struct DeviceCredential: Sendable, Hashable {
 /// A `rapportd` child process, for tests whose behaviour crosses a process boundary (a server
 /// killed mid-sync) and for benchmarks that read the server's own CPU time and memory.
 public final class ServerProcess: Sendable {
-    public let process: Process
+    public let process: ChildProcess
     public let port: Int
     /// What the server printed to standard output up to the line with its port (or a little more).
     public let banner: String
     private let output: FileHandle
+    /// Where its log goes when `start` was given no file: a file of ours, copied to this
+    /// process's standard error when the server ends. (Never this process's standard error
+    /// itself: a server left running by a test process that crashed held it, and `swift test`,
+    /// which reads it, waited for its end until CI gave up.)
+    private let ownLog: String?
 
-    private init(process: Process, port: Int, banner: String, output: FileHandle) {
+    private init(process: ChildProcess, port: Int, banner: String, output: FileHandle, ownLog: String?) {
         self.process = process
         self.port = port
         self.banner = banner
         self.output = output
+        self.ownLog = ownLog
     }
 
     /// Everything the server printed to standard output after `banner`, once it has exited.
@@ -88,16 +94,10 @@ public final class ServerProcess: Sendable {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw BenchError("no rapportd at \(binary); build it first: swift build -c release --product rapportd")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["--port", "0", "--data", data, "--log-level", "warning"] + arguments
-        let output = Pipe()
-        process.standardOutput = output
-        if let logFile {
-            _ = FileManager.default.createFile(atPath: logFile, contents: nil)
-            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: logFile))
-        }
-        try process.run()
+        let ownLog = logFile == nil ? NSTemporaryDirectory() + "rapportd-\(UUID().uuidString).log" : nil
+        let process = try ChildProcess(binary, ["--port", "0", "--data", data, "--log-level", "warning"] + arguments,
+                                       standardOutput: .pipe, standardError: .file(logFile ?? ownLog!))
+        let output = process.output!
         // The first line says where it listens: "rapportd serving DIR on HOST:PORT".
         var buffer = Data()
         func complete() -> Bool {
@@ -107,23 +107,42 @@ public final class ServerProcess: Sendable {
             guard let range = text.range(of: bannerLine) else { return false }
             return text[range.upperBound...].contains("\n")
         }
+        // Ended by a kill rather than left running when it never says where it listens: a
+        // server that did not start is not waited for by anything after this.
+        func fail(_ message: String) -> BenchError {
+            process.send(SIGKILL)
+            _ = process.waitForExit(within: .seconds(60))
+            let log = (try? String(contentsOfFile: logFile ?? ownLog!, encoding: .utf8)) ?? ""
+            if let ownLog { try? FileManager.default.removeItem(atPath: ownLog) }
+            return BenchError(message + (log.isEmpty ? "" : "; its log:\n" + log))
+        }
         while !complete() {
-            let chunk = output.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { throw BenchError("rapportd exited before listening") }
+            let chunk = output.availableData
+            guard !chunk.isEmpty else { throw fail("rapportd exited before listening") }
             buffer.append(chunk)
         }
         let line = String(decoding: buffer, as: UTF8.self).split(separator: "\n")[0]
         guard let port = line.split(separator: ":").last.flatMap({ Int($0) }) else {
-            process.terminate()
-            throw BenchError("cannot read the port from rapportd's first line: \(line)")
+            throw fail("cannot read the port from rapportd's first line: \(line)")
         }
         if let bannerLine, !String(decoding: buffer, as: UTF8.self).contains(bannerLine) {
-            process.terminate()
-            throw BenchError("rapportd did not print '\(bannerLine)'")
+            throw fail("rapportd did not print '\(bannerLine)'")
         }
         return ServerProcess(process: process, port: port, banner: String(decoding: buffer, as: UTF8.self),
-                             output: output.fileHandleForReading)
+                             output: output, ownLog: ownLog)
     }
+
+    /// Copies the log of a server that has ended to this process's standard error, when
+    /// `start` kept it in a file of its own, and removes that file.
+    private func passOnOwnLog() {
+        guard let ownLog, !process.isRunning else { return }
+        if let log = FileManager.default.contents(atPath: ownLog), !log.isEmpty {
+            FileHandle.standardError.write(Data("rapportd \(process.processIdentifier) logged:\n".utf8) + log)
+        }
+        try? FileManager.default.removeItem(atPath: ownLog)
+    }
+
+    deinit { passOnOwnLog() }
 
     /// The integration API's port, from the banner line `integration API at https://HOST:PORT/v1`
     /// (started with `bannerLine: "integration API at"`); `nil` when it printed none.
@@ -132,10 +151,22 @@ public final class ServerProcess: Sendable {
         return line.split(separator: ":").dropFirst(2).first.flatMap { Int($0.prefix { $0.isNumber }) }
     }
 
+    /// Stops the server as an operator or a supervisor would, with SIGTERM, and waits for it.
+    /// A server still running a minute later is a defect to find, not one to wait on: its
+    /// threads go to standard error (with gdb on the machine), and SIGKILL ends it.
     public func stop() {
         guard process.isRunning else { return }
         process.terminate()
-        process.waitUntilExit()
+        if process.waitForExit(within: .seconds(60)) { return passOnOwnLog() }
+        let pid = process.processIdentifier
+        var report = "rapportd \(pid) is still running 60 s after SIGTERM; killing it\n"
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/gdb"),
+           let stacks = try? ToolProcess.run("/usr/bin/gdb", ["-p", "\(pid)", "-batch", "-ex", "thread apply all bt 30"],
+                                             limit: .seconds(120)) {
+            report += "its threads:\n" + stacks.output
+        }
+        FileHandle.standardError.write(Data(report.utf8))
+        kill()
     }
 
     /// User plus system CPU time the server has used so far.
@@ -179,8 +210,11 @@ extension ServerProcess {
 
     public func kill() {
         guard process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.send(SIGKILL)
+        if !process.waitForExit(within: .seconds(60)) {
+            FileHandle.standardError.write(Data("rapportd \(process.processIdentifier) did not exit 60 s after SIGKILL\n".utf8))
+        }
+        passOnOwnLog()
     }
 }
 
@@ -189,28 +223,17 @@ extension ServerProcess {
 public enum OpenSSLFloor {
     public static func handshakesPerServerCPUSecond(certificate: String, key: String, ca: String, connections: Int) throws -> Double {
         let port = try LoopbackPort.free()
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        server.arguments = ["s_server", "-cert", certificate, "-key", key, "-accept", "127.0.0.1:\(port)", "-www", "-quiet"]
-        server.standardInput = FileHandle.nullDevice
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        let server = try ChildProcess("/usr/bin/openssl", ["s_server", "-cert", certificate, "-key", key,
+                                                           "-accept", "127.0.0.1:\(port)", "-www", "-quiet"])
         // s_server ignores SIGTERM while it waits in accept: only SIGKILL ends it reliably.
-        defer { Foundation.kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
+        defer { server.send(SIGKILL); _ = server.waitForExit(within: .seconds(60)) }
         Thread.sleep(forTimeInterval: 0.3)
         let before = ServerProcess.cpuSeconds(of: server.processIdentifier)
-        let client = Process()
-        client.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        client.arguments = ["s_time", "-connect", "127.0.0.1:\(port)", "-new", "-time", "3", "-CAfile", ca]
         let outputPath = NSTemporaryDirectory() + "rapport-s_time-\(UUID().uuidString).txt"
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
-        client.standardInput = FileHandle.nullDevice
-        client.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-        client.standardError = FileHandle.nullDevice
-        try client.run()
-        client.waitUntilExit()
+        let client = try ChildProcess("/usr/bin/openssl", ["s_time", "-connect", "127.0.0.1:\(port)", "-new", "-time", "3", "-CAfile", ca],
+                                      standardOutput: .file(outputPath))
+        guard client.waitForExit(within: .seconds(600)) else { throw BenchError("openssl s_time did not end") }
         let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
         let used = ServerProcess.cpuSeconds(of: server.processIdentifier) - before
         // "N connections in T real seconds, ..." for the -new run.

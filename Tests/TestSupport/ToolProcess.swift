@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// What one run of one of our executables (`rapport`, `rapportctl`) as a process left: its exit
 /// status and what it wrote on each stream.
@@ -21,24 +22,26 @@ public struct ToolResult: Sendable {
 public enum ToolProcess {
     /// Runs `binary` with `arguments` and this process's environment plus `environment`, and
     /// waits for it.
-    public static func run(_ binary: String, _ arguments: [String], environment: [String: String] = [:]) throws -> ToolResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    ///
+    /// A tool still running after `limit` is killed, and the run throws: a test waits for a
+    /// tool that hangs as long as its time limit, not until CI gives up on the whole run.
+    public static func run(_ binary: String, _ arguments: [String], environment: [String: String] = [:],
+                           limit: Duration = .seconds(600)) throws -> ToolResult {
         // Standard error goes to a file: a tool that filled the pipe of one stream while this
         // read the other would never finish.
         let errorPath = NSTemporaryDirectory() + "rapport-tool-\(UUID().uuidString).err"
-        _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: errorPath) }
-        let errorFile = try FileHandle(forWritingTo: URL(fileURLWithPath: errorPath))
-        defer { try? errorFile.close() }
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = errorFile
-        try process.run()
-        let output = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
+        let process = try ChildProcess(binary, arguments, environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
+                                       standardOutput: .pipe, standardError: .file(errorPath))
+        let overdue = ChildDeadline(process, after: limit)
+        let output = process.output!.readDataToEndOfFile()
+        let killed = overdue.cancel()
+        guard process.waitForExit(within: .seconds(60)) else {
+            throw BenchError("\(process.command) closed its output and did not exit within 60 s")
+        }
+        if killed {
+            throw BenchError("\(process.command) was still running after \(limit) and was killed")
+        }
         let error = FileManager.default.contents(atPath: errorPath) ?? Data()
         return ToolResult(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self),
                           error: String(decoding: error, as: UTF8.self))
@@ -77,5 +80,29 @@ public struct CLI: Sendable {
             throw BenchError("list \(type) \(options) failed (\(result.status)): \(result.error)")
         }
         return records.compactMap { $0["id"] as? String }
+    }
+}
+
+/// Kills a child process with SIGKILL once `after` has passed, unless cancelled first.
+final class ChildDeadline: Sendable {
+    private let state = Mutex<(fired: Bool, cancelled: Bool)>((false, false))
+
+    init(_ child: ChildProcess, after limit: Duration) {
+        let seconds = Double(limit.components.seconds) + Double(limit.components.attoseconds) / 1e18
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in
+            self.state.withLock { state in
+                guard !state.cancelled else { return }
+                state.fired = true
+                child.send(SIGKILL)
+            }
+        }
+    }
+
+    /// Stops the deadline; whether it had already killed the child.
+    func cancel() -> Bool {
+        state.withLock { state in
+            state.cancelled = true
+            return state.fired
+        }
     }
 }
