@@ -1,11 +1,12 @@
 import CRM
 import Foundation
+import TestScheduling
 import TestSupport
 import Testing
 
 /// Who made an API write, where the CRM records who changed what: the stage history of an
 /// opportunity names the API key, as it names a device's user. Against a real `rapportd`.
-@Suite(.serialized) struct APIAuthorshipTests {
+@Suite(.serialized, .ownThread) struct APIAuthorshipTests {
     @Test func aStageSetThroughTheAPINamesTheKeyInTheStageHistory() async throws {
         let server = try APIServer()
         let api = server.client(try server.key(name: "erp", role: "admin"))

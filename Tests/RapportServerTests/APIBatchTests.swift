@@ -11,7 +11,7 @@ private let batchPath = "/v1/batch"
 
 /// `POST /v1/batch` against a real `rapportd` over HTTPS (`APIServer`, curl as the client):
 /// several writes of any types in one transaction, all or none.
-@Suite(.serialized) struct APIBatchTests {
+@Suite(.serialized, .ownThread) struct APIBatchTests {
     @Test func aBatchLandsInOneTransactionAndDevicesReceiveIt() async throws {
         let server = try APIServer()
         let api = server.client(try server.key(name: "erp", role: "admin"))

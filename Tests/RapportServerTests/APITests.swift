@@ -463,7 +463,7 @@ private let changesPath = "/v1/changes"
         let cursor = try #require(head.json["next"] as? Int)
         // The poll waits up to a minute; the device's push ends it (or, had the push come
         // first, the poll finds it at once: either way it answers with the pushed record).
-        let poll = Task.detached { try api.request("GET", "/v1/changes?after=\(cursor)&wait=60") }
+        let poll = Task { try await offThePool { try api.request("GET", "/v1/changes?after=\(cursor)&wait=60") } }
         let device = try server.device()
         let id = try device.local { try $0.create("contact", ["last_name": .text("Pushed")]).id }
         _ = try await device.sync()

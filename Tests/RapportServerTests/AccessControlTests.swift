@@ -7,6 +7,7 @@ import Registry
 import ReplicaStore
 import SyncModel
 import SyncProtocol
+import TestScheduling
 import TestSupport
 import Testing
 
@@ -91,7 +92,7 @@ func endOfLiveSession(_ live: LiveSync) async -> SyncError.Code? {
     return nil
 }
 
-@Suite(.serialized, .timeLimit(.minutes(10))) struct AccessControlTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct AccessControlTests {
     @Test func aDeviceEnrollsOnceThroughTheProtocolAndSyncs() async throws {
         let f = try await RegistryServer()
         defer { Task { await f.stop() } }

@@ -4,6 +4,7 @@ import RapportClient
 import ReplicaStore
 import SyncModel
 import SyncProtocol
+import TestScheduling
 import TestSupport
 import Testing
 
@@ -75,7 +76,7 @@ struct OperatedServer {
     }
 }
 
-@Suite(.serialized, .timeLimit(.minutes(10))) struct AdminCLITests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct AdminCLITests {
     @Test func aCrashInTheMiddleOfTenantCreateLeavesNoTenant() async throws {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))
@@ -231,7 +232,7 @@ struct OperatedServer {
     }
 }
 
-@Suite struct CRMCommandTests {
+@Suite(.ownThread) struct CRMCommandTests {
     @Test func anOperatorImportsASalesforceExportAndRunsReports() async throws {
         let dir = try TemporaryDirectory()
         let ctl = Ctl(data: dir.path("data"))

@@ -12,7 +12,7 @@ import TestScheduling
 ///
 /// `RAPPORT_WRITE_VECTORS=1 swift test --filter ConformanceSessionTests` rewrites the files from
 /// `ConformanceSessions`; the normal run checks the files and runs every one.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct ConformanceSessionTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct ConformanceSessionTests {
     @Test(.blocking, .enabled(if: ConformanceKit.writing, "set RAPPORT_WRITE_VECTORS=1 to rewrite Protocol/conformance/sessions"))
     func writeVectors() throws {
         try ConformanceKit.rewrite(SessionVector.directory, try ConformanceSessions.all.map { ($0.name, try ConformanceKit.encode($0)) })

@@ -5,13 +5,14 @@ import Registry
 import ReplicaStore
 import SQLite
 import SyncModel
+import TestScheduling
 import TestSupport
 import Testing
 
 /// Tombstones past the tenant's horizon, through a `rapportd` process and `rapportctl` (SPEC.md
 /// 1.8): the server's housekeeping purges them, a device offline for longer resyncs without
 /// losing what it held unsynced, and compaction runs while devices push.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct HorizonTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct HorizonTests {
     func retention(_ ctl: Ctl) throws -> [String: Any] {
         let shown = try ctl.run(["retention", "show", "acme", "--json"])
         #expect(shown.status == 0, "\(shown.error)")

@@ -13,7 +13,7 @@ import TestScheduling
 /// live (subscribed) sessions, each an enrolled device of its own, still carries an edit from
 /// one device to a live one, announces it to every subscribed session, answers their pings, and
 /// serves a new session. (`rapport-bench idle` does the same with 10,000 and measures it.)
-@Suite(.serialized) struct IdleSessionsTests {
+@Suite(.serialized, .ownThread) struct IdleSessionsTests {
     static let idleCount = 300
 
     @Test func aServerWithHundredsOfIdleLiveSessionsStillCarriesAnEditAndServesANewSession() async throws {

@@ -9,13 +9,14 @@ import ReplicaStore
 import SyncModel
 import Synchronization
 import SyncProtocol
+import TestScheduling
 import TestSupport
 import Testing
 import TLS
 
 /// `rapportd --metrics`: a `rapportd` process scraped over HTTP after a known sequence of
 /// sessions, every count read from the parsed Prometheus text.
-@Suite(.serialized) struct MetricsTests {
+@Suite(.serialized, .ownThread) struct MetricsTests {
     @Test func aScrapeAfterAKnownSequenceOfSessionsShowsTheRightCounts() async throws {
         let dir = try TemporaryDirectory()
         let data = dir.path("data")

@@ -3,12 +3,13 @@ import Foundation
 import RapportClient
 import ReplicaStore
 import SyncModel
+import TestScheduling
 import TestSupport
 import Testing
 
 /// Orders an ERP's device pushes to a real `rapportd`: the server's rule pass tiers their
 /// account by spend, as the tenant's `tier.basis` says, and the tier syncs back.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct OrderTieringTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct OrderTieringTests {
     @Test func pushedOrdersTierTheirAccountAtTheServer() async throws {
         let dir = try TemporaryDirectory()
         let operated = try await OperatedServer(dir, arguments: ["--rules-interval", "1"])

@@ -3,13 +3,14 @@ import Foundation
 import RapportClient
 import Registry
 import ReplicaStore
+import TestScheduling
 import TestSupport
 import Testing
 
 /// What works on a tenant's store file works on a tenant in PostgreSQL too: `rapportctl backup`
 /// (a store file of the tenant, as from a data directory), `restore` into a new tenant or over a
 /// suspended one, and the whole-org import's dry run, which runs on such a copy.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct PostgresTenantFilesTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct PostgresTenantFilesTests {
     @Test func aTenantInPostgresIsBackedUpRestoredAndDryRunLikeAFileOne() async throws {
         let setup = try TenantMoveTests.Setup()
         // The tenant lives in PostgreSQL from the start here.

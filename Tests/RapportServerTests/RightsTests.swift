@@ -4,6 +4,7 @@ import RapportClient
 import ReplicaStore
 import SyncModel
 import SyncProtocol
+import TestScheduling
 import TestSupport
 import Testing
 
@@ -11,7 +12,7 @@ import Testing
 /// devices push. What a rep may not do is written through a second handle on the rep's store
 /// file, which runs no check of its own, and pushed as a client that skips the device's check
 /// would push it; the server must refuse it with the rule, whatever the client did.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct RightsTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct RightsTests {
     @Test func theServerRefusesWhatARoleMayNotDoAndNamesTheRule() async throws {
         let dir = try TemporaryDirectory()
         let operated = try await OperatedServer(dir)

@@ -3,11 +3,12 @@ import CRM
 import Foundation
 import ReplicaStore
 import SyncModel
+import TestScheduling
 import TestSupport
 import Testing
 
 /// `rapportctl role` and `user set-team` as an operator runs them: a process on a data directory.
-@Suite struct RoleCLITests {
+@Suite(.ownThread) struct RoleCLITests {
     let dir: TemporaryDirectory
     let ctl: Ctl
 

@@ -3,12 +3,13 @@ import Foundation
 import RapportClient
 import ReplicaStore
 import SyncModel
+import TestScheduling
 import TestSupport
 import Testing
 
 /// The CRM's scheduled rule pass as an operator meets it: run by a `rapportd` process on its
 /// schedule, and by `rapportctl rules run`.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct ScheduledRulesTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct ScheduledRulesTests {
     /// A device pushes an urgent case opened two days ago and never answered; the server's
     /// pass, running every second, marks it breached and escalates it to the owner's manager,
     /// and another device receives both. A tenant whose store is gone fails its pass, logged,

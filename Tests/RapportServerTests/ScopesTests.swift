@@ -4,12 +4,13 @@ import RapportClient
 import ReplicaStore
 import SyncModel
 import SyncProtocol
+import TestScheduling
 import TestSupport
 import Testing
 
 /// What each device receives, through a real `rapportd` process: a rep gets their team's records
 /// and what hangs off them, never a field their role hides, and loses what leaves their scope.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct ScopesTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct ScopesTests {
     @Test func eachDeviceHoldsItsScopeAndRecordsLeaveAndEnterWithReassignment() async throws {
         let dir = try TemporaryDirectory()
         let operated = try await OperatedServer(dir)

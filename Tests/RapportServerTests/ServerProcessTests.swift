@@ -4,12 +4,13 @@ import RapportClient
 import ReplicaStore
 import Synchronization
 import SyncModel
+import TestScheduling
 import TestSupport
 import Testing
 
 /// What only a real process can show: a server killed outright (SIGKILL, no shutdown) in the
 /// middle of a pull loses nothing, and the device resumes from its checkpoint.
-@Suite(.serialized) struct ServerProcessTests {
+@Suite(.serialized, .ownThread) struct ServerProcessTests {
     @Test func aServerKilledMidPullLosesNothingAndTheDeviceResumes() async throws {
         let dir = try TemporaryDirectory()
         let data = dir.path("server")

@@ -3,6 +3,7 @@ import Foundation
 import RapportClient
 import ReplicaStore
 import SyncModel
+import TestScheduling
 import TestSupport
 import Testing
 
@@ -10,7 +11,7 @@ import Testing
 /// serving devices that push in a loop while `rapportctl import` and `rapportctl backup` run
 /// on the same store. Every write must be accounted for everywhere, and no device may see an
 /// error for it.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct SeveralWritersTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct SeveralWritersTests {
     @Test func importAndBackupWhileDevicesPushLoseNothingAndFailNoDevice() async throws {
         let dir = try TemporaryDirectory()
         let log = dir.path("rapportd.log")

@@ -3,12 +3,13 @@ import Foundation
 @testable import RapportServer
 @testable import ReplicaStore
 import SyncProtocol
+import TestScheduling
 import TestSupport
 import Testing
 
 /// A tenant store that cannot grow: SQLite's page limit on the server's own connection stands in
 /// for a full disk (SQLite reports `SQLITE_FULL` for either).
-@Suite(.timeLimit(.minutes(10))) struct StorageFullTests {
+@Suite(.timeLimit(.minutes(10)), .ownThread) struct StorageFullTests {
     /// Sets `max_page_count` on the connection the server uses for `tenant`: its current size,
     /// so nothing can be added, or `nil` for SQLite's maximum.
     func limitPages(of tenant: String, in fixture: ServerFixture, toCurrentSize: Bool) async throws {

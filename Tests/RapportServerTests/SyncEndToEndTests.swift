@@ -6,11 +6,12 @@ import RapportServer
 import ReplicaStore
 import SyncModel
 import SyncProtocol
+import TestScheduling
 import TestSupport
 import Testing
 import TLS
 
-@Suite(.serialized) struct SyncEndToEndTests {
+@Suite(.serialized, .ownThread) struct SyncEndToEndTests {
     @Test func offlineEditsOnTwoDevicesConverge() async throws {
         let fixture = try await ServerFixture()
         let alice = try fixture.device("alice"), bob = try fixture.device("bob")

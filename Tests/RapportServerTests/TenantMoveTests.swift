@@ -5,12 +5,13 @@ import Registry
 import ReplicaStore
 import SyncModel
 import SyncProtocol
+import TestScheduling
 import TestSupport
 import Testing
 
 /// `rapportctl tenant move` as an operator runs it, between a `rapportd` on a data directory and
 /// `rapportd --store` on PostgreSQL, with devices that sync before, during and after.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct TenantMoveTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct TenantMoveTests {
     /// A data directory with tenant `acme` (admin anna, an API key) and its server.
     struct Setup {
         let dir: TemporaryDirectory

@@ -4,13 +4,14 @@ import RapportClient
 import RapportServer
 import ReplicaStore
 import SyncModel
+import TestScheduling
 import TestSupport
 import Testing
 
 /// Webhooks as an operator and a receiver meet them: subscriptions made with `rapportctl
 /// webhook`, a real `rapportd` delivering over HTTPS (the project's TLS, a test CA) to a real
 /// receiver on loopback, after a device's push.
-@Suite(.serialized, .timeLimit(.minutes(10))) struct WebhookTests {
+@Suite(.serialized, .timeLimit(.minutes(10)), .ownThread) struct WebhookTests {
     /// Fast retries, so that failures play out in a test's time. A receiver has 30 s to answer:
     /// the receiver is in the test process, which a loaded machine stalled past 1 s, and the
     /// server then delivered the event again (at least once, as it should), one request more

@@ -242,8 +242,9 @@ final class RegistryFixture: Sendable {
         try f.tenant("acme", in: registry)
         try fill(f, "acme", count: 2_000)
         // A writer keeps committing on its own connection while the backup runs.
-        let writer = Task.detached { [f] in
-            for round in 0..<20 { try fill(f, "acme", count: 50, from: 10_000 + round * 50) }
+        // On a thread of its own: its commits block, and a pool thread is every test's.
+        let writer = Task { [f] in
+            try await offThePool { for round in 0..<20 { try fill(f, "acme", count: 50, from: 10_000 + round * 50) } }
         }
         let file = f.dir.path("acme.backup")
         let info = try f.data.backup(tenant: "acme", to: file, in: registry)

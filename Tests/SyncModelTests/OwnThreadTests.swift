@@ -38,3 +38,14 @@ import Testing
         #expect(Self.running.withLock { $0.most } <= 2)
     }
 }
+
+/// The trait given to a whole suite, as the suites that run child processes carry it.
+@Suite(.serialized, .ownThread) struct OwnThreadSuiteTests {
+    @Test func anAsyncTestOfTheSuiteRunsOnAThreadOfItsOwn() async {
+        #expect(OneThreadExecutor.isRunningOnOne, "on \(OwnThreadTests.threadName())")
+    }
+
+    @Test func aSynchronousTestOfTheSuiteRunsOnAThreadOfItsOwn() {
+        #expect(OneThreadExecutor.isRunningOnOne, "on \(OwnThreadTests.threadName())")
+    }
+}
