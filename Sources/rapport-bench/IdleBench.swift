@@ -212,21 +212,15 @@ struct IdleBench: AsyncParsableCommand {
 /// its sessions are open, answers `status` with `status key=value...`, and closes its sessions
 /// and exits when its standard input ends (so it never outlives the bench).
 final class IdleWorkerProcess: Sendable {
-    private let process: Process
+    private let process: ChildProcess
     private let input: FileHandle
     /// Lines the worker printed and nobody took yet, and whether its output ended.
     private let lines = Mutex<(waiting: [String], ended: Bool)>(([], false))
 
     init(binary: String, arguments: [String]) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        let stdin = Pipe(), stdout = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        try process.run()
-        input = stdin.fileHandleForWriting
-        let output = stdout.fileHandleForReading
+        process = try ChildProcess(binary, arguments, pipedInput: true, standardOutput: .pipe, standardError: .inherited)
+        input = process.input!
+        let output = process.output!
         // A thread of its own: reading a pipe blocks, which no task of the bench may do.
         Thread.detachNewThread { [self] in
             var pending = Data()

@@ -3,6 +3,7 @@ import CRM
 import Foundation
 import ReplicaStore
 import SQLite
+import TestSupport
 
 /// A Salesforce Data Export of a given number of rows across objects, generated row by row
 /// (never whole in memory), the same rows for the export's files and for the floor's tables.
@@ -98,15 +99,12 @@ extension CRMBench {
                 try? FileManager.default.removeItem(atPath: dir.path("org-floor-\(rows).sqlite"))
                 try export.insertPlainly(into: dir.path("org-floor-\(rows).sqlite"))
             }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Bundle.main.executablePath ?? CommandLine.arguments[0])
-            process.arguments = ["crm-org-import", "--from", dir.path("org-export-\(rows)"), "--directory", dir.path("org-import-\(rows)")]
-            let output = Pipe()
-            process.standardOutput = output
-            try process.run()
-            let data = output.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0,
+            let process = try ChildProcess(Bundle.main.executablePath ?? CommandLine.arguments[0],
+                                           ["crm-org-import", "--from", dir.path("org-export-\(rows)"), "--directory", dir.path("org-import-\(rows)")],
+                                           standardOutput: .pipe, standardError: .inherited)
+            let data = process.output!.readDataToEndOfFile()
+            _ = process.waitForExit(within: .seconds(3600))
+            guard !process.isRunning, process.terminationStatus == 0,
                   let result = try JSONSerialization.jsonObject(with: data) as? [String: Any],
                   let seconds = result["seconds"] as? Double, let created = result["created"] as? Int, let memory = result["peak_memory_kb"] as? Int
             else { throw ValidationError("the whole-org import of \(rows) rows failed: \(String(decoding: data, as: UTF8.self))") }

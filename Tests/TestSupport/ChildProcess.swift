@@ -23,6 +23,9 @@ public final class ChildProcess: Sendable {
         case pipe
         /// Where standard output goes (standard error only).
         case output
+        /// This process's own: for the workers of a benchmark run at a terminal, never for a
+        /// child of the tests (see above).
+        case inherited
     }
 
     public let processIdentifier: Int32
@@ -30,28 +33,43 @@ public final class ChildProcess: Sendable {
     public let command: String
     /// The read end of standard output's pipe, with `.pipe`; `nil` otherwise.
     public let output: FileHandle?
+    /// The write end of standard input's pipe, with `pipedInput`; `nil` otherwise (the child
+    /// reads `/dev/null`).
+    public let input: FileHandle?
     /// The wait status once the child has been reaped. `processIdentifier` names the child until then, and
     /// only then can the system give it to another process: a signal is sent under this lock,
     /// and only while it is `nil`.
     private let reaped = Mutex<Int32?>(nil)
 
-    /// Starts `executable` (a path) with `arguments`, standard input from `/dev/null`, and the
-    /// environment given, or this process's.
-    public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+    /// Starts `executable` (a path) with `arguments` and the environment given, or this
+    /// process's; standard input is a pipe written through `input` with `pipedInput`, else
+    /// `/dev/null`.
+    public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, pipedInput: Bool = false,
                 standardOutput: Destination = .null, standardError: Destination = .null) throws {
         command = ([executable] + arguments).joined(separator: " ")
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        var pipeEnds: [Int32] = [-1, -1]
-        if case .pipe = standardOutput {
-            guard pipe(&pipeEnds) == 0 else {
+        /// A pipe whose ends are close-on-exec, so that nothing this process runs keeps one but
+        /// this child (whose copy is one of its standard streams); children started here close
+        /// the rest in any case.
+        func makePipe() throws -> [Int32] {
+            var ends: [Int32] = [-1, -1]
+            guard pipe(&ends) == 0 else {
                 throw ChildProcessError("cannot make a pipe for \(executable): \(String(cString: strerror(errno)))")
             }
-            // Close-on-exec, so that nothing this process runs keeps it but this child (whose
-            // copy is its standard output); children started here close the rest in any case.
-            for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+            for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+            return ends
+        }
+        var inputEnds: [Int32] = [-1, -1], pipeEnds: [Int32] = [-1, -1]
+        if pipedInput {
+            inputEnds = try makePipe()
+            posix_spawn_file_actions_adddup2(&actions, inputEnds[0], 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
+        if case .pipe = standardOutput {
+            pipeEnds = try makePipe()
             posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
         }
         for (descriptor, destination) in [(Int32(1), standardOutput), (2, standardError)] {
@@ -63,6 +81,7 @@ public final class ChildProcess: Sendable {
             case .output:
                 guard descriptor == 2 else { throw ChildProcessError("standard output cannot go where it goes (\(executable))") }
                 posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            case .inherited: break
             }
         }
         try Self.closeTheRest(&actions, what: executable)
@@ -86,13 +105,15 @@ public final class ChildProcess: Sendable {
         var pid: pid_t = 0
         let spawned = envp.map { posix_spawn(&pid, executable, &actions, &attributes, argv, $0) }
             ?? posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
-        if pipeEnds[1] >= 0 { close(pipeEnds[1]) }
+        // The child's ends are the child's alone.
+        for end in [pipeEnds[1], inputEnds[0]] where end >= 0 { close(end) }
         guard spawned == 0 else {
-            if pipeEnds[0] >= 0 { close(pipeEnds[0]) }
+            for end in [pipeEnds[0], inputEnds[1]] where end >= 0 { close(end) }
             throw ChildProcessError("cannot start \(executable): \(String(cString: strerror(spawned)))")
         }
         processIdentifier = pid
         output = pipeEnds[0] >= 0 ? FileHandle(fileDescriptor: pipeEnds[0], closeOnDealloc: true) : nil
+        input = inputEnds[1] >= 0 ? FileHandle(fileDescriptor: inputEnds[1], closeOnDealloc: true) : nil
     }
 
     /// Adds glibc's action that closes every descriptor from 3 on in the child, which Swift's
