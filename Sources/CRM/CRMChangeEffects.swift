@@ -400,8 +400,13 @@ public struct CRMChangeEffects: ChangeEffects {
         }
     }
 
+    /// A call is judged against do-not-call as it stood when the call was made: the flag
+    /// counts from when it was written, so the calls of an org moving in, all made before its
+    /// contacts were marked here, are its history and are kept, while a call made since is not.
     private static func callViolation(_ contact: RecordState, at time: Int64) -> String? {
-        if contact.flag("do_not_call") { return "\(name(of: contact)) is marked do-not-call" }
+        if contact.flag("do_not_call"), (writeTime(of: "do_not_call", in: contact) ?? .min) <= time {
+            return "\(name(of: contact)) is marked do-not-call"
+        }
         return withdrawal(contact, "consent_calls", at: time).map { "\(name(of: contact)) withdrew consent to calls on \($0)" }
     }
 

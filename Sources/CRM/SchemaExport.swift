@@ -265,7 +265,8 @@ extension CRMSchemaDocument {
             + "`lifecycle_stage` may be set to `customer` or `core` only with a won opportunity to show for it"),
         Described(name: "consent", description:
             "a call to a contact marked `do_not_call` or who withdrew consent to calls, an e-mail activity to a contact who "
-            + "withdrew consent to e-mail (as it stood when the activity happened), and a contact without e-mail consent in "
+            + "withdrew consent to e-mail (as it stood when the activity happened: a call made before the contact was marked "
+            + "or withdrew is history), and a contact without e-mail consent in "
             + "an e-mail campaign are refused, or accepted with `consent_warning` set when the setting "
             + "`consent.enforcement` is `flag`"),
         Described(name: "cases", description:

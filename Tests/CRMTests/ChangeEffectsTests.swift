@@ -191,8 +191,12 @@ import TestScheduling
         try f.store.update(earlier, ["subject": .text("renewal talk")])
         // A visit is not a call.
         try f.activity(contact: contact, occurred: "2025-06-15T10:00:00Z", kind: "visit")
+        // Marked do-not-call at the fixture's noon: a call made after is refused, one made that
+        // morning, before the mark, is history (the calls of an org moving in).
         let quiet = try f.contact("Doe", ["do_not_call": .bool(true)])
-        #expect(throws: ReplicaStoreError.self) { try f.activity(contact: quiet, occurred: "2025-06-15T10:00:00Z") }
+        #expect(throws: ReplicaStoreError.self) { try f.activity(contact: quiet, occurred: "2025-06-15T14:00:00Z") }
+        let beforeTheMark = try f.activity(contact: quiet, occurred: "2025-06-15T10:00:00Z")
+        try f.store.update(beforeTheMark, ["subject": .text("asked not to be called again")])
 
         // E-mail campaigns take contacts who consented to e-mail only.
         let campaign = try f.store.create("campaign", ["name": .text("Summer"), "type": .text("email")]).id

@@ -46,8 +46,12 @@ struct SalesforceExportFixture {
     /// Salesforce's kinds of task, and a task of an org older than the field (no subtype).
     static let taskSubtypes = ["Call", "Email", "Task", ""]
     func taskContact(_ i: Int) -> Int { contactBroken(i % contacts) ? (i + 1) % contacts : i % contacts }
-    /// A logged call to a contact marked do-not-call: the tenant's consent rule refuses it.
-    func taskRefused(_ i: Int) -> Bool { Self.taskSubtypes[i % 4] == "Call" && taskContact(i) % 11 == 0 && !taskBroken(i) }
+    /// A call planned for after the import (every other call), not one made before it.
+    func taskLater(_ i: Int) -> Bool { Self.taskSubtypes[i % 4] == "Call" && i % 8 == 0 }
+    /// A call to a contact marked do-not-call: the tenant's consent rule refuses one planned for
+    /// after the import, which marks the contact, and keeps one made before as history.
+    func taskRefused(_ i: Int) -> Bool { taskLater(i) && taskToDoNotCall(i) }
+    func taskToDoNotCall(_ i: Int) -> Bool { Self.taskSubtypes[i % 4] == "Call" && taskContact(i) % 11 == 0 && !taskBroken(i) }
     func taskDescription(_ i: Int) -> String { i % 2 == 0 ? "Left a voicemail, \"urgent\"\nwill try again \(i)" : "" }
 
     var contactsCreated: Int { (0..<contacts).filter { !contactBroken($0) && !contactDuplicate($0) }.count }
@@ -136,7 +140,7 @@ struct SalesforceExportFixture {
                      let contact = taskContact(i)
                      let what = taskBroken(i) ? "006BROKEN\(i)" : i % 2 == 0 ? id("001", i % accounts)
                          : id("006", opportunityBroken(i % opportunities) ? (i + 1) % opportunities : i % opportunities)
-                     return [id("00T", i), "Call about renewal, part \(i)", "2026-04-0\(1 + i % 9)", ["Not Started", "Completed"][i % 2],
+                     return [id("00T", i), "Call about renewal, part \(i)", "\(taskLater(i) ? 2099 : 2026)-04-0\(1 + i % 9)", ["Not Started", "Completed"][i % 2],
                              id("003", contact), what, Self.owner(i), Self.taskSubtypes[i % 4], taskDescription(i)]
                  })
     }
