@@ -92,6 +92,11 @@ public struct OrgImporter {
         public var users: [String: String] = [:]
         /// The tenant's users' e-mails; an owner mapping to another is reported. `nil`: no check.
         public var tenantUsers: Set<String>?
+        /// The tenant's users as an owner column may name them (`CSVMapping.normalise`d e-mail
+        /// or full name → e-mail; a name two users share is left out), for an owner that
+        /// neither `users` nor the export's user file knows: a report export names owners by
+        /// name and has no user file. A single file's import maps owners the same way.
+        public var tenantOwners: [String: String] = [:]
         public var dateFormat: ImportDateFormat = .us
         /// How `run(directory:)` reads files without a byte-order mark (`--encoding`).
         public var encoding: CSV.TextEncoding = .utf8
@@ -596,9 +601,10 @@ private final class OrgRun {
         case .owner(let index):
             let text = CRMText.trimmed(record.fields[index])
             guard !text.isEmpty else { return "" }
-            let email = owners[CSVMapping.normalise(text)] ?? (text.utf8.contains(UInt8(ascii: "@")) ? text : nil)
+            let key = CSVMapping.normalise(text)
+            let email = owners[key] ?? importer.options.tenantOwners[key] ?? (text.utf8.contains(UInt8(ascii: "@")) ? text : nil)
             guard let email else {
-                note(file: file, owner: text, reason: "no user of the export or of --users has this id or name")
+                note(file: file, owner: text, reason: "no user of the export, of --users or of the tenant has this id or name")
                 return ""
             }
             if let users = importer.options.tenantUsers, !users.contains(email.lowercased()) {

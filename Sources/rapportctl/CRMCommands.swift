@@ -196,11 +196,9 @@ struct ImportRun: ParsableCommand {
         return map
     }
 
-    /// The owners a single file may name, as `CSVImporter.Options.owners` takes them: the
-    /// tenant's users by e-mail and by full name (a report names owners by name; a name two
-    /// users share maps to neither), then `--users`, which wins.
-    private func owners(_ registry: Registry) throws -> [String: String] {
-        let users = try registry.users(tenant: tenant)
+    /// The tenant's users as an owner column may name them: by e-mail and by full name (a
+    /// report names owners by name; a name two users share maps to neither).
+    private func tenantOwners(_ users: [User]) -> [String: String] {
         var owners: [String: String] = [:]
         var names: [String: [String]] = [:]
         for user in users {
@@ -208,6 +206,14 @@ struct ImportRun: ParsableCommand {
             if !user.name.isEmpty { names[CSVMapping.normalise(user.name), default: []].append(user.email) }
         }
         for (name, emails) in names where emails.count == 1 && owners[name] == nil { owners[name] = emails[0] }
+        return owners
+    }
+
+    /// The owners a single file may name, as `CSVImporter.Options.owners` takes them: the
+    /// tenant's users (`tenantOwners`), then `--users`, which wins.
+    private func owners(_ registry: Registry) throws -> [String: String] {
+        let users = try registry.users(tenant: tenant)
+        var owners = tenantOwners(users)
         let tenantEmails = Set(users.map(\.email))
         for (owner, email) in try usersFile() {
             // Like a whole export's: an owner mapped to someone who is no user stays unmapped.
@@ -254,7 +260,9 @@ struct ImportRun: ParsableCommand {
             }
         }
         options.users = try usersFile()
-        options.tenantUsers = Set(try registry.users(tenant: tenant).map { $0.email.lowercased() })
+        let users = try registry.users(tenant: tenant)
+        options.tenantUsers = Set(users.map { $0.email.lowercased() })
+        options.tenantOwners = tenantOwners(users)
         // A line redrawn on a terminal only: piped output and --json keep their shape.
         let drawsProgress = isatty(STDERR_FILENO) == 1
         if drawsProgress {

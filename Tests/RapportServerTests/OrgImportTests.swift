@@ -449,6 +449,23 @@ import Testing
         #expect(tenant["opportunity"]?.values.filter { $0["owner"] as? String == "ben@acme.example" }.count == 100)
         #expect(tenant["opportunity"]?.values.contains { $0["expected_close"] as? String == "2026-05-28" } == true)
 
+        // Without --users, and a report has no user file: owners by the name of a user of the
+        // tenant, as a single file's import maps them; a name two users share maps to neither.
+        #expect(try await ctl.run(["user", "add", "--tenant", "acme", "--email", "carla@acme.example", "--name", "Carla Conti", "--role", "rep"]).status == 0)
+        var byName = CSV.line(["Opportunity Name", "Account Name", "Amount", "Stage", "Close Date", "Opportunity Owner"])
+        for i in 0..<20 {
+            byName += CSV.line(["Upsell \(i)", "Navy Systems Inc", "100", "Prospecting", "6/1/2026", i % 2 == 0 ? " CARLA conti" : "X"])
+        }
+        try FileManager.default.createDirectory(atPath: dir.path("by-name"), withIntermediateDirectories: true)
+        try byName.write(toFile: dir.path("by-name/upsell.csv"), atomically: true, encoding: .utf8)
+        let named = try await ctl.run(["import", "acme", "--from", dir.path("by-name"), "--source", "salesforce",
+                                       "--object", "upsell.csv=Opportunity:report"])
+        #expect(named.status == 0, "\(named.error)")
+        #expect(named.output.contains("owner 'X' in upsell.csv (10 row(s))"), "\(named.output)")
+        let upsells = try Self.records(ctl, dir, "by-name-out")["opportunity"]?.values.filter { ($0["name"] as? String)?.hasPrefix("Upsell") == true } ?? []
+        #expect(upsells.count == 20 && upsells.filter { $0["owner"] as? String == "carla@acme.example" }.count == 10)
+        #expect(upsells.filter { $0["owner"] == nil }.count == 10)
+
         // Single files: an opportunity's account by name, stages as Salesforce names them, a
         // footer that is no rejected row, --mapping combined with --map, a HubSpot lead file.
         try report.write(toFile: dir.path("opps.csv"), atomically: true, encoding: .utf8)
