@@ -159,6 +159,10 @@ public struct CSVImporter {
         public var progress: (@Sendable (_ rows: Int, _ bytesRead: Int, _ totalBytes: Int?) -> Void)?
         /// Where each batch notes what it made and filled before it commits, for undo.
         public var journal: ImportJournal.Writer?
+        /// The records undone imports deleted: a row whose record is one of them (and no one
+        /// wrote it since) brings it back with the row's values, as a new import would make it.
+        /// Any other deleted record of a row stays deleted, the row rejected.
+        public var undone: ImportJournal.UndoneRecords?
         /// How many created rows the report lists one by one (`created`); the count is always
         /// whole. A dry run inside the library lists them all, for the files after it.
         public var createdListLimit = 10_000
@@ -535,12 +539,17 @@ private struct ImportRun {
         // The row's own record, found again by its keys: imported before, not a duplicate.
         if match?.0 == id { match = (id, "identity") }
         if match == nil, pending[id] != nil { match = (id, "identity") }
+        // Deleted by the undo of the import that made it, to import it again.
+        var undone = false
         if match == nil, let earlier = try store.record(id) {
-            // Deleted since the import that made it: bringing it back is a person's decision.
-            guard !earlier.isDeleted else {
+            if !earlier.isDeleted {
+                match = (id, "identity")
+            } else if importer.options.undone?.deletedByUndo(earlier) == true {
+                undone = true
+            } else {
+                // Deleted by a person since the import that made it: bringing it back is theirs to decide.
                 throw Rejected(reason: "this row was imported before as \(earlier.type) \(id.uuidString.lowercased()), deleted since; restore it instead")
             }
-            match = (id, "identity")
         }
         if let (existing, matchedBy) = match {
             let current = try pending[existing] ?? store.record(existing)?.values ?? [:]
@@ -553,7 +562,16 @@ private struct ImportRun {
             report.merges.append(.init(row: row, record: existing, matchedBy: matchedBy, filledFields: filled.keys.sorted(),
                                        externalID: extra["external_id"]))
         } else {
-            if dryRun { pending[id] = values } else { try create(id, values) }
+            if dryRun {
+                pending[id] = values
+            } else if undone {
+                // A journaled batch counts it as made (its liveness is written anew), so an
+                // undo of this import deletes it again.
+                try store.restore(id)
+                try store.update(id, values)
+            } else {
+                try create(id, values)
+            }
             if settling && !dryRun { try store.settleEffects() }
             finder.add(id, keys: keys)
             report.imported += 1

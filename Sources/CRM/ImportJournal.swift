@@ -53,6 +53,9 @@ public struct ImportJournal: Sendable, Equatable, Codable {
     /// The store's clock after the import's last committed batch: a record it made that was
     /// written after that was changed by someone since.
     public var lastStamp: UInt64?
+    /// The store's clock when the undo of the import ended: a record the import made that is
+    /// deleted, and was written no later, was deleted by the undo and touched by no one since.
+    public var undoStamp: UInt64?
 
     public init(id: String, tenant: String, detail: String, at: Date = Date(), created: [UUID] = [], filled: [Filled] = []) {
         self.id = id
@@ -147,6 +150,68 @@ public struct ImportJournal: Sendable, Equatable, Codable {
 
     /// The folder of a data directory that holds the journals.
     public static func folder(in dataDirectory: String) -> String { dataDirectory + "/imports" }
+
+    /// The records the undone imports of a tenant deleted, so that importing the same rows
+    /// again brings them back: undoing an import to run it again with another mapping or
+    /// `--users` is the way to correct one. A record deleted since by a person stays deleted.
+    public struct UndoneRecords: Sendable {
+        private struct Entry: Comparable {
+            var high: UInt64, low: UInt64, stamp: UInt64
+            static func < (a: Entry, b: Entry) -> Bool { (a.high, a.low) < (b.high, b.low) }
+        }
+        /// Sorted by id (24 bytes a record, found by halving: an import of a million rows).
+        private let entries: [Entry]
+
+        private init(entries: [Entry]) { self.entries = entries }
+
+        /// Whether any undone import of the tenant made records.
+        public var isEmpty: Bool { entries.isEmpty }
+
+        private static func key(_ id: UUID) -> (UInt64, UInt64) {
+            withUnsafeBytes(of: id.uuid) { ($0.loadUnaligned(as: UInt64.self), $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+        }
+
+        /// Reads the journals of the tenant's undone imports in a data directory.
+        public static func load(tenant: String, in dataDirectory: String) throws -> UndoneRecords {
+            let folder = ImportJournal.folder(in: dataDirectory)
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+            var entries: [Entry] = []
+            for name in names.sorted() where name.hasSuffix(".json") {
+                let id = String(name.dropLast(5))
+                guard let data = FileManager.default.contents(atPath: folder + "/" + name),
+                      let header = try? decoder.decode(ImportJournal.self, from: data),
+                      header.tenant == tenant, header.undoneAt != nil, let stamp = header.undoStamp else { continue }
+                for record in try ImportJournal.load(id, in: dataDirectory).created {
+                    let (high, low) = key(record)
+                    entries.append(Entry(high: high, low: low, stamp: stamp))
+                }
+            }
+            entries.sort()
+            return UndoneRecords(entries: entries)
+        }
+
+        /// Whether `state` is a record an undo deleted that no one has written since.
+        public func deletedByUndo(_ state: RecordState) -> Bool {
+            guard state.isDeleted, !entries.isEmpty else { return false }
+            let (high, low) = Self.key(state.id)
+            var range = entries.startIndex..<entries.endIndex
+            while !range.isEmpty {
+                let middle = range.lowerBound + range.count / 2
+                let entry = entries[middle]
+                if (entry.high, entry.low) < (high, low) { range = middle + 1..<range.upperBound }
+                else if (entry.high, entry.low) > (high, low) { range = range.lowerBound..<middle }
+                else {
+                    // The same record made by several imports undone: the latest undo counts.
+                    var latest = entry.stamp
+                    var before = middle - 1, after = middle + 1
+                    while before >= 0, entries[before].high == high, entries[before].low == low { latest = max(latest, entries[before].stamp); before -= 1 }
+                    while after < entries.count, entries[after].high == high, entries[after].low == low { latest = max(latest, entries[after].stamp); after += 1 }
+                    return state.latestTimestamp.rawValue <= latest
+                }
+            }
+            return false
+        }
+    }
 
     /// Reads the journal `id` of a data directory, with what its runs wrote batch by batch.
     ///

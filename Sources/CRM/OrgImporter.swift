@@ -97,6 +97,10 @@ public struct OrgImporter {
         /// neither `users` nor the export's user file knows: a report export names owners by
         /// name and has no user file. A single file's import maps owners the same way.
         public var tenantOwners: [String: String] = [:]
+        /// The records undone imports deleted, which the same rows bring back
+        /// (`CSVImporter.Options.undone`); a custom field declaration an undo took away is
+        /// brought back whenever a file needs it.
+        public var undone: ImportJournal.UndoneRecords?
         public var dateFormat: ImportDateFormat = .us
         /// How `run(directory:)` reads files without a byte-order mark (`--encoding`).
         public var encoding: CSV.TextEncoding = .utf8
@@ -310,17 +314,25 @@ private final class OrgRun {
         let existing = try CustomField.all(in: RecordLookup(store))
         var made: [String] = []
         var toCreate: [(UUID, CustomField)] = []
+        // Declared by an import undone since (or removed by hand): the file cannot be read
+        // without it, so it comes back as it was, journaled like a new one.
+        var toRestore: [UUID] = []
         for field in needed where existing[field.entity]?[field.name] == nil && !made.contains("\(field.entity).\(field.name)") {
             let id = DerivedID.make("import:custom_field", "\(field.entity).\(field.name)")
             if importer.options.dryRun {
                 assumedCustomFields.append(field)
-            } else if try store.record(id) == nil {
+            } else if let earlier = try store.record(id) {
+                if earlier.isDeleted { toRestore.append(id) }
+            } else {
                 toCreate.append((id, field))
             }
             made.append("\(field.entity).\(field.name)")
         }
-        guard !toCreate.isEmpty else { return made }
-        let create = { [store] in for (id, field) in toCreate { _ = try store.create("custom_field", id: id, field.recordValues) } }
+        guard !toCreate.isEmpty || !toRestore.isEmpty else { return made }
+        let create = { [store] in
+            for (id, field) in toCreate { _ = try store.create("custom_field", id: id, field.recordValues) }
+            for id in toRestore { try store.restore(id) }
+        }
         if let journal = importer.options.journal { try journal.transaction(store, create) } else { try store.transaction(create) }
         return made
     }
@@ -520,6 +532,7 @@ private final class OrgRun {
         options.assumedCustomFields = assumedCustomFields
         options.assumedPipeline = assumedPipeline
         options.journal = importer.options.journal
+        options.undone = importer.options.undone
         options.storeRunsEffects = importer.options.storeRunsEffects
         // An opt-out column (`optout`) becomes withdrawn consent in `CSVImporter`, this noted as its source.
         options.origin = "\(importer.source.rawValue) \(profile.object) export"

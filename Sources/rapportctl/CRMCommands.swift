@@ -160,6 +160,7 @@ struct ImportRun: ParsableCommand {
         options.dateFormat = ImportDateFormat(rawValue: dateFormat) ?? .us
         options.encoding = textEncoding
         options.owners = try owners(registry)
+        options.undone = try undoneRecords()
         options.origin = "\(mapping.map { "\($0.rawValue) " } ?? "")\(type) file \((from as NSString).lastPathComponent)"
         let report: ImportReport
         do {
@@ -223,6 +224,13 @@ struct ImportRun: ParsableCommand {
         return owners
     }
 
+    /// What the tenant's undone imports deleted, which the rows that made it bring back; `nil`
+    /// when no import of the tenant was undone.
+    private func undoneRecords() throws -> ImportJournal.UndoneRecords? {
+        let undone = try ImportJournal.UndoneRecords.load(tenant: tenant, in: common.directory.path)
+        return undone.isEmpty ? nil : undone
+    }
+
     private func requireActive(_ registry: Registry) throws {
         let tenantRow = try registry.requireTenant(tenant)
         guard tenantRow.status == .active else { throw RegistryError.tenantNotActive(tenant, status: tenantRow.status) }
@@ -263,6 +271,7 @@ struct ImportRun: ParsableCommand {
         let users = try registry.users(tenant: tenant)
         options.tenantUsers = Set(users.map { $0.email.lowercased() })
         options.tenantOwners = tenantOwners(users)
+        options.undone = try undoneRecords()
         // A line redrawn on a terminal only: piped output and --json keep their shape.
         let drawsProgress = isatty(STDERR_FILENO) == 1
         if drawsProgress {
@@ -432,7 +441,9 @@ struct ImportUndo: ParsableCommand {
             guard tenantRow.status == .active else { throw RegistryError.tenantNotActive(journal.tenant, status: tenantRow.status) }
             let store = try common.directory.openStore(of: journal.tenant, options: .crm(role: .authority))
             defer { store.close() }
-            return try journal.undo(store)
+            let report = try journal.undo(store)
+            journal.undoStamp = try store.lastTimestamp.rawValue
+            return report
         }
         journal.undoneAt = Date()
         try journal.save(in: common.directory.path)

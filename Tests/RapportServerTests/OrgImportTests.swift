@@ -569,6 +569,45 @@ import Testing
         #expect(after as NSDictionary == expected as NSDictionary, "the tenant is as before the import, record for record")
         await #expect(try ctl.run(["import", "undo", id]).status == 3, "an import is undone once")
         await #expect(try ctl.run(["import", "undo", "../registry"]).status == 1)
+
+        // Undone to be run again (with other --users, say): the same export brings back what
+        // the undo deleted, as the first run made it, and declares its custom fields again.
+        let dry = try await ctl.run(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--dry-run", "--json"])
+        let again = try await ctl.run(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"])
+        let againReport = try #require(again.json as? [String: Any], "\(again.output) \(again.error)")
+        /// What a report says of each file: rows created, merged and rejected.
+        func counts(_ json: Any?) -> [String] {
+            (((json as? [String: Any])?["files"] as? [[String: Any]]) ?? []).map { file in
+                let report = file["report"] as? [String: Any] ?? [:]
+                return "\(file["file"] ?? ""): \(report["imported"] ?? 0) \((report["merges"] as? [Any])?.count ?? 0) \((report["rejections"] as? [Any])?.count ?? 0)"
+            }
+        }
+        #expect(counts(dry.json) == counts(again.json), "the dry run reports what the run does")
+        #expect(try OrgImportTests.file(again.json, "Account.csv")["imported"] as? Int == fixture.accounts)
+        for file in (againReport["files"] as? [[String: Any]]) ?? [] {
+            let reasons = (((file["report"] as? [String: Any])?["rejections"] as? [[String: Any]]) ?? []).compactMap { $0["reason"] as? String }
+            #expect(!reasons.contains { $0.contains("deleted since") }, "\(file["file"] ?? ""): \(reasons.prefix(3))")
+        }
+        var firstRun = try OrgImportTests.records(ctl, dir, "imported")
+        firstRun["contact"]?[person1]?["title"] = "CEO"
+        firstRun["lead"]?[lead] = edited
+        let secondRun = try OrgImportTests.records(ctl, dir, "again")
+        #expect(ImportResumeTests.stable(secondRun) == ImportResumeTests.stable(firstRun), "the tenant is as the first run left it")
+
+        // A record a person deleted since stays deleted: the row is rejected with the way back.
+        let gone = try #require(secondRun["account"]?.keys.first { !(before["account"]?.keys.contains($0) ?? false) })
+        do {
+            let store = try ReplicaStore(path: dir.path("data/tenants/acme.sqlite"), options: .crm(role: .authority))
+            defer { store.close() }
+            for record in try store.records(ofType: "contact") where record.reference("account")?.uuidString.lowercased() == gone.lowercased() {
+                try store.update(record.id, ["account": .null])
+            }
+            try store.delete(try #require(UUID(uuidString: gone)))
+        }
+        let third = try await ctl.run(["import", "acme", "--from", dir.path("export"), "--source", "salesforce", "--json"])
+        let accounts = try OrgImportTests.file(third.json, "Account.csv")
+        #expect(((accounts["rejections"] as? [[String: Any]]) ?? []).compactMap { $0["reason"] as? String }
+            .contains { $0.contains("deleted since; restore it instead") }, "\(accounts)")
     }
 }
 
