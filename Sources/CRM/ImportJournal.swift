@@ -180,7 +180,11 @@ public struct ImportJournal: Sendable, Equatable, Codable {
                 let id = String(name.dropLast(5))
                 guard let data = FileManager.default.contents(atPath: folder + "/" + name),
                       let header = try? decoder.decode(ImportJournal.self, from: data),
-                      header.tenant == tenant, header.undoneAt != nil, let stamp = header.undoStamp else { continue }
+                      header.tenant == tenant, let undoneAt = header.undoneAt else { continue }
+                // An undo of an earlier version noted only the wall clock's time when it ended,
+                // which the journal keeps to the second: its last deletes may be up to one later.
+                let stamp = header.undoStamp ?? HLCTimestamp(wallMilliseconds: UInt64(max(0, (undoneAt.timeIntervalSince1970 + 1) * 1000)),
+                                                             logical: HLCTimestamp.maxLogical).rawValue
                 for record in try ImportJournal.load(id, in: dataDirectory).created {
                     let (high, low) = key(record)
                     entries.append(Entry(high: high, low: low, stamp: stamp))
