@@ -155,9 +155,8 @@ public struct ImportJournal: Sendable, Equatable, Codable {
     /// again brings them back: undoing an import to run it again with another mapping or
     /// `--users` is the way to correct one. A record deleted since by a person stays deleted.
     public struct UndoneRecords: Sendable {
-        private struct Entry: Comparable {
+        private struct Entry {
             var high: UInt64, low: UInt64, stamp: UInt64
-            static func < (a: Entry, b: Entry) -> Bool { (a.high, a.low) < (b.high, b.low) }
         }
         /// Sorted by id (24 bytes a record, found by halving: an import of a million rows).
         private let entries: [Entry]
@@ -190,8 +189,18 @@ public struct ImportJournal: Sendable, Equatable, Codable {
                     entries.append(Entry(high: high, low: low, stamp: stamp))
                 }
             }
-            entries.sort()
-            return UndoneRecords(entries: entries)
+            // One entry a record: made by several imports undone, the latest undo counts.
+            entries.sort { ($0.high, $0.low, $0.stamp) < ($1.high, $1.low, $1.stamp) }
+            var unique: [Entry] = []
+            unique.reserveCapacity(entries.count)
+            for entry in entries {
+                if let last = unique.last, last.high == entry.high, last.low == entry.low {
+                    unique[unique.count - 1] = entry
+                } else {
+                    unique.append(entry)
+                }
+            }
+            return UndoneRecords(entries: unique)
         }
 
         /// Whether `state` is a record an undo deleted that no one has written since.
@@ -204,14 +213,7 @@ public struct ImportJournal: Sendable, Equatable, Codable {
                 let entry = entries[middle]
                 if (entry.high, entry.low) < (high, low) { range = middle + 1..<range.upperBound }
                 else if (entry.high, entry.low) > (high, low) { range = range.lowerBound..<middle }
-                else {
-                    // The same record made by several imports undone: the latest undo counts.
-                    var latest = entry.stamp
-                    var before = middle - 1, after = middle + 1
-                    while before >= 0, entries[before].high == high, entries[before].low == low { latest = max(latest, entries[before].stamp); before -= 1 }
-                    while after < entries.count, entries[after].high == high, entries[after].low == low { latest = max(latest, entries[after].stamp); after += 1 }
-                    return state.latestTimestamp.rawValue <= latest
-                }
+                else { return state.latestTimestamp.rawValue <= entry.stamp }
             }
             return false
         }
