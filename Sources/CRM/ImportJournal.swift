@@ -71,7 +71,7 @@ public struct ImportJournal: Sendable, Equatable, Codable {
         /// A filled field left as it is because it holds another value now.
         public struct Kept: Sendable, Equatable, Codable {
             public var record: UUID
-            /// The field kept, `nil` for a record the import made that was changed since.
+            /// The field kept, `nil` for a record the import made that was changed or referenced since.
             public var field: String?
             public var reason: String
         }
@@ -86,13 +86,14 @@ public struct ImportJournal: Sendable, Equatable, Codable {
         public var summary: String {
             "undid import \(id): deleted \(deleted) record(s) it made (\(alreadyDeleted) deleted already), "
                 + "cleared \(fieldsCleared) field(s) it filled, kept \(kept.filter { $0.field == nil }.count) record(s) "
-                + "and \(kept.filter { $0.field != nil }.count) field(s) changed since"
+                + "changed or referenced since and \(kept.filter { $0.field != nil }.count) field(s) changed since"
         }
     }
 
     /// Reverts the import as local writes of `store`, which sync like any change: the records
     /// it made are deleted (tombstones, so `restore` can bring one back) unless someone changed
-    /// them since (kept and reported: deleting would lose their work), and each field it filled
+    /// them since (kept and reported: deleting would lose their work) or a record that stays
+    /// references them (kept and reported: it would point at a deleted record), and each field it filled
     /// is emptied again unless it holds another value now, which is kept and reported. A record
     /// the journal names that the store never got (the batch of a killed run that did not
     /// commit) is passed over. Writes in transactions of `batchSize` so sessions beside it wait
@@ -128,24 +129,109 @@ public struct ImportJournal: Sendable, Equatable, Codable {
                 }
             }
         }
+        // The records it made go unless someone changed them since, or a record that stays
+        // references them: a contact a rep added to an imported account, another import's
+        // opportunities on it, or a record of this import that is kept. Deleting those would
+        // leave the records that stay pointing at a tombstone.
         let stamp = lastStamp.map(HLCTimestamp.init(rawValue:))
+        func changedSince(_ state: RecordState) -> String? {
+            let elsewhere = state.vector.entries.keys.contains { $0 != store.replicaID }
+            guard elsewhere || stamp.map({ state.latestTimestamp > $0 }) == true else { return nil }
+            return "\(state.type) changed since the import\(elsewhere ? " on a device" : ""); left as it is"
+        }
+        var referrals = Referrals(made: made)
+        // Anything written from here on is looked at again before each chunk of deletes.
+        var seen = try store.lastSequence
+        for record in created {
+            guard let state = try store.record(record), !state.isDeleted, changedSince(state) == nil else { continue }
+            referrals.candidates[record] = state.type
+        }
+        try referrals.find(in: store)
+        var gone = Set<UUID>()
         for chunk in stride(from: 0, to: created.count, by: batchSize) {
             try store.transaction {
+                // What was written since the search, by a session beside the undo: a record
+                // that now references one of those still here keeps it too.
+                for change in try store.changes(after: seen, limit: Int.max) where !change.state.isDeleted {
+                    referrals.note(change.state, in: store, except: gone)
+                }
                 for record in created[chunk..<min(chunk + batchSize, created.count)] {
                     guard let state = try store.record(record) else { continue }
                     guard !state.isDeleted else { report.alreadyDeleted += 1; continue }
-                    let elsewhere = state.vector.entries.keys.contains { $0 != store.replicaID }
-                    if elsewhere || stamp.map({ state.latestTimestamp > $0 }) == true {
-                        report.kept.append(.init(record: record, field: nil, reason:
-                            "\(state.type) changed since the import\(elsewhere ? " on a device" : ""); left as it is"))
+                    if let reason = changedSince(state) ?? referrals.kept[record] {
+                        report.kept.append(.init(record: record, field: nil, reason: reason))
                         continue
                     }
                     try store.delete(record)
+                    gone.insert(record)
                     report.deleted += 1
                 }
+                // The effects of these deletes are the undo's own writes, not someone's since.
+                try store.settleEffects()
+                seen = try store.lastSequence
             }
         }
         return report
+    }
+
+    /// Which of the records an undo would delete something that stays references, found by
+    /// reading the reference fields of every live record once.
+    struct Referrals {
+        /// Every record the import made: those of them that stay are kept by the undo.
+        let made: Set<UUID>
+        /// The records the undo would delete (made by the import, unchanged since), by type.
+        var candidates: [UUID: String] = [:]
+        /// For each candidate, the candidates its reference fields name: what must stay if it does.
+        private var references: [UUID: [UUID]] = [:]
+        /// The candidates that stay, with why.
+        private(set) var kept: [UUID: String] = [:]
+
+        init(made: Set<UUID>) { self.made = made }
+
+        /// Reads every live record's reference fields: a candidate named by a record that is no
+        /// candidate stays, and so does what a staying record names, up the chain.
+        mutating func find(in store: ReplicaStore) throws {
+            guard !candidates.isEmpty else { return }
+            var referred: [(target: UUID, by: UUID, type: String)] = []
+            for (type, fields) in Self.referenceFields(of: store.schema) {
+                try store.scan(type, fields: fields) { id, values in
+                    for value in values {
+                        guard case .text(let text) = value, let target = UUID(text: text), target != id, candidates[target] != nil else { continue }
+                        if candidates[id] != nil { references[id, default: []].append(target) } else { referred.append((target, id, type)) }
+                    }
+                }
+            }
+            for (target, by, type) in referred { keep(target, referencedBy: by, type: type, except: []) }
+        }
+
+        /// Keeps what `state`, written since the candidates were chosen, references among those
+        /// not in `gone`. A candidate written since stays itself (changed since the import).
+        mutating func note(_ state: RecordState, in store: ReplicaStore, except gone: Set<UUID>) {
+            guard let rules = store.schema.types[state.type]?.rules else { return }
+            for (field, rule) in rules where rule.reference != nil {
+                guard case .text(let text)? = state.fields[field]?.value, let target = UUID(text: text), target != state.id,
+                      candidates[target] != nil else { continue }
+                keep(target, referencedBy: state.id, type: state.type, except: gone)
+            }
+        }
+
+        private mutating func keep(_ target: UUID, referencedBy referrer: UUID, type: String, except gone: Set<UUID>) {
+            var work = [(target, referrer, type)]
+            while let (record, by, byType) = work.popLast() {
+                guard kept[record] == nil, !gone.contains(record), let recordType = candidates[record] else { continue }
+                let why = made.contains(by) ? "which the undo keeps" : "written since the import"
+                kept[record] = "\(recordType) referenced by \(byType) \(by.uuidString.lowercased()), \(why); left as it is"
+                for parent in references[record] ?? [] { work.append((parent, record, recordType)) }
+            }
+        }
+
+        /// The reference fields of each type that has any, in a stable order.
+        static func referenceFields(of schema: Schema) -> [(type: String, fields: [String])] {
+            schema.types.keys.sorted().compactMap { type in
+                let fields = schema.types[type]!.rules.filter { $0.value.reference != nil }.keys.sorted()
+                return fields.isEmpty ? nil : (type, fields)
+            }
+        }
     }
 
     /// The folder of a data directory that holds the journals.

@@ -609,6 +609,77 @@ import Testing
         #expect(((accounts["rejections"] as? [[String: Any]]) ?? []).compactMap { $0["reason"] as? String }
             .contains { $0.contains("deleted since; restore it instead") }, "\(accounts)")
     }
+
+    /// An undo leaves the records it made that a record staying references, up the chain: a
+    /// deleted account under a contact a later import made, or under one the import made that
+    /// someone changed since, would leave that contact pointing at a tombstone.
+    @Test func anUndoKeepsWhatRecordsThatStayReference() async throws {
+        let dir = try TemporaryDirectory()
+        let ctl = try OrgImportTests.tenant(dir)
+        let export = dir.path("export")
+        try FileManager.default.createDirectory(atPath: export, withIntermediateDirectories: true)
+        try """
+            Id,Name,ParentId
+            001000000000001,Parent Co,
+            001000000000002,Child Co,001000000000001
+            001000000000003,Lonely Co,
+            001000000000004,Later Co,
+            001000000000005,Lonely Child Co,001000000000003
+
+            """.write(toFile: export + "/Account.csv", atomically: true, encoding: .utf8)
+        try """
+            Id,AccountId,LastName,Email
+            003000000000001,001000000000002,Kim,kim@example.com
+            003000000000002,001000000000005,Lee,lee@example.com
+
+            """.write(toFile: export + "/Contact.csv", atomically: true, encoding: .utf8)
+        let imported = try await ctl.run(["import", "acme", "--from", export, "--source", "salesforce", "--json"])
+        let id = try #require((imported.json as? [String: Any])?["importID"] as? String, "\(imported.output) \(imported.error)")
+        let first = try OrgImportTests.records(ctl, dir, "imported")
+        func account(_ name: String, in records: [String: [String: [String: Any]]]) -> String? {
+            records["account"]?.first { $0.value["name"] as? String == name }?.key
+        }
+        let kim = try #require(first["contact"]?.first { $0.value["last_name"] as? String == "Kim" }?.key)
+        #expect(first["account"]?.count == 5 && first["contact"]?.count == 2)
+
+        // Kim changes since; a later import puts a contact on Later Co.
+        do {
+            let store = try ReplicaStore(path: dir.path("data/tenants/acme.sqlite"), options: .crm(role: .authority))
+            defer { store.close() }
+            try store.update(try #require(UUID(uuidString: kim)), ["title": .text("Buyer")])
+        }
+        try "Last Name,Email,Account Name\nPark,park@example.com,Later Co\n".write(toFile: dir.path("later.csv"), atomically: true, encoding: .utf8)
+        let later = try await ctl.run(["import", "acme", "--type", "contact", "--from", dir.path("later.csv"), "--json"])
+        #expect(later.status == 0, "\(later.error)")
+        let park = try #require(try OrgImportTests.records(ctl, dir, "later")["contact"]?.first { $0.value["last_name"] as? String == "Park" })
+        #expect(park.value["account"] as? String == account("Later Co", in: first)?.uppercased(), "\(park)")
+
+        let undo = try await ctl.run(["import", "undo", id, "--json"])
+        let undone = try #require(undo.json as? [String: Any], "\(undo.output) \(undo.error)")
+        let kept = try #require(undone["kept"] as? [[String: Any]])
+        func reason(_ record: String?) -> String {
+            kept.first { $0["record"] as? String == record?.uppercased() && $0["field"] == nil }?["reason"] as? String ?? "not kept"
+        }
+        #expect(reason(kim).hasPrefix("contact changed since the import"), "\(kept)")
+        #expect(reason(account("Child Co", in: first)) == "account referenced by contact \(kim.lowercased()), which the undo keeps; left as it is")
+        #expect(reason(account("Parent Co", in: first)).hasPrefix("account referenced by account \(account("Child Co", in: first)!.lowercased()), which the undo keeps"))
+        #expect(reason(account("Later Co", in: first)) == "account referenced by contact \(park.key.lowercased()), written since the import; left as it is")
+        #expect(kept.count == 4, "\(kept)")
+        #expect(undone["deleted"] as? Int == 3, "Lonely Co, Lonely Child Co and Lee go: what references them goes too")
+
+        let after = try OrgImportTests.records(ctl, dir, "after")
+        #expect(Set(after["account"]?.values.compactMap { $0["name"] as? String } ?? []) == ["Parent Co", "Child Co", "Later Co"])
+        #expect(Set(after["contact"]?.values.compactMap { $0["last_name"] as? String } ?? []) == ["Kim", "Park"])
+        for (type, records) in after {
+            for (record, fields) in records {
+                for (field, value) in fields {
+                    guard let text = value as? String, let target = UUID(uuidString: text), field != "id" else { continue }
+                    let exists = after.values.contains { $0[target.uuidString.lowercased()] != nil || $0[target.uuidString] != nil }
+                    #expect(exists || text.count != 36, "\(type) \(record).\(field) points at \(text), which the undo deleted")
+                }
+            }
+        }
+    }
 }
 
 @Suite(.ownThread) struct ImportResumeTests {
