@@ -178,6 +178,29 @@ enum CRMText {
               let end = scalars.lastIndex(where: { !isWhite($0) }) else { return "" }
         return String(scalars[start...end])
     }
+
+    /// `text` with each run of white space inside it as one space. Most values have none but
+    /// single spaces, which the bytes show without looking at any scalar's properties.
+    static func spacedOnce(_ text: String) -> String {
+        var previousWasSpace = false
+        let plain = text.utf8.allSatisfy { byte in
+            defer { previousWasSpace = byte == 0x20 }
+            return byte < 0x80 && !(byte >= 0x09 && byte <= 0x0D) && !(byte == 0x20 && previousWasSpace)
+        }
+        guard !plain else { return text }
+        var result = String.UnicodeScalarView()
+        var inSpace = false
+        for scalar in text.unicodeScalars {
+            if scalar.properties.isWhitespace || scalar == "\u{200B}" {
+                if !inSpace { result.append(" ") }
+                inSpace = true
+            } else {
+                result.append(scalar)
+                inSpace = false
+            }
+        }
+        return String(result)
+    }
 }
 
 /// Ids as text without Foundation's C formatting: on Linux `uuidString` goes through `snprintf`

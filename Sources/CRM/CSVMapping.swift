@@ -24,9 +24,11 @@ public struct CSVMapping: Sendable, Equatable {
         self.values = values.mapValues { Dictionary($0.map { (ImportProfile.key($0.key), $0.value) }, uniquingKeysWith: { $1 }) }
     }
 
-    /// How column titles, account names and owners compare: trimmed, lower-cased.
+    /// How column titles, account names and owners compare: trimmed, lower-cased, each run of
+    /// white space inside one space, so that "Carla  Conti", typed with two spaces in one system,
+    /// is the Carla Conti of another.
     public static func normalise(_ title: String) -> String {
-        CRMText.trimmed(title).lowercased()
+        CRMText.spacedOnce(CRMText.trimmed(title)).lowercased()
     }
 
     /// The target of a column, `nil` when the column is not imported.

@@ -41,6 +41,17 @@ import TestScheduling
         }
     }
 
+    /// Names, owners and titles compare with each run of white space as one space, whatever
+    /// the spaces are (two, a tab, a no-break space), and with nothing else changed.
+    @Test(.blocking) func namesCompareWithTheirSpacesFolded() {
+        #expect(CSVMapping.normalise("Carla  Conti") == "carla conti")
+        #expect(CSVMapping.normalise(" Carla\t\u{A0}Conti ") == "carla conti")
+        #expect(CSVMapping.normalise("Zoë\u{3000}Müller") == "zoë müller")
+        #expect(CSVMapping.normalise("Last Name") == "last name" && CSVMapping.normalise("a b c") == "a b c")
+        #expect(CRMText.spacedOnce("e\u{301}  x") == "e\u{301} x" && CRMText.spacedOnce("東京") == "東京" && CRMText.spacedOnce("") == "")
+        #expect(CRMText.spacedOnce("\u{FEFF}a") == "\u{FEFF}a", "a byte order mark only looks like white space")
+    }
+
     @Test(.blocking) func finderMatchesExistingContactsByEmailOrPhone() throws {
         let f = try Fixture()
         let ann = try f.contact("Ann", email: "ann@example.com", phone: "+44 20 7946 0958")

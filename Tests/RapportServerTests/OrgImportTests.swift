@@ -336,7 +336,7 @@ import Testing
         }
         let header = ["First Name", "Last Name", "Email", "Account Name", "Contact Owner", "Email Opt Out"]
         let rows = [
-            ["Jérôme", "Weiß", "jerome@example.com", "Société Générale", "  ana lópez ", "1"],
+            ["Jérôme", "Weiß", "jerome@example.com", "Société Générale", "  ana  lópez ", "1"],  // two spaces inside
             ["Søren", "Kierkegård", "soren@example.com", "Øresund A/S", "BO2@acme.example", "0"],
             ["Carla", "Díaz", "carla@example.com", "Iberia SL", "Zed Former", ""],
             ["Dan", "Eve", "dan@example.com", "Acme Rockets", "Bo Chen", "true"],  // two users have this name
