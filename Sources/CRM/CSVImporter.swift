@@ -626,15 +626,15 @@ enum FieldConversion {
 
     static func value(_ text: String, field: String, type: RecordType, custom: CustomField? = nil,
                       dateFormat: ImportDateFormat = .us) throws -> FieldValue {
-        if let custom { return try customValue(text, field: custom) }
+        if let custom { return try customValue(text, field: custom, dateFormat: dateFormat) }
         let rule = type.rules[field] ?? FieldRule()
         let value: FieldValue
         switch type.fields[field] ?? .text {
         case .integer:
-            guard let number = Int64(text) else { throw Problem(reason: "'\(text)' is not a whole number") }
+            guard let number = try wholeNumber(text, dateFormat: dateFormat) else { throw Problem(reason: "'\(text)' is not a whole number") }
             value = .integer(number)
         case .real:
-            guard let number = Double(text), number.isFinite else { throw Problem(reason: "'\(text)' is not a number") }
+            guard let number = try number(text, dateFormat: dateFormat) else { throw Problem(reason: "'\(text)' is not a number") }
             value = .real(number)
         case .boolean:
             guard let flag = boolean(text) else { throw Problem(reason: "'\(text)' is not yes/no") }
@@ -653,7 +653,7 @@ enum FieldConversion {
     }
 
     /// A value of a tenant's custom field, by its kind.
-    private static func customValue(_ text: String, field: CustomField) throws -> FieldValue {
+    private static func customValue(_ text: String, field: CustomField, dateFormat: ImportDateFormat) throws -> FieldValue {
         let value: FieldValue
         switch field.kind {
         case .boolean:
@@ -661,13 +661,80 @@ enum FieldConversion {
             value = .bool(flag)
         case .number:
             if let number = Int64(text) { value = .integer(number) }
-            else if let number = Double(text), number.isFinite { value = .real(number) }
+            else if let number = try number(text, dateFormat: dateFormat) { value = .real(number) }
             else { throw Problem(reason: "'\(text)' is not a number") }
         case .text, .date, .choice:
             value = .text(text)
         }
         if let violation = field.violation(of: value) { throw Problem(reason: violation) }
         return value
+    }
+
+    /// A number as an export writes it: plain (`1234.5`), or grouped by thousands as reports
+    /// write amounts, in the form of the export's locale, which its date format tells: `10,000.00`
+    /// from a US one; `10.000,00`, `10 000,00` or `10'000.00` from a European one, where the
+    /// decimal mark is a comma or a point. `nil` for anything else (groups not of three digits,
+    /// a decimal comma in a US export). A European `1,500` or `1.500` is 1.5 in some locales and
+    /// 1500 in others: refused with why, never guessed.
+    static func number(_ text: String, dateFormat: ImportDateFormat) throws -> Double? {
+        if dateFormat == .us || !text.utf8.contains(UInt8(ascii: ".")), let plain = Double(text), plain.isFinite { return plain }
+        return try grouped(text, dateFormat: dateFormat, whole: false).flatMap(Double.init).flatMap { $0.isFinite ? $0 : nil }
+    }
+
+    /// A whole number as an export writes it: plain, or grouped by thousands in either form of
+    /// `number` (a count is never written with three decimals), with decimals that are all
+    /// zero (`1,200.00`).
+    static func wholeNumber(_ text: String, dateFormat: ImportDateFormat) throws -> Int64? {
+        if let plain = Int64(text) { return plain }
+        guard var digits = try grouped(text, dateFormat: dateFormat, whole: true) else { return nil }
+        if let point = digits.firstIndex(of: ".") {
+            guard digits[digits.index(after: point)...].allSatisfy({ $0 == "0" }) else { return nil }
+            digits = String(digits[..<point])
+        }
+        return Int64(digits)
+    }
+
+    /// The plain form (`-1234.5`) of a number with grouped digits, or `nil`.
+    private static func grouped(_ text: String, dateFormat: ImportDateFormat, whole: Bool) throws -> String? {
+        var runs: [String] = [], marks: [Character] = [], run = ""
+        var body = Substring(text)
+        let sign = body.first == "-" ? "-" : ""
+        if body.first == "-" || body.first == "+" { body = body.dropFirst() }
+        for character in body {
+            if character.isASCII && character.isWholeNumber {
+                run.append(character)
+            } else if [".", ",", " ", "\u{A0}", "\u{202F}", "'"].contains(character), !run.isEmpty {
+                runs.append(run)
+                marks.append(character)
+                run = ""
+            } else {
+                return nil
+            }
+        }
+        guard !run.isEmpty, !marks.isEmpty else { return nil }
+        runs.append(run)
+        // The decimal mark is the last mark when it is a point or a comma that no mark before
+        // it repeats; the others group thousands, all with one mark.
+        var decimal: Character?
+        let last = marks.last!
+        if last == "." || last == ",", !marks.dropLast().contains(last) {
+            if marks.count > 1 || runs.last!.count != 3 || runs[0].count > 3 {
+                decimal = last
+            } else if whole || dateFormat == .us {
+                // One mark before three digits: thousands, as a US export or a count writes them.
+                decimal = dateFormat == .us && last == "." ? "." : nil
+            } else {
+                throw Problem(reason: "'\(text)' is \(runs.joined()) in some European exports and \(runs.joined(separator: ".")) in others: write it without a separator of thousands")
+            }
+        }
+        let grouping = decimal == nil ? marks : Array(marks.dropLast())
+        guard Set(grouping).count <= 1 else { return nil }
+        if dateFormat == .us {
+            guard decimal == nil || decimal == ".", grouping.allSatisfy({ $0 == "," }) else { return nil }
+        }
+        let integer = decimal == nil ? runs : Array(runs.dropLast())
+        guard integer.count == 1 || (integer[0].count <= 3 && integer.dropFirst().allSatisfy { $0.count == 3 }) else { return nil }
+        return sign + integer.joined() + (decimal == nil ? "" : "." + runs.last!)
     }
 
     /// Yes/no as exports write it; `nil` for anything else.

@@ -109,7 +109,7 @@ struct ImportRun: ParsableCommand {
     var object: [String] = []
     @Option(help: ArgumentHelp("A CSV of source owner (id, name or e-mail) and tenant user e-mail.", valueName: "file"))
     var users: String?
-    @Option(help: ArgumentHelp("How days with separators read: MM/DD/YYYY (default) or DD.MM.YYYY. A day may carry a time (2024-05-31 14:30, 5/31/2024 2:30 PM) and a zone (Z, +02:00); one without a zone is read as UTC.", valueName: "format"))
+    @Option(help: ArgumentHelp("How days with separators read: MM/DD/YYYY (default) or DD.MM.YYYY. A day may carry a time (2024-05-31 14:30, 5/31/2024 2:30 PM) and a zone (Z, +02:00); one without a zone is read as UTC. Numbers grouped by thousands read as the same locale writes them: 10,000.00 (US) or 10.000,00 (European).", valueName: "format"))
     var dateFormat: String = ImportDateFormat.us.rawValue
     @Option(help: ArgumentHelp("How files without a byte-order mark are encoded: utf-8 (default) or windows-1252 (also for latin-1 / ISO-8859-1, as Salesforce's Data Export writes for many orgs). Files with a mark (UTF-8, UTF-16) are read as it says.", valueName: "encoding"))
     var encoding: String = CSV.TextEncoding.utf8.rawValue

@@ -242,6 +242,38 @@ import TestScheduling
         #expect(Set(try f.store.records(ofType: "contact").compactMap { $0.text("birthday") }) == ["1980-12-31", "2026-03-01", "1975-06-30"])
     }
 
+    /// Amounts as reports write them, grouped by thousands in the export's locale, and counts;
+    /// what one European locale reads otherwise than another is refused as the file wrote it.
+    @Test(.blocking) func numbersGroupedByThousandsAsTheExportsLocaleWritesThem() throws {
+        let us: [String: Double?] = [
+            "10,000": 10_000, "1,234.56": 1_234.56, "-1,234,567.5": -1_234_567.5, "1234.5": 1_234.5, "1.234": 1.234, "0.5": 0.5,
+            "12,5": nil, "1.234.567": nil, "1,23": nil, "1,2345": nil, "10 000": nil, "1,,000": nil, ",5": nil, "1,000.": nil, "USD 10": nil,
+        ]
+        for (text, expected) in us { #expect(try FieldConversion.number(text, dateFormat: .us) == expected, "\(text)") }
+        let european: [String: Double?] = [
+            "10.000,00": 10_000, "10 000,50": 10_000.5, "10\u{A0}000,50": 10_000.5, "10'000.25": 10_000.25, "1,234.56": 1_234.56,
+            "12,5": 12.5, "3.5": 3.5, "1234,567": 1_234.567, "1.234.567": 1_234_567, "-0,75": -0.75, "1.234,5.6": nil, "1.23,4": nil,
+        ]
+        for (text, expected) in european { #expect(try FieldConversion.number(text, dateFormat: .european) == expected, "\(text)") }
+        for ambiguous in ["10,000", "1.500"] {
+            #expect(throws: FieldConversion.Problem.self, "\(ambiguous)") { try FieldConversion.number(ambiguous, dateFormat: .european) }
+        }
+        #expect(try FieldConversion.wholeNumber("1,200", dateFormat: .us) == 1_200 && FieldConversion.wholeNumber("1,200.00", dateFormat: .us) == 1_200)
+        #expect(try FieldConversion.wholeNumber("1.200", dateFormat: .european) == 1_200 && FieldConversion.wholeNumber("1,200", dateFormat: .european) == 1_200)
+        #expect(try FieldConversion.wholeNumber("1.200", dateFormat: .us) == nil && FieldConversion.wholeNumber("12.5", dateFormat: .european) == nil)
+
+        // Through an import: the reason quotes the value as the file held it.
+        let f = try Fixture()
+        var options = CSVImporter.Options()
+        options.dateFormat = .european
+        let account = try f.account("Acme").text()
+        let csv = "name,account,stage,amount\nA,\(account),prospecting,\"12.500,00\"\nB,\(account),prospecting,\"1,500\"\n"
+        let report = try CSVImporter(store: f.store, type: "opportunity", options: options).run(csv: csv)
+        #expect(report.imported == 1)
+        #expect(try f.store.records(ofType: "opportunity").first?.values["amount"] == .real(12_500))
+        #expect(report.rejections.map(\.reason) == ["'1,500' is 1500 in some European exports and 1.500 in others: write it without a separator of thousands"])
+    }
+
     /// Times as Salesforce, HubSpot and US reports write them, with and without a zone, kept
     /// as UTC instants; a time that does not exist is refused as the file wrote it.
     @Test(.blocking) func timesInTheFormsExportsWriteThemAreKeptAsUTCInstants() throws {
