@@ -180,7 +180,9 @@ extension ImportProfile {
         ], translations: ["stage": stages, "lead_source": leadSources]),
         ImportProfile("Opportunity", "report", "opportunity", [
             "Opportunity ID": "external_id", "Account ID": "ref:account", "Account Name": "account_name",
-            "Opportunity Name": "name", "Amount": "amount", "Stage": "stage", "Probability (%)": "probability",
+            // A multi-currency org's report gives each amount's currency a column of its own.
+            "Opportunity Name": "name", "Amount": "amount", "Amount Currency": "currency", "Opportunity Currency": "currency",
+            "Stage": "stage", "Probability (%)": "probability",
             "Close Date": "expected_close", "Opportunity Owner": "owner", "Lead Source": "lead_source", "Next Step": "next_step",
             "Description": "description",
         ], translations: ["stage": stages, "lead_source": leadSources]),

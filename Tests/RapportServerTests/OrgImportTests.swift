@@ -428,10 +428,10 @@ import Testing
         let ctl = try Self.tenant(dir)
         // A Salesforce opportunity report: accounts by name (one it does not have), owners by
         // name through --users, US dates, amounts grouped by thousands, and the report's footer.
-        var report = CSV.line(["Opportunity Name", "Account Name", "Amount", "Stage", "Close Date", "Opportunity Owner"])
+        var report = CSV.line(["Opportunity Name", "Account Name", "Amount Currency", "Amount", "Stage", "Close Date", "Opportunity Owner"])
         for i in 0..<200 {
             let amount = (i * 100 >= 1_000 ? "\(i / 10),\(String(format: "%03d", i * 100 % 1_000))" : "\(i * 100)") + (i % 2 == 1 ? ".50" : "")
-            report += CSV.line(["Renewal \(i)", i % 2 == 0 ? "Navy Systems Inc" : "  société  ÉTUDES ", amount,
+            report += CSV.line(["Renewal \(i)", i % 2 == 0 ? "Navy Systems Inc" : "  société  ÉTUDES ", i % 2 == 0 ? "USD" : "EUR", amount,
                                 i % 3 == 0 ? "Closed Won" : "Prospecting", "5/\(1 + i % 28)/2026", i % 2 == 0 ? "Ben Brown" : "Nobody Known"])
         }
         report += "\r\n\"Grand Totals (200 records)\"\r\n\"\"\r\n\"Copyright (c) 2000-2026 salesforce.com, inc. All rights reserved.\"\r\n"
@@ -449,7 +449,8 @@ import Testing
         #expect(Set(tenant["account"]?.values.compactMap { $0["name"] as? String } ?? []) == ["Navy Systems Inc", "société  ÉTUDES"])
         #expect(tenant["opportunity"]?.values.filter { $0["owner"] as? String == "ben@acme.example" }.count == 100)
         #expect(tenant["opportunity"]?.values.contains { $0["expected_close"] as? String == "2026-05-28" } == true)
-        #expect(tenant["opportunity"]?.values.first { $0["name"] as? String == "Renewal 123" }?["amount"] as? Double == 12_300.5)
+        let renewal = tenant["opportunity"]?.values.first { $0["name"] as? String == "Renewal 123" }
+        #expect(renewal?["amount"] as? Double == 12_300.5 && renewal?["currency"] as? String == "EUR")
 
         // Without --users, and a report has no user file: owners by the name of a user of the
         // tenant, as a single file's import maps them; a name two users share maps to neither.
