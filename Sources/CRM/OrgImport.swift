@@ -166,13 +166,13 @@ extension ImportProfile {
             "Department": "department", "Email": "email", "Phone": "phone", "MobilePhone": "mobile", "Birthdate": "birthday",
             "OwnerId": "owner", "HasOptedOutOfEmail": "optout", "DoNotCall": "do_not_call", "LeadSource": "lead_source",
             "Description": "description",
-        ].merging(addressColumns("Mailing", label: false)) { $1 }),
+        ].merging(addressColumns("Mailing", label: false)) { $1 }, translations: ["lead_source": leadSources]),
         ImportProfile("Contact", "report", "contact", [
             "Contact ID": "external_id", "Account ID": "ref:account", "Account Name": "account_name", "First Name": "first_name",
             "Last Name": "last_name", "Title": "title", "Department": "department", "Email": "email", "Phone": "phone",
             "Mobile": "mobile", "Birthdate": "birthday", "Contact Owner": "owner", "Email Opt Out": "optout",
             "Do Not Call": "do_not_call", "Lead Source": "lead_source", "Description": "description",
-        ].merging(addressColumns("Mailing", label: true)) { $1 }),
+        ].merging(addressColumns("Mailing", label: true)) { $1 }, translations: ["lead_source": leadSources]),
         ImportProfile("Opportunity", "api", "opportunity", [
             "Id": "external_id", "AccountId": "ref:account", "Name": "name", "Amount": "amount", "StageName": "stage",
             "Probability": "probability", "CloseDate": "expected_close", "OwnerId": "owner", "LeadSource": "lead_source",
@@ -242,7 +242,7 @@ extension ImportProfile {
             "Associated Company IDs (Primary)": "ref:account", "Contact owner": "owner",
             "Unsubscribed from all email": "optout", "Original Source": "lead_source", "Street Address": "address:0",
             "City": "address:1", "State/Region": "address:2", "Postal Code": "address:3", "Country/Region": "address:4",
-        ]),
+        ], translations: ["lead_source": leadSources]),
         ImportProfile("deals", "export", "opportunity", [
             "Record ID": "external_id", "Deal Name": "name", "Amount": "amount", "Deal Stage": "stage",
             "Close Date": "expected_close", "Deal owner": "owner", "Associated Company IDs (Primary)": "ref:account",

@@ -489,13 +489,17 @@ import Testing
         try FileManager.default.createDirectory(atPath: hub, withIntermediateDirectories: true)
         var companies = CSV.line(["Record ID", "Company name", "Phone Number", "City", "Country/Region", "Company owner"])
         var contacts = CSV.line(["Record ID", "First Name", "Last Name", "Email", "Associated Company IDs (Primary)",
-                                 "Unsubscribed from all email", "Contact owner"])
-        var deals = CSV.line(["Record ID", "Deal Name", "Amount", "Deal Stage", "Close Date", "Associated Company IDs (Primary)", "Deal Description"])
+                                 "Unsubscribed from all email", "Contact owner", "Original Source"])
+        var deals = CSV.line(["Record ID", "Deal Name", "Amount", "Deal Stage", "Close Date", "Associated Company IDs (Primary)", "Deal Description",
+                              "Original Source"])
+        // HubSpot writes a source's label, as its own screens show it.
+        let sources = ["Organic Search", "Direct Traffic", "Offline Sources", "Paid Social"]
         for i in 0..<50 {
             companies += CSV.line(["\(7000 + i)", "Kaufhaus Müller \(i)", "+49 89 \(10000 + i)", "München", "Deutschland", "anna@acme.example"])
             contacts += CSV.line(["\(8000 + i)", "Jürgen", "Weiß \(i)", "j\(i)@example.de", i == 7 ? "9999" : "\(7000 + i)",
-                                  i % 2 == 0 ? "true" : "", "anna@acme.example"])
-            deals += CSV.line(["\(9000 + i)", "Kasse \(i)", "1200", "closedwon", "2026-06-01", "\(7000 + i)", i == 3 ? "Zwei Kassen,\nein Drucker" : ""])
+                                  i % 2 == 0 ? "true" : "", "anna@acme.example", sources[i % 4]])
+            deals += CSV.line(["\(9000 + i)", "Kasse \(i)", "1200", "closedwon", "2026-06-01", "\(7000 + i)", i == 3 ? "Zwei Kassen,\nein Drucker" : "",
+                               sources[i % 4]])
         }
         try companies.write(toFile: hub + "/hubspot-crm-exports-all-companies.csv", atomically: true, encoding: .utf8)
         try contacts.write(toFile: hub + "/hubspot-crm-exports-all-contacts.csv", atomically: true, encoding: .utf8)
@@ -518,6 +522,8 @@ import Testing
         #expect(müller.value["address"] as? String == "München, Deutschland" && müller.value["owner"] as? String == "anna@acme.example")
         #expect(after["opportunity"]?.values.first { $0["name"] as? String == "Kasse 3" }?["description"] as? String == "Zwei Kassen,\nein Drucker")
         let weiß = try #require(after["contact"]?.values.first { $0["last_name"] as? String == "Weiß 3" })
+        #expect(weiß["lead_source"] as? String == "campaign", "Paid Social, as the CRM names its sources: \(weiß)")
+        #expect(after["opportunity"]?.values.first { $0["name"] as? String == "Kasse 4" }?["lead_source"] as? String == "web")
         #expect(weiß["account"] as? String == müller.key.uppercased() && weiß["consent_email"] == nil)
         #expect(after["contact"]?.values.first { $0["last_name"] as? String == "Weiß 4" }?["consent_email"] as? String == "withdrawn")
         // Tickets are cases with their company and contact by record id.
