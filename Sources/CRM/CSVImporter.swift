@@ -566,9 +566,18 @@ private struct ImportRun {
                 pending[id] = values
             } else if undone {
                 // A journaled batch counts it as made (its liveness is written anew), so an
-                // undo of this import deletes it again.
-                try store.restore(id)
-                try store.update(id, values)
+                // undo of this import deletes it again. It comes back as this row makes it, as
+                // a first run would: what the earlier row gave that this one does not (a column
+                // mapped then and not now) is emptied, and the store's effects derive again what
+                // follows from the row. Computed fields stay the server's to write.
+                let restored = try store.restore(id)
+                let computed = Set(CRMDerivedFields.fields(of: restored.type))
+                var written = values
+                for (field, value) in restored.values where value != .null && written[field] == nil && !computed.contains(field)
+                    && (recordType.fields[field] != nil || custom[field] != nil) {
+                    written[field] = .null
+                }
+                try store.update(id, written)
             } else {
                 try create(id, values)
             }

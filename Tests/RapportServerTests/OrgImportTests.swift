@@ -619,6 +619,27 @@ import Testing
             .contains { $0.contains("deleted since; restore it instead") }, "\(accounts)")
     }
 
+    /// An import corrected by undoing it and running it again with another mapping: the records
+    /// come back as the second run makes them, without what only the first run's mapping gave.
+    @Test func aRecordBroughtBackByAnotherMappingHoldsOnlyWhatThatMappingGives() async throws {
+        let dir = try TemporaryDirectory()
+        let ctl = try OrgImportTests.tenant(dir)
+        try "Last Name,Email,Title,Department\nKim,kim@example.com,Buyer,Purchasing\nLee,lee@example.com,CFO,Finance\n"
+            .write(toFile: dir.path("contacts.csv"), atomically: true, encoding: .utf8)
+        let arguments = ["import", "acme", "--type", "contact", "--from", dir.path("contacts.csv"), "--mapping", "salesforce", "--json"]
+        let first = try await ctl.run(arguments)
+        let id = try #require((first.json as? [String: Any])?["importID"] as? String, "\(first.output) \(first.error)")
+        #expect(try OrgImportTests.records(ctl, dir, "first")["contact"]?.values.allSatisfy { $0["department"] != nil } == true)
+        #expect(try await ctl.run(["import", "undo", id]).status == 0)
+        // Department was mapped by mistake: the same file again, with it left out this time.
+        try "Last Name,Email,Title\nKim,kim@example.com,Buyer\nLee,lee@example.com,CFO\n"
+            .write(toFile: dir.path("contacts.csv"), atomically: true, encoding: .utf8)
+        let again = try await ctl.run(arguments)
+        #expect(again.status == 0 && (again.json as? [String: Any])?["imported"] as? Int == 2, "\(again.output) \(again.error)")
+        let contacts = try #require(try OrgImportTests.records(ctl, dir, "again")["contact"])
+        #expect(contacts.count == 2 && contacts.values.allSatisfy { $0["department"] == nil && $0["title"] != nil }, "\(contacts)")
+    }
+
     /// An undo leaves the records it made that a record staying references, up the chain: a
     /// deleted account under a contact a later import made, or under one the import made that
     /// someone changed since, would leave that contact pointing at a tombstone.
