@@ -51,7 +51,7 @@ public struct AccessPolicy: Sendable {
     /// The record `state` hangs off: the first of its parent references that is set.
     public func parent(of state: RecordState) -> UUID? {
         for field in model.parents[state.type] ?? [] {
-            if let id = text(state, field).flatMap(UUID.init(uuidString:)) { return id }
+            if let id = text(state, field).flatMap(UUID.init(text:)) { return id }
         }
         return nil
     }

@@ -54,7 +54,7 @@ extension ReplicaStore {
         guard visited.insert(state.id).inserted else { return }
         let rules = schema.types[state.type]?.rules ?? [:]
         for (field, rule) in rules where rule.reference != nil {
-            guard case .text(let text)? = state.fields[field]?.value, let target = UUID(uuidString: text),
+            guard case .text(let text)? = state.fields[field]?.value, let target = UUID(text: text),
                   !visited.contains(target), let (stored, loaded) = try load(target, decodeState: true), stored.isDirty,
                   let referenced = loaded else { continue }
             try appendWithReferences(referenced, to: &ordered, visited: &visited)

@@ -24,3 +24,66 @@ extension UUID {
         return bytes.withUnsafeBytes { UUID(bytes: $0)! }
     }
 }
+
+/// Ids as text without Foundation's C formatting: on Linux `uuidString` goes through `snprintf`
+/// and `UUID(uuidString:)` through `sscanf`, which an import pays for at every reference it
+/// resolves, writes and checks.
+extension UUID {
+    private static let upperHex = Array("0123456789ABCDEF".utf8), lowerHex = Array("0123456789abcdef".utf8)
+
+    /// The id as `uuidString` writes it, or in lower case as derived ids' keys take it.
+    public func text(lowercased: Bool = false) -> String {
+        let digits = lowercased ? Self.lowerHex : Self.upperHex
+        return withUnsafeBytes(of: uuid) { bytes in
+            String(unsafeUninitializedCapacity: 36) { out in
+                var at = 0
+                for (index, byte) in bytes.enumerated() {
+                    if index == 4 || index == 6 || index == 8 || index == 10 { out[at] = UInt8(ascii: "-"); at += 1 }
+                    out[at] = digits[Int(byte >> 4)]
+                    out[at + 1] = digits[Int(byte & 0x0F)]
+                    at += 2
+                }
+                return at
+            }
+        }
+    }
+
+    /// The id `text` writes, as `UUID(uuidString:)` reads it: the usual form (36 characters,
+    /// hex digits of either case, hyphens after the 8th, 12th, 16th and 20th) read here, any
+    /// other left to Foundation, whose `sscanf` takes some looser forms too.
+    public init?(text: String) {
+        guard let id = Self.usualForm(text) ?? UUID(uuidString: text) else { return nil }
+        self = id
+    }
+
+    private static func usualForm(_ text: String) -> UUID? {
+        var text = text
+        var value: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        let parsed = text.withUTF8 { utf8 -> Bool in
+            guard utf8.count == 36 else { return false }
+            return withUnsafeMutableBytes(of: &value) { bytes -> Bool in
+                var at = 0
+                for index in 0..<16 {
+                    if index == 4 || index == 6 || index == 8 || index == 10 {
+                        guard utf8[at] == UInt8(ascii: "-") else { return false }
+                        at += 1
+                    }
+                    guard let high = Self.hexValue(utf8[at]), let low = Self.hexValue(utf8[at + 1]) else { return false }
+                    bytes[index] = high << 4 | low
+                    at += 2
+                }
+                return true
+            }
+        }
+        return parsed ? UUID(uuid: value) : nil
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

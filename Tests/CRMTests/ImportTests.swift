@@ -535,20 +535,4 @@ import TestScheduling
     @Test(.blocking) func derivedIDsKeepTheirValues() {
         #expect(DerivedID.make("contact", "ann@example.com") == UUID(uuidString: "2415E3A2-9C32-8C14-B301-54A7A495DFE9"))
     }
-
-    @Test(.blocking) func idsReadAndWriteAsFoundationDoes() {
-        for _ in 0..<1_000 {
-            let id = UUID()
-            #expect(id.text() == id.uuidString)
-            #expect(id.text(lowercased: true) == id.uuidString.lowercased())
-            #expect(UUID(text: id.uuidString) == id)
-            #expect(UUID(text: id.uuidString.lowercased()) == id)
-        }
-        let id = UUID().uuidString
-        for bad in ["", "not an id", String(id.dropLast()), id + "0", "G" + id.dropFirst(), " " + id.dropFirst(),
-                    id.replacingOccurrences(of: "-", with: "_"), "-" + id.dropLast(), "0000000-00000-0000-0000-000000000000",
-                    String(id.prefix(35)) + "é"] {
-            #expect(UUID(text: bad) == UUID(uuidString: bad), "\(bad)")
-        }
-    }
 }

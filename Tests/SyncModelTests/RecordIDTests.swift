@@ -27,4 +27,21 @@ import Testing
         earlier += later
         #expect(Set(earlier).count == 200, "ids made in one millisecond are still unique")
     }
+
+    /// Ids as text without Foundation's C formatting read and write exactly as Foundation does.
+    @Test func idsReadAndWriteAsFoundationDoes() {
+        for _ in 0..<1_000 {
+            let id = UUID()
+            #expect(id.text() == id.uuidString)
+            #expect(id.text(lowercased: true) == id.uuidString.lowercased())
+            #expect(UUID(text: id.uuidString) == id)
+            #expect(UUID(text: id.uuidString.lowercased()) == id)
+        }
+        let id = UUID().uuidString
+        for bad in ["", "not an id", String(id.dropLast()), id + "0", "G" + id.dropFirst(), " " + id.dropFirst(),
+                    id.replacingOccurrences(of: "-", with: "_"), "-" + id.dropLast(), "0000000-00000-0000-0000-000000000000",
+                    String(id.prefix(35)) + "é"] {
+            #expect(UUID(text: bad) == UUID(uuidString: bad), "\(bad)")
+        }
+    }
 }
