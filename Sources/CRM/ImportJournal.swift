@@ -53,6 +53,10 @@ public struct ImportJournal: Sendable, Equatable, Codable {
     /// The store's clock after the import's last committed batch: a record it made that was
     /// written after that was changed by someone since.
     public var lastStamp: UInt64?
+    /// The store's change sequence after the import's last committed batch: a record it made
+    /// whose change is later was written by someone since. `nil` when a batch of the journal
+    /// was written by a version that did not note it.
+    public var lastSequence: Int64?
     /// The store's clock when the undo of the import ended: a record the import made that is
     /// deleted, and was written no later, was deleted by the undo and touched by no one since.
     public var undoStamp: UInt64?
@@ -142,9 +146,23 @@ public struct ImportJournal: Sendable, Equatable, Codable {
         var referrals = Referrals(made: made)
         // Anything written from here on is looked at again before each chunk of deletes.
         var seen = try store.lastSequence
-        for record in created {
-            guard let state = try store.record(record), !state.isDeleted, changedSince(state) == nil else { continue }
-            referrals.candidates[record] = state.type
+        if let lastSequence {
+            // Those written since the import (changed, deleted) are the changes after its last:
+            // the others need not be read one by one.
+            var since = Set<UUID>()
+            var after = lastSequence
+            while true {
+                let changes = try store.encodedChanges(after: after, limit: 10_000)
+                guard let last = changes.last else { break }
+                for change in changes where made.contains(change.record.id) { since.insert(change.record.id) }
+                after = last.sequence
+            }
+            referrals.candidates = made.subtracting(since)
+        } else {
+            for record in created {
+                guard let state = try store.record(record), !state.isDeleted, changedSince(state) == nil else { continue }
+                referrals.candidates.insert(record)
+            }
         }
         try referrals.find(in: store)
         var gone = Set<UUID>()
@@ -158,7 +176,7 @@ public struct ImportJournal: Sendable, Equatable, Codable {
                 for record in created[chunk..<min(chunk + batchSize, created.count)] {
                     guard let state = try store.record(record) else { continue }
                     guard !state.isDeleted else { report.alreadyDeleted += 1; continue }
-                    if let reason = changedSince(state) ?? referrals.kept[record] {
+                    if let reason = changedSince(state) ?? referrals.kept[record].map({ "\(state.type) \($0)" }) {
                         report.kept.append(.init(record: record, field: nil, reason: reason))
                         continue
                     }
@@ -179,11 +197,13 @@ public struct ImportJournal: Sendable, Equatable, Codable {
     struct Referrals {
         /// Every record the import made: those of them that stay are kept by the undo.
         let made: Set<UUID>
-        /// The records the undo would delete (made by the import, unchanged since), by type.
-        var candidates: [UUID: String] = [:]
+        /// The records the undo would delete: made by the import, unchanged since.
+        var candidates: Set<UUID> = []
         /// For each candidate, the candidates its reference fields name: what must stay if it does.
         private var references: [UUID: [UUID]] = [:]
-        /// The candidates that stay, with why.
+        /// The types of the candidates that reference others, as the search read them.
+        private var types: [UUID: String] = [:]
+        /// The candidates that stay, with why (after the record's type: "referenced by ...").
         private(set) var kept: [UUID: String] = [:]
 
         init(made: Set<UUID>) { self.made = made }
@@ -196,8 +216,13 @@ public struct ImportJournal: Sendable, Equatable, Codable {
             for (type, fields) in Self.referenceFields(of: store.schema) {
                 try store.scan(type, fields: fields) { id, values in
                     for value in values {
-                        guard case .text(let text) = value, let target = UUID(text: text), target != id, candidates[target] != nil else { continue }
-                        if candidates[id] != nil { references[id, default: []].append(target) } else { referred.append((target, id, type)) }
+                        guard case .text(let text) = value, let target = UUID(text: text), target != id, candidates.contains(target) else { continue }
+                        if candidates.contains(id) {
+                            references[id, default: []].append(target)
+                            types[id] = type
+                        } else {
+                            referred.append((target, id, type))
+                        }
                     }
                 }
             }
@@ -210,7 +235,7 @@ public struct ImportJournal: Sendable, Equatable, Codable {
             guard let rules = store.schema.types[state.type]?.rules else { return }
             for (field, rule) in rules where rule.reference != nil {
                 guard case .text(let text)? = state.fields[field]?.value, let target = UUID(text: text), target != state.id,
-                      candidates[target] != nil else { continue }
+                      candidates.contains(target) else { continue }
                 keep(target, referencedBy: state.id, type: state.type, except: gone)
             }
         }
@@ -218,10 +243,10 @@ public struct ImportJournal: Sendable, Equatable, Codable {
         private mutating func keep(_ target: UUID, referencedBy referrer: UUID, type: String, except gone: Set<UUID>) {
             var work = [(target, referrer, type)]
             while let (record, by, byType) = work.popLast() {
-                guard kept[record] == nil, !gone.contains(record), let recordType = candidates[record] else { continue }
+                guard kept[record] == nil, !gone.contains(record), candidates.contains(record) else { continue }
                 let why = made.contains(by) ? "which the undo keeps" : "written since the import"
-                kept[record] = "\(recordType) referenced by \(byType) \(by.uuidString.lowercased()), \(why); left as it is"
-                for parent in references[record] ?? [] { work.append((parent, record, recordType)) }
+                kept[record] = "referenced by \(byType) \(by.text(lowercased: true)), \(why); left as it is"
+                for parent in references[record] ?? [] { work.append((parent, record, types[record] ?? "record")) }
             }
         }
 
@@ -314,13 +339,16 @@ public struct ImportJournal: Sendable, Equatable, Codable {
         var journal = try decoder.decode(ImportJournal.self, from: data)
         if let entries = FileManager.default.contents(atPath: path + ".jsonl") {
             var seen = Set(journal.created)
+            var sequences: [Int64?] = []
             for line in entries.split(separator: UInt8(ascii: "\n")) {
                 // The last line of a killed run may be cut short; its batch never committed.
                 guard let batch = try? decoder.decode(Writer.Batch.self, from: line) else { continue }
                 for id in batch.created where seen.insert(id).inserted { journal.created.append(id) }
                 journal.filled += batch.filled
                 journal.lastStamp = max(journal.lastStamp ?? 0, batch.stamp)
+                sequences.append(batch.sequence)
             }
+            journal.lastSequence = sequences.contains(nil) ? nil : sequences.compactMap { $0 }.max()
         }
         return journal
     }
@@ -360,6 +388,8 @@ public struct ImportJournal: Sendable, Equatable, Codable {
             var filled: [Filled]
             /// The store's clock at the end of the batch.
             var stamp: UInt64
+            /// The store's change sequence at the end of the batch; `nil` in lines of earlier versions.
+            var sequence: Int64?
 
             // By hand for the ids alone, written as `UUID` writes them but without its
             // `snprintf`: a batch line names every record the batch made.
@@ -368,6 +398,7 @@ public struct ImportJournal: Sendable, Equatable, Codable {
                 try container.encode(created.map { $0.text() }, forKey: .created)
                 try container.encode(filled, forKey: .filled)
                 try container.encode(stamp, forKey: .stamp)
+                try container.encodeIfPresent(sequence, forKey: .sequence)
             }
         }
 
@@ -421,7 +452,7 @@ public struct ImportJournal: Sendable, Equatable, Codable {
         public func record(_ store: ReplicaStore, since mark: Mark, merges: some Sequence<ImportReport.Merge>) throws {
             try store.settleEffects()
             var batch = Batch(created: try store.recordsMadeLocally(after: mark.sequence, since: mark.timestamp), filled: [],
-                              stamp: try store.lastTimestamp.rawValue)
+                              stamp: try store.lastTimestamp.rawValue, sequence: try store.lastSequence)
             let made = Set(batch.created)
             for merge in merges where !merge.filledFields.isEmpty && !made.contains(merge.record) {
                 guard let state = try store.record(merge.record) else { continue }
