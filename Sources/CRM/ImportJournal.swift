@@ -143,7 +143,7 @@ public struct ImportJournal: Sendable, Equatable, Codable {
             guard elsewhere || stamp.map({ state.latestTimestamp > $0 }) == true else { return nil }
             return "\(state.type) changed since the import\(elsewhere ? " on a device" : ""); left as it is"
         }
-        var referrals = Referrals(made: made)
+        var referrals = Referrals(made: made, schema: store.schema)
         // Anything written from here on is looked at again before each chunk of deletes.
         var seen = try store.lastSequence
         if let lastSequence {
@@ -171,7 +171,7 @@ public struct ImportJournal: Sendable, Equatable, Codable {
                 // What was written since the search, by a session beside the undo: a record
                 // that now references one of those still here keeps it too.
                 for change in try store.changes(after: seen, limit: Int.max) where !change.state.isDeleted {
-                    referrals.note(change.state, in: store, except: gone)
+                    referrals.note(change.state, except: gone)
                 }
                 for record in created[chunk..<min(chunk + batchSize, created.count)] {
                     guard let state = try store.record(record) else { continue }
@@ -205,15 +205,23 @@ public struct ImportJournal: Sendable, Equatable, Codable {
         private var types: [UUID: String] = [:]
         /// The candidates that stay, with why (after the record's type: "referenced by ...").
         private(set) var kept: [UUID: String] = [:]
+        /// The reference fields of each type that has any.
+        private let referenceFields: [String: [String]]
 
-        init(made: Set<UUID>) { self.made = made }
+        init(made: Set<UUID>, schema: Schema) {
+            self.made = made
+            referenceFields = schema.types.compactMapValues { type in
+                let fields = type.rules.filter { $0.value.reference != nil }.keys.sorted()
+                return fields.isEmpty ? nil : fields
+            }
+        }
 
         /// Reads every live record's reference fields: a candidate named by a record that is no
         /// candidate stays, and so does what a staying record names, up the chain.
         mutating func find(in store: ReplicaStore) throws {
             guard !candidates.isEmpty else { return }
             var referred: [(target: UUID, by: UUID, type: String)] = []
-            for (type, fields) in Self.referenceFields(of: store.schema) {
+            for (type, fields) in referenceFields.sorted(by: { $0.key < $1.key }) {
                 try store.scan(type, fields: fields) { id, values in
                     for value in values {
                         guard case .text(let text) = value, let target = UUID(text: text), target != id, candidates.contains(target) else { continue }
@@ -231,9 +239,8 @@ public struct ImportJournal: Sendable, Equatable, Codable {
 
         /// Keeps what `state`, written since the candidates were chosen, references among those
         /// not in `gone`. A candidate written since stays itself (changed since the import).
-        mutating func note(_ state: RecordState, in store: ReplicaStore, except gone: Set<UUID>) {
-            guard let rules = store.schema.types[state.type]?.rules else { return }
-            for (field, rule) in rules where rule.reference != nil {
+        mutating func note(_ state: RecordState, except gone: Set<UUID>) {
+            for field in referenceFields[state.type] ?? [] {
                 guard case .text(let text)? = state.fields[field]?.value, let target = UUID(text: text), target != state.id,
                       candidates.contains(target) else { continue }
                 keep(target, referencedBy: state.id, type: state.type, except: gone)
@@ -247,14 +254,6 @@ public struct ImportJournal: Sendable, Equatable, Codable {
                 let why = made.contains(by) ? "which the undo keeps" : "written since the import"
                 kept[record] = "referenced by \(byType) \(by.text(lowercased: true)), \(why); left as it is"
                 for parent in references[record] ?? [] { work.append((parent, record, types[record] ?? "record")) }
-            }
-        }
-
-        /// The reference fields of each type that has any, in a stable order.
-        static func referenceFields(of schema: Schema) -> [(type: String, fields: [String])] {
-            schema.types.keys.sorted().compactMap { type in
-                let fields = schema.types[type]!.rules.filter { $0.value.reference != nil }.keys.sorted()
-                return fields.isEmpty ? nil : (type, fields)
             }
         }
     }
