@@ -23,7 +23,7 @@ enum SessionInput: Sendable {
 /// (change announcements, local changes to push).
 struct ClientSession {
     let welcome: Rapport_V1_Welcome
-    private let outbound: NIOAsyncChannelOutboundWriter<Rapport_V1_Frame>
+    private let outbound: NIOAsyncChannelOutboundWriter<any OutboundFrame>
     private var inputs: AsyncStream<SessionInput>.AsyncIterator
     let inject: AsyncStream<SessionInput>.Continuation
     /// The highest server sequence announced by `ChangesAvailable` since the last look.
@@ -38,7 +38,7 @@ struct ClientSession {
     /// change unpulled until another one came.)
     private var announcementWhileBusy = false
 
-    private init(welcome: Rapport_V1_Welcome, outbound: NIOAsyncChannelOutboundWriter<Rapport_V1_Frame>,
+    private init(welcome: Rapport_V1_Welcome, outbound: NIOAsyncChannelOutboundWriter<any OutboundFrame>,
                  inputs: AsyncStream<SessionInput>.AsyncIterator, inject: AsyncStream<SessionInput>.Continuation) {
         self.welcome = welcome
         self.outbound = outbound
@@ -100,7 +100,7 @@ struct ClientSession {
     /// outbound writer; closes the connection when `body` ends.
     private static func connect<T: Sendable>(
         configuration: ClientConfiguration, tls: TLSContext,
-        _ body: (inout AsyncStream<SessionInput>.AsyncIterator, NIOAsyncChannelOutboundWriter<Rapport_V1_Frame>,
+        _ body: (inout AsyncStream<SessionInput>.AsyncIterator, NIOAsyncChannelOutboundWriter<any OutboundFrame>,
                  AsyncStream<SessionInput>.Continuation) async throws -> T
     ) async throws -> T {
         let maxFrame = SessionLimits().maxFrameBytes
@@ -112,7 +112,7 @@ struct ClientSession {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(TLSHandler(context: tls))
                     try sync.addFrameCodec(maxFrameBytes: maxFrame)
-                    return try NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>(wrappingChannelSynchronously: channel)
+                    return try NIOAsyncChannel<InboundFrame, any OutboundFrame>(wrappingChannelSynchronously: channel)
                 }
             }
         return try await channel.executeThenClose { inbound, outbound in
@@ -138,7 +138,7 @@ struct ClientSession {
     /// handshake fails instead (a certificate that does not verify), or the server answered and
     /// closed first (SERVER_BUSY), the write only learns that the channel closed, and what the
     /// reader saw is the error worth reporting.
-    private static func writeFirst(_ frame: Rapport_V1_Frame, _ outbound: NIOAsyncChannelOutboundWriter<Rapport_V1_Frame>,
+    private static func writeFirst(_ frame: Rapport_V1_Frame, _ outbound: NIOAsyncChannelOutboundWriter<any OutboundFrame>,
                                    _ iterator: inout AsyncStream<SessionInput>.AsyncIterator) async throws {
         do {
             try await outbound.write(frame)

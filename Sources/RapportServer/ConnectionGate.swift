@@ -132,7 +132,7 @@ final class ConnectionGate: Sendable {
 /// The peer's close, or the handshake timeout, ends the connection.
 final class BusyAnswerHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundOut = Rapport_V1_Frame
+    typealias OutboundOut = any OutboundFrame
 
     private let error: SyncError
 

@@ -16,7 +16,7 @@ extension SyncServer {
     ///
     /// Until its Hello is accepted the connection counts as pre-login (`ticket`) and reads only
     /// small frames (`frameLimit`); both change before `Welcome` goes out.
-    func serve(_ connection: NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>, frameLimit: FrameSizeLimit,
+    func serve(_ connection: NIOAsyncChannel<InboundFrame, any OutboundFrame>, frameLimit: FrameSizeLimit,
                ticket: ConnectionGate.Ticket) async {
         var logger = self.logger
         logger[metadataKey: "peer"] = "\(connection.channel.remoteAddress?.description ?? "unknown")"
@@ -117,15 +117,15 @@ extension SyncServer {
                         let device = identity.device
                         authenticator.recordActivity(of: identity, checkpoint: request.after <= UInt64(Int64.max) ? Int64(request.after) : nil)
                         do {
-                            var reply = Rapport_V1_Frame()
                             let started = ContinuousClock.now
-                            (reply.pullBatch, backlog) = try await pull(request, from: tenant, for: device, policy: policy(of: identity),
-                                                                        relays: identity.branch != nil, backlog: backlog)
+                            let pulled = try await pull(request, from: tenant, for: device, policy: policy(of: identity),
+                                                        relays: identity.branch != nil, backlog: backlog)
+                            backlog = pulled.backlog
                             metrics.pullDuration.record(ContinuousClock.now - started)
                             metrics.pulls.increment()
-                            metrics.pulledRecords.increment(by: Int64(reply.pullBatch.records.count))
-                            try await outbound.write(reply)
-                            sentCheckpoint = Int64(reply.pullBatch.lastSequence)
+                            metrics.pulledRecords.increment(by: Int64(pulled.records))
+                            try await outbound.write(pulled.frame)
+                            sentCheckpoint = Int64(pulled.lastSequence)
                         } catch let error as SyncError {
                             try await outbound.write(error.frame)
                         }
@@ -443,7 +443,6 @@ extension SyncServer {
         }
     }
 
-    /// The next batch of changes after the client's checkpoint.
     /// What is left to pull after a checkpoint, as of a tenant sequence: lets the next batch of
     /// a session derive its "remaining" figures instead of recounting every row after it.
     struct PullBacklog: Sendable {
@@ -453,11 +452,21 @@ extension SyncServer {
         var bytes: Int
     }
 
+    /// A pull batch's frame with what the session reads of it, which a frame `PullBatchWriter`
+    /// wrote holds only as bytes.
+    struct Pulled {
+        var frame: any OutboundFrame
+        var records: Int
+        var lastSequence: UInt64
+        var backlog: PullBacklog?
+    }
+
+    /// The next batch of changes after the client's checkpoint.
     ///
     /// A branch (`relays`) gets every conflict logged on the records sent, whoever's write lost:
     /// the devices behind it learn of theirs from it (SPEC.md 6.2).
     func pull(_ request: Rapport_V1_PullRequest, from tenant: TenantStore, for device: ReplicaID,
-              policy: AccessPolicy?, relays: Bool = false, backlog: PullBacklog?) async throws -> (Rapport_V1_PullBatch, PullBacklog?) {
+              policy: AccessPolicy?, relays: Bool = false, backlog: PullBacklog?) async throws -> Pulled {
         // 0 (proto3's default) leaves the batch size to the server.
         let maximum = UInt32(clamping: configuration.limits.maxBatchRecords)
         let limit = Int(request.limit == 0 ? maximum : min(request.limit, maximum))
@@ -467,7 +476,9 @@ extension SyncServer {
             try self.scopedPull(after: after, limit: limit, store: store, device: device, policy: policy, relays: relays)
                 .map { batch in try Self.checkNotPurged(after: after, in: store); return batch }
         }) {
-            return (batch, nil)
+            var frame = Rapport_V1_Frame()
+            frame.pullBatch = batch
+            return Pulled(frame: frame, records: batch.records.count, lastSequence: batch.lastSequence, backlog: nil)
         }
         return try await tenant.store.perform { store in
             let sequence = try store.lastSequence
@@ -475,40 +486,30 @@ extension SyncServer {
                 throw SyncError(.resyncRequired, "checkpoint \(after) is ahead of this server's sequence \(sequence): pull from 0")
             }
             // The rows' bytes go out as they are: the device validates every record anyway.
-            let changes = try store.encodedChanges(after: after, limit: limit)
+            // Room for a batch of records the size of the last one's, as far as the backlog tells.
+            let average = backlog.map { $0.records > 0 ? $0.bytes / $0.records : 0 } ?? 0
+            var writer = PullBatchWriter(capacity: min(limit * (average + 32), 8 << 20))
+            try store.forEachEncodedChange(after: after, limit: limit) { sequence, id, type, vector, state in
+                writer.append(sequence: sequence, id: id, type: type, vector: vector, state: state)
+            }
             try Self.checkNotPurged(after: after, in: store)
             // At the end, the checkpoint is the store's sequence, which a purged or dropped record
             // may have held (SPEC 1.8): everything up to it was read, and a checkpoint below
             // what the store purged would be answered with a resync at every pull.
-            let last = changes.count < limit ? max(changes.last?.sequence ?? after, sequence) : changes.last?.sequence ?? after
+            let last = writer.count < limit ? max(writer.lastSequence ?? after, sequence) : writer.lastSequence ?? after
             let remaining: (records: Int, bytes: Int)
             if let backlog, backlog.after == after, backlog.sequence == sequence {
                 // Nothing changed since the previous batch was counted: subtract this one.
-                let sent = changes.reduce(0) { $0 + $1.record.vector.count + $1.record.state.count }
-                remaining = (backlog.records - changes.count, backlog.bytes - sent)
+                remaining = (backlog.records - writer.count, backlog.bytes - writer.recordBytes)
             } else {
                 remaining = try store.pendingChanges(after: last)
             }
-            var batch = Rapport_V1_PullBatch()
-            batch.records = changes.map { Rapport_V1_Record($0.record) }
-            batch.lastSequence = UInt64(last)
-            batch.remainingRecords = UInt64(remaining.records)
-            batch.remainingBytes = UInt64(remaining.bytes)
-            let ids = changes.map(\.record.id)
-            batch.conflicts = try (relays ? store.conflicts(on: ids) : store.conflicts(lostBy: device.rawValue, on: ids))
+            let conflicts = try (relays ? store.conflicts(on: writer.ids) : store.conflicts(lostBy: device.rawValue, on: writer.ids))
                 .map(Rapport_V1_ConflictReport.init)
-            return (batch, PullBacklog(after: last, sequence: sequence, records: remaining.records, bytes: remaining.bytes))
+            let frame = try writer.frame(lastSequence: UInt64(last), remainingRecords: UInt64(remaining.records),
+                                         remainingBytes: UInt64(remaining.bytes), conflicts: conflicts)
+            return Pulled(frame: frame, records: frame.records, lastSequence: UInt64(last),
+                          backlog: PullBacklog(after: last, sequence: sequence, records: remaining.records, bytes: remaining.bytes))
         }
-    }
-}
-
-extension Rapport_V1_Record {
-    /// A record as a store holds it, sent without decoding: the same bytes on disk and on the wire.
-    init(_ record: EncodedRecord) {
-        self.init()
-        id = Data(record.id.bytes)
-        type = record.type
-        vector = Data(record.vector)
-        state = Data(record.state)
     }
 }

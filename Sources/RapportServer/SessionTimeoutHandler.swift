@@ -14,8 +14,8 @@ import SyncProtocol
 final class SessionTimeoutHandler: ChannelDuplexHandler {
     typealias InboundIn = InboundFrame
     typealias InboundOut = InboundFrame
-    typealias OutboundIn = Rapport_V1_Frame
-    typealias OutboundOut = Rapport_V1_Frame
+    typealias OutboundIn = any OutboundFrame
+    typealias OutboundOut = any OutboundFrame
 
     private let handshakeTimeout: TimeAmount
     private let idleTimeout: TimeAmount
@@ -57,7 +57,7 @@ final class SessionTimeoutHandler: ChannelDuplexHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if Self.isAnswer(unwrapOutboundIn(data)) && pending > 0 {
+        if unwrapOutboundIn(data).answersRequest && pending > 0 {
             pending -= 1
             arm(context: context, after: idleTimeout, reason: "no message within the idle timeout")
         }
@@ -67,13 +67,6 @@ final class SessionTimeoutHandler: ChannelDuplexHandler {
     private static func expectsAnswer(_ frame: Rapport_V1_Frame) -> Bool {
         switch frame.body {
         case .hello?, .push?, .pull?: true
-        default: false
-        }
-    }
-
-    private static func isAnswer(_ frame: Rapport_V1_Frame) -> Bool {
-        switch frame.body {
-        case .welcome?, .pushResult?, .pullBatch?, .error?: true
         default: false
         }
     }

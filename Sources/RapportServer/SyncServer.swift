@@ -225,7 +225,7 @@ public final class SyncServer: Sendable {
 
     /// What the server makes of a connection it accepted (see `ConnectionGate`).
     enum Accepted: Sendable {
-        case session(NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>, FrameSizeLimit, ConnectionGate.Ticket)
+        case session(NIOAsyncChannel<InboundFrame, any OutboundFrame>, FrameSizeLimit, ConnectionGate.Ticket)
         /// Answered `SERVER_BUSY` or dropped by its own handlers; nothing to serve.
         case refused
     }
@@ -308,7 +308,7 @@ public final class SyncServer: Sendable {
             channel.closeFuture.whenComplete { [gate] _ in gate.release(busyTicket) }
             let delay = configuration.busyRetryAfter * Double.random(in: 1.0...1.5)
             try sync.addHandler(TLSHandler(context: tls))
-            try sync.addHandler(MessageToByteHandler(FrameEncoder()))
+            try sync.addHandler(FrameEncodingHandler())
             try sync.addHandler(BusyAnswerHandler(SyncError(.serverBusy, "server busy: \(reason); retry later",
                                                             retryable: true, retryAfter: delay)))
             try sync.addHandler(SessionTimeoutHandler(
@@ -326,9 +326,9 @@ public final class SyncServer: Sendable {
             handshakeTimeout: .init(limits.handshakeTimeout), idleTimeout: .init(limits.idleTimeout), metrics: metrics))
         // A few frames queued at most before reading stops: with the frame limit, this bounds
         // what a session holds while the server works on its request (SPEC.md 2.5).
-        let inbound = NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>.Configuration(
+        let inbound = NIOAsyncChannel<InboundFrame, any OutboundFrame>.Configuration(
             backPressureStrategy: .init(lowWatermark: 1, highWatermark: 2))
-        let connection = try NIOAsyncChannel<InboundFrame, Rapport_V1_Frame>(
+        let connection = try NIOAsyncChannel<InboundFrame, any OutboundFrame>(
             wrappingChannelSynchronously: channel, configuration: inbound)
         return .session(connection, frameLimit, ticket)
     }

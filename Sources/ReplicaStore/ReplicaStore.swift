@@ -726,13 +726,6 @@ public final class ReplicaStore {
         }
     }
 
-    /// The row's record as stored, vector and state copied without being decoded.
-    func encodedRow(_ statement: some SQLRow, from column: Int32 = 0) throws -> EncodedRecord {
-        EncodedRecord(id: try rowID(statement, at: column), type: try statement.string(column + 1),
-                      vector: try statement.withBytes(column + 2) { Array($0) },
-                      state: try statement.withBytes(column + 3) { Array($0) })
-    }
-
     // MARK: Reading
 
     /// The record with `id`, deleted or not.
@@ -815,8 +808,22 @@ public final class ReplicaStore {
     /// `changes(after:limit:)` as the rows hold them, for sending to a peer: nothing is decoded,
     /// so a damaged row is not noticed here but by the receiver, which validates every record.
     public func encodedChanges(after: Int64, limit: Int) throws -> [EncodedChange] {
-        try db.fetchFirst(limit, of: "SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? ORDER BY seq", [after]) {
-            EncodedChange(sequence: try $0.int64(0), record: try encodedRow($0, from: 1))
+        var changes: [EncodedChange] = []
+        try forEachEncodedChange(after: after, limit: limit) { sequence, id, type, vector, state in
+            changes.append(EncodedChange(sequence: sequence, record: EncodedRecord(id: id, type: type, vector: Array(vector), state: Array(state))))
+        }
+        return changes
+    }
+
+    /// `encodedChanges(after:limit:)` row by row, each row's vector and state lent for the call
+    /// only: a server writes a pull batch from them without a copy per record (`PullBatchWriter`).
+    public func forEachEncodedChange(
+        after: Int64, limit: Int,
+        _ body: (_ sequence: Int64, _ id: UUID, _ type: String, _ vector: UnsafeRawBufferPointer, _ state: UnsafeRawBufferPointer) throws -> Void
+    ) throws {
+        _ = try db.fetchFirst(limit, of: "SELECT seq, id, type, vector, state FROM records WHERE \(tenant.and)seq > ? ORDER BY seq", [after]) { row in
+            let (sequence, id, type) = (try row.int64(0), try rowID(row, at: 1), try row.string(2))
+            try row.withBytes(3) { vector in try row.withBytes(4) { state in try body(sequence, id, type, vector, state) } }
         }
     }
 

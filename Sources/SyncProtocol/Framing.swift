@@ -172,6 +172,27 @@ private struct FramedBytes: SwiftProtobufContiguousBytes {
     }
 }
 
+/// A frame as a connection writes it: a message SwiftProtobuf serializes, or a pull batch a
+/// server wrote into its buffer itself (`PullBatchFrame`).
+public protocol OutboundFrame: Sendable {
+    /// The frame with its length prefix (SPEC.md 2.2), in a buffer of its own.
+    func framed() throws -> ByteBuffer
+    /// Whether it answers a request (Welcome, PushResult, PullBatch, Error): a server's idle
+    /// clock does not run while a request waits for its answer.
+    var answersRequest: Bool { get }
+}
+
+extension Rapport_V1_Frame: OutboundFrame {
+    public func framed() throws -> ByteBuffer { try FrameEncoder.encode(self) }
+
+    public var answersRequest: Bool {
+        switch body {
+        case .welcome?, .pushResult?, .pullBatch?, .error?: true
+        default: false
+        }
+    }
+}
+
 /// Writes each frame into a buffer of its own, freed once the bytes are sent.
 ///
 /// NIO's `MessageToByteHandler` reuses one buffer per connection, and that buffer keeps the
@@ -179,14 +200,14 @@ private struct FramedBytes: SwiftProtobufContiguousBytes {
 /// goes quiet after its first sync would hold its last pull batch (up to megabytes) all day.
 /// Serializing a frame allocates anyway, so a buffer per frame costs nothing worth keeping.
 public final class FrameEncodingHandler: ChannelOutboundHandler {
-    public typealias OutboundIn = Rapport_V1_Frame
+    public typealias OutboundIn = any OutboundFrame
     public typealias OutboundOut = ByteBuffer
 
     public init() {}
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         do {
-            context.write(wrapOutboundOut(try FrameEncoder.encode(unwrapOutboundIn(data))), promise: promise)
+            context.write(wrapOutboundOut(try unwrapOutboundIn(data).framed()), promise: promise)
         } catch {
             promise?.fail(error)
             context.fireErrorCaught(error)
