@@ -111,7 +111,7 @@ struct ClientSession {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(TLSHandler(context: tls))
-                    try sync.addFrameCodec(maxFrameBytes: maxFrame)
+                    try sync.addFrameCodec(maxFrameBytes: maxFrame, readsPullBatches: true)
                     return try NIOAsyncChannel<InboundFrame, any OutboundFrame>(wrappingChannelSynchronously: channel)
                 }
             }
@@ -175,6 +175,8 @@ struct ClientSession {
                 if let reply = expected(frame) { return reply }
                 if case .error(let error)? = frame.body { throw SyncError(error) }
                 throw ClientError.protocolViolation("unexpected answer \(frame.body.map { "\($0)".prefix(40) } ?? "nothing")")
+            case .inbound(.pullBatch):
+                throw ClientError.protocolViolation("unexpected answer PullBatch")
             case .inbound(.invalid(let error)):
                 throw ClientError.protocolViolation("\(error)")
             case .ended(let error):
@@ -243,6 +245,8 @@ struct ClientSession {
                 default:
                     return input
                 }
+            case .inbound(.pullBatch):
+                return input
             case .inbound(.invalid(let error)):
                 throw ClientError.protocolViolation("\(error)")
             case .ended(let error):
@@ -281,12 +285,43 @@ struct ClientSession {
     /// The server's answer to the oldest request not yet answered (answers come in order).
     mutating func response() async throws -> Rapport_V1_Frame {
         while true {
-            if case .inbound(.frame(let frame)) = try await read() {
+            switch try await read() {
+            case .inbound(.frame(let frame)):
                 if case .changesAvailable? = frame.body {
                     announcementWhileBusy = true
                     continue
                 }
                 return frame
+            case .inbound(.pullBatch):
+                throw ClientError.protocolViolation("unexpected answer PullBatch")
+            default:
+                continue
+            }
+        }
+    }
+
+    /// The server's answer to a Pull, the oldest request not yet answered.
+    mutating func pullResponse() async throws -> PulledBatch {
+        while true {
+            switch try await read() {
+            case .inbound(.pullBatch(let batch)):
+                return batch
+            case .inbound(.frame(let frame)):
+                switch frame.body {
+                case .changesAvailable?:
+                    announcementWhileBusy = true
+                case .pullBatch(let batch)?:
+                    // A frame the decoder left to SwiftProtobuf (one with more in it than the batch).
+                    do {
+                        return try PulledBatch(batch)
+                    } catch {
+                        throw ClientError.invalidServerData("\(error)")
+                    }
+                default:
+                    throw ClientError.protocolViolation("expected PullBatch")
+                }
+            default:
+                continue
             }
         }
     }

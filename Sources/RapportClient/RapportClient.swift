@@ -284,7 +284,7 @@ public final class RapportClient: Sendable {
         // The batch the store is applying while this task reads and checks the next one: each
         // batch is awaited before the next is queued, so a batch that fails keeps every later
         // one (and its checkpoint) out of the store.
-        var applying: (work: QueuedStoreWork<Int>, batch: Rapport_V1_PullBatch)?
+        var applying: (work: QueuedStoreWork<Int>, batch: PulledBatch)?
         func finishApplying() async throws {
             guard let (work, batch) = applying else { return }
             applying = nil
@@ -299,9 +299,9 @@ public final class RapportClient: Sendable {
         do {
             var more = true
             while more {
-                let answer: Rapport_V1_Frame
+                let batch: PulledBatch
                 do {
-                    answer = try await session.response()
+                    batch = try await session.pullResponse()
                 } catch let error as SyncError where error.code == .resyncRequired {
                     try await finishApplying()
                     // The server does not know our checkpoint (restored from a backup, say): pull
@@ -316,9 +316,6 @@ public final class RapportClient: Sendable {
                     fromStart = true
                     try await session.send(request(after: 0))
                     continue
-                }
-                guard case .pullBatch(let batch)? = answer.body else {
-                    throw ClientError.protocolViolation("expected PullBatch")
                 }
                 guard batch.lastSequence >= UInt64(checkpoint), batch.lastSequence <= UInt64(Int64.max) else {
                     throw ClientError.protocolViolation("PullBatch moves the checkpoint from \(checkpoint) to \(batch.lastSequence)")
@@ -335,7 +332,7 @@ public final class RapportClient: Sendable {
                 let records: CheckedRecords
                 let lost: [Conflict]
                 do {
-                    records = CheckedRecords(try batch.records.map { try EncodedRecord($0) }, against: store.schema,
+                    records = CheckedRecords(batch.records, against: store.schema,
                                              texts: deferIndex ? gather?.textFields ?? [:] : [:])
                     lost = try batch.conflicts.map { try $0.decoded() }
                 } catch {
@@ -409,11 +406,3 @@ extension RetentionPolicy {
     }
 }
 
-extension EncodedRecord {
-    /// The record a pulled message carries, its vector and state left encoded.
-    init(_ message: Rapport_V1_Record) throws {
-        self = try message.id.withUnsafeBytes {
-            try EncodedRecord(idBytes: $0, type: message.type, vector: Array(message.vector), state: Array(message.state))
-        }
-    }
-}

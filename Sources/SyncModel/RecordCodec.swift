@@ -226,14 +226,14 @@ struct ByteWriter {
 }
 
 /// Reads what `ByteWriter` wrote, checking every length against what is left.
-struct ByteReader {
+public struct ByteReader {
     private let bytes: UnsafeRawBufferPointer
-    private(set) var offset = 0
+    public private(set) var offset = 0
 
-    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+    public init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
-    var isAtEnd: Bool { offset == bytes.count }
-    var remaining: Int { bytes.count - offset }
+    public var isAtEnd: Bool { offset == bytes.count }
+    public var remaining: Int { bytes.count - offset }
 
     mutating func byte() throws(ModelError) -> UInt8 {
         guard offset < bytes.count else { throw .malformedEncoding("unexpected end of data") }
@@ -247,7 +247,8 @@ struct ByteReader {
         return bytes[offset]
     }
 
-    mutating func varint() throws(ModelError) -> UInt64 {
+    /// A varint of the record encoding, or of protobuf, which writes them alike.
+    public mutating func varint() throws(ModelError) -> UInt64 {
         // One bounds check per byte and no call per byte: varints are most of what is read.
         var result: UInt64 = 0
         var shift: UInt64 = 0
@@ -276,19 +277,21 @@ struct ByteReader {
     }
 
     /// A count that cannot exceed `limit`, so a corrupt length never makes us allocate wildly.
-    mutating func count(limit: Int) throws(ModelError) -> Int {
+    public mutating func count(limit: Int) throws(ModelError) -> Int {
         let n = try varint()
         guard n <= UInt64(limit) else { throw .malformedEncoding("count \(n) exceeds \(limit)") }
         return Int(n)
     }
 
-    mutating func raw(_ n: Int) throws(ModelError) -> UnsafeRawBufferPointer {
+    /// The next `n` bytes, lent as long as the buffer read is.
+    public mutating func raw(_ n: Int) throws(ModelError) -> UnsafeRawBufferPointer {
         guard n <= remaining else { throw .malformedEncoding("length \(n) exceeds the \(remaining) bytes left") }
         defer { offset += n }
         return UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + n])
     }
 
-    mutating func string() throws(ModelError) -> String {
+    /// A length-prefixed text, refused unless it is valid UTF-8.
+    public mutating func string() throws(ModelError) -> String {
         let raw = try raw(try count(limit: remaining))
         // Checked first, then decoded: `String(validating:as:)` is generic and not specialized,
         // which made it the most expensive step of decoding a field.

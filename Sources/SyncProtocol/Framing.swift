@@ -1,5 +1,6 @@
 import NIOCore
 import SwiftProtobuf
+import SyncModel
 import Synchronization
 
 /// What the frame decoder hands up: a frame, or the reason the byte stream cannot be trusted
@@ -7,6 +8,9 @@ import Synchronization
 /// it with an `Error` frame before it closes the connection.
 public enum InboundFrame: Sendable {
     case frame(Rapport_V1_Frame)
+    /// A frame holding only a pull batch, read by hand, from a decoder made to
+    /// (`FrameDecoder(limit:readsPullBatches:)`, a device's).
+    case pullBatch(PulledBatch)
     case invalid(SyncError)
 }
 
@@ -56,15 +60,20 @@ public struct FrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = InboundFrame
 
     private let limit: FrameSizeLimit
+    private let readsPullBatches: Bool
     private var broken = false
 
-    public init(maxFrameBytes: Int) {
-        self.limit = FrameSizeLimit(maxFrameBytes)
+    public init(maxFrameBytes: Int, readsPullBatches: Bool = false) {
+        self.init(limit: FrameSizeLimit(maxFrameBytes), readsPullBatches: readsPullBatches)
     }
 
     /// A decoder whose limit the session raises after login.
-    public init(limit: FrameSizeLimit) {
+    ///
+    /// - Parameter readsPullBatches: whether a frame holding only a pull batch is read by
+    ///   hand into `.pullBatch` (`PulledBatch`) rather than by SwiftProtobuf into `.frame`.
+    public init(limit: FrameSizeLimit, readsPullBatches: Bool = false) {
         self.limit = limit
+        self.readsPullBatches = readsPullBatches
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
@@ -103,6 +112,16 @@ public struct FrameDecoder: ByteToMessageDecoder {
         guard buffer.readableBytes >= 4 + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
         let body = buffer.readSlice(length: Int(length))!
+        if readsPullBatches {
+            do {
+                if let batch = try body.withUnsafeReadableBytes({ try PulledBatch(frame: $0) }) {
+                    return .pullBatch(batch)
+                }
+            } catch {
+                broken = true
+                return .invalid(SyncError(.malformedFrame, "the frame is not a valid PullBatch: \(error)"))
+            }
+        }
         do {
             // Decoded where the bytes lie: a copy of a pull batch (up to megabytes) first
             // cost a fresh allocation, and the kernel zeroing its pages, per frame.
@@ -221,13 +240,14 @@ extension FrameEncodingHandler: Sendable {}
 extension ChannelPipeline.SynchronousOperations {
     /// Adds the frame encoder and decoder, after whatever secures the connection (TLS), so that
     /// both ends of a session frame bytes the same way.
-    public func addFrameCodec(maxFrameBytes: Int) throws {
-        try addFrameCodec(limit: FrameSizeLimit(maxFrameBytes))
+    public func addFrameCodec(maxFrameBytes: Int, readsPullBatches: Bool = false) throws {
+        try addFrameCodec(limit: FrameSizeLimit(maxFrameBytes), readsPullBatches: readsPullBatches)
     }
 
-    /// Adds the frame codec with a limit the session can raise after login.
-    public func addFrameCodec(limit: FrameSizeLimit) throws {
+    /// Adds the frame codec with a limit the session can raise after login; see
+    /// `FrameDecoder(limit:readsPullBatches:)`.
+    public func addFrameCodec(limit: FrameSizeLimit, readsPullBatches: Bool = false) throws {
         try addHandler(FrameEncodingHandler())
-        try addHandler(ByteToMessageHandler(FrameDecoder(limit: limit)))
+        try addHandler(ByteToMessageHandler(FrameDecoder(limit: limit, readsPullBatches: readsPullBatches)))
     }
 }

@@ -13,11 +13,13 @@ enum FrameTarget {
     /// What the decoder handed up, in a form that can be compared.
     enum Outcome: Equatable {
         case frame(Rapport_V1_Frame)
+        case pullBatch(PulledBatch)
         case invalid(SyncError.Code)
 
         init(_ inbound: InboundFrame) {
             switch inbound {
             case .frame(let frame): self = .frame(frame)
+            case .pullBatch(let batch): self = .pullBatch(batch)
             case .invalid(let error): self = .invalid(error.code)
             }
         }
@@ -44,6 +46,39 @@ enum FrameTarget {
         let decoded = decodeInPieces(input)
         guard decoded == expected else {
             violated("frames: in pieces \(decoded.map(describe)), at once \(expected.map(describe))")
+        }
+        checkDeviceReading(input, server: expected)
+    }
+
+    /// A device's decoder, which reads pull batches by hand (`PulledBatch`), reads the stream
+    /// as the server's does: the same batch where SwiftProtobuf read one, a refusal only where
+    /// SwiftProtobuf refused too or the batch it read would be refused, the same other frames.
+    static func checkDeviceReading(_ input: UnsafeRawBufferPointer, server: [Outcome]) {
+        var decoder = FrameDecoder(maxFrameBytes: maxFrameBytes, readsPullBatches: true)
+        var buffer = ByteBuffer(bytes: input)
+        var index = 0
+        while let inbound = decoder.next(&buffer) {
+            let device = Outcome(inbound)
+            guard index < server.count else { violated("frames: the device read \(describe(device)) past the server's \(server.count)") }
+            let other = server[index]
+            index += 1
+            switch (device, other) {
+            case (.pullBatch(let batch), .frame(let frame)):
+                guard case .pullBatch(let read)? = frame.body, (try? PulledBatch(read)) == batch else {
+                    violated("frames: the device read \(describe(device)), SwiftProtobuf \(describe(other))")
+                }
+            case (.invalid, .frame(let frame)):
+                guard case .pullBatch(let read)? = frame.body, (try? PulledBatch(read)) == nil else {
+                    violated("frames: the device refused what SwiftProtobuf read: \(describe(other))")
+                }
+                return
+            case (.invalid, .invalid):
+                return
+            case (.frame(let a), .frame(let b)) where a == b:
+                break
+            default:
+                violated("frames: the device read \(describe(device)), the server \(describe(other))")
+            }
         }
     }
 
@@ -91,6 +126,7 @@ enum FrameTarget {
     static func describe(_ outcome: Outcome) -> String {
         switch outcome {
         case .frame(let frame): "frame(\(String(describing: frame.body).prefix(60)))"
+        case .pullBatch(let batch): "pullBatch(\(batch.records.count) records)"
         case .invalid(let code): "invalid(\(code))"
         }
     }

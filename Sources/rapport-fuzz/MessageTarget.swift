@@ -27,6 +27,8 @@ enum MessageTarget {
         switch decoder.next(&buffer) {
         case .frame(let frame)?:
             reply = answer(frame)
+        case .pullBatch?:
+            violated("messages: the server's decoder read a pull batch by hand")
         case .invalid(let error)?:
             reply = error.frame
         case nil:

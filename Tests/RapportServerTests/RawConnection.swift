@@ -208,6 +208,8 @@ final class RawConnection: Sendable {
                 while let inbound = state.decoder.next(&state.buffer) {
                     switch inbound {
                     case .frame(let frame): state.events.append(.frame(frame))
+                    // Its decoder reads every frame with SwiftProtobuf, as the server's does.
+                    case .pullBatch: state.events.append(.invalid(SyncError(.internal, "a pull batch read by hand")))
                     case .invalid(let error): state.events.append(.invalid(error))
                     }
                 }
