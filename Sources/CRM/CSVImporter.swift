@@ -381,7 +381,9 @@ private struct ImportRun {
             guard record.fields.count == header.count else {
                 throw Rejected(reason: "\(record.fields.count) field(s) where the header has \(header.count)")
             }
-            var values: [String: FieldValue] = [:]
+            // Room for every column at once: grown a field at a time, the dictionary was
+            // rehashed several times per row.
+            var values = [String: FieldValue](minimumCapacity: targets.count)
             var extra: [String: String] = [:]
             var unmappedOwner: String?
             for (index, raw) in record.fields.enumerated() {

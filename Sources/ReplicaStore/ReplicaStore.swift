@@ -137,6 +137,10 @@ public final class ReplicaStore {
     private let feed = ChangeFeed()
     /// The open write transaction, if any: nested writes join the outermost one.
     private var transactionState: TransactionState?
+    /// How many records the last write transaction wrote: the next one makes room for as many
+    /// in its maps at once. An import writes batch after batch of the same size, and each
+    /// batch's maps, grown a record at a time, were rehashed over and over.
+    private var lastTransactionRecords = 0
     /// Whether a write transaction of this handle is open.
     var isWriting: Bool { transactionState != nil }
 
@@ -193,6 +197,17 @@ public final class ReplicaStore {
         /// found absent is then created (`create` need not search for it a second time).
         /// Emptied when a savepoint rolls back or a row is removed.
         var found: [UUID: FoundRecord] = [:]
+
+        init(id: Int64, tracksChanges: Bool, expectedRecords: Int) {
+            self.id = id
+            self.tracksChanges = tracksChanges
+            guard expectedRecords > 16 else { return }
+            toCheck.reserveCapacity(expectedRecords)
+            localBefore.reserveCapacity(expectedRecords)
+            effectsBefore.reserveCapacity(expectedRecords)
+            effectsAfter.reserveCapacity(expectedRecords)
+            found.reserveCapacity(expectedRecords)
+        }
 
         mutating func noteChange(_ id: UUID, type: String) {
             guard tracksChanges else { return }
@@ -399,7 +414,8 @@ public final class ReplicaStore {
                     try adoptCommittedHeader()
                     deferredIndexTypes = try committedDeferredIndexTypes()
                     saved = (counter, sequence, clock)
-                    transactionState = TransactionState(id: sequence + 1, tracksChanges: feed.hasObservers)
+                    transactionState = TransactionState(id: sequence + 1, tracksChanges: feed.hasObservers,
+                                                        expectedRecords: min(lastTransactionRecords, 4_096))
                 }
                 let result = try body()
                 if outermost {
@@ -427,7 +443,10 @@ public final class ReplicaStore {
                 return result
             }
             committed = outermost ? transactionState : nil
-            if outermost { transactionState = nil }
+            if outermost {
+                lastTransactionRecords = transactionState?.toCheckOrder.count ?? 0
+                transactionState = nil
+            }
         } catch {
             (counter, sequence, clock) = saved
             rulesCache = [:]  // it may hold what the rolled back records configured
@@ -524,9 +543,10 @@ public final class ReplicaStore {
         defer { transactionState?.runningEffects = false }
         for _ in 0..<Self.maxEffectRounds {
             guard let state = transactionState, !state.effectsOrder.isEmpty else { return }
-            transactionState?.effectsBefore = [:]
-            transactionState?.effectsOrder = []
-            transactionState?.effectsAfter = [:]
+            // Emptied keeping their room: the next round of an import's batch is as large.
+            transactionState?.effectsBefore.removeAll(keepingCapacity: true)
+            transactionState?.effectsOrder.removeAll(keepingCapacity: true)
+            transactionState?.effectsAfter.removeAll(keepingCapacity: true)
             var changes: [RecordChange] = []
             changes.reserveCapacity(state.effectsOrder.count)
             for id in state.effectsOrder {
