@@ -121,6 +121,9 @@ public final class SyncServer: Sendable {
     /// For each device pulling from 0 under rights: the records it may read as of the start, by
     /// sequence, so each batch of the catch-up reads its part instead of computing the scope again.
     let catchUps = Mutex<[String: [(sequence: Int64, id: UUID)]]>([:])
+    /// For each device pulling under rights: the scope state its last pull read, with the text
+    /// it was read from (`storedScopeState`). Bounded; another text is read afresh.
+    let scopeStates = Mutex<[String: (text: String, state: ScopeState)]>([:])
     let gate: ConnectionGate
     private let running = Mutex<Running?>(nil)
     /// A branch server's link to its centre, while it runs.
