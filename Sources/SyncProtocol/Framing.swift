@@ -139,15 +139,10 @@ public struct FrameDecoder: ByteToMessageDecoder {
 }
 
 /// Writes frames with their length prefix.
-public struct FrameEncoder: MessageToByteEncoder {
-    public typealias OutboundIn = Rapport_V1_Frame
-
-    public init() {}
-
-    public func encode(data: Rapport_V1_Frame, out: inout ByteBuffer) throws {
-        try FrameEncoder.write(data, to: &out)
-    }
-
+///
+/// A channel writes its frames through `FrameEncodingHandler`, which also takes pull batches
+/// the server wrote itself; these serve tests, fuzz targets and that handler.
+public enum FrameEncoder {
     /// Appends one length-prefixed frame to `out`.
     public static func write(_ frame: Rapport_V1_Frame, to out: inout ByteBuffer) throws {
         var encoded = try encode(frame)
