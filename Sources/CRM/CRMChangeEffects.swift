@@ -372,12 +372,26 @@ public struct CRMChangeEffects: ChangeEffects {
     /// consent to it, and a contact without e-mail consent in an e-mail campaign. Judged when
     /// the record is made or pointed at another contact, against the consent as it stood when
     /// the activity happened, so a call made before a withdrawal stays editable.
+    /// Whether a new record of `type` with `values` is one `checkConsent` judges, and may
+    /// refuse: a call or an e-mail to a contact, a contact in a campaign. An import writes only
+    /// those in a savepoint of their own, so that a refusal rolls back one row.
+    static func consentMayRefuse(_ type: String, _ values: [String: FieldValue]) -> Bool {
+        switch type {
+        case "activity": values["contact"] != nil && consentCheckedKinds.contains(values["kind"]?.crmText ?? "")
+        case "campaign_member": values["contact"] != nil && values["campaign"] != nil
+        default: false
+        }
+    }
+
+    /// The kinds of activity that reach a person through a channel they may have refused.
+    static let consentCheckedKinds: Set<String> = ["call", "email"]
+
     private func checkConsent(_ change: RecordChange, _ context: inout Context) throws {
         let record = change.after
         let violation: String?
         switch record.type {
         case "activity":
-            guard ["call", "email"].contains(record.text("kind") ?? ""),
+            guard Self.consentCheckedKinds.contains(record.text("kind") ?? ""),
                   ["kind", "contact", "occurred_at", "due_at"].contains(where: change.wrote),
                   let contactID = record.reference("contact"), let contact = try context.record(contactID) else { return }
             let time = (record.text("occurred_at") ?? record.text("due_at")).flatMap(CRMDate.instant) ?? context.now

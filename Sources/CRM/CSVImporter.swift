@@ -457,7 +457,7 @@ private struct ImportRun {
             let createsAccount = extra["account_name"].map { accounts[CSVMapping.normalise($0)] == nil } ?? false
             // The store's effects check consent for these when the transaction ends; settled
             // in the row's savepoint, one refused row rolls back alone instead of the batch.
-            let checkedAtEnd = importer.type == "campaign_member" || importer.type == "activity"
+            let checkedAtEnd = CRMChangeEffects.consentMayRefuse(importer.type, values)
             try store.savepoint(if: (createsAccount || checkedAtEnd) && !importer.options.dryRun) {
                 try write(values, extra: extra, row: record.row, settling: checkedAtEnd, into: &report)
             }

@@ -138,7 +138,14 @@ extension ReplicaStore {
     /// Marks open conflicts of `state` superseded once their subject (the field, or the record's
     /// existence) holds a write that is neither side: someone has moved on from both.
     func supersedeConflicts(of state: RecordState) throws {
+        try closeSuperseded(try conflictsSuperseded(by: state))
+    }
+
+    /// The open conflicts of `state` that `supersedeConflicts(of:)` closes, found without
+    /// writing: a local write learns whether it writes more than its row before it writes it.
+    func conflictsSuperseded(by state: RecordState) throws -> [Int64] {
         let open = try entries(where: "record = ? AND status = 'open'", [uuidBytes(state.id)])
+        var superseded: [Int64] = []
         for entry in open {
             let subject: Dot?
             switch entry.conflict.kind {
@@ -150,8 +157,14 @@ extension ReplicaStore {
                 subject = nil
             }
             guard let subject, subject != entry.conflict.winner.dot, subject != entry.conflict.loser.dot else { continue }
-            try close(entry.id, status: .superseded, resolution: nil)
+            superseded.append(entry.id)
         }
+        return superseded
+    }
+
+    /// Closes the conflicts `conflictsSuperseded(by:)` found, as superseded.
+    func closeSuperseded(_ conflicts: [Int64]) throws {
+        for id in conflicts { try close(id, status: .superseded, resolution: nil) }
     }
 
     private func close(_ id: Int64, status: ConflictStatus, resolution: String?) throws {

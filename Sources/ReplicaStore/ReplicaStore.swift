@@ -398,50 +398,66 @@ public final class ReplicaStore {
 
     // MARK: Transactions
 
+    /// Runs `body`, the SQL writes of a `write(savepoint: false)`, in a savepoint when it makes
+    /// more than one (`needed`), so that they stand or fall together. One statement is atomic
+    /// on SQLite by itself; on PostgreSQL a failed statement aborts the whole transaction
+    /// unless a savepoint holds it, so there `body` always gets one.
+    func atomically<T>(if needed: Bool, _ body: () throws -> T) throws -> T {
+        needed || sqliteFile == nil ? try db.transaction(.immediate, body) : try body()
+    }
+
     /// Runs `body` in one write transaction, rolling back the in-memory counters with SQLite's
     /// rollback so that memory and file never disagree.
     ///
     /// The outermost write also checks what local writes left (required fields, `RecordRules`)
     /// before it commits, and tells observers what changed once it has committed.
-    func write<T>(_ body: () throws -> T) throws -> T {
+    ///
+    /// - Parameter savepoint: whether a write nested in a transaction runs in a savepoint of its
+    ///   own, so that a failure undoes its SQL writes. `false` for a `body` that keeps them
+    ///   atomic itself (`atomically(if:_:)`): on SQLite a savepoint copies every page it then
+    ///   writes into a statement journal first, and a store write per record, each in its own
+    ///   savepoint, copied some 4 KB pages per record (an import of 62,500 rows wrote about
+    ///   800 MB into temporary files that way).
+    func write<T>(savepoint: Bool = true, _ body: () throws -> T) throws -> T {
         var saved = (counter, sequence, clock)
         let outermost = transactionState == nil
+        func written() throws -> T {
+            if outermost {
+                try adoptCommittedHeader()
+                deferredIndexTypes = try committedDeferredIndexTypes()
+                saved = (counter, sequence, clock)
+                transactionState = TransactionState(id: sequence + 1, tracksChanges: feed.hasObservers,
+                                                    expectedRecords: min(lastTransactionRecords, 4_096))
+            }
+            let result = try body()
+            if outermost {
+                // Rights first: a write the user may not make at all is refused as such,
+                // whatever its effects; then the effects' own writes are checked too.
+                try checkLocalWrites()
+                let checked = transactionState?.localOrder.count ?? 0
+                try runEffects()
+                try checkLocalWrites(from: checked)
+                try checkWrittenRecords()
+            }
+            // Once, by the outermost write: a savepoint rolled back restores the counters in
+            // memory, so they hold what the transaction commits. On PostgreSQL each update of
+            // the one header row in a transaction leaves a version the next must step over: a
+            // header written per record made an import of n rows cost n² of them.
+            if outermost, counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
+                try db.run("UPDATE replica SET counter = ?, sequence = ?, clock = ? WHERE \(tenant.and)singleton = 1",
+                           [Int64(counter), sequence, clock.last.signedValue])
+            }
+            if outermost, sequence != saved.1, let slug = tenant.slug {
+                // Delivered when the transaction commits, to every node listening: one per
+                // transaction, so a node's live devices hear of another node's commits at once.
+                try db.run("SELECT pg_notify('\(Self.changesChannel)', ?)", ["\(slug) \(sequence)"])
+            }
+            return result
+        }
         let committed: TransactionState?
         let result: T
         do {
-            result = try db.transaction(.immediate) {
-                if outermost {
-                    try adoptCommittedHeader()
-                    deferredIndexTypes = try committedDeferredIndexTypes()
-                    saved = (counter, sequence, clock)
-                    transactionState = TransactionState(id: sequence + 1, tracksChanges: feed.hasObservers,
-                                                        expectedRecords: min(lastTransactionRecords, 4_096))
-                }
-                let result = try body()
-                if outermost {
-                    // Rights first: a write the user may not make at all is refused as such,
-                    // whatever its effects; then the effects' own writes are checked too.
-                    try checkLocalWrites()
-                    let checked = transactionState?.localOrder.count ?? 0
-                    try runEffects()
-                    try checkLocalWrites(from: checked)
-                    try checkWrittenRecords()
-                }
-                // Once, by the outermost write: a savepoint rolled back restores the counters in
-                // memory, so they hold what the transaction commits. On PostgreSQL each update of
-                // the one header row in a transaction leaves a version the next must step over: a
-                // header written per record made an import of n rows cost n² of them.
-                if outermost, counter != saved.0 || sequence != saved.1 || clock.last != saved.2.last {
-                    try db.run("UPDATE replica SET counter = ?, sequence = ?, clock = ? WHERE \(tenant.and)singleton = 1",
-                               [Int64(counter), sequence, clock.last.signedValue])
-                }
-                if outermost, sequence != saved.1, let slug = tenant.slug {
-                    // Delivered when the transaction commits, to every node listening: one per
-                    // transaction, so a node's live devices hear of another node's commits at once.
-                    try db.run("SELECT pg_notify('\(Self.changesChannel)', ?)", ["\(slug) \(sequence)"])
-                }
-                return result
-            }
+            result = try savepoint || outermost ? db.transaction(.immediate, written) : written()
             committed = outermost ? transactionState : nil
             if outermost {
                 lastTransactionRecords = transactionState?.toCheckOrder.count ?? 0
@@ -530,9 +546,14 @@ public final class ReplicaStore {
     /// caller reads what follows from its writes before the transaction ends (a typed API that
     /// returns the record it wrote). What it changes afterwards has its effects when the
     /// transaction ends, as usual. Outside a transaction, or without effects, does nothing.
+    ///
+    /// Effects that throw (a refusal) leave what they wrote before it in the transaction, as
+    /// they do when it ends: its caller rolls back the transaction, or a savepoint of its own
+    /// around the writes the effects follow from. No savepoint here: the effects of an
+    /// import's batch touch pages all over the file, and a savepoint copies each first.
     public func settleEffects() throws {
         guard transactionState != nil else { return }
-        try write { try runEffects() }
+        try write(savepoint: false) { try runEffects() }
     }
 
     /// The end of a transaction, before its checks: runs the store's effects on what the
@@ -867,7 +888,7 @@ public final class ReplicaStore {
     /// Creates a record. Every field is checked against the schema first.
     @discardableResult
     public func create(_ type: String, id: UUID = .newRecordID(), _ values: [String: FieldValue] = [:]) throws -> RecordState {
-        try write {
+        try write(savepoint: false) {
             try checkLocalValues(type: type, record: id, values)
             if case .absent? = transactionState?.found[id] {
                 // This transaction found no row of it, and none was written since.
@@ -876,7 +897,8 @@ public final class ReplicaStore {
             }
             let (dot, timestamp) = try nextWrite()
             let state = RecordState.created(id: id, type: type, fields: values, dot: dot, timestamp: timestamp)
-            try save(state, replacing: nil, old: nil, dirty: true)
+            // One INSERT, unless the record's index entries go in with it.
+            try atomically(if: maintainsIndex(of: type)) { _ = try save(state, replacing: nil, old: nil, dirty: true) }
             noteForChecks(state)
             noteLocalWrite(id, before: nil)
             noteForEffects(id, before: nil, after: state, origin: .local)
@@ -929,15 +951,19 @@ public final class ReplicaStore {
 
     /// Loads a record, applies one local write to it and saves it, all in one transaction.
     func mutate(_ id: UUID, _ change: (inout RecordState, Dot, HLCTimestamp) throws -> Void) throws -> RecordState {
-        try write {
+        try write(savepoint: false) {
             guard let (stored, loaded) = try load(id, decodeState: true), var state = loaded else {
                 throw ReplicaStoreError.recordNotFound(id)
             }
             let before = state
             let (dot, timestamp) = try nextWrite()
             try change(&state, dot, timestamp)
-            try save(state, replacing: stored.sequence, old: loaded, dirty: true)
-            try supersedeConflicts(of: state)
+            // One UPDATE, unless index entries or conflicts the write supersedes change with it.
+            let superseded = try conflictsSuperseded(by: state)
+            try atomically(if: maintainsIndex(of: state.type) || !superseded.isEmpty) {
+                _ = try save(state, replacing: stored.sequence, old: loaded, dirty: true)
+                try closeSuperseded(superseded)
+            }
             noteForChecks(state)
             noteLocalWrite(id, before: before)
             noteForEffects(id, before: before, after: state, origin: .local)

@@ -26,6 +26,35 @@ import TestScheduling
         #expect(try store.count(ofType: "contact") == 1)
     }
 
+    /// A create or an update inside a larger transaction makes one SQL write and runs without a
+    /// savepoint of its own (one with index entries or conflicts to close takes one): a write
+    /// that fails there still fails alone, gives back its dot, and leaves the rest to commit.
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func aWriteThatFailsInsideATransactionFailsAlone(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
+        let plain = try openStore(dir, "plain")
+        var options = ReplicaStore.Options(schema: testSchema, replicaID: try ReplicaID("indexed"))
+        options.indexedFields = ["city"]
+        let indexed = try dir.open("indexed", options: options)
+        for store in [plain, indexed] {
+            let kept = try store.create("contact", ["name": .text("kept"), "city": .text("Oslo")])
+            let (made, renamed) = try store.transaction {
+                let made = try store.create("contact", ["name": .text("made"), "city": .text("Lyon")])
+                #expect(throws: ReplicaStoreError.self) { try store.create("contact", ["name": .text("x"), "planet": .text("Mars")]) }
+                #expect(throws: ReplicaStoreError.recordExists(made.id)) { try store.create("contact", id: made.id, ["name": .text("again")]) }
+                let nobody = UUID()
+                #expect(throws: ReplicaStoreError.recordNotFound(nobody)) { try store.update(nobody, ["name": .text("nobody")]) }
+                #expect(throws: ReplicaStoreError.self) { try store.update(kept.id, ["city": .text("Rome"), "age": .text("old")]) }
+                return (made, try store.update(kept.id, ["name": .text("renamed")]))
+            }
+            #expect(made.vector[store.replicaID] == 2 && renamed.vector[store.replicaID] == 3, "the failed writes burnt no dot")
+            #expect(try store.records(ofType: "contact").map { $0.values["name"] } == [.text("made"), .text("renamed")])
+            #expect(try store.records(ofType: "contact", where: "city", equals: "Oslo").map(\.id) == [kept.id], "the failed update left the city")
+            #expect(try store.records(ofType: "contact", where: "city", equals: "Lyon").map(\.id) == [made.id])
+            #expect(try store.records(ofType: "contact", where: "city", equals: "Rome").isEmpty)
+            #expect(try store.lastSequence == 3)
+        }
+    }
+
     /// `create` trusts an id the transaction just found absent only while nothing could have
     /// made it since: a write, or a savepoint rolled back (which can bring back what it removed).
     @Test(.blocking, arguments: DatabaseBackend.allCases) func anIdFoundAbsentIsLookedForAgainOnceAnythingCouldHaveMadeIt(_ backend: DatabaseBackend) throws {
