@@ -106,8 +106,13 @@ public struct CRMChangeEffects: ChangeEffects {
 
         /// Creates a record unless one with its id exists (made by another replica, or
         /// deleted by a user: a deleted follow-up stays deleted), if this replica may.
-        func createOnce(_ type: String, id: UUID, _ values: [String: FieldValue]) throws {
-            guard changed[id] == nil, try store.recordType(of: id) == nil, store.mayWrite(values, to: nil, type: type, id: id) else { return }
+        ///
+        /// - Parameter fresh: the id derives from a write this replica made in this
+        ///   transaction, which no other replica has seen yet: only this round can have made
+        ///   the record, so the store is not asked (an import of deals asks it per deal).
+        func createOnce(_ type: String, id: UUID, _ values: [String: FieldValue], fresh: Bool = false) throws {
+            guard changed[id] == nil, try fresh || store.recordType(of: id) == nil,
+                  store.mayWrite(values, to: nil, type: type, id: id) else { return }
             try store.create(type, id: id, values)
         }
     }
@@ -198,7 +203,9 @@ public struct CRMChangeEffects: ChangeEffects {
         if role == .device || change.origin == .local, let user = (context.store.localWriteCheck as? AccessPolicy)?.subject.user {
             entry["changed_by"] = .text(user)
         }
-        try context.createOnce("stage_change", id: Self.stageChangeID(opportunity: record.id, write: stageWrite.dot), entry)
+        // A deal this replica created in this transaction: its stage write is new everywhere.
+        let fresh = change.before == nil && change.origin == .local && stageWrite.dot.replica == context.store.replicaID
+        try context.createOnce("stage_change", id: Self.stageChangeID(opportunity: record.id, write: stageWrite.dot), entry, fresh: fresh)
 
         guard let stage = try context.stages().stage(stageName) else { return }
         // A probability written with or after the stage was chosen by someone; an older one
