@@ -113,7 +113,7 @@ public struct CRMChangeEffects: ChangeEffects {
         func createOnce(_ type: String, id: UUID, _ values: [String: FieldValue], fresh: Bool = false) throws {
             guard changed[id] == nil, try fresh || store.recordType(of: id) == nil,
                   store.mayWrite(values, to: nil, type: type, id: id) else { return }
-            try store.create(type, id: id, values)
+            _ = try fresh ? store.createNew(type, id: id, values) : store.create(type, id: id, values)
         }
     }
 

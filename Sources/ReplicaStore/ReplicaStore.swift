@@ -888,9 +888,24 @@ public final class ReplicaStore {
     /// Creates a record. Every field is checked against the schema first.
     @discardableResult
     public func create(_ type: String, id: UUID = .newRecordID(), _ values: [String: FieldValue] = [:]) throws -> RecordState {
+        try create(type, id: id, values, looksFirst: true)
+    }
+
+    /// `create(_:id:_:)` of a record whose id the caller knows no record has: one derived from
+    /// a write this transaction made (what an effect makes of a new record). It is not looked
+    /// for first; should a record have it after all, the write still fails, on the table's
+    /// unique id.
+    @discardableResult
+    public func createNew(_ type: String, id: UUID, _ values: [String: FieldValue]) throws -> RecordState {
+        try create(type, id: id, values, looksFirst: false)
+    }
+
+    private func create(_ type: String, id: UUID, _ values: [String: FieldValue], looksFirst: Bool) throws -> RecordState {
         try write(savepoint: false) {
             try checkLocalValues(type: type, record: id, values)
-            if case .absent? = transactionState?.found[id] {
+            if !looksFirst {
+                // The caller knows it is new.
+            } else if case .absent? = transactionState?.found[id] {
                 // This transaction found no row of it, and none was written since.
             } else if try load(id, decodeState: false) != nil {
                 throw ReplicaStoreError.recordExists(id)

@@ -28,7 +28,8 @@ import TestScheduling
 
     /// A create or an update inside a larger transaction makes one SQL write and runs without a
     /// savepoint of its own (one with index entries or conflicts to close takes one): a write
-    /// that fails there still fails alone, gives back its dot, and leaves the rest to commit.
+    /// that fails there, before its statement or in it, still fails alone, gives back its dot,
+    /// and leaves the rest to commit.
     @Test(.blocking, arguments: DatabaseBackend.allCases) func aWriteThatFailsInsideATransactionFailsAlone(_ backend: DatabaseBackend) throws {
         let dir = try StorePlace(backend)
         let plain = try openStore(dir, "plain")
@@ -41,6 +42,8 @@ import TestScheduling
                 let made = try store.create("contact", ["name": .text("made"), "city": .text("Lyon")])
                 #expect(throws: ReplicaStoreError.self) { try store.create("contact", ["name": .text("x"), "planet": .text("Mars")]) }
                 #expect(throws: ReplicaStoreError.recordExists(made.id)) { try store.create("contact", id: made.id, ["name": .text("again")]) }
+                // Not looked for first: the table's unique id refuses it.
+                #expect(throws: (any Error).self) { try store.createNew("contact", id: made.id, ["name": .text("again")]) }
                 let nobody = UUID()
                 #expect(throws: ReplicaStoreError.recordNotFound(nobody)) { try store.update(nobody, ["name": .text("nobody")]) }
                 #expect(throws: ReplicaStoreError.self) { try store.update(kept.id, ["city": .text("Rome"), "age": .text("old")]) }
