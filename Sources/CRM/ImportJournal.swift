@@ -382,7 +382,7 @@ public struct ImportJournal: Sendable, Equatable, Codable {
     /// is written before the first write of the import.
     public final class Writer: Sendable {
         /// One committed batch, one line of the journal.
-        struct Batch: Codable {
+        struct Batch: Decodable {
             var created: [UUID]
             var filled: [Filled]
             /// The store's clock at the end of the batch.
@@ -390,14 +390,23 @@ public struct ImportJournal: Sendable, Equatable, Codable {
             /// The store's change sequence at the end of the batch; `nil` in lines of earlier versions.
             var sequence: Int64?
 
-            // By hand for the ids alone, written as `UUID` writes them but without its
-            // `snprintf`: a batch line names every record the batch made.
-            func encode(to encoder: any Encoder) throws {
-                var container = encoder.container(keyedBy: CodingKeys.self)
-                try container.encode(created.map { $0.text() }, forKey: .created)
-                try container.encode(filled, forKey: .filled)
-                try container.encode(stamp, forKey: .stamp)
-                try container.encodeIfPresent(sequence, forKey: .sequence)
+            /// The batch's line of the journal, written by hand for the ids: a batch line names
+            /// every record the batch made, and `JSONEncoder` took a fiftieth of a large
+            /// import's time to write them. Hex and dashes need no escaping.
+            func line() throws -> Data {
+                var line = Data("{\"created\":[".utf8)
+                line.reserveCapacity(created.count * 39 + 96)
+                for (index, id) in created.enumerated() {
+                    line.append(contentsOf: (index == 0 ? "\"" : ",\"").utf8)
+                    line.append(contentsOf: id.text().utf8)
+                    line.append(UInt8(ascii: "\""))
+                }
+                line.append(contentsOf: "],\"filled\":".utf8)
+                line.append(filled.isEmpty ? Data("[]".utf8) : try ImportJournal.encoder.encode(filled))
+                line.append(contentsOf: ",\"stamp\":\(stamp)".utf8)
+                if let sequence { line.append(contentsOf: ",\"sequence\":\(sequence)".utf8) }
+                line.append(contentsOf: "}\n".utf8)
+                return line
             }
         }
 
@@ -466,9 +475,7 @@ public struct ImportJournal: Sendable, Equatable, Codable {
                 }
             }
             guard !batch.created.isEmpty || !batch.filled.isEmpty else { return }
-            var line = try ImportJournal.encoder.encode(batch)
-            line.append(UInt8(ascii: "\n"))
-            try handle.write(contentsOf: line)
+            try handle.write(contentsOf: try batch.line())
             try handle.synchronize()
         }
 

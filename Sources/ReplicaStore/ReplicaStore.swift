@@ -826,9 +826,19 @@ public final class ReplicaStore {
 
     /// The live records changed after sequence number `after` that a write of this replica
     /// later than `timestamp` created (or restored): what the local writes since that point
-    /// made. Only each row's vector and liveness are decoded, not its fields, so a journal of
-    /// a large import asks this of every batch at little cost.
+    /// made, each once. Only each row's vector and liveness are decoded, not its fields, so a
+    /// journal of a large import asks this of every batch at little cost; asked inside a write
+    /// transaction of the point where it began, the store answers from what the transaction
+    /// noted of its writes, reading no row.
     public func recordsMadeLocally(after: Int64, since timestamp: HLCTimestamp) throws -> [UUID] {
+        // Unless a savepoint rolled back, the transaction's notes say which records its local
+        // writes found absent or deleted and how each stands now.
+        if let state = transactionState, !state.reloadToCheck, after == state.id - 1 {
+            return state.localOrder.filter { id in
+                guard let now = state.toCheck[id], !now.isDeleted else { return false }
+                return (state.localBefore[id] ?? nil)?.isDeleted ?? true
+            }
+        }
         let statement = try db.statement("SELECT id, vector, state FROM records WHERE \(tenant.and)seq > ? AND deleted = 0 ORDER BY seq")
         statement.reset()
         defer { statement.reset() }

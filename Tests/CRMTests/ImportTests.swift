@@ -535,4 +535,23 @@ import TestScheduling
     @Test(.blocking) func derivedIDsKeepTheirValues() {
         #expect(DerivedID.make("contact", "ann@example.com") == UUID(uuidString: "2415E3A2-9C32-8C14-B301-54A7A495DFE9"))
     }
+
+    /// A journal's batch line, written by hand, reads back as the batch it was written from,
+    /// with no ids, one, or many, the fields it filled (texts that need escaping included),
+    /// and without the change sequence of a line of an earlier version.
+    @Test(.blocking) func aJournalLineReadsBackAsItsBatch() throws {
+        let ids = (0..<500).map { DerivedID.make("test", "\($0)") }
+        let filled = [
+            ImportJournal.Filled(record: ids[0], field: "name", value: .init(.text("Zoë \"Quote\" \\ back\nslash"))),
+            ImportJournal.Filled(record: ids[1], field: "amount", value: .init(.real(1_000.5))),
+            ImportJournal.Filled(record: ids[1], field: "consent_email_at", value: nil),
+        ]
+        for (created, filled, sequence) in [([UUID](), [], Int64?.none), ([ids[0]], filled, 7), (ids, [], Int64.max)] {
+            let batch = ImportJournal.Writer.Batch(created: created, filled: filled, stamp: UInt64.max, sequence: sequence)
+            let line = try batch.line()
+            #expect(line.last == UInt8(ascii: "\n") && line.dropLast().allSatisfy { $0 != UInt8(ascii: "\n") }, "one line")
+            let read = try ImportJournal.decoder.decode(ImportJournal.Writer.Batch.self, from: line)
+            #expect(read.created == created && read.filled == filled && read.stamp == UInt64.max && read.sequence == sequence)
+        }
+    }
 }

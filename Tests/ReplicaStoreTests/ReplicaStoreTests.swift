@@ -58,6 +58,30 @@ import TestScheduling
         }
     }
 
+    /// Inside the transaction that made them, the records its local writes made are told from
+    /// what it noted; after it, from the rows: the same records, created or restored, and not
+    /// those it only changed or made and deleted again.
+    @Test(.blocking, arguments: DatabaseBackend.allCases) func whatATransactionMadeReadsTheSameFromItsNotesAsFromItsRows(_ backend: DatabaseBackend) throws {
+        let dir = try StorePlace(backend)
+        let store = try openStore(dir, "A")
+        let old = try store.create("contact", ["name": .text("old")]).id
+        let gone = try store.create("contact", ["name": .text("gone")]).id
+        try store.delete(gone)
+        let (start, stamp) = (try store.lastSequence, try store.lastTimestamp)
+        var made: [UUID] = []
+        let noted = try store.transaction {
+            made.append(try store.create("contact", ["name": .text("made")]).id)
+            let brief = try store.create("account", ["name": .text("brief")]).id
+            try store.update(old, ["city": .text("Oslo")])
+            try store.delete(brief)
+            made.append(try store.restore(gone).id)
+            try store.update(made[0], ["city": .text("Lyon")])
+            return try store.recordsMadeLocally(after: start, since: stamp)
+        }
+        #expect(noted == made)
+        #expect(Set(try store.recordsMadeLocally(after: start, since: stamp)) == Set(made))
+    }
+
     /// `create` trusts an id the transaction just found absent only while nothing could have
     /// made it since: a write, or a savepoint rolled back (which can bring back what it removed).
     @Test(.blocking, arguments: DatabaseBackend.allCases) func anIdFoundAbsentIsLookedForAgainOnceAnythingCouldHaveMadeIt(_ backend: DatabaseBackend) throws {
