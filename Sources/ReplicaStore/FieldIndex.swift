@@ -180,23 +180,53 @@ extension ReplicaStore {
     /// - Parameter gathered: the entries a pull gathered from the records it brought
     ///   (`gatherFieldIndex()`), inserted instead of reading the records back, for each type
     ///   they are known to be complete for; the other types are read back as without them.
+    ///
+    /// On SQLite, each type's records are read on a connection and a thread of their own
+    /// while the store's connection inserts the entries of the type before
+    /// (`FieldIndexPrebuild`): the two halves of a build took about as long as each other, and
+    /// the other core was idle.
     public func completeFieldIndex(gathered: FieldIndexGather? = nil) throws {
         defer { gatheredIndexWrites = nil }
-        for type in try committedDeferredIndexTypes().sorted() {
+        let types = try committedDeferredIndexTypes().sorted()
+        // Complete when every live record of the type was stored by this handle as it came,
+        // since a store that held no record, and each of those was gathered once.
+        let gatheredTypes = Set(types.filter { type in
+            guard let build = gathered?.builds[type], let writes = gatheredIndexWrites else { return false }
+            return build.records == writes[type] ?? 0
+        })
+        // Read beside the store's writes only when there is a write to go beside.
+        let prebuilds = sqliteFile != nil && types.count - gatheredTypes.count > 1
+        var next: FieldIndexPrebuild?
+        for (index, type) in types.enumerated() {
+            let prebuilt = next
+            next = nil
+            if prebuilds, let following = types[(index + 1)...].first(where: { !gatheredTypes.contains($0) }),
+               let fields = indexedFieldsByType[following] {
+                next = FieldIndexPrebuild(type: following, fields: fields, path: path, tenant: tenant, store: try prebuildMark())
+            }
             try write {
                 guard deferredIndexTypes.contains(type) else { return }  // another handle built it
                 try db.run("DELETE FROM field_index_deferred WHERE \(tenant.and)type = ?", [type])
                 deferredIndexTypes.remove(type)
-                // Complete when every live record of the type was stored by this handle as it
-                // came, since a store that held no record, and each of those was gathered once.
-                if let build = gathered?.builds[type], let writes = gatheredIndexWrites, build.records == writes[type] ?? 0 {
+                if gatheredTypes.contains(type), let build = gathered?.builds[type] {
                     try db.run("DELETE FROM field_index WHERE \(tenant.and)type = ?", [type])
                     try build.insert(type: type, into: db, tenant: tenant)
+                } else if let prebuilt, prebuilt.type == type, let collected = prebuilt.take(ifStoreIsStill: try prebuildMark()) {
+                    try db.run("DELETE FROM field_index WHERE \(tenant.and)type = ?", [type])
+                    try insert(collected, type: type)
                 } else {
                     try buildFieldIndex(of: type)
                 }
             }
         }
+        next?.discard()
+    }
+
+    /// What says whether records changed between a prebuild's start and its use: the store's
+    /// change sequence (this handle's writes) and SQLite's `data_version` (commits of any
+    /// other connection, a purge among them, which moves no sequence).
+    func prebuildMark() throws -> [Int64] {
+        [try lastSequence, try sqliteFile?.scalarInt("PRAGMA data_version") ?? 0]
     }
 
     // MARK: Entries gathered by a pull
@@ -249,22 +279,37 @@ extension ReplicaStore {
     func buildFieldIndex(of type: String, limit: Int = ReplicaStore.fieldIndexBuildLimit) throws -> Int {
         guard let fields = indexedFieldsByType[type] else { return 0 }
         try db.run("DELETE FROM field_index WHERE \(tenant.and)type = ?", [type])
+        return try insert(Self.collectFieldIndex(of: type, fields: fields, in: db, tenant: tenant, path: path, limit: limit), type: type)
+    }
+
+    /// The entries of the live records of `type` read on `db`, in memory while they fit in
+    /// `limit` bytes, else set aside in sorted runs beside the store at `path` (see
+    /// `buildFieldIndex`).
+    static func collectFieldIndex(of type: String, fields: IndexedFields, in db: any SQLDatabase, tenant: TenantRows,
+                                  path: String, limit: Int = ReplicaStore.fieldIndexBuildLimit) throws -> CollectedFieldIndex {
         var build = FieldIndexBuild(fields)
         var runs: IndexRuns?
         let setsAside = db.dialect == .sqlite
-        try forEachLiveState(of: type, read: { id, state in
+        try forEachLiveState(of: type, in: db, tenant: tenant, path: path, read: { id, state in
             try build.add(id, state: state)
             guard setsAside, build.memory >= limit else { return }
             if runs == nil { runs = try IndexRuns(beside: path) }
             try runs!.add(&build)
             build = FieldIndexBuild(fields)
         })
-        guard var runs else {
+        return CollectedFieldIndex(fields: fields, build: build, runs: runs)
+    }
+
+    /// Inserts collected entries into the index, in key order; how many sorted runs they
+    /// were set aside in.
+    func insert(_ collected: consuming CollectedFieldIndex, type: String) throws -> Int {
+        var build = collected.build
+        guard var runs = collected.runs.take() else {
             try build.insert(type: type, into: db, tenant: tenant)
             return 0
         }
         try runs.add(&build)
-        try runs.merge(into: FieldIndexBuild(fields), type: type, db: db, tenant: tenant)
+        try runs.merge(into: FieldIndexBuild(collected.fields), type: type, db: db, tenant: tenant)
         return runs.count
     }
 
@@ -318,6 +363,57 @@ extension ReplicaStore {
             }.joined()
             return words.allSatisfy { word in held.contains { $0.hasPrefix(word) } }
         }.prefix(limit))
+    }
+}
+
+/// One type's index entries read from its records (`ReplicaStore.collectFieldIndex`): in
+/// memory, and the sorted runs set aside when they outgrew it.
+struct CollectedFieldIndex: ~Copyable {
+    let fields: ReplicaStore.IndexedFields
+    var build: FieldIndexBuild
+    var runs: IndexRuns?
+}
+
+/// A deferred type's index entries read on a connection and a thread of their own, while the
+/// store's connection inserts another type's (`ReplicaStore.completeFieldIndex`). They are
+/// taken only if no record changed since the read began, by this handle or any other:
+/// otherwise the store reads the type again itself.
+final class FieldIndexPrebuild: @unchecked Sendable {
+    // Safe to share: the reading thread sets `collected` before it signals `finished`, and
+    // the store's thread reads it only after waiting for that signal.
+    let type: String
+    /// The store's mark when the read began (`ReplicaStore.prebuildMark()`).
+    private let mark: [Int64]
+    private let finished = DispatchSemaphore(value: 0)
+    private var collected: CollectedFieldIndex?
+
+    init(type: String, fields: ReplicaStore.IndexedFields, path: String, tenant: TenantRows, store mark: [Int64],
+         limit: Int = ReplicaStore.fieldIndexBuildLimit) {
+        self.type = type
+        self.mark = mark
+        DispatchQueue.global().async { [self] in
+            defer { finished.signal() }
+            var options = Database.Options()
+            options.create = false
+            // One statement reads one snapshot. A failure leaves the type to the store, which
+            // meets it again if it lasts.
+            guard let db = try? Database(path: path, options: options) else { return }
+            defer { db.close() }
+            collected = try? ReplicaStore.collectFieldIndex(of: type, fields: fields, in: db, tenant: tenant, path: path, limit: limit)
+        }
+    }
+
+    /// The entries, when the store's mark is still the one the read began at; `nil` when a
+    /// record may have changed since, or reading them failed. Waits for them.
+    func take(ifStoreIsStill current: [Int64]) -> CollectedFieldIndex? {
+        finished.wait()
+        guard current == mark else { return nil }
+        return collected.take()
+    }
+
+    /// Waits for a read no one takes, so that its runs' file is closed before the store goes on.
+    func discard() {
+        finished.wait()
     }
 }
 

@@ -26,6 +26,14 @@ extension ReplicaStore {
     /// sequence number.
     func forEachLiveState(of type: String, read: (UUID, UnsafeRawBufferPointer) throws -> Void,
                           _ body: (UUID, Int64) throws -> Void = { _, _ in }) throws {
+        try Self.forEachLiveState(of: type, in: db, tenant: tenant, path: path, read: read, body)
+    }
+
+    /// `forEachLiveState(of:read:_:)` on connection `db` to the store at `path`: a connection
+    /// beside the store's own reads a type while the store writes (`FieldIndexPrebuild`).
+    static func forEachLiveState(of type: String, in db: any SQLDatabase, tenant: TenantRows, path: String,
+                                 read: (UUID, UnsafeRawBufferPointer) throws -> Void,
+                                 _ body: (UUID, Int64) throws -> Void = { _, _ in }) throws {
         let statement = try db.statement("SELECT id, state, seq FROM records WHERE \(tenant.and)type = ? AND deleted = 0 ORDER BY seq")
         statement.reset()
         defer { statement.reset() }

@@ -320,4 +320,58 @@ import TestScheduling
         try holding.create("account", ["name": .text("Mine")])
         #expect(try holding.gatherFieldIndex() == nil)
     }
+
+    /// Entries read beside the store while it inserts another type's (`FieldIndexPrebuild`)
+    /// are taken only when no record changed since the read began: by this handle, by another
+    /// one, or by a purge, which moves no change sequence. Taken, they build the index the
+    /// store's own read builds, in memory or from runs set aside.
+    @Test(.blocking) func entriesReadBesideTheStoreAreTakenOnlyWhenNoRecordChangedSince() throws {
+        let place = try StorePlace(.sqlite)  // only a store file of its own is read beside
+        let store = try open(place, "store")
+        try store.apply(encoded: try source(place))
+        let maintained = try indexRows(store)
+        let fields = try #require(store.indexedFieldsByType["contact"])
+        func prebuild(limit: Int = ReplicaStore.fieldIndexBuildLimit) throws -> FieldIndexPrebuild {
+            FieldIndexPrebuild(type: "contact", fields: fields, path: store.path, tenant: store.tenant, store: try store.prebuildMark(), limit: limit)
+        }
+        for limit in [1 << 10, ReplicaStore.fieldIndexBuildLimit] {
+            let read = try prebuild(limit: limit)
+            guard let taken = read.take(ifStoreIsStill: try store.prebuildMark()) else {
+                Issue.record("nothing changed, yet the entries were not taken")
+                return
+            }
+            try store.db.run("DELETE FROM field_index WHERE type = 'contact'")
+            let runs = try store.insert(taken, type: "contact")
+            #expect(limit < ReplicaStore.fieldIndexBuildLimit ? runs > 1 : runs == 0, "limit \(limit): \(runs) runs")
+            #expect(try indexRows(store) == maintained, "limit \(limit)")
+        }
+
+        let contacts = try store.records(ofType: "contact").map(\.id)
+        let (contact, upstreamOnly) = (contacts[0], contacts[3])
+        func takes(_ read: FieldIndexPrebuild) throws -> Bool {
+            switch read.take(ifStoreIsStill: try store.prebuildMark()) {
+            case .some: true
+            case .none: false
+            }
+        }
+        #expect(try takes(try prebuild()), "nothing changed")
+        let changes: [(String, () throws -> Void)] = [
+            ("a write of this handle", { try store.update(contact, ["city": .text("Riga")]) }),
+            ("a write of another handle", {
+                let other = try open(place, "store")
+                try other.create("contact", ["name": .text("Zed Other"), "city": .text("Bern")])
+                other.close()
+            }),
+            ("a purge by another handle", {
+                let other = try open(place, "store")
+                #expect(try other.evict([upstreamOnly], reason: "left the scope").isEmpty, "taken from upstream: purged at once")
+                other.close()
+            }),
+        ]
+        for (name, change) in changes {
+            let read = try prebuild()
+            try change()
+            #expect(try !takes(read), "after \(name)")
+        }
+    }
 }
