@@ -194,15 +194,17 @@ extension ReplicaStore {
             guard let build = gathered?.builds[type], let writes = gatheredIndexWrites else { return false }
             return build.records == writes[type] ?? 0
         })
-        // Read beside the store's writes only when there is a write to go beside.
+        // Read beside the store's writes only when there is a write to go beside. Two builds
+        // then hold entries at once: each takes half the memory one would.
         let prebuilds = sqliteFile != nil && types.count - gatheredTypes.count > 1
+        let limit = prebuilds ? Self.fieldIndexBuildLimit / 2 : Self.fieldIndexBuildLimit
         var next: FieldIndexPrebuild?
         for (index, type) in types.enumerated() {
             let prebuilt = next
             next = nil
             if prebuilds, let following = types[(index + 1)...].first(where: { !gatheredTypes.contains($0) }),
                let fields = indexedFieldsByType[following] {
-                next = FieldIndexPrebuild(type: following, fields: fields, path: path, tenant: tenant, store: try prebuildMark())
+                next = FieldIndexPrebuild(type: following, fields: fields, path: path, tenant: tenant, store: try prebuildMark(), limit: limit)
             }
             try write {
                 guard deferredIndexTypes.contains(type) else { return }  // another handle built it
@@ -215,7 +217,7 @@ extension ReplicaStore {
                     try db.run("DELETE FROM field_index WHERE \(tenant.and)type = ?", [type])
                     try insert(collected, type: type)
                 } else {
-                    try buildFieldIndex(of: type)
+                    try buildFieldIndex(of: type, limit: limit)
                 }
             }
         }
