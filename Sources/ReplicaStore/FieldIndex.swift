@@ -402,6 +402,8 @@ final class FieldIndexPrebuild: @unchecked Sendable {
             guard let db = try? Database(path: path, options: options) else { return }
             defer { db.close() }
             collected = try? ReplicaStore.collectFieldIndex(of: type, fields: fields, in: db, tenant: tenant, path: path, limit: limit)
+            // Sorted here too, so that the store's thread only inserts.
+            collected?.build.sort()
         }
     }
 
