@@ -141,6 +141,9 @@ public final class ReplicaStore {
     /// in its maps at once. An import writes batch after batch of the same size, and each
     /// batch's maps, grown a record at a time, were rehashed over and over.
     private var lastTransactionRecords = 0
+    /// Whether the innermost `write` running is the transaction's outermost, whose own
+    /// rollback undoes all it writes: `atomically(if:_:)` then needs no savepoint.
+    private var innermostWriteIsOutermost = false
     /// Whether a write transaction of this handle is open.
     var isWriting: Bool { transactionState != nil }
 
@@ -401,9 +404,10 @@ public final class ReplicaStore {
     /// Runs `body`, the SQL writes of a `write(savepoint: false)`, in a savepoint when it makes
     /// more than one (`needed`), so that they stand or fall together. One statement is atomic
     /// on SQLite by itself; on PostgreSQL a failed statement aborts the whole transaction
-    /// unless a savepoint holds it, so there `body` always gets one.
+    /// unless a savepoint holds it, so there `body` always gets one. A write that is its
+    /// transaction's outermost needs none: the transaction stands or falls with it.
     func atomically<T>(if needed: Bool, _ body: () throws -> T) throws -> T {
-        needed || sqliteFile == nil ? try db.transaction(.immediate, body) : try body()
+        (needed || sqliteFile == nil) && !innermostWriteIsOutermost ? try db.transaction(.immediate, body) : try body()
     }
 
     /// Runs `body` in one write transaction, rolling back the in-memory counters with SQLite's
@@ -422,6 +426,9 @@ public final class ReplicaStore {
         var saved = (counter, sequence, clock)
         let outermost = transactionState == nil
         func written() throws -> T {
+            let enclosing = innermostWriteIsOutermost
+            innermostWriteIsOutermost = outermost
+            defer { innermostWriteIsOutermost = enclosing }
             if outermost {
                 try adoptCommittedHeader()
                 deferredIndexTypes = try committedDeferredIndexTypes()
