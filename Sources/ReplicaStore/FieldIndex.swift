@@ -194,17 +194,16 @@ extension ReplicaStore {
             guard let build = gathered?.builds[type], let writes = gatheredIndexWrites else { return false }
             return build.records == writes[type] ?? 0
         })
-        // Read beside the store's writes only when there is a write to go beside. Two builds
-        // then hold entries at once: each takes half the memory one would.
-        let prebuilds = sqliteFile != nil && types.count - gatheredTypes.count > 1
+        // Read beside the store's writes when every type is read back and there is a write to
+        // go beside. Two builds then hold entries at once: each takes half the memory one would.
+        let prebuilds = sqliteFile != nil && gatheredTypes.isEmpty && types.count > 1
         let limit = prebuilds ? Self.fieldIndexBuildLimit / 2 : Self.fieldIndexBuildLimit
         var next: FieldIndexPrebuild?
         for (index, type) in types.enumerated() {
             let prebuilt = next
             next = nil
-            if prebuilds, let following = types[(index + 1)...].first(where: { !gatheredTypes.contains($0) }),
-               let fields = indexedFieldsByType[following] {
-                next = FieldIndexPrebuild(type: following, fields: fields, path: path, tenant: tenant, store: try prebuildMark(), limit: limit)
+            if prebuilds, index + 1 < types.count, let fields = indexedFieldsByType[types[index + 1]] {
+                next = FieldIndexPrebuild(type: types[index + 1], fields: fields, path: path, tenant: tenant, store: try prebuildMark(), limit: limit)
             }
             try write {
                 guard deferredIndexTypes.contains(type) else { return }  // another handle built it
@@ -213,7 +212,7 @@ extension ReplicaStore {
                 if gatheredTypes.contains(type), let build = gathered?.builds[type] {
                     try db.run("DELETE FROM field_index WHERE \(tenant.and)type = ?", [type])
                     try build.insert(type: type, into: db, tenant: tenant)
-                } else if let prebuilt, prebuilt.type == type, let collected = prebuilt.take(ifStoreIsStill: try prebuildMark()) {
+                } else if let prebuilt, let collected = prebuilt.take(ifStoreIsStill: try prebuildMark()) {
                     try db.run("DELETE FROM field_index WHERE \(tenant.and)type = ?", [type])
                     try insert(collected, type: type)
                 } else {
@@ -383,7 +382,6 @@ struct CollectedFieldIndex: ~Copyable {
 final class FieldIndexPrebuild: @unchecked Sendable {
     // Safe to share: the reading thread sets `collected` before it signals `finished`, and
     // the store's thread reads it only after waiting for that signal.
-    let type: String
     /// The store's mark when the read began (`ReplicaStore.prebuildMark()`).
     private let mark: [Int64]
     private let finished = DispatchSemaphore(value: 0)
@@ -391,7 +389,6 @@ final class FieldIndexPrebuild: @unchecked Sendable {
 
     init(type: String, fields: ReplicaStore.IndexedFields, path: String, tenant: TenantRows, store mark: [Int64],
          limit: Int = ReplicaStore.fieldIndexBuildLimit) {
-        self.type = type
         self.mark = mark
         DispatchQueue.global().async { [self] in
             defer { finished.signal() }
